@@ -1,0 +1,262 @@
+//! The core `Flow` trait (poll-based, dyn-compatible) and its async sugar.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+
+use crate::FlowError;
+
+/// Which direction(s) a [`Flow::poll_shutdown`] closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shutdown {
+    /// This side will never read again: later reads return Eof at once.
+    Read,
+    /// Flush pending writes, then signal the peer (Eof on its side). Later writes fail with `Closed`.
+    Write,
+    /// Both of the above.
+    Both,
+}
+
+impl Shutdown {
+    /// True when this shuts the read side.
+    pub fn reads(self) -> bool {
+        matches!(self, Shutdown::Read | Shutdown::Both)
+    }
+
+    /// True when this shuts the write side.
+    pub fn writes(self) -> bool {
+        matches!(self, Shutdown::Write | Shutdown::Both)
+    }
+}
+
+/// A single reliable, ordered, bidirectional byte stream to one endpoint.
+///
+/// This is MirageOS's `Mirage_flow.S` in poll form. The trait is dyn-compatible
+/// (see [`BoxFlow`](crate::BoxFlow)); the async methods live in [`FlowExt`].
+///
+/// # Contract
+///
+/// - [`poll_read`](Flow::poll_read) yields owned bytes, **never empty**, or `None`
+///   (Eof) once the peer shut its write side and every in-flight byte was read. Eof
+///   is sticky; after an error no later read yields data.
+/// - [`poll_write`](Flow::poll_write) takes bytes out of the front of `buf`
+///   (ownership moves into the flow) and is ready once `buf` is empty, i.e. the
+///   whole buffer was *accepted* (not necessarily delivered). On `Pending`, what
+///   is left in `buf` was not accepted. An empty write is `Ok` and sends nothing.
+///   Once the flow can no longer send, writes fail with `Closed`.
+/// - [`poll_shutdown`](Flow::poll_shutdown) is idempotent: a second call is `Ok`
+///   and signals nothing more.
+/// - [`poll_close`](Flow::poll_close) terminates the flow gracefully (bytes already
+///   accepted still reach the peer) and frees its resources; a second close is `Ok`.
+///   After it reads give Eof (or an error) and writes give `Closed`; nothing hangs.
+/// - Dropping a flow without closing it ends the peer's reads (Eof or error).
+/// - A pending read and a pending write may coexist: implementations keep
+///   separate wakers for the two directions (as tokio's `AsyncRead`/`AsyncWrite`
+///   pairs do), which is what [`split`](FlowExt::split) relies on.
+/// - Reads are cancel-safe: a `Pending` read loses nothing.
+pub trait Flow: Send + 'static {
+    /// Polls for the next chunk of data: `Some(bytes)` (never empty) or `None` at Eof.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>>;
+
+    /// Hands the front of `buf` to the flow, advancing `buf` past what was accepted.
+    /// Ready once `buf` is empty.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>>;
+
+    /// As [`poll_write`](Flow::poll_write) for a sequence of buffers, in order;
+    /// empty elements are skipped. Ready once every element is empty.
+    ///
+    /// The default writes each buffer in turn; flows that can batch override it.
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        for buf in bufs.iter_mut() {
+            if !buf.is_empty() {
+                ready!(self.poll_write(cx, buf))?;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts one or both directions. Idempotent.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>>;
+
+    /// Terminates the flow gracefully and frees its resources. A flow layered on
+    /// another flow closes the lower one too.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>>;
+
+    /// Terminates at once without the graceful part (TCP: RST; a pipe: the peer
+    /// reads a reset). The default is [`poll_close`](Flow::poll_close).
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.poll_close(cx)
+    }
+}
+
+impl<F: Flow + ?Sized> Flow for Box<F> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        (**self).poll_read(cx)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        (**self).poll_write(cx, buf)
+    }
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        (**self).poll_writev(cx, bufs)
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        (**self).poll_shutdown(cx, how)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        (**self).poll_close(cx)
+    }
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        (**self).poll_abort(cx)
+    }
+}
+
+/// Async methods for every [`Flow`].
+pub trait FlowExt: Flow {
+    /// Reads the next chunk (never empty), or `None` at Eof. Cancel-safe.
+    fn read(&mut self) -> ReadFuture<'_, Self> {
+        ReadFuture { flow: self }
+    }
+
+    /// Writes the whole buffer; completes once the flow accepted all of it.
+    /// If the future is dropped early, the peer sees a prefix of the buffer.
+    fn write(&mut self, buf: impl Into<Bytes>) -> WriteFuture<'_, Self> {
+        WriteFuture { flow: self, buf: buf.into() }
+    }
+
+    /// Writes the buffers in order, skipping empty ones.
+    fn writev(&mut self, bufs: Vec<Bytes>) -> WritevFuture<'_, Self> {
+        WritevFuture { flow: self, bufs }
+    }
+
+    /// Shuts one or both directions (idempotent).
+    fn shutdown(&mut self, how: Shutdown) -> ShutdownFuture<'_, Self> {
+        ShutdownFuture { flow: self, how }
+    }
+
+    /// Closes the flow gracefully; a second close is `Ok`.
+    fn close(&mut self) -> CloseFuture<'_, Self> {
+        CloseFuture { flow: self, abort: false }
+    }
+
+    /// Terminates the flow at once (a reset where the transport has one).
+    fn abort(&mut self) -> CloseFuture<'_, Self> {
+        CloseFuture { flow: self, abort: true }
+    }
+
+    /// Reads until Eof, concatenating every chunk.
+    fn read_to_end(&mut self) -> impl Future<Output = Result<Vec<u8>, FlowError>> + Send + '_ {
+        async move {
+            let mut out = Vec::new();
+            while let Some(chunk) = self.read().await? {
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
+        }
+    }
+
+    /// Splits the flow into owned read and write halves for full-duplex use.
+    fn split(self) -> (crate::ReadHalf<Self>, crate::WriteHalf<Self>)
+    where
+        Self: Sized,
+    {
+        crate::split::split(self)
+    }
+
+    /// Erases the flow's type.
+    fn boxed(self) -> crate::BoxFlow
+    where
+        Self: Sized,
+    {
+        crate::BoxFlow::new(self)
+    }
+
+    /// Views the flow as a tokio `AsyncRead + AsyncWrite + AsyncBufRead`.
+    fn into_tokio(self) -> crate::FlowIo<Self>
+    where
+        Self: Sized,
+    {
+        crate::FlowIo::new(self)
+    }
+}
+
+impl<F: Flow + ?Sized> FlowExt for F {}
+
+/// Future of [`FlowExt::read`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct ReadFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+}
+
+impl<F: Flow + ?Sized> Future for ReadFuture<'_, F> {
+    type Output = Result<Option<Bytes>, FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().flow.poll_read(cx)
+    }
+}
+
+/// Future of [`FlowExt::write`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct WriteFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+    buf: Bytes,
+}
+
+impl<F: Flow + ?Sized> Future for WriteFuture<'_, F> {
+    type Output = Result<(), FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.flow.poll_write(cx, &mut this.buf)
+    }
+}
+
+/// Future of [`FlowExt::writev`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct WritevFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+    bufs: Vec<Bytes>,
+}
+
+impl<F: Flow + ?Sized> Future for WritevFuture<'_, F> {
+    type Output = Result<(), FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.flow.poll_writev(cx, &mut this.bufs)
+    }
+}
+
+/// Future of [`FlowExt::shutdown`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct ShutdownFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+    how: Shutdown,
+}
+
+impl<F: Flow + ?Sized> Future for ShutdownFuture<'_, F> {
+    type Output = Result<(), FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.flow.poll_shutdown(cx, this.how)
+    }
+}
+
+/// Future of [`FlowExt::close`] and [`FlowExt::abort`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct CloseFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+    abort: bool,
+}
+
+impl<F: Flow + ?Sized> Future for CloseFuture<'_, F> {
+    type Output = Result<(), FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.abort { this.flow.poll_abort(cx) } else { this.flow.poll_close(cx) }
+    }
+}
