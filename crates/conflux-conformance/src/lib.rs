@@ -1,0 +1,2 @@
+//! Conformance kits for conflux flows (being written).
+#![forbid(unsafe_code)]
