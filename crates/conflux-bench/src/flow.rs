@@ -1,0 +1,8 @@
+//! The `flow` benchmark scenario group.
+
+use crate::Scenario;
+
+/// The scenarios of the `flow` group, in the order they run.
+pub fn scenarios() -> Vec<Scenario> {
+    Vec::new()
+}

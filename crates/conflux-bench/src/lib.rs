@@ -1,0 +1,54 @@
+//! The conflux benchmark harness and its scenario groups.
+//!
+//! A scenario measures one figure (a [`Metric`]) of a conflux transport, and
+//! usually the same work done by a baseline (a plain kernel socket, a
+//! `tokio::io::duplex`, ...) in the same process and run, interleaved with
+//! the measured side ([`measure_pair`]). The figure is the median of the runs
+//! (at least 3; at least 5 for multi-thread scenarios, see [`Ctx::runs_mt`]);
+//! min and max are reported. The `conflux-bench` binary selects scenarios,
+//! prints a table and writes `target/bench/latest.json` (an array of
+//! [`Record`]s).
+//!
+//! What it does not do: it never compares against earlier runs and never
+//! installs anything; a scenario that cannot run (no root, say) returns
+//! [`Skip`] with the reason.
+//!
+//! ```
+//! use conflux_bench::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair};
+//!
+//! fn copy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+//!     let src = vec![7u8; 1 << 16];
+//!     let pair = measure_pair(
+//!         ctx.runs(5, 3),
+//!         || { let v = src.clone(); conflux_bench::throughput_gbps(v.len() as u64, std::time::Duration::from_micros(10)) },
+//!         || { let v = src.to_vec(); conflux_bench::throughput_gbps(v.len() as u64, std::time::Duration::from_micros(20)) },
+//!     );
+//!     Ok(vec![ctx.record(&pair.measured).with_baseline("to_vec", &pair.baseline)])
+//! }
+//!
+//! let scenario = Scenario {
+//!     name: "copy",
+//!     metric: Metric::Throughput,
+//!     goal: Goal::RatioAtLeast(0.5),
+//!     run: copy,
+//! };
+//! let records = (scenario.run)(&Ctx::new(&scenario, true)).unwrap();
+//! assert_eq!(records[0].ratio, Some(2.0));
+//! assert_eq!(records[0].goal_met, Some(true));
+//! ```
+#![forbid(unsafe_code)]
+
+mod harness;
+mod report;
+
+pub mod flow;
+pub mod hvsock;
+pub mod mimic;
+pub mod netstack;
+pub mod tcp_host;
+
+pub use crate::harness::{
+    Ctx, Goal, Metric, Pair, Record, RunFn, Scenario, Skip, measure, measure_pair, micros, rate_per_sec, rss_mib,
+    throughput_gbps,
+};
+pub use crate::report::{print_table, write_json};

@@ -1,0 +1,8 @@
+//! The `netstack` benchmark scenario group.
+
+use crate::Scenario;
+
+/// The scenarios of the `netstack` group, in the order they run.
+pub fn scenarios() -> Vec<Scenario> {
+    Vec::new()
+}

@@ -1,0 +1,39 @@
+//! Test-only helpers shared by every conflux crate's tests.
+//!
+//! What it does:
+//!
+//! - makes skips visible: [`skip!`] prints `SKIP <test>: <kind>: <detail>` to
+//!   stderr, appends one JSON line to the skip log (see [`skip_log_path`]) and
+//!   returns from the enclosing test; [`report_skip`] does the same without
+//!   returning, for conformance kits that skip one case and go on;
+//! - deterministic payloads ([`payload`]), a test timeout ([`within`],
+//!   [`TIMEOUT`]) and probes of the environment ([`is_root`],
+//!   [`have_command`], [`open_fds`]).
+//!
+//! What it does not do: it never installs anything, never changes process
+//! state (no `setns`, no environment mutation) and never decides whether a
+//! skip is acceptable; `cargo xtask ci` reads the skip log and decides that
+//! (see [`SkipKind::required_in_ci`]).
+//!
+//! ```
+//! use conflux_testkit::{skip, is_root};
+//!
+//! fn needs_root() {
+//!     if !is_root() {
+//!         skip!(Root, "needs CAP_NET_ADMIN to create {}", "a namespace");
+//!     }
+//!     // ... the real test ...
+//! }
+//! # needs_root();
+//! ```
+#![forbid(unsafe_code)]
+
+mod env;
+mod payload;
+mod skip;
+mod time;
+
+pub use crate::env::{have_command, is_root, open_fds};
+pub use crate::payload::payload;
+pub use crate::skip::{ParseSkipKindError, SkipKind, SkipReturn, current_test_name, report_skip, skip_log_path};
+pub use crate::time::{TIMEOUT, within};

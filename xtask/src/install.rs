@@ -1,0 +1,93 @@
+//! Installing what tests use, and removing what crashed test runs left.
+
+use std::process::{Command, Stdio};
+
+use crate::util;
+
+/// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`, `curl`).
+const PACKAGES: &[&str] = &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl"];
+
+/// The prefix of every namespace and link the tests create.
+const NAME_PREFIX: &str = "cfx";
+
+/// Installs missing packages (only if `packages`) and deletes stale `cfx*`
+/// namespaces and links. Needs root; returns false if an install failed.
+pub(crate) fn run(packages: bool) -> bool {
+    if !util::is_root() {
+        eprintln!("xtask install: needs root (apt-get, ip netns); skipping");
+        return !packages;
+    }
+    let ok = !packages || install_packages();
+    remove_stale_network_objects();
+    ok
+}
+
+fn is_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
+}
+
+fn install_packages() -> bool {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        println!("packages present: {}", PACKAGES.join(" "));
+        return true;
+    }
+    util::heading(&format!("apt-get install {}", missing.join(" ")));
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    util::status_ok(Command::new("apt-get").arg("update").envs(env))
+        && util::status_ok(
+            Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing).envs(env),
+        )
+}
+
+fn ip(args: &[&str]) -> Option<String> {
+    let out = Command::new("ip").args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Deletes `cfx*` namespaces and links; failures (no `ip`, already gone) are
+/// ignored.
+fn remove_stale_network_objects() {
+    let netns = ip(&["netns", "list"]).unwrap_or_default();
+    for name in stale_netns(&netns) {
+        println!("removing stale netns {name}");
+        let _ = ip(&["netns", "delete", name]);
+    }
+    let links = ip(&["-o", "link"]).unwrap_or_default();
+    for name in stale_links(&links) {
+        println!("removing stale link {name}");
+        let _ = ip(&["link", "delete", name]);
+    }
+}
+
+/// Names from `ip netns list` lines such as `cfx12a (id: 0)`.
+fn stale_netns(list: &str) -> Vec<&str> {
+    list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(NAME_PREFIX)).collect()
+}
+
+/// Names from `ip -o link` lines such as `7: cfxv1@if6: <...> ...`.
+fn stale_links(list: &str) -> Vec<&str> {
+    list.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .filter(|n| n.starts_with(NAME_PREFIX))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_output() {
+        assert_eq!(stale_netns("cfx1a (id: 0)\nother\ncfx2b\n"), ["cfx1a", "cfx2b"]);
+        let links = "1: lo: <LOOPBACK,UP> mtu 65536\n\
+                     7: cfxv1@if6: <BROADCAST> mtu 1500\n\
+                     8: cfxtap0: <NO-CARRIER> mtu 1500\n";
+        assert_eq!(stale_links(links), ["cfxv1", "cfxtap0"]);
+    }
+}

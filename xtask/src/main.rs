@@ -1,0 +1,54 @@
+//! conflux's developer tasks, run as `cargo xtask <command>`.
+//!
+//! - `ci`: install (as root under `CI=true`), fmt check, clippy with warnings
+//!   as errors, tests (serial test binaries last, one thread), doctests, docs
+//!   with warnings as errors, the skip report and a final
+//!   `N passed, N failed, N skipped` line.
+//! - `install`: the system packages tests use, and removal of stale `cfx*`
+//!   namespaces and links (needs root).
+//! - `bench [--quick] [SCENARIO...]`: builds `conflux-bench` in release and
+//!   runs it, writing `target/bench/latest.json`.
+//!
+//! The tidy checks (lints opt-in, `//!` lines, unsafe quarantine) are
+//! `#[test]`s in `tidy.rs`, so plain `cargo test` enforces them too.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod ci;
+mod install;
+mod util;
+
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci                        fmt, clippy, tests, doctests, docs, skip report
+  install                   apt packages for tests; remove stale cfx* netns/links (root)
+  bench [--quick] [NAME..]  run benchmark scenarios in release (target/bench/latest.json)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = util::workspace_root();
+    if let Err(e) = std::env::set_current_dir(&root) {
+        eprintln!("xtask: cannot enter {}: {e}", root.display());
+        return ExitCode::FAILURE;
+    }
+    let ok = match args.first().map(String::as_str) {
+        Some("ci") if args.len() == 1 => ci::run(&root),
+        Some("install") if args.len() == 1 => install::run(true),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            true
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

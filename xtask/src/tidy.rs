@@ -1,0 +1,405 @@
+//! Tidy checks over the source tree, as `#[test]`s so `cargo test` enforces
+//! them: lints opt-in, `//!` opening lines, and the unsafe quarantine.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::workspace_root;
+
+/// The only places `unsafe` may appear (directories end with `/`).
+/// Must match the list in DEVELOPERS.md.
+const UNSAFE_ALLOWED: &[&str] = &[
+    "crates/conflux-hvsock/src/sys/",
+    "crates/conflux-hvsock/src/sys.rs",
+    "crates/conflux-tcp-host/src/sys.rs",
+    "crates/conflux-tcp-host/src/sys/",
+    "crates/conflux-netstack/src/sys.rs",
+    "crates/conflux-netstack/src/sys/",
+];
+
+/// Top-level directories whose `.rs` files are checked.
+const SOURCE_DIRS: &[&str] = &["crates", "xtask", "tests"];
+
+/// Directories never descended into.
+const SKIPPED_DIRS: &[&str] = &["target", "fuzz"];
+
+/// `path` relative to the root, with `/` separators.
+fn rel(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(ty) = entry.file_type() else { continue };
+        if ty.is_dir() {
+            if !SKIPPED_DIRS.contains(&name.as_ref()) {
+                walk(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every `.rs` file under the source directories, sorted.
+fn rust_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in SOURCE_DIRS {
+        walk(&root.join(dir), &mut files);
+    }
+    files.sort();
+    files
+}
+
+/// The members' `Cargo.toml` files: `crates/*`, `xtask`, `tests`, as far as
+/// they exist.
+fn member_manifests(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(root.join("crates")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    dirs.push(root.join("xtask"));
+    dirs.push(root.join("tests"));
+    let mut manifests: Vec<PathBuf> = dirs.into_iter().map(|d| d.join("Cargo.toml")).filter(|m| m.is_file()).collect();
+    manifests.sort();
+    manifests
+}
+
+/// Whether a manifest has `[lints]` with `workspace = true` (or
+/// `lints.workspace = true`).
+fn has_workspace_lints(manifest: &str) -> bool {
+    let mut in_lints = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            in_lints = line == "[lints]";
+            continue;
+        }
+        let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        if (in_lints && compact == "workspace=true") || compact == "lints.workspace=true" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the first non-empty line is a `//!` doc line.
+fn starts_with_doc_line(src: &str) -> bool {
+    src.lines().map(str::trim).find(|l| !l.is_empty()).is_some_and(|l| l.starts_with("//!"))
+}
+
+/// `src` with comments, string and char literals replaced by spaces (newlines
+/// kept, so line numbers stay), leaving only code tokens.
+fn code_only(src: &str) -> String {
+    let c: Vec<char> = src.chars().collect();
+    let mut out = c.clone();
+    let blank = |out: &mut Vec<char>, from: usize, to: usize| {
+        for ch in &mut out[from..to.min(c.len())] {
+            if *ch != '\n' {
+                *ch = ' ';
+            }
+        }
+    };
+    let is_ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+    let mut i = 0;
+    while i < c.len() {
+        let next = c.get(i + 1).copied();
+        if c[i] == '/' && next == Some('/') {
+            let end = c[i..].iter().position(|&ch| ch == '\n').map_or(c.len(), |p| i + p);
+            blank(&mut out, i, end);
+            i = end;
+        } else if c[i] == '/' && next == Some('*') {
+            let (mut depth, mut j) = (1, i + 2);
+            while j < c.len() && depth > 0 {
+                if c[j] == '/' && c.get(j + 1) == Some(&'*') {
+                    depth += 1;
+                    j += 2;
+                } else if c[j] == '*' && c.get(j + 1) == Some(&'/') {
+                    depth -= 1;
+                    j += 2;
+                } else {
+                    j += 1;
+                }
+            }
+            blank(&mut out, i, j);
+            i = j;
+        } else if c[i] == 'r'
+            && (i == 0 || !is_ident(c[i - 1]) || (c[i - 1] == 'b' && (i < 2 || !is_ident(c[i - 2]))))
+            && matches!(next, Some('"' | '#'))
+        {
+            // Raw string r"..", r#".."#, br#".."#.
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while c.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if c.get(j) != Some(&'"') {
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                if j >= c.len() {
+                    break;
+                }
+                if c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')) {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            blank(&mut out, i + 1, j);
+            i = j;
+        } else if c[i] == '"' {
+            let mut j = i + 1;
+            while j < c.len() && c[j] != '"' {
+                j += if c[j] == '\\' { 2 } else { 1 };
+            }
+            blank(&mut out, i, j + 1);
+            i = j + 1;
+        } else if c[i] == '\'' {
+            // A char literal ('a', '\n', '\u{..}') or a lifetime ('a).
+            if next == Some('\\') {
+                let mut j = i + 2;
+                while j < c.len() && c[j] != '\'' {
+                    j += 1;
+                }
+                blank(&mut out, i, j + 1);
+                i = j + 1;
+            } else if c.get(i + 2) == Some(&'\'') {
+                blank(&mut out, i, i + 3);
+                i += 3;
+            } else {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// 1-based line numbers of `unsafe` used as a keyword (`unsafe {`,
+/// `unsafe fn`, `unsafe impl`, `unsafe trait`, `unsafe extern`,
+/// `unsafe(...)` attributes), outside comments and strings. Returns the line
+/// and whether it opens a block.
+fn unsafe_uses(src: &str) -> Vec<(usize, bool)> {
+    let code = code_only(src);
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find("unsafe") {
+            let start = from + pos;
+            let end = start + "unsafe".len();
+            from = end;
+            let before_ok = line[..start].chars().next_back().is_none_or(|ch| !(ch.is_alphanumeric() || ch == '_'));
+            let after = &line[end..];
+            if !before_ok || after.starts_with(|ch: char| ch.is_alphanumeric() || ch == '_') {
+                continue;
+            }
+            // The keyword may be followed by its object on the next line.
+            let rest: String = code.lines().skip(n).collect::<Vec<_>>().join(" ");
+            let tail = rest[end..].trim_start();
+            let block = tail.starts_with('{');
+            let keyword = block
+                || tail.starts_with('(')
+                || ["fn", "impl", "trait", "extern"].iter().any(|kw| {
+                    tail.strip_prefix(kw)
+                        .is_some_and(|t| t.starts_with(|ch: char| !(ch.is_alphanumeric() || ch == '_')))
+                });
+            if keyword {
+                found.push((n + 1, block));
+            }
+        }
+    }
+    found
+}
+
+/// 1-based lines of `unsafe {` blocks without a `// SAFETY:` comment on the
+/// same line or within the 3 lines above.
+fn undocumented_unsafe_blocks(src: &str) -> Vec<usize> {
+    let lines: Vec<&str> = src.lines().collect();
+    unsafe_uses(src)
+        .into_iter()
+        .filter(|&(_, block)| block)
+        .map(|(line, _)| line)
+        .filter(|&line| {
+            let from = line.saturating_sub(4);
+            !lines[from..line].iter().any(|l| l.contains("// SAFETY:"))
+        })
+        .collect()
+}
+
+/// Whether `rel_path` is inside the unsafe quarantine.
+fn unsafe_allowed(rel_path: &str) -> bool {
+    UNSAFE_ALLOWED.iter().any(|a| if a.ends_with('/') { rel_path.starts_with(a) } else { rel_path == *a })
+}
+
+/// The crate directories (`crates/<name>/`) that have a sys module.
+fn sys_crates() -> Vec<&'static str> {
+    UNSAFE_ALLOWED.iter().filter_map(|a| a.find("/src/").map(|i| &a[..=i])).collect()
+}
+
+/// Whether `rel_path` is a lib or bin root that must forbid unsafe code.
+fn needs_forbid(rel_path: &str) -> bool {
+    let root = rel_path.ends_with("src/lib.rs") || rel_path.ends_with("src/main.rs") || rel_path.contains("/src/bin/");
+    let is_root_file = root
+        && (rel_path.ends_with("/lib.rs")
+            || rel_path.ends_with("/main.rs")
+            || rel_path.split("/src/bin/").nth(1).is_some_and(|f| !f.contains('/')));
+    is_root_file && !sys_crates().iter().any(|c| rel_path.starts_with(c))
+}
+
+fn forbids_unsafe(src: &str) -> bool {
+    code_only(src).lines().any(|l| l.split_whitespace().collect::<String>() == "#![forbid(unsafe_code)]")
+}
+
+fn report(what: &str, problems: &[String]) {
+    assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
+}
+
+#[test]
+fn every_member_opts_into_workspace_lints() {
+    let root = workspace_root();
+    let manifests = member_manifests(&root);
+    assert!(manifests.iter().any(|m| m.ends_with("xtask/Cargo.toml")));
+    let problems: Vec<String> = manifests
+        .iter()
+        .filter(|m| !has_workspace_lints(&std::fs::read_to_string(m).unwrap()))
+        .map(|m| format!("{}: add `[lints] workspace = true`", rel(&root, m)))
+        .collect();
+    report("members without workspace lints", &problems);
+}
+
+#[test]
+fn every_rust_file_starts_with_a_doc_line() {
+    let root = workspace_root();
+    let files = rust_files(&root);
+    assert!(files.iter().any(|f| f.ends_with("xtask/src/tidy.rs")));
+    let problems: Vec<String> = files
+        .iter()
+        .filter(|f| !starts_with_doc_line(&std::fs::read_to_string(f).unwrap_or_default()))
+        .map(|f| format!("{}: first line must be a `//!` doc line", rel(&root, f)))
+        .collect();
+    report("files without a //! opening line", &problems);
+}
+
+#[test]
+fn unsafe_only_in_sys_modules() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    for f in rust_files(&root) {
+        let r = rel(&root, &f);
+        if unsafe_allowed(&r) {
+            continue;
+        }
+        for (line, _) in unsafe_uses(&std::fs::read_to_string(&f).unwrap_or_default()) {
+            problems.push(format!("{r}:{line}: unsafe outside the sys modules"));
+        }
+    }
+    report("unsafe outside its quarantine", &problems);
+}
+
+#[test]
+fn unsafe_blocks_have_safety_comments() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    for f in rust_files(&root) {
+        let r = rel(&root, &f);
+        for line in undocumented_unsafe_blocks(&std::fs::read_to_string(&f).unwrap_or_default()) {
+            problems.push(format!("{r}:{line}: `unsafe {{` without `// SAFETY:` above"));
+        }
+    }
+    report("undocumented unsafe blocks", &problems);
+}
+
+#[test]
+fn crate_roots_forbid_unsafe() {
+    let root = workspace_root();
+    let problems: Vec<String> = rust_files(&root)
+        .iter()
+        .filter(|f| needs_forbid(&rel(&root, f)))
+        .filter(|f| !forbids_unsafe(&std::fs::read_to_string(f).unwrap_or_default()))
+        .map(|f| format!("{}: add `#![forbid(unsafe_code)]`", rel(&root, f)))
+        .collect();
+    report("crate roots without #![forbid(unsafe_code)]", &problems);
+}
+
+// The checkers themselves must be able to fail.
+
+#[test]
+fn lints_checker_rejects_missing_opt_in() {
+    assert!(has_workspace_lints("[package]\nname = \"x\"\n\n[lints]\nworkspace = true\n"));
+    assert!(has_workspace_lints("lints.workspace = true\n"));
+    assert!(!has_workspace_lints("[package]\nname = \"x\"\n"));
+    assert!(!has_workspace_lints("[lints]\n# workspace = true\n"));
+    assert!(!has_workspace_lints("[lints]\n[dependencies]\nworkspace = true\n"));
+}
+
+#[test]
+fn doc_line_checker_rejects_missing_doc() {
+    assert!(starts_with_doc_line("\n//! Doc.\nfn f() {}\n"));
+    assert!(!starts_with_doc_line("// plain comment\n//! late\n"));
+    assert!(!starts_with_doc_line("#![forbid(unsafe_code)]\n//! Doc.\n"));
+    assert!(!starts_with_doc_line(""));
+}
+
+#[test]
+fn unsafe_checker_finds_keywords_not_words() {
+    let src = r##"//! x
+#![forbid(unsafe_code)]
+// unsafe { in a comment }
+/* unsafe fn in /* nested */ block comment */
+const S: &str = "unsafe { in a string";
+const R: &str = r#"unsafe impl "quoted" "#;
+const C: char = '"';
+fn life<'a>(x: &'a str) -> &'a str { x }
+fn unsafe_thing() {}
+unsafe fn f() {}
+unsafe impl Send for X {}
+#[unsafe(no_mangle)]
+fn g() {
+    // SAFETY: documented.
+    unsafe { f() }
+    let _a = 1;
+    let _b = 2;
+    let _c = 3;
+    unsafe {
+        f()
+    }
+}
+"##;
+    let uses: Vec<usize> = unsafe_uses(src).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(uses, [10, 11, 12, 15, 19]);
+    assert_eq!(undocumented_unsafe_blocks(src), [19]);
+}
+
+#[test]
+fn safety_comment_must_be_close() {
+    let src = "//! x\n// SAFETY: too far.\n\n\n\n\nfn h() { unsafe { f() } }\n";
+    assert_eq!(undocumented_unsafe_blocks(src), [7]);
+    let near = "//! x\n// SAFETY: near.\n\n\nfn h() { unsafe { f() } }\n";
+    assert!(undocumented_unsafe_blocks(near).is_empty());
+}
+
+#[test]
+fn quarantine_and_forbid_rules() {
+    assert!(unsafe_allowed("crates/conflux-hvsock/src/sys/linux.rs"));
+    assert!(unsafe_allowed("crates/conflux-tcp-host/src/sys.rs"));
+    assert!(!unsafe_allowed("crates/conflux-hvsock/src/lib.rs"));
+    assert!(!unsafe_allowed("crates/conflux-flow/src/sys.rs"));
+    assert!(needs_forbid("crates/conflux-flow/src/lib.rs"));
+    assert!(needs_forbid("xtask/src/main.rs"));
+    assert!(needs_forbid("crates/conflux-bench/src/bin/extra.rs"));
+    assert!(!needs_forbid("crates/conflux-hvsock/src/lib.rs"));
+    assert!(!needs_forbid("crates/conflux-flow/src/pipe.rs"));
+    assert!(forbids_unsafe("//! x\n#![forbid(unsafe_code)]\n"));
+    assert!(!forbids_unsafe("//! x\n// #![forbid(unsafe_code)]\n#![deny(unsafe_code)]\n"));
+}
