@@ -60,17 +60,17 @@ impl BoxFlow {
 
     /// True when the concrete flow is a `F`.
     pub fn is<F: Flow>(&self) -> bool {
-        self.inner.as_any().is::<F>()
+        (*self.inner).as_any().is::<F>()
     }
 
     /// The concrete flow, by reference.
     pub fn downcast_ref<F: Flow>(&self) -> Option<&F> {
-        self.inner.as_any().downcast_ref()
+        (*self.inner).as_any().downcast_ref()
     }
 
     /// The concrete flow, mutably.
     pub fn downcast_mut<F: Flow>(&mut self) -> Option<&mut F> {
-        self.inner.as_any_mut().downcast_mut()
+        (*self.inner).as_any_mut().downcast_mut()
     }
 
     /// The concrete flow by value, or the `BoxFlow` back when it is not a `F`.
@@ -80,7 +80,7 @@ impl BoxFlow {
 
     /// The Rust type name of the concrete flow (for diagnostics).
     pub fn type_name(&self) -> &'static str {
-        self.inner.type_name()
+        (*self.inner).type_name()
     }
 }
 
@@ -92,21 +92,21 @@ impl fmt::Debug for BoxFlow {
 
 impl Flow for BoxFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
-        self.inner.poll_read(cx)
+        (*self.inner).poll_read(cx)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_write(cx, buf)
+        (*self.inner).poll_write(cx, buf)
     }
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_writev(cx, bufs)
+        (*self.inner).poll_writev(cx, bufs)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_shutdown(cx, how)
+        (*self.inner).poll_shutdown(cx, how)
     }
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_close(cx)
+        (*self.inner).poll_close(cx)
     }
     fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_abort(cx)
+        (*self.inner).poll_abort(cx)
     }
 }

@@ -1,0 +1,114 @@
+//! Focused tests of the flow crate's own pieces: boxing, halves, proxy error paths, stats.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use conflux_flow::{BoxFlow, CopyStats, Direction, Flow, FlowExt, FromTokio, Pipe, Shutdown, Side, copy, pipe, proxy};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
+}
+
+#[test]
+fn boxing_a_boxflow_adds_no_layer_and_downcasts() {
+    let (a, _b) = pipe(16);
+    let once = a.boxed();
+    let twice = BoxFlow::new(once);
+    assert!(twice.is::<Pipe>(), "BoxFlow::new(BoxFlow) must not wrap again");
+    assert!(twice.type_name().ends_with("Pipe"));
+    let twice = twice.downcast::<FromTokio<tokio::io::DuplexStream>>().unwrap_err();
+    assert!(twice.downcast::<Pipe>().is_ok());
+}
+
+#[test]
+fn halves_reunite_only_with_their_own_flow() {
+    let (a, b) = pipe(16);
+    let (ar, aw) = a.split();
+    let (br, bw) = b.split();
+    let err = ar.reunite(bw).unwrap_err();
+    let (ar, bw) = (err.0, err.1);
+    let a = ar.reunite(aw).expect("own halves reunite");
+    let b = br.reunite(bw).expect("own halves reunite");
+    drop((a, b));
+}
+
+#[test]
+fn reunited_halves_do_not_shut_the_write_side() {
+    rt().block_on(async {
+        let (a, mut b) = pipe(16);
+        let (ar, aw) = a.split();
+        let mut a = ar.reunite(aw).unwrap();
+        a.write("still open").await.unwrap();
+        assert_eq!(b.read().await.unwrap().unwrap(), "still open");
+    });
+}
+
+#[test]
+fn copy_leaves_the_destination_open_and_counts() {
+    rt().block_on(async {
+        let (mut src_w, mut src) = pipe(1024);
+        let (mut dst, mut dst_r) = pipe(1024);
+        src_w.writev(vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"cde")]).await.unwrap();
+        src_w.shutdown(Shutdown::Write).await.unwrap();
+        let stats = copy(&mut src, &mut dst).await.unwrap();
+        assert_eq!((stats.bytes, stats.reads, stats.writes), (5, 2, 2));
+        dst.write("!").await.unwrap();
+        dst.shutdown(Shutdown::Write).await.unwrap();
+        assert_eq!(dst_r.read_to_end().await.unwrap(), b"abcde!");
+    });
+}
+
+#[test]
+fn proxy_passes_a_reset_on_as_an_abort() {
+    rt().block_on(async {
+        let (mut client, mut a) = pipe(1024);
+        let (mut b, mut server) = pipe(1024);
+        let relay = tokio::spawn(async move { proxy(&mut a, &mut b).await });
+        client.write("partial").await.unwrap();
+        assert_eq!(server.read().await.unwrap().unwrap(), "partial");
+        client.abort().await.unwrap();
+        let err = relay.await.unwrap().unwrap_err();
+        assert_eq!((err.direction, err.side), (Direction::AToB, Side::Source), "{err}");
+        assert!(err.source.is_reset());
+        assert!(err.to_string().contains("a -> b"), "the error names the direction: {err}");
+        let seen = server.read().await.unwrap_err();
+        assert!(seen.is_reset(), "the server must see a reset, not a clean Eof: {seen}");
+    });
+}
+
+#[test]
+fn proxy_keeps_one_direction_flowing_after_the_other_ends() {
+    rt().block_on(async {
+        let (mut client, mut a) = pipe(1024);
+        let (mut b, mut server) = pipe(1024);
+        let relay = tokio::spawn(async move { proxy(&mut a, &mut b).await });
+        client.shutdown(Shutdown::Write).await.unwrap();
+        assert!(server.read().await.unwrap().is_none(), "the server sees Eof");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        server.write("late reply").await.unwrap();
+        server.shutdown(Shutdown::Write).await.unwrap();
+        assert_eq!(client.read_to_end().await.unwrap(), b"late reply");
+        let stats = relay.await.unwrap().unwrap();
+        assert_eq!((stats.a_to_b.bytes, stats.b_to_a.bytes), (0, 10));
+        assert!(stats.a_to_b.duration < stats.b_to_a.duration, "each direction keeps its own clock");
+    });
+}
+
+#[test]
+fn stats_print_for_zero_durations_and_tiny_sizes() {
+    let zero = CopyStats::default();
+    assert_eq!(zero.to_string(), "0 B in 0 reads, 0 writes over 0.0ns");
+    let big = CopyStats { bytes: 3 << 30, reads: 1, writes: 1, duration: Duration::from_secs(3) };
+    assert_eq!(big.to_string(), "3.00 GiB in 1 reads, 1 writes over 3.0s (1073.74 MB/s)");
+}
+
+#[test]
+fn a_flow_is_usable_as_a_trait_object() {
+    rt().block_on(async {
+        let (a, mut b) = pipe(16);
+        let mut dynflow: Box<dyn Flow> = Box::new(a);
+        dynflow.write("dyn").await.unwrap();
+        dynflow.close().await.unwrap();
+        assert_eq!(b.read_to_end().await.unwrap(), b"dyn");
+    });
+}
