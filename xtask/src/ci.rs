@@ -231,7 +231,10 @@ pub(crate) fn run(root: &Path) -> bool {
 
     util::heading("cargo test --workspace --doc");
     let (c, ok) = run_counting(
-        util::cargo().args(["test", "--workspace", "--doc"]).current_dir(root).env("CONFLUX_SKIP_LOG", &skip_log),
+        util::cargo()
+            .args(["test", "--workspace", "--doc", "--no-fail-fast"])
+            .current_dir(root)
+            .env("CONFLUX_SKIP_LOG", &skip_log),
     );
     counts.add(c);
     if !ok {

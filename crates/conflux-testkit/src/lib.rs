@@ -24,7 +24,7 @@
 //!     }
 //!     // ... the real test ...
 //! }
-//! # needs_root();
+//! # let _ = needs_root; // not called: a doctest must not add to the skip log
 //! ```
 #![forbid(unsafe_code)]
 

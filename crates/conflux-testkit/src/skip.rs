@@ -200,15 +200,23 @@ pub fn report_skip(kind: SkipKind, test: &str, detail: &str) {
 /// test's future.
 ///
 /// ```
-/// use conflux_testkit::{have_command, skip};
+/// use conflux_testkit::{SkipKind, have_command, skip};
 ///
-/// fn uses_socat() -> Result<(), String> {
-///     if !have_command("socat-that-does-not-exist") {
+/// // In a test file: #[tokio::test]
+/// async fn echo_through_socat() -> Result<(), std::io::Error> {
+///     if !have_command("socat") {
 ///         skip!(Socat, "socat not on PATH");
 ///     }
-///     Err("not reached".into())
+///     // ... the real test ...
+///     Ok(())
 /// }
-/// assert_eq!(uses_socat(), Ok(()));
+///
+/// fn conformance_case(supports_half_close: bool) {
+///     if !supports_half_close {
+///         skip!(SkipKind::Capability, "case {} needs half-close", "shutdown-write");
+///     }
+///     // ... the case ...
+/// }
 /// ```
 #[macro_export]
 macro_rules! skip {
