@@ -1,8 +1,182 @@
-//! The `flow` benchmark scenario group.
+//! The `flow` benchmark scenario group: the in-memory pipe and `proxy` against
+//! their tokio counterparts.
+//!
+//! Both sides do the same work: every 64 KiB chunk is made from a source slice
+//! (`Bytes::copy_from_slice` for flows, `write_all` of the slice for tokio), every
+//! byte is folded into a checksum at the reader, and both are bounded at 1 MiB in
+//! flight. Writer and reader are tasks on one current_thread runtime. The
+//! checksums of both ends are compared, so a run that lost or reordered bytes fails.
 
-use crate::Scenario;
+use std::time::Instant;
+
+use bytes::Bytes;
+use conflux_flow::{FlowExt, Shutdown, pipe, proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, throughput_gbps};
+
+const CHUNK: usize = 64 * 1024;
+const IN_FLIGHT: usize = 1 << 20;
+const TOTAL: u64 = 1 << 30;
 
 /// The scenarios of the `flow` group, in the order they run.
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    vec![
+        Scenario { name: "flow-pipe", metric: Metric::Throughput, goal: Goal::RatioAtLeast(1.0), run: flow_pipe },
+        Scenario { name: "flow-proxy", metric: Metric::Throughput, goal: Goal::RatioAtLeast(1.0), run: flow_proxy },
+    ]
+}
+
+/// A source of 1 MiB of pseudo-random bytes that chunks are cut from.
+fn source() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..IN_FLIGHT)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Folds every byte of `bytes` into `sum` (position-independent, so chunk
+/// boundaries do not matter).
+fn fold(sum: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
+}
+
+/// Offsets of the chunks written in one run (cycling through the source).
+fn chunks() -> impl Iterator<Item = usize> {
+    let n = TOTAL / CHUNK as u64;
+    (0..n).map(|i| (i as usize * CHUNK) % IN_FLIGHT)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+}
+
+fn expected_sum(src: &[u8]) -> u64 {
+    chunks().fold(0, |s, off| fold(s, &src[off..off + CHUNK]))
+}
+
+fn check(what: &str, got: u64, want: u64) {
+    assert_eq!(got, want, "{what}: the reader's checksum differs from the writer's");
+}
+
+fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+    let rt = runtime();
+    let src = source();
+    let want = expected_sum(&src);
+    let pair = measure_pair(
+        ctx.runs(5, 3),
+        || {
+            rt.block_on(async {
+                let (mut w, mut r) = pipe(IN_FLIGHT);
+                let start = Instant::now();
+                let reader = tokio::spawn(async move {
+                    let mut sum = 0;
+                    while let Some(chunk) = r.read().await.expect("pipe read") {
+                        sum = fold(sum, &chunk);
+                    }
+                    sum
+                });
+                for off in chunks() {
+                    w.write(Bytes::copy_from_slice(&src[off..off + CHUNK])).await.expect("pipe write");
+                }
+                w.shutdown(Shutdown::Write).await.expect("pipe shutdown");
+                check("flow-pipe", reader.await.expect("reader task"), want);
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+        || {
+            rt.block_on(async {
+                let (mut w, mut r) = tokio::io::duplex(IN_FLIGHT);
+                let start = Instant::now();
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut sum = 0;
+                    loop {
+                        let n = r.read(&mut buf).await.expect("duplex read");
+                        if n == 0 {
+                            break sum;
+                        }
+                        sum = fold(sum, &buf[..n]);
+                    }
+                });
+                for off in chunks() {
+                    w.write_all(&src[off..off + CHUNK]).await.expect("duplex write");
+                }
+                w.shutdown().await.expect("duplex shutdown");
+                check("tokio-duplex", reader.await.expect("reader task"), want);
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+    );
+    Ok(vec![ctx.record(&pair.measured).with_baseline("tokio-duplex", &pair.baseline)])
+}
+
+fn flow_proxy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+    let rt = runtime();
+    let src = source();
+    let want = expected_sum(&src);
+    let pair = measure_pair(
+        ctx.runs(5, 3),
+        || {
+            rt.block_on(async {
+                let (mut client, mut a) = pipe(IN_FLIGHT);
+                let (mut b, mut server) = pipe(IN_FLIGHT);
+                let start = Instant::now();
+                let relay = tokio::spawn(async move { proxy(&mut a, &mut b).await.expect("proxy") });
+                let reader = tokio::spawn(async move {
+                    let mut sum = 0;
+                    while let Some(chunk) = server.read().await.expect("pipe read") {
+                        sum = fold(sum, &chunk);
+                    }
+                    server.shutdown(Shutdown::Write).await.expect("server shutdown");
+                    sum
+                });
+                for off in chunks() {
+                    client.write(Bytes::copy_from_slice(&src[off..off + CHUNK])).await.expect("pipe write");
+                }
+                client.shutdown(Shutdown::Write).await.expect("client shutdown");
+                check("flow-proxy", reader.await.expect("reader task"), want);
+                let stats = relay.await.expect("relay task");
+                assert_eq!(stats.a_to_b.bytes, TOTAL);
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+        || {
+            rt.block_on(async {
+                let (mut client, mut a) = tokio::io::duplex(IN_FLIGHT);
+                let (mut b, mut server) = tokio::io::duplex(IN_FLIGHT);
+                let start = Instant::now();
+                let relay = tokio::spawn(async move {
+                    tokio::io::copy_bidirectional(&mut a, &mut b).await.expect("copy_bidirectional")
+                });
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut sum = 0;
+                    loop {
+                        let n = server.read(&mut buf).await.expect("duplex read");
+                        if n == 0 {
+                            break;
+                        }
+                        sum = fold(sum, &buf[..n]);
+                    }
+                    server.shutdown().await.expect("server shutdown");
+                    sum
+                });
+                for off in chunks() {
+                    client.write_all(&src[off..off + CHUNK]).await.expect("duplex write");
+                }
+                client.shutdown().await.expect("client shutdown");
+                check("copy-bidirectional", reader.await.expect("reader task"), want);
+                let (ab, _) = relay.await.expect("relay task");
+                assert_eq!(ab, TOTAL);
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+    );
+    Ok(vec![ctx.record(&pair.measured).with_baseline("copy-bidirectional", &pair.baseline)])
 }
