@@ -35,5 +35,7 @@ mod time;
 
 pub use crate::env::{have_command, is_root, open_fds};
 pub use crate::payload::payload;
-pub use crate::skip::{ParseSkipKindError, SkipKind, SkipReturn, current_test_name, report_skip, skip_log_path};
+pub use crate::skip::{
+    ParseSkipKindError, SkipKind, SkipReturn, current_test_name, qualified_test_name, report_skip, skip_log_path,
+};
 pub use crate::time::{TIMEOUT, within};

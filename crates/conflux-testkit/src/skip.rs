@@ -126,6 +126,19 @@ pub fn current_test_name(fallback: &str) -> String {
     }
 }
 
+/// The test name [`skip!`](crate::skip!) logs: `<crate>::<libtest name>`
+/// (the crate tells integration test binaries apart), or `module` when not
+/// on a libtest thread.
+#[doc(hidden)]
+pub fn qualified_test_name(krate: Option<&str>, module: &str) -> String {
+    let name = current_test_name("");
+    match (krate, name.is_empty()) {
+        (_, true) => module.to_owned(),
+        (Some(k), false) => format!("{k}::{name}"),
+        (None, false) => name,
+    }
+}
+
 /// Where skips are appended: `$CONFLUX_SKIP_LOG` if set, else
 /// `<target dir>/test-skips.jsonl`, the target dir found from the running
 /// executable (`…/target/debug/deps/foo-123` gives `…/target`).
@@ -226,7 +239,7 @@ macro_rules! skip {
     (@emit $kind:expr, $($fmt:tt)+) => {{
         $crate::report_skip(
             $kind,
-            &$crate::current_test_name(::core::module_path!()),
+            &$crate::qualified_test_name(::core::option_env!("CARGO_CRATE_NAME"), ::core::module_path!()),
             &::std::format!($($fmt)+),
         );
         return $crate::SkipReturn::skipped();

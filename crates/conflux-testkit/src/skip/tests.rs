@@ -113,7 +113,7 @@ fn skip_macro_logs_and_returns() {
     assert_eq!(
         lines[0],
         serde_json::json!({
-            "test": "skip::tests::skip_macro_logs_and_returns",
+            "test": "conflux_testkit::skip::tests::skip_macro_logs_and_returns",
             "kind": "root",
             "detail": "needs root",
         })
@@ -166,5 +166,5 @@ async fn skip_macro_works_in_async_fns() {
     .await;
     assert_eq!(in_block, Ok(()));
     let lines = read_log(&path);
-    assert_eq!(lines[0]["test"], "skip::tests::skip_macro_works_in_async_fns");
+    assert_eq!(lines[0]["test"], "conflux_testkit::skip::tests::skip_macro_works_in_async_fns");
 }
