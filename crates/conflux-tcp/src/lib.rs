@@ -1,0 +1,65 @@
+//! The TCP contract of conflux: MirageOS's `Tcpip.Tcp.S` in Rust.
+//!
+//! An application written against [`TcpStack`] and [`TcpFlow`] runs unchanged
+//! on the host kernel (`conflux-tcp-host`) or on a userspace stack.
+//!
+//! What is here:
+//! - [`TcpStack`]: `create_connection` with keepalive and a connect timeout
+//!   ([`ConnectOptions`]), `listen(port, keepalive, callback)` returning the
+//!   bound address ([`Listening`]), `unlisten`, `disconnect`, `open_flows`;
+//! - [`TcpFlow`]: the flow contract of `conflux-flow` plus `dst`/`src`,
+//!   `set_nodelay` and `write_nodelay`/`writev_nodelay` ([`TcpFlowExt`]),
+//!   which complete only once the peer acknowledged every byte;
+//! - [`Keepalive`] and upstream's pure keepalive schedule ([`keepalive_next`]);
+//! - typed errors per operation: [`ConnectError`], [`ListenError`]; flow
+//!   operations fail with [`FlowError`](conflux_flow::FlowError) (`Closed`,
+//!   `is_reset()`);
+//! - backend-independent listener plumbing ([`Listeners`]): which listener is
+//!   current on a port, one task per accepted flow, a panicking callback
+//!   logged and its flow closed, disconnect with a grace period then abort;
+//! - with the `kit` feature, the TCP conformance kit every backend runs (`kit`).
+//!
+//! What is not: no sockets, no I/O, no runtime of its own (it needs tokio's
+//! `rt`, `sync` and `time`, never `net`). The semantics that differ from
+//! upstream are deliberate: a write after `shutdown(Write)` is `Closed` (not
+//! `Not_ready`), `write_nodelay` really waits for acknowledgements, and no
+//! callback fires after `unlisten` returns.
+//!
+//! ```
+//! use std::time::Duration;
+//! use conflux_flow::{FlowExt, Shutdown};
+//! use conflux_tcp::{Keepalive, KeepaliveAction, KeepaliveState, TcpStack, keepalive_next};
+//!
+//! /// An echo server, for any backend.
+//! fn serve_echo<S: TcpStack>(stack: &S) -> Result<u16, conflux_tcp::ListenError> {
+//!     let ka = Keepalive::new(Duration::from_secs(60), Duration::from_secs(10), 3);
+//!     let listening = stack.listen(0, Some(ka), |mut flow| async move {
+//!         while let Ok(Some(chunk)) = flow.read().await {
+//!             if flow.write(chunk).await.is_err() {
+//!                 return;
+//!             }
+//!         }
+//!         let _ = flow.shutdown(Shutdown::Write).await;
+//!     })?;
+//!     Ok(listening.port())
+//! }
+//!
+//! // The keepalive schedule is a pure function of the time since the last segment.
+//! let ka = Keepalive::LINUX_DEFAULT;
+//! let (action, state) = keepalive_next(&ka, ka.after + ka.interval, KeepaliveState::ALIVE);
+//! assert_eq!(action, KeepaliveAction::SendProbe);
+//! assert_eq!(state.probes_sent(), 1);
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod keepalive;
+mod listeners;
+mod stack;
+
+pub use crate::{
+    error::{BoxError, ConnectError, ListenError},
+    keepalive::{Keepalive, KeepaliveAction, KeepaliveState, next as keepalive_next},
+    listeners::{BoxFuture, Callback, Listener, Listeners, StopFn},
+    stack::{ConnectOptions, Listening, TcpFlow, TcpFlowExt, TcpStack, WriteNodelayFuture, canonical_addr},
+};

@@ -1,0 +1,194 @@
+//! The stack and flow contracts: [`TcpStack`], [`TcpFlow`] and their options.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use conflux_flow::{Flow, FlowError};
+
+use crate::{ConnectError, Keepalive, ListenError};
+
+/// Options of one [`create_connection`](TcpStack::create_connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Keepalive for the new flow; `None` leaves keepalive off.
+    pub keepalive: Option<Keepalive>,
+    /// Give up with [`ConnectError::Timeout`] after this long; `None` uses the
+    /// stack's default (every backend has a finite one).
+    pub timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    /// Keepalive off, the stack's default timeout.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Sets the keepalive.
+    pub fn keepalive(mut self, keepalive: Keepalive) -> ConnectOptions {
+        self.keepalive = Some(keepalive);
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What [`listen`](TcpStack::listen) returns: the address actually bound.
+///
+/// Dropping it does nothing; [`unlisten`](TcpStack::unlisten) stops the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Listening {
+    local_addr: SocketAddr,
+}
+
+impl Listening {
+    /// A handle for a listener bound to `local_addr`.
+    pub fn new(local_addr: SocketAddr) -> Listening {
+        Listening { local_addr }
+    }
+
+    /// The bound address (for a dual-stack listener, `[::]:port`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound port (the ephemeral port picked when listening on port 0).
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+}
+
+/// A TCP stack: MirageOS's `Tcpip.Tcp.S`.
+///
+/// Cloning gives another handle to the same stack. Methods that start tasks
+/// (`listen`) must be called within a tokio runtime.
+pub trait TcpStack: Clone + Send + Sync + 'static {
+    /// The stack's flows.
+    type Flow: TcpFlow;
+
+    /// Opens a connection to `addr`. Errors tell [`Timeout`](ConnectError::Timeout),
+    /// [`Refused`](ConnectError::Refused), [`NoRoute`](ConnectError::NoRoute) and
+    /// [`Disconnected`](ConnectError::Disconnected) apart. With a keepalive, an
+    /// unanswered peer ends the flow: reads return Eof, writes `Closed`.
+    fn create_connection(
+        &self,
+        addr: SocketAddr,
+        options: ConnectOptions,
+    ) -> impl Future<Output = Result<Self::Flow, ConnectError>> + Send;
+
+    /// Runs `callback` for every flow established on `port`, each in its own
+    /// task, with `keepalive` applied before the callback runs. Port 0 picks an
+    /// ephemeral port, reported by the returned [`Listening`].
+    ///
+    /// Listening on a port this stack already listens on replaces the old
+    /// listener (upstream parity): the old callback sees no new flow. A callback
+    /// that panics is logged and its flow closed; the stack keeps serving.
+    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    where
+        C: Fn(Self::Flow) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static;
+
+    /// Stops the listener on `port` at once: new connection attempts are
+    /// refused, half-open handshakes dropped, **established flows keep
+    /// running**, and no callback fires after `unlisten` returns. Returns whether
+    /// a listener was stopped.
+    fn unlisten(&self, port: u16) -> bool;
+
+    /// Closes every flow gracefully (FIN after what was written), stops every
+    /// listener, waits for the callback tasks for a grace period, then aborts
+    /// the rest. Later connects and listens fail with `Disconnected`. Never fails.
+    fn disconnect(&self) -> impl Future<Output = ()> + Send;
+
+    /// The number of flows of this stack that are open (neither closed nor dropped).
+    fn open_flows(&self) -> usize;
+}
+
+/// A flow of a [`TcpStack`]: the flow contract plus TCP's extras.
+pub trait TcpFlow: Flow {
+    /// The peer's address. IPv4-mapped IPv6 peers are reported as IPv4.
+    fn dst(&self) -> SocketAddr;
+
+    /// Our own address. IPv4-mapped IPv6 addresses are reported as IPv4.
+    fn src(&self) -> SocketAddr;
+
+    /// Turns Nagle's algorithm off (`true`) or on for every later write.
+    fn set_nodelay(&mut self, nodelay: bool) -> Result<(), FlowError>;
+
+    /// As [`poll_writev`](Flow::poll_writev) with buffering minimised (Nagle off
+    /// for it), but ready only once **every byte written so far was acknowledged
+    /// by the peer**. With nothing left in `bufs`, it waits for the
+    /// acknowledgements alone.
+    fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>>;
+}
+
+/// Async methods for every [`TcpFlow`].
+pub trait TcpFlowExt: TcpFlow {
+    /// Writes `buf` with Nagle off and completes once the peer acknowledged
+    /// every byte written so far.
+    fn write_nodelay(&mut self, buf: impl Into<Bytes>) -> WriteNodelayFuture<'_, Self> {
+        WriteNodelayFuture { flow: self, bufs: vec![buf.into()] }
+    }
+
+    /// As [`write_nodelay`](TcpFlowExt::write_nodelay) for a sequence of buffers.
+    fn writev_nodelay(&mut self, bufs: Vec<Bytes>) -> WriteNodelayFuture<'_, Self> {
+        WriteNodelayFuture { flow: self, bufs }
+    }
+}
+
+impl<F: TcpFlow + ?Sized> TcpFlowExt for F {}
+
+/// Future of [`TcpFlowExt::write_nodelay`] and [`TcpFlowExt::writev_nodelay`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct WriteNodelayFuture<'a, F: ?Sized> {
+    flow: &'a mut F,
+    bufs: Vec<Bytes>,
+}
+
+impl<F: TcpFlow + ?Sized> Future for WriteNodelayFuture<'_, F> {
+    type Output = Result<(), FlowError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.flow.poll_writev_nodelay(cx, &mut this.bufs)
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into
+/// plain IPv4, as [`TcpFlow::dst`] and [`TcpFlow::src`] report it.
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:80".parse().unwrap();
+        assert_eq!(canonical_addr(mapped), "127.0.0.1:80".parse().unwrap());
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(canonical_addr(v6), v6);
+    }
+
+    #[test]
+    fn options_build() {
+        let ka = Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 3);
+        let o = ConnectOptions::new().keepalive(ka).timeout(Duration::from_millis(300));
+        assert_eq!(o.keepalive, Some(ka));
+        assert_eq!(o.timeout, Some(Duration::from_millis(300)));
+    }
+}
