@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
@@ -159,6 +159,10 @@ pub struct FromTokio<T> {
     eof: bool,
     read_err: Option<FlowError>,
     write_err: Option<FlowError>,
+    /// The waker of a read left pending in the stream: a close or
+    /// `shutdown(Read)` from another task (the other half) must end that read,
+    /// and dropping the stream does not wake it.
+    read_waker: Option<Waker>,
 }
 
 impl<T> FromTokio<T>
@@ -181,6 +185,13 @@ where
             eof: false,
             read_err: None,
             write_err: None,
+            read_waker: None,
+        }
+    }
+
+    fn wake_pending_read(&mut self) {
+        if let Some(waker) = self.read_waker.take() {
+            waker.wake();
         }
     }
 
@@ -239,7 +250,15 @@ where
         if self.read_buf.capacity() < self.chunk / 4 {
             self.read_buf.reserve(self.chunk);
         }
-        match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.read_buf)) {
+        let polled = tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.read_buf);
+        let Poll::Ready(polled) = polled else {
+            if !self.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.read_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        self.read_waker = None;
+        match polled {
             Ok(0) => {
                 self.eof = true;
                 Poll::Ready(Ok(None))
@@ -306,6 +325,7 @@ where
         }
         if how.reads() {
             self.read_shut = true;
+            self.wake_pending_read();
         }
         Poll::Ready(Ok(()))
     }
@@ -320,6 +340,7 @@ where
         self.read_shut = true;
         self.write_shut = true;
         self.io = None;
+        self.wake_pending_read();
         Poll::Ready(Ok(()))
     }
 
@@ -327,6 +348,7 @@ where
         self.read_shut = true;
         self.write_shut = true;
         self.io = None;
+        self.wake_pending_read();
         Poll::Ready(Ok(()))
     }
 }
