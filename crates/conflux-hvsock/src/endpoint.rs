@@ -1,0 +1,457 @@
+//! One endpoint of the shutdown framing as a sans-IO state machine.
+//!
+//! Invariant: no I/O and no clock here; time comes in as an argument.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use conflux_flow::FlowError;
+
+use crate::codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Frame, Header};
+
+/// The default bound on how long a close waits for the peer's acknowledgement
+/// (upstream waits forever).
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of the shutdown framing.
+///
+/// ```
+/// use std::time::Duration;
+/// use conflux_hvsock::FramingConfig;
+///
+/// let cfg = FramingConfig::new().max_frame(4096).close_timeout(Duration::from_secs(2));
+/// assert_eq!(cfg.max_frame_len(), 4096);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramingConfig {
+    max_frame: u32,
+    close_timeout: Duration,
+    errors_as_eof: bool,
+}
+
+impl Default for FramingConfig {
+    fn default() -> Self {
+        FramingConfig::new()
+    }
+}
+
+impl FramingConfig {
+    /// 4096-byte frames, a 5 s close timeout, errors reported as errors.
+    pub fn new() -> FramingConfig {
+        FramingConfig { max_frame: DEFAULT_MAX_FRAME, close_timeout: DEFAULT_CLOSE_TIMEOUT, errors_as_eof: false }
+    }
+
+    /// The compatibility knob: the largest payload sent in one frame and the
+    /// largest length accepted. Keep 4096 (the default) for OCaml, Go and
+    /// Windows peers; raise it only when both ends are this crate.
+    pub fn max_frame(mut self, max_frame: u32) -> FramingConfig {
+        self.max_frame = max_frame.clamp(1, (1 << 31) - 1);
+        self
+    }
+
+    /// How long a close waits for the peer's acknowledgement (or, after we
+    /// acknowledged the peer's close, for the peer to release the socket)
+    /// before closing the socket anyway.
+    pub fn close_timeout(mut self, timeout: Duration) -> FramingConfig {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Upstream's view: every read error (reset, protocol error, truncation)
+    /// reads as Eof. Off by default, which keeps the kinds apart.
+    pub fn errors_as_eof(mut self, yes: bool) -> FramingConfig {
+        self.errors_as_eof = yes;
+        self
+    }
+
+    /// The configured frame size.
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// The configured close timeout.
+    pub fn close_timeout_len(&self) -> Duration {
+        self.close_timeout
+    }
+}
+
+/// Why an operation of an [`Endpoint`] failed. Cloned when latched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// The endpoint can no longer send (shut down, closed, or the peer stopped reading).
+    #[error("attempted to write to a closed flow")]
+    Closed,
+    /// The transport was reset by the peer.
+    #[error("connection reset by peer")]
+    Reset,
+    /// The peer broke the framing, or the transport ended inside a frame.
+    #[error("framing protocol error: {0}")]
+    Protocol(#[from] DecodeError),
+    /// The transport failed otherwise.
+    #[error("transport error: {0}")]
+    Transport(Arc<str>),
+}
+
+impl EndpointError {
+    /// Classifies a transport error.
+    pub fn from_io(err: &io::Error) -> EndpointError {
+        match err.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => EndpointError::Reset,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::NotConnected => EndpointError::Closed,
+            _ => EndpointError::Transport(err.to_string().into()),
+        }
+    }
+}
+
+impl From<EndpointError> for FlowError {
+    fn from(err: EndpointError) -> FlowError {
+        match err {
+            EndpointError::Closed => FlowError::closed(),
+            EndpointError::Reset => FlowError::reset(),
+            EndpointError::Protocol(e) => FlowError::protocol(e.to_string()),
+            EndpointError::Transport(msg) => FlowError::other(msg.to_string()),
+        }
+    }
+}
+
+/// What a read of the endpoint gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEvent {
+    /// Payload bytes, never empty.
+    Data(Bytes),
+    /// The peer will send no more (sticky).
+    Eof,
+    /// A latched read error.
+    Error(EndpointError),
+    /// Read the transport into the buffer, then ask again.
+    NeedInput,
+}
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseState {
+    /// Nobody closed.
+    Open,
+    /// The peer sent Close; we queued the acknowledgement. Reads give Eof.
+    Acked,
+    /// We sent Close and wait for the peer's Close (or ShutdownRead, or Eof).
+    Closing,
+    /// The socket may be released.
+    Done,
+}
+
+/// One endpoint of the shutdown framing (OCaml `Flow_shutdown`), sans-IO.
+///
+/// The I/O layer owns the socket, a read buffer and an [`Encoder`](crate::Encoder);
+/// the endpoint owns the [`Decoder`] and every decision. Call order:
+///
+/// 1. reads: [`poll_read`](Self::poll_read) with the read buffer; on
+///    [`ReadEvent::NeedInput`] read the transport into the buffer (on Eof call
+///    [`handle_eof`](Self::handle_eof), on an error
+///    [`handle_read_error`](Self::handle_read_error)) and ask again;
+/// 2. writes: check [`write_allowed`](Self::write_allowed) before queueing data;
+///    report write failures to [`handle_write_error`](Self::handle_write_error);
+/// 3. after every call, send what [`poll_transmit`](Self::poll_transmit) returns
+///    (markers, queued behind any data already queued);
+/// 4. [`shutdown_read`](Self::shutdown_read), [`shutdown_write`](Self::shutdown_write),
+///    [`close`](Self::close) and [`abort`](Self::abort) change state; during a close
+///    keep feeding input through [`poll_close_input`](Self::poll_close_input) and
+///    call [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout);
+///    release the socket once [`is_done`](Self::is_done).
+///
+/// One reader: the endpoint is the only consumer of the decoder, so a close
+/// never races an application read for frames; the I/O layer serialises the two.
+///
+/// After we acknowledge the peer's Close we do not release the socket at once:
+/// we linger (bounded by the close timeout) until the peer releases its end, so
+/// a transport that drops unread bytes on close cannot eat the acknowledgement.
+/// The OCaml and Go peers close right after they read it.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: FramingConfig,
+    decoder: Decoder,
+    transmit: VecDeque<Header>,
+    close: CloseState,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    /// We sent ShutdownRead (or closed): reads give Eof.
+    read_shut: bool,
+    /// We sent ShutdownWrite (or closed): writes give Closed.
+    write_shut: bool,
+    /// The peer sent ShutdownWrite (or Close), or the transport ended: Eof after the data.
+    peer_eof: bool,
+    /// The peer sent ShutdownRead: writes give Closed.
+    peer_read_shut: bool,
+    transport_eof: bool,
+    read_error: Option<EndpointError>,
+    write_error: Option<EndpointError>,
+}
+
+impl Endpoint {
+    /// A fresh endpoint, as after connect or accept.
+    pub fn new(config: FramingConfig) -> Endpoint {
+        Endpoint {
+            decoder: Decoder::with_max_frame(config.max_frame),
+            config,
+            transmit: VecDeque::new(),
+            close: CloseState::Open,
+            deadline: None,
+            timed_out: false,
+            read_shut: false,
+            write_shut: false,
+            peer_eof: false,
+            peer_read_shut: false,
+            transport_eof: false,
+            read_error: None,
+            write_error: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FramingConfig {
+        &self.config
+    }
+
+    /// Decodes from `buf` until a frame to hand out; markers change state, data
+    /// that nobody will read is discarded. Stops after the peer's Close.
+    fn pump(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        loop {
+            if self.read_error.is_some() {
+                return None;
+            }
+            if matches!(self.close, CloseState::Done | CloseState::Acked) {
+                // Nothing after the peer's Close means anything.
+                buf.clear();
+                return None;
+            }
+            let frame = match self.decoder.decode(buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed frame from the peer");
+                    self.read_error = Some(EndpointError::Protocol(e));
+                    if self.close == CloseState::Closing {
+                        self.close = CloseState::Done;
+                    }
+                    return None;
+                }
+            };
+            match frame {
+                Frame::Data(d) => {
+                    if !self.read_shut && !self.peer_eof && self.close == CloseState::Open {
+                        return Some(d);
+                    }
+                }
+                Frame::ShutdownWrite => {
+                    tracing::trace!("peer shut down its write side");
+                    self.peer_eof = true;
+                }
+                Frame::ShutdownRead => {
+                    tracing::trace!("peer shut down its read side");
+                    self.peer_read_shut = true;
+                    if self.close == CloseState::Closing {
+                        self.close = CloseState::Done;
+                    }
+                }
+                Frame::Close => match self.close {
+                    CloseState::Closing => {
+                        tracing::trace!("peer acknowledged our close");
+                        self.close = CloseState::Done;
+                    }
+                    _ => {
+                        tracing::trace!("peer closes; acknowledging");
+                        self.transmit.push_back(Header::Close);
+                        self.close = CloseState::Acked;
+                        self.peer_eof = true;
+                        self.peer_read_shut = true;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The application's read: data, Eof, a latched error, or "read the transport".
+    pub fn poll_read(&mut self, buf: &mut BytesMut) -> ReadEvent {
+        if self.read_shut || matches!(self.close, CloseState::Closing | CloseState::Done) {
+            return ReadEvent::Eof;
+        }
+        if let Some(data) = self.pump(buf) {
+            return ReadEvent::Data(data);
+        }
+        if let Some(e) = &self.read_error {
+            return if self.config.errors_as_eof { ReadEvent::Eof } else { ReadEvent::Error(e.clone()) };
+        }
+        if self.peer_eof || self.transport_eof || self.close == CloseState::Acked {
+            return ReadEvent::Eof;
+        }
+        ReadEvent::NeedInput
+    }
+
+    /// During a close: consumes input (discarding data); true once done.
+    pub fn poll_close_input(&mut self, buf: &mut BytesMut) -> bool {
+        while self.pump(buf).is_some() {}
+        self.is_done()
+    }
+
+    /// Whether the I/O layer should read the transport (a read or a close is waiting on it).
+    pub fn wants_input(&self) -> bool {
+        !self.transport_eof && self.read_error.is_none() && self.close != CloseState::Done
+    }
+
+    /// The transport reached Eof; `rest` is what is left undecoded in the buffer.
+    pub fn handle_eof(&mut self, rest: &[u8]) {
+        if self.transport_eof {
+            return;
+        }
+        self.transport_eof = true;
+        if let Err(e) = self.decoder.decode_eof(rest) {
+            if self.close == CloseState::Open && !self.read_shut {
+                tracing::debug!(error = %e, "transport ended inside a frame");
+                self.read_error = Some(EndpointError::Protocol(e));
+            }
+        }
+        if self.close != CloseState::Open {
+            self.close = CloseState::Done;
+        }
+    }
+
+    /// Reading the transport failed.
+    pub fn handle_read_error(&mut self, err: &io::Error) {
+        let e = EndpointError::from_io(err);
+        let e = if e == EndpointError::Closed { EndpointError::Transport(err.to_string().into()) } else { e };
+        self.read_error.get_or_insert(e.clone());
+        self.write_error.get_or_insert(e);
+        if self.close != CloseState::Open {
+            self.close = CloseState::Done;
+        }
+    }
+
+    /// Writing the transport failed; later writes fail the same way.
+    pub fn handle_write_error(&mut self, err: &io::Error) {
+        self.write_error.get_or_insert(EndpointError::from_io(err));
+        if self.close != CloseState::Open {
+            self.close = CloseState::Done;
+        }
+    }
+
+    /// `Ok` when data may be queued; the latched error or `Closed` otherwise.
+    pub fn write_allowed(&self) -> Result<(), EndpointError> {
+        if let Some(e) = &self.write_error {
+            return Err(e.clone());
+        }
+        if self.write_shut || self.peer_read_shut || self.close != CloseState::Open || self.transport_eof {
+            return Err(EndpointError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Local shutdown(Write): queues ShutdownWrite once. Idempotent.
+    pub fn shutdown_write(&mut self) {
+        if !self.write_shut {
+            self.write_shut = true;
+            if self.close == CloseState::Open && self.write_error.is_none() {
+                self.transmit.push_back(Header::ShutdownWrite);
+            }
+        }
+    }
+
+    /// Local shutdown(Read): queues ShutdownRead once; later reads give Eof. Idempotent.
+    pub fn shutdown_read(&mut self) {
+        if !self.read_shut {
+            self.read_shut = true;
+            if self.close == CloseState::Open && self.write_error.is_none() {
+                self.transmit.push_back(Header::ShutdownRead);
+            }
+        }
+    }
+
+    /// Local close at `now`: queues Close (unless acknowledging the peer's) and
+    /// starts the bounded wait. Idempotent.
+    pub fn close(&mut self, now: Instant) {
+        self.read_shut = true;
+        self.write_shut = true;
+        match self.close {
+            CloseState::Open => {
+                if self.transport_eof || self.write_error.is_some() {
+                    self.close = CloseState::Done;
+                    return;
+                }
+                self.transmit.push_back(Header::Close);
+                self.close = CloseState::Closing;
+                self.deadline = Some(now + self.config.close_timeout);
+            }
+            CloseState::Acked => {
+                if self.transport_eof || self.write_error.is_some() {
+                    self.close = CloseState::Done;
+                } else if self.deadline.is_none() {
+                    self.deadline = Some(now + self.config.close_timeout);
+                }
+            }
+            CloseState::Closing | CloseState::Done => {}
+        }
+    }
+
+    /// Terminates at once: nothing more is sent, the socket may be released.
+    pub fn abort(&mut self) {
+        self.read_shut = true;
+        self.write_shut = true;
+        self.transmit.clear();
+        self.close = CloseState::Done;
+    }
+
+    /// The next marker to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Header> {
+        self.transmit.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.close {
+            CloseState::Closing | CloseState::Acked => self.deadline,
+            _ => None,
+        }
+    }
+
+    /// Time passed: a close whose deadline is over ends without the peer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.poll_timeout() {
+            if now >= deadline {
+                tracing::debug!("close timed out waiting for the peer");
+                self.timed_out = true;
+                self.close = CloseState::Done;
+            }
+        }
+    }
+
+    /// Whether the socket may be released (close handshake over, timed out, aborted or failed).
+    pub fn is_done(&self) -> bool {
+        self.close == CloseState::Done
+    }
+
+    /// Whether a close is under way or over.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.close, CloseState::Closing | CloseState::Done) || self.deadline.is_some()
+    }
+
+    /// Whether the close ended by its timeout rather than by the peer.
+    pub fn close_timed_out(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "endpoint(close={:?}, read_shut={}, write_shut={}, peer_eof={}, peer_read_shut={})",
+            self.close, self.read_shut, self.write_shut, self.peer_eof, self.peer_read_shut
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
