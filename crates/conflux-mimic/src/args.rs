@@ -1,0 +1,289 @@
+//! Function arguments: `req`, `opt`, `dft`, `map` and `all`, combined as tuples
+//! with typed arity.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::key::{Key, KeyInfo, Value};
+
+/// The values a function can read while a context is being unfolded: for each
+/// key, its values in preference order (newest first).
+#[derive(Debug)]
+pub struct Env<'a> {
+    slots: &'a [(u64, Vec<Value>)],
+}
+
+impl<'a> Env<'a> {
+    pub(crate) fn new(slots: &'a [(u64, Vec<Value>)]) -> Env<'a> {
+        Env { slots }
+    }
+
+    fn values(&self, key: &KeyInfo) -> &'a [Value] {
+        match self.slots.binary_search_by_key(&key.id, |(id, _)| *id) {
+            Ok(i) => &self.slots[i].1,
+            Err(_) => &[],
+        }
+    }
+
+    fn newest<T: Clone + 'static>(&self, key: &KeyInfo) -> Option<T> {
+        self.values(key).first().and_then(|v| v.downcast_ref::<T>()).cloned()
+    }
+}
+
+/// A required argument was not available; names the key (internal: unnameable outside the crate).
+#[derive(Debug, Clone)]
+pub struct Missing {
+    pub(crate) key: Arc<KeyInfo>,
+}
+
+/// How a function depends on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DepKind {
+    /// `req`: the function is dropped without it.
+    Req,
+    /// `opt`, `dft`, `all`: the function runs either way.
+    Soft,
+}
+
+/// One key a function reads.
+#[derive(Debug, Clone)]
+pub struct Dep {
+    pub(crate) key: Arc<KeyInfo>,
+    pub(crate) kind: DepKind,
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// One argument of a context function: [`req`], [`opt`], [`dft`], [`map`] or [`all`].
+///
+/// Sealed: the five constructors are the whole vocabulary.
+pub trait Arg: sealed::Sealed + Send + Sync + 'static {
+    /// What the function receives for this argument.
+    type Out;
+    #[doc(hidden)]
+    fn deps(&self, out: &mut Vec<Dep>);
+    #[doc(hidden)]
+    fn label(&self, out: &mut String);
+    #[doc(hidden)]
+    fn extract(&self, env: &Env<'_>) -> Result<Self::Out, Missing>;
+}
+
+/// The arguments of a context function: one [`Arg`] or a tuple of up to eight;
+/// the function receives the tuple of their outputs.
+pub trait Args: sealed::Sealed + Send + Sync + 'static {
+    /// What the function receives.
+    type Out;
+    #[doc(hidden)]
+    fn deps(&self, out: &mut Vec<Dep>);
+    #[doc(hidden)]
+    fn label(&self, out: &mut String);
+    #[doc(hidden)]
+    fn extract(&self, env: &Env<'_>) -> Result<Self::Out, Missing>;
+}
+
+/// A required argument: see [`req`].
+pub struct Req<T>(Key<T>);
+/// An optional argument: see [`opt`].
+pub struct Opt<T>(Key<T>);
+/// An argument with a default: see [`dft`].
+pub struct Dft<T>(Key<T>, T);
+/// Every value of a key: see [`all`].
+pub struct All<T>(Key<T>);
+/// A computed argument: see [`map`].
+pub struct Map<A, F>(A, F);
+
+/// The newest value of `key`; without one the function is dropped (and the
+/// NotFound report names `key`).
+pub fn req<T: Clone + Send + Sync + 'static>(key: &Key<T>) -> Req<T> {
+    Req(key.clone())
+}
+
+/// `Some(newest value of key)` or `None`; the function runs either way.
+pub fn opt<T: Clone + Send + Sync + 'static>(key: &Key<T>) -> Opt<T> {
+    Opt(key.clone())
+}
+
+/// The newest value of `key`, or `default`.
+pub fn dft<T: Clone + Send + Sync + 'static>(key: &Key<T>, default: T) -> Dft<T> {
+    Dft(key.clone(), default)
+}
+
+/// Every value of `key`, newest first (possibly none): how one function sees
+/// all the addresses a DNS lookup produced.
+pub fn all<T: Clone + Send + Sync + 'static>(key: &Key<T>) -> All<T> {
+    All(key.clone())
+}
+
+/// An argument computed by `f` from `args`; dropped like `args` is (a missing
+/// `req` inside still drops the function).
+pub fn map<A: Args, U, F>(args: A, f: F) -> Map<A, F>
+where
+    F: Fn(A::Out) -> U + Send + Sync + 'static,
+{
+    Map(args, f)
+}
+
+impl<T> fmt::Debug for Req<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "req {}", self.0.name())
+    }
+}
+impl<T> fmt::Debug for Opt<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "opt {}", self.0.name())
+    }
+}
+impl<T> fmt::Debug for Dft<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dft {}", self.0.name())
+    }
+}
+impl<T> fmt::Debug for All<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "all {}", self.0.name())
+    }
+}
+impl<A, F> fmt::Debug for Map<A, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("map(..)")
+    }
+}
+
+impl<T> sealed::Sealed for Req<T> {}
+impl<T> sealed::Sealed for Opt<T> {}
+impl<T> sealed::Sealed for Dft<T> {}
+impl<T> sealed::Sealed for All<T> {}
+impl<A, F> sealed::Sealed for Map<A, F> {}
+
+impl<T: Clone + Send + Sync + 'static> Arg for Req<T> {
+    type Out = T;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Req });
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("req ");
+        out.push_str(self.0.name());
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
+        env.newest(&self.0.info).ok_or_else(|| Missing { key: self.0.info.clone() })
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Arg for Opt<T> {
+    type Out = Option<T>;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Soft });
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("opt ");
+        out.push_str(self.0.name());
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<Option<T>, Missing> {
+        Ok(env.newest(&self.0.info))
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Arg for Dft<T> {
+    type Out = T;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Soft });
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("dft ");
+        out.push_str(self.0.name());
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
+        Ok(env.newest(&self.0.info).unwrap_or_else(|| self.1.clone()))
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
+    type Out = Vec<T>;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Soft });
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("all ");
+        out.push_str(self.0.name());
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
+        Ok(env.values(&self.0.info).iter().filter_map(|v| v.downcast_ref::<T>()).cloned().collect())
+    }
+}
+
+impl<A, U, F> Arg for Map<A, F>
+where
+    A: Args,
+    F: Fn(A::Out) -> U + Send + Sync + 'static,
+{
+    type Out = U;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        self.0.deps(out);
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("map(");
+        self.0.label(out);
+        out.push(')');
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<U, Missing> {
+        self.0.extract(env).map(&self.1)
+    }
+}
+
+impl<A: Arg> Args for A {
+    type Out = A::Out;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        Arg::deps(self, out);
+    }
+    fn label(&self, out: &mut String) {
+        Arg::label(self, out);
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<A::Out, Missing> {
+        Arg::extract(self, env)
+    }
+}
+
+impl sealed::Sealed for () {}
+impl Args for () {
+    type Out = ();
+    fn deps(&self, _out: &mut Vec<Dep>) {}
+    fn label(&self, _out: &mut String) {}
+    fn extract(&self, _env: &Env<'_>) -> Result<(), Missing> {
+        Ok(())
+    }
+}
+
+macro_rules! tuple_args {
+    ($($name:ident $idx:tt),+) => {
+        impl<$($name: Arg),+> sealed::Sealed for ($($name,)+) {}
+        impl<$($name: Arg),+> Args for ($($name,)+) {
+            type Out = ($($name::Out,)+);
+            fn deps(&self, out: &mut Vec<Dep>) {
+                $(self.$idx.deps(out);)+
+            }
+            fn label(&self, out: &mut String) {
+                let mut first = true;
+                $(
+                    if !first { out.push_str(", "); }
+                    first = false;
+                    self.$idx.label(out);
+                )+
+                let _ = first;
+            }
+            fn extract(&self, env: &Env<'_>) -> Result<Self::Out, Missing> {
+                Ok(($(self.$idx.extract(env)?,)+))
+            }
+        }
+    };
+}
+
+tuple_args!(A 0);
+tuple_args!(A 0, B 1);
+tuple_args!(A 0, B 1, C 2);
+tuple_args!(A 0, B 1, C 2, D 3);
+tuple_args!(A 0, B 1, C 2, D 3, E 4);
+tuple_args!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_args!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_args!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);

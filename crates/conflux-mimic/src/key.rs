@@ -1,0 +1,120 @@
+//! Typed keys (upstream's witnesses): every [`Key::new`] is a new key, never
+//! equal to another even with the same name and value type.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::registry::ProtocolEntry;
+
+/// A type-erased value held by a context.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
+
+/// Key identities come from one process-wide counter so keys made by different
+/// registries or threads never collide. This is an identity source, not a registry.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// What every key carries, whatever its value type.
+pub(crate) struct KeyInfo {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    /// Set for a protocol's endpoint key (made by `Registry::register`).
+    pub(crate) protocol: Option<Arc<ProtocolEntry>>,
+}
+
+impl KeyInfo {
+    pub(crate) fn new(name: &str, protocol: Option<Arc<ProtocolEntry>>) -> Arc<KeyInfo> {
+        Arc::new(KeyInfo { id: NEXT_KEY.fetch_add(1, Ordering::Relaxed), name: name.into(), protocol })
+    }
+}
+
+impl fmt::Debug for KeyInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.id)
+    }
+}
+
+/// A typed key of a [`Ctx`](crate::Ctx): upstream mimic's witness (`make ~name`).
+///
+/// Several keys may share a value type (a host name and a scheme are both
+/// strings); two keys are equal only when one is a clone of the other, never
+/// because their names match. Cloning is cheap (one reference count).
+///
+/// A key returned by [`Registry::register`](crate::Registry::register) is a
+/// protocol's *endpoint key*: a value bound to it (plain or computed) is a
+/// candidate that [`Registry::resolve`](crate::Registry::resolve) can connect to.
+///
+/// ```
+/// use conflux_mimic::Key;
+/// let host: Key<String> = Key::new("host");
+/// let other: Key<String> = Key::new("host");
+/// assert_ne!(host, other);
+/// assert_eq!(host, host.clone());
+/// assert_eq!(host.name(), "host");
+/// ```
+pub struct Key<T> {
+    pub(crate) info: Arc<KeyInfo>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Key<T> {
+    /// A new key named `name` (the name is for reports and plans only).
+    pub fn new(name: &str) -> Key<T> {
+        Key::from_info(KeyInfo::new(name, None))
+    }
+}
+
+impl<T> Key<T> {
+    pub(crate) fn from_info(info: Arc<KeyInfo>) -> Key<T> {
+        Key { info, _value: PhantomData }
+    }
+
+    /// The name given at creation.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// A process-unique number identifying this key (shown in reports as `name#id`).
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    /// The name of the protocol this key is the endpoint of, if it is one.
+    pub fn protocol(&self) -> Option<&str> {
+        self.info.protocol.as_ref().map(|p| &*p.name)
+    }
+}
+
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        Key { info: self.info.clone(), _value: PhantomData }
+    }
+}
+
+impl<T> PartialEq for Key<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.info.id == other.info.id
+    }
+}
+
+impl<T> Eq for Key<T> {}
+
+impl<T> std::hash::Hash for Key<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.info.id.hash(state);
+    }
+}
+
+impl<T> fmt::Debug for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({}#{})", self.info.name, self.info.id)
+    }
+}
+
+impl<T> fmt::Display for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.info.name)
+    }
+}

@@ -1,0 +1,77 @@
+//! A typed protocol registry: OCaml's mimic in Rust.
+//!
+//! Applications say *what* they want to reach in a [`Ctx`] of typed values
+//! (a host, a port, a TLS config...) and functions computing more values
+//! from them; a [`Registry`] of protocols says *how*. [`Registry::resolve`]
+//! runs the functions, lists every endpoint it can build, and connects
+//! through the best protocol, handing back one [`BoxFlow`] that the protocol's
+//! [`Handle`] downcasts to the concrete flow.
+//!
+//! What is here:
+//! - typed [`Key`]s (never equal across makes, even with the same name);
+//! - the persistent [`Ctx`]: `add`, `get`, `replace`, `fold`, `merge`, `empty`;
+//!   function arguments [`req`], [`opt`], [`dft`], [`map`], [`all`] with typed arity (tuples);
+//! - the explicit [`Registry`]: `register(name, priority, protocol)` gives an
+//!   endpoint key and a [`Handle`]; ties go to the most recent registration;
+//!   [`unfold`](Registry::unfold) lists every binding (plain and computed),
+//!   [`connect`](Registry::connect) tries them, [`resolve`](Registry::resolve) does both;
+//! - on purpose, beyond upstream: real dependency [`Cycle`]s naming the keys;
+//!   a structured [`NotFound`] report (each attempt with protocol, priority,
+//!   error or timeout, elapsed; functions that gave nothing; functions dropped
+//!   for a missing key, naming it; an empty context says so); each function
+//!   runs at most once per resolve; per-attempt and overall timeouts; an
+//!   optional staggered race ([`ResolveOptions::race`]); a per-protocol
+//!   "no fallback past me" guard ([`RegisterOptions::no_fallback`]);
+//!   [`Registry::plan`] as text or Graphviz; a tracing span per resolve with
+//!   an event per function and per attempt.
+//!
+//! What is not: the core does no networking and knows no transport (it needs
+//! tokio's `time` only, for timeouts and races); there is no global registry.
+//!
+//! ```
+//! use conflux_flow::{FlowExt, FnFlow};
+//! use conflux_mimic::{Ctx, Key, Registry, protocol_fn, req};
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let registry = Registry::new();
+//! // A protocol whose endpoint is the text the flow will read.
+//! let (text, handle) = registry.register(
+//!     "text",
+//!     Some(10),
+//!     protocol_fn(|s: String| async move { Ok::<_, std::io::Error>(FnFlow::new().with_input_chunks([s])) }),
+//! );
+//! let name: Key<String> = Key::new("name");
+//! let ctx = Ctx::new()
+//!     .fold(&text, req(&name), |name| Some(format!("hello {name}")))
+//!     .add(&name, "world".to_string());
+//!
+//! let flow = registry.resolve(&ctx).await.unwrap();
+//! let mut flow: FnFlow = handle.downcast(flow).unwrap();
+//! assert_eq!(flow.read_to_end().await.unwrap(), b"hello world");
+//!
+//! // Without a name the report says why.
+//! let err = registry.resolve(&Ctx::new().fold(&text, req(&name), |n| Some(n))).await.unwrap_err();
+//! assert!(err.to_string().contains("required key `name` was never provided"));
+//! # });
+//! ```
+#![forbid(unsafe_code)]
+
+mod args;
+mod ctx;
+mod key;
+mod plan;
+mod registry;
+mod report;
+mod resolve;
+mod unfold;
+
+pub use conflux_flow::BoxFlow;
+
+pub use crate::{
+    args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},
+    ctx::Ctx,
+    key::Key,
+    plan::{Plan, PlannedCandidate, PlannedFn},
+    registry::{BoxError, FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, protocol_fn},
+    report::{Attempt, AttemptOutcome, Cycle, FnOutcome, FnReport, NotFound, Reason, ResolveError},
+    unfold::{Binding, Unfolded},
+};

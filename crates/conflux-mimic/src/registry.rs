@@ -1,0 +1,421 @@
+//! Protocols, the explicit `Registry` that holds them, and typed handles.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conflux_flow::{BoxFlow, Flow};
+
+use crate::ctx::BoxFuture;
+use crate::key::{Key, KeyInfo, Value};
+
+/// The error a protocol's connect gives, kept as is in reports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A transport the registry can connect through (upstream's
+/// `Mirage_protocol.S`): from an endpoint, an async connect giving a [`Flow`].
+///
+/// ```
+/// use conflux_flow::{FlowExt, Pipe, pipe};
+/// use conflux_mimic::Protocol;
+///
+/// /// Connects to nothing in particular: an in-memory pipe whose peer is dropped.
+/// struct Loopback;
+/// impl Protocol for Loopback {
+///     type Endpoint = usize;
+///     type Flow = Pipe;
+///     type Error = std::convert::Infallible;
+///     async fn connect(&self, capacity: usize) -> Result<Pipe, Self::Error> {
+///         Ok(pipe(capacity).0)
+///     }
+/// }
+/// ```
+pub trait Protocol: Send + Sync + 'static {
+    /// What a context must hold (or compute) to connect: an address, a path, a config.
+    type Endpoint: Clone + Send + Sync + 'static;
+    /// The concrete flow a connect gives.
+    type Flow: Flow;
+    /// Why a connect failed.
+    type Error: Into<BoxError>;
+    /// Connects to `endpoint`.
+    fn connect(&self, endpoint: Self::Endpoint) -> impl Future<Output = Result<Self::Flow, Self::Error>> + Send;
+}
+
+/// The types an [`FnProtocol`] is generic over, as one marker.
+type Signature<E, Fl, Er, Fut> = fn(E) -> (Fl, Er, Fut);
+
+/// A protocol made of an async function: see [`protocol_fn`].
+pub struct FnProtocol<E, Fl, Er, F, Fut> {
+    f: F,
+    _types: PhantomData<Signature<E, Fl, Er, Fut>>,
+}
+
+impl<E, Fl, Er, F, Fut> fmt::Debug for FnProtocol<E, Fl, Er, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnProtocol")
+    }
+}
+
+/// A protocol whose connect is `f`.
+///
+/// ```
+/// use conflux_flow::{FnFlow};
+/// use conflux_mimic::{Registry, protocol_fn};
+/// let registry = Registry::new();
+/// let (endpoint, handle) = registry.register(
+///     "greeting",
+///     None,
+///     protocol_fn(|text: String| async move { Ok::<_, std::io::Error>(FnFlow::new().with_input_chunks([text])) }),
+/// );
+/// # let _ = (endpoint, handle);
+/// ```
+pub fn protocol_fn<E, Fl, Er, F, Fut>(f: F) -> FnProtocol<E, Fl, Er, F, Fut>
+where
+    F: Fn(E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Fl, Er>> + Send + 'static,
+{
+    FnProtocol { f, _types: PhantomData }
+}
+
+impl<E, Fl, Er, F, Fut> Protocol for FnProtocol<E, Fl, Er, F, Fut>
+where
+    E: Clone + Send + Sync + 'static,
+    Fl: Flow,
+    Er: Into<BoxError> + 'static,
+    F: Fn(E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Fl, Er>> + Send + 'static,
+{
+    type Endpoint = E;
+    type Flow = Fl;
+    type Error = Er;
+    fn connect(&self, endpoint: E) -> impl Future<Output = Result<Fl, Er>> + Send {
+        (self.f)(endpoint)
+    }
+}
+
+type ConnectFn = dyn Fn(&Value) -> BoxFuture<Result<BoxFlow, BoxError>> + Send + Sync;
+
+/// A registered protocol, as endpoint keys and handles carry it.
+pub(crate) struct ProtocolEntry {
+    pub(crate) registry: u64,
+    /// Registration sequence number: the most recent wins a priority tie.
+    pub(crate) seq: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) priority: Option<u32>,
+    pub(crate) no_fallback: bool,
+    pub(crate) connect: Box<ConnectFn>,
+}
+
+impl fmt::Debug for ProtocolEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Protocol")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("seq", &self.seq)
+            .field("no_fallback", &self.no_fallback)
+            .finish()
+    }
+}
+
+impl ProtocolEntry {
+    /// Candidate order: protocols with a priority (lower first), then those
+    /// without; the most recently registered first on a tie.
+    pub(crate) fn rank(&self) -> (u8, u32, std::cmp::Reverse<u64>) {
+        match self.priority {
+            Some(p) => (0, p, std::cmp::Reverse(self.seq)),
+            None => (1, 0, std::cmp::Reverse(self.seq)),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self.priority {
+            Some(p) => format!("{} (priority {p})", self.name),
+            None => format!("{} (no priority)", self.name),
+        }
+    }
+}
+
+/// How a protocol is registered: its priority and whether it forbids falling
+/// back past it.
+///
+/// ```
+/// use conflux_mimic::RegisterOptions;
+/// let tls = RegisterOptions::new().priority(10).no_fallback();
+/// # let _ = tls;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegisterOptions {
+    priority: Option<u32>,
+    no_fallback: bool,
+}
+
+impl RegisterOptions {
+    /// No priority, fallback allowed.
+    pub fn new() -> RegisterOptions {
+        RegisterOptions::default()
+    }
+
+    /// Lower is tried first; protocols without a priority come after all with one.
+    pub fn priority(mut self, priority: u32) -> RegisterOptions {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// If every candidate of this protocol fails, resolve stops there instead of
+    /// trying the candidates after it (no silent TLS-to-TCP downgrade).
+    pub fn no_fallback(mut self) -> RegisterOptions {
+        self.no_fallback = true;
+        self
+    }
+}
+
+/// Timeouts and racing of [`Registry::resolve`].
+///
+/// Defaults: 10 s per attempt (also bounds each asynchronous function), 30 s
+/// overall, candidates tried one after the other.
+///
+/// ```
+/// use std::time::Duration;
+/// use conflux_mimic::ResolveOptions;
+/// let opts = ResolveOptions::new().attempt_timeout(Duration::from_secs(2)).race(Duration::from_millis(250));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveOptions {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) overall_timeout: Duration,
+    pub(crate) race: Option<Duration>,
+}
+
+impl Default for ResolveOptions {
+    fn default() -> Self {
+        ResolveOptions {
+            attempt_timeout: Duration::from_secs(10),
+            overall_timeout: Duration::from_secs(30),
+            race: None,
+        }
+    }
+}
+
+impl ResolveOptions {
+    /// The defaults.
+    pub fn new() -> ResolveOptions {
+        ResolveOptions::default()
+    }
+
+    /// Bound on one connect attempt (and on one asynchronous function).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> ResolveOptions {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Bound on the whole resolve, functions included.
+    pub fn overall_timeout(mut self, timeout: Duration) -> ResolveOptions {
+        self.overall_timeout = timeout;
+        self
+    }
+
+    /// Staggered race (RFC 8305 style): start the next candidate after `delay`
+    /// (or at once when one fails) while earlier ones are still connecting;
+    /// the first success wins and the others are cancelled.
+    pub fn race(mut self, delay: Duration) -> ResolveOptions {
+        self.race = Some(delay);
+        self
+    }
+
+    /// One candidate at a time (the default).
+    pub fn sequential(mut self) -> ResolveOptions {
+        self.race = None;
+        self
+    }
+}
+
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct RegistryInner {
+    pub(crate) id: u64,
+    seq: AtomicU64,
+    pub(crate) protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
+    pub(crate) options: ResolveOptions,
+}
+
+/// An explicit registry of protocols (upstream's is one global table).
+///
+/// Cloning shares the registry. Each registry has its own registration
+/// sequence, so tests using their own registries never interfere.
+/// [`resolve`](Registry::resolve) only connects through protocols registered
+/// here; endpoints of another registry's protocols are plain values to it.
+///
+/// ```
+/// use conflux_flow::{FlowExt, FnFlow};
+/// use conflux_mimic::{Ctx, Registry, protocol_fn};
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let registry = Registry::new();
+/// let (greeting, handle) = registry.register(
+///     "greeting",
+///     Some(10),
+///     protocol_fn(|text: String| async move { Ok::<_, std::io::Error>(FnFlow::new().with_input_chunks([text])) }),
+/// );
+/// let ctx = Ctx::new().add(&greeting, "hello".to_string());
+/// let flow = registry.resolve(&ctx).await.unwrap();
+/// let mut flow: FnFlow = handle.downcast(flow).unwrap();
+/// assert_eq!(flow.read_to_end().await.unwrap(), b"hello");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) inner: Arc<RegistryInner>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocols = self.protocols();
+        f.debug_struct("Registry")
+            .field("id", &self.inner.id)
+            .field("protocols", &protocols)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry with the default [`ResolveOptions`].
+    pub fn new() -> Registry {
+        Registry::with_options(ResolveOptions::default())
+    }
+
+    /// An empty registry resolving with `options`.
+    pub fn with_options(options: ResolveOptions) -> Registry {
+        Registry {
+            inner: Arc::new(RegistryInner {
+                id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
+                seq: AtomicU64::new(0),
+                protocols: Mutex::new(Vec::new()),
+                options,
+            }),
+        }
+    }
+
+    /// The options `resolve` uses.
+    pub fn options(&self) -> ResolveOptions {
+        self.inner.options
+    }
+
+    /// Registers `protocol` as `name` with an optional `priority` (lower is
+    /// tried first; on a tie the most recently registered wins). Returns the
+    /// protocol's endpoint key and a handle to inject and downcast its flows.
+    pub fn register<P: Protocol>(
+        &self,
+        name: &str,
+        priority: Option<u32>,
+        protocol: P,
+    ) -> (Key<P::Endpoint>, Handle<P::Flow>) {
+        let mut opts = RegisterOptions::new();
+        opts.priority = priority;
+        self.register_with(name, opts, protocol)
+    }
+
+    /// As [`register`](Registry::register), with every option (e.g. [`RegisterOptions::no_fallback`]).
+    pub fn register_with<P: Protocol>(
+        &self,
+        name: &str,
+        options: RegisterOptions,
+        protocol: P,
+    ) -> (Key<P::Endpoint>, Handle<P::Flow>) {
+        let protocol = Arc::new(protocol);
+        let connect = move |value: &Value| -> BoxFuture<Result<BoxFlow, BoxError>> {
+            let endpoint = value.downcast_ref::<P::Endpoint>().cloned();
+            let protocol = protocol.clone();
+            Box::pin(async move {
+                let endpoint = endpoint.ok_or("endpoint value of the wrong type")?;
+                protocol.connect(endpoint).await.map(BoxFlow::new).map_err(Into::into)
+            })
+        };
+        let entry = Arc::new(ProtocolEntry {
+            registry: self.inner.id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            priority: options.priority,
+            no_fallback: options.no_fallback,
+            connect: Box::new(connect),
+        });
+        self.inner.protocols.lock().unwrap_or_else(|p| p.into_inner()).push(entry.clone());
+        let key = Key::from_info(KeyInfo::new(name, Some(entry.clone())));
+        (key, Handle { entry, _flow: PhantomData })
+    }
+
+    /// The registered protocols' names, in candidate order.
+    pub fn protocols(&self) -> Vec<String> {
+        let mut list = self.inner.protocols.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        list.sort_by_key(|p| p.rank());
+        list.iter().map(|p| p.describe()).collect()
+    }
+
+    /// Whether `entry` belongs to this registry.
+    pub(crate) fn owns(&self, entry: &ProtocolEntry) -> bool {
+        entry.registry == self.inner.id
+    }
+}
+
+/// A registered protocol's handle (upstream's `repr` / `equal` on flows):
+/// wraps a concrete flow as a [`BoxFlow`] and gets it back.
+///
+/// Downcasting is by flow type: a handle of another protocol fails unless both
+/// protocols produce the same Rust type.
+pub struct Handle<F> {
+    entry: Arc<ProtocolEntry>,
+    _flow: PhantomData<fn() -> F>,
+}
+
+impl<F> Clone for Handle<F> {
+    fn clone(&self) -> Self {
+        Handle { entry: self.entry.clone(), _flow: PhantomData }
+    }
+}
+
+impl<F> fmt::Debug for Handle<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Handle").field(&self.entry.name).finish()
+    }
+}
+
+impl<F: Flow> Handle<F> {
+    /// The protocol's name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The protocol's priority.
+    pub fn priority(&self) -> Option<u32> {
+        self.entry.priority
+    }
+
+    /// Wraps a concrete flow (a server wraps an accepted socket this way).
+    pub fn inject(&self, flow: F) -> BoxFlow {
+        BoxFlow::new(flow)
+    }
+
+    /// The concrete flow, or the `BoxFlow` back when it is not this protocol's type.
+    pub fn downcast(&self, flow: BoxFlow) -> Result<F, BoxFlow> {
+        flow.downcast::<F>()
+    }
+
+    /// The concrete flow by reference.
+    pub fn downcast_ref<'a>(&self, flow: &'a BoxFlow) -> Option<&'a F> {
+        flow.downcast_ref::<F>()
+    }
+
+    /// True when `flow` is this protocol's flow type.
+    pub fn is(&self, flow: &BoxFlow) -> bool {
+        flow.is::<F>()
+    }
+}

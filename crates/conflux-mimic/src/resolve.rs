@@ -1,0 +1,286 @@
+//! `resolve` = `unfold` then `connect`: candidates tried in order or raced,
+//! each attempt bounded, every outcome kept for the report.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use conflux_flow::BoxFlow;
+use tokio::time::{Instant, Sleep, Timeout};
+use tracing::Instrument;
+
+use crate::ctx::{BoxFuture, Ctx};
+use crate::registry::{BoxError, ProtocolEntry, Registry, ResolveOptions};
+use crate::report::{Attempt, AttemptOutcome, Cycle, NotFound, Reason, ResolveError};
+use crate::unfold::{Binding, Unfolded, unfold};
+
+impl Registry {
+    /// Resolves `ctx` to a flow: [`unfold`](Registry::unfold) then
+    /// [`connect`](Registry::connect), with this registry's [`ResolveOptions`].
+    ///
+    /// One tracing span `resolve` per call, with an event per function applied
+    /// (target `conflux_mimic::function`) and per connect attempt (target
+    /// `conflux_mimic::attempt`), all at trace level.
+    pub async fn resolve(&self, ctx: &Ctx) -> Result<BoxFlow, ResolveError> {
+        self.resolve_with(ctx, self.options()).await
+    }
+
+    /// As [`resolve`](Registry::resolve) with other options.
+    pub async fn resolve_with(&self, ctx: &Ctx, options: ResolveOptions) -> Result<BoxFlow, ResolveError> {
+        let span = tracing::trace_span!("resolve", registry = self.inner.id, keys = ctx.len());
+        async move {
+            let start = Instant::now();
+            let deadline = start + options.overall_timeout;
+            let unfolded = unfold(self, ctx, options.attempt_timeout, deadline).await?;
+            connect(self, &unfolded, options, start, deadline).await.map_err(ResolveError::NotFound)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Applies the context's functions (each at most once, after the keys it
+    /// reads) and lists every binding, plain and computed, in candidate order.
+    /// Asynchronous functions are bounded by the per-attempt and overall timeouts.
+    pub async fn unfold(&self, ctx: &Ctx) -> Result<Unfolded, Cycle> {
+        let options = self.options();
+        let span = tracing::trace_span!("unfold", registry = self.inner.id, keys = ctx.len());
+        unfold(self, ctx, options.attempt_timeout, Instant::now() + options.overall_timeout).instrument(span).await
+    }
+
+    /// Connects to the first candidate of `unfolded` that succeeds (or races
+    /// them, see [`ResolveOptions::race`]); `connect(&unfold(ctx)?)` behaves
+    /// exactly like `resolve(ctx)`.
+    pub async fn connect(&self, unfolded: &Unfolded) -> Result<BoxFlow, Box<NotFound>> {
+        let options = self.options();
+        let span = tracing::trace_span!("connect", registry = self.inner.id, bindings = unfolded.len());
+        let start = Instant::now();
+        connect(self, unfolded, options, start, start + options.overall_timeout).instrument(span).await
+    }
+}
+
+struct Cand<'a> {
+    entry: &'a Arc<ProtocolEntry>,
+    binding: &'a Binding,
+}
+
+async fn connect(
+    registry: &Registry,
+    unfolded: &Unfolded,
+    options: ResolveOptions,
+    start: Instant,
+    deadline: Instant,
+) -> Result<BoxFlow, Box<NotFound>> {
+    let not_found = |reason, attempts| {
+        Box::new(NotFound { reason, attempts, functions: unfolded.functions.clone(), elapsed: start.elapsed() })
+    };
+    if unfolded.empty_context {
+        return Err(not_found(Reason::EmptyContext, Vec::new()));
+    }
+    let mut cands: Vec<Cand<'_>> = unfolded
+        .bindings
+        .iter()
+        .filter_map(|b| b.protocol_entry().filter(|p| registry.owns(p)).map(|entry| Cand { entry, binding: b }))
+        .collect();
+    if cands.is_empty() {
+        let reason = match unfolded.overall_expired {
+            Some(_) => Reason::OverallTimeout(options.overall_timeout),
+            None => Reason::NoCandidates,
+        };
+        return Err(not_found(reason, Vec::new()));
+    }
+    // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
+    let mut cut: Vec<Cand<'_>> = Vec::new();
+    let mut guard = None;
+    if let Some(first) = cands.iter().position(|c| c.entry.no_fallback) {
+        let seq = cands[first].entry.seq;
+        let end = cands[first..].iter().position(|c| c.entry.seq != seq).map_or(cands.len(), |p| first + p);
+        cut = cands.split_off(end);
+        if !cut.is_empty() {
+            guard = Some(cands[first].entry.name.to_string());
+        }
+    }
+    let mut race = Race::new(&cands, options, deadline);
+    let won = (&mut race).await;
+    if let Some((_, flow)) = won {
+        return Ok(flow);
+    }
+    let expired = race.expired || unfolded.overall_expired.is_some();
+    let mut attempts = race.into_attempts();
+    for c in &cut {
+        attempts.push(attempt_of(c, AttemptOutcome::NotTried, Duration::ZERO));
+    }
+    let reason = if expired {
+        Reason::OverallTimeout(options.overall_timeout)
+    } else if let Some(protocol) = guard {
+        Reason::FallbackForbidden { protocol }
+    } else {
+        Reason::Exhausted
+    };
+    Err(not_found(reason, attempts))
+}
+
+fn attempt_of(c: &Cand<'_>, outcome: AttemptOutcome, elapsed: Duration) -> Attempt {
+    Attempt {
+        protocol: c.entry.name.clone(),
+        priority: c.entry.priority,
+        outcome,
+        elapsed,
+        computed_by: c.binding.computed_by().map(str::to_owned),
+    }
+}
+
+type AttemptFut = Pin<Box<Timeout<BoxFuture<Result<BoxFlow, BoxError>>>>>;
+
+struct Slot {
+    started: Option<Instant>,
+    outcome: Option<AttemptOutcome>,
+    elapsed: Duration,
+}
+
+/// The candidates' attempts: sequential (the next starts when the last one
+/// failed) or staggered (the next also starts after the race delay).
+struct Race<'a> {
+    cands: &'a [Cand<'a>],
+    options: ResolveOptions,
+    slots: Vec<Slot>,
+    running: Vec<(usize, AttemptFut)>,
+    next: usize,
+    stagger: Option<Pin<Box<Sleep>>>,
+    overall: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+impl<'a> Race<'a> {
+    fn new(cands: &'a [Cand<'a>], options: ResolveOptions, deadline: Instant) -> Race<'a> {
+        Race {
+            cands,
+            options,
+            slots: cands.iter().map(|_| Slot { started: None, outcome: None, elapsed: Duration::ZERO }).collect(),
+            running: Vec::new(),
+            next: 0,
+            stagger: None,
+            overall: Box::pin(tokio::time::sleep_until(deadline)),
+            expired: false,
+        }
+    }
+
+    fn start_next(&mut self) {
+        let i = self.next;
+        self.next += 1;
+        let c = &self.cands[i];
+        self.slots[i].started = Some(Instant::now());
+        let fut = (c.entry.connect)(&c.binding.value);
+        self.running.push((i, Box::pin(tokio::time::timeout(self.options.attempt_timeout, fut))));
+        self.stagger = match self.options.race {
+            Some(delay) if self.next < self.cands.len() => Some(Box::pin(tokio::time::sleep(delay))),
+            _ => None,
+        };
+    }
+
+    fn finish(&mut self, i: usize, outcome: AttemptOutcome) {
+        let elapsed = self.slots[i].started.map_or(Duration::ZERO, |s| s.elapsed());
+        let c = &self.cands[i];
+        tracing::trace!(
+            target: "conflux_mimic::attempt",
+            protocol = %c.entry.name,
+            priority = c.entry.priority,
+            outcome = %outcome_label(&outcome),
+            elapsed_us = elapsed.as_micros() as u64,
+            "connect attempt"
+        );
+        self.slots[i].elapsed = elapsed;
+        self.slots[i].outcome = Some(outcome);
+    }
+
+    fn cancel_running(&mut self) {
+        for (i, fut) in std::mem::take(&mut self.running) {
+            drop(fut);
+            self.finish(i, AttemptOutcome::Cancelled);
+        }
+    }
+
+    fn into_attempts(self) -> Vec<Attempt> {
+        self.slots
+            .into_iter()
+            .zip(self.cands)
+            .map(|(s, c)| attempt_of(c, s.outcome.unwrap_or(AttemptOutcome::NotTried), s.elapsed))
+            .collect()
+    }
+}
+
+fn outcome_label(o: &AttemptOutcome) -> String {
+    match o {
+        AttemptOutcome::Failed(e) => format!("failed: {e}"),
+        AttemptOutcome::TimedOut(d) => format!("timed out after {d:?}"),
+        AttemptOutcome::Cancelled => "cancelled".into(),
+        AttemptOutcome::NotTried => "not tried".into(),
+    }
+}
+
+impl Future for Race<'_> {
+    type Output = Option<(usize, BoxFlow)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let n = this.cands.len();
+        loop {
+            if this.running.is_empty() {
+                if this.next >= n {
+                    return Poll::Ready(None);
+                }
+                this.start_next();
+            }
+            let mut freed = false;
+            let mut k = 0;
+            while k < this.running.len() {
+                let i = this.running[k].0;
+                match this.running[k].1.as_mut().poll(cx) {
+                    Poll::Pending => k += 1,
+                    Poll::Ready(Ok(Ok(flow))) => {
+                        drop(this.running.swap_remove(k));
+                        let elapsed = this.slots[i].started.map_or(Duration::ZERO, |s| s.elapsed());
+                        tracing::trace!(
+                            target: "conflux_mimic::attempt",
+                            protocol = %this.cands[i].entry.name,
+                            priority = this.cands[i].entry.priority,
+                            outcome = "connected",
+                            elapsed_us = elapsed.as_micros() as u64,
+                            "connect attempt"
+                        );
+                        // Losers are cancelled: dropping a pending connect closes whatever it opened.
+                        this.cancel_running();
+                        return Poll::Ready(Some((i, flow)));
+                    }
+                    Poll::Ready(Ok(Err(e))) => {
+                        drop(this.running.swap_remove(k));
+                        this.finish(i, AttemptOutcome::Failed(e));
+                        freed = true;
+                    }
+                    Poll::Ready(Err(_elapsed)) => {
+                        drop(this.running.swap_remove(k));
+                        this.finish(i, AttemptOutcome::TimedOut(this.options.attempt_timeout));
+                        freed = true;
+                    }
+                }
+            }
+            if this.overall.as_mut().poll(cx).is_ready() {
+                this.expired = true;
+                this.cancel_running();
+                return Poll::Ready(None);
+            }
+            if this.next < n {
+                let stagger_fired = this.stagger.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
+                let raced = this.options.race.is_some() && (freed || stagger_fired);
+                if raced || this.running.is_empty() {
+                    this.start_next();
+                    continue;
+                }
+            } else if this.running.is_empty() {
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        }
+    }
+}

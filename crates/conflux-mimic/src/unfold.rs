@@ -1,0 +1,287 @@
+//! Unfolding a context: order its functions by dependency (detecting cycles),
+//! run each once, and list every binding in candidate order.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::args::{DepKind, Env, Missing};
+use crate::ctx::{Bind, Ctx, Entry, FnDef, Step};
+use crate::key::{Key, KeyInfo, Value};
+use crate::registry::{ProtocolEntry, Registry};
+use crate::report::{Cycle, FnOutcome, FnReport};
+
+/// One binding of an unfolded context: a key and one of its values, plain or
+/// computed by a function.
+#[derive(Clone)]
+pub struct Binding {
+    pub(crate) key: Arc<KeyInfo>,
+    pub(crate) value: Value,
+    pub(crate) origin: Option<Arc<FnDef>>,
+}
+
+impl Binding {
+    /// True when this binds `key` (key equality, upstream's `equal`).
+    pub fn is<T>(&self, key: &Key<T>) -> bool {
+        self.key.id == key.info.id
+    }
+
+    /// The value, when this binds `key`.
+    pub fn get<T: 'static>(&self, key: &Key<T>) -> Option<&T> {
+        if self.is(key) { self.value.downcast_ref::<T>() } else { None }
+    }
+
+    /// The key's name.
+    pub fn key_name(&self) -> &str {
+        &self.key.name
+    }
+
+    /// The protocol name, when the key is a protocol's endpoint key.
+    pub fn protocol(&self) -> Option<&str> {
+        self.key.protocol.as_ref().map(|p| &*p.name)
+    }
+
+    /// The protocol's priority, when there is one.
+    pub fn priority(&self) -> Option<u32> {
+        self.key.protocol.as_ref().and_then(|p| p.priority)
+    }
+
+    /// The label of the function that computed this value (`None` for a plain value).
+    pub fn computed_by(&self) -> Option<&str> {
+        self.origin.as_ref().map(|d| &*d.label)
+    }
+
+    pub(crate) fn protocol_entry(&self) -> Option<&Arc<ProtocolEntry>> {
+        self.key.protocol.as_ref()
+    }
+}
+
+impl fmt::Debug for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Binding");
+        d.field("key", &self.key);
+        if let Some(p) = &self.key.protocol {
+            d.field("protocol", &p.describe());
+        }
+        if let Some(o) = &self.origin {
+            d.field("computed_by", &o.label);
+        }
+        d.finish()
+    }
+}
+
+/// Every binding of an unfolded context, in candidate order: endpoints of
+/// this registry's protocols with a priority (lower first), then those
+/// without, then every other key (plain values and intermediates); for one key
+/// the newest value first.
+#[derive(Debug, Clone, Default)]
+pub struct Unfolded {
+    pub(crate) bindings: Vec<Binding>,
+    pub(crate) functions: Vec<FnReport>,
+    pub(crate) empty_context: bool,
+    pub(crate) overall_expired: Option<Duration>,
+}
+
+impl Unfolded {
+    /// The bindings, in candidate order.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Iterates over the bindings.
+    pub fn iter(&self) -> std::slice::Iter<'_, Binding> {
+        self.bindings.iter()
+    }
+
+    /// How many bindings.
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// True when nothing is bound.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    /// The preferred value of `key` (the first in candidate order).
+    pub fn find<T: 'static>(&self, key: &Key<T>) -> Option<&T> {
+        self.bindings.iter().find_map(|b| b.get(key))
+    }
+
+    /// Every value of `key`, preferred first.
+    pub fn values<'a, T: 'static>(&'a self, key: &'a Key<T>) -> impl Iterator<Item = &'a T> + 'a {
+        self.bindings.iter().filter_map(move |b| b.get(key))
+    }
+
+    /// Keeps the bindings for which `f` is true (to connect to a subset).
+    pub fn retain(&mut self, f: impl FnMut(&Binding) -> bool) {
+        self.bindings.retain(f);
+    }
+
+    /// Every function of the context with its outcome, in evaluation order.
+    pub fn functions(&self) -> &[FnReport] {
+        &self.functions
+    }
+}
+
+impl<'a> IntoIterator for &'a Unfolded {
+    type Item = &'a Binding;
+    type IntoIter = std::slice::Iter<'a, Binding>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.bindings.iter()
+    }
+}
+
+/// The entries of `ctx` in key order (by id).
+pub(crate) fn entries(ctx: &Ctx) -> Vec<&Entry> {
+    ctx.map.values().collect()
+}
+
+fn index_of(entries: &[&Entry], id: u64) -> Option<usize> {
+    entries.binary_search_by_key(&id, |e| e.key.id).ok()
+}
+
+/// Keys in evaluation order (every key after the function-computed keys it
+/// reads), or the first cycle found.
+pub(crate) fn order(entries: &[&Entry]) -> Result<Vec<usize>, Cycle> {
+    fn visit(
+        i: usize,
+        entries: &[&Entry],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) -> Result<(), Cycle> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                let from = path.iter().position(|&p| p == i).unwrap_or(0);
+                let keys = path[from..].iter().map(|&k| entries[k].key.name.to_string()).collect();
+                return Err(Cycle { keys });
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        path.push(i);
+        for bind in &entries[i].binds {
+            if let Bind::Fun(def) = bind {
+                for dep in &def.deps {
+                    if let Some(j) = index_of(entries, dep.key.id) {
+                        visit(j, entries, state, path, out)?;
+                    }
+                }
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        out.push(i);
+        Ok(())
+    }
+    let mut state = vec![0u8; entries.len()];
+    let mut out = Vec::with_capacity(entries.len());
+    let mut path = Vec::new();
+    for i in 0..entries.len() {
+        visit(i, entries, &mut state, &mut path, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Candidate rank of a binding's key, for this registry.
+pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> (u8, u32, std::cmp::Reverse<u64>) {
+    match &key.protocol {
+        Some(p) if registry.owns(p) => p.rank(),
+        _ => (2, 0, std::cmp::Reverse(0)),
+    }
+}
+
+/// Unfolds `ctx`: each function runs once, after the keys it reads.
+pub(crate) async fn unfold(
+    registry: &Registry,
+    ctx: &Ctx,
+    attempt_timeout: Duration,
+    deadline: Instant,
+) -> Result<Unfolded, Cycle> {
+    let entries = entries(ctx);
+    let order = order(&entries)?;
+    let mut slots: Vec<(u64, Vec<Value>)> = entries.iter().map(|e| (e.key.id, Vec::new())).collect();
+    let mut origins: Vec<Vec<Option<Arc<FnDef>>>> = vec![Vec::new(); entries.len()];
+    let mut functions = Vec::new();
+    let mut overall_expired = None;
+    for i in order {
+        // Oldest first while collecting; stored newest first.
+        let mut values: Vec<Value> = Vec::new();
+        let mut from: Vec<Option<Arc<FnDef>>> = Vec::new();
+        for bind in &entries[i].binds {
+            let def = match bind {
+                Bind::Value(v) => {
+                    values.push(v.clone());
+                    from.push(None);
+                    continue;
+                }
+                Bind::Fun(def) => def,
+            };
+            let step = (def.run)(&Env::new(&slots));
+            let outcome = match step {
+                Err(Missing { key }) => {
+                    let provided = index_of(&entries, key.id).is_some();
+                    FnOutcome::Dropped { missing: key.name.to_string(), provided }
+                }
+                Ok(step) => {
+                    let produced = match step {
+                        Step::Ready(v) => Ok(v),
+                        Step::Pending(fut) => {
+                            let now = Instant::now();
+                            if overall_expired.is_some() || now >= deadline {
+                                overall_expired = Some(deadline - now.min(deadline));
+                                Err(FnOutcome::NotRun)
+                            } else {
+                                let limit = attempt_timeout.min(deadline - now);
+                                match tokio::time::timeout(limit, fut).await {
+                                    Ok(v) => Ok(v),
+                                    Err(_) => Err(FnOutcome::TimedOut(limit)),
+                                }
+                            }
+                        }
+                    };
+                    match produced {
+                        Ok(v) if v.is_empty() => FnOutcome::ReturnedNone,
+                        Ok(v) => {
+                            let n = v.len();
+                            for value in v.into_iter().rev() {
+                                values.push(value);
+                                from.push(Some(def.clone()));
+                            }
+                            FnOutcome::Produced(n)
+                        }
+                        Err(o) => o,
+                    }
+                }
+            };
+            tracing::trace!(
+                target: "conflux_mimic::function",
+                function = %def.label,
+                outcome = ?outcome,
+                "function applied"
+            );
+            functions.push(FnReport { def: def.clone(), outcome });
+        }
+        values.reverse();
+        from.reverse();
+        slots[i].1 = values;
+        origins[i] = from;
+    }
+    let mut bindings = Vec::new();
+    for ((entry, (_, values)), from) in entries.iter().zip(slots).zip(origins) {
+        for (value, origin) in values.into_iter().zip(from) {
+            bindings.push(Binding { key: entry.key.clone(), value, origin });
+        }
+    }
+    bindings.sort_by_key(|b| rank(registry, &b.key));
+    Ok(Unfolded { bindings, functions, empty_context: ctx.is_empty(), overall_expired })
+}
+
+/// Whether a dependency kind is required (used by plans).
+pub(crate) fn is_required(kind: DepKind) -> bool {
+    kind == DepKind::Req
+}
