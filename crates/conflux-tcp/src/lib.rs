@@ -54,6 +54,8 @@
 
 mod error;
 mod keepalive;
+#[cfg(feature = "kit")]
+pub mod kit;
 mod listeners;
 mod stack;
 

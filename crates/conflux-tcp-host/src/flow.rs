@@ -1,0 +1,422 @@
+//! [`HostFlow`]: a kernel TCP connection as a conflux flow.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use conflux_flow::{Flow, FlowError, Shutdown};
+use conflux_tcp::{TcpFlow, canonical_addr};
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::sys;
+
+/// The open flows of one stack, for `open_flows` and `disconnect`.
+#[derive(Debug, Default)]
+pub(crate) struct FlowTable {
+    next: AtomicU64,
+    flows: Mutex<HashMap<u64, Weak<TcpStream>>>,
+}
+
+impl FlowTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, stream: &Arc<TcpStream>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::downgrade(stream));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Shuts both directions of every open flow: the peer gets a FIN after
+    /// everything already written, local readers see Eof.
+    pub(crate) fn shutdown_all(&self) {
+        let streams: Vec<Arc<TcpStream>> = self.lock().values().filter_map(Weak::upgrade).collect();
+        for stream in streams {
+            if let Err(e) = SockRef::from(&*stream).shutdown(std::net::Shutdown::Both) {
+                tracing::trace!(error = %e, "shutdown during disconnect");
+            }
+        }
+    }
+}
+
+/// The state of a `write_nodelay` waiting for acknowledgements.
+struct AckWait {
+    /// Restore Nagle when done (it was on before).
+    restore_nagle: bool,
+    deadline: Option<Instant>,
+    spins: u32,
+    backoff: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// Checks of `SIOCOUTQ` before the first sleep (a yield each: loopback acks in microseconds).
+const ACK_SPINS: u32 = 16;
+/// The longest sleep between two `SIOCOUTQ` checks.
+const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
+
+/// A kernel TCP connection: implements [`Flow`] and [`TcpFlow`].
+///
+/// - Reads return at most the stack's `read_chunk` bytes. A keepalive expiry
+///   (`ETIMEDOUT`) reads as Eof; a reset is an error with `is_reset()`.
+/// - Writes fail with `Closed` after `shutdown(Write)`, on `EPIPE` and after a
+///   keepalive expiry; with `is_reset()` after a reset.
+/// - `shutdown(Write)` is `shutdown(SHUT_WR)`, synchronous: the FIN follows the
+///   bytes already written, and a dropped write half signals at once.
+/// - `close` discards unread input (so the kernel sends a FIN, not a RST),
+///   shuts the write side and closes the socket; `abort` closes with
+///   `SO_LINGER` 0, which sends a RST. Dropping the flow closes the socket.
+/// - `write_nodelay` turns `TCP_NODELAY` on for the write (restoring it after)
+///   and then waits until `SIOCOUTQ` reports no unacknowledged byte, checking
+///   with a short backoff (at most 4 ms), bounded by the stack's `ack_timeout`.
+pub struct HostFlow {
+    io: Option<Arc<TcpStream>>,
+    table: Arc<FlowTable>,
+    id: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    read_buf: BytesMut,
+    read_chunk: usize,
+    read_shut: bool,
+    write_shut: bool,
+    eof: bool,
+    read_err: Option<FlowError>,
+    write_err: Option<FlowError>,
+    nodelay: bool,
+    ack_timeout: Duration,
+    ack: Option<AckWait>,
+}
+
+impl std::fmt::Debug for HostFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFlow")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("open", &self.io.is_some())
+            .field("read_shut", &self.read_shut)
+            .field("write_shut", &self.write_shut)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_os_error(e: &io::Error, code: i32) -> bool {
+    e.raw_os_error() == Some(code)
+}
+
+impl HostFlow {
+    pub(crate) fn new(
+        stream: TcpStream,
+        table: &Arc<FlowTable>,
+        read_chunk: usize,
+        ack_timeout: Duration,
+    ) -> io::Result<HostFlow> {
+        let src = canonical_addr(stream.local_addr()?);
+        let dst = canonical_addr(stream.peer_addr()?);
+        let nodelay = stream.nodelay()?;
+        let stream = Arc::new(stream);
+        let id = table.insert(&stream);
+        tracing::trace!(%src, %dst, "flow open");
+        Ok(HostFlow {
+            io: Some(stream),
+            table: table.clone(),
+            id,
+            src,
+            dst,
+            read_buf: BytesMut::new(),
+            read_chunk,
+            read_shut: false,
+            write_shut: false,
+            eof: false,
+            read_err: None,
+            write_err: None,
+            nodelay,
+            ack_timeout,
+            ack: None,
+        })
+    }
+
+    /// Bytes written that the peer has not acknowledged yet (`SIOCOUTQ`).
+    pub fn unacked(&self) -> Result<usize, FlowError> {
+        let io = self.io.as_ref().ok_or_else(FlowError::closed)?;
+        Ok(sys::unacked(io.as_fd())?)
+    }
+
+    /// Releases the socket: the descriptor is closed once no disconnect holds it.
+    fn release(&mut self) {
+        if self.io.take().is_some() {
+            self.table.remove(self.id);
+            tracing::trace!(src = %self.src, dst = %self.dst, "flow closed");
+        }
+        self.read_shut = true;
+        self.write_shut = true;
+        self.ack = None;
+    }
+
+    fn read_error(&mut self, e: io::Error) -> Poll<Result<Option<Bytes>, FlowError>> {
+        if is_os_error(&e, libc::ETIMEDOUT) {
+            // A keepalive (or user timeout) expiry: the contract says Eof.
+            self.eof = true;
+            return Poll::Ready(Ok(None));
+        }
+        let e = FlowError::from(e);
+        self.read_err = Some(e.latched());
+        Poll::Ready(Err(e))
+    }
+
+    fn write_error(&mut self, e: io::Error) -> Poll<Result<(), FlowError>> {
+        let e = if is_os_error(&e, libc::EPIPE) || is_os_error(&e, libc::ETIMEDOUT) {
+            FlowError::closed().with_source(e)
+        } else {
+            FlowError::from(e)
+        };
+        self.write_err = Some(e.latched());
+        Poll::Ready(Err(e))
+    }
+
+    fn write_gate(&self) -> Result<&Arc<TcpStream>, FlowError> {
+        if let Some(e) = &self.write_err {
+            return Err(e.latched());
+        }
+        match &self.io {
+            Some(io) if !self.write_shut => Ok(io),
+            _ => Err(FlowError::closed()),
+        }
+    }
+
+    fn finish_nodelay(&mut self) {
+        if let Some(ack) = self.ack.take()
+            && ack.restore_nagle
+            && let Some(io) = &self.io
+            && let Err(e) = io.set_nodelay(false)
+        {
+            tracing::trace!(error = %e, "restoring Nagle after write_nodelay");
+        }
+    }
+
+    /// Waits until the kernel reports no unacknowledged byte.
+    fn poll_acked(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        loop {
+            let Some(io) = &self.io else { return Poll::Ready(Err(FlowError::closed())) };
+            let fd = io.as_fd();
+            let state = sys::tcp_state(fd)?;
+            if state == sys::TCP_CLOSE {
+                let err = match io.take_error() {
+                    Ok(Some(e)) if is_os_error(&e, libc::ECONNRESET) => FlowError::reset().with_source(e),
+                    Ok(Some(e)) => FlowError::closed().with_source(e),
+                    _ => FlowError::closed().with_message("the connection closed before the peer acknowledged"),
+                };
+                return Poll::Ready(Err(err));
+            }
+            if sys::unacked(fd)? == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let ack = self.ack.as_mut().expect("poll_acked runs inside write_nodelay");
+            let now = Instant::now();
+            let deadline = *ack.deadline.get_or_insert(now + self.ack_timeout);
+            if now >= deadline {
+                return Poll::Ready(Err(FlowError::timed_out("the peer's acknowledgement of written bytes")));
+            }
+            if ack.spins < ACK_SPINS {
+                ack.spins += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match &mut ack.sleep {
+                Some(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    ack.sleep = None;
+                }
+                None => {
+                    let wake = (now + ack.backoff).min(deadline);
+                    ack.backoff = (ack.backoff * 2).min(ACK_MAX_BACKOFF);
+                    ack.sleep = Some(Box::pin(tokio::time::sleep_until(wake)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for HostFlow {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Flow for HostFlow {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        if let Some(e) = &self.read_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.read_shut || self.eof {
+            return Poll::Ready(Ok(None));
+        }
+        let Some(io) = self.io.clone() else { return Poll::Ready(Ok(None)) };
+        loop {
+            if let Err(e) = ready!(io.poll_read_ready(cx)) {
+                return self.read_error(e);
+            }
+            if self.read_buf.capacity() < self.read_chunk / 4 {
+                self.read_buf = BytesMut::with_capacity(self.read_chunk);
+            }
+            let room = self.read_buf.capacity().min(self.read_chunk);
+            let mut limited = (&mut self.read_buf).limit(room);
+            match io.try_read_buf(&mut limited) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(_) => return Poll::Ready(Ok(Some(self.read_buf.split().freeze()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return self.read_error(e),
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        self.poll_writev(cx, std::slice::from_mut(buf))
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        if bufs.iter().all(Bytes::is_empty) {
+            return Poll::Ready(Ok(()));
+        }
+        let io = self.write_gate()?.clone();
+        while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
+            if let Err(e) = ready!(io.poll_write_ready(cx)) {
+                return self.write_error(e);
+            }
+            let res = if bufs[first + 1..].iter().all(Bytes::is_empty) {
+                io.try_write(&bufs[first])
+            } else {
+                let slices: Vec<IoSlice<'_>> =
+                    bufs[first..].iter().filter(|b| !b.is_empty()).take(64).map(|b| IoSlice::new(b)).collect();
+                io.try_write_vectored(&slices)
+            };
+            match res {
+                Ok(mut n) => {
+                    for b in bufs[first..].iter_mut() {
+                        let take = n.min(b.len());
+                        b.advance(take);
+                        n -= take;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return self.write_error(e),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        if how.writes() && !self.write_shut {
+            self.write_shut = true;
+            if let Some(io) = &self.io {
+                match SockRef::from(&**io).shutdown(std::net::Shutdown::Write) {
+                    Ok(()) => {}
+                    // The peer is gone already: nobody is left to signal.
+                    Err(e) if is_os_error(&e, libc::ENOTCONN) => {}
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+            }
+        }
+        if how.reads() {
+            self.read_shut = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if let Some(io) = &self.io {
+            // Unread input would make the kernel answer close with a RST that
+            // could overtake bytes still queued for the peer: discard it first.
+            let mut scratch = [0u8; 16 * 1024];
+            for _ in 0..64 {
+                match io.try_read(&mut scratch) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
+            if !self.write_shut
+                && self.write_err.is_none()
+                && let Err(e) = SockRef::from(&**io).shutdown(std::net::Shutdown::Write)
+            {
+                tracing::trace!(error = %e, "shutdown during close");
+            }
+        }
+        self.release();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_abort(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if let Some(io) = &self.io
+            && let Err(e) = SockRef::from(&**io).set_linger(Some(Duration::ZERO))
+        {
+            tracing::trace!(error = %e, "SO_LINGER 0 before abort");
+        }
+        self.release();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl TcpFlow for HostFlow {
+    fn dst(&self) -> SocketAddr {
+        self.dst
+    }
+
+    fn src(&self) -> SocketAddr {
+        self.src
+    }
+
+    fn set_nodelay(&mut self, nodelay: bool) -> Result<(), FlowError> {
+        let io = self.io.as_ref().ok_or_else(FlowError::closed)?;
+        io.set_nodelay(nodelay)?;
+        self.nodelay = nodelay;
+        if let Some(ack) = &mut self.ack {
+            ack.restore_nagle = !nodelay;
+        }
+        Ok(())
+    }
+
+    fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        if self.ack.is_none() {
+            let io = self.write_gate()?;
+            if !self.nodelay {
+                io.set_nodelay(true)?;
+            }
+            self.ack = Some(AckWait {
+                restore_nagle: !self.nodelay,
+                deadline: None,
+                spins: 0,
+                backoff: Duration::from_millis(1),
+                sleep: None,
+            });
+        }
+        let res = match ready!(self.poll_writev(cx, bufs)) {
+            Ok(()) => ready!(self.poll_acked(cx)),
+            Err(e) => Err(e),
+        };
+        self.finish_nodelay();
+        Poll::Ready(res)
+    }
+}

@@ -1,0 +1,274 @@
+//! [`HostStack`]: the TCP contract on the host kernel.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use conflux_tcp::{
+    Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listener, Listeners, Listening, StopFn, TcpStack,
+};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::config::kernel_keepalive;
+use crate::{HostConfig, HostFlow, flow::FlowTable};
+
+/// The host kernel's TCP as a [`TcpStack`].
+///
+/// - Listeners are dual-stack (`[::]` with `IPV6_V6ONLY` off; `0.0.0.0` where
+///   the host has no IPv6), with `SO_REUSEADDR` and the configured backlog.
+/// - Keepalive goes through the kernel (`SO_KEEPALIVE`, `TCP_KEEPIDLE`,
+///   `TCP_KEEPINTVL`, `TCP_KEEPCNT`), rounded by
+///   [`kernel_keepalive`](crate::kernel_keepalive); a silent peer is declared
+///   dead at [`keepalive_deadline`](crate::keepalive_deadline) (Linux timing:
+///   `after + probes * interval`).
+/// - `unlisten` shuts the listening socket down at once (`shutdown(SHUT_RD)`
+///   on a listening socket: queued and new connection attempts get a RST).
+/// - Cloning gives another handle to the same stack.
+#[derive(Clone, Debug)]
+pub struct HostStack {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HostConfig,
+    listeners: Listeners<HostFlow>,
+    flows: Arc<FlowTable>,
+    disconnected: AtomicBool,
+}
+
+impl Default for HostStack {
+    fn default() -> Self {
+        HostStack::new()
+    }
+}
+
+fn other<E: Into<conflux_tcp::BoxError>>(e: E) -> ConnectError {
+    ConnectError::Other(e.into())
+}
+
+fn connect_error(e: io::Error) -> ConnectError {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => ConnectError::Refused,
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectError::NoRoute,
+        Some(libc::ETIMEDOUT) => ConnectError::Timeout,
+        _ => ConnectError::Other(e.into()),
+    }
+}
+
+fn listen_error(port: u16, e: io::Error) -> ListenError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => ListenError::AddrInUse(port),
+        Some(libc::EACCES | libc::EPERM) => ListenError::PermissionDenied(port),
+        _ => ListenError::Other(e.into()),
+    }
+}
+
+fn set_keepalive(sock: SockRef<'_>, ka: &Keepalive) -> io::Result<()> {
+    let k = kernel_keepalive(ka);
+    let tk = TcpKeepalive::new().with_time(k.after).with_interval(k.interval).with_retries(k.probes);
+    sock.set_tcp_keepalive(&tk)
+}
+
+impl HostStack {
+    /// A stack with the default [`HostConfig`].
+    pub fn new() -> HostStack {
+        HostStack::with_config(HostConfig::default())
+    }
+
+    /// A stack with `config`.
+    pub fn with_config(config: HostConfig) -> HostStack {
+        HostStack {
+            inner: Arc::new(Inner {
+                config,
+                listeners: Listeners::new(),
+                flows: Arc::new(FlowTable::default()),
+                disconnected: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The stack's settings.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    fn tune(&self, sock: &Socket) -> io::Result<()> {
+        let c = &self.inner.config;
+        if let Some(ut) = c.user_timeout {
+            sock.set_tcp_user_timeout(Some(ut))?;
+        }
+        if let Some(n) = c.send_buffer_size {
+            sock.set_send_buffer_size(n)?;
+        }
+        if let Some(n) = c.recv_buffer_size {
+            sock.set_recv_buffer_size(n)?;
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, addr: SocketAddr, options: ConnectOptions) -> Result<HostFlow, ConnectError> {
+        if self.inner.disconnected.load(Ordering::Acquire) {
+            return Err(ConnectError::Disconnected);
+        }
+        let timeout = options.timeout.unwrap_or(self.inner.config.connect_timeout);
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(other)?;
+        sock.set_nonblocking(true).map_err(other)?;
+        self.tune(&sock).map_err(other)?;
+        if let Some(ka) = &options.keepalive {
+            set_keepalive(SockRef::from(&sock), ka).map_err(other)?;
+        }
+        let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
+        let stream = match tokio::time::timeout(timeout, sock.connect(addr)).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(connect_error(e)),
+            Ok(Ok(stream)) => stream,
+        };
+        if self.inner.disconnected.load(Ordering::Acquire) {
+            return Err(ConnectError::Disconnected);
+        }
+        let c = &self.inner.config;
+        HostFlow::new(stream, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(connect_error)
+    }
+
+    /// A bound, listening, non-blocking socket on `[::]:port` (dual-stack),
+    /// or `0.0.0.0:port` without IPv6.
+    fn bind(&self, port: u16) -> io::Result<Socket> {
+        let v6 = || -> io::Result<Socket> {
+            let sock = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+            sock.set_only_v6(false)?;
+            Ok(sock)
+        };
+        let (sock, addr) = match v6() {
+            Ok(sock) => (sock, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
+                Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?,
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            ),
+            Err(e) => return Err(e),
+        };
+        sock.set_reuse_address(true)?;
+        sock.set_nonblocking(true)?;
+        self.tune(&sock)?;
+        sock.bind(&addr.into())?;
+        sock.listen(i32::try_from(self.inner.config.backlog).unwrap_or(i32::MAX))?;
+        Ok(sock)
+    }
+}
+
+/// Accepts until the listener is stopped, handing each flow to the callback.
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    handle: Listener<HostFlow>,
+    keepalive: Option<Keepalive>,
+    flows: Arc<FlowTable>,
+    config: HostConfig,
+) {
+    let stopped = handle.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Some(ka) = &keepalive
+                    && let Err(e) = set_keepalive(SockRef::from(&stream), ka)
+                {
+                    tracing::debug!(%peer, error = %e, "cannot set keepalive; dropping the connection");
+                    continue;
+                }
+                match HostFlow::new(stream, &flows, config.read_chunk, config.ack_timeout) {
+                    Ok(flow) => {
+                        if let Err(mut flow) = handle.dispatch(flow) {
+                            let _ = conflux_flow::FlowExt::abort(&mut flow).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "accepted connection already gone"),
+                }
+            }
+            Err(_) if handle.is_stopped() => break,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+impl TcpStack for HostStack {
+    type Flow = HostFlow;
+
+    fn create_connection(
+        &self,
+        addr: SocketAddr,
+        options: ConnectOptions,
+    ) -> impl Future<Output = Result<HostFlow, ConnectError>> + Send {
+        self.connect(addr, options)
+    }
+
+    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    where
+        C: Fn(HostFlow) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ListenError::Other("listen must be called within a tokio runtime".into()));
+        }
+        if self.inner.disconnected.load(Ordering::Acquire) {
+            return Err(ListenError::Disconnected);
+        }
+        let mut bound = None;
+        let (listening, handle) = self.inner.listeners.listen(port, Callback::new(callback), |port| {
+            let sock = self.bind(port).map_err(|e| listen_error(port, e))?;
+            let addr = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| ListenError::Other("the listening socket has no address".into()))?;
+            let listener = Arc::new(
+                TcpListener::from_std(std::net::TcpListener::from(sock)).map_err(|e| ListenError::Other(e.into()))?,
+            );
+            let on_stop = listener.clone();
+            let stop: StopFn = Box::new(move || {
+                // On Linux this ends listening at once: queued and new SYNs get a RST.
+                if let Err(e) = SockRef::from(&*on_stop).shutdown(std::net::Shutdown::Read) {
+                    tracing::debug!(error = %e, "shutting the listening socket down");
+                }
+            });
+            bound = Some(listener);
+            Ok((addr, stop))
+        })?;
+        let Some(listener) = bound else {
+            return Err(ListenError::Other("the listener was not bound".into()));
+        };
+        tracing::trace!(addr = %listening.local_addr(), "listening");
+        let flows = self.inner.flows.clone();
+        tokio::spawn(accept_loop(listener, handle, keepalive, flows, self.inner.config.clone()));
+        Ok(listening)
+    }
+
+    fn unlisten(&self, port: u16) -> bool {
+        self.inner.listeners.unlisten(port)
+    }
+
+    fn disconnect(&self) -> impl Future<Output = ()> + Send {
+        let inner = self.inner.clone();
+        async move {
+            inner.disconnected.store(true, Ordering::Release);
+            let flows = inner.flows.clone();
+            inner.listeners.disconnect(inner.config.disconnect_grace, move || flows.shutdown_all()).await;
+        }
+    }
+
+    fn open_flows(&self) -> usize {
+        self.inner.flows.len()
+    }
+}

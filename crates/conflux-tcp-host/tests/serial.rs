@@ -1,0 +1,52 @@
+//! The TCP conformance kit over the kernel backend, and the namespace tests.
+//!
+//! Everything here is timing-sensitive, counts this process's descriptors, or
+//! needs root: xtask runs this target with `--test-threads=1`. The namespace
+//! cases (black hole, no route, keepalive over a cut link) re-execute
+//! themselves inside a test namespace; see `support/netns.rs`.
+
+mod support;
+
+use conflux_tcp::kit;
+use support::{HostFixture, netns::run_in_netns, rt};
+
+/// One test per kit case on 127.0.0.1, and the basic ones on ::1 too.
+macro_rules! loopback_cases {
+    ($($case:ident),* $(,)?) => {
+        mod v4 {
+            use super::*;
+            $( #[test] fn $case() { rt().block_on(kit::$case(&HostFixture::loopback("127.0.0.1"))) } )*
+        }
+        mod v6 {
+            use super::*;
+            $( #[test] fn $case() { rt().block_on(kit::$case(&HostFixture::loopback("::1"))) } )*
+        }
+    };
+}
+
+loopback_cases!(
+    connect_read_exact_and_dst,
+    refused_on_closed_port,
+    listen_on_port_zero,
+    listeners_replace_each_other,
+    unlisten_keeps_established_refuses_new,
+    listen_disconnect_listen_same_port,
+    panicking_callback_closes_its_flow,
+    write_after_shutdown_is_closed,
+    peer_abort_is_reset,
+    write_nodelay_waits_for_ack,
+);
+
+/// Namespace cases: the test's own name, for re-executing it inside A.
+macro_rules! netns_cases {
+    ($($case:ident),* $(,)?) => {
+        mod netns {
+            use super::*;
+            $( #[test] fn $case() {
+                run_in_netns(concat!("netns::", stringify!($case)), |fx| rt().block_on(kit::$case(&fx)))
+            } )*
+        }
+    };
+}
+
+netns_cases!(connect_timeout_black_hole, no_route_fails_at_once, keepalive_detects_cut_link);
