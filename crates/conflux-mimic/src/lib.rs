@@ -58,11 +58,13 @@
 mod args;
 mod ctx;
 mod key;
+mod keys;
 mod plan;
 mod registry;
 mod report;
 mod resolve;
 mod unfold;
+mod uri;
 
 pub use conflux_flow::BoxFlow;
 
@@ -70,8 +72,10 @@ pub use crate::{
     args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},
     ctx::Ctx,
     key::Key,
+    keys::UriKeys,
     plan::{Plan, PlannedCandidate, PlannedFn},
     registry::{BoxError, FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, protocol_fn},
     report::{Attempt, AttemptOutcome, Cycle, FnOutcome, FnReport, NotFound, Reason, ResolveError},
     unfold::{Binding, Unfolded},
+    uri::{Framing, Guid, Host, HvVm, Keepalive, Scheme, StreamOptions, Target, Uri, UriError, UriPart},
 };

@@ -239,6 +239,7 @@ pub(crate) struct RegistryInner {
     pub(crate) id: u64,
     seq: AtomicU64,
     pub(crate) protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
+    pub(crate) schemes: Mutex<Vec<(crate::uri::Scheme, crate::keys::SchemeFn)>>,
     pub(crate) options: ResolveOptions,
 }
 
@@ -300,6 +301,7 @@ impl Registry {
                 id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
                 seq: AtomicU64::new(0),
                 protocols: Mutex::new(Vec::new()),
+                schemes: Mutex::new(Vec::new()),
                 options,
             }),
         }
