@@ -1,12 +1,98 @@
-//! Hypervisor sockets as conflux flows, with the optional shutdown framing.
+//! Hypervisor sockets as conflux flows, and the hvsock shutdown framing.
 //!
-//! (Crate documentation in progress.)
+//! What it does:
+//!
+//! - **Socket families** behind one trait ([`Family`], OCaml's `Af_common.S`):
+//!   AF_VSOCK on Linux ([`VsockFamily`]: close-on-exec, non-blocking connect
+//!   that checks `SO_ERROR`, the kernel connect-timeout option, [`local_cid`]
+//!   from `/dev/vsock`), Firecracker / Cloud Hypervisor hybrid vsock over a Unix
+//!   socket ([`HybridFamily`], with a [`FakeVmm`] for tests), hyperkit-style
+//!   paths ([`HyperkitFamily`]), plain Unix sockets ([`UnixFamily`]), a
+//!   deterministic in-memory family ([`MemFamily`]) and a fault-injecting
+//!   wrapper over any of them ([`FaultFamily`]).
+//! - **Two flows** implementing [`conflux_flow::Flow`] over any family: the
+//!   [`RawFlow`] (real `shutdown(2)`: what Firecracker, Cloud Hypervisor, Kata
+//!   and virtsock peers speak; the default) and the opt-in [`FramedFlow`] (the
+//!   shutdown framing of OCaml's `Hvsock_lwt.Flow_shutdown`, for peers that
+//!   speak it: in-band ShutdownRead / ShutdownWrite / Close markers, and a close
+//!   that waits, bounded by a timeout, for the peer's acknowledgement).
+//! - A tokio-vsock-like API: [`Listener::bind`] / [`Listener::accept`] /
+//!   [`Listener::incoming`], [`connect`] with a timeout, [`connect_retry`],
+//!   `into_split`, `local_addr` / `peer_addr`, `AsFd`.
+//! - The framing itself, sans-IO: [`Header`], the incremental [`Decoder`], the
+//!   batching [`Encoder`] and the [`Endpoint`] state machine.
+//! - Addresses: [`VsockAddr`], [`HvsockAddr`] and [`Guid`] (Windows byte
+//!   order, well-known VM ids, vsock-port service ids), and the endpoint URIs
+//!   of the `vsock`, `hvsock`, `fc-vsock`, `hyperkit` and `unix` schemes
+//!   ([`HvUri`]).
+//!
+//! What it does not do: no AF_HYPERV sockets outside Windows (the address and
+//! GUID code is everywhere; the Windows socket layer is a thin `cfg(windows)`
+//! module this workspace cannot type-check), no relay or port forwarding, no
+//! URI registry (conflux-mimic owns that), and the framed flow never shuts the
+//! transport down.
+//!
+//! ```
+//! use conflux_flow::{FlowExt, Shutdown};
+//! use conflux_hvsock::{FramingConfig, Listener, MemAddr, MemFamily, connect};
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let family = MemFamily::new();
+//! let listener = Listener::bind(&family, &MemAddr::from("echo"))?;
+//! let server = tokio::spawn(async move {
+//!     let (flow, _peer) = listener.accept().await?;
+//!     let mut flow = flow.into_framed(FramingConfig::new());
+//!     let got = flow.read_to_end().await?;
+//!     flow.write(got).await?;
+//!     flow.close().await?; // Close, then wait for the acknowledgement
+//!     Ok::<_, conflux_flow::FlowError>(())
+//! });
+//!
+//! let mut client = connect(&family, &MemAddr::from("echo"), None).await?.into_framed(FramingConfig::new());
+//! client.write("hello").await?;
+//! client.shutdown(Shutdown::Write).await?; // the ShutdownWrite marker
+//! assert_eq!(client.read_to_end().await?, b"hello");
+//! client.close().await?;
+//! server.await??;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 #![deny(unsafe_code)]
 
+mod addr;
 mod codec;
 mod endpoint;
+mod fault;
+mod framed;
+mod hybrid;
+mod listener;
+mod mem;
+mod raw;
+#[allow(unsafe_code)]
+mod sys;
+mod uri;
+
+mod family;
+mod unix;
+#[cfg(target_os = "linux")]
+mod vsock;
 
 pub use crate::{
+    addr::{Guid, GuidError, HvsockAddr, VsockAddr},
     codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Encoder, Frame, Header, HeaderError},
     endpoint::{DEFAULT_CLOSE_TIMEOUT, Endpoint, EndpointError, FramingConfig, ReadEvent},
+    family::{Family, FamilyListener, Socket},
+    fault::{FaultFamily, FaultListener, FaultSocket, Faults},
+    framed::FramedFlow,
+    hybrid::{
+        FakeVmm, GuestListener, HYBRID_DEFAULT_CONNECT_TIMEOUT, HybridAddr, HybridFamily, HybridListener, HyperkitAddr,
+        HyperkitFamily, HyperkitListener,
+    },
+    listener::{DEFAULT_BACKLOG, Incoming, Listener, RetryPolicy, connect, connect_retry},
+    mem::{MEM_DEFAULT_CAPACITY, MemAddr, MemFamily, MemListener, MemSocket},
+    raw::RawFlow,
+    unix::{UnixAddr, UnixFamily, UnixListener, UnixSocket},
+    uri::{HvUri, SCHEMES, UriAddr, UriError, UriPart},
 };
+
+#[cfg(target_os = "linux")]
+pub use crate::vsock::{VSOCK_DEFAULT_CONNECT_TIMEOUT, VsockFamily, VsockListener, VsockSocket, local_cid};

@@ -1,0 +1,338 @@
+//! The framed flow: the shutdown framing over a family socket.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
+use tokio::time::Sleep;
+
+use crate::codec::Encoder;
+use crate::endpoint::{Endpoint, FramingConfig, ReadEvent};
+use crate::family::Socket;
+use crate::raw::{MAX_IOV, READ_CHUNK};
+
+/// How many bytes one write moves into the frame queue before flushing.
+const WRITE_BUDGET: usize = 256 * 1024;
+
+/// A socket speaking the shutdown framing (OCaml `Hvsock_lwt.Flow_shutdown`),
+/// as a [`Flow`]. Opt-in: only for peers that speak it.
+///
+/// The transport is never shut down: `shutdown(Write)` sends the ShutdownWrite
+/// marker, `shutdown(Read)` the ShutdownRead marker, and close sends Close and
+/// waits for the peer's Close before closing the socket, so data in flight is
+/// never lost to a transport that discards unread bytes on shutdown or close.
+///
+/// - Close is bounded by the [close timeout](FramingConfig::close_timeout)
+///   (upstream waits forever); after it the socket is closed anyway.
+/// - When the peer closes first, reads give Eof and the acknowledgement goes
+///   out; our close then waits (bounded) for the peer to release the socket.
+/// - One reader: all reading of the socket goes through this flow's decoder,
+///   and a close on one half wakes a read pending on the other.
+/// - Errors latch and keep their kinds: reset, protocol error (including a
+///   truncated frame at Eof), timeout; or read as Eof with
+///   [`errors_as_eof`](FramingConfig::errors_as_eof).
+/// - Dropping the flow without closing releases the socket at once (the peer
+///   reads Eof); abort does the same without sending anything.
+#[derive(Debug)]
+pub struct FramedFlow<S: Socket> {
+    sock: Option<S>,
+    ep: Endpoint,
+    enc: Encoder,
+    rbuf: BytesMut,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A read waiting for the socket; woken when a close takes the socket over.
+    reader: Option<Waker>,
+    /// A write waiting for the socket; other paths then leave the write side alone.
+    writer_waiting: bool,
+    /// That write's waker, woken when the socket is released.
+    writer: Option<Waker>,
+}
+
+impl<S: Socket> FramedFlow<S> {
+    /// Starts the framing on a freshly connected or accepted socket.
+    pub fn new(sock: S, config: FramingConfig) -> FramedFlow<S> {
+        FramedFlow {
+            sock: Some(sock),
+            ep: Endpoint::new(config),
+            enc: Encoder::with_max_frame(config.max_frame_len()),
+            rbuf: BytesMut::new(),
+            timer: None,
+            reader: None,
+            writer_waiting: false,
+            writer: None,
+        }
+    }
+
+    /// The socket underneath, until the flow closes it.
+    pub fn get_ref(&self) -> Option<&S> {
+        self.sock.as_ref()
+    }
+
+    /// Whether the socket underneath was released (close, abort, or the
+    /// handshake finished).
+    pub fn is_socket_closed(&self) -> bool {
+        self.sock.is_none()
+    }
+
+    /// Whether the last close ended by its timeout rather than by the peer.
+    pub fn close_timed_out(&self) -> bool {
+        self.ep.close_timed_out()
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<S::Addr> {
+        self.sock.as_ref().ok_or_else(closed)?.local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<S::Addr> {
+        self.sock.as_ref().ok_or_else(closed)?.peer_addr()
+    }
+
+    /// Owned read and write halves for full duplex.
+    pub fn into_split(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
+        conflux_flow::FlowExt::split(self)
+    }
+
+    fn queue_markers(&mut self) {
+        while let Some(h) = self.ep.poll_transmit() {
+            self.enc.push_marker(h);
+        }
+    }
+
+    /// Writes the frame queue to the socket until empty.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.enc.is_empty() {
+            let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed())) };
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.enc.chunks_vectored(&mut slices);
+            match sock.poll_writev(cx, &slices[..n]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    self.ep.handle_write_error(&e);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(w)) => self.enc.advance(w),
+                Poll::Ready(Err(e)) => {
+                    self.ep.handle_write_error(&e);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Flushes markers from a path other than the writer's, unless a writer waits
+    /// (it will flush them; polling the write side here would steal its wake-up).
+    fn flush_on_the_side(&mut self, cx: &mut Context<'_>) {
+        self.queue_markers();
+        if !self.writer_waiting && !self.enc.is_empty() {
+            let _ = self.poll_flush(cx);
+        }
+    }
+
+    /// Reads the socket once into the buffer. `Ready` when something changed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(sock) = self.sock.as_mut() else {
+            self.ep.handle_eof(&self.rbuf);
+            return Poll::Ready(());
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match sock.poll_read_buf(cx, &mut self.rbuf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => {
+                self.ep.handle_eof(&self.rbuf);
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(()),
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_read_error(&e);
+                Poll::Ready(())
+            }
+        }
+    }
+
+    fn release(&mut self, abort: bool) -> io::Result<()> {
+        let r = match self.sock.take() {
+            Some(mut s) if abort => s.abort(),
+            Some(mut s) => s.close(),
+            None => Ok(()),
+        };
+        self.rbuf = BytesMut::new();
+        self.timer = None;
+        for w in [self.reader.take(), self.writer.take()].into_iter().flatten() {
+            w.wake();
+        }
+        r
+    }
+
+    fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if self.sock.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let now = Instant::now();
+        self.ep.close(now);
+        if let (None, Some(deadline)) = (&self.timer, self.ep.poll_timeout()) {
+            let at = tokio::time::Instant::now() + deadline.saturating_duration_since(now);
+            self.timer = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+        // The close takes over the socket: a pending read elsewhere ends now (Eof).
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        loop {
+            self.queue_markers();
+            if !self.enc.is_empty() {
+                match self.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.writer_waiting = false,
+                    Poll::Ready(Err(e)) => tracing::trace!(error = %e, "flush during close failed"),
+                    Poll::Pending => {}
+                }
+            }
+            if self.ep.poll_close_input(&mut self.rbuf) || (self.ep.is_done() && self.enc.is_empty()) {
+                break;
+            }
+            if self.ep.wants_input() && self.poll_fill(cx).is_ready() {
+                continue;
+            }
+            if self.ep.is_done() {
+                break;
+            }
+            if let Some(timer) = self.timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    if let Some(deadline) = self.ep.poll_timeout() {
+                        self.ep.handle_timeout(deadline);
+                    }
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+        if self.ep.close_timed_out() {
+            tracing::debug!("close timed out; closing the socket without the peer's acknowledgement");
+        }
+        Poll::Ready(self.release(false).map_err(FlowError::from))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "flow closed")
+}
+
+impl<S: Socket + AsFd> AsFd for FramedFlow<S> {
+    /// # Panics
+    ///
+    /// After the socket was released (see [`FramedFlow::is_socket_closed`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_ref().expect("as_fd on a closed flow").as_fd()
+    }
+}
+
+impl<S: Socket> Flow for FramedFlow<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        loop {
+            let event = self.ep.poll_read(&mut self.rbuf);
+            // An acknowledgement (or nothing) to send, whatever the read gives.
+            self.flush_on_the_side(cx);
+            match event {
+                ReadEvent::Data(d) => return Poll::Ready(Ok(Some(d))),
+                ReadEvent::Eof => return Poll::Ready(Ok(None)),
+                ReadEvent::Error(e) => return Poll::Ready(Err(e.into())),
+                ReadEvent::NeedInput => {}
+            }
+            if self.poll_fill(cx).is_pending() {
+                self.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.ep.write_allowed()?;
+        loop {
+            self.queue_markers();
+            self.enc.push_data(buf, WRITE_BUDGET);
+            match self.poll_flush(cx) {
+                Poll::Pending => {
+                    self.writer_waiting = true;
+                    self.writer = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.writer_waiting = false;
+                    return Poll::Ready(Err(e.into()));
+                }
+                Poll::Ready(Ok(())) => {
+                    self.writer_waiting = false;
+                    if buf.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    self.ep.write_allowed()?;
+                }
+            }
+        }
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        for buf in bufs.iter_mut() {
+            if !buf.is_empty() {
+                std::task::ready!(self.poll_write(cx, buf))?;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        if self.sock.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        if how.writes() {
+            self.ep.shutdown_write();
+        }
+        if how.reads() {
+            self.ep.shutdown_read();
+            // A read pending elsewhere ends with Eof.
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
+        self.queue_markers();
+        match self.poll_flush(cx) {
+            Poll::Pending => {
+                self.writer_waiting = true;
+                self.writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                self.writer_waiting = false;
+                match r {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    // Nobody left to signal.
+                    Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::NotConnected) => {
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(e) => Poll::Ready(Err(e.into())),
+                }
+            }
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.poll_close_inner(cx)
+    }
+
+    fn poll_abort(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.ep.abort();
+        Poll::Ready(self.release(true).map_err(FlowError::from))
+    }
+}

@@ -1,0 +1,352 @@
+//! Hybrid vsock over Unix sockets: Firecracker / Cloud Hypervisor
+//! (`CONNECT <port>\n` / `OK <port>\n`) and hyperkit-style paths.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener as TokioListener, UnixStream};
+use tokio::sync::mpsc;
+
+use crate::family::{Family, FamilyListener, with_timeout};
+use crate::unix::{UnixSocket, listen_path};
+
+/// The longest handshake line accepted (`OK 4294967295\n` is 14 bytes).
+const MAX_LINE: usize = 64;
+
+/// The default bound on the whole connect + handshake.
+pub const HYBRID_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A port behind a VMM's hybrid vsock Unix socket (`fc-vsock:///path?port=N`).
+///
+/// Connecting dials `path` and asks for `port`; listening binds `<path>_<port>`,
+/// where the VMM delivers guest-initiated connections to that port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HybridAddr {
+    /// The VMM's Unix socket.
+    pub path: PathBuf,
+    /// The vsock port.
+    pub port: u32,
+}
+
+impl HybridAddr {
+    /// The address of `port` behind `path`.
+    pub fn new(path: impl Into<PathBuf>, port: u32) -> HybridAddr {
+        HybridAddr { path: path.into(), port }
+    }
+
+    /// `<path>_<port>`: where guest-initiated connections to `port` arrive.
+    pub fn listen_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!("_{}", self.port));
+        PathBuf::from(p)
+    }
+}
+
+impl fmt::Display for HybridAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fc-vsock://{}?port={}", self.path.display(), self.port)
+    }
+}
+
+/// Reads one `\n`-terminated line, one byte at a time so nothing after it is consumed.
+async fn read_line(stream: &mut UnixStream) -> io::Result<String> {
+    let mut line = Vec::with_capacity(16);
+    loop {
+        let b = match stream.read_u8().await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the VMM closed the handshake"));
+            }
+            Err(e) => return Err(e),
+        };
+        if b == b'\n' {
+            return String::from_utf8(line)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handshake not UTF-8"));
+        }
+        if line.len() == MAX_LINE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake line too long"));
+        }
+        line.push(b);
+    }
+}
+
+/// Parses `OK <port>`.
+fn parse_ok(line: &str) -> io::Result<u32> {
+    line.strip_prefix("OK ").and_then(|p| p.trim().parse().ok()).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::ConnectionRefused, format!("VMM answered {line:?}, not OK <port>"))
+    })
+}
+
+/// Parses `CONNECT <port>`.
+fn parse_connect(line: &str) -> io::Result<u32> {
+    line.strip_prefix("CONNECT ")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("expected CONNECT <port>, got {line:?}")))
+}
+
+/// Hybrid vsock, host side: connect through the VMM's socket, listen on `<path>_<port>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HybridFamily;
+
+/// A listener on `<path>_<port>`.
+#[derive(Debug)]
+pub struct HybridListener {
+    inner: TokioListener,
+    addr: HybridAddr,
+}
+
+impl FamilyListener for HybridListener {
+    type Addr = HybridAddr;
+    type Socket = UnixSocket<HybridAddr>;
+
+    async fn accept(&self) -> io::Result<(UnixSocket<HybridAddr>, HybridAddr)> {
+        let (stream, _) = self.inner.accept().await?;
+        // The VMM does not tell which guest port dialled; report the VMM's socket.
+        let peer = HybridAddr::new(self.addr.path.clone(), 0);
+        Ok((UnixSocket::with_addrs(stream, self.addr.clone(), peer.clone()), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<HybridAddr> {
+        Ok(self.addr.clone())
+    }
+}
+
+impl Family for HybridFamily {
+    type Addr = HybridAddr;
+    type Socket = UnixSocket<HybridAddr>;
+    type Listener = HybridListener;
+
+    fn listen(&self, addr: &HybridAddr, backlog: u32) -> io::Result<HybridListener> {
+        Ok(HybridListener { inner: listen_path(&addr.listen_path(), backlog)?, addr: addr.clone() })
+    }
+
+    fn connect(
+        &self,
+        addr: &HybridAddr,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = io::Result<UnixSocket<HybridAddr>>> + Send + 'static {
+        let addr = addr.clone();
+        let timeout = timeout.unwrap_or(HYBRID_DEFAULT_CONNECT_TIMEOUT);
+        async move {
+            with_timeout(Some(timeout), "hybrid vsock connect", async {
+                let mut stream = UnixStream::connect(&addr.path).await?;
+                stream.write_all(format!("CONNECT {}\n", addr.port).as_bytes()).await?;
+                let host_port = parse_ok(&read_line(&mut stream).await?)?;
+                let local = HybridAddr::new(addr.path.clone(), host_port);
+                Ok(UnixSocket::with_addrs(stream, local, addr.clone()))
+            })
+            .await
+        }
+    }
+}
+
+/// A hyperkit-style vsock address: `<dir>/connect` to dial, `<dir>/00000002.%08x` to listen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HyperkitAddr {
+    /// The hyperkit state directory.
+    pub dir: PathBuf,
+    /// The guest CID to dial (3 by default; ignored when listening).
+    pub cid: u32,
+    /// The vsock port.
+    pub port: u32,
+}
+
+impl HyperkitAddr {
+    /// Port `port` of guest CID 3 behind `dir`.
+    pub fn new(dir: impl Into<PathBuf>, port: u32) -> HyperkitAddr {
+        HyperkitAddr { dir: dir.into(), cid: 3, port }
+    }
+
+    /// `<dir>/00000002.<port as %08x>`: where the host listens on `port`.
+    pub fn listen_path(&self) -> PathBuf {
+        self.dir.join(format!("{:08x}.{:08x}", 2, self.port))
+    }
+
+    /// `<dir>/connect`: where the host dials guests.
+    pub fn connect_path(&self) -> PathBuf {
+        self.dir.join("connect")
+    }
+}
+
+impl fmt::Display for HyperkitAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hyperkit://:{}{}", self.port, self.dir.display())
+    }
+}
+
+/// Hyperkit-style hybrid vsock (macOS Docker Desktop's old layout), on plain Unix sockets.
+///
+/// Connecting dials `<dir>/connect` and writes `%08x.%08x\n` (CID, port); hyperkit
+/// sends no reply. Listening binds `<dir>/00000002.%08x`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HyperkitFamily;
+
+/// A listener on `<dir>/00000002.<port>`.
+#[derive(Debug)]
+pub struct HyperkitListener {
+    inner: TokioListener,
+    addr: HyperkitAddr,
+}
+
+impl FamilyListener for HyperkitListener {
+    type Addr = HyperkitAddr;
+    type Socket = UnixSocket<HyperkitAddr>;
+
+    async fn accept(&self) -> io::Result<(UnixSocket<HyperkitAddr>, HyperkitAddr)> {
+        let (stream, _) = self.inner.accept().await?;
+        let peer = HyperkitAddr { dir: self.addr.dir.clone(), cid: 3, port: 0 };
+        Ok((UnixSocket::with_addrs(stream, self.addr.clone(), peer.clone()), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<HyperkitAddr> {
+        Ok(self.addr.clone())
+    }
+}
+
+impl Family for HyperkitFamily {
+    type Addr = HyperkitAddr;
+    type Socket = UnixSocket<HyperkitAddr>;
+    type Listener = HyperkitListener;
+
+    fn listen(&self, addr: &HyperkitAddr, backlog: u32) -> io::Result<HyperkitListener> {
+        Ok(HyperkitListener { inner: listen_path(&addr.listen_path(), backlog)?, addr: addr.clone() })
+    }
+
+    fn connect(
+        &self,
+        addr: &HyperkitAddr,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = io::Result<UnixSocket<HyperkitAddr>>> + Send + 'static {
+        let addr = addr.clone();
+        async move {
+            with_timeout(timeout, "hyperkit connect", async {
+                let mut stream = UnixStream::connect(addr.connect_path()).await?;
+                stream.write_all(format!("{:08x}.{:08x}\n", addr.cid, addr.port).as_bytes()).await?;
+                let local = HyperkitAddr { dir: addr.dir.clone(), cid: 2, port: 0 };
+                Ok(UnixSocket::with_addrs(stream, local, addr.clone()))
+            })
+            .await
+        }
+    }
+}
+
+type GuestQueues = Arc<Mutex<HashMap<u32, mpsc::Sender<UnixStream>>>>;
+
+/// A stand-in for a VMM's hybrid vsock socket, for tests and benchmarks.
+///
+/// It listens on a Unix path, answers `CONNECT <port>\n` with `OK <host port>\n`
+/// when an in-process [`GuestListener`] listens on that port, and hands the
+/// accepted socket itself to that listener (no relay hop); otherwise it closes
+/// the connection, as Firecracker does. Dropping it stops it.
+#[derive(Debug)]
+pub struct FakeVmm {
+    path: PathBuf,
+    guests: GuestQueues,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeVmm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeVmm {
+    /// Starts serving on `path` (on the current tokio runtime).
+    pub fn start(path: impl AsRef<Path>) -> io::Result<FakeVmm> {
+        let path = path.as_ref().to_path_buf();
+        let listener = listen_path(&path, 1024)?;
+        let guests: GuestQueues = Arc::default();
+        let table = guests.clone();
+        let task = tokio::spawn(async move {
+            let mut host_port: u32 = 1 << 30;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                host_port = host_port.wrapping_add(1);
+                let table = table.clone();
+                tokio::spawn(async move {
+                    let r = tokio::time::timeout(HYBRID_DEFAULT_CONNECT_TIMEOUT, serve(stream, host_port, table)).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::debug!(error = %e, "fake VMM handshake failed");
+                    }
+                });
+            }
+        });
+        Ok(FakeVmm { path, guests, task })
+    }
+
+    /// The VMM's socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The address of guest port `port` through this VMM.
+    pub fn addr(&self, port: u32) -> HybridAddr {
+        HybridAddr::new(self.path.clone(), port)
+    }
+
+    /// Starts listening "inside the guest" on `port`.
+    pub fn guest_listener(&self, port: u32, backlog: u32) -> GuestListener {
+        let (tx, rx) = mpsc::channel(backlog.clamp(1, 4096) as usize);
+        self.guests.lock().unwrap_or_else(|p| p.into_inner()).insert(port, tx);
+        GuestListener { rx: tokio::sync::Mutex::new(rx), addr: self.addr(port) }
+    }
+}
+
+async fn serve(mut stream: UnixStream, host_port: u32, guests: GuestQueues) -> io::Result<()> {
+    let port = parse_connect(&read_line(&mut stream).await?)?;
+    let Some(tx) = guests.lock().unwrap_or_else(|p| p.into_inner()).get(&port).cloned() else {
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("no guest listener on port {port}")));
+    };
+    stream.write_all(format!("OK {host_port}\n").as_bytes()).await?;
+    tx.send(stream).await.map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "guest listener gone"))
+}
+
+/// The in-guest end of a [`FakeVmm`] port: yields the sockets hosts connected.
+#[derive(Debug)]
+pub struct GuestListener {
+    rx: tokio::sync::Mutex<mpsc::Receiver<UnixStream>>,
+    addr: HybridAddr,
+}
+
+impl FamilyListener for GuestListener {
+    type Addr = HybridAddr;
+    type Socket = UnixSocket<HybridAddr>;
+
+    async fn accept(&self) -> io::Result<(UnixSocket<HybridAddr>, HybridAddr)> {
+        let stream = self.rx.lock().await.recv().await.ok_or_else(|| io::Error::other("fake VMM stopped"))?;
+        let peer = HybridAddr::new(self.addr.path.clone(), 0);
+        Ok((UnixSocket::with_addrs(stream, self.addr.clone(), peer.clone()), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<HybridAddr> {
+        Ok(self.addr.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_lines() {
+        assert_eq!(parse_ok("OK 1073741824").unwrap(), 1 << 30);
+        assert!(parse_ok("NO").is_err());
+        assert!(parse_ok("OK x").is_err());
+        assert_eq!(parse_connect("CONNECT 52").unwrap(), 52);
+        assert!(parse_connect("CONNECT").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(HybridAddr::new("/srv/v.sock", 52).listen_path(), Path::new("/srv/v.sock_52"));
+        let hk = HyperkitAddr::new("/var/run/hk", 80);
+        assert_eq!(hk.listen_path(), Path::new("/var/run/hk/00000002.00000050"));
+        assert_eq!(hk.connect_path(), Path::new("/var/run/hk/connect"));
+    }
+}

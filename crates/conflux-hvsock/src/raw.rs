@@ -1,0 +1,200 @@
+//! The raw flow: a family socket as a flow, with the real `shutdown(2)`.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
+
+use crate::endpoint::FramingConfig;
+use crate::family::Socket;
+use crate::framed::FramedFlow;
+
+/// How much a read asks the socket for.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// The most slices handed to one `writev`.
+pub(crate) const MAX_IOV: usize = 64;
+
+/// A connected socket of any family as a [`Flow`], without framing.
+///
+/// What Firecracker, Cloud Hypervisor, Kata and current virtsock peers speak:
+/// `shutdown(Write)` is the socket's `shutdown(SHUT_WR)`, `shutdown(Read)` its
+/// `SHUT_RD` (and later reads give Eof at once), close shuts the write side
+/// and releases the socket. On transports that lose unread data on shutdown or
+/// close (old Hyper-V), use [`into_framed`](RawFlow::into_framed) with a peer
+/// that speaks the framing.
+#[derive(Debug)]
+pub struct RawFlow<S: Socket> {
+    sock: S,
+    rbuf: BytesMut,
+    read_shut: bool,
+    write_shut: bool,
+    eof: bool,
+    closed: bool,
+    read_err: Option<FlowError>,
+    write_err: Option<FlowError>,
+}
+
+impl<S: Socket> RawFlow<S> {
+    /// Wraps a connected socket.
+    pub fn new(sock: S) -> RawFlow<S> {
+        RawFlow {
+            sock,
+            rbuf: BytesMut::new(),
+            read_shut: false,
+            write_shut: false,
+            eof: false,
+            closed: false,
+            read_err: None,
+            write_err: None,
+        }
+    }
+
+    /// The same socket speaking the shutdown framing. Call it before any I/O.
+    pub fn into_framed(self, config: FramingConfig) -> FramedFlow<S> {
+        FramedFlow::new(self.sock, config)
+    }
+
+    /// The socket underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.sock
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<S::Addr> {
+        self.sock.local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<S::Addr> {
+        self.sock.peer_addr()
+    }
+
+    /// Owned read and write halves for full duplex (tokio-vsock's `into_split`).
+    pub fn into_split(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
+        conflux_flow::FlowExt::split(self)
+    }
+
+    fn fail_write(&mut self, e: io::Error) -> FlowError {
+        let e = FlowError::from(e);
+        self.write_err = Some(e.latched());
+        e
+    }
+}
+
+impl<S: Socket + AsFd> AsFd for RawFlow<S> {
+    /// # Panics
+    ///
+    /// After close: the descriptor is gone.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl<S: Socket> Flow for RawFlow<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        if let Some(e) = &self.read_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.read_shut || self.eof || self.closed {
+            return Poll::Ready(Ok(None));
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match ready!(self.sock.poll_read_buf(cx, &mut self.rbuf)) {
+            Ok(0) => {
+                self.eof = true;
+                Poll::Ready(Ok(None))
+            }
+            Ok(_) => Poll::Ready(Ok(Some(self.rbuf.split().freeze()))),
+            Err(e) => {
+                let e = FlowError::from(e);
+                self.read_err = Some(e.latched());
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        self.poll_writev(cx, std::slice::from_mut(buf))
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        if bufs.iter().all(Bytes::is_empty) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &self.write_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.write_shut || self.closed {
+            return Poll::Ready(Err(FlowError::closed()));
+        }
+        while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for b in bufs[first..].iter().filter(|b| !b.is_empty()).take(MAX_IOV) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
+            let mut wrote = match ready!(self.sock.poll_writev(cx, &slices[..n])) {
+                Ok(0) => return Poll::Ready(Err(self.fail_write(io::ErrorKind::WriteZero.into()))),
+                Ok(w) => w,
+                Err(e) => return Poll::Ready(Err(self.fail_write(e))),
+            };
+            for b in bufs[first..].iter_mut() {
+                let take = wrote.min(b.len());
+                b.advance(take);
+                wrote -= take;
+                if wrote == 0 {
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        if how.writes() && !self.write_shut {
+            self.write_shut = true;
+            if self.write_err.is_none() {
+                if let Err(e) = self.sock.shutdown_write() {
+                    return Poll::Ready(Err(e.into()));
+                }
+            }
+        }
+        if how.reads() && !self.read_shut {
+            self.read_shut = true;
+            // Local effect is what the contract needs; the socket call may not be supported.
+            if let Err(e) = self.sock.shutdown_read() {
+                tracing::trace!(error = %e, "shutdown(SHUT_RD) failed");
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        if let Poll::Ready(Err(e)) = self.poll_shutdown(cx, Shutdown::Write) {
+            tracing::trace!(error = %e, "shutdown during close failed");
+        }
+        self.closed = true;
+        self.rbuf = BytesMut::new();
+        Poll::Ready(self.sock.close().map_err(FlowError::from))
+    }
+
+    fn poll_abort(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        self.closed = true;
+        self.rbuf = BytesMut::new();
+        Poll::Ready(self.sock.abort().map_err(FlowError::from))
+    }
+}

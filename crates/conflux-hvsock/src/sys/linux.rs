@@ -1,0 +1,86 @@
+//! Linux system calls for AF_VSOCK that socket2 does not wrap.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::unix::AsyncFd;
+
+/// `SO_VM_SOCKETS_CONNECT_TIMEOUT` (the `_OLD` value, a native `timeval`).
+const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
+/// The socket level of AF_VSOCK options: the family number.
+const SOL_VSOCK: libc::c_int = libc::AF_VSOCK;
+/// `IOCTL_VM_SOCKETS_GET_LOCAL_CID`.
+const IOCTL_VM_SOCKETS_GET_LOCAL_CID: libc::c_ulong = 0x7b9;
+
+/// `recv` into the spare capacity of `buf` (at least one byte of it), appending.
+/// `EINTR` is retried.
+pub(crate) fn recv_buf(sock: &socket2::Socket, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(64 * 1024);
+    }
+    loop {
+        let spare = buf.spare_capacity_mut();
+        match sock.recv(spare) {
+            Ok(n) => {
+                debug_assert!(n <= buf.capacity() - buf.len());
+                let n = n.min(buf.capacity() - buf.len());
+                // SAFETY: `recv` initialised the first `n` bytes of the spare
+                // capacity (it never reports more than it was given, and `n` is
+                // clamped to the spare length), so they may join the buffer.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets the kernel's vsock connect timeout of `sock`.
+pub(crate) fn set_connect_timeout(sock: &socket2::Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid `timeval` living across the call, and the length
+    // passed is its size; the descriptor is borrowed from a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            SOL_VSOCK,
+            SO_VM_SOCKETS_CONNECT_TIMEOUT,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// This machine's CID, from the `IOCTL_VM_SOCKETS_GET_LOCAL_CID` ioctl on `/dev/vsock`.
+pub(crate) fn local_cid() -> io::Result<u32> {
+    let dev = std::fs::File::open("/dev/vsock")?;
+    let mut cid: u32 = 0;
+    loop {
+        // SAFETY: the ioctl writes one `u32` through the pointer, which points
+        // at `cid`, alive for the call; the descriptor is the open `dev`.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), IOCTL_VM_SOCKETS_GET_LOCAL_CID as _, &raw mut cid) };
+        if rc == 0 {
+            return Ok(cid);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Registers `sock` with the tokio reactor (for readiness of reads and writes).
+pub(crate) fn register(sock: socket2::Socket) -> io::Result<AsyncFd<socket2::Socket>> {
+    // SAFETY: `socket2::Socket` owns its descriptor: it is valid and open, and it
+    // stays open and the same for as long as the `AsyncFd` owns the socket (it is
+    // closed only when the socket is dropped, and nothing swaps it out through
+    // `get_mut`; this crate never calls it).
+    unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)
+}

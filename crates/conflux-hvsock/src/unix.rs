@@ -1,0 +1,217 @@
+//! Plain Unix stream sockets as a family, and the socket type the hybrid and
+//! hyperkit families share.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+use tokio::net::{UnixListener as TokioListener, UnixStream};
+
+use crate::family::{Family, FamilyListener, Socket, with_timeout};
+
+/// The address of a Unix socket: a path, or unnamed (a client's end).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UnixAddr(Option<PathBuf>);
+
+impl UnixAddr {
+    /// The address of `path`.
+    pub fn new(path: impl Into<PathBuf>) -> UnixAddr {
+        UnixAddr(Some(path.into()))
+    }
+
+    /// An unnamed address (an unbound client socket).
+    pub fn unnamed() -> UnixAddr {
+        UnixAddr(None)
+    }
+
+    /// The path, unless unnamed.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.as_deref()
+    }
+
+    fn of(addr: &tokio::net::unix::SocketAddr) -> UnixAddr {
+        UnixAddr(addr.as_pathname().map(Path::to_path_buf))
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(p) => write!(f, "unix://{}", p.display()),
+            None => f.write_str("unix:(unnamed)"),
+        }
+    }
+}
+
+/// A connected Unix stream socket; `A` is the address type it reports
+/// (plain [`UnixAddr`], or the hybrid and hyperkit addresses).
+#[derive(Debug)]
+pub struct UnixSocket<A = UnixAddr> {
+    stream: Option<UnixStream>,
+    local: A,
+    peer: A,
+}
+
+impl UnixSocket<UnixAddr> {
+    /// Wraps a connected tokio stream.
+    pub fn from_tokio(stream: UnixStream) -> io::Result<UnixSocket> {
+        let local = UnixAddr::of(&stream.local_addr()?);
+        let peer = UnixAddr::of(&stream.peer_addr()?);
+        Ok(UnixSocket { stream: Some(stream), local, peer })
+    }
+}
+
+impl<A> UnixSocket<A> {
+    pub(crate) fn with_addrs(stream: UnixStream, local: A, peer: A) -> UnixSocket<A> {
+        UnixSocket { stream: Some(stream), local, peer }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut UnixStream> {
+        self.stream.as_mut().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "socket closed"))
+    }
+
+    fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
+        let stream = self.stream()?;
+        match socket2::SockRef::from(&*stream).shutdown(how) {
+            // The peer is gone already: nothing left to shut down.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+}
+
+impl<A> AsFd for UnixSocket<A> {
+    /// # Panics
+    ///
+    /// After [`Socket::close`]: the descriptor is gone.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_ref().expect("as_fd on a closed socket").as_fd()
+    }
+}
+
+impl<A> Socket for UnixSocket<A>
+where
+    A: Clone + fmt::Debug + fmt::Display + Send + Sync + 'static,
+{
+    type Addr = A;
+
+    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let stream = self.stream()?;
+        loop {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let stream = self.stream()?;
+        loop {
+            match Pin::new(&mut *stream).poll_write_vectored(cx, bufs) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn shutdown_read(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Read)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.stream = None;
+        Ok(())
+    }
+
+    fn local_addr(&self) -> io::Result<A> {
+        Ok(self.local.clone())
+    }
+
+    fn peer_addr(&self) -> io::Result<A> {
+        Ok(self.peer.clone())
+    }
+}
+
+/// Binds and listens on `path` with `backlog` (CLOEXEC, non-blocking).
+pub(crate) fn listen_path(path: &Path, backlog: u32) -> io::Result<TokioListener> {
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    sock.bind(&socket2::SockAddr::unix(path)?)?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    sock.set_nonblocking(true)?;
+    TokioListener::from_std(std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(sock)))
+}
+
+/// Plain Unix stream sockets.
+///
+/// ```
+/// use conflux_hvsock::{Family, FamilyListener, UnixAddr, UnixFamily};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("hv-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let addr = UnixAddr::new(dir.join("s"));
+/// let listener = UnixFamily.listen(&addr, 16)?;
+/// let _client = UnixFamily.connect(&addr, None).await?;
+/// let (_server, _peer) = listener.accept().await?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixFamily;
+
+/// A listening Unix socket.
+#[derive(Debug)]
+pub struct UnixListener {
+    inner: TokioListener,
+    local: UnixAddr,
+}
+
+impl FamilyListener for UnixListener {
+    type Addr = UnixAddr;
+    type Socket = UnixSocket;
+
+    async fn accept(&self) -> io::Result<(UnixSocket, UnixAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        let peer = UnixAddr::of(&peer);
+        Ok((UnixSocket { stream: Some(stream), local: self.local.clone(), peer: peer.clone() }, peer))
+    }
+
+    fn local_addr(&self) -> io::Result<UnixAddr> {
+        Ok(self.local.clone())
+    }
+}
+
+impl Family for UnixFamily {
+    type Addr = UnixAddr;
+    type Socket = UnixSocket;
+    type Listener = UnixListener;
+
+    fn listen(&self, addr: &UnixAddr, backlog: u32) -> io::Result<UnixListener> {
+        let path = addr.path().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "cannot listen unnamed"))?;
+        Ok(UnixListener { inner: listen_path(path, backlog)?, local: addr.clone() })
+    }
+
+    fn connect(
+        &self,
+        addr: &UnixAddr,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = io::Result<UnixSocket>> + Send + 'static {
+        let addr = addr.clone();
+        async move {
+            let path = addr.path().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unnamed address"))?;
+            let stream = with_timeout(timeout, "unix connect", UnixStream::connect(path)).await?;
+            UnixSocket::from_tokio(stream)
+        }
+    }
+}
