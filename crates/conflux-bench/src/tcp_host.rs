@@ -1,8 +1,290 @@
-//! The `tcp-host` benchmark scenario group.
+//! The `tcp-host` benchmark scenario group: the kernel TCP backend
+//! (`conflux-tcp-host`) against plain `tokio::net::TcpStream` doing the same
+//! work (baseline `raw-tokio`), on loopback, on one current_thread runtime.
+//!
+//! - `tcp-host-stream` (throughput): one connection, 128 KiB writes cut from a
+//!   source buffer, 2 GiB, the reader folds every byte into a checksum
+//!   (compared with the writer's) with 128 KiB reads on both sides.
+//! - `tcp-host-rtt` (rtt): 64-byte ping-pong, Nagle off on both sides.
+//! - `tcp-host-churn` (rate): connect, 1-byte echo, close, the client
+//!   closing first (server-first closes collide with TIME_WAIT).
 
-use crate::Scenario;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use conflux_flow::{FlowExt, Shutdown};
+use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
+use conflux_tcp_host::{HostConfig, HostFlow, HostStack};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
+
+const CHUNK: usize = 128 * 1024;
+const SOURCE: usize = 1 << 20;
+const TOTAL: u64 = 2 << 30;
+const PING: usize = 64;
 
 /// The scenarios of the `tcp-host` group, in the order they run.
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    vec![
+        Scenario { name: "tcp-host-stream", metric: Metric::Throughput, goal: Goal::RatioAtLeast(0.95), run: stream },
+        Scenario { name: "tcp-host-rtt", metric: Metric::Rtt, goal: Goal::RatioAtMost(1.1), run: rtt },
+        Scenario { name: "tcp-host-churn", metric: Metric::Rate, goal: Goal::RatioAtLeast(0.9), run: churn },
+    ]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+}
+
+fn stack() -> HostStack {
+    HostStack::with_config(HostConfig::new().read_chunk(CHUNK))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// 1 MiB of pseudo-random bytes that chunks are cut from.
+fn source() -> Bytes {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let v: Vec<u8> = (0..SOURCE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    Bytes::from(v)
+}
+
+fn fold(sum: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
+}
+
+fn offsets() -> impl Iterator<Item = usize> {
+    (0..TOTAL / CHUNK as u64).map(|i| (i as usize * CHUNK) % SOURCE)
+}
+
+/// A dual-stack tokio listener on an ephemeral port, like the stack's.
+async fn raw_listener() -> TcpListener {
+    TcpListener::bind("[::]:0").await.expect("bind [::]:0")
+}
+
+fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+    let rt = runtime();
+    let src = source();
+    let want = offsets().fold(0, |s, off| fold(s, &src[off..off + CHUNK]));
+    let stack = stack();
+    let (sums_tx, mut sums) = mpsc::unbounded_channel();
+    let port = rt
+        .block_on(async {
+            stack.listen(0, None, move |mut flow: HostFlow| {
+                let tx = sums_tx.clone();
+                async move {
+                    let mut sum = 0;
+                    while let Some(chunk) = flow.read().await.expect("flow read") {
+                        sum = fold(sum, &chunk);
+                    }
+                    let _ = tx.send(sum);
+                }
+            })
+        })
+        .expect("listen")
+        .port();
+    let raw = rt.block_on(raw_listener());
+    let raw_port = raw.local_addr().expect("addr").port();
+    let pair = measure_pair(
+        ctx.runs(5, 3),
+        || {
+            rt.block_on(async {
+                let start = Instant::now();
+                let mut flow = stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
+                for off in offsets() {
+                    flow.write(src.slice(off..off + CHUNK)).await.expect("flow write");
+                }
+                flow.shutdown(Shutdown::Write).await.expect("shutdown");
+                assert_eq!(sums.recv().await, Some(want), "tcp-host-stream: checksum differs");
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+        || {
+            rt.block_on(async {
+                let start = Instant::now();
+                let (client, accepted) = tokio::join!(TcpStream::connect(loopback(raw_port)), raw.accept());
+                let mut client = client.expect("connect");
+                let (mut server, _) = accepted.expect("accept");
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut sum = 0;
+                    loop {
+                        let n = server.read(&mut buf).await.expect("read");
+                        if n == 0 {
+                            break sum;
+                        }
+                        sum = fold(sum, &buf[..n]);
+                    }
+                });
+                for off in offsets() {
+                    client.write_all(&src[off..off + CHUNK]).await.expect("write");
+                }
+                client.shutdown().await.expect("shutdown");
+                assert_eq!(reader.await.expect("reader"), want, "raw-tokio: checksum differs");
+                throughput_gbps(TOTAL, start.elapsed())
+            })
+        },
+    );
+    rt.block_on(stack.disconnect());
+    Ok(vec![ctx.record(&pair.measured).with_baseline("raw-tokio", &pair.baseline)])
+}
+
+fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+    let rounds: u32 = if ctx.quick { 20_000 } else { 50_000 };
+    let rt = runtime();
+    let stack = stack();
+    let port = rt
+        .block_on(async {
+            stack.listen(0, None, |mut flow: HostFlow| async move {
+                flow.set_nodelay(true).expect("nodelay");
+                let mut pending = 0usize;
+                while let Ok(Some(chunk)) = flow.read().await {
+                    pending += chunk.len();
+                    while pending >= PING {
+                        pending -= PING;
+                        if flow.write(Bytes::from_static(&[0x5a; PING])).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .expect("listen")
+        .port();
+    let raw = rt.block_on(raw_listener());
+    let raw_port = raw.local_addr().expect("addr").port();
+    let ping = [0xa5u8; PING];
+    let pair = measure_pair(
+        ctx.runs(5, 3),
+        || {
+            rt.block_on(async {
+                let mut flow = stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
+                flow.set_nodelay(true).expect("nodelay");
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    flow.write(Bytes::copy_from_slice(&ping)).await.expect("write");
+                    let mut got = 0;
+                    while got < PING {
+                        got += flow.read().await.expect("read").expect("no Eof mid-ping").len();
+                    }
+                }
+                let took = start.elapsed();
+                flow.close().await.expect("close");
+                micros(took) / f64::from(rounds)
+            })
+        },
+        || {
+            rt.block_on(async {
+                let (client, accepted) = tokio::join!(TcpStream::connect(loopback(raw_port)), raw.accept());
+                let mut client = client.expect("connect");
+                let (mut server, _) = accepted.expect("accept");
+                client.set_nodelay(true).expect("nodelay");
+                server.set_nodelay(true).expect("nodelay");
+                let echo = tokio::spawn(async move {
+                    let mut buf = [0u8; PING];
+                    while server.read_exact(&mut buf).await.is_ok() {
+                        if server.write_all(&[0x5a; PING]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = [0u8; PING];
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    client.write_all(&ping).await.expect("write");
+                    client.read_exact(&mut buf).await.expect("read");
+                }
+                let took = start.elapsed();
+                drop(client);
+                echo.await.expect("echo task");
+                micros(took) / f64::from(rounds)
+            })
+        },
+    );
+    rt.block_on(stack.disconnect());
+    Ok(vec![ctx.record(&pair.measured).with_baseline("raw-tokio", &pair.baseline)])
+}
+
+fn churn(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
+    let conns: u32 = if ctx.quick { 3_000 } else { 5_000 };
+    let rt = runtime();
+    let stack = stack();
+    let port = rt
+        .block_on(async {
+            stack.listen(0, None, |mut flow: HostFlow| async move {
+                if let Ok(Some(b)) = flow.read().await {
+                    let _ = flow.write(b).await;
+                }
+                // The client closes first: wait for its FIN, then close.
+                while let Ok(Some(_)) = flow.read().await {}
+                let _ = flow.close().await;
+            })
+        })
+        .expect("listen")
+        .port();
+    let raw = std::sync::Arc::new(rt.block_on(raw_listener()));
+    let raw_port = raw.local_addr().expect("addr").port();
+    let acceptor = {
+        let raw = raw.clone();
+        rt.spawn(async move {
+            while let Ok((mut s, _)) = raw.accept().await {
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1];
+                    if s.read_exact(&mut b).await.is_ok() {
+                        let _ = s.write_all(&b).await;
+                    }
+                    let mut rest = [0u8; 64];
+                    while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+                });
+            }
+        })
+    };
+    let pair = measure_pair(
+        ctx.runs(5, 3),
+        || {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..conns {
+                    let mut flow =
+                        stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
+                    flow.write(Bytes::copy_from_slice(&[i as u8])).await.expect("write");
+                    let b = flow.read().await.expect("read").expect("an echo");
+                    assert_eq!(b[..], [i as u8]);
+                    flow.close().await.expect("close");
+                }
+                rate_per_sec(u64::from(conns), start.elapsed())
+            })
+        },
+        || {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..conns {
+                    let mut s = TcpStream::connect(loopback(raw_port)).await.expect("connect");
+                    s.write_all(&[i as u8]).await.expect("write");
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).await.expect("read");
+                    assert_eq!(b, [i as u8]);
+                    s.shutdown().await.expect("shutdown");
+                    drop(s);
+                }
+                rate_per_sec(u64::from(conns), start.elapsed())
+            })
+        },
+    );
+    acceptor.abort();
+    rt.block_on(stack.disconnect());
+    Ok(vec![ctx.record(&pair.measured).with_baseline("raw-tokio", &pair.baseline)])
 }

@@ -70,19 +70,22 @@ struct AckWait {
 
 /// Checks of `SIOCOUTQ` before the first sleep (a yield each: loopback acks in microseconds).
 const ACK_SPINS: u32 = 16;
+/// The size of a flow's first read.
+const FIRST_READ: usize = 16 * 1024;
 /// The longest sleep between two `SIOCOUTQ` checks.
 const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 
 /// A kernel TCP connection: implements [`Flow`] and [`TcpFlow`].
 ///
 /// - Reads return at most the stack's `read_chunk` bytes. A keepalive expiry
-///   (`ETIMEDOUT`) reads as Eof; a reset is an error with `is_reset()`.
+///   (`ETIMEDOUT`, or the unreachable error Linux reports instead when an ICMP
+///   error arrived meanwhile) reads as Eof; a reset is an error with `is_reset()`.
 /// - Writes fail with `Closed` after `shutdown(Write)`, on `EPIPE` and after a
 ///   keepalive expiry; with `is_reset()` after a reset.
 /// - `shutdown(Write)` is `shutdown(SHUT_WR)`, synchronous: the FIN follows the
 ///   bytes already written, and a dropped write half signals at once.
-/// - `close` discards unread input (so the kernel sends a FIN, not a RST),
-///   shuts the write side and closes the socket; `abort` closes with
+/// - `close` discards unread input (so the kernel sends a FIN, not a RST)
+///   and closes the socket, whose FIN follows every queued byte; `abort` closes with
 ///   `SO_LINGER` 0, which sends a RST. Dropping the flow closes the socket.
 /// - `write_nodelay` turns `TCP_NODELAY` on for the write (restoring it after)
 ///   and then waits until `SIOCOUTQ` reports no unacknowledged byte, checking
@@ -95,6 +98,9 @@ pub struct HostFlow {
     dst: SocketAddr,
     read_buf: BytesMut,
     read_chunk: usize,
+    /// The size of the next read: grows from [`FIRST_READ`] to `read_chunk`
+    /// while reads fill it, so a 1-byte exchange never allocates a big buffer.
+    read_size: usize,
     read_shut: bool,
     write_shut: bool,
     eof: bool,
@@ -122,15 +128,16 @@ fn is_os_error(e: &io::Error, code: i32) -> bool {
 }
 
 impl HostFlow {
+    /// Wraps a fresh connection to `dst` (Nagle on, as the kernel starts it).
     pub(crate) fn new(
         stream: TcpStream,
+        dst: SocketAddr,
         table: &Arc<FlowTable>,
         read_chunk: usize,
         ack_timeout: Duration,
     ) -> io::Result<HostFlow> {
         let src = canonical_addr(stream.local_addr()?);
-        let dst = canonical_addr(stream.peer_addr()?);
-        let nodelay = stream.nodelay()?;
+        let dst = canonical_addr(dst);
         let stream = Arc::new(stream);
         let id = table.insert(&stream);
         tracing::trace!(%src, %dst, "flow open");
@@ -142,12 +149,13 @@ impl HostFlow {
             dst,
             read_buf: BytesMut::new(),
             read_chunk,
+            read_size: read_chunk.min(FIRST_READ),
             read_shut: false,
             write_shut: false,
             eof: false,
             read_err: None,
             write_err: None,
-            nodelay,
+            nodelay: false,
             ack_timeout,
             ack: None,
         })
@@ -171,8 +179,10 @@ impl HostFlow {
     }
 
     fn read_error(&mut self, e: io::Error) -> Poll<Result<Option<Bytes>, FlowError>> {
-        if is_os_error(&e, libc::ETIMEDOUT) {
-            // A keepalive (or user timeout) expiry: the contract says Eof.
+        if [libc::ETIMEDOUT, libc::EHOSTUNREACH, libc::ENETUNREACH].iter().any(|&code| is_os_error(&e, code)) {
+            // A keepalive (or user timeout) expiry: the contract says Eof. Linux
+            // reports a soft error seen meanwhile (an ICMP unreachable) instead of
+            // ETIMEDOUT, so those read as the expiry they end in.
             self.eof = true;
             return Poll::Ready(Ok(None));
         }
@@ -182,7 +192,8 @@ impl HostFlow {
     }
 
     fn write_error(&mut self, e: io::Error) -> Poll<Result<(), FlowError>> {
-        let e = if is_os_error(&e, libc::EPIPE) || is_os_error(&e, libc::ETIMEDOUT) {
+        let dead = [libc::EPIPE, libc::ETIMEDOUT, libc::EHOSTUNREACH, libc::ENETUNREACH];
+        let e = if dead.iter().any(|&code| is_os_error(&e, code)) {
             FlowError::closed().with_source(e)
         } else {
             FlowError::from(e)
@@ -273,17 +284,21 @@ impl Flow for HostFlow {
             if let Err(e) = ready!(io.poll_read_ready(cx)) {
                 return self.read_error(e);
             }
-            if self.read_buf.capacity() < self.read_chunk / 4 {
-                self.read_buf = BytesMut::with_capacity(self.read_chunk);
-            }
-            let room = self.read_buf.capacity().min(self.read_chunk);
+            // Reclaims the buffer of earlier chunks once the reader dropped them.
+            self.read_buf.reserve(self.read_size);
+            let room = self.read_size;
             let mut limited = (&mut self.read_buf).limit(room);
             match io.try_read_buf(&mut limited) {
                 Ok(0) => {
                     self.eof = true;
                     return Poll::Ready(Ok(None));
                 }
-                Ok(_) => return Poll::Ready(Ok(Some(self.read_buf.split().freeze()))),
+                Ok(n) => {
+                    if n == room {
+                        self.read_size = (room * 2).min(self.read_chunk);
+                    }
+                    return Poll::Ready(Ok(Some(self.read_buf.split().freeze())));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return self.read_error(e),
             }
@@ -347,21 +362,18 @@ impl Flow for HostFlow {
     }
 
     fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        if let Some(io) = &self.io {
+        if let Some(io) = &self.io
+            && !self.eof
+        {
             // Unread input would make the kernel answer close with a RST that
             // could overtake bytes still queued for the peer: discard it first.
+            // Closing the descriptor then sends the FIN after every queued byte.
             let mut scratch = [0u8; 16 * 1024];
             for _ in 0..64 {
                 match io.try_read(&mut scratch) {
                     Ok(n) if n > 0 => continue,
                     _ => break,
                 }
-            }
-            if !self.write_shut
-                && self.write_err.is_none()
-                && let Err(e) = SockRef::from(&**io).shutdown(std::net::Shutdown::Write)
-            {
-                tracing::trace!(error = %e, "shutdown during close");
             }
         }
         self.release();

@@ -116,8 +116,8 @@ impl HostStack {
             return Err(ConnectError::Disconnected);
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.connect_timeout);
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(other)?;
-        sock.set_nonblocking(true).map_err(other)?;
+        let sock =
+            Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(other)?;
         self.tune(&sock).map_err(other)?;
         if let Some(ka) = &options.keepalive {
             set_keepalive(SockRef::from(&sock), ka).map_err(other)?;
@@ -132,27 +132,26 @@ impl HostStack {
             return Err(ConnectError::Disconnected);
         }
         let c = &self.inner.config;
-        HostFlow::new(stream, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(connect_error)
+        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(connect_error)
     }
 
     /// A bound, listening, non-blocking socket on `[::]:port` (dual-stack),
     /// or `0.0.0.0:port` without IPv6.
     fn bind(&self, port: u16) -> io::Result<Socket> {
         let v6 = || -> io::Result<Socket> {
-            let sock = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+            let sock = Socket::new(Domain::IPV6, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
             sock.set_only_v6(false)?;
             Ok(sock)
         };
         let (sock, addr) = match v6() {
             Ok(sock) => (sock, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
-                Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?,
+                Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?,
                 SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
             ),
             Err(e) => return Err(e),
         };
         sock.set_reuse_address(true)?;
-        sock.set_nonblocking(true)?;
         self.tune(&sock)?;
         sock.bind(&addr.into())?;
         sock.listen(i32::try_from(self.inner.config.backlog).unwrap_or(i32::MAX))?;
@@ -184,7 +183,7 @@ async fn accept_loop(
                     tracing::debug!(%peer, error = %e, "cannot set keepalive; dropping the connection");
                     continue;
                 }
-                match HostFlow::new(stream, &flows, config.read_chunk, config.ack_timeout) {
+                match HostFlow::new(stream, peer, &flows, config.read_chunk, config.ack_timeout) {
                     Ok(flow) => {
                         if let Err(mut flow) = handle.dispatch(flow) {
                             let _ = conflux_flow::FlowExt::abort(&mut flow).await;
