@@ -57,16 +57,29 @@
 
 mod args;
 mod ctx;
+#[cfg(feature = "dns")]
+mod dns;
 mod key;
 mod keys;
 mod plan;
 mod registry;
 mod report;
 mod resolve;
+#[cfg(feature = "tcp")]
+mod tcp;
+#[cfg(feature = "tls")]
+mod tls;
 mod unfold;
 mod uri;
 
 pub use conflux_flow::BoxFlow;
+
+#[cfg(feature = "dns")]
+pub use crate::dns::dns_lookup;
+#[cfg(feature = "tcp")]
+pub use crate::tcp::{Tcp, TcpFlow, register_tcp, tcp_endpoints};
+#[cfg(feature = "tls")]
+pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
 
 pub use crate::{
     args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},

@@ -1,0 +1,196 @@
+//! `tls://`: rustls (ring provider) over any flow (feature `tls`).
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, LazyLock, Weak};
+use std::task::{Context, Poll, ready};
+
+use conflux_flow::{BoxFlow, Bytes, Flow, FlowError, FlowIo, FromTokio, Shutdown};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::args::{opt, req};
+use crate::ctx::Ctx;
+use crate::key::Key;
+use crate::keys::UriKeys;
+use crate::registry::{Handle, Protocol, RegisterOptions, Registry, RegistryInner};
+use crate::report::ResolveError;
+use crate::uri::{Host, Scheme, Target, Uri};
+
+/// The context keys TLS reads: the client config and an optional server name
+/// (which overrides `?sni=` and the URI's host).
+#[derive(Debug)]
+pub struct TlsKeys {
+    /// The rustls client configuration (roots, ALPN...).
+    pub config: Key<Arc<ClientConfig>>,
+    /// The server name to present and verify.
+    pub server_name: Key<String>,
+}
+
+static TLS_KEYS: LazyLock<TlsKeys> =
+    LazyLock::new(|| TlsKeys { config: Key::new("tls.config"), server_name: Key::new("tls.server_name") });
+
+impl TlsKeys {
+    /// The keys.
+    pub fn get() -> &'static TlsKeys {
+        &TLS_KEYS
+    }
+}
+
+/// Where a TLS connect goes: a config, a server name, and the context of the
+/// lower flow (resolved through the same registry when connecting).
+#[derive(Clone)]
+pub struct TlsEndpoint {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    over: Ctx,
+}
+
+impl TlsEndpoint {
+    /// An endpoint; `None` when `server_name` is neither a DNS name nor an IP address.
+    pub fn new(config: Arc<ClientConfig>, server_name: &str, over: Ctx) -> Option<TlsEndpoint> {
+        let server_name = ServerName::try_from(server_name.to_string()).ok()?;
+        Some(TlsEndpoint { config, server_name, over })
+    }
+
+    /// The server name presented and verified.
+    pub fn server_name(&self) -> String {
+        self.server_name.to_str().into_owned()
+    }
+
+    /// The context the lower flow is resolved from.
+    pub fn over(&self) -> &Ctx {
+        &self.over
+    }
+}
+
+impl fmt::Debug for TlsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsEndpoint").field("server_name", &self.server_name).field("over", &self.over).finish()
+    }
+}
+
+/// Why a TLS connect failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConnectError {
+    /// The lower flow could not be resolved.
+    #[error("lower flow: {0}")]
+    Lower(#[source] ResolveError),
+    /// The handshake failed.
+    #[error("TLS handshake: {0}")]
+    Handshake(#[source] io::Error),
+    /// The registry was dropped.
+    #[error("the registry is gone")]
+    RegistryGone,
+}
+
+/// A TLS session over a lower flow. A layered flow: closing it sends
+/// close_notify, then closes the lower flow.
+pub struct TlsFlow {
+    inner: FromTokio<TlsStream<FlowIo<BoxFlow>>>,
+}
+
+impl fmt::Debug for TlsFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFlow").finish_non_exhaustive()
+    }
+}
+
+impl TlsFlow {
+    fn lower(&mut self) -> Option<&mut BoxFlow> {
+        self.inner.get_mut().map(|tls| tls.get_mut().0.get_mut())
+    }
+}
+
+impl Flow for TlsFlow {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        self.inner.poll_read(cx)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_write(cx, buf)
+    }
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_writev(cx, bufs)
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_shutdown(cx, how)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        // close_notify and the lower flow's shutdown(Write); a failure still ends in a closed flow.
+        if let Err(e) = ready!(self.inner.poll_shutdown(cx, Shutdown::Both)) {
+            tracing::trace!(error = %e, "TLS shutdown during close failed");
+        }
+        if let Some(lower) = self.lower() {
+            if let Err(e) = ready!(lower.poll_close(cx)) {
+                tracing::trace!(error = %e, "closing the flow under TLS failed");
+            }
+        }
+        self.inner.poll_close(cx)
+    }
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        if let Some(lower) = self.lower() {
+            let _ = ready!(lower.poll_abort(cx));
+        }
+        self.inner.poll_abort(cx)
+    }
+}
+
+/// The TLS protocol: resolves the endpoint's lower context through its
+/// registry, then runs the rustls handshake over that flow.
+struct Tls {
+    registry: Weak<RegistryInner>,
+}
+
+impl Protocol for Tls {
+    type Endpoint = TlsEndpoint;
+    type Flow = TlsFlow;
+    type Error = TlsConnectError;
+    async fn connect(&self, edn: TlsEndpoint) -> Result<TlsFlow, TlsConnectError> {
+        let registry = Registry { inner: self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)? };
+        let lower = registry.resolve(&edn.over).await.map_err(TlsConnectError::Lower)?;
+        let stream = TlsConnector::from(edn.config)
+            .connect(edn.server_name, FlowIo::new(lower))
+            .await
+            .map_err(TlsConnectError::Handshake)?;
+        Ok(TlsFlow { inner: FromTokio::new(stream) })
+    }
+}
+
+/// Registers TLS as `tls` and binds the `tls` scheme. With
+/// `RegisterOptions::new().priority(10).no_fallback()` a failed TLS connect
+/// never falls back to a plain candidate.
+///
+/// A `tls://host:port` context gets an endpoint from [`TlsKeys::config`]
+/// (which the caller adds), the server name (key, `?sni=`, or the host) and
+/// the context of `tcp://host:port` (or of `?over=URI`), made by this registry.
+/// `?ca=PATH` is parsed but not loaded: the caller's config holds the roots.
+pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEndpoint>, Handle<TlsFlow>) {
+    let (key, handle) = registry.register_with("tls", options, Tls { registry: Arc::downgrade(&registry.inner) });
+    let weak = Arc::downgrade(&registry.inner);
+    let k = key.clone();
+    registry.register_scheme(Scheme::Tls, move |ctx| tls_endpoints(&ctx, &k, weak.clone()));
+    (key, handle)
+}
+
+fn tls_endpoints(ctx: &Ctx, key: &Key<TlsEndpoint>, registry: Weak<RegistryInner>) -> Ctx {
+    let u = UriKeys::get();
+    let t = TlsKeys::get();
+    ctx.fold(key, (req(&u.uri), req(&t.config), opt(&t.server_name)), move |(uri, config, name)| {
+        let Target::Tls { host, port, sni, over, .. } = uri.target() else { return None };
+        let lower = match over {
+            Some(o) => (**o).clone(),
+            None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }),
+        };
+        let registry = Registry { inner: registry.upgrade()? };
+        let over = registry.ctx_from_uri(&lower).ok()?;
+        let name = name.or_else(|| sni.clone()).or_else(|| match host {
+            Host::Domain(d) => Some(d.clone()),
+            Host::Ip(ip) => Some(ip.to_string()),
+            Host::Any => None,
+        })?;
+        TlsEndpoint::new(config, &name, over)
+    })
+}
