@@ -50,3 +50,34 @@ macro_rules! netns_cases {
 }
 
 netns_cases!(connect_timeout_black_hole, no_route_fails_at_once, keepalive_detects_cut_link);
+
+/// The kit can fail: each broken stack is rejected by the case that checks
+/// what it breaks.
+mod broken {
+    use super::*;
+    use support::broken::{BrokenFixture, Defect};
+
+    #[test]
+    #[should_panic(expected = "write_nodelay returned")]
+    fn stub_write_nodelay_is_rejected() {
+        rt().block_on(kit::write_nodelay_waits_for_ack(&BrokenFixture::new(Defect::StubNodelay)))
+    }
+
+    #[test]
+    #[should_panic(expected = "a reset, not Eof")]
+    fn abort_as_close_is_rejected() {
+        rt().block_on(kit::peer_abort_is_reset(&BrokenFixture::new(Defect::AbortIsClose)))
+    }
+
+    #[test]
+    #[should_panic(expected = "after unlisten")]
+    fn unlisten_that_keeps_listening_is_rejected() {
+        rt().block_on(kit::unlisten_keeps_established_refuses_new(&BrokenFixture::new(Defect::UnlistenKeepsListening)))
+    }
+
+    #[test]
+    #[should_panic(expected = "leak")]
+    fn leaking_flows_is_rejected() {
+        rt().block_on(kit::listen_on_port_zero(&BrokenFixture::new(Defect::LeakFlows)))
+    }
+}

@@ -1,5 +1,6 @@
 //! The kernel backend's fixture for the TCP kit, and test namespaces.
 
+pub(crate) mod broken;
 pub(crate) mod netns;
 
 use std::net::{IpAddr, SocketAddr};
