@@ -113,12 +113,14 @@ impl<S: Socket> Stream for Incoming<'_, S> {
 
 /// Connects to `addr` on a fresh socket; `Err(TimedOut)` after `timeout`
 /// (the family's default when `None`).
-pub async fn connect<F: Family>(
+/// The future holds no borrow of `family` or `addr`.
+pub fn connect<F: Family>(
     family: &F,
     addr: &F::Addr,
     timeout: Option<Duration>,
-) -> io::Result<RawFlow<F::Socket>> {
-    Ok(RawFlow::new(family.connect(addr, timeout).await?))
+) -> impl Future<Output = io::Result<RawFlow<F::Socket>>> + Send + 'static {
+    let fut = family.connect(addr, timeout);
+    async move { Ok(RawFlow::new(fut.await?)) }
 }
 
 /// How [`connect_retry`] retries.

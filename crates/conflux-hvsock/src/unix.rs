@@ -135,11 +135,11 @@ where
     }
 
     fn local_addr(&self) -> io::Result<A> {
-        Ok(self.local.clone())
+        self.stream.as_ref().map(|_| self.local.clone()).ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
     fn peer_addr(&self) -> io::Result<A> {
-        Ok(self.peer.clone())
+        self.stream.as_ref().map(|_| self.peer.clone()).ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 }
 

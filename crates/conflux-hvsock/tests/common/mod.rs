@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests: temp dirs and connected pairs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use conflux_hvsock::{FakeVmm, Family, FamilyListener, HybridFamily, MemFamily, RawFlow, UnixAddr, UnixFamily};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hvsock-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A connected pair of raw flows through a family listener.
+pub async fn pair_via<F: Family>(family: &F, addr: &F::Addr) -> (RawFlow<F::Socket>, RawFlow<F::Socket>) {
+    let listener = family.listen(addr, 16).expect("listen");
+    let (client, accepted) = tokio::join!(family.connect(addr, None), listener.accept());
+    (RawFlow::new(client.expect("connect")), RawFlow::new(accepted.expect("accept").0))
+}
+
+pub async fn unix_pair(dir: &TempDir) -> (RawFlow<conflux_hvsock::UnixSocket>, RawFlow<conflux_hvsock::UnixSocket>) {
+    pair_via(&UnixFamily, &UnixAddr::new(dir.path().join("s"))).await
+}
+
+pub async fn mem_pair() -> (RawFlow<conflux_hvsock::MemSocket>, RawFlow<conflux_hvsock::MemSocket>) {
+    let f = MemFamily::new();
+    let (a, b) = f.pair();
+    (RawFlow::new(a), RawFlow::new(b))
+}
+
+type HybridSock = conflux_hvsock::UnixSocket<conflux_hvsock::HybridAddr>;
+
+/// Host connects through a fake VMM to an in-process guest listener.
+pub async fn hybrid_pair(dir: &TempDir) -> (RawFlow<HybridSock>, RawFlow<HybridSock>, FakeVmm) {
+    let vmm = FakeVmm::start(dir.path().join("v.sock")).expect("fake vmm");
+    let guest = vmm.guest_listener(52, 16);
+    let (host, accepted) = tokio::join!(HybridFamily.connect(&vmm.addr(52), None), guest.accept());
+    (RawFlow::new(host.expect("connect")), RawFlow::new(accepted.expect("accept").0), vmm)
+}

@@ -1,0 +1,523 @@
+//! Raw and framed flows over real sockets: vector 5 on the wire, the Go and
+//! OCaml peer models in both roles, faults, the sock_stress-style fault model,
+//! and AF_VSOCK smoke tests that need no peer.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use conflux_flow::{Flow, FlowExt, Shutdown};
+use conflux_hvsock::{
+    FaultFamily, Faults, FramingConfig, HybridAddr, HybridFamily, HyperkitAddr, HyperkitFamily, Listener, MemAddr,
+    MemFamily, RawFlow, RetryPolicy, Socket, UnixAddr, UnixFamily, connect, connect_retry,
+};
+use conflux_testkit::{TIMEOUT, payload, within};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use common::{TempDir, hybrid_pair, mem_pair, pair_via, unix_pair};
+
+const C_TO_S: [u8; 13] = [0x05, 0, 0, 0, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0xad, 0xde, 0xef, 0xbe];
+const S_TO_C: [u8; 13] = [0x05, 0, 0, 0, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0xad, 0xde, 0xad, 0xde];
+const CLOSE: [u8; 4] = [0xad, 0xde, 0xad, 0xde];
+
+fn cfg() -> FramingConfig {
+    FramingConfig::new().close_timeout(Duration::from_secs(5))
+}
+
+/// Sends everything, then half-closes; reads everything back; both sides' bytes compared.
+async fn exchange<F: Flow>(mut a: F, mut b: F, size: usize) {
+    let data = payload(7, size);
+    let expect = data.clone();
+    let writer = async move {
+        a.write(data).await.unwrap();
+        a.shutdown(Shutdown::Write).await.unwrap();
+        let back = a.read_to_end().await.unwrap();
+        a.close().await.unwrap();
+        back
+    };
+    let echo = async move {
+        let got = b.read_to_end().await.unwrap();
+        b.write(got.clone()).await.unwrap();
+        b.close().await.unwrap();
+        got
+    };
+    let (back, got) = within("exchange", TIMEOUT, async { tokio::join!(writer, echo) }).await;
+    assert_eq!(got, expect);
+    assert_eq!(back, expect);
+}
+
+#[tokio::test]
+async fn raw_and_framed_over_every_family() {
+    let dir = TempDir::new("fam");
+    let (a, b) = unix_pair(&dir).await;
+    exchange(a, b, 300_000).await;
+    let (a, b) = unix_pair(&TempDir::new("fam2")).await;
+    exchange(a.into_framed(cfg()), b.into_framed(cfg()), 300_000).await;
+
+    let (a, b) = mem_pair().await;
+    exchange(a, b, 300_000).await;
+    let (a, b) = mem_pair().await;
+    exchange(a.into_framed(cfg()), b.into_framed(cfg()), 300_000).await;
+
+    let (a, b, _vmm) = hybrid_pair(&dir).await;
+    exchange(a, b, 300_000).await;
+    let dir2 = TempDir::new("fam3");
+    let (a, b, _vmm2) = hybrid_pair(&dir2).await;
+    exchange(a.into_framed(cfg()), b.into_framed(cfg()), 300_000).await;
+
+    // Hyperkit-style: the host dials <dir>/connect (played here by a listener on that path).
+    let hk = TempDir::new("hk");
+    let connect_sock = tokio::net::UnixListener::bind(hk.path().join("connect")).unwrap();
+    let addr = HyperkitAddr::new(hk.path(), 0x50);
+    let (client, accepted) =
+        tokio::join!(conflux_hvsock::Family::connect(&HyperkitFamily, &addr, None), connect_sock.accept());
+    let (mut vmm_side, _) = accepted.unwrap();
+    let mut line = [0u8; 18];
+    vmm_side.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"00000003.00000050\n");
+    let (a, b) = (RawFlow::new(client.unwrap()), conflux_flow::FromTokio::new(vmm_side));
+    let mut a = a;
+    let mut b = b;
+    a.write("x").await.unwrap();
+    assert_eq!(b.read().await.unwrap().unwrap(), "x");
+    // And its listener path for guest-initiated connections.
+    let listener = Listener::bind(&HyperkitFamily, &addr).unwrap();
+    assert!(hk.path().join("00000002.00000050").exists());
+    drop(listener);
+}
+
+#[tokio::test]
+async fn vector_5_on_the_wire_both_roles() {
+    // We are C; the peer (a raw socket) is S following the vector byte for byte.
+    let dir = TempDir::new("v5");
+    let path = dir.path().join("s");
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let ours = connect(&UnixFamily, &UnixAddr::new(&path), None);
+    let (ours, peer) = tokio::join!(ours, l.accept());
+    let mut c = ours.unwrap().into_framed(cfg());
+    let (mut s, _) = peer.unwrap();
+    c.write("hello").await.unwrap();
+    c.shutdown(Shutdown::Write).await.unwrap();
+    let mut got = [0u8; 13];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, C_TO_S);
+    s.write_all(&S_TO_C).await.unwrap();
+    assert_eq!(c.read().await.unwrap().unwrap(), "world");
+    assert_eq!(c.read().await.unwrap(), None);
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack, CLOSE);
+    drop(s); // S closes after the ack
+    within("C's close", Duration::from_secs(2), c.close()).await.unwrap();
+    assert!(c.is_socket_closed() && !c.close_timed_out());
+
+    // We are S; the peer is C.
+    let path = dir.path().join("s2");
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let (client, accepted) = tokio::join!(UnixStream::connect(&path), l.accept());
+    let mut c = client.unwrap();
+    let mut s = conflux_hvsock::RawFlow::new(conflux_hvsock::UnixSocket::from_tokio(accepted.unwrap().0).unwrap())
+        .into_framed(cfg());
+    c.write_all(&C_TO_S).await.unwrap();
+    assert_eq!(s.read_to_end().await.unwrap(), b"hello");
+    s.write("world").await.unwrap();
+    let closing = tokio::spawn(async move {
+        s.close().await.unwrap();
+        s
+    });
+    let mut got = [0u8; 13];
+    c.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, S_TO_C);
+    c.write_all(&CLOSE).await.unwrap();
+    let s = within("S's close", Duration::from_secs(2), closing).await.unwrap();
+    assert!(!s.close_timed_out());
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "C's read returns Eof");
+}
+
+/// The old Go peer: a header is one `read` of 4 bytes (asserted whole), `Data(0)`
+/// skipped; after sending Close it waits for exactly one 4-byte message, then closes.
+async fn go_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
+    async fn read_header(sock: &mut UnixStream) -> u32 {
+        let mut h = [0u8; 4];
+        let n = sock.read(&mut h).await.unwrap();
+        assert_eq!(n, 4, "the Go peer reads a header with one read");
+        u32::from_le_bytes(h)
+    }
+    let mut received = Vec::new();
+    if role_c {
+        sock.write_all(&C_TO_S).await.unwrap();
+        loop {
+            match read_header(&mut sock).await {
+                0xDEAD_DEAD => {
+                    sock.write_all(&CLOSE).await.unwrap();
+                    break;
+                }
+                0 => {}
+                n if n < 1 << 31 => {
+                    let mut p = vec![0u8; n as usize];
+                    sock.read_exact(&mut p).await.unwrap();
+                    received.extend_from_slice(&p);
+                }
+                other => panic!("unexpected header {other:#x}"),
+            }
+        }
+    } else {
+        loop {
+            match read_header(&mut sock).await {
+                0xBEEF_DEAD => break,
+                0 => {}
+                n if n < 1 << 31 => {
+                    let mut p = vec![0u8; n as usize];
+                    sock.read_exact(&mut p).await.unwrap();
+                    received.extend_from_slice(&p);
+                }
+                other => panic!("unexpected header {other:#x}"),
+            }
+        }
+        sock.write_all(&S_TO_C).await.unwrap();
+        assert_eq!(read_header(&mut sock).await, 0xDEAD_DEAD, "exactly one message: the ack");
+    }
+    received
+}
+
+/// The OCaml peer: reads frames with full reads; after sending Close it drains
+/// data frames until the peer's Close (or ShutdownRead, or Eof).
+async fn ocaml_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
+    async fn frame(sock: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
+        let mut h = [0u8; 4];
+        sock.read_exact(&mut h).await.ok()?;
+        let n = u32::from_le_bytes(h);
+        let mut p = Vec::new();
+        if n < 1 << 31 {
+            p.resize(n as usize, 0);
+            sock.read_exact(&mut p).await.ok()?;
+        }
+        Some((n, p))
+    }
+    let mut received = Vec::new();
+    if role_c {
+        sock.write_all(&C_TO_S).await.unwrap();
+        while let Some((h, p)) = frame(&mut sock).await {
+            received.extend_from_slice(&p);
+            if h == 0xDEAD_DEAD {
+                sock.write_all(&CLOSE).await.unwrap();
+                break;
+            }
+        }
+    } else {
+        while let Some((h, p)) = frame(&mut sock).await {
+            received.extend_from_slice(&p);
+            if h == 0xBEEF_DEAD {
+                break;
+            }
+        }
+        sock.write_all(&S_TO_C).await.unwrap();
+        while let Some((h, _)) = frame(&mut sock).await {
+            if h == 0xDEAD_DEAD || h == 0xDEAD_BEEF {
+                break;
+            }
+        }
+    }
+    received
+}
+
+#[tokio::test]
+async fn go_and_ocaml_peers_complete_vector_5_in_both_roles() {
+    for (peer, name) in [(0, "go"), (1, "ocaml")] {
+        for we_are_c in [true, false] {
+            let dir = TempDir::new(name);
+            let path = dir.path().join("s");
+            let l = tokio::net::UnixListener::bind(&path).unwrap();
+            let (ours, theirs) = tokio::join!(connect(&UnixFamily, &UnixAddr::new(&path), None), l.accept());
+            let mut ours = ours.unwrap().into_framed(cfg());
+            let sock = theirs.unwrap().0;
+            let peer_task = tokio::spawn(async move {
+                if peer == 0 { go_peer(sock, !we_are_c).await } else { ocaml_peer(sock, !we_are_c).await }
+            });
+            let started = std::time::Instant::now();
+            within(&format!("{name} peer, we are C: {we_are_c}"), TIMEOUT, async {
+                if we_are_c {
+                    ours.write("hello").await.unwrap();
+                    ours.shutdown(Shutdown::Write).await.unwrap();
+                    assert_eq!(ours.read_to_end().await.unwrap(), b"world");
+                    ours.close().await.unwrap();
+                    assert_eq!(peer_task.await.unwrap(), b"hello");
+                } else {
+                    assert_eq!(ours.read_to_end().await.unwrap(), b"hello");
+                    ours.write("world").await.unwrap();
+                    ours.close().await.unwrap();
+                    assert_eq!(peer_task.await.unwrap(), b"world");
+                }
+            })
+            .await;
+            assert!(!ours.close_timed_out(), "{name}: the peer acknowledged (we are C: {we_are_c})");
+            assert!(started.elapsed() < Duration::from_secs(2), "{name}: no wait for the close timeout");
+        }
+    }
+}
+
+#[tokio::test]
+async fn chunked_transport_still_frames_correctly() {
+    let dir = TempDir::new("chunk");
+    let family = FaultFamily::new(UnixFamily, Faults::new().chunk(3).seed(1));
+    let (a, b) = pair_via(&family, &UnixAddr::new(dir.path().join("s"))).await;
+    exchange(a.into_framed(cfg()), b.into_framed(cfg()), 20_000).await;
+    let (a, b) = pair_via(&FaultFamily::new(MemFamily::new(), Faults::new().chunk(5)), &MemAddr::from("c")).await;
+    exchange(a, b, 20_000).await;
+}
+
+#[tokio::test]
+async fn eof_mid_header_and_mid_payload_are_reported_truncations() {
+    for (cut, what) in [(2u64, "header"), (6, "payload")] {
+        let family = FaultFamily::new(MemFamily::new(), Faults::new().eof_after(cut));
+        let (a, b) = pair_via(&family, &MemAddr::from("t")).await;
+        let (mut a, mut b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+        a.write("hello").await.unwrap();
+        let e = within("truncated read", TIMEOUT, b.read_to_end()).await.unwrap_err();
+        assert!(e.is_protocol(), "{what}: {e}");
+        assert!(e.to_string().contains("truncated"), "{what}: {e}");
+        assert!(b.read().await.is_err(), "latched");
+
+        // Upstream's view: the same reads as Eof.
+        let (a2, b2) = pair_via(&family, &MemAddr::from("t2")).await;
+        let (mut a2, mut b2) = (a2.into_framed(cfg()), b2.into_framed(cfg().errors_as_eof(true)));
+        a2.write("hello").await.unwrap();
+        let got = within("eof view", TIMEOUT, b2.read_to_end()).await.unwrap();
+        assert!(got.len() < 5);
+        drop(a);
+    }
+}
+
+#[tokio::test]
+async fn injected_reset_is_a_reset_not_eof() {
+    let family = FaultFamily::new(MemFamily::new(), Faults::new().reset_after(3));
+    let (a, b) = pair_via(&family, &MemAddr::from("r")).await;
+    let (mut a, mut b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+    a.write("hello").await.unwrap();
+    let e = within("reset", TIMEOUT, b.read_to_end()).await.unwrap_err();
+    assert!(e.is_reset(), "{e}");
+
+    let (mut a, mut b) = pair_via(&family, &MemAddr::from("r2")).await;
+    a.write("hello").await.unwrap();
+    let e = within("raw reset", TIMEOUT, b.read_to_end()).await.unwrap_err();
+    assert!(e.is_reset(), "{e}");
+}
+
+#[tokio::test]
+async fn bad_lengths_from_the_peer_are_protocol_errors() {
+    let dir = TempDir::new("bad");
+    let path = dir.path().join("s");
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let (ours, theirs) = tokio::join!(connect(&UnixFamily, &UnixAddr::new(&path), None), l.accept());
+    let mut ours = ours.unwrap().into_framed(cfg());
+    let mut sock = theirs.unwrap().0;
+    sock.write_all(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let e = within("bad length", TIMEOUT, ours.read()).await.unwrap_err();
+    assert!(e.is_protocol() && e.to_string().contains("0xffffffff"), "{e}");
+}
+
+/// One sock_stress-style run: `conns` parallel connections, random sizes sent
+/// in 4 KiB writes, shutdown(Write), echoed back, compared by SHA-256.
+/// Returns (bytes sent, bytes echoed back intact, connections fully intact).
+async fn sock_stress(framed: bool, family: FaultFamily<UnixFamily>, dir: &TempDir) -> (u64, u64, usize) {
+    let addr = UnixAddr::new(dir.path().join(if framed { "framed" } else { "raw" }));
+    let listener = Listener::bind(&family, &addr).unwrap();
+    let conns = 6;
+    let server = tokio::spawn(async move {
+        let mut incoming = listener.incoming();
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let flow = incoming.next().await.unwrap().unwrap();
+            tasks.push(tokio::spawn(async move {
+                if framed { echo(flow.into_framed(cfg())).await } else { echo(flow).await }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let mut clients = Vec::new();
+    for i in 0..conns {
+        let family = family.clone();
+        let addr = addr.clone();
+        clients.push(tokio::spawn(async move {
+            let flow = connect(&family, &addr, None).await.unwrap();
+            let size = 200_000 + (payload(i as u64, 4)[0] as usize) * 3_000;
+            let data = payload(100 + i as u64, size);
+            let sent_sha = Sha256::digest(&data);
+            let received = if framed { client(flow.into_framed(cfg()), data).await } else { client(flow, data).await };
+            let intact = Sha256::digest(&received) == sent_sha;
+            (size as u64, received.len() as u64, intact)
+        }));
+    }
+    let (mut sent, mut back, mut intact) = (0, 0, 0);
+    for c in clients {
+        let (s, b, ok) = within("sock_stress client", Duration::from_secs(30), c).await.unwrap();
+        sent += s;
+        back += b;
+        intact += usize::from(ok);
+    }
+    within("sock_stress server", Duration::from_secs(30), server).await.unwrap();
+    (sent, back, intact)
+}
+
+async fn echo<F: Flow>(mut flow: F) {
+    while let Ok(Some(chunk)) = flow.read().await {
+        if flow.write(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = flow.close().await;
+}
+
+async fn client<F: Flow>(flow: F, data: Bytes) -> Vec<u8> {
+    let (mut r, mut w) = flow.split();
+    let writer = tokio::spawn(async move {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let chunk = rest.split_to(rest.len().min(4096));
+            if w.write(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+        w
+    });
+    let mut got = Vec::new();
+    while let Ok(Some(chunk)) = r.read().await {
+        got.extend_from_slice(&chunk);
+    }
+    let w = writer.await.unwrap();
+    if let Ok(mut flow) = r.reunite(w) {
+        let _ = flow.close().await;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_model_unframed_loses_data_framed_delivers_everything() {
+    let dir = TempDir::new("stress");
+    let faults = Faults::new().discard_unread(true);
+
+    let raw_family = FaultFamily::new(UnixFamily, faults);
+    let (sent, back, intact) = sock_stress(false, raw_family.clone(), &dir).await;
+    assert!(raw_family.discarded() > 0, "the injector discarded nothing");
+    assert!(back < sent, "the unframed flow should visibly lose data: sent {sent}, got back {back}");
+    assert!(intact < 6);
+
+    let framed_family = FaultFamily::new(UnixFamily, faults);
+    let (sent, back, intact) = sock_stress(true, framed_family.clone(), &dir).await;
+    assert_eq!(framed_family.discarded(), 0, "the framing never leaves unread bytes behind a shutdown or close");
+    assert_eq!((back, intact), (sent, 6), "every byte echoed intact");
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_timeout_on_the_in_memory_family_is_virtual_time() {
+    let (a, b) = MemFamily::new().pair();
+    let mut ours = RawFlow::new(a).into_framed(FramingConfig::new().close_timeout(Duration::from_secs(30)));
+    let started = tokio::time::Instant::now();
+    ours.close().await.unwrap(); // the peer never reads, never acknowledges
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert!(ours.close_timed_out() && ours.is_socket_closed());
+    drop(b);
+}
+
+#[tokio::test]
+async fn close_wakes_a_read_pending_on_the_other_half() {
+    let (a, b) = mem_pair().await;
+    let ours = a.into_framed(FramingConfig::new().close_timeout(Duration::from_millis(200)));
+    let (mut r, mut w) = ours.into_split();
+    let reader = tokio::spawn(async move { r.read().await });
+    tokio::task::yield_now().await;
+    within("close", TIMEOUT, w.close()).await.unwrap();
+    let got = within("the pending read", TIMEOUT, reader).await.unwrap();
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    drop(b);
+}
+
+#[tokio::test]
+async fn api_addresses_incoming_and_retry() {
+    let dir = TempDir::new("api");
+    let addr = UnixAddr::new(dir.path().join("l"));
+    let listener = Listener::bind(&UnixFamily, &addr).unwrap();
+    assert_eq!(listener.local_addr().unwrap(), addr);
+    let c = connect_retry(&UnixFamily, &addr, RetryPolicy::default()).await.unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    assert_eq!(c.peer_addr().unwrap(), addr);
+    assert_eq!(s.local_addr().unwrap(), addr);
+    use std::os::fd::AsFd;
+    let _ = c.as_fd();
+
+    // Nobody listening yet: retries until the listener appears.
+    let late = UnixAddr::new(dir.path().join("late"));
+    let late2 = late.clone();
+    let policy = RetryPolicy { attempts: 50, initial_delay: Duration::from_millis(20), ..RetryPolicy::default() };
+    let dialer = tokio::spawn(async move { connect_retry(&UnixFamily, &late2, policy).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let l2 = Listener::bind(&UnixFamily, &late).unwrap();
+    let _ = l2.accept().await.unwrap();
+    within("retry", TIMEOUT, dialer).await.unwrap().unwrap();
+
+    // A family without a listener fails with the last error.
+    let e =
+        connect_retry(&MemFamily::new(), &MemAddr::from("none"), RetryPolicy { attempts: 2, ..RetryPolicy::default() })
+            .await
+            .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    // Hybrid: a refused port closes the handshake.
+    let vmm = conflux_hvsock::FakeVmm::start(dir.path().join("v.sock")).unwrap();
+    let e = conflux_hvsock::Family::connect(&HybridFamily, &vmm.addr(99), None).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    // Hybrid guest-initiated listener path.
+    let hl = Listener::bind(&HybridFamily, &HybridAddr::new(dir.path().join("v.sock"), 1024)).unwrap();
+    assert!(dir.path().join("v.sock_1024").exists());
+    drop(hl);
+}
+
+#[tokio::test]
+async fn raw_flow_shutdowns_are_real() {
+    let dir = TempDir::new("rawsd");
+    let (mut a, mut b) = unix_pair(&dir).await;
+    a.write("abc").await.unwrap();
+    a.shutdown(Shutdown::Write).await.unwrap();
+    a.shutdown(Shutdown::Write).await.unwrap();
+    assert!(a.write("x").await.unwrap_err().is_closed());
+    assert_eq!(b.read_to_end().await.unwrap(), b"abc");
+    b.write("back").await.unwrap();
+    assert_eq!(a.read().await.unwrap().unwrap(), "back");
+    a.shutdown(Shutdown::Read).await.unwrap();
+    assert_eq!(a.read().await.unwrap(), None);
+    a.close().await.unwrap();
+    a.close().await.unwrap();
+    assert!(a.get_ref().local_addr().is_err(), "socket released");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn vsock_smoke_without_a_peer() {
+    use conflux_hvsock::{FamilyListener, VsockAddr, VsockListener, local_cid};
+    if !std::path::Path::new("/dev/vsock").exists() {
+        conflux_testkit::skip!(NoVsockLoopback, "no /dev/vsock on this machine");
+    }
+    let l = VsockListener::bind(&VsockAddr::any(VsockAddr::PORT_ANY), 16).expect("bind any/any and listen");
+    let local = l.local_addr().unwrap();
+    assert_ne!(local.port, VsockAddr::PORT_ANY, "the kernel picked a port");
+    let cid = local_cid().expect("local CID from /dev/vsock");
+    // Never assert a particular CID; only that it is not a wildcard.
+    assert_ne!(cid, VsockAddr::CID_ANY);
+    let fd_flags = {
+        use std::os::fd::AsRawFd;
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", std::os::fd::AsFd::as_fd(&l).as_raw_fd())).unwrap()
+    };
+    let flags = fd_flags.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+    let flags = u32::from_str_radix(flags, 8).unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "CLOEXEC");
+    assert_ne!(flags & libc::O_NONBLOCK as u32, 0, "non-blocking");
+}
