@@ -163,6 +163,9 @@ pub struct FromTokio<T> {
     /// `shutdown(Read)` from another task (the other half) must end that read,
     /// and dropping the stream does not wake it.
     read_waker: Option<Waker>,
+    /// Bytes went into the stream and its flush has not completed yet: a write
+    /// re-polled with every buffer taken must still finish that flush.
+    flush_pending: bool,
 }
 
 impl<T> FromTokio<T>
@@ -186,6 +189,7 @@ where
             read_err: None,
             write_err: None,
             read_waker: None,
+            flush_pending: false,
         }
     }
 
@@ -219,7 +223,10 @@ where
     fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         let Some(io) = self.io.as_mut() else { return Poll::Ready(Err(FlowError::closed())) };
         match ready!(Pin::new(io).poll_flush(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
+            Ok(()) => {
+                self.flush_pending = false;
+                Poll::Ready(Ok(()))
+            }
             Err(e) => self.fail_write(e.into()),
         }
     }
@@ -278,7 +285,12 @@ where
 
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
         if bufs.iter().all(Bytes::is_empty) {
-            return Poll::Ready(Ok(()));
+            // Every byte was taken on an earlier poll, whose flush stayed pending.
+            return if self.flush_pending && self.write_gate().is_ok() {
+                self.poll_flush_inner(cx)
+            } else {
+                Poll::Ready(Ok(()))
+            };
         }
         self.write_gate()?;
         while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
@@ -293,6 +305,7 @@ where
             match res {
                 Ok(0) => return self.fail_write(FlowError::closed().with_message("the stream accepted no bytes")),
                 Ok(mut n) => {
+                    self.flush_pending = true;
                     for b in bufs[first..].iter_mut() {
                         let take = n.min(b.len());
                         b.advance(take);

@@ -87,6 +87,9 @@ pub struct CopyError {
 #[derive(Debug)]
 struct CopyState {
     pending: Bytes,
+    /// A write of `pending` is under way: it is polled until `Ready`, even once
+    /// `pending` is empty (the flow took every byte but is still flushing).
+    writing: bool,
     stats: CopyStats,
     started: Instant,
     finished: bool,
@@ -98,7 +101,13 @@ const OPS_PER_POLL: u32 = 64;
 
 impl CopyState {
     fn new() -> CopyState {
-        CopyState { pending: Bytes::new(), stats: CopyStats::default(), started: Instant::now(), finished: false }
+        CopyState {
+            pending: Bytes::new(),
+            writing: false,
+            stats: CopyStats::default(),
+            started: Instant::now(),
+            finished: false,
+        }
     }
 
     /// Copies until the source reports Eof.
@@ -109,8 +118,9 @@ impl CopyState {
     {
         let mut budget = OPS_PER_POLL;
         loop {
-            if !self.pending.is_empty() {
+            if self.writing {
                 ready!(dst.poll_write(cx, &mut self.pending)).map_err(|e| (Side::Destination, e))?;
+                self.writing = false;
                 self.stats.writes += 1;
             }
             match ready!(src.poll_read(cx)).map_err(|e| (Side::Source, e))? {
@@ -118,6 +128,7 @@ impl CopyState {
                     self.stats.reads += 1;
                     self.stats.bytes += chunk.len() as u64;
                     self.pending = chunk;
+                    self.writing = true;
                 }
                 None => return Poll::Ready(Ok(())),
             }
