@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -109,6 +109,18 @@ pub struct HostFlow {
     nodelay: bool,
     ack_timeout: Duration,
     ack: Option<AckWait>,
+    /// Tasks waiting in a read or a write: woken when the flow is closed
+    /// (another task may close it through a split half).
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+/// Remembers `cx`'s waker in `slot` (cloning only when it changed).
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
 }
 
 impl std::fmt::Debug for HostFlow {
@@ -158,6 +170,8 @@ impl HostFlow {
             nodelay: false,
             ack_timeout,
             ack: None,
+            read_waker: None,
+            write_waker: None,
         })
     }
 
@@ -176,6 +190,9 @@ impl HostFlow {
         self.read_shut = true;
         self.write_shut = true;
         self.ack = None;
+        for waker in [self.read_waker.take(), self.write_waker.take()].into_iter().flatten() {
+            waker.wake();
+        }
     }
 
     fn read_error(&mut self, e: io::Error) -> Poll<Result<Option<Bytes>, FlowError>> {
@@ -281,7 +298,11 @@ impl Flow for HostFlow {
         }
         let Some(io) = self.io.clone() else { return Poll::Ready(Ok(None)) };
         loop {
-            if let Err(e) = ready!(io.poll_read_ready(cx)) {
+            let ready = io.poll_read_ready(cx);
+            if ready.is_pending() {
+                remember(&mut self.read_waker, cx);
+            }
+            if let Err(e) = ready!(ready) {
                 return self.read_error(e);
             }
             // Reclaims the buffer of earlier chunks once the reader dropped them.
@@ -315,7 +336,11 @@ impl Flow for HostFlow {
         }
         let io = self.write_gate()?.clone();
         while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
-            if let Err(e) = ready!(io.poll_write_ready(cx)) {
+            let ready = io.poll_write_ready(cx);
+            if ready.is_pending() {
+                remember(&mut self.write_waker, cx);
+            }
+            if let Err(e) = ready!(ready) {
                 return self.write_error(e);
             }
             let res = if bufs[first + 1..].iter().all(Bytes::is_empty) {
