@@ -144,7 +144,9 @@ async fn raw_unix_run(path: &std::path::Path, src: &Bytes, want: u64) -> f64 {
     throughput_gbps(TOTAL, elapsed)
 }
 
-async fn unix_flows(path: &std::path::Path) -> (RawFlow<conflux_hvsock::UnixSocket>, RawFlow<conflux_hvsock::UnixSocket>) {
+async fn unix_flows(
+    path: &std::path::Path,
+) -> (RawFlow<conflux_hvsock::UnixSocket>, RawFlow<conflux_hvsock::UnixSocket>) {
     let _ = std::fs::remove_file(path);
     let addr = UnixAddr::new(path);
     let l = UnixFamily.listen(&addr, 16).expect("listen");
