@@ -98,8 +98,9 @@ pub struct HostFlow {
     dst: SocketAddr,
     read_buf: BytesMut,
     read_chunk: usize,
-    /// The size of the next read: grows from [`FIRST_READ`] to `read_chunk`
-    /// while reads fill it, so a 1-byte exchange never allocates a big buffer.
+    /// The size of the next read: doubles from [`FIRST_READ`] up to `read_chunk`
+    /// while reads fill at least half of it, so a 1-byte exchange never
+    /// allocates a big buffer and a bulk transfer soon reads in big chunks.
     read_size: usize,
     read_shut: bool,
     write_shut: bool,
@@ -315,7 +316,7 @@ impl Flow for HostFlow {
                     return Poll::Ready(Ok(None));
                 }
                 Ok(n) => {
-                    if n == room {
+                    if n >= room / 2 {
                         self.read_size = (room * 2).min(self.read_chunk);
                     }
                     return Poll::Ready(Ok(Some(self.read_buf.split().freeze())));
