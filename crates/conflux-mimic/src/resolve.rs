@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conflux_flow::BoxFlow;
-use tokio::time::{Instant, Sleep, Timeout};
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::ctx::{BoxFuture, Ctx};
@@ -131,7 +131,29 @@ fn attempt_of(c: &Cand<'_>, outcome: AttemptOutcome, elapsed: Duration) -> Attem
     }
 }
 
-type AttemptFut = Pin<Box<Timeout<BoxFuture<Result<BoxFlow, BoxError>>>>>;
+/// A running attempt: its connect, its deadline, and the timer made only if it has to wait.
+struct Running {
+    index: usize,
+    fut: BoxFuture<Result<BoxFlow, BoxError>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Running {
+    /// `Ready(Err(()))` when the attempt timed out. Timers are made lazily:
+    /// a connect that completes at once costs no timer registration.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Result<BoxFlow, BoxError>, ()>> {
+        if let Poll::Ready(r) = self.fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        let deadline = self.deadline;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 struct Slot {
     started: Option<Instant>,
@@ -145,10 +167,11 @@ struct Race<'a> {
     cands: &'a [Cand<'a>],
     options: ResolveOptions,
     slots: Vec<Slot>,
-    running: Vec<(usize, AttemptFut)>,
+    running: Vec<Running>,
     next: usize,
     stagger: Option<Pin<Box<Sleep>>>,
-    overall: Pin<Box<Sleep>>,
+    deadline: Instant,
+    overall: Option<Pin<Box<Sleep>>>,
     expired: bool,
 }
 
@@ -161,7 +184,8 @@ impl<'a> Race<'a> {
             running: Vec::new(),
             next: 0,
             stagger: None,
-            overall: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            overall: None,
             expired: false,
         }
     }
@@ -170,9 +194,10 @@ impl<'a> Race<'a> {
         let i = self.next;
         self.next += 1;
         let c = &self.cands[i];
-        self.slots[i].started = Some(Instant::now());
+        let now = Instant::now();
+        self.slots[i].started = Some(now);
         let fut = (c.entry.connect)(&c.binding.value);
-        self.running.push((i, Box::pin(tokio::time::timeout(self.options.attempt_timeout, fut))));
+        self.running.push(Running { index: i, fut, deadline: now + self.options.attempt_timeout, timer: None });
         self.stagger = match self.options.race {
             Some(delay) if self.next < self.cands.len() => Some(Box::pin(tokio::time::sleep(delay))),
             _ => None,
@@ -195,8 +220,9 @@ impl<'a> Race<'a> {
     }
 
     fn cancel_running(&mut self) {
-        for (i, fut) in std::mem::take(&mut self.running) {
-            drop(fut);
+        for r in std::mem::take(&mut self.running) {
+            let i = r.index;
+            drop(r);
             self.finish(i, AttemptOutcome::Cancelled);
         }
     }
@@ -235,8 +261,8 @@ impl Future for Race<'_> {
             let mut freed = false;
             let mut k = 0;
             while k < this.running.len() {
-                let i = this.running[k].0;
-                match this.running[k].1.as_mut().poll(cx) {
+                let i = this.running[k].index;
+                match this.running[k].poll(cx) {
                     Poll::Pending => k += 1,
                     Poll::Ready(Ok(Ok(flow))) => {
                         drop(this.running.swap_remove(k));
@@ -265,7 +291,9 @@ impl Future for Race<'_> {
                     }
                 }
             }
-            if this.overall.as_mut().poll(cx).is_ready() {
+            let deadline = this.deadline;
+            let overall = this.overall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if overall.as_mut().poll(cx).is_ready() {
                 this.expired = true;
                 this.cancel_running();
                 return Poll::Ready(None);
