@@ -8,18 +8,18 @@
 mod support;
 
 use conflux_tcp::kit;
-use support::{HostFixture, netns::run_in_netns, rt};
+use support::{HostFixture, netns::run_in_netns, rt, serial};
 
 /// One test per kit case on 127.0.0.1, and the basic ones on ::1 too.
 macro_rules! loopback_cases {
     ($($case:ident),* $(,)?) => {
         mod v4 {
             use super::*;
-            $( #[test] fn $case() { rt().block_on(kit::$case(&HostFixture::loopback("127.0.0.1"))) } )*
+            $( #[test] fn $case() { let _serial = serial(); rt().block_on(kit::$case(&HostFixture::loopback("127.0.0.1"))) } )*
         }
         mod v6 {
             use super::*;
-            $( #[test] fn $case() { rt().block_on(kit::$case(&HostFixture::loopback("::1"))) } )*
+            $( #[test] fn $case() { let _serial = serial(); rt().block_on(kit::$case(&HostFixture::loopback("::1"))) } )*
         }
     };
 }
@@ -43,6 +43,7 @@ macro_rules! netns_cases {
         mod netns {
             use super::*;
             $( #[test] fn $case() {
+                let _serial = serial();
                 run_in_netns(concat!("netns::", stringify!($case)), |fx| rt().block_on(kit::$case(&fx)))
             } )*
         }
@@ -60,24 +61,28 @@ mod broken {
     #[test]
     #[should_panic(expected = "write_nodelay returned")]
     fn stub_write_nodelay_is_rejected() {
+        let _serial = serial();
         rt().block_on(kit::write_nodelay_waits_for_ack(&BrokenFixture::new(Defect::StubNodelay)))
     }
 
     #[test]
     #[should_panic(expected = "a reset, not Eof")]
     fn abort_as_close_is_rejected() {
+        let _serial = serial();
         rt().block_on(kit::peer_abort_is_reset(&BrokenFixture::new(Defect::AbortIsClose)))
     }
 
     #[test]
     #[should_panic(expected = "after unlisten")]
     fn unlisten_that_keeps_listening_is_rejected() {
+        let _serial = serial();
         rt().block_on(kit::unlisten_keeps_established_refuses_new(&BrokenFixture::new(Defect::UnlistenKeepsListening)))
     }
 
     #[test]
     #[should_panic(expected = "leak")]
     fn leaking_flows_is_rejected() {
+        let _serial = serial();
         rt().block_on(kit::listen_on_port_zero(&BrokenFixture::new(Defect::LeakFlows)))
     }
 }

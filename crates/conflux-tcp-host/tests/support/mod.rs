@@ -12,6 +12,14 @@ use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 use conflux_tcp_host::{HostConfig, HostFlow, HostStack, keepalive_deadline};
 use conflux_testkit::SkipKind;
 
+/// Serialises the tests of this binary even under a plain multi-threaded
+/// `cargo test` (xtask runs it with one thread anyway): the cases count this
+/// process's descriptors and measure wall-clock time.
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A current-thread runtime with I/O and time.
 pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
