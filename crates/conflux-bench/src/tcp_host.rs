@@ -8,6 +8,9 @@
 //! - `tcp-host-rtt` (rtt): 64-byte ping-pong, Nagle off on both sides.
 //! - `tcp-host-churn` (rate): connect, 1-byte echo, close, the client
 //!   closing first (server-first closes collide with TIME_WAIT).
+//!
+//! Measured and baseline runs alternate; 5 runs each under `--quick`, 7
+//! otherwise (loopback figures swing on a busy 2-core machine).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -99,7 +102,7 @@ fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let raw = rt.block_on(raw_listener());
     let raw_port = raw.local_addr().expect("addr").port();
     let pair = measure_pair(
-        ctx.runs(5, 3),
+        ctx.runs(7, 5),
         || {
             rt.block_on(async {
                 let start = Instant::now();
@@ -168,7 +171,7 @@ fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let raw_port = raw.local_addr().expect("addr").port();
     let ping = [0xa5u8; PING];
     let pair = measure_pair(
-        ctx.runs(5, 3),
+        ctx.runs(7, 5),
         || {
             rt.block_on(async {
                 let mut flow = stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
@@ -253,7 +256,7 @@ fn churn(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         })
     };
     let pair = measure_pair(
-        ctx.runs(5, 3),
+        ctx.runs(7, 5),
         || {
             rt.block_on(async {
                 let start = Instant::now();
