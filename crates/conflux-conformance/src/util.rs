@@ -196,3 +196,12 @@ pub(crate) fn joined<T>(r: Result<T, tokio::task::JoinError>, what: &str) -> Res
         Err(e) => format!("{what} did not finish: {e}"),
     })
 }
+
+/// A read result for a failure message: sizes, not contents.
+pub(crate) fn show(r: &Result<Option<Bytes>, FlowError>) -> String {
+    match r {
+        Ok(Some(c)) => format!("{} bytes of data", c.len()),
+        Ok(None) => "Eof".into(),
+        Err(e) => format!("the error \"{e}\""),
+    }
+}

@@ -28,6 +28,8 @@ fn rejected(breakage: Breakage) {
         match check(&BrokenFactory(breakage), case) {
             Err(failure) => {
                 assert_eq!(failure.case, case, "{breakage:?}: the failure names another case: {failure}");
+                // The fault itself is named, not just noticed as a hang.
+                assert!(!failure.reason.contains("timed out"), "{breakage:?}: {case} only timed out: {failure}");
                 eprintln!("{breakage:?} rejected as expected: {failure}");
             }
             Ok(outcome) => panic!("{breakage:?} passed {case} ({outcome:?}): the kit cannot see this fault"),

@@ -10,7 +10,7 @@ use crate::case::Kit;
 use crate::cases::eof::writes_fail;
 use crate::util::{
     CaseResult, Ctx, PROMPT, QUIET, bounded, chunks, close_both, concat, ensure, joined, read_to_eof, read_until_end,
-    same_bytes, write_chunks,
+    same_bytes, show, write_chunks,
 };
 
 /// Closes `a`; with `close_waits_for_peer`, closes `b` at the same time.
@@ -146,7 +146,7 @@ pub(crate) async fn c6<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
         tokio::time::sleep(QUIET).await;
         // After our close the peer still sees the one Eof: no reset, no second marker.
         let r = b.read().await;
-        ensure!(matches!(r, Ok(None)), "b: read after a's close returned {r:?}, not the same Eof");
+        ensure!(matches!(r, Ok(None)), "b: read after a's close returned {}, not the same Eof", show(&r));
         if kit.caps.close_waits_for_peer {
             b.close().await.ctx("b: close")?;
         }

@@ -1,6 +1,7 @@
 //! E. Concurrency and cancellation.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use conflux_testkit::payload;
 use crate::FlowFactory;
 use crate::case::Kit;
 use crate::util::{
-    CaseResult, Ctx, check_chunk, chunks, ensure, is_prefix_pair, joined, poll_once, read_to_eof, same_bytes, sizes,
+    CaseResult, Ctx, PROMPT, check_chunk, chunks, ensure, is_prefix_pair, joined, poll_once, read_to_eof, same_bytes,
+    sizes,
 };
 
 const DUPLEX: usize = 8 << 20;
@@ -157,21 +159,40 @@ pub(crate) async fn e3<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
     let (mut a, mut b) = kit.pair().await?;
     let data = chunks(0xE3, &sizes(0xE3, 48, 1, 8192));
     let want = crate::util::concat(&data);
+    let writer_done = AtomicBool::new(false);
     let reader = async {
         let mut got = Vec::with_capacity(want.len());
-        while got.len() < want.len() {
-            // A read polled once (no-op waker) and dropped...
-            let r = poll_once(pin!(a.read()));
-            take(r, &mut got, &want)?;
-            if got.len() >= want.len() {
-                break;
+        // While the peer writes: reads polled once (no-op waker) and dropped,
+        // and reads raced against a short sleep, dropped when the sleep wins.
+        let mut idle = 0;
+        while got.len() < want.len() && idle < 20 {
+            let before = got.len();
+            take(poll_once(pin!(a.read())), &mut got, &want)?;
+            if got.len() < want.len() {
+                let r = tokio::select! {
+                    r = a.read() => Poll::Ready(r),
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => Poll::Pending,
+                };
+                take(r, &mut got, &want)?;
             }
-            // ...and a read raced against a short sleep, dropped when the sleep wins.
-            let r = tokio::select! {
-                r = a.read() => Poll::Ready(r),
-                _ = tokio::time::sleep(Duration::from_millis(2)) => Poll::Pending,
-            };
-            take(r, &mut got, &want)?;
+            if writer_done.load(Ordering::Relaxed) && got.len() == before {
+                idle += 1;
+            }
+        }
+        // Then plain reads: whatever a dropped read took must still come.
+        while got.len() < want.len() {
+            match tokio::time::timeout(PROMPT, a.read()).await {
+                Ok(r) => {
+                    take(Poll::Ready(r), &mut got, &want)?;
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "the stream stopped at {} of {} bytes: a dropped read lost bytes",
+                        got.len(),
+                        want.len()
+                    ));
+                }
+            }
         }
         ensure!(got.len() == want.len(), "received {} bytes, {} were sent", got.len(), want.len());
         Ok::<(), String>(())
@@ -183,6 +204,7 @@ pub(crate) async fn e3<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+        writer_done.store(true, Ordering::Relaxed);
         Ok::<(), String>(())
     };
     let (read, wrote) = tokio::join!(reader, writer);

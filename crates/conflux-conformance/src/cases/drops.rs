@@ -10,7 +10,7 @@ use crate::FlowFactory;
 use crate::case::Kit;
 use crate::cases::data::transfer;
 use crate::util::{
-    CaseResult, Ctx, DROP_BOUND, PROMPT, bounded, close_both, ensure, read_to_eof, read_until_end, same_bytes,
+    CaseResult, Ctx, DROP_BOUND, PROMPT, bounded, close_both, ensure, read_to_eof, read_until_end, same_bytes, show,
 };
 
 pub(crate) async fn f1<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
@@ -54,7 +54,7 @@ pub(crate) async fn f2<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
     same_bytes(&got?, &back, "a's read half after its write half was dropped")?;
     b.shutdown(Shutdown::Write).await.ctx("b: shutdown(Write)")?;
     let r = bounded("a: read of b's Eof", PROMPT, ra.read()).await?;
-    ensure!(matches!(r, Ok(None)), "a's read half got {r:?} where b's Eof was due");
+    ensure!(matches!(r, Ok(None)), "a's read half got {} where b's Eof was due", show(&r));
     Ok(())
 }
 

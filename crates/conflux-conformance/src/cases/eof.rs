@@ -8,7 +8,7 @@ use crate::FlowFactory;
 use crate::case::Kit;
 use crate::cases::data::transfer;
 use crate::util::{
-    CaseResult, Ctx, PROMPT, QUIET, bounded, chunks, concat, ensure, read_chunk, read_to_eof, same_bytes, sizes,
+    CaseResult, Ctx, PROMPT, QUIET, bounded, chunks, concat, ensure, read_chunk, read_to_eof, same_bytes, show, sizes,
     write_chunks,
 };
 
@@ -27,11 +27,11 @@ async fn send_then_eof<F: Flow + ?Sized>(w: &mut F, r: &mut F, data: &[Bytes], w
 async fn eof_stays<F: Flow + ?Sized>(f: &mut F, what: &str) -> CaseResult {
     for i in 0..3 {
         let r = bounded(&format!("{what}: read {i} after Eof"), PROMPT, f.read()).await?;
-        ensure!(matches!(r, Ok(None)), "{what}: read {i} after Eof returned {r:?} (Eof must be sticky)");
+        ensure!(matches!(r, Ok(None)), "{what}: read {i} after Eof returned {} (Eof must be sticky)", show(&r));
     }
     tokio::time::sleep(QUIET).await;
     let r = bounded(&format!("{what}: read after Eof and a pause"), PROMPT, f.read()).await?;
-    ensure!(matches!(r, Ok(None)), "{what}: read after Eof and a pause returned {r:?} (Eof must be sticky)");
+    ensure!(matches!(r, Ok(None)), "{what}: read after Eof and a pause returned {} (Eof must be sticky)", show(&r));
     Ok(())
 }
 
@@ -100,7 +100,7 @@ pub(crate) async fn b4<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
     same_bytes(&got?, &concat(&data), "b: everything written before the shutdown")?;
     tokio::time::sleep(QUIET).await;
     let r = bounded("b: read after Eof", PROMPT, b.read()).await?;
-    ensure!(matches!(r, Ok(None)), "b: read after Eof returned {r:?}: a write after shutdown leaked through");
+    ensure!(matches!(r, Ok(None)), "b: read after Eof returned {}: a write after shutdown leaked through", show(&r));
     Ok(())
 }
 
@@ -129,7 +129,7 @@ pub(crate) async fn b6<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
 async fn behaves_as_both<F: Flow + ?Sized>(a: &mut F, b: &mut F, what: &str) -> CaseResult {
     for i in 0..2 {
         let r = bounded(&format!("{what}: read {i}"), PROMPT, a.read()).await?;
-        ensure!(matches!(r, Ok(None)), "{what}: read {i} returned {r:?}, not Eof");
+        ensure!(matches!(r, Ok(None)), "{what}: read {i} returned {}, not Eof", show(&r));
     }
     let r = bounded(&format!("{what}: write"), PROMPT, a.write("late")).await?;
     ensure!(matches!(&r, Err(e) if e.is_closed()), "{what}: write returned {r:?}, not Closed");
@@ -144,7 +144,7 @@ pub(crate) async fn b7<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
     a.shutdown(Shutdown::Read).await.ctx("a: shutdown(Read)")?;
     for i in 0..2 {
         let r = bounded(&format!("a: read {i} after shutdown(Read)"), PROMPT, a.read()).await?;
-        ensure!(matches!(r, Ok(None)), "a: read {i} after shutdown(Read) returned {r:?}, not Eof");
+        ensure!(matches!(r, Ok(None)), "a: read {i} after shutdown(Read) returned {}, not Eof", show(&r));
     }
     transfer(&mut a, &mut b, &chunks(0xB7_01, &[1, 50_000]), "a -> b after a's shutdown(Read)").await?;
     if kit.caps.peer_sees_read_shutdown {
