@@ -281,6 +281,44 @@ impl HostFlow {
             }
         }
     }
+
+    fn poll_writev_inner(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        if bufs.iter().all(Bytes::is_empty) {
+            return Poll::Ready(Ok(()));
+        }
+        let io = self.write_gate()?.clone();
+        while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
+            let ready = io.poll_write_ready(cx);
+            if ready.is_pending() {
+                remember(&mut self.write_waker, cx);
+            }
+            if let Err(e) = ready!(ready) {
+                return self.write_error(e);
+            }
+            let res = if bufs[first + 1..].iter().all(Bytes::is_empty) {
+                io.try_write(&bufs[first])
+            } else {
+                let slices: Vec<IoSlice<'_>> =
+                    bufs[first..].iter().filter(|b| !b.is_empty()).take(64).map(|b| IoSlice::new(b)).collect();
+                io.try_write_vectored(&slices)
+            };
+            match res {
+                Ok(mut n) => {
+                    for b in bufs[first..].iter_mut() {
+                        let take = n.min(b.len());
+                        b.advance(take);
+                        n -= take;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return self.write_error(e),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl Drop for HostFlow {
@@ -332,41 +370,9 @@ impl Flow for HostFlow {
     }
 
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
-        if bufs.iter().all(Bytes::is_empty) {
-            return Poll::Ready(Ok(()));
-        }
-        let io = self.write_gate()?.clone();
-        while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
-            let ready = io.poll_write_ready(cx);
-            if ready.is_pending() {
-                remember(&mut self.write_waker, cx);
-            }
-            if let Err(e) = ready!(ready) {
-                return self.write_error(e);
-            }
-            let res = if bufs[first + 1..].iter().all(Bytes::is_empty) {
-                io.try_write(&bufs[first])
-            } else {
-                let slices: Vec<IoSlice<'_>> =
-                    bufs[first..].iter().filter(|b| !b.is_empty()).take(64).map(|b| IoSlice::new(b)).collect();
-                io.try_write_vectored(&slices)
-            };
-            match res {
-                Ok(mut n) => {
-                    for b in bufs[first..].iter_mut() {
-                        let take = n.min(b.len());
-                        b.advance(take);
-                        n -= take;
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return self.write_error(e),
-            }
-        }
-        Poll::Ready(Ok(()))
+        // A plain write after an abandoned write_nodelay: Nagle as the user set it.
+        self.finish_nodelay();
+        self.poll_writev_inner(cx, bufs)
     }
 
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
@@ -450,7 +456,7 @@ impl TcpFlow for HostFlow {
                 sleep: None,
             });
         }
-        let res = match ready!(self.poll_writev(cx, bufs)) {
+        let res = match ready!(self.poll_writev_inner(cx, bufs)) {
             Ok(()) => ready!(self.poll_acked(cx)),
             Err(e) => Err(e),
         };

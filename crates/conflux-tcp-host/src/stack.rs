@@ -27,6 +27,9 @@ use crate::{HostConfig, HostFlow, flow::FlowTable};
 ///   `after + probes * interval`).
 /// - `unlisten` shuts the listening socket down at once (`shutdown(SHUT_RD)`
 ///   on a listening socket: queued and new connection attempts get a RST).
+/// - Listening again on a port stops the old listener before binding the new
+///   one (two sockets cannot both listen); if that bind fails, the port has
+///   no listener and the error is returned.
 /// - Cloning gives another handle to the same stack.
 #[derive(Clone, Debug)]
 pub struct HostStack {
