@@ -274,3 +274,36 @@ impl TcpStack for HostStack {
         self.inner.flows.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_errors_map_to_typed_errors() {
+        let os = io::Error::from_raw_os_error;
+        assert!(matches!(connect_error(os(libc::ECONNREFUSED)), ConnectError::Refused));
+        assert!(matches!(connect_error(os(libc::ENETUNREACH)), ConnectError::NoRoute));
+        assert!(matches!(connect_error(os(libc::EHOSTUNREACH)), ConnectError::NoRoute));
+        assert!(matches!(connect_error(os(libc::ETIMEDOUT)), ConnectError::Timeout));
+        assert!(matches!(connect_error(os(libc::EMFILE)), ConnectError::Other(_)));
+        assert!(matches!(listen_error(80, os(libc::EADDRINUSE)), ListenError::AddrInUse(80)));
+        assert!(matches!(listen_error(80, os(libc::EACCES)), ListenError::PermissionDenied(80)));
+    }
+
+    #[test]
+    fn listen_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = HostStack::new().listen(0, None, |_flow| async {}).expect_err("no runtime");
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_disconnected_stack_refuses_work() {
+        let stack = HostStack::new();
+        stack.disconnect().await;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert!(matches!(stack.create_connection(addr, ConnectOptions::new()).await, Err(ConnectError::Disconnected)));
+        assert!(matches!(stack.listen(0, None, |_flow| async {}), Err(ListenError::Disconnected)));
+        assert_eq!(stack.open_flows(), 0);
+    }
+}
