@@ -255,13 +255,26 @@ impl<S: Socket> Flow for FramedFlow<S> {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
-        if buf.is_empty() {
+        self.poll_writev(cx, std::slice::from_mut(buf))
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        let nothing_left = bufs.iter().all(Bytes::is_empty);
+        // A re-poll may find the buffers empty with their frames still queued: flush those.
+        if nothing_left && (self.enc.is_empty() || !self.writer_waiting) {
             return Poll::Ready(Ok(()));
         }
-        self.ep.write_allowed()?;
+        if !nothing_left {
+            self.ep.write_allowed()?;
+        }
         loop {
             self.queue_markers();
-            self.enc.push_data(buf, WRITE_BUDGET);
+            for buf in bufs.iter_mut() {
+                if self.enc.queued() >= WRITE_BUDGET {
+                    break;
+                }
+                self.enc.push_data(buf, WRITE_BUDGET);
+            }
             match self.poll_flush(cx) {
                 Poll::Pending => {
                     self.writer_waiting = true;
@@ -274,22 +287,13 @@ impl<S: Socket> Flow for FramedFlow<S> {
                 }
                 Poll::Ready(Ok(())) => {
                     self.writer_waiting = false;
-                    if buf.is_empty() {
+                    if bufs.iter().all(Bytes::is_empty) {
                         return Poll::Ready(Ok(()));
                     }
                     self.ep.write_allowed()?;
                 }
             }
         }
-    }
-
-    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
-        for buf in bufs.iter_mut() {
-            if !buf.is_empty() {
-                std::task::ready!(self.poll_write(cx, buf))?;
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {

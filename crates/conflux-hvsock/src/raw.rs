@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
@@ -34,6 +34,9 @@ pub struct RawFlow<S: Socket> {
     closed: bool,
     read_err: Option<FlowError>,
     write_err: Option<FlowError>,
+    /// A read or write pending on the socket, woken when the flow closes under it.
+    reader: Option<Waker>,
+    writer: Option<Waker>,
 }
 
 impl<S: Socket> RawFlow<S> {
@@ -48,6 +51,8 @@ impl<S: Socket> RawFlow<S> {
             closed: false,
             read_err: None,
             write_err: None,
+            reader: None,
+            writer: None,
         }
     }
 
@@ -74,6 +79,13 @@ impl<S: Socket> RawFlow<S> {
     /// Owned read and write halves for full duplex (tokio-vsock's `into_split`).
     pub fn into_split(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
         conflux_flow::FlowExt::split(self)
+    }
+
+    /// Wakes a read or write pending on another task: the socket under it is going away.
+    fn wake_pending(&mut self) {
+        for w in [self.reader.take(), self.writer.take()].into_iter().flatten() {
+            w.wake();
+        }
     }
 
     fn fail_write(&mut self, e: io::Error) -> FlowError {
@@ -103,7 +115,11 @@ impl<S: Socket> Flow for RawFlow<S> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        match ready!(self.sock.poll_read_buf(cx, &mut self.rbuf)) {
+        let polled = self.sock.poll_read_buf(cx, &mut self.rbuf);
+        if polled.is_pending() {
+            self.reader = Some(cx.waker().clone());
+        }
+        match ready!(polled) {
             Ok(0) => {
                 self.eof = true;
                 Poll::Ready(Ok(None))
@@ -138,7 +154,11 @@ impl<S: Socket> Flow for RawFlow<S> {
                 slices[n] = IoSlice::new(b);
                 n += 1;
             }
-            let mut wrote = match ready!(self.sock.poll_writev(cx, &slices[..n])) {
+            let polled = self.sock.poll_writev(cx, &slices[..n]);
+            if polled.is_pending() {
+                self.writer = Some(cx.waker().clone());
+            }
+            let mut wrote = match ready!(polled) {
                 Ok(0) => return Poll::Ready(Err(self.fail_write(io::ErrorKind::WriteZero.into()))),
                 Ok(w) => w,
                 Err(e) => return Poll::Ready(Err(self.fail_write(e))),
@@ -173,6 +193,9 @@ impl<S: Socket> Flow for RawFlow<S> {
             if let Err(e) = self.sock.shutdown_read() {
                 tracing::trace!(error = %e, "shutdown(SHUT_RD) failed");
             }
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -186,6 +209,7 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         self.closed = true;
         self.rbuf = BytesMut::new();
+        self.wake_pending();
         Poll::Ready(self.sock.close().map_err(FlowError::from))
     }
 
@@ -195,6 +219,7 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         self.closed = true;
         self.rbuf = BytesMut::new();
+        self.wake_pending();
         Poll::Ready(self.sock.abort().map_err(FlowError::from))
     }
 }
