@@ -4,11 +4,14 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use conflux_flow::{FlowExt, Shutdown};
 use conflux_mimic::{
-    AttemptOutcome, Reason, RegisterOptions, Registry, TcpFlow, TlsFlow, TlsKeys, register_tcp, register_tls,
+    AttemptOutcome, Reason, RegisterOptions, Registry, TcpEndpoint, TcpFlow, TlsFlow, TlsKeys, UriKeys, register_tcp,
+    register_tls,
 };
+use conflux_tcp::{Keepalive, TcpFlow as _};
 use conflux_testkit::{TIMEOUT, within};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,7 +145,7 @@ async fn a_guarded_tls_failure_does_not_fall_back_to_plain_tcp() {
         .ctx_from_uri(&format!("tls://127.0.0.1:{}?sni=localhost", addr.port()).parse().unwrap())
         .unwrap()
         .add(&TlsKeys::get().config, client)
-        .add(&tcp_key, addr);
+        .add(&tcp_key, TcpEndpoint::from(addr));
     let err = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap_err();
     let report = err.not_found().unwrap_or_else(|| panic!("{err}"));
     assert_eq!(report.reason(), &Reason::FallbackForbidden { protocol: "tls".into() });
@@ -159,4 +162,30 @@ async fn a_missing_tls_config_is_named() {
     let ctx = registry.ctx_from_uri(&"tls://127.0.0.1:1".parse().unwrap()).unwrap();
     let err = registry.resolve(&ctx).await.unwrap_err();
     assert!(err.to_string().contains("required key `tls.config` was never provided"), "{err}");
+}
+
+#[tokio::test]
+async fn tcp_uri_modifiers_and_context_values_reach_the_connect() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(echo_once(listener));
+    let registry = Registry::new();
+    let (key, tcp) = register_tcp(&registry, None);
+    let uri = format!("tcp://127.0.0.1:{port}?connect_timeout=3s&keepalive=20s,5s,4").parse().unwrap();
+    let ctx = registry.ctx_from_uri(&uri).unwrap();
+    let unfolded = registry.unfold(&ctx).await.unwrap();
+    let e = unfolded.find(&key).unwrap();
+    assert_eq!(e.options().timeout, Some(Duration::from_secs(3)));
+    assert_eq!(e.options().keepalive, Some(Keepalive::new(Duration::from_secs(20), Duration::from_secs(5), 4)));
+    // A value the caller adds later is newer than the URI's.
+    let ctx = ctx.add(&UriKeys::get().connect_timeout, Duration::from_millis(1500));
+    let unfolded = registry.unfold(&ctx).await.unwrap();
+    assert_eq!(unfolded.find(&key).unwrap().options().timeout, Some(Duration::from_millis(1500)));
+    let mut flow = within("resolve", TIMEOUT, registry.connect(&unfolded)).await.unwrap();
+    assert_eq!(tcp.downcast_ref(&flow).unwrap().dst().port(), port);
+    flow.write("ka").await.unwrap();
+    flow.shutdown(Shutdown::Write).await.unwrap();
+    assert_eq!(within("echo", TIMEOUT, flow.read_to_end()).await.unwrap(), b"ka");
+    flow.close().await.unwrap();
+    server.await.unwrap();
 }

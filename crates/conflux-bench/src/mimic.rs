@@ -7,15 +7,18 @@
 //!   baseline `direct`: that protocol's connect called directly. Each sample is
 //!   the mean of a batch; goal: value <= 5 us.
 //! - `mimic-connect` (latency, us): resolve + connect of kernel TCP on loopback
-//!   (`tcp://127.0.0.1:PORT`), baseline `direct-connect`: the TCP protocol's
-//!   connect to the same address. One sample per connect, interleaved, at
-//!   least 2,000 of each; the client closes first; median; goal: ratio <= 1.10.
+//!   (`tcp://127.0.0.1:PORT`, conflux-tcp-host), baseline `direct-connect`:
+//!   `HostStack::create_connection` on the same stack to the same address.
+//!   One sample per connect, interleaved, at least 2,000 of each; the client
+//!   closes first; median; goal: ratio <= 1.10.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use conflux_flow::{FlowExt, FnFlow};
-use conflux_mimic::{Ctx, Key, Protocol, Registry, Tcp, protocol_fn, register_tcp, req};
+use conflux_mimic::{Ctx, Key, RegisterOptions, Registry, Tcp, protocol_fn, register_tcp_with, req};
+use conflux_tcp::{ConnectOptions, TcpStack};
+use conflux_tcp_host::HostStack;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -117,8 +120,10 @@ fn connect(ctx: &BenchCtx<'_>) -> Result<Vec<Record>, Skip> {
         });
         Ok::<_, Skip>(addr)
     })?;
+    // One kernel stack for both sides: the registry's tcp protocol and the direct connects.
+    let stack = HostStack::new();
     let registry = Registry::new();
-    register_tcp(&registry, Some(20));
+    register_tcp_with(&registry, Tcp::new(stack.clone()), RegisterOptions::new().priority(20));
     let uri = format!("tcp://{addr}").parse().map_err(|e| Skip::new(format!("uri: {e}")))?;
     let context = registry.ctx_from_uri(&uri).map_err(|e| Skip::new(format!("ctx: {e}")))?;
     let pair = measure_pair(
@@ -136,7 +141,7 @@ fn connect(ctx: &BenchCtx<'_>) -> Result<Vec<Record>, Skip> {
         || {
             rt.block_on(async {
                 let start = Instant::now();
-                let mut flow = Tcp.connect(addr).await.expect("connect");
+                let mut flow = stack.create_connection(addr, ConnectOptions::new()).await.expect("connect");
                 let us = micros(start.elapsed());
                 flow.close().await.expect("close");
                 server_done(&done).await;

@@ -2,11 +2,12 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use crate::ctx::Ctx;
 use crate::key::Key;
 use crate::registry::Registry;
-use crate::uri::{Host, Scheme, Uri, UriError, UriPart};
+use crate::uri::{Framing, Host, Keepalive, Scheme, Uri, UriError, UriPart};
 
 /// The keys [`Ctx::from_uri`] fills (process-wide, so bindings and callers share them).
 #[derive(Debug)]
@@ -21,6 +22,12 @@ pub struct UriKeys {
     pub ip: Key<IpAddr>,
     /// The port, with the scheme's default.
     pub port: Key<u16>,
+    /// `connect_timeout=`: the bound on one connect (a value added later wins).
+    pub connect_timeout: Key<Duration>,
+    /// `keepalive=`: TCP keepalive for the new flow.
+    pub keepalive: Key<Keepalive>,
+    /// `framing=`: the hvsock shutdown framing on top of the stream.
+    pub framing: Key<Framing>,
 }
 
 static KEYS: LazyLock<UriKeys> = LazyLock::new(|| UriKeys {
@@ -29,6 +36,9 @@ static KEYS: LazyLock<UriKeys> = LazyLock::new(|| UriKeys {
     domain: Key::new("domain"),
     ip: Key::new("ip"),
     port: Key::new("port"),
+    connect_timeout: Key::new("connect_timeout"),
+    keepalive: Key::new("keepalive"),
+    framing: Key::new("framing"),
 });
 
 impl UriKeys {
@@ -40,8 +50,9 @@ impl UriKeys {
 
 impl Ctx {
     /// A context holding what `uri` says: the URI itself, its scheme, its host
-    /// as an IP address or a domain name, and its port (with the scheme's
-    /// default). See [`UriKeys`]; [`Registry::ctx_from_uri`] adds the functions
+    /// as an IP address or a domain name, its port (with the scheme's
+    /// default) and its modifiers (`connect_timeout`, `keepalive`, `framing`).
+    /// See [`UriKeys`]; [`Registry::ctx_from_uri`] adds the functions
     /// of the bindings registered for the scheme.
     ///
     /// ```
@@ -61,6 +72,16 @@ impl Ctx {
         }
         if let Some(port) = uri.port() {
             ctx = ctx.add(&k.port, port);
+        }
+        let o = uri.options();
+        if let Some(t) = o.connect_timeout {
+            ctx = ctx.add(&k.connect_timeout, t);
+        }
+        if let Some(ka) = o.keepalive {
+            ctx = ctx.add(&k.keepalive, ka);
+        }
+        if let Some(f) = o.framing {
+            ctx = ctx.add(&k.framing, f);
         }
         ctx
     }

@@ -25,6 +25,14 @@
 //!   [`Registry::plan`] as text or Graphviz; a tracing span per resolve with
 //!   an event per function and per attempt.
 //!
+//! Bindings, each behind a feature (the transport crates never know the
+//! registry exists): `tcp` (kernel TCP through conflux-tcp-host, with
+//! `connect_timeout` and `keepalive` from the URI or the context), `tls`
+//! (rustls over any flow; `TlsFlow` also wraps accepted flows), `hvsock`
+//! (`unix`, `vsock`, `fc-vsock`, `hyperkit` over conflux-hvsock, raw or
+//! framed with `framing=shutdown`) and `dns`. Not bound yet: `netstack`,
+//! `stdio`, and `hvsock://` (Windows AF_HYPERV).
+//!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.
 //!
@@ -59,6 +67,8 @@ mod args;
 mod ctx;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "hvsock")]
+mod hvsock;
 mod key;
 mod keys;
 mod plan;
@@ -76,8 +86,10 @@ pub use conflux_flow::BoxFlow;
 
 #[cfg(feature = "dns")]
 pub use crate::dns::dns_lookup;
+#[cfg(feature = "hvsock")]
+pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
 #[cfg(feature = "tcp")]
-pub use crate::tcp::{Tcp, TcpFlow, register_tcp, tcp_endpoints};
+pub use crate::tcp::{Tcp, TcpEndpoint, TcpFlow, register_tcp, register_tcp_with, tcp_endpoints};
 #[cfg(feature = "tls")]
 pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
 

@@ -1,57 +1,152 @@
-//! `tcp://` over kernel TCP (feature `tcp`).
-//!
-//! Note: this binds plain `tokio::net::TcpStream` through `FromTokio` because
-//! the kernel TCP crate (`conflux-tcp-host`) has not landed yet. Once it has,
-//! switch [`Tcp`] to it (its flow type then replaces [`TcpFlow`]); the endpoint
-//! key, the scheme binding and the context functions stay as they are.
+//! `tcp://` over kernel TCP (feature `tcp`): conflux-tcp-host's [`HostStack`].
 
-use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use conflux_flow::FromTokio;
-use tokio::net::TcpStream;
+use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
+use conflux_tcp_host::{HostFlow, HostStack};
 
-use crate::args::{all, req};
+use crate::args::{all, opt, req};
 use crate::ctx::Ctx;
 use crate::key::Key;
 use crate::keys::UriKeys;
-use crate::registry::{Handle, Protocol, Registry};
-use crate::uri::Scheme;
+use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
+use crate::uri::{Keepalive, Scheme};
 
-/// The flow of [`Tcp`]: a kernel TCP stream as a flow.
-pub type TcpFlow = FromTokio<TcpStream>;
+/// The flow of [`Tcp`]: conflux-tcp-host's kernel TCP flow.
+pub type TcpFlow = HostFlow;
 
-/// Kernel TCP: connects to a socket address (`TCP_NODELAY` set).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Tcp;
+/// Where a TCP connect goes, and how: the address plus the connect options
+/// (keepalive, connect timeout) the context asked for.
+///
+/// ```
+/// use std::time::Duration;
+/// use conflux_mimic::TcpEndpoint;
+/// let e = TcpEndpoint::new(([127, 0, 0, 1], 8080).into()).connect_timeout(Duration::from_secs(2));
+/// assert_eq!(e.addr().port(), 8080);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpEndpoint {
+    addr: SocketAddr,
+    options: ConnectOptions,
+}
 
-impl Protocol for Tcp {
-    type Endpoint = SocketAddr;
-    type Flow = TcpFlow;
-    type Error = io::Error;
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpFlow, io::Error> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(FromTokio::new(stream))
+impl TcpEndpoint {
+    /// `addr` with the stack's defaults (no keepalive, the stack's connect timeout).
+    pub fn new(addr: SocketAddr) -> TcpEndpoint {
+        TcpEndpoint { addr, options: ConnectOptions::new() }
+    }
+
+    /// Bounds the connect.
+    pub fn connect_timeout(mut self, timeout: Duration) -> TcpEndpoint {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Turns keepalive on for the new flow.
+    pub fn keepalive(mut self, keepalive: Keepalive) -> TcpEndpoint {
+        self.options.keepalive =
+            Some(conflux_tcp::Keepalive::new(keepalive.after, keepalive.interval, keepalive.probes));
+        self
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The options passed to `create_connection`.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
     }
 }
 
-/// Registers [`Tcp`] as `tcp` and binds the `tcp` scheme: a context made by
-/// [`Registry::ctx_from_uri`] from a `tcp://` URI gets [`tcp_endpoints`].
-pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<SocketAddr>, Handle<TcpFlow>) {
-    let (key, handle) = registry.register("tcp", priority, Tcp);
+impl From<SocketAddr> for TcpEndpoint {
+    fn from(addr: SocketAddr) -> TcpEndpoint {
+        TcpEndpoint::new(addr)
+    }
+}
+
+/// Kernel TCP: `create_connection` on a [`HostStack`] (Nagle stays as the
+/// kernel starts it; `write_nodelay` is there for latency-sensitive writes).
+///
+/// Cloning shares the stack, so a test or server can count its open flows.
+#[derive(Debug, Clone, Default)]
+pub struct Tcp {
+    stack: HostStack,
+}
+
+impl Tcp {
+    /// Connects through `stack`.
+    pub fn new(stack: HostStack) -> Tcp {
+        Tcp { stack }
+    }
+
+    /// The stack connects go through.
+    pub fn stack(&self) -> &HostStack {
+        &self.stack
+    }
+}
+
+impl Protocol for Tcp {
+    type Endpoint = TcpEndpoint;
+    type Flow = TcpFlow;
+    type Error = ConnectError;
+    fn connect(&self, e: TcpEndpoint) -> impl Future<Output = Result<TcpFlow, ConnectError>> + Send {
+        self.stack.create_connection(e.addr, e.options)
+    }
+}
+
+/// Registers kernel TCP (a new [`HostStack`]) as `tcp` and binds the `tcp`
+/// scheme: a context made by [`Registry::ctx_from_uri`] from a `tcp://` URI
+/// gets [`tcp_endpoints`].
+pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
+    let mut options = RegisterOptions::new();
+    if let Some(p) = priority {
+        options = options.priority(p);
+    }
+    register_tcp_with(registry, Tcp::default(), options)
+}
+
+/// As [`register_tcp`], through a given stack and with every registration option.
+pub fn register_tcp_with(
+    registry: &Registry,
+    tcp: Tcp,
+    options: RegisterOptions,
+) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
+    let (key, handle) = registry.register_with("tcp", options, tcp);
     let k = key.clone();
     registry.register_scheme(Scheme::Tcp, move |ctx| tcp_endpoints(&ctx, &k));
     (key, handle)
 }
 
-/// Adds the functions building TCP endpoints from a URI's context: one per
+/// Adds the function building TCP endpoints from a URI's context: one per
 /// address of the host (a DNS lookup first when the host is a domain name),
-/// all with the URI's port.
-pub fn tcp_endpoints(ctx: &Ctx, key: &Key<SocketAddr>) -> Ctx {
+/// all with the URI's port, and with [`UriKeys::connect_timeout`] and
+/// [`UriKeys::keepalive`] when the context has them (from the URI's
+/// modifiers, or added by the caller: the newest wins).
+pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
     let k = UriKeys::get();
     let ctx = if ctx.get(&k.domain).is_some() { crate::dns::dns_lookup(ctx) } else { ctx.clone() };
-    ctx.fold(key, (req(&k.scheme), all(&k.ip), req(&k.port)), |(scheme, ips, port)| {
-        if scheme == Scheme::Tcp { ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect() } else { Vec::new() }
-    })
+    ctx.fold(
+        key,
+        (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
+        |(scheme, ips, port, timeout, keepalive)| {
+            if scheme != Scheme::Tcp {
+                return Vec::new();
+            }
+            ips.into_iter()
+                .map(|ip| {
+                    let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
+                    if let Some(t) = timeout {
+                        e = e.connect_timeout(t);
+                    }
+                    if let Some(ka) = keepalive {
+                        e = e.keepalive(ka);
+                    }
+                    e
+                })
+                .collect()
+        },
+    )
 }
