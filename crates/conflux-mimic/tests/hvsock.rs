@@ -2,8 +2,8 @@
 //! fake VMM) resolved to raw and framed flows against echo servers in a temp dir.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod fixtures;
+
 use std::time::Duration;
 
 use conflux_flow::{Flow, FlowError, FlowExt, Shutdown};
@@ -12,30 +12,7 @@ use conflux_hvsock::{
 };
 use conflux_mimic::{AttemptOutcome, BoxFlow, RegisterOptions, Registry, UriKeys, register_hvsock};
 use conflux_testkit::{TIMEOUT, within};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mimic-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use fixtures::TempDir;
 
 /// Reads to Eof, echoes it back, closes; returns what it read.
 async fn echo(mut flow: impl Flow) -> Result<Vec<u8>, FlowError> {
