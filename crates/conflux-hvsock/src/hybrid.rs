@@ -53,26 +53,71 @@ impl fmt::Display for HybridAddr {
     }
 }
 
-/// Reads one `\n`-terminated line, one byte at a time so nothing after it is consumed.
+/// Reads one `\n`-terminated line without consuming anything after it.
+///
+/// On Linux it peeks (`MSG_PEEK`) and then reads exactly the line: two system
+/// calls instead of one per byte. Bytes before a `\n` always belong to the line,
+/// so a peek without one is consumed whole and the loop goes on.
 async fn read_line(stream: &mut UnixStream) -> io::Result<String> {
     let mut line = Vec::with_capacity(16);
     loop {
-        let b = match stream.read_u8().await {
-            Ok(b) => b,
+        let want = peek_line(stream, MAX_LINE + 1 - line.len()).await?;
+        let (take, done) = match want {
+            Peeked::Bytes(n, done) => (n, done),
+            Peeked::OneByte => (1, false),
+        };
+        let start = line.len();
+        line.resize(start + take, 0);
+        match stream.read_exact(&mut line[start..]).await {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the VMM closed the handshake"));
             }
             Err(e) => return Err(e),
-        };
-        if b == b'\n' {
+        }
+        if done || line.last() == Some(&b'\n') {
+            line.pop();
             return String::from_utf8(line)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handshake not UTF-8"));
         }
-        if line.len() == MAX_LINE {
+        if line.len() > MAX_LINE {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake line too long"));
         }
-        line.push(b);
     }
+}
+
+/// How much of the line the socket holds: `n` bytes to read, and whether they end it.
+enum Peeked {
+    Bytes(usize, bool),
+    /// No peeking here: read one byte.
+    OneByte,
+}
+
+#[cfg(target_os = "linux")]
+async fn peek_line(stream: &UnixStream, max: usize) -> io::Result<Peeked> {
+    let mut buf = [0u8; MAX_LINE + 1];
+    let max = max.clamp(1, buf.len());
+    loop {
+        stream.readable().await?;
+        let fd = std::os::fd::AsFd::as_fd(stream);
+        match stream.try_io(tokio::io::Interest::READABLE, || crate::sys::peek(fd, &mut buf[..max])) {
+            // Eof: let the read report it.
+            Ok(0) => return Ok(Peeked::OneByte),
+            Ok(n) => {
+                return Ok(match buf[..n].iter().position(|&b| b == b'\n') {
+                    Some(i) => Peeked::Bytes(i + 1, true),
+                    None => Peeked::Bytes(n, false),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn peek_line(_stream: &UnixStream, _max: usize) -> io::Result<Peeked> {
+    Ok(Peeked::OneByte)
 }
 
 /// Parses `OK <port>`.
@@ -340,6 +385,29 @@ mod tests {
         assert!(parse_ok("OK x").is_err());
         assert_eq!(parse_connect("CONNECT 52").unwrap(), 52);
         assert!(parse_connect("CONNECT").is_err());
+    }
+
+    #[tokio::test]
+    async fn read_line_never_consumes_past_the_newline() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(b"OK 10").await.unwrap();
+        let reader = tokio::spawn(async move {
+            let line = read_line(&mut b).await.unwrap();
+            let mut rest = [0u8; 4];
+            b.read_exact(&mut rest).await.unwrap();
+            (line, rest)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a.write_all(b"73741824\nDATA").await.unwrap();
+        let (line, rest) = reader.await.unwrap();
+        assert_eq!((line.as_str(), &rest), ("OK 1073741824", b"DATA"));
+
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&[b'x'; 200]).await.unwrap();
+        assert_eq!(read_line(&mut b).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        drop(a);
+        assert_eq!(read_line(&mut b).await.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Linux system calls for AF_VSOCK that socket2 does not wrap.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -83,4 +83,23 @@ pub(crate) fn register(sock: socket2::Socket) -> io::Result<AsyncFd<socket2::Soc
     // closed only when the socket is dropped, and nothing swaps it out through
     // `get_mut`; this crate never calls it).
     unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)
+}
+
+/// `recv(MSG_PEEK | MSG_DONTWAIT)`: copies what is queued on `fd` into `buf`
+/// without consuming it. `EINTR` is retried.
+pub(crate) fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes for the
+        // duration of the call, and the descriptor is borrowed, so open.
+        let n = unsafe {
+            libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }

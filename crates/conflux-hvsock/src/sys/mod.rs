@@ -7,7 +7,7 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{local_cid, recv_buf, register, set_connect_timeout};
+pub(crate) use linux::{local_cid, peek, recv_buf, register, set_connect_timeout};
 
 #[cfg(windows)]
 pub(crate) mod windows;
