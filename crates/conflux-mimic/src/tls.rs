@@ -6,10 +6,9 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::task::{Context, Poll, ready};
 
 use conflux_flow::{BoxFlow, Bytes, Flow, FlowError, FlowIo, FromTokio, Shutdown};
-use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use rustls::{ClientConfig, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use crate::args::{opt, req};
 use crate::ctx::Ctx;
@@ -87,27 +86,108 @@ pub enum TlsConnectError {
     RegistryGone,
 }
 
-/// A TLS session over a lower flow. A layered flow: closing it sends
-/// close_notify, then closes the lower flow.
+/// A TLS session over a lower flow, client or server side. A layered flow
+/// (flow spec G5): it closes the lower flow once the session is fully shut
+/// down (our close_notify sent and the peer's read), and on close (after
+/// sending close_notify and the lower flow's `shutdown(Write)`).
+///
+/// - `shutdown(Write)` sends close_notify, then shuts the lower flow's write
+///   side; the peer reads Eof and may keep writing (TLS half-close).
+/// - `shutdown(Read)` is local (TLS has no read shutdown on the wire).
+/// - `abort` aborts the lower flow (a TCP reset) without close_notify.
+/// - Dropping it drops the lower flow (whose own drop rules apply).
 pub struct TlsFlow {
     inner: FromTokio<TlsStream<FlowIo<BoxFlow>>>,
+    /// Our close_notify went out (`shutdown(Write)` completed).
+    sent_close: bool,
+    /// A read gave Eof that the peer sent (not our own `shutdown(Read)`).
+    got_close: bool,
+    read_shut: bool,
+    lower_closed: bool,
 }
 
 impl fmt::Debug for TlsFlow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsFlow").finish_non_exhaustive()
+        f.debug_struct("TlsFlow")
+            .field("sent_close_notify", &self.sent_close)
+            .field("got_close_notify", &self.got_close)
+            .field("lower_closed", &self.lower_closed)
+            .finish_non_exhaustive()
     }
 }
 
 impl TlsFlow {
-    fn lower(&mut self) -> Option<&mut BoxFlow> {
+    fn new(stream: TlsStream<FlowIo<BoxFlow>>) -> TlsFlow {
+        TlsFlow {
+            inner: FromTokio::new(stream),
+            sent_close: false,
+            got_close: false,
+            read_shut: false,
+            lower_closed: false,
+        }
+    }
+
+    /// Runs the client handshake over `lower`, presenting and verifying `server_name`.
+    pub async fn connect(
+        config: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        lower: impl Flow,
+    ) -> io::Result<TlsFlow> {
+        let stream = TlsConnector::from(config).connect(server_name, FlowIo::new(BoxFlow::new(lower))).await?;
+        Ok(TlsFlow::new(stream.into()))
+    }
+
+    /// Runs the server handshake over `lower` (a server wraps accepted flows this way).
+    pub async fn accept(config: Arc<ServerConfig>, lower: impl Flow) -> io::Result<TlsFlow> {
+        let stream = TlsAcceptor::from(config).accept(FlowIo::new(BoxFlow::new(lower))).await?;
+        Ok(TlsFlow::new(stream.into()))
+    }
+
+    /// The flow under TLS, until this flow is closed or aborted.
+    pub fn lower(&self) -> Option<&BoxFlow> {
+        self.inner.get_ref().map(|tls| tls.get_ref().0.get_ref())
+    }
+
+    /// Whether the lower flow was closed (the session fully shut down, or closed).
+    pub fn is_lower_closed(&self) -> bool {
+        self.lower_closed
+    }
+
+    fn lower_mut(&mut self) -> Option<&mut BoxFlow> {
         self.inner.get_mut().map(|tls| tls.get_mut().0.get_mut())
+    }
+
+    /// Closes the lower flow once; errors are traced, the flow ends closed either way.
+    fn poll_close_lower(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.lower_closed {
+            return Poll::Ready(());
+        }
+        if let Some(lower) = self.lower_mut() {
+            if let Err(e) = ready!(lower.poll_close(cx)) {
+                tracing::trace!(error = %e, "closing the flow under TLS failed");
+            }
+        }
+        self.lower_closed = true;
+        Poll::Ready(())
+    }
+
+    /// Both close_notify alerts crossed: nothing more can flow, release the lower flow.
+    /// A lower close that has to wait (a framing waiting for its peer) finishes in `close`.
+    fn close_lower_if_done(&mut self, cx: &mut Context<'_>) {
+        if self.sent_close && self.got_close {
+            let _ = self.poll_close_lower(cx);
+        }
     }
 }
 
 impl Flow for TlsFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
-        self.inner.poll_read(cx)
+        let r = ready!(self.inner.poll_read(cx));
+        if matches!(r, Ok(None)) && !self.read_shut && !self.got_close {
+            self.got_close = true;
+            self.close_lower_if_done(cx);
+        }
+        Poll::Ready(r)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         self.inner.poll_write(cx, buf)
@@ -116,23 +196,33 @@ impl Flow for TlsFlow {
         self.inner.poll_writev(cx, bufs)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
-        self.inner.poll_shutdown(cx, how)
+        let r = ready!(self.inner.poll_shutdown(cx, how));
+        if how.reads() {
+            self.read_shut = true;
+        }
+        if how.writes() && r.is_ok() && !self.sent_close {
+            self.sent_close = true;
+            self.close_lower_if_done(cx);
+        }
+        Poll::Ready(r)
     }
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         // close_notify and the lower flow's shutdown(Write); a failure still ends in a closed flow.
-        if let Err(e) = ready!(self.inner.poll_shutdown(cx, Shutdown::Both)) {
-            tracing::trace!(error = %e, "TLS shutdown during close failed");
-        }
-        if let Some(lower) = self.lower() {
-            if let Err(e) = ready!(lower.poll_close(cx)) {
-                tracing::trace!(error = %e, "closing the flow under TLS failed");
+        if !self.sent_close && !self.lower_closed {
+            if let Err(e) = ready!(self.inner.poll_shutdown(cx, Shutdown::Write)) {
+                tracing::trace!(error = %e, "TLS shutdown during close failed");
             }
+            self.sent_close = true;
         }
+        ready!(self.poll_close_lower(cx));
         self.inner.poll_close(cx)
     }
     fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        if let Some(lower) = self.lower() {
-            let _ = ready!(lower.poll_abort(cx));
+        if !self.lower_closed {
+            if let Some(lower) = self.lower_mut() {
+                let _ = ready!(lower.poll_abort(cx));
+            }
+            self.lower_closed = true;
         }
         self.inner.poll_abort(cx)
     }
@@ -151,11 +241,7 @@ impl Protocol for Tls {
     async fn connect(&self, edn: TlsEndpoint) -> Result<TlsFlow, TlsConnectError> {
         let registry = Registry { inner: self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)? };
         let lower = registry.resolve(&edn.over).await.map_err(TlsConnectError::Lower)?;
-        let stream = TlsConnector::from(edn.config)
-            .connect(edn.server_name, FlowIo::new(lower))
-            .await
-            .map_err(TlsConnectError::Handshake)?;
-        Ok(TlsFlow { inner: FromTokio::new(stream) })
+        TlsFlow::connect(edn.config, edn.server_name, lower).await.map_err(TlsConnectError::Handshake)
     }
 }
 
