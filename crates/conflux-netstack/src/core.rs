@@ -1,0 +1,666 @@
+//! The stack's state behind its lock: the smoltcp interface, the socket
+//! sets, the connection table, listeners and ports. Sans-IO: the driver
+//! hands it frames and the time, it hands back frames to send, the next
+//! deadline and the handshakes that finished.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conflux_tcp::{Keepalive, Listener};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+
+use crate::config::StackConfig;
+use crate::device::{Checksums, DeviceCaps, Medium};
+use crate::flow::NetFlow;
+use crate::ports::Ports;
+use crate::wire;
+
+/// A connection's key in the table.
+pub(crate) type ConnId = u64;
+
+/// (local, remote): how ingress finds a connection.
+type Tuple = (SocketAddr, SocketAddr);
+
+/// Where a connection is in its life, as the stack sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Our SYN is out; a `create_connection` future watches it.
+    Connecting,
+    /// A peer's SYN made this socket; the handshake is not finished.
+    HalfOpen { port: u16 },
+    /// A flow owns it.
+    Open,
+    /// Its flow was closed or dropped (or its connect abandoned): the socket
+    /// finishes (FIN, TIME_WAIT) and is then reaped.
+    Orphan,
+}
+
+pub(crate) struct Conn {
+    pub(crate) shard: usize,
+    pub(crate) handle: SocketHandle,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) phase: Phase,
+    /// An RST for this 4-tuple arrived and the socket closed on it.
+    pub(crate) rst_seen: bool,
+    /// The local port came from the allocator (freed when reaped).
+    ephemeral: bool,
+    /// When the SYN arrived (half-open sockets).
+    since: Instant,
+}
+
+struct Shard {
+    sockets: SocketSet<'static>,
+    /// Something happened (frames in, a write, a read, a close): run egress.
+    dirty: bool,
+    /// When smoltcp next wants this set polled.
+    next_at: Option<Instant>,
+}
+
+pub(crate) struct Listen {
+    pub(crate) listener: Arc<Listener<NetFlow>>,
+    keepalive: Option<Keepalive>,
+    half_open: usize,
+    generation: u64,
+    owns_port: bool,
+}
+
+/// A handshake that finished: the driver makes its flow and dispatches it.
+pub(crate) struct Accepted {
+    pub(crate) listener: Arc<Listener<NetFlow>>,
+    pub(crate) id: ConnId,
+    pub(crate) shard: usize,
+    pub(crate) handle: SocketHandle,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+}
+
+/// smoltcp's view of our device for one poll: at most one received frame,
+/// transmitted frames collected into a vector.
+struct Bridge<'a> {
+    rx: Option<Vec<u8>>,
+    tx: &'a mut Vec<Vec<u8>>,
+    caps: DeviceCapabilities,
+}
+
+struct RxToken(Vec<u8>);
+struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let r = f(&mut frame);
+        self.0.push(frame);
+        r
+    }
+}
+
+impl phy::Device for Bridge<'_> {
+    type RxToken<'a>
+        = RxToken
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let frame = self.rx.take()?;
+        Some((RxToken(frame), TxToken(self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+fn smol_caps(caps: DeviceCaps) -> DeviceCapabilities {
+    let mut c = DeviceCapabilities::default();
+    c.medium = match caps.medium {
+        Medium::Ethernet => phy::Medium::Ethernet,
+        Medium::Ip => phy::Medium::Ip,
+    };
+    c.max_transmission_unit = match caps.medium {
+        Medium::Ethernet => caps.mtu + 14,
+        Medium::Ip => caps.mtu,
+    };
+    c.checksum = match caps.checksums {
+        Checksums::Compute => ChecksumCapabilities::default(),
+        Checksums::Offloaded => ChecksumCapabilities::ignored(),
+    };
+    c
+}
+
+/// The EUI-64 link-local address of `mac`.
+fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+}
+
+/// How often orphaned sockets are checked for reaping.
+const REAP_EVERY: Duration = Duration::from_millis(100);
+/// Egress rounds per shard per poll before yielding to ingress.
+const EGRESS_ROUNDS: usize = 128;
+
+pub(crate) struct Core {
+    iface: Interface,
+    medium: Medium,
+    caps: DeviceCapabilities,
+    shards: Vec<Shard>,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    tuples: HashMap<Tuple, ConnId>,
+    pub(crate) listens: HashMap<u16, Listen>,
+    pub(crate) ports: Ports,
+    half_open: Vec<ConnId>,
+    orphans: Vec<ConnId>,
+    next_id: ConnId,
+    next_generation: u64,
+    pub(crate) disconnected: bool,
+    /// Our addresses (what local delivery and SYN matching compare against).
+    pub(crate) addrs: Vec<IpAddr>,
+    cidrs: Vec<IpCidr>,
+    pub(crate) config: StackConfig,
+    last_reap: Instant,
+}
+
+impl Core {
+    pub(crate) fn new(config: StackConfig, caps: DeviceCaps, now: Instant) -> Core {
+        let smol = smol_caps(caps);
+        let hw = match caps.medium {
+            Medium::Ethernet => HardwareAddress::Ethernet(EthernetAddress(config.mac)),
+            Medium::Ip => HardwareAddress::Ip,
+        };
+        let mut iface_config = Config::new(hw);
+        iface_config.random_seed = config.seed;
+        let mut tx = Vec::new();
+        let mut bridge = Bridge { rx: None, tx: &mut tx, caps: smol.clone() };
+        let mut iface = Interface::new(iface_config, &mut bridge, now);
+        let mut cidrs = Vec::new();
+        if let Some((a, p)) = config.ipv4 {
+            cidrs.push(IpCidr::new(a.into(), p.min(32)));
+        }
+        if let Some((a, p)) = config.ipv6 {
+            cidrs.push(IpCidr::new(a.into(), p.min(128)));
+        }
+        if caps.medium == Medium::Ethernet && config.ipv6.is_some() {
+            cidrs.push(IpCidr::new(link_local(config.mac).into(), 64));
+        }
+        iface.update_ip_addrs(|addrs| {
+            for c in &cidrs {
+                // The feature set allows 4 addresses; we add at most 3.
+                let _ = addrs.push(*c);
+            }
+        });
+        if let Some(gw) = config.gateway_v4 {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        if let Some(gw) = config.gateway_v6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(gw);
+        }
+        let shards = (0..config.shards.max(1))
+            .map(|_| Shard { sockets: SocketSet::new(Vec::new()), dirty: false, next_at: None })
+            .collect();
+        let addrs = cidrs.iter().map(|c| IpAddr::from(c.address())).collect();
+        Core {
+            iface,
+            medium: caps.medium,
+            caps: smol,
+            shards,
+            conns: HashMap::new(),
+            tuples: HashMap::new(),
+            listens: HashMap::new(),
+            ports: Ports::new(config.ephemeral_ports.clone(), config.seed),
+            half_open: Vec::new(),
+            orphans: Vec::new(),
+            next_id: 1,
+            next_generation: 1,
+            disconnected: false,
+            addrs,
+            cidrs,
+            config,
+            last_reap: now,
+        }
+    }
+
+    fn shard_of(&self, tuple: &Tuple) -> usize {
+        let mut h = std::hash::DefaultHasher::new();
+        tuple.hash(&mut h);
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
+        )
+    }
+
+    /// The socket of a live connection.
+    pub(crate) fn socket(&mut self, shard: usize, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        let s = &mut self.shards[shard];
+        s.dirty = true;
+        s.sockets.get_mut::<tcp::Socket<'static>>(handle)
+    }
+
+    /// Our source address for reaching `dst`, or `None` when there is no route.
+    pub(crate) fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        let same_family = |a: &IpAddr| a.is_ipv4() == dst.is_ipv4();
+        if self.addrs.contains(&dst) {
+            return Some(dst);
+        }
+        let on_link = self.cidrs.iter().any(|c| c.contains_addr(&dst.into()));
+        let gateway = match dst {
+            IpAddr::V4(_) => self.config.gateway_v4.is_some(),
+            IpAddr::V6(_) => self.config.gateway_v6.is_some(),
+        };
+        if !on_link && !gateway {
+            return None;
+        }
+        // Prefer the global address of the family (the first one configured).
+        self.addrs.iter().copied().find(same_family)
+    }
+
+    /// Starts a connection from `local` to `remote`.
+    pub(crate) fn connect(
+        &mut self,
+        local_ip: IpAddr,
+        remote: SocketAddr,
+        keepalive: Option<Keepalive>,
+    ) -> Result<(ConnId, usize, SocketHandle, SocketAddr), &'static str> {
+        let port = self.ports.allocate().ok_or("the ephemeral port range is exhausted")?;
+        let local = SocketAddr::new(local_ip, port);
+        let tuple = (local, remote);
+        let shard = self.shard_of(&tuple);
+        let mut sock = self.new_socket();
+        apply_keepalive(&mut sock, keepalive);
+        if sock.connect(self.iface.context(), remote, local).is_err() {
+            self.ports.free(port);
+            return Err("the address cannot be connected to");
+        }
+        let handle = self.shards[shard].sockets.add(sock);
+        self.shards[shard].dirty = true;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                shard,
+                handle,
+                local,
+                remote,
+                phase: Phase::Connecting,
+                rst_seen: false,
+                ephemeral: true,
+                since: Instant::ZERO,
+            },
+        );
+        self.tuples.insert(tuple, id);
+        Ok((id, shard, handle, local))
+    }
+
+    /// A connection whose flow is gone (closed, dropped, connect abandoned):
+    /// its socket finishes on its own, is aborted after the orphan timeout of
+    /// silence, and is reaped once closed.
+    pub(crate) fn orphan(&mut self, id: ConnId) {
+        let timeout = self.config.orphan_timeout;
+        if let Some(conn) = self.conns.get_mut(&id)
+            && conn.phase != Phase::Orphan
+        {
+            conn.phase = Phase::Orphan;
+            let (shard, handle) = (conn.shard, conn.handle);
+            let sock = self.socket(shard, handle);
+            if sock.timeout().is_none() {
+                sock.set_timeout(Some(timeout.into()));
+            }
+            self.orphans.push(id);
+        }
+    }
+
+    pub(crate) fn new_listen_generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    pub(crate) fn add_listen(
+        &mut self,
+        port: u16,
+        listener: Arc<Listener<NetFlow>>,
+        keepalive: Option<Keepalive>,
+        generation: u64,
+        owns_port: bool,
+    ) {
+        self.listens.insert(port, Listen { listener, keepalive, half_open: 0, generation, owns_port });
+    }
+
+    /// Removes the listener of `generation` on `port` (not a newer one) and
+    /// drops its half-open handshakes.
+    pub(crate) fn remove_listen(&mut self, port: u16, generation: u64) {
+        if self.listens.get(&port).is_some_and(|l| l.generation == generation) {
+            if let Some(l) = self.listens.remove(&port)
+                && l.owns_port
+            {
+                self.ports.free(port);
+            }
+            let doomed: Vec<ConnId> = self
+                .half_open
+                .iter()
+                .copied()
+                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port }))
+                .collect();
+            for id in doomed {
+                self.abort_half_open(id);
+            }
+        }
+    }
+
+    fn abort_half_open(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(&id) {
+            let (shard, handle) = (conn.shard, conn.handle);
+            if let Phase::HalfOpen { port } = conn.phase
+                && let Some(l) = self.listens.get_mut(&port)
+            {
+                l.half_open = l.half_open.saturating_sub(1);
+            }
+            self.socket(shard, handle).abort();
+            self.half_open.retain(|h| *h != id);
+            self.orphan(id);
+        }
+    }
+
+    /// Closes every open and half-open connection gracefully (disconnect).
+    pub(crate) fn close_all(&mut self) {
+        self.disconnected = true;
+        let ids: Vec<(ConnId, Phase, usize, SocketHandle)> =
+            self.conns.iter().map(|(id, c)| (*id, c.phase, c.shard, c.handle)).collect();
+        for (id, phase, shard, handle) in ids {
+            match phase {
+                Phase::Open => self.socket(shard, handle).close(),
+                Phase::HalfOpen { .. } => self.abort_half_open(id),
+                Phase::Connecting => {
+                    self.socket(shard, handle).abort();
+                }
+                Phase::Orphan => {}
+            }
+        }
+        for (port, l) in self.listens.drain() {
+            if l.owns_port {
+                self.ports.free(port);
+            }
+        }
+    }
+
+    fn is_local(&self, frame: &[u8]) -> bool {
+        wire::destination(frame, self.medium).is_some_and(|dst| self.addrs.contains(&dst))
+    }
+
+    /// Feeds one received frame to the socket set its 4-tuple belongs to,
+    /// making a fresh socket for a SYN to a listened port.
+    fn ingress(&mut self, now: Instant, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        let seg = wire::tcp_segment(&frame, self.medium);
+        let mut conn_id = None;
+        let shard = match seg {
+            None => 0,
+            Some(seg) => {
+                let tuple = (seg.dst, seg.src);
+                if let Some(&id) = self.tuples.get(&tuple) {
+                    conn_id = Some(id);
+                    self.conns[&id].shard
+                } else if seg.syn && !seg.ack && !seg.rst && !self.disconnected && self.addrs.contains(&seg.dst.ip()) {
+                    match self.listens.get(&seg.dst.port()) {
+                        Some(l) if l.half_open >= self.config.max_half_open => {
+                            tracing::debug!(port = seg.dst.port(), "half-open cap reached: SYN dropped");
+                            return;
+                        }
+                        Some(_) => {
+                            let id = self.accept_syn(now, tuple);
+                            conn_id = Some(id);
+                            self.conns[&id].shard
+                        }
+                        None => self.shard_of(&tuple),
+                    }
+                } else {
+                    self.shard_of(&tuple)
+                }
+            }
+        };
+        if let (Some(seg), Some(id)) = (seg, conn_id)
+            && seg.payload_len > 0
+            && let Some(conn) = self.conns.get(&id)
+            && conn.phase == Phase::Orphan
+        {
+            // Data for a closed flow: nobody will read it. Reset, as the
+            // kernel does, so the peer's writes fail instead of stalling.
+            let (shard, handle) = (conn.shard, conn.handle);
+            let sock = self.socket(shard, handle);
+            if !matches!(sock.state(), tcp::State::TimeWait | tcp::State::Closed) {
+                sock.abort();
+            }
+            return;
+        }
+        let mut bridge = Bridge { rx: Some(frame), tx: out, caps: self.caps.clone() };
+        let sh = &mut self.shards[shard];
+        let _: PollIngressSingleResult = self.iface.poll_ingress_single(now, &mut bridge, &mut sh.sockets);
+        sh.dirty = true;
+        if let (Some(seg), Some(id)) = (seg, conn_id)
+            && seg.rst
+            && let Some(conn) = self.conns.get_mut(&id)
+        {
+            let (shard, handle) = (conn.shard, conn.handle);
+            let closed = self.shards[shard].sockets.get::<tcp::Socket<'static>>(handle).state() == tcp::State::Closed;
+            if closed && let Some(conn) = self.conns.get_mut(&id) {
+                conn.rst_seen = true;
+            }
+        }
+    }
+
+    fn accept_syn(&mut self, now: Instant, tuple: Tuple) -> ConnId {
+        let (local, remote) = tuple;
+        let shard = self.shard_of(&tuple);
+        let mut sock = self.new_socket();
+        let keepalive = self.listens.get(&local.port()).and_then(|l| l.keepalive);
+        apply_keepalive(&mut sock, keepalive);
+        // Listening on exactly this address and port: only this SYN's peer
+        // gets it (the socket leaves LISTEN as soon as the SYN is processed).
+        let _ = sock.listen(smoltcp::wire::IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() });
+        let handle = self.shards[shard].sockets.add(sock);
+        let id = self.next_id;
+        self.next_id += 1;
+        let port = local.port();
+        self.conns.insert(
+            id,
+            Conn {
+                shard,
+                handle,
+                local,
+                remote,
+                phase: Phase::HalfOpen { port },
+                rst_seen: false,
+                ephemeral: false,
+                since: now,
+            },
+        );
+        self.tuples.insert(tuple, id);
+        self.half_open.push(id);
+        if let Some(l) = self.listens.get_mut(&port) {
+            l.half_open += 1;
+        }
+        tracing::trace!(%local, %remote, "SYN: new socket");
+        id
+    }
+
+    /// Runs egress on every set that has work or a due timer.
+    fn egress(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        for i in 0..self.shards.len() {
+            let due = self.shards[i].next_at.is_some_and(|t| t <= now);
+            if !self.shards[i].dirty && !due {
+                continue;
+            }
+            let mut bridge = Bridge { rx: None, tx: out, caps: self.caps.clone() };
+            let sh = &mut self.shards[i];
+            sh.dirty = false;
+            for _ in 0..EGRESS_ROUNDS {
+                if self.iface.poll_egress(now, &mut bridge, &mut sh.sockets) == PollResult::None {
+                    break;
+                }
+            }
+            sh.next_at = self.iface.poll_at(now, &sh.sockets);
+        }
+    }
+
+    /// One round of work: frames in, frames out (local ones looped back),
+    /// finished handshakes, reaping. `device_full` skips egress (the device
+    /// has a backlog).
+    pub(crate) fn process(
+        &mut self,
+        now: Instant,
+        rx: &mut Vec<Vec<u8>>,
+        tx: &mut Vec<Vec<u8>>,
+        device_full: bool,
+    ) -> Vec<Accepted> {
+        let mut out = Vec::new();
+        let mut local = Vec::new();
+        for _ in 0..16 {
+            for frame in rx.drain(..) {
+                self.ingress(now, frame, &mut out);
+            }
+            if !device_full {
+                self.egress(now, &mut out);
+            }
+            for frame in out.drain(..) {
+                if self.is_local(&frame) { local.push(frame) } else { tx.push(frame) }
+            }
+            if local.is_empty() {
+                break;
+            }
+            std::mem::swap(rx, &mut local);
+        }
+        let accepted = self.finish_handshakes(now);
+        if now >= self.last_reap + REAP_EVERY.into() {
+            self.reap();
+            self.last_reap = now;
+        }
+        accepted
+    }
+
+    fn finish_handshakes(&mut self, now: Instant) -> Vec<Accepted> {
+        let mut accepted = Vec::new();
+        let mut i = 0;
+        while i < self.half_open.len() {
+            let id = self.half_open[i];
+            let Some(conn) = self.conns.get(&id) else {
+                self.half_open.swap_remove(i);
+                continue;
+            };
+            let Phase::HalfOpen { port } = conn.phase else {
+                self.half_open.swap_remove(i);
+                continue;
+            };
+            let state = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle).state();
+            let expired = now >= conn.since + self.config.handshake_timeout.into();
+            match state {
+                tcp::State::Listen | tcp::State::SynReceived if !expired => i += 1,
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed => {
+                    tracing::trace!(local = %conn.local, remote = %conn.remote, ?state, "handshake abandoned");
+                    self.abort_half_open(id);
+                }
+                _ => {
+                    let (shard, handle, local, remote) = (conn.shard, conn.handle, conn.local, conn.remote);
+                    self.half_open.swap_remove(i);
+                    let listen = self.listens.get_mut(&port);
+                    match listen {
+                        Some(l) => {
+                            l.half_open = l.half_open.saturating_sub(1);
+                            if let Some(c) = self.conns.get_mut(&id) {
+                                c.phase = Phase::Open;
+                            }
+                            accepted.push(Accepted { listener: l.listener.clone(), id, shard, handle, local, remote });
+                        }
+                        None => {
+                            self.socket(shard, handle).abort();
+                            self.orphan(id);
+                        }
+                    }
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Removes closed orphans and frees their ports.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.orphans.len() {
+            let id = self.orphans[i];
+            let Some(conn) = self.conns.get(&id) else {
+                self.orphans.swap_remove(i);
+                continue;
+            };
+            let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
+            if sock.state() != tcp::State::Closed {
+                i += 1;
+                continue;
+            }
+            self.orphans.swap_remove(i);
+            if let Some(conn) = self.conns.remove(&id) {
+                self.shards[conn.shard].sockets.remove(conn.handle);
+                self.tuples.remove(&(conn.local, conn.remote));
+                if conn.ephemeral {
+                    self.ports.free(conn.local.port());
+                }
+            }
+        }
+    }
+
+    /// When the driver should run next (absent frames and kicks).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.shards.iter().filter_map(|s| s.next_at).min();
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for id in &self.half_open {
+            if let Some(c) = self.conns.get(id) {
+                consider(c.since + self.config.handshake_timeout.into());
+            }
+        }
+        if !self.orphans.is_empty() {
+            consider(self.last_reap + REAP_EVERY.into());
+        }
+        next
+    }
+
+    /// Sockets in the table (open, half-open, closing, TIME_WAIT).
+    pub(crate) fn sockets(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// Keepalive with Linux's deadline: probes every `interval` of silence,
+/// death at `after + probes * interval` after the last received segment.
+pub(crate) fn apply_keepalive(sock: &mut tcp::Socket<'static>, keepalive: Option<Keepalive>) {
+    match keepalive {
+        Some(ka) => {
+            sock.set_keep_alive(Some(ka.interval.max(Duration::from_millis(1)).into()));
+            sock.set_timeout(Some(crate::keepalive_deadline(&ka).into()));
+        }
+        None => {
+            sock.set_keep_alive(None);
+            sock.set_timeout(None);
+        }
+    }
+}

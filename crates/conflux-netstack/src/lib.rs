@@ -1,0 +1,97 @@
+//! A userspace TCP/IP stack for conflux: MirageOS's direct stack in Rust,
+//! on [smoltcp](https://docs.rs/smoltcp) 0.14 and tokio.
+//!
+//! [`NetStack`] implements the TCP contract of `conflux-tcp`
+//! ([`TcpStack`](conflux_tcp::TcpStack)): an application written against it
+//! runs unchanged on the host kernel (`conflux-tcp-host`) or on this stack.
+//!
+//! What it does:
+//! - IPv4 and IPv6 with static addresses and default gateways
+//!   ([`StackConfig`]), ARP and NDP on Ethernet, ping replies;
+//! - TCP with congestion control (CUBIC), one fresh socket per SYN to a
+//!   listened port (no RST for the second concurrent client), a cap on
+//!   half-open sockets per listener and a handshake timeout, an ephemeral
+//!   port allocator, `Timeout` told apart from `Refused`, keepalive,
+//!   `write_nodelay` that completes once the peer acknowledged every byte,
+//!   closed sockets (TIME_WAIT included) reaped and their ports freed;
+//! - devices behind [`FrameDevice`], a trait users implement to bring their
+//!   own; shipped: an in-memory [`link_pair`] with seeded [`Faults`], Linux
+//!   [`TapDevice`] (Ethernet) and TUN (IP) devices, and [`Pcap`] capture of
+//!   any device;
+//! - time from tokio's clock: under `tokio::time::pause()` the stack runs in
+//!   virtual time (keepalive hours in milliseconds);
+//! - smoltcp's `log` records forwarded to `tracing` (target `smoltcp`).
+//!
+//! What it does not do (yet): UDP, DHCP, SLAAC, IP fragmentation, and
+//! listening on addresses that are not ours (transparent listening: smoltcp
+//! 0.14 drops packets to foreign addresses even with `any_ip`).
+//!
+//! Design: one driver task per stack owns the device. Each round it takes
+//! the stack's lock once, feeds received frames to smoltcp and runs egress,
+//! then releases the lock and sends the produced frames; no lock is held
+//! while a frame is read or written. Sockets are spread over several small
+//! smoltcp socket sets by a hash of their 4-tuple ([`StackConfig::shards`]):
+//! the driver demultiplexes ingress itself and polls only the sets with
+//! frames, writes or due timers, because smoltcp walks every socket of a set
+//! on every poll. Flows lock, act on their socket, register their waker and
+//! kick the driver.
+//!
+//! Keepalive timing: the stack probes every `interval` of silence and
+//! declares the peer dead `after + probes * interval` after the last
+//! received segment: Linux's deadline ([`keepalive_deadline`]), not
+//! upstream's `after + (probes + 1) * interval`. The first probe goes out
+//! one `interval` into the silence (smoltcp has a single keepalive period).
+//!
+//! ```
+//! use conflux_flow::FlowExt;
+//! use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
+//! use conflux_tcp::{ConnectOptions, TcpStack};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let (a, b) = link_pair(LinkConfig::ethernet());
+//! let client = NetStack::new(StackConfig::new().ipv4("10.0.0.1".parse().unwrap(), 24), a);
+//! let server = NetStack::new(
+//!     StackConfig::new().ipv4("10.0.0.2".parse().unwrap(), 24).mac([2, 0, 0, 0, 0, 2]),
+//!     b,
+//! );
+//! server
+//!     .listen(80, None, |mut flow| async move {
+//!         let _ = flow.write("hello").await;
+//!         let _ = flow.close().await;
+//!     })
+//!     .unwrap();
+//! let mut flow = client.create_connection("10.0.0.2:80".parse().unwrap(), ConnectOptions::new()).await.unwrap();
+//! assert_eq!(flow.read_to_end().await.unwrap(), b"hello");
+//! # });
+//! ```
+#![deny(unsafe_code)]
+
+mod config;
+mod core;
+mod device;
+mod flow;
+mod link;
+mod logbridge;
+mod pcap;
+mod ports;
+mod stack;
+#[allow(unsafe_code)]
+mod sys;
+mod tap;
+mod wire;
+
+pub use crate::{
+    config::StackConfig,
+    device::{Checksums, DeviceCaps, FrameDevice, Medium},
+    flow::NetFlow,
+    link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
+    pcap::Pcap,
+    stack::NetStack,
+    tap::{TapDevice, TunDevice},
+};
+
+/// When this stack declares a silent peer dead under `keepalive`, counted
+/// from the last received segment: `after + probes * interval` (Linux's timing).
+pub fn keepalive_deadline(keepalive: &conflux_tcp::Keepalive) -> std::time::Duration {
+    keepalive.after.saturating_add(keepalive.interval.saturating_mul(keepalive.probes))
+}

@@ -1,0 +1,333 @@
+//! [`NetStack`]: the handle, the driver task and the `TcpStack` contract.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use conflux_tcp::{Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listeners, Listening, TcpStack};
+use smoltcp::socket::tcp;
+use tokio::sync::Notify;
+
+use crate::config::StackConfig;
+use crate::core::{Accepted, ConnId, Core, Phase};
+use crate::device::FrameDevice;
+use crate::flow::NetFlow;
+
+/// What flows and the driver share.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    kick: Arc<Notify>,
+    pub(crate) listeners: Listeners<NetFlow>,
+    open_flows: AtomicUsize,
+    base: tokio::time::Instant,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the driver (something to send, a window to update, a close).
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// The stack's clock: tokio's, so a paused runtime drives it.
+    pub(crate) fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.base.elapsed().as_micros().min(i64::MAX as u128) as i64)
+    }
+
+    fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
+        self.base + Duration::from_micros(t.total_micros().max(0) as u64)
+    }
+
+    pub(crate) fn flow_opened(&self) {
+        self.open_flows.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn flow_closed(&self) {
+        self.open_flows.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A userspace TCP/IP stack over one [`FrameDevice`], driven by a tokio task.
+///
+/// Cloning gives another handle to the same stack. The driver task runs
+/// while any handle or flow exists.
+#[derive(Clone)]
+pub struct NetStack {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NetStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetStack").field("addrs", &self.addrs()).field("open_flows", &self.open_flows()).finish()
+    }
+}
+
+impl NetStack {
+    /// A stack with `config` over `device`; spawns the driver task, so it must
+    /// be called within a tokio runtime.
+    pub fn new<D: FrameDevice>(config: StackConfig, device: D) -> NetStack {
+        crate::logbridge::install();
+        let base = tokio::time::Instant::now();
+        let core = Core::new(config, device.caps(), smoltcp::time::Instant::ZERO);
+        let kick = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            kick: kick.clone(),
+            listeners: Listeners::new(),
+            open_flows: AtomicUsize::new(0),
+            base,
+        });
+        tokio::spawn(drive(Arc::downgrade(&shared), kick, device));
+        NetStack { shared }
+    }
+
+    /// Our addresses (IPv4, global IPv6, link-local IPv6).
+    pub fn addrs(&self) -> Vec<IpAddr> {
+        self.shared.lock().addrs.clone()
+    }
+
+    /// Sockets the stack holds right now, whether or not a flow owns them:
+    /// open, half-open, closing and in TIME_WAIT (10 s). Reaped sockets
+    /// are gone from this count and their ports are free again.
+    pub fn sockets(&self) -> usize {
+        self.shared.lock().sockets()
+    }
+
+    /// Ephemeral and listening ports taken right now.
+    pub fn ports_in_use(&self) -> usize {
+        self.shared.lock().ports.in_use()
+    }
+
+    fn stop_fn(&self, port: u16, generation: u64) -> conflux_tcp::StopFn {
+        let weak = Arc::downgrade(&self.shared);
+        Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.lock().remove_listen(port, generation);
+                shared.kick();
+            }
+        })
+    }
+}
+
+/// Aborts a connection attempt whose future was dropped or failed.
+struct ConnectGuard<'a> {
+    shared: &'a Arc<Shared>,
+    id: Option<ConnId>,
+}
+
+impl Drop for ConnectGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut core = self.shared.lock();
+            if let Some(c) = core.conns.get(&id) {
+                let (shard, handle) = (c.shard, c.handle);
+                core.socket(shard, handle).abort();
+            }
+            core.orphan(id);
+            drop(core);
+            self.shared.kick();
+        }
+    }
+}
+
+impl TcpStack for NetStack {
+    type Flow = NetFlow;
+
+    async fn create_connection(&self, addr: SocketAddr, options: ConnectOptions) -> Result<NetFlow, ConnectError> {
+        let addr = conflux_tcp::canonical_addr(addr);
+        let (id, shard, handle, local, timeout) = {
+            let mut core = self.shared.lock();
+            if core.disconnected {
+                return Err(ConnectError::Disconnected);
+            }
+            if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+                return Err(ConnectError::Other(format!("cannot connect to {addr}").into()));
+            }
+            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute)?;
+            let timeout = options.timeout.unwrap_or(core.config.connect_timeout);
+            let (id, shard, handle, local) =
+                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::Other(e.into()))?;
+            (id, shard, handle, local, timeout)
+        };
+        self.shared.kick();
+        let mut guard = ConnectGuard { shared: &self.shared, id: Some(id) };
+        let established = poll_fn(|cx| {
+            let mut core = self.shared.lock();
+            let rst = core.conns.get(&id).is_some_and(|c| c.rst_seen);
+            let sock = core.socket(shard, handle);
+            match sock.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    sock.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused)),
+                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused)),
+                _ => {
+                    if let Some(c) = core.conns.get_mut(&id) {
+                        c.phase = Phase::Open;
+                    }
+                    Poll::Ready(Ok(()))
+                }
+            }
+        });
+        match tokio::time::timeout(timeout, established).await {
+            Ok(Ok(())) => {
+                guard.id = None;
+                Ok(NetFlow::new(self.shared.clone(), id, shard, handle, local, addr))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    where
+        C: Fn(NetFlow) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut owns_port = false;
+        let mut generation = 0;
+        let (listening, listener) = self.shared.listeners.listen(port, Callback::new(callback), |port| {
+            let mut core = self.shared.lock();
+            if core.disconnected {
+                return Err(ListenError::Disconnected);
+            }
+            let port = if port == 0 {
+                owns_port = true;
+                core.ports
+                    .allocate()
+                    .ok_or_else(|| ListenError::Other("the ephemeral port range is exhausted".into()))?
+            } else {
+                owns_port = core.ports.take(port);
+                port
+            };
+            generation = core.new_listen_generation();
+            let ip = core.addrs.first().copied().unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+            drop(core);
+            Ok((SocketAddr::new(ip, port), self.stop_fn(port, generation)))
+        })?;
+        let mut core = self.shared.lock();
+        if listener.is_stopped() {
+            // Replaced or unlistened before we got here (or disconnected).
+            if owns_port {
+                core.ports.free(listening.port());
+            }
+        } else {
+            core.add_listen(listening.port(), Arc::new(listener), keepalive, generation, owns_port);
+        }
+        Ok(listening)
+    }
+
+    fn unlisten(&self, port: u16) -> bool {
+        self.shared.listeners.unlisten(port)
+    }
+
+    async fn disconnect(&self) {
+        let grace = self.shared.lock().config.disconnect_grace;
+        self.shared
+            .listeners
+            .disconnect(grace, || {
+                self.shared.lock().close_all();
+                self.shared.kick();
+            })
+            .await;
+    }
+
+    fn open_flows(&self) -> usize {
+        self.shared.open_flows.load(Ordering::SeqCst)
+    }
+}
+
+/// Hands finished handshakes to their listeners (outside the lock).
+fn dispatch(shared: &Arc<Shared>, accepted: Vec<Accepted>) {
+    for a in accepted {
+        let flow = NetFlow::new(shared.clone(), a.id, a.shard, a.handle, a.local, a.remote);
+        if let Err(flow) = a.listener.dispatch(flow) {
+            drop(flow);
+        }
+    }
+}
+
+/// Frames received per driver round before the stack processes them.
+const RX_BATCH: usize = 256;
+
+/// The driver: owns the device; each round takes the lock once to process
+/// received frames and timers, then sends outside the lock and sleeps on
+/// the device, a kick, or the next smoltcp deadline.
+async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device: D) {
+    let mut rx: Vec<Vec<u8>> = Vec::new();
+    let mut produced: Vec<Vec<u8>> = Vec::new();
+    let mut tx: VecDeque<Vec<u8>> = VecDeque::new();
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut sleep = pin!(tokio::time::sleep_until(far()));
+    loop {
+        let notified = kick.notified();
+        let mut notified = pin!(notified);
+        notified.as_mut().enable();
+        {
+            let Some(shared) = weak.upgrade() else { return };
+            let now = shared.now();
+            let (accepted, deadline) = {
+                let mut core = shared.lock();
+                let accepted = core.process(now, &mut rx, &mut produced, !tx.is_empty());
+                (accepted, core.next_deadline())
+            };
+            tx.extend(produced.drain(..));
+            dispatch(&shared, accepted);
+            let wake_at = match deadline {
+                Some(t) if tx.is_empty() => shared.instant(t),
+                _ => far(),
+            };
+            sleep.as_mut().reset(wake_at);
+        }
+        let backlog = !tx.is_empty();
+        let alive = poll_fn(|cx| {
+            while let Some(frame) = tx.pop_front() {
+                match device.poll_send_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if let Err(e) = device.send(frame) {
+                            tracing::debug!(error = %e, "device send failed: frame dropped");
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::warn!(error = %e, "device failed: the stack stops");
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending => {
+                        tx.push_front(frame);
+                        break;
+                    }
+                }
+            }
+            while rx.len() < RX_BATCH {
+                match device.poll_recv(cx) {
+                    Poll::Ready(Ok(frame)) => rx.push(frame),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "device closed: the stack stops");
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if !rx.is_empty() || (backlog && tx.is_empty()) {
+                return Poll::Ready(true);
+            }
+            if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            Poll::Pending
+        })
+        .await;
+        if !alive {
+            return;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Just enough header parsing for the driver: the 4-tuple and flags of a TCP
+//! segment (ingress demultiplexing, SYN and RST tracking) and the destination
+//! of an outgoing frame (local delivery). Malformed frames parse as `None`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::device::Medium;
+
+const ETH_HEADER: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const PROTO_TCP: u8 = 6;
+
+/// What the driver needs from a TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// Sender's address.
+    pub(crate) src: SocketAddr,
+    /// Receiver's address.
+    pub(crate) dst: SocketAddr,
+    pub(crate) syn: bool,
+    pub(crate) ack: bool,
+    pub(crate) rst: bool,
+    /// Bytes of data the segment carries.
+    pub(crate) payload_len: usize,
+}
+
+/// The IP packet inside a frame of `medium`, if any.
+fn ip_packet(frame: &[u8], medium: Medium) -> Option<&[u8]> {
+    match medium {
+        Medium::Ip => Some(frame),
+        Medium::Ethernet => {
+            let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+            matches!(ethertype, ETHERTYPE_IPV4 | ETHERTYPE_IPV6).then(|| &frame[ETH_HEADER..])
+        }
+    }
+}
+
+/// (src, dst, protocol, payload) of an IP packet.
+fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, u8, &[u8])> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+            if ihl < 20 || total < ihl || packet.len() < total {
+                return None;
+            }
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(&packet[12..16]).ok()?);
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&packet[16..20]).ok()?);
+            Some((src.into(), dst.into(), packet[9], &packet[ihl..total]))
+        }
+        6 => {
+            if packet.len() < 40 {
+                return None;
+            }
+            let len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[24..40]).ok()?);
+            let payload = packet.get(40..40 + len)?;
+            Some((src.into(), dst.into(), packet[6], payload))
+        }
+        _ => None,
+    }
+}
+
+/// The TCP segment in `frame`, if it is one.
+pub(crate) fn tcp_segment(frame: &[u8], medium: Medium) -> Option<Segment> {
+    let (src, dst, proto, tcp) = ip_parts(ip_packet(frame, medium)?)?;
+    if proto != PROTO_TCP || tcp.len() < 20 {
+        return None;
+    }
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let flags = tcp[13];
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    Some(Segment {
+        payload_len: tcp.len().saturating_sub(data_offset),
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        syn: flags & 0x02 != 0,
+        ack: flags & 0x10 != 0,
+        rst: flags & 0x04 != 0,
+    })
+}
+
+/// Where an outgoing frame is going: the IP destination, or for an ARP
+/// packet the address it asks about.
+pub(crate) fn destination(frame: &[u8], medium: Medium) -> Option<IpAddr> {
+    if medium == Medium::Ethernet && frame.len() >= ETH_HEADER + 28 {
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype == ETHERTYPE_ARP {
+            let t = &frame[ETH_HEADER + 24..ETH_HEADER + 28];
+            return Some(Ipv4Addr::new(t[0], t[1], t[2], t[3]).into());
+        }
+    }
+    let (_, dst, _, _) = ip_parts(ip_packet(frame, medium)?)?;
+    Some(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 SYN from 10.0.0.1:1234 to 10.0.0.2:80 (checksums zero).
+    const SYN_V4: [u8; 40] = [
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // IPv4
+        0x04, 0xd2, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0, // TCP
+    ];
+
+    #[test]
+    fn parses_a_syn() {
+        let seg = tcp_segment(&SYN_V4, Medium::Ip).expect("a segment");
+        assert_eq!(seg.src, "10.0.0.1:1234".parse().unwrap());
+        assert_eq!(seg.dst, "10.0.0.2:80".parse().unwrap());
+        assert!(seg.syn && !seg.ack && !seg.rst);
+        assert_eq!(seg.payload_len, 0);
+        assert_eq!(destination(&SYN_V4, Medium::Ip), Some("10.0.0.2".parse().unwrap()));
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&SYN_V4);
+        assert_eq!(tcp_segment(&eth, Medium::Ethernet), Some(seg));
+    }
+
+    #[test]
+    fn malformed_frames_are_none() {
+        for len in 0..SYN_V4.len() {
+            assert_eq!(tcp_segment(&SYN_V4[..len], Medium::Ip), None, "truncated to {len}");
+        }
+        assert_eq!(tcp_segment(&[0x45; 3], Medium::Ethernet), None);
+        assert_eq!(destination(&[0x60], Medium::Ip), None);
+    }
+}

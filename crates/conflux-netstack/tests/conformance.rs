@@ -1,0 +1,61 @@
+//! The flow conformance kit over TCP flows of two stacks joined by an
+//! in-memory link, in virtual time.
+
+mod support;
+
+use std::sync::Mutex;
+
+use conflux_conformance::{Boxed, Caps, FlowFactory, PairFuture, flow_conformance};
+use conflux_flow::FlowError;
+use conflux_netstack::{LinkConfig, NetFlow, NetStack};
+use conflux_tcp::{ConnectOptions, TcpStack};
+
+/// Makes a fresh pair of stacks per connected pair of flows.
+#[derive(Default)]
+struct NetFactory {
+    link: Option<LinkConfig>,
+    stacks: Mutex<Vec<NetStack>>,
+}
+
+impl NetFactory {
+    fn new(link: LinkConfig) -> NetFactory {
+        NetFactory { link: Some(link), stacks: Mutex::new(Vec::new()) }
+    }
+}
+
+impl FlowFactory for NetFactory {
+    type Flow = NetFlow;
+
+    fn caps(&self) -> Caps {
+        Caps::in_memory()
+    }
+
+    fn pair(&self) -> PairFuture<'_, NetFlow> {
+        Box::pin(async move {
+            let (a, b, _) = support::pair_with(self.link.unwrap_or(LinkConfig::ethernet()), |c| c);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let port = b
+                .listen(0, None, move |f| {
+                    let _ = tx.send(f);
+                    async {}
+                })
+                .map_err(FlowError::other)?
+                .port();
+            let client = a
+                .create_connection(support::addr(support::B4, port), ConnectOptions::new())
+                .await
+                .map_err(FlowError::other)?;
+            let server = rx.recv().await.ok_or_else(FlowError::closed)?;
+            b.unlisten(port);
+            self.stacks.lock().unwrap().extend([a, b]);
+            Ok((client, server))
+        })
+    }
+
+    fn open_resources(&self) -> Option<usize> {
+        Some(self.stacks.lock().unwrap().iter().map(TcpStack::open_flows).sum())
+    }
+}
+
+flow_conformance!(ethernet, NetFactory::new(LinkConfig::ethernet()));
+flow_conformance!(ip_boxed, Boxed(NetFactory::new(LinkConfig::ip())));

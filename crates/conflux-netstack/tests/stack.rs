@@ -1,0 +1,144 @@
+//! The stack over in-memory links: connects, listeners, errors, leaks.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use conflux_flow::FlowExt;
+use conflux_netstack::{LinkConfig, StackConfig};
+use conflux_tcp::{ConnectError, ConnectOptions, TcpFlow, TcpStack};
+use conflux_testkit::{TIMEOUT, payload, within};
+use support::*;
+
+#[tokio::test(start_paused = true)]
+async fn connect_and_echo_over_ethernet_v4_and_v6() {
+    let (a, b, _) = pair();
+    let port = b
+        .listen(7, None, |mut f| async move {
+            while let Ok(Some(c)) = f.read().await {
+                if f.write(c).await.is_err() {
+                    break;
+                }
+            }
+            let _ = f.close().await;
+        })
+        .unwrap()
+        .port();
+    for dst in [B4, B6] {
+        let f = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .expect("connect");
+        assert_eq!(f.dst(), addr(dst, port));
+        let data = payload(1, 300_000);
+        let (mut r, mut w) = f.split();
+        let (_, got) = within("echo", TIMEOUT, async {
+            tokio::join!(
+                async {
+                    w.write(data.clone()).await.unwrap();
+                    w.shutdown().await.unwrap();
+                },
+                async {
+                    let mut got = Vec::new();
+                    while let Some(c) = r.read().await? {
+                        got.extend_from_slice(&c);
+                    }
+                    Ok::<_, conflux_flow::FlowError>(got)
+                }
+            )
+        })
+        .await;
+        let got = got.unwrap();
+        let mut f = r.reunite(w).expect("reunite");
+        assert_eq!(got.len(), data.len());
+        assert_eq!(got, data);
+        f.close().await.unwrap();
+    }
+    assert_eq!(a.open_flows(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_syns_each_get_a_socket() {
+    let (a, b, _) = pair();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let n = accepted.clone();
+    let port = b
+        .listen(0, None, move |mut f| {
+            n.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _ = f.write("hi").await;
+                let _ = f.close().await;
+            }
+        })
+        .unwrap()
+        .port();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut f = a.create_connection(addr(B4, port), ConnectOptions::new()).await.expect("connect");
+            f.read_to_end().await.expect("read")
+        }));
+    }
+    for t in tasks {
+        assert_eq!(within("client", TIMEOUT, t).await.unwrap(), b"hi");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_timeout_and_no_route_are_told_apart() {
+    let (a, _b, _) = pair();
+    let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
+    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    let timeout =
+        a.create_connection(addr("10.0.0.99", 9), ConnectOptions::new().timeout(Duration::from_secs(3))).await;
+    assert!(matches!(timeout, Err(ConnectError::Timeout)), "{timeout:?}");
+    let no_route = a.create_connection(addr("192.168.7.7", 9), ConnectOptions::new()).await;
+    assert!(matches!(no_route, Err(ConnectError::NoRoute)), "{no_route:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ephemeral_ports_exhaust_and_come_back() {
+    let (a, b) = conflux_netstack::link_pair(LinkConfig::ethernet());
+    let a = conflux_netstack::NetStack::new(side(true).ephemeral_ports(50000..=50002), a);
+    let b = conflux_netstack::NetStack::new(side(false), b);
+    b.listen(80, None, |f| async move { drop(f) }).unwrap();
+    let mut flows = Vec::new();
+    for _ in 0..3 {
+        flows.push(a.create_connection(addr(B4, 80), ConnectOptions::new()).await.expect("connect"));
+    }
+    let err = a.create_connection(addr(B4, 80), ConnectOptions::new()).await;
+    assert!(matches!(err, Err(ConnectError::Other(_))), "{err:?}");
+    assert!(err.unwrap_err().to_string().contains("exhausted"));
+    drop(flows);
+    // The server closes first, so our sockets pass no TIME_WAIT... either way
+    // they are reaped within TIME_WAIT (10 s) plus a bit.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(a.sockets(), 0);
+    assert_eq!(a.ports_in_use(), 0);
+    a.create_connection(addr(B4, 80), ConnectOptions::new()).await.expect("a port again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_cap_drops_extra_syns_silently() {
+    let (a, b, _) = pair_with(LinkConfig::ethernet(), |c| c.max_half_open(0));
+    b.listen(80, None, |f| async move { drop(f) }).unwrap();
+    let res = a.create_connection(addr(B4, 80), ConnectOptions::new().timeout(Duration::from_secs(5))).await;
+    assert!(matches!(res, Err(ConnectError::Timeout)), "dropped, not refused: {res:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_delivery_reaches_our_own_listeners() {
+    let (a, _) = conflux_netstack::link_pair(LinkConfig::ip());
+    let a = conflux_netstack::NetStack::new(StackConfig::new().ipv4(ip(A4).to_string().parse().unwrap(), 24), a);
+    let port = a
+        .listen(0, None, |mut f| async move {
+            let _ = f.write("self").await;
+        })
+        .unwrap()
+        .port();
+    let mut f = a.create_connection(addr(A4, port), ConnectOptions::new()).await.expect("connect to self");
+    assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"self");
+}
