@@ -29,6 +29,18 @@ const CHUNK: usize = 128 * 1024;
 const SOURCE: usize = 1 << 20;
 const TOTAL: u64 = 2 << 30;
 const PING: usize = 64;
+/// What a ping carries: written from this (static) slice by both sides.
+static PING_BYTES: [u8; PING] = [0xa5; PING];
+/// The bytes churn echoes, one per connection (cycling), sliced without copying.
+static BYTE_VALUES: [u8; 256] = {
+    let mut v = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        v[i] = i as u8;
+        i += 1;
+    }
+    v
+};
 
 /// The scenarios of the `tcp-host` group, in the order they run.
 pub fn scenarios() -> Vec<Scenario> {
@@ -169,7 +181,7 @@ fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         .port();
     let raw = rt.block_on(raw_listener());
     let raw_port = raw.local_addr().expect("addr").port();
-    let ping = [0xa5u8; PING];
+    let ping = PING_BYTES;
     let pair = measure_pair(
         ctx.runs(7, 5),
         || {
@@ -178,7 +190,7 @@ fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                 flow.set_nodelay(true).expect("nodelay");
                 let start = Instant::now();
                 for _ in 0..rounds {
-                    flow.write(Bytes::copy_from_slice(&ping)).await.expect("write");
+                    flow.write(Bytes::from_static(&PING_BYTES)).await.expect("write");
                     let mut got = 0;
                     while got < PING {
                         got += flow.read().await.expect("read").expect("no Eof mid-ping").len();
@@ -263,7 +275,8 @@ fn churn(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                 for i in 0..conns {
                     let mut flow =
                         stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
-                    flow.write(Bytes::copy_from_slice(&[i as u8])).await.expect("write");
+                    let b = i as usize % 256;
+                    flow.write(Bytes::from_static(&BYTE_VALUES[b..b + 1])).await.expect("write");
                     let b = flow.read().await.expect("read").expect("an echo");
                     assert_eq!(b[..], [i as u8]);
                     flow.close().await.expect("close");

@@ -71,7 +71,7 @@ struct AckWait {
 /// Checks of `SIOCOUTQ` before the first sleep (a yield each: loopback acks in microseconds).
 const ACK_SPINS: u32 = 16;
 /// The size of a flow's first read.
-const FIRST_READ: usize = 16 * 1024;
+const FIRST_READ: usize = 1024;
 /// The longest sleep between two `SIOCOUTQ` checks.
 const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 
