@@ -154,3 +154,156 @@ kit_cases!(
     write_nodelay_waits_for_ack,
     keepalive_detects_cut_link,
 );
+
+/// Skips (visibly) unless TAP devices and namespaces can be made here.
+macro_rules! need_tap {
+    () => {
+        if !conflux_testkit::is_root() {
+            conflux_testkit::skip!(Root, "TAP devices and namespaces need root (CAP_NET_ADMIN)");
+        }
+        if !conflux_testkit::have_command("ip") {
+            conflux_testkit::skip!(Iproute2, "the ip command (iproute2) is not on PATH");
+        }
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            conflux_testkit::skip!(Tap, "/dev/net/tun is missing");
+        }
+    };
+}
+
+mod tap {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, stack_on};
+
+    async fn run(mut cmd: std::process::Command) -> std::process::Output {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::from(std::mem::replace(&mut cmd, std::process::Command::new("true")))
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the command hung")
+        .expect("the command runs");
+        if !out.status.success() {
+            eprintln!("{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        out
+    }
+
+    #[test]
+    fn ping_and_ping6_from_a_namespace_get_replies() {
+        need_tap!();
+        if !conflux_testkit::have_command("ping") {
+            conflux_testkit::skip!(Ping, "ping is not on PATH");
+        }
+        rt().block_on(async {
+            let (ns, dev) = TapNs::create(1500).expect("TAP in a namespace");
+            let _stack = stack_on(dev, None);
+            for (flag, dst) in [("-4", OURS4), ("-6", OURS6)] {
+                let mut cmd = ns.cmd("ping");
+                cmd.args([flag, "-c", "3", "-i", "0.2", "-W", "2", dst]);
+                let out = run(cmd).await;
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "ping {flag} {dst}: {text}");
+                assert!(text.contains("3 received"), "ping {flag} {dst}: {text}");
+            }
+        });
+    }
+
+    fn sha(data: &[u8]) -> Vec<u8> {
+        Sha256::digest(data).to_vec()
+    }
+
+    /// Connects, retrying while the kernel-side listener is not up yet.
+    async fn connect_retrying(stack: &NetStack, addr: SocketAddr) -> NetFlow {
+        for _ in 0..100 {
+            match stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_secs(5))).await {
+                Ok(f) => return f,
+                Err(conflux_tcp::ConnectError::Refused) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("connect to {addr}: {e}"),
+            }
+        }
+        panic!("{addr} never listened");
+    }
+
+    /// Whether a pcap file (Ethernet) holds a TCP SYN.
+    fn pcap_has_syn(file: &[u8]) -> bool {
+        let mut at = 24;
+        while at + 16 <= file.len() {
+            let len = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+            let frame = &file[(at + 16).min(file.len())..(at + 16 + len).min(file.len())];
+            at += 16 + len;
+            if frame.len() >= 14 + 20 + 20 && frame[12..14] == [0x08, 0x00] && frame[14 + 9] == 6 {
+                let ihl = usize::from(frame[14] & 0x0f) * 4;
+                if let Some(flags) = frame.get(14 + ihl + 13)
+                    && flags & 0x02 != 0
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn kernel_interop_both_directions_verified_by_hash() {
+        need_tap!();
+        if !conflux_testkit::have_command("socat") {
+            conflux_testkit::skip!(Socat, "socat is not on PATH");
+        }
+        rt().block_on(async {
+            let (ns, dev) = TapNs::create(1500).expect("TAP in a namespace");
+            let dir = std::env::temp_dir();
+            let tag = format!("cfx-{}-{}", std::process::id(), ns.tap);
+            let pcap = dir.join(format!("{tag}.pcap"));
+            let input = dir.join(format!("{tag}.in"));
+            let output = dir.join(format!("{tag}.out"));
+            let data = conflux_testkit::payload(77, 4 << 20);
+            std::fs::write(&input, &data).unwrap();
+            let stack = stack_on(dev, Some(&pcap));
+
+            // Kernel client -> our server.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            stack
+                .listen(5001, None, move |mut f| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
+                    }
+                })
+                .unwrap();
+            let mut cmd = ns.cmd("socat");
+            cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), &format!("TCP:{OURS4}:5001")]);
+            assert!(run(cmd).await.status.success(), "socat client");
+            let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap().unwrap();
+            assert_eq!(got, sha(&data), "kernel client -> our server");
+
+            // Our client -> kernel server (IPv4), data into a file.
+            let mut cmd = ns.cmd("socat");
+            cmd.args(["-t", "30", "-u", "TCP-LISTEN:5002,reuseaddr", &format!("CREATE:{}", output.display())]);
+            let server = tokio::spawn(run(cmd));
+            let mut f = connect_retrying(&stack, support::addr(KERNEL4, 5002)).await;
+            f.write(data.clone()).await.unwrap();
+            f.close().await.unwrap();
+            assert!(server.await.unwrap().status.success(), "socat server");
+            assert_eq!(sha(&std::fs::read(&output).unwrap()), sha(&data), "our client -> kernel server");
+
+            // Our client <- kernel server over IPv6 (NDP across the TAP).
+            let mut cmd = ns.cmd("socat");
+            cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), "TCP6-LISTEN:5003,reuseaddr"]);
+            let server = tokio::spawn(run(cmd));
+            let mut f = connect_retrying(&stack, support::addr(KERNEL6, 5003)).await;
+            let got = tokio::time::timeout(Duration::from_secs(30), f.read_to_end()).await.unwrap().unwrap();
+            assert_eq!(sha(&got), sha(&data), "kernel server -> our client over IPv6");
+            f.close().await.unwrap();
+            assert!(server.await.unwrap().status.success(), "socat server");
+
+            let capture = std::fs::read(&pcap).unwrap();
+            assert!(pcap_has_syn(&capture), "no SYN in the capture ({} bytes)", capture.len());
+            for p in [&pcap, &input, &output] {
+                let _ = std::fs::remove_file(p);
+            }
+        });
+    }
+}

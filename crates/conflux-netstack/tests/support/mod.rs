@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod tapns;
+
 use std::net::{IpAddr, SocketAddr};
 
 use conflux_netstack::{LinkConfig, LinkSwitch, NetStack, StackConfig, link_pair};
