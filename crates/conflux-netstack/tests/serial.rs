@@ -4,6 +4,10 @@
 
 mod support;
 
+#[path = "../examples/iperf3_server.rs"]
+#[allow(dead_code)]
+mod iperf3_server;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -304,6 +308,53 @@ mod tap {
             for p in [&pcap, &input, &output] {
                 let _ = std::fs::remove_file(p);
             }
+        });
+    }
+
+    /// Runs Debian's `iperf3 -c ADDR -p PORT -t SECS -J` (in `ns` if given)
+    /// against the example server on `stack`; checks it exits 0 and that the
+    /// bytes it reports received equal the server's count.
+    async fn iperf3_against<S: TcpStack>(stack: &S, ns: Option<&TapNs>, addr: &str, secs: u32) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let port = iperf3_server::serve(stack, 0, tx).expect("serve");
+        let mut cmd = match ns {
+            Some(ns) => ns.cmd("iperf3"),
+            None => std::process::Command::new("iperf3"),
+        };
+        cmd.args(["-c", addr, "-p", &port.to_string(), "-t", &secs.to_string(), "-J"]);
+        let out = run(cmd).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "iperf3 -c failed: {stdout}");
+        let json: serde_json::Value = serde_json::from_str(&stdout).expect("iperf3 -J output");
+        let reported = json["end"]["sum_received"]["bytes"].as_u64().expect("end.sum_received.bytes");
+        let ours = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the server's count").unwrap();
+        eprintln!("iperf3 reports {reported} bytes received; the server counted {ours}");
+        assert!(ours > 0);
+        assert_eq!(reported, ours);
+    }
+
+    #[test]
+    fn iperf3_client_runs_5s_against_the_example_server_over_tap() {
+        need_tap!();
+        if !conflux_testkit::have_command("iperf3") {
+            conflux_testkit::skip!(Iperf3, "iperf3 is not on PATH");
+        }
+        rt().block_on(async {
+            let (ns, dev) = TapNs::create(1500).expect("TAP in a namespace");
+            let stack = stack_on(dev, None);
+            iperf3_against(&stack, Some(&ns), OURS4, 5).await;
+        });
+    }
+
+    #[test]
+    fn iperf3_client_against_the_example_server_on_the_kernel_backend() {
+        if !conflux_testkit::have_command("iperf3") {
+            conflux_testkit::skip!(Iperf3, "iperf3 is not on PATH");
+        }
+        rt().block_on(async {
+            let stack = conflux_tcp_host::HostStack::new();
+            iperf3_against(&stack, None, "127.0.0.1", 2).await;
+            stack.disconnect().await;
         });
     }
 }
