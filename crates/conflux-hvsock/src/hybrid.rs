@@ -2,7 +2,6 @@
 //! (`CONNECT <port>\n` / `OK <port>\n`) and hyperkit-style paths.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::addr::{HybridAddr, HyperkitAddr};
 use crate::family::{Family, FamilyListener, with_timeout};
 use crate::unix::{UnixSocket, listen_path};
 
@@ -20,38 +20,6 @@ const MAX_LINE: usize = 64;
 
 /// The default bound on the whole connect + handshake.
 pub const HYBRID_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A port behind a VMM's hybrid vsock Unix socket (`fc-vsock:///path?port=N`).
-///
-/// Connecting dials `path` and asks for `port`; listening binds `<path>_<port>`,
-/// where the VMM delivers guest-initiated connections to that port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HybridAddr {
-    /// The VMM's Unix socket.
-    pub path: PathBuf,
-    /// The vsock port.
-    pub port: u32,
-}
-
-impl HybridAddr {
-    /// The address of `port` behind `path`.
-    pub fn new(path: impl Into<PathBuf>, port: u32) -> HybridAddr {
-        HybridAddr { path: path.into(), port }
-    }
-
-    /// `<path>_<port>`: where guest-initiated connections to `port` arrive.
-    pub fn listen_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!("_{}", self.port));
-        PathBuf::from(p)
-    }
-}
-
-impl fmt::Display for HybridAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fc-vsock://{}?port={}", self.path.display(), self.port)
-    }
-}
 
 /// Reads one `\n`-terminated line without consuming anything after it.
 ///
@@ -187,40 +155,6 @@ impl Family for HybridFamily {
             })
             .await
         }
-    }
-}
-
-/// A hyperkit-style vsock address: `<dir>/connect` to dial, `<dir>/00000002.%08x` to listen.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HyperkitAddr {
-    /// The hyperkit state directory.
-    pub dir: PathBuf,
-    /// The guest CID to dial (3 by default; ignored when listening).
-    pub cid: u32,
-    /// The vsock port.
-    pub port: u32,
-}
-
-impl HyperkitAddr {
-    /// Port `port` of guest CID 3 behind `dir`.
-    pub fn new(dir: impl Into<PathBuf>, port: u32) -> HyperkitAddr {
-        HyperkitAddr { dir: dir.into(), cid: 3, port }
-    }
-
-    /// `<dir>/00000002.<port as %08x>`: where the host listens on `port`.
-    pub fn listen_path(&self) -> PathBuf {
-        self.dir.join(format!("{:08x}.{:08x}", 2, self.port))
-    }
-
-    /// `<dir>/connect`: where the host dials guests.
-    pub fn connect_path(&self) -> PathBuf {
-        self.dir.join("connect")
-    }
-}
-
-impl fmt::Display for HyperkitAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "hyperkit://:{}{}", self.port, self.dir.display())
     }
 }
 

@@ -61,38 +61,52 @@
 mod addr;
 mod codec;
 mod endpoint;
+mod family;
 mod fault;
-mod framed;
-mod hybrid;
+#[cfg(unix)]
 mod listener;
 mod mem;
+mod uri;
+
+#[cfg(unix)]
+mod framed;
+#[cfg(unix)]
+mod hybrid;
+#[cfg(windows)]
+mod hyperv;
+#[cfg(unix)]
 mod raw;
 #[allow(unsafe_code)]
 mod sys;
-mod uri;
-
-mod family;
+#[cfg(unix)]
 mod unix;
 #[cfg(target_os = "linux")]
 mod vsock;
 
 pub use crate::{
-    addr::{Guid, GuidError, HvsockAddr, VsockAddr},
+    addr::{Guid, GuidError, HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr},
     codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Encoder, Frame, Header, HeaderError},
     endpoint::{DEFAULT_CLOSE_TIMEOUT, Endpoint, EndpointError, FramingConfig, ReadEvent},
     family::{Family, FamilyListener, Socket},
     fault::{FaultFamily, FaultListener, FaultSocket, Faults},
-    framed::FramedFlow,
-    hybrid::{
-        FakeVmm, GuestListener, HYBRID_DEFAULT_CONNECT_TIMEOUT, HybridAddr, HybridFamily, HybridListener, HyperkitAddr,
-        HyperkitFamily, HyperkitListener,
-    },
-    listener::{DEFAULT_BACKLOG, Incoming, Listener, RetryPolicy, connect, connect_retry},
     mem::{MEM_DEFAULT_CAPACITY, MemAddr, MemFamily, MemListener, MemSocket},
-    raw::RawFlow,
-    unix::{UnixAddr, UnixFamily, UnixListener, UnixSocket},
     uri::{HvUri, SCHEMES, UriAddr, UriError, UriPart},
 };
+
+#[cfg(unix)]
+pub use crate::{
+    framed::FramedFlow,
+    hybrid::{
+        FakeVmm, GuestListener, HYBRID_DEFAULT_CONNECT_TIMEOUT, HybridFamily, HybridListener, HyperkitFamily,
+        HyperkitListener,
+    },
+    listener::{DEFAULT_BACKLOG, Incoming, Listener, RetryPolicy, connect, connect_retry},
+    raw::RawFlow,
+    unix::{UnixAddr, UnixFamily, UnixListener, UnixSocket},
+};
+
+#[cfg(windows)]
+pub use crate::hyperv::{hyperv_connect, hyperv_listen};
 
 #[cfg(target_os = "linux")]
 pub use crate::vsock::{VSOCK_DEFAULT_CONNECT_TIMEOUT, VsockFamily, VsockListener, VsockSocket, local_cid};

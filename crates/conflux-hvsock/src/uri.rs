@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::addr::{Guid, HvsockAddr, VsockAddr};
-use crate::hybrid::{HybridAddr, HyperkitAddr};
+use crate::addr::{Guid, HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr};
 
 /// The schemes this crate parses.
 pub const SCHEMES: &[&str] = &["vsock", "hvsock", "fc-vsock", "hyperkit", "unix"];

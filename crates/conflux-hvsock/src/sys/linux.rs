@@ -78,10 +78,9 @@ pub(crate) fn local_cid() -> io::Result<u32> {
 
 /// Registers `sock` with the tokio reactor (for readiness of reads and writes).
 pub(crate) fn register(sock: socket2::Socket) -> io::Result<AsyncFd<socket2::Socket>> {
-    // SAFETY: `socket2::Socket` owns its descriptor: it is valid and open, and it
-    // stays open and the same for as long as the `AsyncFd` owns the socket (it is
-    // closed only when the socket is dropped, and nothing swaps it out through
-    // `get_mut`; this crate never calls it).
+    // The socket owns its descriptor, closed only when the socket is dropped;
+    // this crate never swaps it out through `AsyncFd::get_mut`.
+    // SAFETY: so the descriptor is valid, open and the same for the AsyncFd's life.
     unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)
 }
 

@@ -30,9 +30,26 @@ pub(crate) fn sockaddr(addr: &HvsockAddr) -> socket2::SockAddr {
     }
 }
 
-/// Sets `HVSOCKET_CONNECT_TIMEOUT` (milliseconds).
+/// Sets `HVSOCKET_CONNECT_TIMEOUT` (level `HV_PROTOCOL_RAW`, a u32 of milliseconds).
 pub(crate) fn set_connect_timeout(sock: &socket2::Socket, timeout: std::time::Duration) -> io::Result<()> {
-    let _ = (sock, timeout);
-    // socket2 has no generic setsockopt; left to the caller's connect timeout.
-    Ok(())
+    use std::os::windows::io::AsRawSocket;
+    let ms: u32 = timeout.as_millis().min(u32::MAX as u128) as u32;
+    // SAFETY: `ms` lives across the call and its exact size is passed; the
+    // socket is borrowed from a live `socket2::Socket`.
+    let rc = unsafe {
+        windows_sys_setsockopt(
+            sock.as_raw_socket() as usize,
+            HvsockAddr::HV_PROTOCOL_RAW,
+            HvsockAddr::HVSOCKET_CONNECT_TIMEOUT,
+            (&raw const ms).cast(),
+            std::mem::size_of::<u32>() as i32,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[link(name = "ws2_32")]
+unsafe extern "system" {
+    #[link_name = "setsockopt"]
+    fn windows_sys_setsockopt(s: usize, level: i32, optname: i32, optval: *const u8, optlen: i32) -> i32;
 }
