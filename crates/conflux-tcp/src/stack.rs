@@ -90,6 +90,12 @@ pub trait TcpStack: Clone + Send + Sync + 'static {
     /// Listening on a port this stack already listens on replaces the old
     /// listener (upstream parity): the old callback sees no new flow. A callback
     /// that panics is logged and its flow closed; the stack keeps serving.
+    ///
+    /// The callback itself is called (its future then spawned) while the
+    /// listener is held current, which is what lets `unlisten` promise that no
+    /// callback fires after it returns: so the callback must not call
+    /// `unlisten` for its own port *before* returning its future (inside the
+    /// future is fine).
     fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
     where
         C: Fn(Self::Flow) -> Fut + Send + Sync + 'static,
