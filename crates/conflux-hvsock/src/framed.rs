@@ -142,7 +142,7 @@ impl<S: Socket> FramedFlow<S> {
             self.ep.handle_eof(&self.rbuf);
             return Poll::Ready(());
         };
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
             self.rbuf.reserve(READ_CHUNK);
         }
         match sock.poll_read_buf(cx, &mut self.rbuf) {

@@ -112,7 +112,7 @@ impl<S: Socket> Flow for RawFlow<S> {
         if self.read_shut || self.eof || self.closed {
             return Poll::Ready(Ok(None));
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
             self.rbuf.reserve(READ_CHUNK);
         }
         let polled = self.sock.poll_read_buf(cx, &mut self.rbuf);
