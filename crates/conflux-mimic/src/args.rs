@@ -2,31 +2,50 @@
 //! with typed arity.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
+use crate::ctx::FnDef;
 use crate::key::{Key, KeyInfo, Value};
+
+/// One value of a key while unfolding.
+pub(crate) struct Slot {
+    pub(crate) value: Value,
+    /// The function that computed it (`None` for a plain value).
+    pub(crate) origin: Option<Arc<FnDef>>,
+    /// The key's index among the context's entries.
+    pub(crate) key: usize,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").field("key", &self.key).field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
 
 /// The values a function can read while a context is being unfolded: for each
 /// key, its values in preference order (newest first).
 #[derive(Debug)]
 pub struct Env<'a> {
-    slots: &'a [(u64, Vec<Value>)],
+    /// Per key id (sorted), where its values are in `values`.
+    ranges: &'a [(u64, Range<usize>)],
+    values: &'a [Slot],
 }
 
 impl<'a> Env<'a> {
-    pub(crate) fn new(slots: &'a [(u64, Vec<Value>)]) -> Env<'a> {
-        Env { slots }
+    pub(crate) fn new(ranges: &'a [(u64, Range<usize>)], values: &'a [Slot]) -> Env<'a> {
+        Env { ranges, values }
     }
 
-    fn values(&self, key: &KeyInfo) -> &'a [Value] {
-        match self.slots.binary_search_by_key(&key.id, |(id, _)| *id) {
-            Ok(i) => &self.slots[i].1,
+    fn values(&self, key: &KeyInfo) -> &'a [Slot] {
+        match self.ranges.binary_search_by_key(&key.id, |(id, _)| *id) {
+            Ok(i) => &self.values[self.ranges[i].1.clone()],
             Err(_) => &[],
         }
     }
 
     fn newest<T: Clone + 'static>(&self, key: &KeyInfo) -> Option<T> {
-        self.values(key).first().and_then(|v| v.downcast_ref::<T>()).cloned()
+        self.values(key).first().and_then(|s| s.value.downcast_ref::<T>()).cloned()
     }
 }
 
@@ -209,7 +228,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
         out.push_str(self.0.name());
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
-        Ok(env.values(&self.0.info).iter().filter_map(|v| v.downcast_ref::<T>()).cloned().collect())
+        Ok(env.values(&self.0.info).iter().filter_map(|s| s.value.downcast_ref::<T>()).cloned().collect())
     }
 }
 

@@ -1,6 +1,5 @@
 //! The context: for each key an ordered list of plain values and functions.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -66,7 +65,9 @@ pub(crate) struct Entry {
 /// ```
 #[derive(Clone, Default)]
 pub struct Ctx {
-    pub(crate) map: Arc<BTreeMap<u64, Entry>>,
+    /// The keys' entries, sorted by key id (creation order): a small sorted
+    /// vector, cheaper to copy, search and walk than a tree at this size.
+    pub(crate) map: Arc<Vec<Entry>>,
 }
 
 impl Ctx {
@@ -92,8 +93,14 @@ impl Ctx {
 
     fn update(&self, key: &Arc<KeyInfo>, f: impl FnOnce(&mut Vec<Bind>)) -> Ctx {
         let mut map = (*self.map).clone();
-        let entry = map.entry(key.id).or_insert_with(|| Entry { key: key.clone(), binds: Vec::new() });
-        f(&mut entry.binds);
+        let i = match map.binary_search_by_key(&key.id, |e| e.key.id) {
+            Ok(i) => i,
+            Err(i) => {
+                map.insert(i, Entry { key: key.clone(), binds: Vec::new() });
+                i
+            }
+        };
+        f(&mut map[i].binds);
         Ctx { map: Arc::new(map) }
     }
 
@@ -113,7 +120,7 @@ impl Ctx {
     /// The newest plain value of `key` (functions are not run: see
     /// [`Registry::unfold`](crate::Registry::unfold)).
     pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &Key<T>) -> Option<&T> {
-        let entry = self.map.get(&key.info.id)?;
+        let entry = self.entry(key.info.id)?;
         entry.binds.iter().rev().find_map(|b| match b {
             Bind::Value(v) => v.downcast_ref::<T>(),
             Bind::Fun(_) => None,
@@ -175,12 +182,10 @@ impl Ctx {
             return other.clone();
         }
         let mut map = (*self.map).clone();
-        for (id, entry) in other.map.iter() {
-            match map.get_mut(id) {
-                Some(mine) => mine.binds.extend(entry.binds.iter().cloned()),
-                None => {
-                    map.insert(*id, entry.clone());
-                }
+        for entry in other.map.iter() {
+            match map.binary_search_by_key(&entry.key.id, |e| e.key.id) {
+                Ok(i) => map[i].binds.extend(entry.binds.iter().cloned()),
+                Err(i) => map.insert(i, entry.clone()),
             }
         }
         Ctx { map: Arc::new(map) }
@@ -188,7 +193,11 @@ impl Ctx {
 
     /// The names of the keys present, in creation order.
     pub fn key_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.map.values().map(|e| &*e.key.name)
+        self.map.iter().map(|e| &*e.key.name)
+    }
+
+    fn entry(&self, id: u64) -> Option<&Entry> {
+        self.map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &self.map[i])
     }
 }
 
@@ -204,7 +213,7 @@ fn shape<A: Args>(args: &A) -> (Vec<Dep>, String) {
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
-        for e in self.map.values() {
+        for e in self.map.iter() {
             let values = e.binds.iter().filter(|b| matches!(b, Bind::Value(_))).count();
             let funs: Vec<&str> = e
                 .binds

@@ -71,17 +71,17 @@ impl Registry {
     /// ```
     pub fn plan(&self, ctx: &Ctx) -> Result<Plan, Cycle> {
         let entries = entries(ctx);
-        let order = order(&entries)?;
+        let order = order(entries)?;
         // key id -> (name, plain values, available)
         let mut keys: BTreeMap<u64, (String, usize, bool)> = BTreeMap::new();
-        for e in &entries {
+        for e in entries {
             let values = e.binds.iter().filter(|b| matches!(b, Bind::Value(_))).count();
             keys.insert(e.key.id, (e.key.name.to_string(), values, values > 0));
         }
         let mut functions = Vec::new();
         let mut runnable_per_key: BTreeMap<u64, usize> = BTreeMap::new();
         for i in order {
-            let e = entries[i];
+            let e = &entries[i];
             for b in &e.binds {
                 let Bind::Fun(def) = b else { continue };
                 let mut reads = Vec::new();

@@ -131,28 +131,11 @@ fn attempt_of(c: &Cand<'_>, outcome: AttemptOutcome, elapsed: Duration) -> Attem
     }
 }
 
-/// A running attempt: its connect, its deadline, and the timer made only if it has to wait.
+/// A running attempt: its connect and its deadline.
 struct Running {
     index: usize,
     fut: BoxFuture<Result<BoxFlow, BoxError>>,
     deadline: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl Running {
-    /// `Ready(Err(()))` when the attempt timed out. Timers are made lazily:
-    /// a connect that completes at once costs no timer registration.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Result<BoxFlow, BoxError>, ()>> {
-        if let Poll::Ready(r) = self.fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(r));
-        }
-        let deadline = self.deadline;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 struct Slot {
@@ -163,15 +146,21 @@ struct Slot {
 
 /// The candidates' attempts: sequential (the next starts when the last one
 /// failed) or staggered (the next also starts after the race delay).
+///
+/// One timer serves every deadline (each attempt's, the overall one, the
+/// stagger): it is set to the earliest, and made only once some attempt has
+/// to wait, so a connect that completes at once costs no timer registration
+/// and a pending one costs one.
 struct Race<'a> {
     cands: &'a [Cand<'a>],
     options: ResolveOptions,
     slots: Vec<Slot>,
     running: Vec<Running>,
     next: usize,
-    stagger: Option<Pin<Box<Sleep>>>,
+    /// When the next candidate starts in a staggered race.
+    stagger_at: Option<Instant>,
     deadline: Instant,
-    overall: Option<Pin<Box<Sleep>>>,
+    timer: Option<Pin<Box<Sleep>>>,
     expired: bool,
 }
 
@@ -183,9 +172,9 @@ impl<'a> Race<'a> {
             slots: cands.iter().map(|_| Slot { started: None, outcome: None, elapsed: Duration::ZERO }).collect(),
             running: Vec::new(),
             next: 0,
-            stagger: None,
+            stagger_at: None,
             deadline,
-            overall: None,
+            timer: None,
             expired: false,
         }
     }
@@ -197,9 +186,9 @@ impl<'a> Race<'a> {
         let now = Instant::now();
         self.slots[i].started = Some(now);
         let fut = (c.entry.connect)(&c.binding.value);
-        self.running.push(Running { index: i, fut, deadline: now + self.options.attempt_timeout, timer: None });
-        self.stagger = match self.options.race {
-            Some(delay) if self.next < self.cands.len() => Some(Box::pin(tokio::time::sleep(delay))),
+        self.running.push(Running { index: i, fut, deadline: now + self.options.attempt_timeout });
+        self.stagger_at = match self.options.race {
+            Some(delay) if self.next < self.cands.len() => Some(now + delay),
             _ => None,
         };
     }
@@ -262,9 +251,9 @@ impl Future for Race<'_> {
             let mut k = 0;
             while k < this.running.len() {
                 let i = this.running[k].index;
-                match this.running[k].poll(cx) {
+                match this.running[k].fut.as_mut().poll(cx) {
                     Poll::Pending => k += 1,
-                    Poll::Ready(Ok(Ok(flow))) => {
+                    Poll::Ready(Ok(flow)) => {
                         drop(this.running.swap_remove(k));
                         let elapsed = this.slots[i].started.map_or(Duration::ZERO, |s| s.elapsed());
                         tracing::trace!(
@@ -279,27 +268,60 @@ impl Future for Race<'_> {
                         this.cancel_running();
                         return Poll::Ready(Some((i, flow)));
                     }
-                    Poll::Ready(Ok(Err(e))) => {
+                    Poll::Ready(Err(e)) => {
                         drop(this.running.swap_remove(k));
                         this.finish(i, AttemptOutcome::Failed(e));
                         freed = true;
                     }
-                    Poll::Ready(Err(_elapsed)) => {
-                        drop(this.running.swap_remove(k));
-                        this.finish(i, AttemptOutcome::TimedOut(this.options.attempt_timeout));
-                        freed = true;
+                }
+            }
+            let mut stagger_fired = false;
+            if !freed {
+                // Everything running waits: arm the one timer for the earliest deadline.
+                let mut wake_at = this.deadline;
+                for r in &this.running {
+                    wake_at = wake_at.min(r.deadline);
+                }
+                if let Some(at) = this.stagger_at.filter(|_| this.next < n) {
+                    wake_at = wake_at.min(at);
+                }
+                let timer = match &mut this.timer {
+                    Some(t) => {
+                        if t.deadline() != wake_at {
+                            t.as_mut().reset(wake_at);
+                        }
+                        t
+                    }
+                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(wake_at))),
+                };
+                if timer.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    if now >= this.deadline {
+                        this.expired = true;
+                        this.cancel_running();
+                        return Poll::Ready(None);
+                    }
+                    let mut k = 0;
+                    while k < this.running.len() {
+                        if this.running[k].deadline <= now {
+                            let i = this.running.swap_remove(k).index;
+                            this.finish(i, AttemptOutcome::TimedOut(this.options.attempt_timeout));
+                            freed = true;
+                        } else {
+                            k += 1;
+                        }
+                    }
+                    if this.stagger_at.is_some_and(|at| at <= now) {
+                        this.stagger_at = None;
+                        stagger_fired = true;
+                    }
+                    if !(freed || stagger_fired) {
+                        // Woken early (the timer's granularity): wait again.
+                        continue;
                     }
                 }
             }
-            let deadline = this.deadline;
-            let overall = this.overall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if overall.as_mut().poll(cx).is_ready() {
-                this.expired = true;
-                this.cancel_running();
-                return Poll::Ready(None);
-            }
             if this.next < n {
-                let stagger_fired = this.stagger.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
                 let raced = this.options.race.is_some() && (freed || stagger_fired);
                 if raced || this.running.is_empty() {
                     this.start_next();
@@ -307,6 +329,10 @@ impl Future for Race<'_> {
                 }
             } else if this.running.is_empty() {
                 return Poll::Ready(None);
+            }
+            if freed {
+                // An attempt ended: the deadlines changed, re-arm the timer.
+                continue;
             }
             return Poll::Pending;
         }

@@ -132,21 +132,17 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
         key,
         (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
         |(scheme, ips, port, timeout, keepalive)| {
-            if scheme != Scheme::Tcp {
-                return Vec::new();
-            }
-            ips.into_iter()
-                .map(|ip| {
-                    let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
-                    if let Some(t) = timeout {
-                        e = e.connect_timeout(t);
-                    }
-                    if let Some(ka) = keepalive {
-                        e = e.keepalive(ka);
-                    }
-                    e
-                })
-                .collect()
+            // An iterator, not a Vec: the registry collects it once.
+            ips.into_iter().filter(move |_| scheme == Scheme::Tcp).map(move |ip| {
+                let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
+                if let Some(t) = timeout {
+                    e = e.connect_timeout(t);
+                }
+                if let Some(ka) = keepalive {
+                    e = e.keepalive(ka);
+                }
+                e
+            })
         },
     )
 }

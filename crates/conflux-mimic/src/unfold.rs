@@ -2,12 +2,13 @@
 //! run each once, and list every binding in candidate order.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::args::{DepKind, Env, Missing};
+use crate::args::{DepKind, Env, Missing, Slot};
 use crate::ctx::{Bind, Ctx, Entry, FnDef, Step};
 use crate::key::{Key, KeyInfo, Value};
 use crate::registry::{ProtocolEntry, Registry};
@@ -135,20 +136,20 @@ impl<'a> IntoIterator for &'a Unfolded {
 }
 
 /// The entries of `ctx` in key order (by id).
-pub(crate) fn entries(ctx: &Ctx) -> Vec<&Entry> {
-    ctx.map.values().collect()
+pub(crate) fn entries(ctx: &Ctx) -> &[Entry] {
+    &ctx.map
 }
 
-fn index_of(entries: &[&Entry], id: u64) -> Option<usize> {
+fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
     entries.binary_search_by_key(&id, |e| e.key.id).ok()
 }
 
 /// Keys in evaluation order (every key after the function-computed keys it
 /// reads), or the first cycle found.
-pub(crate) fn order(entries: &[&Entry]) -> Result<Vec<usize>, Cycle> {
+pub(crate) fn order(entries: &[Entry]) -> Result<Vec<usize>, Cycle> {
     fn visit(
         i: usize,
-        entries: &[&Entry],
+        entries: &[Entry],
         state: &mut [u8],
         path: &mut Vec<usize>,
         out: &mut Vec<usize>,
@@ -203,28 +204,29 @@ pub(crate) async fn unfold(
     deadline: Instant,
 ) -> Result<Unfolded, Cycle> {
     let entries = entries(ctx);
-    let order = order(&entries)?;
-    let mut slots: Vec<(u64, Vec<Value>)> = entries.iter().map(|e| (e.key.id, Vec::new())).collect();
-    let mut origins: Vec<Vec<Option<Arc<FnDef>>>> = vec![Vec::new(); entries.len()];
+    let order = order(entries)?;
+    // Every value, newest first within a key, each with the function that
+    // made it; keys in evaluation order, each key's values contiguous.
+    let mut values: Vec<Slot> = Vec::new();
+    // Per key (in key order): where its values are in `values`.
+    let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.key.id, 0..0)).collect();
     let mut functions = Vec::new();
     let mut overall_expired = None;
     for i in order {
-        // Oldest first while collecting; stored newest first.
-        let mut values: Vec<Value> = Vec::new();
-        let mut from: Vec<Option<Arc<FnDef>>> = Vec::new();
+        // Oldest first while collecting; reversed to newest first below.
+        let start = values.len();
         for bind in &entries[i].binds {
             let def = match bind {
                 Bind::Value(v) => {
-                    values.push(v.clone());
-                    from.push(None);
+                    values.push(Slot { value: v.clone(), origin: None, key: i });
                     continue;
                 }
                 Bind::Fun(def) => def,
             };
-            let step = (def.run)(&Env::new(&slots));
+            let step = (def.run)(&Env::new(&ranges, &values));
             let outcome = match step {
                 Err(Missing { key }) => {
-                    let provided = index_of(&entries, key.id).is_some();
+                    let provided = index_of(entries, key.id).is_some();
                     FnOutcome::Dropped { missing: key.name.to_string(), provided }
                 }
                 Ok(step) => {
@@ -248,10 +250,11 @@ pub(crate) async fn unfold(
                         Ok(v) if v.is_empty() => FnOutcome::ReturnedNone,
                         Ok(v) => {
                             let n = v.len();
-                            for value in v.into_iter().rev() {
-                                values.push(value);
-                                from.push(Some(def.clone()));
-                            }
+                            values.extend(v.into_iter().rev().map(|value| Slot {
+                                value,
+                                origin: Some(def.clone()),
+                                key: i,
+                            }));
                             FnOutcome::Produced(n)
                         }
                         Err(o) => o,
@@ -266,18 +269,15 @@ pub(crate) async fn unfold(
             );
             functions.push(FnReport { def: def.clone(), outcome });
         }
-        values.reverse();
-        from.reverse();
-        slots[i].1 = values;
-        origins[i] = from;
+        values[start..].reverse();
+        ranges[i].1 = start..values.len();
     }
-    let mut bindings = Vec::new();
-    for ((entry, (_, values)), from) in entries.iter().zip(slots).zip(origins) {
-        for (value, origin) in values.into_iter().zip(from) {
-            bindings.push(Binding { key: entry.key.clone(), value, origin });
-        }
-    }
-    bindings.sort_by_key(|b| rank(registry, &b.key));
+    // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
+    values.sort_by_key(|s| (rank(registry, &entries[s.key].key), entries[s.key].key.id));
+    let bindings = values
+        .into_iter()
+        .map(|s| Binding { key: entries[s.key].key.clone(), value: s.value, origin: s.origin })
+        .collect();
     Ok(Unfolded { bindings, functions, empty_context: ctx.is_empty(), overall_expired })
 }
 

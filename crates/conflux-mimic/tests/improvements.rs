@@ -312,3 +312,22 @@ fn plan_shows_functions_and_candidates_without_running_anything() {
     assert!(dot.starts_with("digraph mimic {") && dot.trim_end().ends_with('}'), "{dot}");
     assert!(dot.contains("candidate #1") && dot.contains("style=\"dashed\""), "{dot}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn racing_attempts_each_time_out_at_their_own_deadline() {
+    let opts = ResolveOptions::new().attempt_timeout(Duration::from_secs(2)).race(Duration::from_secs(1));
+    let registry = Registry::with_options(opts);
+    let keys: Vec<Key<()>> =
+        (1..=3).map(|p| hanging(&registry, &format!("h{p}"), RegisterOptions::new().priority(p)).0).collect();
+    let ctx = keys.iter().fold(Ctx::new(), |ctx, k| ctx.add(k, ()));
+    let started = Instant::now();
+    let err = registry.resolve(&ctx).await.unwrap_err();
+    // Started at 0, 1 and 2 s; each gives up 2 s after its start.
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    let report = err.not_found().unwrap();
+    assert_eq!(report.reason(), &Reason::Exhausted);
+    for a in report.attempts() {
+        assert!(matches!(a.outcome(), AttemptOutcome::TimedOut(t) if *t == Duration::from_secs(2)), "{err}");
+        assert_eq!(a.elapsed(), Duration::from_secs(2), "{err}");
+    }
+}
