@@ -270,7 +270,6 @@ impl<Fut: Future> Future for CatchUnwind<Fut> {
 #[macro_export]
 macro_rules! flow_conformance {
     ($name:ident, $factory:expr) => {
-        #[allow(non_snake_case)]
         mod $name {
             #[allow(unused_imports)]
             use super::*;

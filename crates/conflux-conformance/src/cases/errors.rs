@@ -7,8 +7,8 @@ use crate::FlowFactory;
 use crate::case::Kit;
 use crate::util::{CaseResult, Ctx, PROMPT, QUIET, bounded, ensure, joined, read_chunk, read_until_end};
 
-/// Makes a pair, has the peer close, and writes on `a` until a write fails.
-/// Returns `a`, the first error, and the peer's task to join.
+/// Makes a pair, has the peer close, and writes on `a` until a write fails
+/// (at most 200 attempts). Returns `a` and the first write error.
 async fn write_until_error<F: FlowFactory>(kit: &Kit<'_, F>) -> Result<(F::Flow, FlowError), String> {
     let (mut a, b) = kit.pair().await?;
     let peer = tokio::spawn(async move {
