@@ -3,10 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::args::{Args, Dep, Env, Missing};
 use crate::key::{Key, KeyInfo, Value};
+use crate::report::Cycle;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -65,12 +66,37 @@ pub(crate) struct Entry {
 /// ```
 #[derive(Clone, Default)]
 pub struct Ctx {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+#[derive(Default)]
+pub(crate) struct CtxInner {
     /// The keys' entries, sorted by key id (creation order): a small sorted
     /// vector, cheaper to copy, search and walk than a tree at this size.
-    pub(crate) map: Arc<Vec<Entry>>,
+    pub(crate) map: Vec<Entry>,
+    /// The evaluation order of the keys (or the cycle), computed by the
+    /// first unfold or plan of this context and kept: a context never changes.
+    order: OnceLock<Result<Vec<usize>, Cycle>>,
 }
 
 impl Ctx {
+    fn from_entries(map: Vec<Entry>) -> Ctx {
+        Ctx { inner: Arc::new(CtxInner { map, order: OnceLock::new() }) }
+    }
+
+    /// The entries, in key order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.inner.map
+    }
+
+    /// The keys in evaluation order, or the first cycle (computed once per context).
+    pub(crate) fn order(&self) -> Result<&[usize], Cycle> {
+        match self.inner.order.get_or_init(|| crate::unfold::order(&self.inner.map)) {
+            Ok(order) => Ok(order),
+            Err(cycle) => Err(cycle.clone()),
+        }
+    }
+
     /// The empty context.
     pub fn new() -> Ctx {
         Ctx::default()
@@ -83,16 +109,16 @@ impl Ctx {
 
     /// True when no key has a value or a function.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.inner.map.is_empty()
     }
 
     /// How many keys have a value or a function.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.inner.map.len()
     }
 
     fn update(&self, key: &Arc<KeyInfo>, f: impl FnOnce(&mut Vec<Bind>)) -> Ctx {
-        let mut map = (*self.map).clone();
+        let mut map = self.inner.map.clone();
         let i = match map.binary_search_by_key(&key.id, |e| e.key.id) {
             Ok(i) => i,
             Err(i) => {
@@ -101,7 +127,7 @@ impl Ctx {
             }
         };
         f(&mut map[i].binds);
-        Ctx { map: Arc::new(map) }
+        Ctx::from_entries(map)
     }
 
     /// Appends `value` to `key`'s list: it becomes the newest value.
@@ -181,23 +207,24 @@ impl Ctx {
         if self.is_empty() {
             return other.clone();
         }
-        let mut map = (*self.map).clone();
-        for entry in other.map.iter() {
+        let mut map = self.inner.map.clone();
+        for entry in other.inner.map.iter() {
             match map.binary_search_by_key(&entry.key.id, |e| e.key.id) {
                 Ok(i) => map[i].binds.extend(entry.binds.iter().cloned()),
                 Err(i) => map.insert(i, entry.clone()),
             }
         }
-        Ctx { map: Arc::new(map) }
+        Ctx::from_entries(map)
     }
 
     /// The names of the keys present, in creation order.
     pub fn key_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.map.iter().map(|e| &*e.key.name)
+        self.inner.map.iter().map(|e| &*e.key.name)
     }
 
     fn entry(&self, id: u64) -> Option<&Entry> {
-        self.map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &self.map[i])
+        let map = &self.inner.map;
+        map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &map[i])
     }
 }
 
@@ -213,7 +240,7 @@ fn shape<A: Args>(args: &A) -> (Vec<Dep>, String) {
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
-        for e in self.map.iter() {
+        for e in self.inner.map.iter() {
             let values = e.binds.iter().filter(|b| matches!(b, Bind::Value(_))).count();
             let funs: Vec<&str> = e
                 .binds

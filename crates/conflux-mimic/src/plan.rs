@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use crate::ctx::{Bind, Ctx};
 use crate::registry::Registry;
 use crate::report::Cycle;
-use crate::unfold::{entries, is_required, order, rank};
+use crate::unfold::{is_required, rank};
 
 /// One function in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +70,8 @@ impl Registry {
     /// assert!(plan.to_dot().starts_with("digraph mimic {"));
     /// ```
     pub fn plan(&self, ctx: &Ctx) -> Result<Plan, Cycle> {
-        let entries = entries(ctx);
-        let order = order(entries)?;
+        let entries = ctx.entries();
+        let order = ctx.order()?;
         // key id -> (name, plain values, available)
         let mut keys: BTreeMap<u64, (String, usize, bool)> = BTreeMap::new();
         for e in entries {
@@ -80,7 +80,7 @@ impl Registry {
         }
         let mut functions = Vec::new();
         let mut runnable_per_key: BTreeMap<u64, usize> = BTreeMap::new();
-        for i in order {
+        for &i in order {
             let e = &entries[i];
             for b in &e.binds {
                 let Bind::Fun(def) = b else { continue };

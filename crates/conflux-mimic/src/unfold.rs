@@ -135,11 +135,6 @@ impl<'a> IntoIterator for &'a Unfolded {
     }
 }
 
-/// The entries of `ctx` in key order (by id).
-pub(crate) fn entries(ctx: &Ctx) -> &[Entry] {
-    &ctx.map
-}
-
 fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
     entries.binary_search_by_key(&id, |e| e.key.id).ok()
 }
@@ -203,16 +198,16 @@ pub(crate) async fn unfold(
     attempt_timeout: Duration,
     deadline: Instant,
 ) -> Result<Unfolded, Cycle> {
-    let entries = entries(ctx);
-    let order = order(entries)?;
+    let entries = ctx.entries();
+    let order = ctx.order()?;
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
-    let mut values: Vec<Slot> = Vec::new();
+    let mut values: Vec<Slot> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
     // Per key (in key order): where its values are in `values`.
     let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.key.id, 0..0)).collect();
     let mut functions = Vec::new();
     let mut overall_expired = None;
-    for i in order {
+    for &i in order {
         // Oldest first while collecting; reversed to newest first below.
         let start = values.len();
         for bind in &entries[i].binds {
@@ -273,7 +268,8 @@ pub(crate) async fn unfold(
         ranges[i].1 = start..values.len();
     }
     // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
-    values.sort_by_key(|s| (rank(registry, &entries[s.key].key), entries[s.key].key.id));
+    let ranks: Vec<_> = entries.iter().map(|e| rank(registry, &e.key)).collect();
+    values.sort_by_key(|s| (ranks[s.key], s.key));
     let bindings = values
         .into_iter()
         .map(|s| Binding { key: entries[s.key].key.clone(), value: s.value, origin: s.origin })
