@@ -5,7 +5,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
+
+pub use conflux_uri::{Guid, GuidError};
+
+use crate::uri::UriAddr;
 
 /// An AF_VSOCK address: a context id (CID) and a port.
 ///
@@ -58,150 +61,9 @@ impl VsockAddr {
 }
 
 impl fmt::Display for VsockAddr {
+    /// The endpoint's URI, printed by the workspace's one URI printer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("vsock://")?;
-        if self.cid != Self::CID_ANY {
-            write!(f, "{}", self.cid)?;
-        }
-        f.write_str(":")?;
-        if self.port == Self::PORT_ANY { f.write_str("any") } else { write!(f, "{}", self.port) }
-    }
-}
-
-/// A GUID, as Hyper-V sockets use them.
-///
-/// Text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (parsed case-insensitively,
-/// printed lowercase); bytes in Windows order: `Data1` u32 LE, `Data2` u16 LE,
-/// `Data3` u16 LE, then 8 raw bytes.
-///
-/// ```
-/// use conflux_hvsock::Guid;
-/// let g: Guid = "E0E16197-DD56-4A10-9195-5EE7A155A838".parse().unwrap();
-/// assert_eq!(g, Guid::LOOPBACK);
-/// assert_eq!(g.to_bytes()[..4], [0x97, 0x61, 0xe1, 0xe0]);
-/// assert_eq!(Guid::from_vsock_port(0x5653).to_string(), "00005653-facb-11e6-bd58-64006a7986d3");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Guid {
-    /// The first 32 bits.
-    pub data1: u32,
-    /// The next 16 bits.
-    pub data2: u16,
-    /// The next 16 bits.
-    pub data3: u16,
-    /// The last 64 bits, as written.
-    pub data4: [u8; 8],
-}
-
-/// A GUID's text is malformed; the message says where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid GUID {text:?}: {reason}")]
-pub struct GuidError {
-    text: String,
-    reason: &'static str,
-}
-
-impl Guid {
-    /// `HV_GUID_WILDCARD` / `HV_GUID_ZERO`: any VM (when listening).
-    pub const WILDCARD: Guid = Guid::from_fields(0, 0, 0, [0; 8]);
-    /// `HV_GUID_BROADCAST`.
-    pub const BROADCAST: Guid = Guid::from_fields(0xffff_ffff, 0xffff, 0xffff, [0xff; 8]);
-    /// `HV_GUID_CHILDREN`: every child partition.
-    pub const CHILDREN: Guid =
-        Guid::from_fields(0x90db_8b89, 0x0d35, 0x4f79, [0x8c, 0xe9, 0x49, 0xea, 0x0a, 0xc8, 0xb7, 0xcd]);
-    /// `HV_GUID_LOOPBACK`.
-    pub const LOOPBACK: Guid =
-        Guid::from_fields(0xe0e1_6197, 0xdd56, 0x4a10, [0x91, 0x95, 0x5e, 0xe7, 0xa1, 0x55, 0xa8, 0x38]);
-    /// `HV_GUID_PARENT`: the host, seen from a VM.
-    pub const PARENT: Guid =
-        Guid::from_fields(0xa42e_7cda, 0xd03f, 0x480c, [0x9c, 0xc2, 0xa4, 0xde, 0x20, 0xab, 0xb8, 0x78]);
-    /// `HV_GUID_SILOHOST`.
-    pub const SILOHOST: Guid =
-        Guid::from_fields(0x36bd_0c5c, 0x7276, 0x4223, [0x88, 0xba, 0x7d, 0x03, 0xb6, 0x54, 0xc5, 0x68]);
-
-    /// The template of service ids that stand for vsock ports: `%08x-facb-11e6-bd58-64006a7986d3`.
-    pub const VSOCK_TEMPLATE: Guid =
-        Guid::from_fields(0, 0xfacb, 0x11e6, [0xbd, 0x58, 0x64, 0x00, 0x6a, 0x79, 0x86, 0xd3]);
-
-    /// A GUID from its fields.
-    pub const fn from_fields(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> Guid {
-        Guid { data1, data2, data3, data4 }
-    }
-
-    /// The service id of vsock port `port`.
-    pub const fn from_vsock_port(port: u32) -> Guid {
-        Guid { data1: port, ..Guid::VSOCK_TEMPLATE }
-    }
-
-    /// The vsock port this service id stands for, if it follows the template.
-    pub fn vsock_port(&self) -> Option<u32> {
-        (Guid { data1: 0, ..*self } == Guid::VSOCK_TEMPLATE).then_some(self.data1)
-    }
-
-    /// The 16 bytes in Windows order.
-    pub fn to_bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.data1.to_le_bytes());
-        b[4..6].copy_from_slice(&self.data2.to_le_bytes());
-        b[6..8].copy_from_slice(&self.data3.to_le_bytes());
-        b[8..16].copy_from_slice(&self.data4);
-        b
-    }
-
-    /// From 16 bytes in Windows order.
-    pub fn from_bytes(b: [u8; 16]) -> Guid {
-        Guid {
-            data1: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            data2: u16::from_le_bytes([b[4], b[5]]),
-            data3: u16::from_le_bytes([b[6], b[7]]),
-            data4: [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
-        }
-    }
-}
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &self.data4;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            self.data1, self.data2, self.data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
-        )
-    }
-}
-
-impl FromStr for Guid {
-    type Err = GuidError;
-
-    fn from_str(s: &str) -> Result<Guid, GuidError> {
-        let err = |reason| GuidError { text: s.to_owned(), reason };
-        let t = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(s);
-        let groups: Vec<&str> = t.split('-').collect();
-        if groups.len() != 5 {
-            return Err(err("expected 5 groups separated by '-'"));
-        }
-        let lens = [8, 4, 4, 4, 12];
-        for (i, (g, want)) in groups.iter().zip(lens).enumerate() {
-            if g.len() != want {
-                return Err(err([
-                    "group 1 must have 8 digits",
-                    "group 2 must have 4 digits",
-                    "group 3 must have 4 digits",
-                    "group 4 must have 4 digits",
-                    "group 5 must have 12 digits",
-                ][i]));
-            }
-            if !g.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err("not a hexadecimal digit"));
-            }
-        }
-        let hex = |g: &str| u64::from_str_radix(g, 16).map_err(|_| err("not a hexadecimal digit"));
-        let tail = format!("{}{}", groups[3], groups[4]);
-        let mut data4 = [0u8; 8];
-        for (i, byte) in data4.iter_mut().enumerate() {
-            *byte = hex(&tail[2 * i..2 * i + 2])? as u8;
-        }
-        Ok(Guid { data1: hex(groups[0])? as u32, data2: hex(groups[1])? as u16, data3: hex(groups[2])? as u16, data4 })
+        crate::uri::fmt_addr(UriAddr::Vsock(*self), f)
     }
 }
 
@@ -258,12 +120,9 @@ impl HvsockAddr {
 }
 
 impl fmt::Display for HvsockAddr {
+    /// The endpoint's URI, printed by the workspace's one URI printer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.vm_id == Guid::WILDCARD {
-            write!(f, "hvsock:///{}", self.service_id)
-        } else {
-            write!(f, "hvsock://{}/{}", self.vm_id, self.service_id)
-        }
+        crate::uri::fmt_addr(UriAddr::Hvsock(*self), f)
     }
 }
 
@@ -294,8 +153,9 @@ impl HybridAddr {
 }
 
 impl fmt::Display for HybridAddr {
+    /// The endpoint's URI, printed by the workspace's one URI printer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fc-vsock://{}?port={}", self.path.display(), self.port)
+        crate::uri::fmt_addr(UriAddr::FcVsock(self.clone()), f)
     }
 }
 
@@ -328,8 +188,9 @@ impl HyperkitAddr {
 }
 
 impl fmt::Display for HyperkitAddr {
+    /// The endpoint's URI, printed by the workspace's one URI printer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "hyperkit://:{}{}", self.port, self.dir.display())
+        crate::uri::fmt_addr(UriAddr::Hyperkit(self.clone()), f)
     }
 }
 
