@@ -15,8 +15,8 @@ use crate::{Flow, FlowError, Shutdown};
 /// Reading through [`AsyncBufRead`] hands out the flow's own buffers without
 /// copying; `AsyncRead` copies into the caller's buffer. Writes copy the
 /// caller's slice once into an owned buffer. `poll_shutdown` is the flow's
-/// `shutdown(Write)` (idempotent); `poll_flush` has nothing to do, since a flow
-/// write completes once the flow accepted the bytes.
+/// `shutdown(Write)` (idempotent); `poll_flush` polls an empty write, which
+/// finishes a flush the flow still owes (and is `Ok` at once otherwise).
 #[derive(Debug)]
 pub struct FlowIo<F> {
     flow: F,
@@ -129,8 +129,10 @@ impl<F: Flow> AsyncWrite for FlowIo<F> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Polls an empty write, which finishes any write the flow accepted but
+    /// has not flushed yet (a layered stream); for other flows it is `Ok` at once.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().flow.poll_write(cx, &mut Bytes::new()).map_err(io::Error::from)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -42,10 +42,13 @@ impl Shutdown {
 ///   (Eof) once the peer shut its write side and every in-flight byte was read. Eof
 ///   is sticky; after an error no later read yields data.
 /// - [`poll_write`](Flow::poll_write) takes bytes out of the front of `buf`
-///   (ownership moves into the flow) and is ready once `buf` is empty, i.e. the
-///   whole buffer was *accepted* (not necessarily delivered). On `Pending`, what
-///   is left in `buf` was not accepted. An empty write is `Ok` and sends nothing.
-///   Once the flow can no longer send, writes fail with `Closed`.
+///   (ownership moves into the flow) and is ready once the whole buffer was
+///   *accepted* (not necessarily delivered). On `Pending`, what is left in `buf`
+///   was not accepted; `buf` may be empty while the write is still pending (a
+///   layered stream finishing its flush), so callers poll until `Ready`, as the
+///   futures of [`FlowExt`] do. An empty write sends nothing; a flow with an
+///   unfinished flush uses it to finish that flush. Once the flow can no longer
+///   send, writes fail with `Closed`.
 /// - [`poll_shutdown`](Flow::poll_shutdown) is idempotent: a second call is `Ok`
 ///   and signals nothing more.
 /// - [`poll_close`](Flow::poll_close) terminates the flow gracefully (bytes already

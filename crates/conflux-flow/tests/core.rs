@@ -112,3 +112,24 @@ fn a_flow_is_usable_as_a_trait_object() {
         assert_eq!(b.read_to_end().await.unwrap(), b"dyn");
     });
 }
+
+#[test]
+fn flushing_the_tokio_view_finishes_a_flush_the_flow_owes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+    rt().block_on(async {
+        // 8 bytes of room: the buffered stream's flush stays pending until the reader drains.
+        let (near, mut far) = tokio::io::duplex(8);
+        let reader = tokio::spawn(async move {
+            let mut got = [0u8; 18];
+            far.read_exact(&mut got).await.map(|_| got)
+        });
+        // A flow whose writes sit in a buffer until flushed, seen through tokio again.
+        let mut io = FromTokio::new(BufWriter::new(near)).into_tokio();
+        io.write_all(b"held until flushed").await.unwrap();
+        io.flush().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("flush delivered everything");
+        assert_eq!(&got.unwrap().unwrap(), b"held until flushed");
+        io.shutdown().await.unwrap();
+        io.flush().await.expect("an empty write after shutdown is still Ok");
+    });
+}
