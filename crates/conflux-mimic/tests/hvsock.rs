@@ -119,3 +119,54 @@ async fn a_refused_port_is_reported_with_the_protocol_and_the_timeout_reaches_th
     let err = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap_err();
     assert!(err.to_string().contains("fc-vsock+framing"), "{err}");
 }
+
+#[tokio::test]
+async fn hyperkit_uri_dials_the_connect_socket_with_cid_and_port() {
+    let dir = TempDir::new("hk");
+    let listener = tokio::net::UnixListener::bind(dir.path().join("connect")).unwrap();
+    // Hyperkit's side: one `CID.PORT\n` line in hex, then the stream itself.
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await?;
+        let mut flow = RawFlow::new(UnixSocket::from_tokio(s)?);
+        let mut got = flow.read_to_end().await?;
+        let rest = got.split_off(18);
+        flow.write(rest).await?;
+        flow.close().await?;
+        Ok::<_, FlowError>(String::from_utf8(got).unwrap())
+    });
+    let (registry, hv) = registry();
+    let ctx = registry.ctx_from_uri(&format!("hyperkit://:80{}", dir.path().display()).parse().unwrap()).unwrap();
+    let flow = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap();
+    assert!(hv.hyperkit.raw_handle.is(&flow), "{flow:?}");
+    ping(flow, "hyperkit").await;
+    assert_eq!(within("server", TIMEOUT, server).await.unwrap().unwrap(), "00000003.00000050\n");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn vsock_uri_resolves_over_loopback_when_the_host_has_it() {
+    use conflux_hvsock::{Family, VsockAddr, VsockFamily};
+    let listener = match Listener::bind(&VsockFamily, &VsockAddr::any(VsockAddr::PORT_ANY)) {
+        Ok(l) => l,
+        Err(e) => conflux_testkit::skip!(NoVsockLoopback, "cannot bind AF_VSOCK: {e}"),
+    };
+    let port = listener.local_addr().unwrap().port;
+    // Probe once, directly: without vsock loopback (CID 1) the registry has nothing to prove here.
+    let probe = VsockFamily.connect(&VsockAddr::new(VsockAddr::CID_LOCAL, port), Some(Duration::from_millis(300)));
+    let (probe, accepted) =
+        tokio::join!(probe, async { tokio::time::timeout(Duration::from_millis(300), listener.accept()).await });
+    if let Err(e) = probe {
+        conflux_testkit::skip!(NoVsockLoopback, "connect to CID 1 failed: {e}");
+    }
+    drop(accepted);
+    let server = tokio::spawn(async move {
+        let (flow, _) = listener.accept().await?;
+        echo(flow).await
+    });
+    let (registry, hv) = registry();
+    let ctx = registry.ctx_from_uri(&format!("vsock://local:{port}?connect_timeout=1s").parse().unwrap()).unwrap();
+    let flow = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap();
+    assert!(hv.vsock.raw_handle.is(&flow), "{flow:?}");
+    ping(flow, "vsock").await;
+    assert_eq!(within("server", TIMEOUT, server).await.unwrap().unwrap(), b"vsock");
+}
