@@ -1,6 +1,7 @@
 //! Flow conformance, section H: H1, the flow kit (A-F, G1, G2, J) over flows
 //! resolved through a [`Registry`] as [`BoxFlow`]s (an in-memory pipe
-//! protocol, kernel TCP on 127.0.0.1, hvsock framed over a Unix socket);
+//! protocol, kernel TCP on 127.0.0.1, hvsock framed over a Unix socket, TLS
+//! over kernel TCP);
 //! H2, a resolved flow downcasts to its concrete type and not to another
 //! protocol's.
 //!
@@ -13,6 +14,7 @@ mod fixtures;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -20,7 +22,8 @@ use conflux_conformance::{Caps, FlowFactory, PairFuture, flow_conformance};
 use conflux_flow::{FlowError, FlowExt, Pipe, Shutdown, pipe};
 use conflux_hvsock::{Family, FamilyListener, FramedFlow, FramingConfig, UnixAddr, UnixFamily, UnixSocket};
 use conflux_mimic::{
-    BoxFlow, Ctx, Handle, Key, Protocol, RegisterOptions, Registry, Tcp, TcpFlow, register_hvsock, register_tcp_with,
+    BoxFlow, Ctx, Handle, Key, Protocol, RegisterOptions, Registry, Tcp, TcpFlow, TlsFlow, TlsKeys, register_hvsock,
+    register_tcp_with, register_tls,
 };
 use conflux_tcp::TcpStack;
 use conflux_tcp_host::HostStack;
@@ -189,9 +192,70 @@ impl FlowFactory for RegistryUnixFramed {
     }
 }
 
+/// `tls://127.0.0.1:PORT` resolved through the tls binding, which resolves
+/// the tcp binding under it; the server wraps each accepted kernel flow in
+/// TLS. Both sides are `TlsFlow`s over `HostFlow`s of one stack.
+struct RegistryTls {
+    tcp: RegistryTcp,
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+    handle: Handle<TlsFlow>,
+}
+
+impl RegistryTls {
+    fn new() -> RegistryTls {
+        let tcp = RegistryTcp::new();
+        let (_, handle) = register_tls(&tcp.registry, RegisterOptions::new().priority(10).no_fallback());
+        let (client, server) = fixtures::tls_configs();
+        RegistryTls { tcp, client, server, handle }
+    }
+}
+
+impl FlowFactory for RegistryTls {
+    type Flow = BoxFlow;
+
+    fn caps(&self) -> Caps {
+        // Kernel TCP underneath; TLS has no read shutdown on the wire (as the default says).
+        Caps::kernel()
+    }
+
+    fn pair(&self) -> PairFuture<'_, BoxFlow> {
+        Box::pin(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let stack = &self.tcp.stack;
+            let listening = stack
+                .listen(0, None, move |flow| {
+                    let _ = tx.send(flow);
+                    std::future::ready(())
+                })
+                .map_err(FlowError::other)?;
+            let uri =
+                format!("tls://127.0.0.1:{}?sni=localhost", listening.port()).parse().map_err(FlowError::other)?;
+            let ctx = self
+                .tcp
+                .registry
+                .ctx_from_uri(&uri)
+                .map_err(FlowError::other)?
+                .add(&TlsKeys::get().config, self.client.clone());
+            let server = async {
+                let lower = rx.recv().await.ok_or_else(|| FlowError::other("the listener ended without a flow"))?;
+                TlsFlow::accept(self.server.clone(), lower).await.map_err(FlowError::from)
+            };
+            let (client, server) = tokio::join!(self.tcp.registry.resolve(&ctx), server);
+            stack.unlisten(listening.port());
+            Ok((client.map_err(resolve_error)?, self.handle.inject(server?)))
+        })
+    }
+
+    fn open_resources(&self) -> Option<usize> {
+        self.tcp.open_resources()
+    }
+}
+
 flow_conformance!(h1_registry_pipe, RegistryPipes::new());
 flow_conformance!(h1_registry_tcp, RegistryTcp::new());
 flow_conformance!(h1_registry_unix_framed, RegistryUnixFramed::new());
+flow_conformance!(h1_registry_tls_over_tcp, RegistryTls::new());
 
 /// A protocol of another flow type, for the failing downcasts.
 struct Never;

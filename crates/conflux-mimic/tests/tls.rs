@@ -3,6 +3,8 @@
 //! the lower flow itself; and the flow kit over TLS over an in-memory pipe.
 #![forbid(unsafe_code)]
 
+mod fixtures;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -11,33 +13,9 @@ use conflux_conformance::{Caps, FlowFactory, PairFuture, flow_conformance};
 use conflux_flow::{Bytes, Flow, FlowError, FlowExt, FlowIo, Pipe, Shutdown, pipe};
 use conflux_mimic::TlsFlow;
 use conflux_testkit::{TIMEOUT, within};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use fixtures::tls_configs as configs;
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncReadExt;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A self-signed certificate for `localhost`, with client and server configs.
-fn configs() -> (Arc<rustls::ClientConfig>, Arc<rustls::ServerConfig>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let der: CertificateDer<'static> = cert.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
-    let server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(client), Arc::new(server))
-}
 
 fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").unwrap()
