@@ -13,6 +13,7 @@ use bytes::Bytes;
 use conflux_flow::{FlowExt, Shutdown, pipe, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::data::{expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, throughput_gbps};
 
 const CHUNK: usize = 64 * 1024;
@@ -27,39 +28,6 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// A source of 1 MiB of pseudo-random bytes that chunks are cut from.
-fn source() -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..IN_FLIGHT)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Folds every byte of `bytes` into `sum` (position-independent, so chunk
-/// boundaries do not matter).
-fn fold(sum: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
-}
-
-/// Offsets of the chunks written in one run (cycling through the source).
-fn chunks() -> impl Iterator<Item = usize> {
-    let n = TOTAL / CHUNK as u64;
-    (0..n).map(|i| (i as usize * CHUNK) % IN_FLIGHT)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-}
-
-fn expected_sum(src: &[u8]) -> u64 {
-    chunks().fold(0, |s, off| fold(s, &src[off..off + CHUNK]))
-}
-
 fn check(what: &str, got: u64, want: u64) {
     assert_eq!(got, want, "{what}: the reader's checksum differs from the writer's");
 }
@@ -67,7 +35,7 @@ fn check(what: &str, got: u64, want: u64) {
 fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let src = source();
-    let want = expected_sum(&src);
+    let want = expected_sum(&src, TOTAL, CHUNK);
     let pair = measure_pair(
         ctx.runs(5, 3),
         || {
@@ -81,7 +49,7 @@ fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                     }
                     sum
                 });
-                for off in chunks() {
+                for off in offsets(TOTAL, CHUNK) {
                     w.write(Bytes::copy_from_slice(&src[off..off + CHUNK])).await.expect("pipe write");
                 }
                 w.shutdown(Shutdown::Write).await.expect("pipe shutdown");
@@ -104,7 +72,7 @@ fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                         sum = fold(sum, &buf[..n]);
                     }
                 });
-                for off in chunks() {
+                for off in offsets(TOTAL, CHUNK) {
                     w.write_all(&src[off..off + CHUNK]).await.expect("duplex write");
                 }
                 w.shutdown().await.expect("duplex shutdown");
@@ -119,7 +87,7 @@ fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
 fn flow_proxy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let src = source();
-    let want = expected_sum(&src);
+    let want = expected_sum(&src, TOTAL, CHUNK);
     let pair = measure_pair(
         ctx.runs(5, 3),
         || {
@@ -136,7 +104,7 @@ fn flow_proxy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                     server.shutdown(Shutdown::Write).await.expect("server shutdown");
                     sum
                 });
-                for off in chunks() {
+                for off in offsets(TOTAL, CHUNK) {
                     client.write(Bytes::copy_from_slice(&src[off..off + CHUNK])).await.expect("pipe write");
                 }
                 client.shutdown(Shutdown::Write).await.expect("client shutdown");
@@ -167,7 +135,7 @@ fn flow_proxy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                     server.shutdown().await.expect("server shutdown");
                     sum
                 });
-                for off in chunks() {
+                for off in offsets(TOTAL, CHUNK) {
                     client.write_all(&src[off..off + CHUNK]).await.expect("duplex write");
                 }
                 client.shutdown().await.expect("client shutdown");

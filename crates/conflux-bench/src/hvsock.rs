@@ -29,10 +29,10 @@ use conflux_hvsock::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::data::{SOURCE_LEN, expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 64 * 1024;
-const SOURCE: usize = 1 << 20;
 const TOTAL: u64 = 1 << 30;
 const CONNECTS: u64 = 2000;
 const DECODE_ROUNDS: usize = 512;
@@ -45,42 +45,6 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "hvsock-hybrid", metric: Metric::Rate, goal: Goal::ReportOnly, run: hybrid },
         Scenario { name: "hvsock-decode", metric: Metric::Throughput, goal: Goal::ReportOnly, run: decode },
     ]
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-}
-
-/// 1 MiB of pseudo-random bytes that chunks are cut from.
-fn source() -> Bytes {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let v: Vec<u8> = (0..SOURCE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    Bytes::from(v)
-}
-
-/// Folds every byte into `sum` (position-independent, so chunk boundaries do not matter).
-fn fold(sum: u64, bytes: &[u8]) -> u64 {
-    let mut s = 0u64;
-    for block in bytes.chunks(1 << 16) {
-        s += block.iter().map(|&b| u32::from(b)).sum::<u32>() as u64;
-    }
-    sum.wrapping_add(s)
-}
-
-/// Offsets of the chunks written in one run (cycling through the source).
-fn offsets() -> impl Iterator<Item = usize> {
-    (0..TOTAL / CHUNK as u64).map(|i| (i as usize * CHUNK) % SOURCE)
-}
-
-fn expected_sum(src: &[u8]) -> u64 {
-    offsets().fold(0, |s, off| fold(s, &src[off..off + CHUNK]))
 }
 
 /// A fresh directory for this run's sockets.
@@ -96,7 +60,7 @@ async fn flow_run<F: Flow>(mut w: F, mut r: F, src: &Bytes, want: u64) -> f64 {
     let start = Instant::now();
     let src2 = src.clone();
     let writer = tokio::spawn(async move {
-        for off in offsets() {
+        for off in offsets(TOTAL, CHUNK) {
             w.write(src2.slice(off..off + CHUNK)).await.expect("flow write");
         }
         w.shutdown(Shutdown::Write).await.expect("flow shutdown");
@@ -124,7 +88,7 @@ async fn raw_unix_run(path: &std::path::Path, src: &Bytes, want: u64) -> f64 {
     let start = Instant::now();
     let src2 = src.clone();
     let writer = tokio::spawn(async move {
-        for off in offsets() {
+        for off in offsets(TOTAL, CHUNK) {
             w.write_all(&src2[off..off + CHUNK]).await.expect("write");
         }
         w.shutdown().await.expect("shutdown");
@@ -157,7 +121,7 @@ async fn unix_flows(
 fn unix_throughput(ctx: &Ctx<'_>, framed: bool) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let src = source();
-    let want = expected_sum(&src);
+    let want = expected_sum(&src, TOTAL, CHUNK);
     let dir = temp_dir(if framed { "framed" } else { "raw" });
     let path = dir.join("s");
     let base = dir.join("b");
@@ -259,7 +223,7 @@ fn decode(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                 }
             }
             let elapsed = start.elapsed();
-            assert_eq!(payload, SOURCE * DECODE_ROUNDS, "every payload byte decoded");
+            assert_eq!(payload, SOURCE_LEN * DECODE_ROUNDS, "every payload byte decoded");
             throughput_gbps(bytes, elapsed)
         },
         || {

@@ -23,10 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::data::{expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 128 * 1024;
-const SOURCE: usize = 1 << 20;
 const TOTAL: u64 = 2 << 30;
 const PING: usize = 64;
 /// What a ping carries: written from this (static) slice by both sides.
@@ -51,38 +51,12 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-}
-
 fn stack() -> HostStack {
     HostStack::with_config(HostConfig::new().read_chunk(CHUNK))
 }
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// 1 MiB of pseudo-random bytes that chunks are cut from.
-fn source() -> Bytes {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let v: Vec<u8> = (0..SOURCE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    Bytes::from(v)
-}
-
-fn fold(sum: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
-}
-
-fn offsets() -> impl Iterator<Item = usize> {
-    (0..TOTAL / CHUNK as u64).map(|i| (i as usize * CHUNK) % SOURCE)
 }
 
 /// A dual-stack tokio listener on an ephemeral port, like the stack's.
@@ -93,7 +67,7 @@ async fn raw_listener() -> TcpListener {
 fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let src = source();
-    let want = offsets().fold(0, |s, off| fold(s, &src[off..off + CHUNK]));
+    let want = expected_sum(&src, TOTAL, CHUNK);
     let stack = stack();
     let (sums_tx, mut sums) = mpsc::unbounded_channel();
     let port = rt
@@ -119,7 +93,7 @@ fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
             rt.block_on(async {
                 let start = Instant::now();
                 let mut flow = stack.create_connection(loopback(port), ConnectOptions::new()).await.expect("connect");
-                for off in offsets() {
+                for off in offsets(TOTAL, CHUNK) {
                     flow.write(src.slice(off..off + CHUNK)).await.expect("flow write");
                 }
                 flow.shutdown(Shutdown::Write).await.expect("shutdown");
@@ -144,7 +118,7 @@ fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                         sum = fold(sum, &buf[..n]);
                     }
                 });
-                for off in offsets() {
+                for off in offsets(TOTAL, CHUNK) {
                     client.write_all(&src[off..off + CHUNK]).await.expect("write");
                 }
                 client.shutdown().await.expect("shutdown");
