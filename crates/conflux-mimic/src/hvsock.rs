@@ -15,7 +15,7 @@ use crate::args::{opt, req};
 use crate::key::Key;
 use crate::keys::UriKeys;
 use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
-use crate::uri::{Framing, Scheme, Target};
+use conflux_uri::{Framing, Scheme, Target};
 
 /// Where an hvsock connect goes: a family's address and an optional bound on
 /// the connect (the family's own default otherwise).

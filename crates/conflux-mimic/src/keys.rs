@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::ctx::Ctx;
 use crate::key::Key;
 use crate::registry::Registry;
-use crate::uri::{Framing, Host, Keepalive, Scheme, Uri, UriError, UriPart};
+use conflux_uri::{Framing, Host, Keepalive, Scheme, Uri, UriError, UriPart};
 
 /// The keys [`Ctx::from_uri`] fills (process-wide, so bindings and callers share them).
 #[derive(Debug)]

@@ -80,7 +80,6 @@ mod tcp;
 #[cfg(feature = "tls")]
 mod tls;
 mod unfold;
-mod uri;
 
 pub use conflux_flow::BoxFlow;
 
@@ -102,5 +101,8 @@ pub use crate::{
     registry::{BoxError, FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, protocol_fn},
     report::{Attempt, AttemptOutcome, Cycle, FnOutcome, FnReport, NotFound, Reason, ResolveError},
     unfold::{Binding, Unfolded},
-    uri::{Framing, Guid, Host, HvVm, Keepalive, Scheme, StreamOptions, Target, Uri, UriError, UriPart},
+};
+/// The one URI grammar of the workspace (conflux-uri), re-exported: `Ctx::from_uri` and the bindings read it.
+pub use conflux_uri::{
+    Framing, Guid, GuidError, Host, HvVm, Keepalive, Scheme, StreamOptions, Target, Uri, UriError, UriPart,
 };

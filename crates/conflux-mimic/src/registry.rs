@@ -239,7 +239,7 @@ pub(crate) struct RegistryInner {
     pub(crate) id: u64,
     seq: AtomicU64,
     pub(crate) protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
-    pub(crate) schemes: Mutex<Vec<(crate::uri::Scheme, crate::keys::SchemeFn)>>,
+    pub(crate) schemes: Mutex<Vec<(conflux_uri::Scheme, crate::keys::SchemeFn)>>,
     pub(crate) options: ResolveOptions,
 }
 

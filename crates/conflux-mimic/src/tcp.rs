@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::key::Key;
 use crate::keys::UriKeys;
 use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
-use crate::uri::{Keepalive, Scheme};
+use conflux_uri::{Keepalive, Scheme};
 
 /// The flow of [`Tcp`]: conflux-tcp-host's kernel TCP flow.
 pub type TcpFlow = HostFlow;

@@ -16,7 +16,7 @@ use crate::key::Key;
 use crate::keys::UriKeys;
 use crate::registry::{Handle, Protocol, RegisterOptions, Registry, RegistryInner};
 use crate::report::ResolveError;
-use crate::uri::{Host, Scheme, Target, Uri};
+use conflux_uri::{Host, Scheme, Target, Uri};
 
 /// The context keys TLS reads: the client config and an optional server name
 /// (which overrides `?sni=` and the URI's host).
