@@ -52,6 +52,10 @@ pub(crate) struct Conn {
     pub(crate) rst_seen: bool,
     /// The local port came from the allocator (freed when reaped).
     ephemeral: bool,
+    /// Accepted by the transparent listener: the destination the peer
+    /// dialled (not ours). Ingress is rewritten from it to `local`, egress
+    /// back.
+    pub(crate) nat: Option<SocketAddr>,
     /// When the SYN arrived (half-open sockets).
     since: Instant,
 }
@@ -179,6 +183,11 @@ pub(crate) struct Core {
     cidrs: Vec<IpCidr>,
     pub(crate) config: StackConfig,
     last_reap: Instant,
+    /// The port under which the transparent listener is registered.
+    pub(crate) transparent_port: Option<u16>,
+    /// (internal local, remote) -> the original destination, for rewriting
+    /// egress of transparently accepted connections.
+    nat_out: HashMap<Tuple, SocketAddr>,
 }
 
 impl Core {
@@ -237,6 +246,8 @@ impl Core {
             cidrs,
             config,
             last_reap: now,
+            transparent_port: None,
+            nat_out: HashMap::new(),
         }
     }
 
@@ -309,6 +320,7 @@ impl Core {
                 phase: Phase::Connecting,
                 rst_seen: false,
                 ephemeral: true,
+                nat: None,
                 since: Instant::ZERO,
             },
         );
@@ -354,6 +366,9 @@ impl Core {
     /// drops its half-open handshakes.
     pub(crate) fn remove_listen(&mut self, port: u16, generation: u64) {
         if self.listens.get(&port).is_some_and(|l| l.generation == generation) {
+            if self.transparent_port == Some(port) {
+                self.transparent_port = None;
+            }
             if let Some(l) = self.listens.remove(&port)
                 && l.owns_port
             {
@@ -400,6 +415,7 @@ impl Core {
                 Phase::Orphan => {}
             }
         }
+        self.transparent_port = None;
         for (port, l) in self.listens.drain() {
             if l.owns_port {
                 self.ports.free(port);
@@ -413,7 +429,7 @@ impl Core {
 
     /// Feeds one received frame to the socket set its 4-tuple belongs to,
     /// making a fresh socket for a SYN to a listened port.
-    fn ingress(&mut self, now: Instant, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    fn ingress(&mut self, now: Instant, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let seg = wire::tcp_segment(&frame, self.medium);
         let mut conn_id = None;
         let shard = match seg {
@@ -423,17 +439,27 @@ impl Core {
                 if let Some(&id) = self.tuples.get(&tuple) {
                     conn_id = Some(id);
                     self.conns[&id].shard
-                } else if seg.syn && !seg.ack && !seg.rst && !self.disconnected && self.addrs.contains(&seg.dst.ip()) {
-                    match self.listens.get(&seg.dst.port()) {
-                        Some(l) if l.half_open >= self.config.max_half_open => {
-                            tracing::debug!(port = seg.dst.port(), "half-open cap reached: SYN dropped");
+                } else if seg.syn && !seg.ack && !seg.rst && !self.disconnected {
+                    let ours = self.addrs.contains(&seg.dst.ip());
+                    let port = if ours {
+                        Some(seg.dst.port())
+                    } else if seg.dst.ip().is_multicast() || seg.dst.ip().is_unspecified() {
+                        None
+                    } else {
+                        self.transparent_port
+                    };
+                    match port.and_then(|p| self.listens.get(&p).map(|l| (p, l.half_open))) {
+                        Some((port, half_open)) if half_open >= self.config.max_half_open => {
+                            tracing::debug!(port, "half-open cap reached: SYN dropped");
                             return;
                         }
-                        Some(_) => {
-                            let id = self.accept_syn(now, tuple);
-                            conn_id = Some(id);
-                            self.conns[&id].shard
-                        }
+                        Some((port, _)) => match self.accept_syn(now, tuple, port, !ours) {
+                            Some(id) => {
+                                conn_id = Some(id);
+                                self.conns[&id].shard
+                            }
+                            None => return,
+                        },
                         None => self.shard_of(&tuple),
                     }
                 } else {
@@ -455,6 +481,12 @@ impl Core {
             }
             return;
         }
+        if let Some(id) = conn_id
+            && let Some(conn) = self.conns.get(&id)
+            && conn.nat.is_some()
+        {
+            wire::rewrite(&mut frame, self.medium, false, conn.local);
+        }
         let mut bridge = Bridge { rx: Some(frame), tx: out, caps: self.caps.clone() };
         let sh = &mut self.shards[shard];
         let _: PollIngressSingleResult = self.iface.poll_ingress_single(now, &mut bridge, &mut sh.sockets);
@@ -471,11 +503,21 @@ impl Core {
         }
     }
 
-    fn accept_syn(&mut self, now: Instant, tuple: Tuple) -> ConnId {
-        let (local, remote) = tuple;
+    /// Makes a socket for a SYN to `tuple`, for the listener on `port`;
+    /// `nat` (transparent listening) gives it one of our addresses and a
+    /// port of its own, the original destination kept for rewriting.
+    fn accept_syn(&mut self, now: Instant, tuple: Tuple, port: u16, nat: bool) -> Option<ConnId> {
+        let (dialled, remote) = tuple;
+        let (local, original) = if nat {
+            let ip = self.addrs.iter().copied().find(|a| a.is_ipv4() == dialled.is_ipv4())?;
+            let p = self.ports.allocate()?;
+            (SocketAddr::new(ip, p), Some(dialled))
+        } else {
+            (dialled, None)
+        };
         let shard = self.shard_of(&tuple);
         let mut sock = self.new_socket();
-        let keepalive = self.listens.get(&local.port()).and_then(|l| l.keepalive);
+        let keepalive = self.listens.get(&port).and_then(|l| l.keepalive);
         apply_keepalive(&mut sock, keepalive);
         // Listening on exactly this address and port: only this SYN's peer
         // gets it (the socket leaves LISTEN as soon as the SYN is processed).
@@ -483,7 +525,6 @@ impl Core {
         let handle = self.shards[shard].sockets.add(sock);
         let id = self.next_id;
         self.next_id += 1;
-        let port = local.port();
         self.conns.insert(
             id,
             Conn {
@@ -493,17 +534,21 @@ impl Core {
                 remote,
                 phase: Phase::HalfOpen { port },
                 rst_seen: false,
-                ephemeral: false,
+                ephemeral: nat,
+                nat: original,
                 since: now,
             },
         );
         self.tuples.insert(tuple, id);
+        if original.is_some() {
+            self.nat_out.insert((local, remote), dialled);
+        }
         self.half_open.push(id);
         if let Some(l) = self.listens.get_mut(&port) {
             l.half_open += 1;
         }
-        tracing::trace!(%local, %remote, "SYN: new socket");
-        id
+        tracing::trace!(%dialled, %remote, nat, "SYN: new socket");
+        Some(id)
     }
 
     /// Runs egress on every set that has work or a due timer.
@@ -544,7 +589,13 @@ impl Core {
             if !device_full {
                 self.egress(now, &mut out);
             }
-            for frame in out.drain(..) {
+            for mut frame in out.drain(..) {
+                if !self.nat_out.is_empty()
+                    && let Some(seg) = wire::tcp_segment(&frame, self.medium)
+                    && let Some(original) = self.nat_out.get(&(seg.src, seg.dst))
+                {
+                    wire::rewrite(&mut frame, self.medium, true, *original);
+                }
                 if self.is_local(&frame) { local.push(frame) } else { tx.push(frame) }
             }
             if local.is_empty() {
@@ -582,7 +633,8 @@ impl Core {
                     self.abort_half_open(id);
                 }
                 _ => {
-                    let (shard, handle, local, remote) = (conn.shard, conn.handle, conn.local, conn.remote);
+                    let (shard, handle, local, remote) =
+                        (conn.shard, conn.handle, conn.nat.unwrap_or(conn.local), conn.remote);
                     self.half_open.swap_remove(i);
                     let listen = self.listens.get_mut(&port);
                     match listen {
@@ -621,7 +673,10 @@ impl Core {
             self.orphans.swap_remove(i);
             if let Some(conn) = self.conns.remove(&id) {
                 self.shards[conn.shard].sockets.remove(conn.handle);
-                self.tuples.remove(&(conn.local, conn.remote));
+                self.tuples.remove(&(conn.nat.unwrap_or(conn.local), conn.remote));
+                if conn.nat.is_some() {
+                    self.nat_out.remove(&(conn.local, conn.remote));
+                }
                 if conn.ephemeral {
                     self.ports.free(conn.local.port());
                 }

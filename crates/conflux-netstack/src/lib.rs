@@ -20,11 +20,16 @@
 //!   any device;
 //! - time from tokio's clock: under `tokio::time::pause()` the stack runs in
 //!   virtual time (keepalive hours in milliseconds);
+//! - transparent ("any-address") listening for tun2socks- and vpnkit-style
+//!   users ([`NetStack::listen_transparent`]): connections to any address
+//!   that is not ours are accepted and report the original destination as
+//!   their `src` (smoltcp 0.14 drops packets to foreign addresses even with
+//!   `any_ip`, so the stack rewrites them to its own address and back);
 //! - smoltcp's `log` records forwarded to `tracing` (target `smoltcp`).
 //!
 //! What it does not do (yet): UDP, DHCP, SLAAC, IP fragmentation, and
-//! listening on addresses that are not ours (transparent listening: smoltcp
-//! 0.14 drops packets to foreign addresses even with `any_ip`).
+//! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
+//! addresses on any medium and its IPv6 addresses on IP links).
 //!
 //! Design: one driver task per stack owns the device. Each round it takes
 //! the stack's lock once, feeds received frames to smoltcp and runs egress,

@@ -106,6 +106,41 @@ impl NetStack {
         self.shared.lock().ports.in_use()
     }
 
+    /// Transparent ("any-address") listening, as tun2socks- and vpnkit-style
+    /// users need: accepts connections to **any address that is not ours**,
+    /// on any port, and runs `callback` for each as `listen` does. A flow's
+    /// [`src`](conflux_tcp::TcpFlow::src) is the original destination (the
+    /// address and port the peer dialled), [`dst`](conflux_tcp::TcpFlow::dst)
+    /// the peer. Connections to our own addresses still go to the per-port
+    /// listeners.
+    ///
+    /// The stack rewrites those segments to one of its own addresses (of the
+    /// same family) and a fresh local port, and back on the way out
+    /// (checksums adjusted), because smoltcp only accepts packets to its own
+    /// addresses. The returned handle names the port the listener is
+    /// registered under: [`unlisten`](TcpStack::unlisten) it to stop. A
+    /// second transparent listener replaces the first.
+    pub fn listen_transparent<C, Fut>(
+        &self,
+        keepalive: Option<Keepalive>,
+        callback: C,
+    ) -> Result<Listening, ListenError>
+    where
+        C: Fn(NetFlow) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let old = self.shared.lock().transparent_port;
+        if let Some(port) = old {
+            self.unlisten(port);
+        }
+        let listening = self.listen(0, keepalive, callback)?;
+        let mut core = self.shared.lock();
+        if core.listens.contains_key(&listening.port()) {
+            core.transparent_port = Some(listening.port());
+        }
+        Ok(listening)
+    }
+
     fn stop_fn(&self, port: u16, generation: u64) -> conflux_tcp::StopFn {
         let weak = Arc::downgrade(&self.shared);
         Box::new(move || {

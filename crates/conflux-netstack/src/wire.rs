@@ -98,6 +98,54 @@ pub(crate) fn destination(frame: &[u8], medium: Medium) -> Option<IpAddr> {
     Some(dst)
 }
 
+/// Adjusts the 16-bit one's complement checksum at `at` for `old` bytes
+/// replaced by `new` (RFC 1624: HC' = ~(~HC + ~m + m')).
+fn adjust_checksum(buf: &mut [u8], at: usize, old: &[u8], new: &[u8]) {
+    let mut sum = u32::from(!u16::from_be_bytes([buf[at], buf[at + 1]]));
+    for c in old.chunks(2) {
+        sum += u32::from(!u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    for c in new.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    buf[at..at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Rewrites the source (`src`) or destination address and port of the TCP
+/// segment in `frame` to `to`, fixing the IPv4 header and TCP checksums
+/// incrementally. Returns false (frame untouched) if `frame` is not a TCP
+/// segment of `to`'s family (IPv6 with extension headers included).
+pub(crate) fn rewrite(frame: &mut [u8], medium: Medium, src: bool, to: SocketAddr) -> bool {
+    let off = match medium {
+        Medium::Ip => 0,
+        Medium::Ethernet => ETH_HEADER,
+    };
+    if tcp_segment(frame, medium).is_none() {
+        return false;
+    }
+    let ip = &mut frame[off..];
+    let (addr_at, tcp_at, new_addr): (usize, usize, Vec<u8>) = match (ip[0] >> 4, to.ip()) {
+        (4, IpAddr::V4(v4)) => (if src { 12 } else { 16 }, usize::from(ip[0] & 0x0f) * 4, v4.octets().to_vec()),
+        (6, IpAddr::V6(v6)) if ip[6] == PROTO_TCP => (if src { 8 } else { 24 }, 40, v6.octets().to_vec()),
+        _ => return false,
+    };
+    let old_addr = ip[addr_at..addr_at + new_addr.len()].to_vec();
+    let port_at = tcp_at + if src { 0 } else { 2 };
+    let old_port = [ip[port_at], ip[port_at + 1]];
+    let new_port = to.port().to_be_bytes();
+    if ip[0] >> 4 == 4 {
+        adjust_checksum(ip, 10, &old_addr, &new_addr);
+    }
+    adjust_checksum(ip, tcp_at + 16, &old_addr, &new_addr);
+    adjust_checksum(ip, tcp_at + 16, &old_port, &new_port);
+    ip[addr_at..addr_at + new_addr.len()].copy_from_slice(&new_addr);
+    ip[port_at..port_at + 2].copy_from_slice(&new_port);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +168,41 @@ mod tests {
         eth.extend_from_slice(&[0x08, 0x00]);
         eth.extend_from_slice(&SYN_V4);
         assert_eq!(tcp_segment(&eth, Medium::Ethernet), Some(seg));
+    }
+
+    /// The one's complement sum of `data` (0 when a checksum inside verifies).
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn tcp_checksum_v4(p: &[u8]) -> u16 {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+        pseudo.extend_from_slice(&p[20..]);
+        checksum(&pseudo)
+    }
+
+    #[test]
+    fn rewrites_keep_checksums_valid() {
+        let mut p = SYN_V4;
+        // Fill in valid checksums first.
+        let ip = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&ip.to_be_bytes());
+        let tcp = tcp_checksum_v4(&p);
+        p[36..38].copy_from_slice(&tcp.to_be_bytes());
+        assert_eq!((checksum(&p[..20]), tcp_checksum_v4(&p)), (0, 0));
+        assert!(rewrite(&mut p, Medium::Ip, false, "192.168.1.9:8080".parse().unwrap()));
+        assert!(rewrite(&mut p, Medium::Ip, true, "172.16.0.3:4000".parse().unwrap()));
+        let seg = tcp_segment(&p, Medium::Ip).unwrap();
+        assert_eq!((seg.src, seg.dst), ("172.16.0.3:4000".parse().unwrap(), "192.168.1.9:8080".parse().unwrap()));
+        assert_eq!((checksum(&p[..20]), tcp_checksum_v4(&p)), (0, 0), "checksums still verify");
+        assert!(!rewrite(&mut p, Medium::Ip, true, "[::1]:1".parse().unwrap()), "families differ");
     }
 
     #[test]

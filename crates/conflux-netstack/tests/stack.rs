@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use conflux_flow::FlowExt;
-use conflux_netstack::{LinkConfig, StackConfig};
+use conflux_netstack::LinkConfig;
 use conflux_tcp::{ConnectError, ConnectOptions, TcpFlow, TcpStack};
 use conflux_testkit::{TIMEOUT, payload, within};
 use support::*;
@@ -131,14 +131,57 @@ async fn half_open_cap_drops_extra_syns_silently() {
 
 #[tokio::test(start_paused = true)]
 async fn local_delivery_reaches_our_own_listeners() {
-    let (a, _) = conflux_netstack::link_pair(LinkConfig::ip());
-    let a = conflux_netstack::NetStack::new(StackConfig::new().ipv4(ip(A4).to_string().parse().unwrap(), 24), a);
-    let port = a
-        .listen(0, None, |mut f| async move {
-            let _ = f.write("self").await;
+    for (link, dst) in [(LinkConfig::ip(), A4), (LinkConfig::ip(), A6), (LinkConfig::ethernet(), A4)] {
+        let (a, _peer) = conflux_netstack::link_pair(link);
+        let a = conflux_netstack::NetStack::new(side(true), a);
+        let port = a
+            .listen(0, None, |mut f| async move {
+                let _ = f.write("self").await;
+            })
+            .unwrap()
+            .port();
+        let mut f = within("connect to self", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .unwrap_or_else(|e| panic!("{link:?} {dst}: {e}"));
+        assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"self");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transparent_listening_reports_the_original_destination() {
+    let (ea, eb) = conflux_netstack::link_pair(LinkConfig::ethernet());
+    // A routes everything through B; B accepts whatever A dials.
+    let a =
+        conflux_netstack::NetStack::new(side(true).gateway_v4(B4.parse().unwrap()).gateway_v6(B6.parse().unwrap()), ea);
+    let b = conflux_netstack::NetStack::new(side(false), eb);
+    let listening = b
+        .listen_transparent(None, |mut f| async move {
+            let line = format!("{} {}", f.src(), f.dst());
+            let _ = f.read_to_end().await;
+            let _ = f.write(line).await;
+            let _ = f.close().await;
         })
-        .unwrap()
-        .port();
-    let mut f = a.create_connection(addr(A4, port), ConnectOptions::new()).await.expect("connect to self");
-    assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"self");
+        .unwrap();
+    for dialled in ["203.0.113.7:443", "[2001:db8::7]:8080", "198.51.100.1:80"] {
+        let dialled: std::net::SocketAddr = dialled.parse().unwrap();
+        let mut f = within("connect", TIMEOUT, a.create_connection(dialled, ConnectOptions::new()))
+            .await
+            .expect("connect through the transparent listener");
+        assert_eq!(f.dst(), dialled);
+        within("write", TIMEOUT, f.write(payload(5, 100_000))).await.unwrap();
+        within("shutdown", TIMEOUT, f.shutdown(conflux_flow::Shutdown::Write)).await.unwrap();
+        let reply = within("reply", TIMEOUT, f.read_to_end()).await.unwrap();
+        assert_eq!(String::from_utf8(reply).unwrap(), format!("{dialled} {}", f.src()));
+    }
+    // Our own addresses still go to per-port listeners only.
+    let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
+    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    assert!(b.unlisten(listening.port()));
+    // Without it, segments to addresses that are not ours are ignored.
+    let after = a
+        .create_connection("203.0.113.7:443".parse().unwrap(), ConnectOptions::new().timeout(Duration::from_secs(3)))
+        .await;
+    assert!(matches!(after, Err(ConnectError::Timeout)), "after unlisten: {after:?}");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!((a.sockets(), b.sockets(), b.ports_in_use()), (0, 0, 0));
 }
