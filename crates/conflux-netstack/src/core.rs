@@ -56,6 +56,8 @@ pub(crate) struct Conn {
     /// dialled (not ours). Ingress is rewritten from it to `local`, egress
     /// back.
     pub(crate) nat: Option<SocketAddr>,
+    /// The highest acknowledgment number the peer sent (for old-ACK data).
+    peer_ack: Option<u32>,
     /// When the SYN arrived (half-open sockets).
     since: Instant,
 }
@@ -321,6 +323,7 @@ impl Core {
                 rst_seen: false,
                 ephemeral: true,
                 nat: None,
+                peer_ack: None,
                 since: Instant::ZERO,
             },
         );
@@ -481,11 +484,27 @@ impl Core {
             }
             return;
         }
-        if let Some(id) = conn_id
-            && let Some(conn) = self.conns.get(&id)
-            && conn.nat.is_some()
+        if let (Some(seg), Some(id)) = (seg, conn_id)
+            && let Some(conn) = self.conns.get_mut(&id)
         {
-            wire::rewrite(&mut frame, self.medium, false, conn.local);
+            if seg.ack && !seg.rst {
+                // RFC 5961 5.2: data with an old but acceptable ACK is
+                // processed. smoltcp drops any segment whose ACK is below
+                // SND.UNA, data included; the old ACK acknowledges nothing
+                // new, so it is raised to the highest one seen (a no-op for
+                // the acknowledgment) and the data goes through.
+                match conn.peer_ack {
+                    Some(max) if (seg.ack_number.wrapping_sub(max) as i32) < 0 => {
+                        if seg.payload_len > 0 && max.wrapping_sub(seg.ack_number) < 1 << 30 {
+                            wire::rewrite_ack(&mut frame, self.medium, max);
+                        }
+                    }
+                    _ => conn.peer_ack = Some(seg.ack_number),
+                }
+            }
+            if conn.nat.is_some() {
+                wire::rewrite(&mut frame, self.medium, false, conn.local);
+            }
         }
         let mut bridge = Bridge { rx: Some(frame), tx: out, caps: self.caps.clone() };
         let sh = &mut self.shards[shard];
@@ -536,6 +555,7 @@ impl Core {
                 rst_seen: false,
                 ephemeral: nat,
                 nat: original,
+                peer_ack: None,
                 since: now,
             },
         );

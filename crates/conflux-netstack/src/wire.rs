@@ -24,6 +24,8 @@ pub(crate) struct Segment {
     pub(crate) rst: bool,
     /// Bytes of data the segment carries.
     pub(crate) payload_len: usize,
+    /// The acknowledgment number (meaningful when `ack`).
+    pub(crate) ack_number: u32,
 }
 
 /// The IP packet inside a frame of `medium`, if any.
@@ -76,6 +78,7 @@ pub(crate) fn tcp_segment(frame: &[u8], medium: Medium) -> Option<Segment> {
     let data_offset = usize::from(tcp[12] >> 4) * 4;
     Some(Segment {
         payload_len: tcp.len().saturating_sub(data_offset),
+        ack_number: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
         src: SocketAddr::new(src, sport),
         dst: SocketAddr::new(dst, dport),
         syn: flags & 0x02 != 0,
@@ -146,6 +149,29 @@ pub(crate) fn rewrite(frame: &mut [u8], medium: Medium, src: bool, to: SocketAdd
     true
 }
 
+/// Sets the acknowledgment number of the TCP segment in `frame` to `ack`,
+/// fixing the TCP checksum incrementally. Returns false if `frame` is not a
+/// TCP segment.
+pub(crate) fn rewrite_ack(frame: &mut [u8], medium: Medium, ack: u32) -> bool {
+    let off = match medium {
+        Medium::Ip => 0,
+        Medium::Ethernet => ETH_HEADER,
+    };
+    if tcp_segment(frame, medium).is_none() {
+        return false;
+    }
+    let ip = &mut frame[off..];
+    let tcp_at = match ip[0] >> 4 {
+        4 => usize::from(ip[0] & 0x0f) * 4,
+        _ => 40,
+    };
+    let old = [ip[tcp_at + 8], ip[tcp_at + 9], ip[tcp_at + 10], ip[tcp_at + 11]];
+    let new = ack.to_be_bytes();
+    adjust_checksum(ip, tcp_at + 16, &old, &new);
+    ip[tcp_at + 8..tcp_at + 12].copy_from_slice(&new);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +229,9 @@ mod tests {
         assert_eq!((seg.src, seg.dst), ("172.16.0.3:4000".parse().unwrap(), "192.168.1.9:8080".parse().unwrap()));
         assert_eq!((checksum(&p[..20]), tcp_checksum_v4(&p)), (0, 0), "checksums still verify");
         assert!(!rewrite(&mut p, Medium::Ip, true, "[::1]:1".parse().unwrap()), "families differ");
+        assert!(rewrite_ack(&mut p, Medium::Ip, 0xdead_beef));
+        assert_eq!(tcp_segment(&p, Medium::Ip).unwrap().ack_number, 0xdead_beef);
+        assert_eq!(tcp_checksum_v4(&p), 0, "the TCP checksum still verifies");
     }
 
     #[test]
