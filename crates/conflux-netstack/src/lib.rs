@@ -41,6 +41,14 @@
 //! on every poll. Flows lock, act on their socket, register their waker and
 //! kick the driver.
 //!
+//! RFC 5961: out-of-window RSTs are dropped, out-of-window SYNs and data get
+//! a (rate-limited) challenge ACK, an RST must match exactly in SYN_SENT and
+//! data with an old but acceptable ACK is delivered (the driver raises such
+//! an ACK to the highest one seen, as smoltcp would drop the segment). Known
+//! gaps, from smoltcp 0.14: an in-window RST that is not exactly RCV.NXT
+//! resets the connection instead of drawing a challenge ACK, and a SYN
+//! without ACK on an established connection is dropped without one.
+//!
 //! Keepalive timing: the stack probes every `interval` of silence and
 //! declares the peer dead `after + probes * interval` after the last
 //! received segment: Linux's deadline ([`keepalive_deadline`]), not

@@ -58,7 +58,9 @@ impl Shared {
 /// A userspace TCP/IP stack over one [`FrameDevice`], driven by a tokio task.
 ///
 /// Cloning gives another handle to the same stack. The driver task runs
-/// while any handle or flow exists.
+/// while any handle or flow exists (a listen callback that captures a handle
+/// keeps its stack alive until [`disconnect`](TcpStack::disconnect) drops the
+/// listeners).
 #[derive(Clone)]
 pub struct NetStack {
     shared: Arc<Shared>,
