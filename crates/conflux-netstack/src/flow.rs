@@ -58,6 +58,7 @@ impl NetFlow {
         remote: SocketAddr,
     ) -> NetFlow {
         shared.flow_opened();
+        tracing::trace!(src = %local, dst = %remote, "flow open");
         NetFlow {
             shared,
             id,
@@ -151,6 +152,7 @@ impl NetFlow {
         self.read_shut = true;
         self.shared.flow_closed();
         self.shared.kick();
+        tracing::trace!(src = %self.local, dst = %self.remote, abort, "flow closed");
     }
 }
 
