@@ -19,8 +19,8 @@
 //!   11 s after the last run (TIME_WAIT is 10 s) it checks that both stacks
 //!   have 0 open flows and 0 sockets, prints the counts, and fails otherwise.
 //!
-//! Every byte is cut from a 1 MiB source and folded into a checksum at the
-//! reader, compared with the writer's. Measured and baseline runs alternate.
+//! Every byte is cut from the shared 1 MiB source (`crate::data`) and folded
+//! into a checksum at the reader, compared with the writer's. Measured and baseline runs alternate.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -38,9 +38,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::data::{expected_sum as expected, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
-const SOURCE: usize = 1 << 20;
 const PING: usize = 64;
 static PING_BYTES: [u8; PING] = [0x5a; PING];
 const ROUND_TRIPS: usize = 20_000;
@@ -57,36 +57,6 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "netstack-rtt", metric: Metric::Rtt, goal: Goal::ReportOnly, run: rtt },
         Scenario { name: "netstack-churn", metric: Metric::Rate, goal: Goal::ReportOnly, run: churn },
     ]
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-}
-
-/// 1 MiB of pseudo-random bytes that chunks are cut from.
-fn source() -> Bytes {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let v: Vec<u8> = (0..SOURCE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    Bytes::from(v)
-}
-
-fn fold(sum: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
-}
-
-fn offsets(total: u64, chunk: usize) -> impl Iterator<Item = usize> {
-    (0..total / chunk as u64).map(move |i| (i as usize * chunk) % SOURCE)
-}
-
-fn expected(src: &Bytes, total: u64, chunk: usize) -> u64 {
-    offsets(total, chunk).fold(0, |s, off| fold(s, &src[off..off + chunk]))
 }
 
 fn loopback(port: u16) -> SocketAddr {
