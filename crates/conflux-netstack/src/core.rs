@@ -510,6 +510,11 @@ impl Core {
         let sh = &mut self.shards[shard];
         let _: PollIngressSingleResult = self.iface.poll_ingress_single(now, &mut bridge, &mut sh.sockets);
         sh.dirty = true;
+        if seg.is_none() {
+            // ARP and NDP answers unblock sockets of every set waiting for
+            // a neighbour: let them all send (such frames are rare).
+            self.shards.iter_mut().for_each(|s| s.dirty = true);
+        }
         if let (Some(seg), Some(id)) = (seg, conn_id)
             && seg.rst
             && let Some(conn) = self.conns.get_mut(&id)

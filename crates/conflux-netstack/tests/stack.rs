@@ -185,3 +185,59 @@ async fn transparent_listening_reports_the_original_destination() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!((a.sockets(), b.sockets(), b.ports_in_use()), (0, 0, 0));
 }
+
+/// Whether a pcap file holds a TCP SYN (Ethernet or raw IP link type).
+fn pcap_has_syn(file: &[u8]) -> bool {
+    let linktype = u32::from_le_bytes(file[20..24].try_into().unwrap());
+    let mut at = 24;
+    while at + 16 <= file.len() {
+        let len = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &file[(at + 16).min(file.len())..(at + 16 + len).min(file.len())];
+        at += 16 + len;
+        let ip = match linktype {
+            1 if frame.len() > 14 && frame[12..14] == [0x08, 0x00] => &frame[14..],
+            101 => frame,
+            _ => continue,
+        };
+        if ip.len() >= 40 && ip[0] >> 4 == 4 && ip[9] == 6 {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip.get(ihl + 13).is_some_and(|f| f & 0x02 != 0) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn pcap_captures_the_handshake_of_an_in_memory_link() {
+    for link in [LinkConfig::ethernet(), LinkConfig::ip()] {
+        let path = std::env::temp_dir().join(format!("cfx-{}-{:?}.pcap", std::process::id(), link.medium));
+        let (ea, eb) = conflux_netstack::link_pair(link);
+        let a = conflux_netstack::NetStack::new(side(true), conflux_netstack::Pcap::new(ea, &path).unwrap());
+        let b = conflux_netstack::NetStack::new(side(false), eb);
+        let port = b.listen(0, None, |f| async move { drop(f) }).unwrap().port();
+        let f = within("connect", TIMEOUT, a.create_connection(addr(B4, port), ConnectOptions::new())).await.unwrap();
+        drop(f);
+        let capture = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(pcap_has_syn(&capture), "no SYN in the {:?} capture ({} bytes)", link.medium, capture.len());
+    }
+}
+
+/// The first connect to a new neighbour on Ethernet goes out as soon as ARP
+/// (or NDP) answers, not at smoltcp's 1 s neighbour retry: the answer lands
+/// in one socket set and must wake the set of the waiting socket. (Virtual
+/// time: the retry would show as exactly 1 s.)
+#[tokio::test(start_paused = true)]
+async fn the_first_connect_does_not_wait_for_the_neighbour_retry() {
+    for dst in [B4, B6] {
+        let (a, b, _) = pair();
+        let port = b.listen(0, None, |f| async move { drop(f) }).unwrap().port();
+        let started = tokio::time::Instant::now();
+        let f = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new())).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(100), "the first connect to {dst} took {took:?}");
+        drop(f);
+    }
+}
