@@ -307,3 +307,26 @@ async fn keepalive_hours_in_virtual_time() {
     assert!(matches!(within("expiry", Duration::from_secs(4 * 3600), s.read()).await, Ok(None)));
     assert!(cut.elapsed() <= conflux_netstack::keepalive_deadline(&ka));
 }
+
+/// Disconnect with a flow open: the flow ends gracefully and, after
+/// TIME_WAIT, neither stack holds a socket or a port. (Listening again on
+/// the same port after a disconnect is the TCP kit's
+/// `listen_disconnect_listen_same_port`.)
+#[tokio::test(start_paused = true)]
+async fn disconnect_leaks_no_socket_or_port() {
+    let (a, b, _) = pair();
+    let port = b
+        .listen(7000, None, |mut f| async move {
+            let _ = f.read_to_end().await;
+        })
+        .unwrap()
+        .port();
+    let mut c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
+    c.write("x").await.unwrap();
+    within("disconnect", LONG, b.disconnect()).await;
+    assert!(matches!(within("read", LONG, c.read()).await, Ok(None) | Err(_)));
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!((a.open_flows(), b.open_flows()), (0, 0));
+    assert_eq!((a.sockets(), b.sockets(), a.ports_in_use(), b.ports_in_use()), (0, 0, 0, 0));
+}
