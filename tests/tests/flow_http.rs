@@ -24,6 +24,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     Ok(resp)
 }
 
+/// Waits until the connection takes a request (hyper refuses one sent before
+/// the previous response was fully read on a busy connection), then sends it.
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    what: &str,
+    req: Request<Full<Bytes>>,
+) -> Response<Incoming> {
+    within(what, TIMEOUT, sender.ready()).await.unwrap_or_else(|e| panic!("{what}: connection not ready: {e}"));
+    within(what, TIMEOUT, sender.send_request(req)).await.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// Serves `server_side` with hyper and runs three requests over `client_side`.
 async fn exchange<F: Flow>(client_side: F, server_side: F) {
     let server = tokio::spawn(async move {
@@ -42,7 +53,7 @@ async fn exchange<F: Flow>(client_side: F, server_side: F) {
     let client_conn = tokio::spawn(conn);
 
     let get = Request::get("/hello").header("host", "conflux.test").body(Full::new(Bytes::new())).unwrap();
-    let resp = within("GET", TIMEOUT, sender.send_request(get)).await.expect("GET");
+    let resp = send(&mut sender, "GET", get).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.expect("GET body").to_bytes();
     assert_eq!(body, "GET /hello: 0 bytes, sum 0");
@@ -51,13 +62,13 @@ async fn exchange<F: Flow>(client_side: F, server_side: F) {
     let upload = payload(0x64, 1 << 20);
     let sum: u64 = upload.iter().map(|&b| u64::from(b)).sum();
     let post = Request::post("/upload").header("host", "conflux.test").body(Full::new(upload)).unwrap();
-    let resp = within("POST", TIMEOUT, sender.send_request(post)).await.expect("POST");
+    let resp = send(&mut sender, "POST", post).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.expect("POST body").to_bytes();
     assert_eq!(body, format!("POST /upload: 1048576 bytes, sum {sum}"));
 
     let missing = Request::get("/missing").header("host", "conflux.test").body(Full::new(Bytes::new())).unwrap();
-    let resp = within("GET /missing", TIMEOUT, sender.send_request(missing)).await.expect("GET /missing");
+    let resp = send(&mut sender, "GET /missing", missing).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
     // Dropping the sender closes the client connection; the server then sees Eof and ends cleanly.
