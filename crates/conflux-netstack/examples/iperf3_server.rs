@@ -227,6 +227,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let port = |i: usize| args.get(i).map_or(Ok(5201), |p| p.parse::<u16>()).unwrap_or_else(|_| usage());
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // The userspace stack lives as long as `main`.
+    let mut tap_stack = None;
     let bound = match args.first().map(String::as_str) {
         Some("host") => serve(&conflux_tcp_host::HostStack::new(), port(1), tx),
         Some("tap") => {
@@ -242,8 +244,7 @@ async fn main() {
                 tap,
             );
             let res = serve(&stack, port(3), tx);
-            // The stack lives as long as the process.
-            std::mem::forget(stack);
+            tap_stack = Some(stack);
             res
         }
         _ => usage(),
@@ -256,4 +257,5 @@ async fn main() {
         }
     }
     while rx.recv().await.is_some() {}
+    drop(tap_stack);
 }
