@@ -357,4 +357,29 @@ mod tap {
             stack.disconnect().await;
         });
     }
+
+    #[test]
+    fn ping_across_a_tun_device() {
+        need_tap!();
+        if !conflux_testkit::have_command("ping") {
+            conflux_testkit::skip!(Ping, "ping is not on PATH");
+        }
+        rt().block_on(async {
+            let name = format!("cfx{:x}u", std::process::id());
+            let ns = TapNs { ns: format!("{name}n"), tap: name.clone() };
+            let dev = conflux_netstack::TunDevice::open(&name, 1500).expect("open the TUN");
+            let ip = support::tapns::ip;
+            ip(&["netns", "add", &ns.ns]).expect("netns");
+            ip(&["link", "set", "dev", &name, "netns", &ns.ns]).expect("move the TUN");
+            ip(&["-n", &ns.ns, "addr", "add", "10.80.0.1/24", "dev", &name]).expect("address");
+            ip(&["-n", &ns.ns, "link", "set", "dev", &name, "up"]).expect("up");
+            let _stack =
+                NetStack::new(conflux_netstack::StackConfig::new().ipv4("10.80.0.2".parse().unwrap(), 24), dev);
+            let mut cmd = ns.cmd("ping");
+            cmd.args(["-c", "3", "-i", "0.2", "-W", "2", "10.80.0.2"]);
+            let out = run(cmd).await;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains("3 received"), "ping across the TUN: {text}");
+        });
+    }
 }
