@@ -44,6 +44,21 @@ pub fn expected_sum(src: &[u8], total: u64, chunk: usize) -> u64 {
     offsets(total, chunk).fold(0, |s, off| fold(s, &src[off..off + chunk]))
 }
 
+/// Reads `reader` to its end in `buf_len`-byte reads, folding every byte into
+/// the checksum it returns (what a tokio baseline's reader does).
+pub async fn drain<R: tokio::io::AsyncRead + Unpin>(mut reader: R, buf_len: usize) -> (R, u64) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; buf_len];
+    let mut sum = 0;
+    loop {
+        let n = reader.read(&mut buf).await.expect("read");
+        if n == 0 {
+            return (reader, sum);
+        }
+        sum = fold(sum, &buf[..n]);
+    }
+}
+
 /// A current_thread tokio runtime with time and I/O.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")

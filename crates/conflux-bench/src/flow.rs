@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use conflux_flow::{FlowExt, Shutdown, pipe, proxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::data::{expected_sum, fold, offsets, runtime, source};
+use crate::data::{drain, expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, throughput_gbps};
 
 const CHUNK: usize = 64 * 1024;
@@ -59,19 +59,9 @@ fn flow_pipe(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         },
         || {
             rt.block_on(async {
-                let (mut w, mut r) = tokio::io::duplex(IN_FLIGHT);
+                let (mut w, r) = tokio::io::duplex(IN_FLIGHT);
                 let start = Instant::now();
-                let reader = tokio::spawn(async move {
-                    let mut buf = vec![0u8; CHUNK];
-                    let mut sum = 0;
-                    loop {
-                        let n = r.read(&mut buf).await.expect("duplex read");
-                        if n == 0 {
-                            break sum;
-                        }
-                        sum = fold(sum, &buf[..n]);
-                    }
-                });
+                let reader = tokio::spawn(async move { drain(r, CHUNK).await.1 });
                 for off in offsets(TOTAL, CHUNK) {
                     w.write_all(&src[off..off + CHUNK]).await.expect("duplex write");
                 }
@@ -117,21 +107,13 @@ fn flow_proxy(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         || {
             rt.block_on(async {
                 let (mut client, mut a) = tokio::io::duplex(IN_FLIGHT);
-                let (mut b, mut server) = tokio::io::duplex(IN_FLIGHT);
+                let (mut b, server) = tokio::io::duplex(IN_FLIGHT);
                 let start = Instant::now();
                 let relay = tokio::spawn(async move {
                     tokio::io::copy_bidirectional(&mut a, &mut b).await.expect("copy_bidirectional")
                 });
                 let reader = tokio::spawn(async move {
-                    let mut buf = vec![0u8; CHUNK];
-                    let mut sum = 0;
-                    loop {
-                        let n = server.read(&mut buf).await.expect("duplex read");
-                        if n == 0 {
-                            break;
-                        }
-                        sum = fold(sum, &buf[..n]);
-                    }
+                    let (mut server, sum) = drain(server, CHUNK).await;
                     server.shutdown().await.expect("server shutdown");
                     sum
                 });

@@ -26,10 +26,10 @@ use conflux_hvsock::{
     Decoder, Encoder, FakeVmm, Family, FamilyListener, Frame, FramingConfig, HybridFamily, RawFlow, UnixAddr,
     UnixFamily,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::data::{SOURCE_LEN, expected_sum, fold, offsets, runtime, source};
+use crate::data::{SOURCE_LEN, drain, expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 64 * 1024;
@@ -84,7 +84,7 @@ async fn raw_unix_run(path: &std::path::Path, src: &Bytes, want: u64) -> f64 {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path).expect("bind");
     let (w, r) = tokio::join!(UnixStream::connect(path), l.accept());
-    let (mut w, (mut r, _)) = (w.expect("connect"), r.expect("accept"));
+    let (mut w, (r, _)) = (w.expect("connect"), r.expect("accept"));
     let start = Instant::now();
     let src2 = src.clone();
     let writer = tokio::spawn(async move {
@@ -93,15 +93,7 @@ async fn raw_unix_run(path: &std::path::Path, src: &Bytes, want: u64) -> f64 {
         }
         w.shutdown().await.expect("shutdown");
     });
-    let mut buf = vec![0u8; CHUNK];
-    let mut sum = 0;
-    loop {
-        let n = r.read(&mut buf).await.expect("read");
-        if n == 0 {
-            break;
-        }
-        sum = fold(sum, &buf[..n]);
-    }
+    let (_, sum) = drain(r, CHUNK).await;
     let elapsed = start.elapsed();
     writer.await.expect("writer task");
     assert_eq!(sum, want, "the reader's checksum differs from the writer's");

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::data::{expected_sum as expected, fold, offsets, runtime, source};
+use crate::data::{drain, expected_sum as expected, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
 const PING: usize = 64;
@@ -117,22 +117,12 @@ impl NetStream {
 }
 
 /// Copies `total` bytes from `client` to `server` (tokio I/O) and checks the sum.
-async fn tokio_stream<C, S>(mut client: C, mut server: S, src: &Bytes, total: u64, chunk: usize, want: u64)
+async fn tokio_stream<C, S>(mut client: C, server: S, src: &Bytes, total: u64, chunk: usize, want: u64)
 where
     C: AsyncWrite + Unpin,
     S: AsyncRead + Unpin + Send + 'static,
 {
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; chunk];
-        let mut sum = 0;
-        loop {
-            let n = server.read(&mut buf).await.expect("read");
-            if n == 0 {
-                break sum;
-            }
-            sum = fold(sum, &buf[..n]);
-        }
-    });
+    let reader = tokio::spawn(async move { drain(server, chunk).await.1 });
     for off in offsets(total, chunk) {
         client.write_all(&src[off..off + chunk]).await.expect("write");
     }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::data::{expected_sum, fold, offsets, runtime, source};
+use crate::data::{drain, expected_sum, fold, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 128 * 1024;
@@ -106,18 +106,8 @@ fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
                 let start = Instant::now();
                 let (client, accepted) = tokio::join!(TcpStream::connect(loopback(raw_port)), raw.accept());
                 let mut client = client.expect("connect");
-                let (mut server, _) = accepted.expect("accept");
-                let reader = tokio::spawn(async move {
-                    let mut buf = vec![0u8; CHUNK];
-                    let mut sum = 0;
-                    loop {
-                        let n = server.read(&mut buf).await.expect("read");
-                        if n == 0 {
-                            break sum;
-                        }
-                        sum = fold(sum, &buf[..n]);
-                    }
-                });
+                let (server, _) = accepted.expect("accept");
+                let reader = tokio::spawn(async move { drain(server, CHUNK).await.1 });
                 for off in offsets(TOTAL, CHUNK) {
                     client.write_all(&src[off..off + CHUNK]).await.expect("write");
                 }
