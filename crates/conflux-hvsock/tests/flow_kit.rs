@@ -15,7 +15,7 @@ use conflux_hvsock::{
 };
 use conflux_testkit::{TIMEOUT, within};
 
-use common::TempDir;
+use conflux_testkit::TempDir;
 
 /// The close timeout the framed factories use. C5 waits for it when the peer
 /// never closes; D1 needs it short: a framed peer's close drains our data until

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use common::{TempDir, hybrid_pair, mem_pair, pair_via, unix_pair};
+use common::{hybrid_pair, mem_pair, pair_via, unix_pair};
+use conflux_testkit::TempDir;
 
 const C_TO_S: [u8; 13] = [0x05, 0, 0, 0, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0xad, 0xde, 0xef, 0xbe];
 const S_TO_C: [u8; 13] = [0x05, 0, 0, 0, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0xad, 0xde, 0xad, 0xde];

@@ -12,7 +12,7 @@ use conflux_hvsock::{FramingConfig, UnixAddr, UnixFamily, connect};
 use conflux_testkit::{TIMEOUT, payload, within};
 use tokio::io::AsyncReadExt;
 
-use common::TempDir;
+use conflux_testkit::TempDir;
 
 #[tokio::test]
 async fn close_returns_by_its_timeout_when_the_peer_never_acknowledges() {

@@ -27,8 +27,8 @@ use conflux_mimic::{
 };
 use conflux_tcp::TcpStack;
 use conflux_tcp_host::HostStack;
+use conflux_testkit::TempDir;
 use conflux_testkit::{TIMEOUT, within};
-use fixtures::TempDir;
 use tokio::sync::mpsc;
 
 /// An in-memory protocol: a connect makes a pipe, keeps one end and hands the

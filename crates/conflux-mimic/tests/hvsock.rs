@@ -11,8 +11,8 @@ use conflux_hvsock::{
     FakeVmm, FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
 };
 use conflux_mimic::{AttemptOutcome, BoxFlow, RegisterOptions, Registry, UriKeys, register_hvsock};
+use conflux_testkit::TempDir;
 use conflux_testkit::{TIMEOUT, within};
-use fixtures::TempDir;
 
 /// Reads to Eof, echoes it back, closes; returns what it read.
 async fn echo(mut flow: impl Flow) -> Result<Vec<u8>, FlowError> {

@@ -31,6 +31,7 @@
 mod env;
 mod payload;
 mod skip;
+mod tempdir;
 mod time;
 
 pub use crate::env::{have_command, is_root, open_fds};
@@ -38,4 +39,5 @@ pub use crate::payload::payload;
 pub use crate::skip::{
     ParseSkipKindError, SkipKind, SkipReturn, current_test_name, qualified_test_name, report_skip, skip_log_path,
 };
+pub use crate::tempdir::TempDir;
 pub use crate::time::{TIMEOUT, within};

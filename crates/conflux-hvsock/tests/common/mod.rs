@@ -1,34 +1,8 @@
-//! Helpers shared by the integration tests: temp dirs and connected pairs.
+//! Helpers shared by the integration tests: connected pairs of raw flows.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use conflux_hvsock::{FakeVmm, Family, FamilyListener, HybridFamily, MemFamily, RawFlow, UnixAddr, UnixFamily};
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hvsock-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use conflux_testkit::TempDir;
 
 /// A connected pair of raw flows through a family listener.
 pub async fn pair_via<F: Family>(family: &F, addr: &F::Addr) -> (RawFlow<F::Socket>, RawFlow<F::Socket>) {
