@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::{Flow, FlowError, Shutdown};
+use crate::{Flow, FlowError, Shutdown, bufs};
 
 /// Any flow as a tokio `AsyncRead + AsyncWrite + AsyncBufRead`, so hyper,
 /// tokio-rustls and tokio-util codecs run over it.
@@ -298,24 +298,17 @@ where
         while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
             let io = self.io.as_mut().expect("checked by write_gate");
             let res = if io.is_write_vectored() {
-                let slices: Vec<IoSlice<'_>> =
-                    bufs[first..].iter().filter(|b| !b.is_empty()).take(64).map(|b| IoSlice::new(b)).collect();
-                ready!(Pin::new(io).poll_write_vectored(cx, &slices))
+                let mut slices = [IoSlice::new(&[]); bufs::MAX_IOV];
+                let n = bufs::gather(&bufs[first..], &mut slices);
+                ready!(Pin::new(io).poll_write_vectored(cx, &slices[..n]))
             } else {
                 ready!(Pin::new(io).poll_write(cx, &bufs[first]))
             };
             match res {
                 Ok(0) => return self.fail_write(FlowError::closed().with_message("the stream accepted no bytes")),
-                Ok(mut n) => {
+                Ok(n) => {
                     self.flush_pending = true;
-                    for b in bufs[first..].iter_mut() {
-                        let take = n.min(b.len());
-                        b.advance(take);
-                        n -= take;
-                        if n == 0 {
-                            break;
-                        }
-                    }
+                    bufs::advance(&mut bufs[first..], n);
                 }
                 Err(e) => return self.fail_write(e.into()),
             }

@@ -17,7 +17,8 @@
 //! - adapters both ways with tokio: [`FlowIo`] (a flow as `AsyncRead + AsyncWrite +
 //!   AsyncBufRead`) and [`FromTokio`] (any `AsyncRead + AsyncWrite` as a flow);
 //! - the combinators [`copy`] and [`proxy`] with per-direction [`CopyStats`];
-//! - [`FnFlow`], a flow backed by functions (Mirage's `F`).
+//! - [`FnFlow`], a flow backed by functions (Mirage's `F`);
+//! - [`bufs`], for flows that hand their pending writes to a vectored socket write.
 //!
 //! What is not: no networking, no runtime of its own (it needs tokio's `rt`,
 //! `sync`, `time` and `io-util` pieces, never `net`), no global state.
@@ -46,6 +47,7 @@
 
 mod adapter;
 mod boxed;
+pub mod bufs;
 mod combinators;
 mod error;
 mod flow;

@@ -4,8 +4,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
+use bytes::{Bytes, BytesMut};
+use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf, bufs};
 
 use crate::endpoint::FramingConfig;
 use crate::family::Socket;
@@ -13,8 +13,7 @@ use crate::framed::FramedFlow;
 
 /// How much a read asks the socket for.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
-/// The most slices handed to one `writev`.
-pub(crate) const MAX_IOV: usize = 64;
+pub(crate) use conflux_flow::bufs::MAX_IOV;
 
 /// A connected socket of any family as a [`Flow`], without framing.
 ///
@@ -149,28 +148,17 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for b in bufs[first..].iter().filter(|b| !b.is_empty()).take(MAX_IOV) {
-                slices[n] = IoSlice::new(b);
-                n += 1;
-            }
+            let n = bufs::gather(&bufs[first..], &mut slices);
             let polled = self.sock.poll_writev(cx, &slices[..n]);
             if polled.is_pending() {
                 self.writer = Some(cx.waker().clone());
             }
-            let mut wrote = match ready!(polled) {
+            let wrote = match ready!(polled) {
                 Ok(0) => return Poll::Ready(Err(self.fail_write(io::ErrorKind::WriteZero.into()))),
                 Ok(w) => w,
                 Err(e) => return Poll::Ready(Err(self.fail_write(e))),
             };
-            for b in bufs[first..].iter_mut() {
-                let take = wrote.min(b.len());
-                b.advance(take);
-                wrote -= take;
-                if wrote == 0 {
-                    break;
-                }
-            }
+            bufs::advance(&mut bufs[first..], wrote);
         }
         Poll::Ready(Ok(()))
     }
