@@ -37,8 +37,10 @@ pub struct StackConfig {
     /// 256, keeps thousands of sockets (TIME_WAIT included) to a few dozen
     /// per set; the driver's per-round bookkeeping is linear in this number.
     pub shards: usize,
-    /// Half-open (SYN received, handshake unfinished) sockets per listener;
-    /// further SYNs are dropped silently so their clients retransmit.
+    /// Half-open (SYN received, handshake unfinished) sockets per listener.
+    /// A SYN beyond the cap evicts the listener's oldest unfinished
+    /// handshake (silently: no RST), so a flood of unanswered SYNs cannot
+    /// lock legitimate clients out; a cap of 0 admits no SYN at all.
     pub max_half_open: usize,
     /// A handshake not finished this long after its SYN is dropped.
     pub handshake_timeout: Duration,

@@ -56,8 +56,15 @@ pub(crate) struct Conn {
     /// dialled (not ours). Ingress is rewritten from it to `local`, egress
     /// back.
     pub(crate) nat: Option<SocketAddr>,
-    /// The highest acknowledgment number the peer sent (for old-ACK data).
+    /// The highest acknowledgment number of the peer that smoltcp took
+    /// (SND.UNA as far as segments carrying data go; for old-ACK data).
     peer_ack: Option<u32>,
+    /// The sequence number just past the last segment we sent (SND.MAX):
+    /// an acknowledgment beyond it acknowledges nothing we sent.
+    snd_max: Option<u32>,
+    /// The highest acknowledgment we sent (RCV.NXT as the peer last heard
+    /// it): data ending at or before it is a retransmission.
+    rcv_nxt: Option<u32>,
     /// When the SYN arrived (half-open sockets).
     since: Instant,
 }
@@ -149,7 +156,15 @@ fn smol_caps(caps: DeviceCaps) -> DeviceCapabilities {
         Medium::Ip => caps.mtu,
     };
     c.checksum = match caps.checksums {
-        Checksums::Compute => ChecksumCapabilities::default(),
+        Checksums::Compute => {
+            // The driver verifies IPv4 header and TCP checksums of every
+            // received frame before anything else looks at it (see
+            // `wire::inspect`): smoltcp only computes them on transmit.
+            let mut sums = ChecksumCapabilities::default();
+            sums.ipv4 = phy::Checksum::Tx;
+            sums.tcp = phy::Checksum::Tx;
+            sums
+        }
         Checksums::Offloaded => ChecksumCapabilities::ignored(),
     };
     c
@@ -324,6 +339,8 @@ impl Core {
                 ephemeral: true,
                 nat: None,
                 peer_ack: None,
+                snd_max: None,
+                rcv_nxt: None,
                 since: Instant::ZERO,
             },
         );
@@ -403,6 +420,26 @@ impl Core {
         }
     }
 
+    /// Forgets a half-open handshake at once: its socket, table entries
+    /// and port go, and no RST is sent (the SYN's source may be forged).
+    fn evict_half_open(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else { return };
+        if let Phase::HalfOpen { port } = conn.phase
+            && let Some(l) = self.listens.get_mut(&port)
+        {
+            l.half_open = l.half_open.saturating_sub(1);
+        }
+        self.half_open.retain(|h| *h != id);
+        self.shards[conn.shard].sockets.remove(conn.handle);
+        self.tuples.remove(&(conn.nat.unwrap_or(conn.local), conn.remote));
+        if conn.nat.is_some() {
+            self.nat_out.remove(&(conn.local, conn.remote));
+        }
+        if conn.ephemeral {
+            self.ports.free(conn.local.port());
+        }
+    }
+
     /// Closes every open and half-open connection gracefully (disconnect).
     pub(crate) fn close_all(&mut self) {
         self.disconnected = true;
@@ -432,8 +469,20 @@ impl Core {
 
     /// Feeds one received frame to the socket set its 4-tuple belongs to,
     /// making a fresh socket for a SYN to a listened port.
+    ///
+    /// Nothing is decided on a frame before it is checked (lengths, and
+    /// checksums where the device computes them): a corrupted frame must
+    /// not admit a SYN, abort an orphan, mark a reset or move the highest
+    /// acknowledgment seen.
     fn ingress(&mut self, now: Instant, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        let seg = wire::tcp_segment(&frame, self.medium);
+        let seg = match wire::inspect(&frame, self.medium, self.caps.checksum.tcp.tx()) {
+            wire::Inspected::Tcp(seg) => Some(seg),
+            wire::Inspected::Other => None,
+            wire::Inspected::Bad => {
+                tracing::debug!(len = frame.len(), "malformed or corrupted frame dropped");
+                return;
+            }
+        };
         let mut conn_id = None;
         let shard = match seg {
             None => 0,
@@ -451,12 +500,8 @@ impl Core {
                     } else {
                         self.transparent_port
                     };
-                    match port.and_then(|p| self.listens.get(&p).map(|l| (p, l.half_open))) {
-                        Some((port, half_open)) if half_open >= self.config.max_half_open => {
-                            tracing::debug!(port, "half-open cap reached: SYN dropped");
-                            return;
-                        }
-                        Some((port, _)) => match self.accept_syn(now, tuple, port, !ours) {
+                    match port.filter(|p| self.listens.contains_key(p)) {
+                        Some(port) => match self.accept_syn(now, tuple, port, !ours) {
                             Some(id) => {
                                 conn_id = Some(id);
                                 self.conns[&id].shard
@@ -474,9 +519,12 @@ impl Core {
             && seg.payload_len > 0
             && let Some(conn) = self.conns.get(&id)
             && conn.phase == Phase::Orphan
+            && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.seq_number.wrapping_add(seg.payload_len as u32), nxt))
         {
-            // Data for a closed flow: nobody will read it. Reset, as the
-            // kernel does, so the peer's writes fail instead of stalling.
+            // New data for a closed flow: nobody will read it. Reset, as
+            // the kernel does, so the peer's writes fail instead of
+            // stalling. (A retransmission of data we already acknowledged
+            // goes to smoltcp, which acknowledges it again.)
             let (shard, handle) = (conn.shard, conn.handle);
             let sock = self.socket(shard, handle);
             if !matches!(sock.state(), tcp::State::TimeWait | tcp::State::Closed) {
@@ -484,23 +532,34 @@ impl Core {
             }
             return;
         }
+        let mut before = None;
         if let (Some(seg), Some(id)) = (seg, conn_id)
             && let Some(conn) = self.conns.get_mut(&id)
         {
             if seg.ack && !seg.rst {
+                if let Some(max) = conn.snd_max
+                    && wire::seq_after(seg.ack_number, max)
+                {
+                    // RFC 5961 5.2: an ACK for data we never sent is
+                    // discarded. (smoltcp would take one that falls in its
+                    // unsent buffer as acknowledging it: bytes lost.)
+                    tracing::debug!(ack = seg.ack_number, snd_max = max, "ACK beyond SND.NXT dropped");
+                    return;
+                }
                 // RFC 5961 5.2: data with an old but acceptable ACK is
                 // processed. smoltcp drops any segment whose ACK is below
                 // SND.UNA, data included; the old ACK acknowledges nothing
-                // new, so it is raised to the highest one seen (a no-op for
-                // the acknowledgment) and the data goes through.
-                match conn.peer_ack {
-                    Some(max) if (seg.ack_number.wrapping_sub(max) as i32) < 0 => {
-                        if seg.payload_len > 0 && max.wrapping_sub(seg.ack_number) < 1 << 30 {
-                            wire::rewrite_ack(&mut frame, self.medium, max);
-                        }
-                    }
-                    _ => conn.peer_ack = Some(seg.ack_number),
+                // new, so it is raised to the highest one smoltcp took (a
+                // no-op for the acknowledgment) and the data goes through.
+                if let Some(max) = conn.peer_ack
+                    && wire::seq_after(max, seg.ack_number)
+                    && seg.payload_len > 0
+                    && max.wrapping_sub(seg.ack_number) < 1 << 30
+                {
+                    wire::rewrite_ack(&mut frame, self.medium, max);
                 }
+                let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
+                before = Some((sock.state(), sock.send_queue(), sock.recv_queue()));
             }
             if conn.nat.is_some() {
                 wire::rewrite(&mut frame, self.medium, false, conn.local);
@@ -515,14 +574,40 @@ impl Core {
             // a neighbour: let them all send (such frames are rare).
             self.shards.iter_mut().for_each(|s| s.dirty = true);
         }
-        if let (Some(seg), Some(id)) = (seg, conn_id)
-            && seg.rst
-            && let Some(conn) = self.conns.get_mut(&id)
+        let (Some(seg), Some(id)) = (seg, conn_id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
+        if seg.rst && sock.state() == tcp::State::Closed {
+            conn.rst_seen = true;
+        }
+        // Record the acknowledgment only once smoltcp has taken the segment
+        // (it moved the state, freed sent bytes or queued received ones):
+        // a segment it rejected (out of window, say) must not raise later
+        // segments' acknowledgments.
+        if let Some(was) = before
+            && was != (sock.state(), sock.send_queue(), sock.recv_queue())
+            && conn.peer_ack.is_none_or(|max| wire::seq_after(seg.ack_number, max))
         {
-            let (shard, handle) = (conn.shard, conn.handle);
-            let closed = self.shards[shard].sockets.get::<tcp::Socket<'static>>(handle).state() == tcp::State::Closed;
-            if closed && let Some(conn) = self.conns.get_mut(&id) {
-                conn.rst_seen = true;
+            conn.peer_ack = Some(seg.ack_number);
+        }
+    }
+
+    /// Notes what we sent on a connection: SND.MAX for the ACK checks.
+    fn sent(&mut self, seg: &wire::Segment) {
+        let tuple = match self.nat_out.get(&(seg.src, seg.dst)) {
+            Some(original) => (*original, seg.dst),
+            None => (seg.src, seg.dst),
+        };
+        if let Some(id) = self.tuples.get(&tuple)
+            && let Some(conn) = self.conns.get_mut(id)
+            && !seg.rst
+        {
+            let end = seg.seq_end();
+            if conn.snd_max.is_none_or(|max| wire::seq_after(end, max)) {
+                conn.snd_max = Some(end);
+            }
+            if seg.ack && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.ack_number, nxt)) {
+                conn.rcv_nxt = Some(seg.ack_number);
             }
         }
     }
@@ -530,7 +615,33 @@ impl Core {
     /// Makes a socket for a SYN to `tuple`, for the listener on `port`;
     /// `nat` (transparent listening) gives it one of our addresses and a
     /// port of its own, the original destination kept for rewriting.
+    ///
+    /// At the listener's half-open cap the oldest of its unfinished
+    /// handshakes is evicted first: under a flood of SYNs whose SYN-ACKs are
+    /// never answered, a legitimate handshake still gets a slot and keeps it
+    /// for the time `cap` more SYNs take to arrive. (SYN cookies would need
+    /// control of the initial sequence number, which smoltcp 0.14 does not
+    /// give.)
     fn accept_syn(&mut self, now: Instant, tuple: Tuple, port: u16, nat: bool) -> Option<ConnId> {
+        let cap = self.config.max_half_open;
+        if self.listens.get(&port).is_some_and(|l| l.half_open >= cap) {
+            let oldest = self
+                .half_open
+                .iter()
+                .copied()
+                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port }))
+                .min_by_key(|id| (self.conns[id].since, *id));
+            match oldest {
+                Some(id) => {
+                    tracing::debug!(port, "half-open cap reached: oldest handshake evicted");
+                    self.evict_half_open(id);
+                }
+                None => {
+                    tracing::debug!(port, "half-open cap reached: SYN dropped");
+                    return None;
+                }
+            }
+        }
         let (dialled, remote) = tuple;
         let (local, original) = if nat {
             let ip = self.addrs.iter().copied().find(|a| a.is_ipv4() == dialled.is_ipv4())?;
@@ -561,6 +672,8 @@ impl Core {
                 ephemeral: nat,
                 nat: original,
                 peer_ack: None,
+                snd_max: None,
+                rcv_nxt: None,
                 since: now,
             },
         );
@@ -615,11 +728,11 @@ impl Core {
                 self.egress(now, &mut out);
             }
             for mut frame in out.drain(..) {
-                if !self.nat_out.is_empty()
-                    && let Some(seg) = wire::tcp_segment(&frame, self.medium)
-                    && let Some(original) = self.nat_out.get(&(seg.src, seg.dst))
-                {
-                    wire::rewrite(&mut frame, self.medium, true, *original);
+                if let Some(seg) = wire::tcp_segment(&frame, self.medium) {
+                    self.sent(&seg);
+                    if let Some(original) = self.nat_out.get(&(seg.src, seg.dst)) {
+                        wire::rewrite(&mut frame, self.medium, true, *original);
+                    }
                 }
                 if self.is_local(&frame) { local.push(frame) } else { tx.push(frame) }
             }

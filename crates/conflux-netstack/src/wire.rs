@@ -1,8 +1,13 @@
-//! Just enough header parsing for the driver: the 4-tuple and flags of a TCP
-//! segment (ingress demultiplexing, SYN and RST tracking) and the destination
-//! of an outgoing frame (local delivery). Malformed frames parse as `None`.
+//! Just enough header parsing for the driver: validation of received frames
+//! (lengths, and checksums where the device computes them) before the
+//! driver takes any decision on them, the 4-tuple, flags and sequence
+//! numbers of a TCP segment (ingress demultiplexing, SYN and RST tracking,
+//! SND.NXT tracking on egress) and the destination of an outgoing frame
+//! (local delivery). Malformed frames parse as `None`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use crate::device::Medium;
 
@@ -22,6 +27,9 @@ pub(crate) struct Segment {
     pub(crate) syn: bool,
     pub(crate) ack: bool,
     pub(crate) rst: bool,
+    pub(crate) fin: bool,
+    /// The sequence number.
+    pub(crate) seq_number: u32,
     /// Bytes of data the segment carries.
     pub(crate) payload_len: usize,
     /// The acknowledgment number (meaningful when `ack`).
@@ -84,7 +92,92 @@ pub(crate) fn tcp_segment(frame: &[u8], medium: Medium) -> Option<Segment> {
         syn: flags & 0x02 != 0,
         ack: flags & 0x10 != 0,
         rst: flags & 0x04 != 0,
+        fin: flags & 0x01 != 0,
+        seq_number: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
     })
+}
+
+impl Segment {
+    /// The sequence number just past this segment (SYN and FIN count one each).
+    pub(crate) fn seq_end(&self) -> u32 {
+        self.seq_number
+            .wrapping_add(self.payload_len as u32)
+            .wrapping_add(u32::from(self.syn))
+            .wrapping_add(u32::from(self.fin))
+    }
+}
+
+/// `a` is after `b` in sequence space (RFC 793's modular comparison).
+pub(crate) fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// What a received frame is, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inspected {
+    /// A well-formed TCP segment (checksums verified when asked).
+    Tcp(Segment),
+    /// Not TCP (ARP, ICMP, ...): smoltcp checks it itself.
+    Other,
+    /// Truncated, inconsistent lengths or a wrong checksum: drop it before
+    /// anything looks at its contents.
+    Bad,
+}
+
+/// Checks a received frame: Ethernet and IP lengths, TCP header length and,
+/// with `verify`, the IPv4 header checksum and the TCP checksum. Only a
+/// frame that passes is a [`Inspected::Tcp`].
+pub(crate) fn inspect(frame: &[u8], medium: Medium, verify: bool) -> Inspected {
+    let packet = match medium {
+        Medium::Ip => frame,
+        Medium::Ethernet => match EthernetFrame::new_checked(frame) {
+            Ok(eth) if matches!(eth.ethertype(), EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6) => {
+                &frame[EthernetFrame::<&[u8]>::header_len()..]
+            }
+            Ok(eth) if eth.ethertype() == EthernetProtocol::Arp => {
+                // ARP carries no checksum: a sender hardware address that
+                // differs from the frame's source is taken as corrupted, so
+                // one flipped byte cannot point the neighbour cache at a
+                // host that does not exist.
+                let sha =
+                    frame.get(EthernetFrame::<&[u8]>::header_len() + 8..EthernetFrame::<&[u8]>::header_len() + 14);
+                return if sha == Some(eth.src_addr().as_bytes()) { Inspected::Other } else { Inspected::Bad };
+            }
+            Ok(_) => return Inspected::Other,
+            Err(_) => return Inspected::Bad,
+        },
+    };
+    let (src, dst, tcp): (IpAddress, IpAddress, &[u8]) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(packet) else { return Inspected::Bad };
+            if verify && !ip.verify_checksum() {
+                return Inspected::Bad;
+            }
+            if ip.next_header() != IpProtocol::Tcp {
+                return Inspected::Other;
+            }
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let range = usize::from(ip.header_len())..usize::from(ip.total_len());
+            (src.into(), dst.into(), &packet[range])
+        }
+        Some(6) => {
+            let Ok(ip) = Ipv6Packet::new_checked(packet) else { return Inspected::Bad };
+            if ip.next_header() != IpProtocol::Tcp {
+                return Inspected::Other;
+            }
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let start = ip.header_len();
+            (src.into(), dst.into(), &packet[start..start + usize::from(ip.payload_len())])
+        }
+        _ => return Inspected::Bad,
+    };
+    match TcpPacket::new_checked(tcp) {
+        Ok(t) if !verify || t.verify_checksum(&src, &dst) => match tcp_segment(frame, medium) {
+            Some(seg) => Inspected::Tcp(seg),
+            None => Inspected::Bad,
+        },
+        _ => Inspected::Bad,
+    }
 }
 
 /// Where an outgoing frame is going: the IP destination, or for an ARP

@@ -4,127 +4,18 @@
 
 mod support;
 
-use std::future::poll_fn;
-use std::net::SocketAddr;
-use std::task::Poll;
 use std::time::Duration;
 
 use conflux_flow::FlowExt;
-use conflux_netstack::{Checksums, FrameDevice, LinkConfig, LinkEnd, NetFlow, NetStack, link_pair};
+use conflux_netstack::Checksums;
 use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
 use conflux_testkit::within;
 
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
-
-/// A segment as the peer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seg {
-    sport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    payload: Vec<u8>,
-}
-
-fn build(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else { panic!("IPv4 only") };
-    let total = 40 + payload.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&s.ip().octets());
-    p.extend_from_slice(&d.ip().octets());
-    p.extend_from_slice(&s.port().to_be_bytes());
-    p.extend_from_slice(&d.port().to_be_bytes());
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ack.to_be_bytes());
-    p.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
-fn parse(p: &[u8]) -> Seg {
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    let t = &p[ihl..total];
-    let off = usize::from(t[12] >> 4) * 4;
-    Seg {
-        sport: u16::from_be_bytes([t[0], t[1]]),
-        seq: u32::from_be_bytes(t[4..8].try_into().unwrap()),
-        ack: u32::from_be_bytes(t[8..12].try_into().unwrap()),
-        flags: t[13],
-        payload: t[off..].to_vec(),
-    }
-}
-
-/// The scripted peer at 10.0.0.2 and our stack at 10.0.0.1.
-struct Peer {
-    end: LinkEnd,
-    me: SocketAddr,
-    stack_addr: SocketAddr,
-}
-
-impl Peer {
-    fn new(my_port: u16, stack_port: u16) -> (Peer, NetStack) {
-        let (a, b) = link_pair(LinkConfig::ip().checksums(Checksums::Offloaded));
-        let stack = NetStack::new(support::side(true), a);
-        let peer = Peer {
-            end: b,
-            me: support::addr(support::B4, my_port),
-            stack_addr: support::addr(support::A4, stack_port),
-        };
-        (peer, stack)
-    }
-
-    fn send(&mut self, seq: u32, ack: u32, flags: u8, payload: &[u8]) {
-        self.end.send(build(self.me, self.stack_addr, seq, ack, flags, payload)).unwrap();
-    }
-
-    /// The next segment from the stack within `limit` (virtual time).
-    async fn recv_within(&mut self, limit: Duration) -> Option<Seg> {
-        let end = &mut self.end;
-        tokio::time::timeout(
-            limit,
-            poll_fn(|cx| match end.poll_recv(cx) {
-                Poll::Ready(Ok(frame)) => Poll::Ready(parse(&frame)),
-                Poll::Ready(Err(e)) => panic!("link: {e}"),
-                Poll::Pending => Poll::Pending,
-            }),
-        )
-        .await
-        .ok()
-    }
-
-    async fn recv(&mut self) -> Seg {
-        self.recv_within(Duration::from_secs(5)).await.expect("a segment from the stack")
-    }
-
-    /// Accepts a connection to the stack's listener: SYN, SYN-ACK, ACK.
-    /// Returns (our next seq, the stack's next seq) and the server's flow.
-    async fn handshake(&mut self, stack: &NetStack) -> (u32, u32, NetFlow) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        stack
-            .listen(self.stack_addr.port(), None, move |f| {
-                let _ = tx.send(f);
-                async {}
-            })
-            .unwrap();
-        self.send(1000, 0, SYN, b"");
-        let synack = self.recv().await;
-        assert_eq!(synack.flags & (SYN | ACK), SYN | ACK, "{synack:?}");
-        assert_eq!(synack.ack, 1001);
-        let theirs = synack.seq.wrapping_add(1);
-        self.send(1001, theirs, ACK, b"");
-        let flow = within("accept", Duration::from_secs(5), rx.recv()).await.unwrap();
-        (1001, theirs, flow)
-    }
-}
+use support::peer::{ACK, PSH, Peer, RST, SYN};
 
 #[tokio::test(start_paused = true)]
 async fn syn_sent_ignores_a_bad_ack_rst_and_a_correct_rst_refuses() {
-    let (mut peer, stack) = Peer::new(80, 0);
+    let (mut peer, stack) = Peer::new(80, 0, Checksums::Offloaded);
     let connect = tokio::spawn({
         let stack = stack.clone();
         async move { stack.create_connection(support::addr(support::B4, 80), ConnectOptions::new()).await }
@@ -145,7 +36,7 @@ async fn syn_sent_ignores_a_bad_ack_rst_and_a_correct_rst_refuses() {
 
 #[tokio::test(start_paused = true)]
 async fn out_of_window_segments_leave_the_flow_open_and_an_exact_rst_resets() {
-    let (mut peer, stack) = Peer::new(4000, 80);
+    let (mut peer, stack) = Peer::new(4000, 80, Checksums::Offloaded);
     let (seq, theirs, mut flow) = peer.handshake(&stack).await;
 
     // An out-of-window RST is dropped silently (RFC 5961 3.2); the flow
@@ -200,7 +91,7 @@ async fn out_of_window_segments_leave_the_flow_open_and_an_exact_rst_resets() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unfinished_handshake_is_dropped_after_the_timeout() {
-    let (mut peer, stack) = Peer::new(4001, 81);
+    let (mut peer, stack) = Peer::new(4001, 81, Checksums::Offloaded);
     stack.listen(81, None, |f| async move { drop(f) }).unwrap();
     peer.send(5000, 0, SYN, b"");
     let synack = peer.recv().await;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod peer;
 pub mod tapns;
 
 use std::net::{IpAddr, SocketAddr};
