@@ -180,3 +180,163 @@ async fn an_ack_into_unsent_data_loses_nothing() {
     }
     assert_eq!(got, data);
 }
+
+/// Stack A (listening, echoing one read) behind a [`Merge`] device that
+/// takes flood frames, and stack B, the legitimate client, on an Ethernet
+/// link. A's half-open cap is the default (64); its gateway never answers.
+struct Flood {
+    a: conflux_netstack::NetStack,
+    b: conflux_netstack::NetStack,
+    port: u16,
+    inject: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    rng: u64,
+    sent: u64,
+    clients: usize,
+}
+
+impl Flood {
+    fn new() -> Flood {
+        let (ea, eb) = conflux_netstack::link_pair(LinkConfig::ethernet());
+        let (merged, inject) = support::inject::Merge::new(ea);
+        let a = conflux_netstack::NetStack::new(support::side(true).gateway_v4("10.0.0.254".parse().unwrap()), merged);
+        let b = conflux_netstack::NetStack::new(support::side(false), eb);
+        let port = a
+            .listen(0, None, |mut f| async move {
+                if let Ok(Some(buf)) = f.read().await {
+                    let _ = f.write(buf).await;
+                }
+            })
+            .unwrap()
+            .port();
+        Flood { a, b, port, inject, rng: 0x9e37_79b9_7f4a_7c15, sent: 0, clients: 0 }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// One SYN to A's listener from a random source, on the subnet (every
+    /// other one) or off it, in an Ethernet frame from a random MAC.
+    fn syn(&mut self) {
+        let r = self.random();
+        let src = if self.sent % 2 == 0 {
+            std::net::Ipv4Addr::new(10, 0, 0, 3 + (r % 250) as u8)
+        } else {
+            std::net::Ipv4Addr::new(198, 18, (r >> 8) as u8, (r >> 16) as u8)
+        };
+        let src = std::net::SocketAddr::from((src, 1024 + (r >> 24) as u16 % 60000));
+        let ip = support::peer::build(
+            src,
+            addr(support::A4, self.port),
+            (r >> 32) as u32,
+            0,
+            support::peer::SYN,
+            0xffff,
+            b"",
+        );
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, (r >> 40) as u8, (r >> 48) as u8, 9, 9, (r >> 56) as u8, 0x08, 0x00];
+        frame.extend_from_slice(&ip);
+        let _ = self.inject.send(frame);
+        self.sent += 1;
+    }
+
+    /// B connects to A and echoes a byte, within one second of virtual time.
+    async fn legitimate_client(&mut self) {
+        self.clients += 1;
+        let mut c = within("a legitimate connect under the flood", SECOND, async {
+            self.b.create_connection(addr(support::A4, self.port), ConnectOptions::new()).await
+        })
+        .await
+        .expect("connect");
+        c.write("x").await.unwrap();
+        let got = within("echo", SECOND, c.read()).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"x"[..]));
+        // At most the cap's 64 half-open sockets, plus one per legitimate
+        // connection so far (closing or in TIME_WAIT).
+        let bound = 64 + self.clients;
+        assert!(self.a.sockets() <= bound, "the half-open cap holds: {} sockets > {bound}", self.a.sockets());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_10000_syns_leaves_room_for_a_legitimate_client() {
+    let mut flood = Flood::new();
+    for _ in 0..10_000 {
+        flood.syn();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    flood.legitimate_client().await;
+}
+
+/// SYNs at `per_second` for `secs` seconds, a legitimate client connecting
+/// every few seconds meanwhile (after the cap has long been reached and
+/// while handshakes expire).
+async fn sustained(per_second: u64, secs: u64) {
+    let mut flood = Flood::new();
+    let interval = Duration::from_micros(1_000_000 / per_second);
+    let mut ticks = tokio::time::interval(interval);
+    for i in 0..per_second * secs {
+        ticks.tick().await;
+        flood.syn();
+        if i > 0 && i % (per_second * 3) == 0 {
+            flood.legitimate_client().await;
+        }
+    }
+    flood.legitimate_client().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sustained_100_syns_per_second_leaves_room_for_a_legitimate_client() {
+    sustained(100, 15).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sustained_1000_syns_per_second_leaves_room_for_a_legitimate_client() {
+    sustained(1000, 12).await;
+}
+
+/// With a cap of N: N handshakes are admitted; the SYN after them evicts the
+/// oldest (whose client's ACK is then refused); that client's retried SYN is
+/// admitted again and its handshake completes.
+#[tokio::test(start_paused = true)]
+async fn the_half_open_cap_admits_n_evicts_the_oldest_and_takes_a_retry() {
+    const N: u16 = 4;
+    let (a, b) = conflux_netstack::link_pair(LinkConfig::ip().checksums(Checksums::Compute));
+    let stack = conflux_netstack::NetStack::new(support::side(true).max_half_open(usize::from(N)), a);
+    let mut peer = Peer { end: b, me: addr(B4, 5000), stack_addr: addr(support::A4, 92), window: 0xffff };
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    stack
+        .listen(92, None, move |f| {
+            let _ = tx.send(f);
+            async {}
+        })
+        .unwrap();
+    let mut synack_of = std::collections::HashMap::new();
+    for i in 0..=N {
+        peer.me = addr(B4, 5000 + i);
+        peer.send(100, 0, support::peer::SYN, b"");
+        let s = peer.recv().await;
+        assert_eq!(s.flags & (support::peer::SYN | ACK), support::peer::SYN | ACK, "SYN {i} answered");
+        synack_of.insert(5000 + i, s.seq);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(stack.sockets(), usize::from((i + 1).min(N)), "after SYN {i}");
+    }
+    // The oldest (port 5000) was evicted: its ACK finds no socket (RST).
+    peer.me = addr(B4, 5000);
+    peer.send(101, synack_of[&5000].wrapping_add(1), ACK, b"");
+    let r = peer.recv().await;
+    assert_eq!(r.flags & support::peer::RST, support::peer::RST, "{r:?}");
+    assert_eq!(stack.sockets(), usize::from(N));
+    // Its retry gets in (evicting the next oldest) and completes.
+    peer.send(100, 0, support::peer::SYN, b"");
+    let s = peer.recv().await;
+    assert_eq!(s.flags & (support::peer::SYN | ACK), support::peer::SYN | ACK);
+    peer.send(101, s.seq.wrapping_add(1), ACK, b"");
+    let flow = within("accept after the retry", SECOND, accepted.recv()).await.expect("a flow");
+    drop(flow);
+    // The newest ones are still there: 5002..=5004 half-open, 5000 open.
+    assert_eq!(stack.sockets(), usize::from(N));
+}
