@@ -25,7 +25,10 @@
 //!   that is not ours are accepted and report the original destination as
 //!   their `src` (smoltcp 0.14 drops packets to foreign addresses even with
 //!   `any_ip`, so the stack rewrites them to its own address and back);
-//! - smoltcp's `log` records forwarded to `tracing` (target `smoltcp`).
+//! - no process-wide state: the crate logs with `tracing` and never sets a
+//!   global logger or subscriber. smoltcp's own records are `log` records
+//!   (targets `smoltcp::...`); a subscriber with `tracing-log` (the default
+//!   of `tracing_subscriber::fmt().init()`) shows them.
 //!
 //! What it does not do (yet): UDP, DHCP, SLAAC, IP fragmentation, and
 //! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
@@ -41,10 +44,17 @@
 //! on every poll. Flows lock, act on their socket, register their waker and
 //! kick the driver.
 //!
+//! Received frames are checked (lengths; IPv4 and TCP checksums where the
+//! device computes them) before the driver takes any decision on them: a
+//! corrupted frame admits no SYN, resets nothing and moves no sequence
+//! state. Under a SYN flood, a SYN beyond a listener's half-open cap evicts
+//! its oldest unfinished handshake, so legitimate clients still get in.
+//!
 //! RFC 5961: out-of-window RSTs are dropped, out-of-window SYNs and data get
-//! a (rate-limited) challenge ACK, an RST must match exactly in SYN_SENT and
-//! data with an old but acceptable ACK is delivered (the driver raises such
-//! an ACK to the highest one seen, as smoltcp would drop the segment). Known
+//! a (rate-limited) challenge ACK, an RST must match exactly in SYN_SENT, an
+//! ACK beyond SND.NXT is discarded, and data with an old but acceptable ACK
+//! is delivered (the driver raises such an ACK to the highest one smoltcp
+//! accepted, as smoltcp would drop the segment). Known
 //! gaps, from smoltcp 0.14: an in-window RST that is not exactly RCV.NXT
 //! resets the connection instead of drawing a challenge ACK, and a SYN
 //! without ACK on an established connection is dropped without one.
@@ -84,7 +94,6 @@ mod core;
 mod device;
 mod flow;
 mod link;
-mod logbridge;
 mod pcap;
 mod ports;
 mod stack;

@@ -76,7 +76,6 @@ impl NetStack {
     /// A stack with `config` over `device`; spawns the driver task, so it must
     /// be called within a tokio runtime.
     pub fn new<D: FrameDevice>(config: StackConfig, device: D) -> NetStack {
-        crate::logbridge::install();
         let base = tokio::time::Instant::now();
         let core = Core::new(config, device.caps(), smoltcp::time::Instant::ZERO);
         let kick = Arc::new(Notify::new());
