@@ -44,6 +44,12 @@ pub struct StackConfig {
     pub max_half_open: usize,
     /// A handshake not finished this long after its SYN is dropped.
     pub handshake_timeout: Duration,
+    /// An open connection whose sent data stays unacknowledged this long,
+    /// hearing nothing in sequence from its peer meanwhile, is aborted (an
+    /// RST goes out) and its flow fails with a timed-out error: Linux's
+    /// `TCP_USER_TIMEOUT`. smoltcp itself retransmits forever, so without
+    /// it a vanished or desynchronized peer stalls the flow silently.
+    pub user_timeout: Duration,
     /// The connect timeout when [`ConnectOptions`](conflux_tcp::ConnectOptions) gives none.
     pub connect_timeout: Duration,
     /// Local ports for outgoing connections and listeners on port 0.
@@ -81,6 +87,7 @@ impl StackConfig {
             shards: 256,
             max_half_open: 64,
             handshake_timeout: Duration::from_secs(10),
+            user_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(30),
             ephemeral_ports: 49152..=65535,
             orphan_timeout: Duration::from_secs(60),
@@ -141,6 +148,12 @@ impl StackConfig {
     /// Sets the handshake timeout of accepted connections.
     pub fn handshake_timeout(mut self, t: Duration) -> StackConfig {
         self.handshake_timeout = t;
+        self
+    }
+
+    /// Sets the [`user_timeout`](StackConfig::user_timeout).
+    pub fn user_timeout(mut self, t: Duration) -> StackConfig {
+        self.user_timeout = t;
         self
     }
 

@@ -3,7 +3,7 @@
 //! hands it frames and the time, it hands back frames to send, the next
 //! deadline and the handshakes that finished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +50,11 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     /// An RST for this 4-tuple arrived and the socket closed on it.
     pub(crate) rst_seen: bool,
+    /// Aborted by the user timeout.
+    pub(crate) timed_out: bool,
+    /// The last sign of life of the peer while our data is outstanding: an
+    /// acknowledgment moving forward, or a segment in sequence.
+    progress_at: Instant,
     /// The local port came from the allocator (freed when reaped).
     ephemeral: bool,
     /// Accepted by the transparent listener: the destination the peer
@@ -205,6 +210,8 @@ pub(crate) struct Core {
     /// (internal local, remote) -> the original destination, for rewriting
     /// egress of transparently accepted connections.
     nat_out: HashMap<Tuple, SocketAddr>,
+    /// Open connections with sent data not yet acknowledged (user timeout).
+    outstanding: HashSet<ConnId>,
 }
 
 impl Core {
@@ -265,6 +272,7 @@ impl Core {
             last_reap: now,
             transparent_port: None,
             nat_out: HashMap::new(),
+            outstanding: HashSet::new(),
         }
     }
 
@@ -336,6 +344,8 @@ impl Core {
                 remote,
                 phase: Phase::Connecting,
                 rst_seen: false,
+                timed_out: false,
+                progress_at: Instant::ZERO,
                 ephemeral: true,
                 nat: None,
                 peer_ack: None,
@@ -559,7 +569,12 @@ impl Core {
                     wire::rewrite_ack(&mut frame, self.medium, max);
                 }
                 let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
-                before = Some((sock.state(), sock.send_queue(), sock.recv_queue()));
+                // In sequence with what we acknowledged, and acknowledging
+                // nothing older than what smoltcp took: a live peer in sync
+                // with us (a zero-window probe's answer is one).
+                let in_sync = conn.rcv_nxt == Some(seg.seq_number)
+                    && conn.peer_ack.is_none_or(|una| !wire::seq_after(una, seg.ack_number));
+                before = Some((sock.state(), sock.send_queue(), sock.recv_queue(), in_sync));
             }
             if conn.nat.is_some() {
                 wire::rewrite(&mut frame, self.medium, false, conn.local);
@@ -584,16 +599,48 @@ impl Core {
         // (it moved the state, freed sent bytes or queued received ones):
         // a segment it rejected (out of window, say) must not raise later
         // segments' acknowledgments.
-        if let Some(was) = before
-            && was != (sock.state(), sock.send_queue(), sock.recv_queue())
+        let Some((state, send_queue, recv_queue, in_sync)) = before else { return };
+        if (state, send_queue, recv_queue) != (sock.state(), sock.send_queue(), sock.recv_queue())
             && conn.peer_ack.is_none_or(|max| wire::seq_after(seg.ack_number, max))
         {
             conn.peer_ack = Some(seg.ack_number);
+            conn.progress_at = now;
+            if conn.peer_ack == conn.snd_max {
+                self.outstanding.remove(&id);
+            }
+        } else if in_sync {
+            conn.progress_at = now;
         }
     }
 
-    /// Notes what we sent on a connection: SND.MAX for the ACK checks.
-    fn sent(&mut self, seg: &wire::Segment) {
+    /// Aborts open connections whose sent data went unacknowledged, with no
+    /// segment in sequence from the peer, for the user timeout.
+    fn expire_unacknowledged(&mut self, now: Instant) {
+        let timeout = self.config.user_timeout.into();
+        let mut expired = Vec::new();
+        self.outstanding.retain(|id| match self.conns.get(id) {
+            Some(c) if c.phase == Phase::Open => {
+                if now >= c.progress_at + timeout {
+                    expired.push(*id);
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        });
+        for id in expired {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            conn.timed_out = true;
+            let (shard, handle) = (conn.shard, conn.handle);
+            tracing::debug!(local = %conn.local, remote = %conn.remote, "user timeout: sent data unacknowledged, aborted");
+            self.socket(shard, handle).abort();
+        }
+    }
+
+    /// Notes what we sent on a connection: SND.MAX for the ACK checks,
+    /// RCV.NXT as we acknowledged it, and data now outstanding.
+    fn sent(&mut self, now: Instant, seg: &wire::Segment) {
         let tuple = match self.nat_out.get(&(seg.src, seg.dst)) {
             Some(original) => (*original, seg.dst),
             None => (seg.src, seg.dst),
@@ -608,6 +655,9 @@ impl Core {
             }
             if seg.ack && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.ack_number, nxt)) {
                 conn.rcv_nxt = Some(seg.ack_number);
+            }
+            if conn.phase == Phase::Open && conn.peer_ack != conn.snd_max && self.outstanding.insert(*id) {
+                conn.progress_at = now;
             }
         }
     }
@@ -669,6 +719,8 @@ impl Core {
                 remote,
                 phase: Phase::HalfOpen { port },
                 rst_seen: false,
+                timed_out: false,
+                progress_at: now,
                 ephemeral: nat,
                 nat: original,
                 peer_ack: None,
@@ -729,7 +781,7 @@ impl Core {
             }
             for mut frame in out.drain(..) {
                 if let Some(seg) = wire::tcp_segment(&frame, self.medium) {
-                    self.sent(&seg);
+                    self.sent(now, &seg);
                     if let Some(original) = self.nat_out.get(&(seg.src, seg.dst)) {
                         wire::rewrite(&mut frame, self.medium, true, *original);
                     }
@@ -742,6 +794,7 @@ impl Core {
             std::mem::swap(rx, &mut local);
         }
         let accepted = self.finish_handshakes(now);
+        self.expire_unacknowledged(now);
         if now >= self.last_reap + REAP_EVERY.into() {
             self.reap();
             self.last_reap = now;
@@ -833,6 +886,11 @@ impl Core {
         }
         if !self.orphans.is_empty() {
             consider(self.last_reap + REAP_EVERY.into());
+        }
+        for id in &self.outstanding {
+            if let Some(c) = self.conns.get(id) {
+                consider(c.progress_at + self.config.user_timeout.into());
+            }
         }
         next
     }

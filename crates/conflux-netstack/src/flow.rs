@@ -83,17 +83,18 @@ impl NetFlow {
     }
 
     /// Runs `f` on our socket with the stack locked; `None` once closed.
-    fn with<R>(&mut self, f: impl FnOnce(&mut tcp::Socket<'static>, bool) -> R) -> Option<R> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut tcp::Socket<'static>, End) -> R) -> Option<R> {
         if self.closed {
             return None;
         }
         let mut core = self.shared.lock();
-        let rst = core.conns.get(&self.id).is_some_and(|c| c.rst_seen);
-        Some(f(core.socket(self.shard, self.handle), rst))
+        let end =
+            core.conns.get(&self.id).map_or(End::default(), |c| End { reset: c.rst_seen, timed_out: c.timed_out });
+        Some(f(core.socket(self.shard, self.handle), end))
     }
 
-    fn write_error(rst: bool) -> FlowError {
-        if rst { FlowError::reset() } else { FlowError::closed() }
+    fn write_error(end: End) -> FlowError {
+        end.error().unwrap_or_else(FlowError::closed)
     }
 
     /// Writes as much of `bufs` as fits; ready once all of it was accepted.
@@ -105,9 +106,9 @@ impl NetFlow {
             return Poll::Ready(Err(FlowError::closed()));
         }
         let mut sent = 0;
-        let res = self.with(|sock, rst| {
+        let res = self.with(|sock, end| {
             if !sock.may_send() {
-                return Poll::Ready(Err(Self::write_error(rst)));
+                return Poll::Ready(Err(Self::write_error(end)));
             }
             for buf in bufs.iter_mut() {
                 while !buf.is_empty() {
@@ -174,7 +175,7 @@ impl Flow for NetFlow {
             return Poll::Ready(Ok(None));
         }
         let res = self
-            .with(|sock, rst| {
+            .with(|sock, end| {
                 let window_was_low = sock.recv_capacity() - sock.recv_queue() < sock.recv_capacity() / 2;
                 match sock.recv(|buf| {
                     let n = buf.len().min(READ_CHUNK);
@@ -186,9 +187,11 @@ impl Flow for NetFlow {
                         (Poll::Pending, false)
                     }
                     Err(tcp::RecvError::Finished) => (Poll::Ready(Ok(None)), false),
-                    Err(tcp::RecvError::InvalidState) if rst => (Poll::Ready(Err(FlowError::reset())), false),
-                    // Closed without a reset: a timeout (keepalive expiry) or our own abort.
-                    Err(tcp::RecvError::InvalidState) => (Poll::Ready(Ok(None)), false),
+                    Err(tcp::RecvError::InvalidState) => match end.error() {
+                        Some(e) => (Poll::Ready(Err(e)), false),
+                        // Closed without a reset: keepalive expiry or our own abort.
+                        None => (Poll::Ready(Ok(None)), false),
+                    },
                 }
             })
             .unwrap_or((Poll::Ready(Ok(None)), false));
@@ -266,16 +269,37 @@ impl TcpFlow for NetFlow {
             }
         }
         // Every byte acknowledged: smoltcp's send queue is empty.
-        self.with(|sock, rst| {
+        self.with(|sock, end| {
             if sock.send_queue() == 0 {
                 Poll::Ready(Ok(()))
             } else if sock.state() == tcp::State::Closed {
-                Poll::Ready(Err(Self::write_error(rst)))
+                Poll::Ready(Err(Self::write_error(end)))
             } else {
                 sock.register_send_waker(cx.waker());
                 Poll::Pending
             }
         })
         .unwrap_or(Poll::Ready(Err(FlowError::closed())))
+    }
+}
+
+/// How a connection ended, when not cleanly.
+#[derive(Debug, Clone, Copy, Default)]
+struct End {
+    /// An RST arrived.
+    reset: bool,
+    /// Sent data went unacknowledged for the user timeout.
+    timed_out: bool,
+}
+
+impl End {
+    fn error(self) -> Option<FlowError> {
+        if self.reset {
+            Some(FlowError::reset())
+        } else if self.timed_out {
+            Some(FlowError::timed_out("sent data unacknowledged for the user timeout"))
+        } else {
+            None
+        }
     }
 }

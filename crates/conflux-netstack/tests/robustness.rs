@@ -340,3 +340,87 @@ async fn the_half_open_cap_admits_n_evicts_the_oldest_and_takes_a_retry() {
     // The newest ones are still there: 5002..=5004 half-open, 5000 open.
     assert_eq!(stack.sockets(), usize::from(N));
 }
+
+/// Found by the `netstack_frames` fuzz target: one segment with a valid
+/// checksum, in window and overlapping data already received, injected into
+/// an established connection (its sequence and acknowledgment numbers one
+/// below the client's last segment, 127 bytes of data) desynchronizes the two
+/// ends: the server takes bytes the client never sent and acknowledges past
+/// what the client sent, so every later segment of either side is refused by
+/// the other. TCP cannot repair that, and smoltcp retransmits forever; the
+/// user timeout turns the silent stall into a timed-out error.
+#[tokio::test(start_paused = true)]
+async fn a_desynchronizing_injection_ends_in_a_timeout_not_a_silent_stall() {
+    let (ea, eb) = conflux_netstack::link_pair(LinkConfig::ip());
+    let last = support::inject::Last::default();
+    let (merged, inject) = support::inject::Merge::watching(ea, last.clone());
+    let a = conflux_netstack::NetStack::new(support::side(true), merged);
+    let b = conflux_netstack::NetStack::new(support::side(false), eb);
+    a.listen(80, None, |mut f| async move {
+        while let Ok(Some(buf)) = f.read().await {
+            if f.write(buf).await.is_err() {
+                return;
+            }
+        }
+    })
+    .unwrap();
+    let server = addr(support::A4, 80);
+    let mut c = b.create_connection(server, ConnectOptions::new()).await.unwrap();
+    c.write("data").await.unwrap();
+    assert_eq!(within("echo", SECOND, c.read()).await.unwrap().as_deref(), Some(&b"data"[..]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let (seq, ack) = *last.lock().unwrap();
+    let client = conflux_tcp::TcpFlow::src(&c);
+    let bogus =
+        support::peer::build(client, server, seq.wrapping_sub(1), ack.wrapping_sub(1), ACK, 0xffff, &[0xff; 127]);
+    inject.send(bogus).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = tokio::time::Instant::now();
+    let probe = async {
+        c.write("probe").await?;
+        let mut got = 0;
+        while got < 5 {
+            match c.read().await? {
+                Some(b) => got += b.len(),
+                None => return Ok(None),
+            }
+        }
+        Ok::<_, conflux_flow::FlowError>(Some(got))
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(300), probe).await.expect("a silent stall");
+    match outcome {
+        Ok(Some(_)) => {}
+        Ok(None) => {}
+        Err(e) => assert!(e.is_timed_out() || e.is_reset(), "{e}"),
+    }
+    assert!(started.elapsed() <= Duration::from_secs(125), "ended only after {:?}", started.elapsed());
+    drop(c);
+    // The listener still serves a fresh connection.
+    let mut fresh =
+        within("a fresh connect", SECOND, b.create_connection(server, ConnectOptions::new())).await.unwrap();
+    fresh.write("again").await.unwrap();
+    assert_eq!(within("fresh echo", SECOND, fresh.read()).await.unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+/// A peer that stops acknowledging (its link goes down for good) while we
+/// have data in flight: the flow fails with a timed-out error at the user
+/// timeout instead of waiting forever.
+#[tokio::test(start_paused = true)]
+async fn unacknowledged_data_times_out_at_the_user_timeout() {
+    let (a, b, switch) = pair_with(LinkConfig::ethernet(), |c| c.user_timeout(Duration::from_secs(30)));
+    a.listen(81, None, |f| async move {
+        let _keep = f;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    let mut c = b.create_connection(addr(support::A4, 81), ConnectOptions::new()).await.unwrap();
+    switch.set_up(false);
+    let started = tokio::time::Instant::now();
+    c.write("into the void").await.unwrap();
+    let err = within("the user timeout", Duration::from_secs(60), c.read()).await.expect_err("a timed-out error");
+    assert!(err.is_timed_out(), "{err}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(30) && took < Duration::from_secs(32), "timed out after {took:?}");
+}
