@@ -125,10 +125,10 @@ fn build_tests(root: &Path) -> (Vec<TestExe>, bool) {
             if let Some(rendered) = msg["message"]["rendered"].as_str() {
                 eprint!("{rendered}");
             }
-            if let Some(exe) = test_executable(&msg) {
-                if seen.insert(exe.executable.clone()) {
-                    exes.push(exe);
-                }
+            if let Some(exe) = test_executable(&msg)
+                && seen.insert(exe.executable.clone())
+            {
+                exes.push(exe);
             }
         }
     }
