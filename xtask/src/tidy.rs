@@ -334,6 +334,11 @@ fn cargo_metadata(root: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("cargo metadata JSON")
 }
 
+/// The workspace member called `name` in `cargo metadata` output.
+fn member<'a>(metadata: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    metadata["packages"].as_array()?.iter().find(|p| p["name"] == name)
+}
+
 fn report(what: &str, problems: &[String]) {
     assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
 }
@@ -430,6 +435,21 @@ fn readme_states_the_workspace_rust_version() {
         Some(declared.as_str()),
         "README.md must say `a Rust toolchain ({declared} or newer)`"
     );
+}
+
+#[test]
+fn ci_checks_every_mimic_feature_alone() {
+    let metadata = cargo_metadata(&workspace_root(), &["--no-deps"]);
+    let mimic = member(&metadata, "conflux-mimic").expect("conflux-mimic is a member");
+    let mut features: Vec<&str> = mimic["features"]
+        .as_object()
+        .expect("features")
+        .keys()
+        .map(String::as_str)
+        .filter(|f| *f != "default")
+        .collect();
+    features.sort_unstable();
+    assert_eq!(features, crate::ci::MIMIC_FEATURES, "xtask ci's MIMIC_FEATURES must list every conflux-mimic feature");
 }
 
 // The checkers themselves must be able to fail.
