@@ -44,6 +44,19 @@ pub(crate) fn alone_checks() -> Vec<Vec<String>> {
     runs
 }
 
+/// `cargo package` of every library crate in one run (`--no-verify`: the
+/// checks above build them; `--allow-dirty`: CI may run on an uncommitted
+/// tree). One run, not one per crate: cargo then resolves the crates against
+/// each other, where a crate packaged on its own would look its unpublished
+/// siblings up on crates.io.
+pub(crate) fn package_args() -> Vec<String> {
+    let mut args: Vec<String> = ["package", "--no-verify", "--allow-dirty"].map(str::to_owned).into();
+    for krate in LIBRARY_CRATES {
+        args.extend(["-p".to_owned(), (*krate).to_owned()]);
+    }
+    args
+}
+
 /// The name of the test targets that run last, one test at a time.
 const SERIAL_TARGET: &str = "serial";
 
@@ -242,6 +255,14 @@ pub(crate) fn run(root: &Path) -> bool {
         }
     }
 
+    // Publishable: manifests, readme and license files make a package.
+    let args = package_args();
+    let title = format!("cargo {}", args.join(" "));
+    util::heading(&title);
+    if !util::status_ok(util::cargo().args(&args).current_dir(root)) {
+        failures.push(title);
+    }
+
     let target = util::target_dir(root);
     let skip_log = target.join("test-skips.jsonl");
     if let Err(e) = std::fs::create_dir_all(&target).and_then(|()| std::fs::write(&skip_log, "")) {
@@ -377,6 +398,13 @@ mod tests {
         assert!(runs.contains(&"check -p conflux-mimic".to_owned()), "mimic with no features");
         assert!(runs.contains(&"check -p conflux-mimic --features tls".to_owned()));
         assert!(runs.iter().all(|r| !r.contains("--workspace") && !r.contains("--all-features")));
+    }
+
+    #[test]
+    fn packages_every_library_crate_in_one_run() {
+        let args = package_args().join(" ");
+        assert!(args.starts_with("package --no-verify --allow-dirty -p conflux-flow -p conflux-tcp "));
+        assert_eq!(args.matches(" -p ").count(), LIBRARY_CRATES.len());
     }
 
     #[test]

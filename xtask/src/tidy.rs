@@ -339,6 +339,40 @@ fn member<'a>(metadata: &'a serde_json::Value, name: &str) -> Option<&'a serde_j
     metadata["packages"].as_array()?.iter().find(|p| p["name"] == name)
 }
 
+/// What a publishable member's `cargo metadata` entry lacks: readme,
+/// keywords, categories, license, `[package.metadata.docs.rs] all-features`,
+/// a `repository` only if real (none is), and the two license files in its
+/// directory (`has_file` answers for a name there).
+fn packaging_problems(package: &serde_json::Value, has_file: impl Fn(&str) -> bool) -> Vec<String> {
+    let name = package["name"].as_str().unwrap_or("?");
+    let mut problems = Vec::new();
+    let mut lacks = |what: &str| problems.push(format!("{name}: {what}"));
+    if package["readme"].as_str().is_none_or(str::is_empty) {
+        lacks("no `readme`");
+    }
+    if package["keywords"].as_array().is_none_or(Vec::is_empty) {
+        lacks("no `keywords`");
+    }
+    if package["categories"].as_array().is_none_or(Vec::is_empty) {
+        lacks("no `categories`");
+    }
+    if package["license"] != "MIT OR Apache-2.0" {
+        lacks("`license` is not `MIT OR Apache-2.0`");
+    }
+    if package["metadata"]["docs"]["rs"]["all-features"] != true {
+        lacks("no `[package.metadata.docs.rs] all-features = true`");
+    }
+    if package["repository"].as_str().is_some_and(|r| r.contains("example.")) {
+        lacks("a placeholder `repository`");
+    }
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        if !has_file(file) {
+            lacks(&format!("no {file} in its directory"));
+        }
+    }
+    problems
+}
+
 fn report(what: &str, problems: &[String]) {
     assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
 }
@@ -452,6 +486,32 @@ fn ci_checks_every_mimic_feature_alone() {
     assert_eq!(features, crate::ci::MIMIC_FEATURES, "xtask ci's MIMIC_FEATURES must list every conflux-mimic feature");
 }
 
+#[test]
+fn library_crates_are_publishable() {
+    let root = workspace_root();
+    let metadata = cargo_metadata(&root, &["--no-deps"]);
+    let members = metadata["packages"].as_array().expect("packages");
+    // `publish = false` is `[]` in cargo metadata; publishable is `null`.
+    let mut publishable: Vec<&str> =
+        members.iter().filter(|p| p["publish"].is_null()).filter_map(|p| p["name"].as_str()).collect();
+    publishable.sort_unstable();
+    let mut listed = crate::ci::LIBRARY_CRATES.to_vec();
+    listed.sort_unstable();
+    assert_eq!(publishable, listed, "xtask ci's LIBRARY_CRATES must be the members without `publish = false`");
+    let mut problems = Vec::new();
+    for name in listed {
+        let package = member(&metadata, name).expect("a member");
+        let dir = Path::new(package["manifest_path"].as_str().expect("manifest_path")).parent().unwrap().to_owned();
+        problems.extend(packaging_problems(package, |f| dir.join(f).is_file()));
+    }
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        if !root.join(file).is_file() {
+            problems.push(format!("no {file} at the root"));
+        }
+    }
+    report("library crates not ready to publish", &problems);
+}
+
 // The checkers themselves must be able to fail.
 
 #[test]
@@ -555,4 +615,23 @@ fn msrv_readers() {
     assert_eq!(readme_rust_version("with a Rust toolchain (1.95 or newer):"), Some("1.95"));
     assert_eq!(readme_rust_version("a toolchain (or newer)"), None);
     assert_eq!(readme_rust_version("no version here"), None);
+}
+
+#[test]
+fn packaging_checker_names_what_is_missing() {
+    let good = serde_json::json!({
+        "name": "conflux-x", "readme": "../../README.md", "keywords": ["a"], "categories": ["network-programming"],
+        "license": "MIT OR Apache-2.0", "repository": null, "metadata": {"docs": {"rs": {"all-features": true}}},
+    });
+    assert!(packaging_problems(&good, |_| true).is_empty());
+    let bare = serde_json::json!({
+        "name": "conflux-x", "readme": null, "keywords": [], "categories": [], "license": "MIT",
+        "repository": "https://example.invalid/x", "metadata": null,
+    });
+    let problems = packaging_problems(&bare, |f| f == "LICENSE-MIT");
+    assert_eq!(problems.len(), 7, "{problems:?}");
+    assert!(problems.iter().all(|p| p.starts_with("conflux-x: ")));
+    assert!(problems.iter().any(|p| p.contains("all-features")));
+    assert!(problems.iter().any(|p| p.contains("LICENSE-APACHE")));
+    assert!(!problems.iter().any(|p| p.contains("LICENSE-MIT")));
 }
