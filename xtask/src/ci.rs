@@ -12,6 +12,51 @@ use crate::{install, util};
 pub(crate) const REQUIRED_IN_CI: &[&str] =
     &["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "p9fs", "ping"];
 
+/// The library crates: each builds alone (README's promise) and is
+/// publishable. Must be the members without `publish = false` (a tidy test
+/// checks).
+pub(crate) const LIBRARY_CRATES: &[&str] = &[
+    "conflux-flow",
+    "conflux-tcp",
+    "conflux-tcp-host",
+    "conflux-netstack",
+    "conflux-hvsock",
+    "conflux-mimic",
+    "conflux-uri",
+];
+
+/// conflux-mimic's binding features, each checked on its own. Must be every
+/// feature of its manifest (a tidy test checks).
+pub(crate) const MIMIC_FEATURES: &[&str] = &["dns", "hvsock", "tcp", "tls"];
+
+/// The `cargo check` runs that show each library crate builds alone: every
+/// crate with its default features and nothing else selected (so no
+/// sibling's features unify into it), then conflux-mimic with each binding
+/// feature alone.
+pub(crate) fn alone_checks() -> Vec<Vec<String>> {
+    let check = |krate: &str| vec!["check".to_owned(), "-p".to_owned(), krate.to_owned()];
+    let mut runs: Vec<Vec<String>> = LIBRARY_CRATES.iter().map(|c| check(c)).collect();
+    for feature in MIMIC_FEATURES {
+        let mut run = check("conflux-mimic");
+        run.extend(["--features".to_owned(), (*feature).to_owned()]);
+        runs.push(run);
+    }
+    runs
+}
+
+/// `cargo package` of every library crate in one run (`--no-verify`: the
+/// checks above build them; `--allow-dirty`: CI may run on an uncommitted
+/// tree). One run, not one per crate: cargo then resolves the crates against
+/// each other, where a crate packaged on its own would look its unpublished
+/// siblings up on crates.io.
+pub(crate) fn package_args() -> Vec<String> {
+    let mut args: Vec<String> = ["package", "--no-verify", "--allow-dirty"].map(str::to_owned).into();
+    for krate in LIBRARY_CRATES {
+        args.extend(["-p".to_owned(), (*krate).to_owned()]);
+    }
+    args
+}
+
 /// The name of the test targets that run last, one test at a time.
 const SERIAL_TARGET: &str = "serial";
 
@@ -125,10 +170,10 @@ fn build_tests(root: &Path) -> (Vec<TestExe>, bool) {
             if let Some(rendered) = msg["message"]["rendered"].as_str() {
                 eprint!("{rendered}");
             }
-            if let Some(exe) = test_executable(&msg) {
-                if seen.insert(exe.executable.clone()) {
-                    exes.push(exe);
-                }
+            if let Some(exe) = test_executable(&msg)
+                && seen.insert(exe.executable.clone())
+            {
+                exes.push(exe);
             }
         }
     }
@@ -197,6 +242,25 @@ pub(crate) fn run(root: &Path) -> bool {
         if !util::status_ok(util::cargo().args(args).current_dir(root)) {
             failures.push(title.into());
         }
+    }
+
+    // Each library crate on its own: `cargo check -p` resolves features for
+    // the selected package only, so a missing feature or dependency that the
+    // whole-workspace build hides shows here.
+    for args in alone_checks() {
+        let title = format!("cargo {}", args.join(" "));
+        util::heading(&title);
+        if !util::status_ok(util::cargo().args(&args).current_dir(root)) {
+            failures.push(title);
+        }
+    }
+
+    // Publishable: manifests, readme and license files make a package.
+    let args = package_args();
+    let title = format!("cargo {}", args.join(" "));
+    util::heading(&title);
+    if !util::status_ok(util::cargo().args(&args).current_dir(root)) {
+        failures.push(title);
     }
 
     let target = util::target_dir(root);
@@ -324,6 +388,23 @@ mod tests {
         assert_eq!(skips[1].kind, "?");
         let counts = Counts { passed: 10, failed: 1, ignored: 0 };
         assert_eq!(summary(counts, skips.len()), "8 passed, 1 failed, 2 skipped");
+    }
+
+    #[test]
+    fn alone_checks_cover_every_library_crate_and_mimic_feature() {
+        let runs: Vec<String> = alone_checks().iter().map(|a| a.join(" ")).collect();
+        assert_eq!(runs.len(), LIBRARY_CRATES.len() + MIMIC_FEATURES.len());
+        assert!(runs.contains(&"check -p conflux-uri".to_owned()));
+        assert!(runs.contains(&"check -p conflux-mimic".to_owned()), "mimic with no features");
+        assert!(runs.contains(&"check -p conflux-mimic --features tls".to_owned()));
+        assert!(runs.iter().all(|r| !r.contains("--workspace") && !r.contains("--all-features")));
+    }
+
+    #[test]
+    fn packages_every_library_crate_in_one_run() {
+        let args = package_args().join(" ");
+        assert!(args.starts_with("package --no-verify --allow-dirty -p conflux-flow -p conflux-tcp "));
+        assert_eq!(args.matches(" -p ").count(), LIBRARY_CRATES.len());
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! conflux's developer tasks, run as `cargo xtask <command>`.
 //!
 //! - `ci`: install (as root under `CI=true`), fmt check, clippy with warnings
-//!   as errors, tests (serial test binaries last, one thread), doctests, docs
-//!   with warnings as errors, the skip report and a final
-//!   `N passed, N failed, N skipped` line.
+//!   as errors, each library crate checked alone (and conflux-mimic with each
+//!   binding feature alone), `cargo package` of the library crates, tests
+//!   (serial test binaries last, one thread), doctests, docs with warnings as
+//!   errors, the skip report and a final `N passed, N failed, N skipped` line.
 //! - `install`: the system packages tests use, and removal of stale `cfx*`
 //!   namespaces and links (needs root).
 //! - `bench [--quick] [SCENARIO...]`: builds `conflux-bench` in release and
 //!   runs it, writing `target/bench/latest.json`.
 //!
-//! The tidy checks (lints opt-in, `//!` lines, unsafe quarantine) are
-//! `#[test]`s in `tidy.rs`, so plain `cargo test` enforces them too.
+//! The tidy checks (lints opt-in, `//!` lines, unsafe quarantine, MSRV,
+//! packaging metadata) are `#[test]`s in `tidy.rs`, so plain `cargo test`
+//! enforces them too.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -26,7 +28,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                        fmt, clippy, tests, doctests, docs, skip report
+  ci                        fmt, clippy, crates alone, package, tests, doctests, docs, skip report
   install                   apt packages for tests; remove stale cfx* netns/links (root)
   bench [--quick] [NAME..]  run benchmark scenarios in release (target/bench/latest.json)";
 

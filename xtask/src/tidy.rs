@@ -1,5 +1,7 @@
 //! Tidy checks over the source tree, as `#[test]`s so `cargo test` enforces
-//! them: lints opt-in, `//!` opening lines, and the unsafe quarantine.
+//! them: lints opt-in, `//!` opening lines, the unsafe quarantine, and the
+//! MSRV (every locked package fits the workspace's `rust-version`, and
+//! README.md states that number).
 
 use std::path::{Path, PathBuf};
 
@@ -261,6 +263,116 @@ fn forbids_unsafe(src: &str) -> bool {
     code_only(src).lines().any(|l| l.split_whitespace().collect::<String>() == "#![forbid(unsafe_code)]")
 }
 
+/// A `rust-version` as `(major, minor, patch)`; a missing patch is 0.
+fn parse_rust_version(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
+/// The `rust-version` under `[workspace.package]` of the root manifest.
+fn workspace_rust_version(manifest: &str) -> Option<String> {
+    let mut in_section = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=')
+            && in_section
+            && key.trim() == "rust-version"
+        {
+            return Some(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+/// The packages of `cargo metadata --format-version 1` output whose
+/// `rust_version` is newer than `declared`, as `name version (needs X)`.
+/// A package without `rust_version` declares nothing and passes; one whose
+/// `rust_version` does not parse is reported.
+fn packages_newer_than(metadata: &serde_json::Value, declared: (u64, u64, u64)) -> Vec<String> {
+    let packages = metadata["packages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut newer: Vec<String> = packages
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            let too_new = parse_rust_version(needs).is_none_or(|v| v > declared);
+            too_new.then(|| {
+                format!(
+                    "{} {} (needs Rust {needs})",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect();
+    newer.sort();
+    newer
+}
+
+/// The version README.md gives for the toolchain: `X` in `(X or newer)`.
+fn readme_rust_version(readme: &str) -> Option<&str> {
+    let (before, _) = readme.split_once(" or newer")?;
+    let version = before.rsplit(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    parse_rust_version(version).map(|_| version)
+}
+
+/// `cargo metadata --format-version 1 <extra>` of the workspace, parsed.
+fn cargo_metadata(root: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = crate::util::cargo()
+        .args(["metadata", "--format-version", "1"])
+        .args(extra)
+        .current_dir(root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("cargo metadata JSON")
+}
+
+/// The workspace member called `name` in `cargo metadata` output.
+fn member<'a>(metadata: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    metadata["packages"].as_array()?.iter().find(|p| p["name"] == name)
+}
+
+/// What a publishable member's `cargo metadata` entry lacks: readme,
+/// keywords, categories, license, `[package.metadata.docs.rs] all-features`,
+/// a `repository` only if real (none is), and the two license files in its
+/// directory (`has_file` answers for a name there).
+fn packaging_problems(package: &serde_json::Value, has_file: impl Fn(&str) -> bool) -> Vec<String> {
+    let name = package["name"].as_str().unwrap_or("?");
+    let mut problems = Vec::new();
+    let mut lacks = |what: &str| problems.push(format!("{name}: {what}"));
+    if package["readme"].as_str().is_none_or(str::is_empty) {
+        lacks("no `readme`");
+    }
+    if package["keywords"].as_array().is_none_or(Vec::is_empty) {
+        lacks("no `keywords`");
+    }
+    if package["categories"].as_array().is_none_or(Vec::is_empty) {
+        lacks("no `categories`");
+    }
+    if package["license"] != "MIT OR Apache-2.0" {
+        lacks("`license` is not `MIT OR Apache-2.0`");
+    }
+    if package["metadata"]["docs"]["rs"]["all-features"] != true {
+        lacks("no `[package.metadata.docs.rs] all-features = true`");
+    }
+    if package["repository"].as_str().is_some_and(|r| r.contains("example.")) {
+        lacks("a placeholder `repository`");
+    }
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        if !has_file(file) {
+            lacks(&format!("no {file} in its directory"));
+        }
+    }
+    problems
+}
+
 fn report(what: &str, problems: &[String]) {
     assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
 }
@@ -330,6 +442,74 @@ fn crate_roots_forbid_unsafe() {
         .map(|f| format!("{}: add `#![forbid(unsafe_code)]`", rel(&root, f)))
         .collect();
     report("crate roots without #![forbid(unsafe_code)]", &problems);
+}
+
+#[test]
+fn locked_packages_fit_the_workspace_rust_version() {
+    let root = workspace_root();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let declared = workspace_rust_version(&manifest).expect("[workspace.package] rust-version");
+    let declared_v = parse_rust_version(&declared).expect("rust-version is X.Y or X.Y.Z");
+    // Every platform and every dependency kind: dev- and bench-only packages too.
+    let metadata = cargo_metadata(&root, &["--locked"]);
+    assert!(metadata["packages"].as_array().is_some_and(|p| p.len() > 10), "cargo metadata lists the lock");
+    report(
+        &format!("locked packages that need a newer Rust than the workspace's rust-version {declared}"),
+        &packages_newer_than(&metadata, declared_v),
+    );
+}
+
+#[test]
+fn readme_states_the_workspace_rust_version() {
+    let root = workspace_root();
+    let declared = workspace_rust_version(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert_eq!(
+        readme_rust_version(&readme),
+        Some(declared.as_str()),
+        "README.md must say `a Rust toolchain ({declared} or newer)`"
+    );
+}
+
+#[test]
+fn ci_checks_every_mimic_feature_alone() {
+    let metadata = cargo_metadata(&workspace_root(), &["--no-deps"]);
+    let mimic = member(&metadata, "conflux-mimic").expect("conflux-mimic is a member");
+    let mut features: Vec<&str> = mimic["features"]
+        .as_object()
+        .expect("features")
+        .keys()
+        .map(String::as_str)
+        .filter(|f| *f != "default")
+        .collect();
+    features.sort_unstable();
+    assert_eq!(features, crate::ci::MIMIC_FEATURES, "xtask ci's MIMIC_FEATURES must list every conflux-mimic feature");
+}
+
+#[test]
+fn library_crates_are_publishable() {
+    let root = workspace_root();
+    let metadata = cargo_metadata(&root, &["--no-deps"]);
+    let members = metadata["packages"].as_array().expect("packages");
+    // `publish = false` is `[]` in cargo metadata; publishable is `null`.
+    let mut publishable: Vec<&str> =
+        members.iter().filter(|p| p["publish"].is_null()).filter_map(|p| p["name"].as_str()).collect();
+    publishable.sort_unstable();
+    let mut listed = crate::ci::LIBRARY_CRATES.to_vec();
+    listed.sort_unstable();
+    assert_eq!(publishable, listed, "xtask ci's LIBRARY_CRATES must be the members without `publish = false`");
+    let mut problems = Vec::new();
+    for name in listed {
+        let package = member(&metadata, name).expect("a member");
+        let dir = Path::new(package["manifest_path"].as_str().expect("manifest_path")).parent().unwrap().to_owned();
+        problems.extend(packaging_problems(package, |f| dir.join(f).is_file()));
+    }
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        if !root.join(file).is_file() {
+            problems.push(format!("no {file} at the root"));
+        }
+    }
+    report("library crates not ready to publish", &problems);
 }
 
 // The checkers themselves must be able to fail.
@@ -402,4 +582,56 @@ fn quarantine_and_forbid_rules() {
     assert!(!needs_forbid("crates/conflux-flow/src/pipe.rs"));
     assert!(forbids_unsafe("//! x\n#![forbid(unsafe_code)]\n"));
     assert!(!forbids_unsafe("//! x\n// #![forbid(unsafe_code)]\n#![deny(unsafe_code)]\n"));
+}
+
+#[test]
+fn msrv_checker_flags_newer_packages() {
+    let metadata = serde_json::json!({"packages": [
+        {"name": "old", "version": "1.0.0", "rust_version": "1.70"},
+        {"name": "same", "version": "0.3.0", "rust_version": "1.91.0"},
+        {"name": "none", "version": "0.1.0", "rust_version": null},
+        {"name": "patch", "version": "2.0.0", "rust_version": "1.91.1"},
+        {"name": "newer", "version": "0.7.0", "rust_version": "1.95"},
+        {"name": "junk", "version": "0.0.1", "rust_version": "1.x"},
+    ]});
+    assert_eq!(
+        packages_newer_than(&metadata, (1, 91, 0)),
+        ["junk 0.0.1 (needs Rust 1.x)", "newer 0.7.0 (needs Rust 1.95)", "patch 2.0.0 (needs Rust 1.91.1)"]
+    );
+    assert!(packages_newer_than(&metadata, (1, 95, 0)).iter().all(|p| p.starts_with("junk")));
+    assert_eq!(parse_rust_version("1.85"), Some((1, 85, 0)));
+    assert_eq!(parse_rust_version("1.85.1"), Some((1, 85, 1)));
+    assert_eq!(parse_rust_version("1"), Some((1, 0, 0)));
+    assert_eq!(parse_rust_version("1.85.1.2"), None);
+    assert_eq!(parse_rust_version(""), None);
+}
+
+#[test]
+fn msrv_readers() {
+    let manifest = "[workspace]\nmembers = []\n[package]\nrust-version = \"1.60\"\n\
+                    [workspace.package]\nedition = \"2024\"\nrust-version = \"1.95\" # note\n";
+    assert_eq!(workspace_rust_version(manifest).as_deref(), Some("1.95"));
+    assert_eq!(workspace_rust_version("[package]\nrust-version = \"1.60\"\n"), None);
+    assert_eq!(readme_rust_version("with a Rust toolchain (1.95 or newer):"), Some("1.95"));
+    assert_eq!(readme_rust_version("a toolchain (or newer)"), None);
+    assert_eq!(readme_rust_version("no version here"), None);
+}
+
+#[test]
+fn packaging_checker_names_what_is_missing() {
+    let good = serde_json::json!({
+        "name": "conflux-x", "readme": "../../README.md", "keywords": ["a"], "categories": ["network-programming"],
+        "license": "MIT OR Apache-2.0", "repository": null, "metadata": {"docs": {"rs": {"all-features": true}}},
+    });
+    assert!(packaging_problems(&good, |_| true).is_empty());
+    let bare = serde_json::json!({
+        "name": "conflux-x", "readme": null, "keywords": [], "categories": [], "license": "MIT",
+        "repository": "https://example.invalid/x", "metadata": null,
+    });
+    let problems = packaging_problems(&bare, |f| f == "LICENSE-MIT");
+    assert_eq!(problems.len(), 7, "{problems:?}");
+    assert!(problems.iter().all(|p| p.starts_with("conflux-x: ")));
+    assert!(problems.iter().any(|p| p.contains("all-features")));
+    assert!(problems.iter().any(|p| p.contains("LICENSE-APACHE")));
+    assert!(!problems.iter().any(|p| p.contains("LICENSE-MIT")));
 }

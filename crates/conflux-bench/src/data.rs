@@ -35,7 +35,7 @@ pub fn fold(sum: u64, bytes: &[u8]) -> u64 {
 
 /// Offsets into the source of the `chunk`-sized writes that move `total` bytes.
 pub fn offsets(total: u64, chunk: usize) -> impl Iterator<Item = usize> {
-    assert!(chunk <= SOURCE_LEN && SOURCE_LEN % chunk == 0, "chunks tile the source");
+    assert!(chunk <= SOURCE_LEN && SOURCE_LEN.is_multiple_of(chunk), "chunks tile the source");
     (0..total / chunk as u64).map(move |i| (i as usize * chunk) % SOURCE_LEN)
 }
 

@@ -55,7 +55,8 @@ impl fmt::Display for Metric {
     }
 }
 
-/// What a figure must reach. `ratio` is always `value / baseline_value`.
+/// What a figure must reach. `ratio` is the median of the per-pair ratios
+/// (measured run / its baseline run, see [`PairRatios`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Goal {
     /// `ratio >= x` (e.g. throughput at least 80% of the baseline's: 0.8).
@@ -215,9 +216,53 @@ pub fn rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The `q`-quantile (`0.0..=1.0`) of `sorted`, interpolating linearly
+/// between the two nearest ranks (numpy's default): `quantile(s, 0.5)` is the
+/// median, the mean of the middle two for an even count.
+///
+/// # Panics
+///
+/// If `sorted` is empty.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    assert!(!sorted.is_empty(), "a quantile needs at least one sample");
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
 fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+    quantile(sorted, 0.5)
+}
+
+/// The ratios of paired runs: `measured[i] / baseline[i]` for each pair (a
+/// measured run and the baseline run next to it), summarised by their median
+/// and interquartile range. Pairing cancels what drifts between pairs (other
+/// builds starting, frequency scaling): a slow moment slows both runs of a
+/// pair, where the ratio of two separately taken medians would absorb it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairRatios {
+    /// The 25th percentile of the per-pair ratios.
+    pub p25: f64,
+    /// The median of the per-pair ratios: the figure's `ratio`, which goals
+    /// are judged on.
+    pub median: f64,
+    /// The 75th percentile of the per-pair ratios.
+    pub p75: f64,
+}
+
+impl PairRatios {
+    /// The per-pair ratios of `measured` and `baseline`, paired by index.
+    ///
+    /// # Panics
+    ///
+    /// If the two are empty or of different lengths (every measured run needs
+    /// its baseline run).
+    pub fn new(measured: &[f64], baseline: &[f64]) -> Self {
+        assert_eq!(measured.len(), baseline.len(), "each measured run is paired with one baseline run");
+        let ratios: Vec<f64> = measured.iter().zip(baseline).map(|(m, b)| m / b).collect();
+        let s = sorted(&ratios);
+        PairRatios { p25: quantile(&s, 0.25), median: median(&s), p75: quantile(&s, 0.75) }
+    }
 }
 
 fn sorted(samples: &[f64]) -> Vec<f64> {
@@ -242,8 +287,13 @@ pub struct Record {
     pub baseline: Option<String>,
     /// The median of the baseline's samples.
     pub baseline_value: Option<f64>,
-    /// `value / baseline_value`.
+    /// The median of the per-pair ratios (measured run / its baseline run);
+    /// goals are judged on it.
     pub ratio: Option<f64>,
+    /// The 25th percentile of the per-pair ratios.
+    pub ratio_p25: Option<f64>,
+    /// The 75th percentile of the per-pair ratios.
+    pub ratio_p75: Option<f64>,
     /// The number of measured samples.
     pub runs: usize,
     /// The smallest measured sample.
@@ -255,6 +305,9 @@ pub struct Record {
     pub goal: Goal,
     /// Whether the goal is met (`null` when report-only or not judgeable).
     pub goal_met: Option<bool>,
+    /// The measured samples in run order, for pairing with a baseline's.
+    #[serde(skip)]
+    pub samples: Vec<f64>,
 }
 
 impl Record {
@@ -273,25 +326,33 @@ impl Record {
             baseline: None,
             baseline_value: None,
             ratio: None,
+            ratio_p25: None,
+            ratio_p75: None,
             runs: s.len(),
             min: s[0],
             max: s[s.len() - 1],
             goal: Goal::ReportOnly,
             goal_met: None,
+            samples: samples.to_vec(),
         }
     }
 
-    /// Adds the baseline `name` with its `samples` (its median becomes
-    /// `baseline_value`; `ratio = value / baseline_value`).
+    /// Adds the baseline `name` with its `samples`, paired by index with the
+    /// measured ones (`samples[i]` is the baseline run next to measured run
+    /// `i`, as [`measure_pair`] takes them): `baseline_value` is their median,
+    /// `ratio` the median of the per-pair ratios with `ratio_p25` and
+    /// `ratio_p75` (see [`PairRatios`]).
     ///
     /// # Panics
     ///
-    /// If `samples` is empty.
+    /// If `samples` is not as long as the measured samples.
     pub fn with_baseline(mut self, name: &str, samples: &[f64]) -> Self {
-        let b = median(&sorted(samples));
+        let ratios = PairRatios::new(&self.samples, samples);
         self.baseline = Some(name.to_owned());
-        self.baseline_value = Some(b);
-        self.ratio = Some(self.value / b);
+        self.baseline_value = Some(median(&sorted(samples)));
+        self.ratio = Some(ratios.median);
+        self.ratio_p25 = Some(ratios.p25);
+        self.ratio_p75 = Some(ratios.p75);
         self.goal_met = self.goal.is_met(self.value, self.ratio);
         self
     }
@@ -311,13 +372,72 @@ mod tests {
     #[test]
     fn median_min_max_ratio() {
         let r = Record::new("s", Metric::Throughput, &[3.0, 1.0, 2.0, 10.0, 4.0])
-            .with_baseline("b", &[2.0, 2.0, 1.0])
+            .with_baseline("b", &[2.0, 2.0, 1.0, 5.0, 2.0])
             .with_goal(Goal::RatioAtLeast(1.5));
         assert_eq!((r.value, r.min, r.max, r.runs), (3.0, 1.0, 10.0, 5));
-        assert_eq!((r.baseline_value, r.ratio), (Some(2.0), Some(1.5)));
+        // Pair ratios 1.5, 0.5, 2, 2, 2.
+        assert_eq!((r.baseline_value, r.ratio), (Some(2.0), Some(2.0)));
+        assert_eq!((r.ratio_p25, r.ratio_p75), (Some(1.5), Some(2.0)));
         assert_eq!(r.goal_met, Some(true));
         let even = Record::new("s", Metric::Rtt, &[4.0, 1.0, 2.0, 3.0]);
         assert_eq!(even.value, 2.5);
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        let s = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!((quantile(&s, 0.0), quantile(&s, 0.25), quantile(&s, 0.5), quantile(&s, 1.0)), (1.0, 2.0, 3.0, 5.0));
+        let s = [1.0, 2.0, 4.0];
+        assert_eq!((quantile(&s, 0.25), quantile(&s, 0.5), quantile(&s, 0.75)), (1.5, 2.0, 3.0));
+        assert_eq!(quantile(&[7.0], 0.25), 7.0);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
+    }
+
+    #[test]
+    fn ratio_is_the_median_of_pair_ratios_not_the_ratio_of_medians() {
+        // Runs 2 and 3 of the baseline fell in a slow moment (another build);
+        // the ratio of the medians would say 10 / 20 = 0.5.
+        let measured = [10.0, 10.0, 20.0];
+        let baseline = [5.0, 20.0, 20.0];
+        let r = PairRatios::new(&measured, &baseline);
+        // Pair ratios 2, 0.5, 1.
+        assert_eq!((r.p25, r.median, r.p75), (0.75, 1.0, 1.5));
+        let rec = Record::new("t", Metric::Throughput, &measured)
+            .with_goal(Goal::RatioAtLeast(0.9))
+            .with_baseline("b", &baseline);
+        assert_eq!((rec.value, rec.baseline_value), (10.0, Some(20.0)));
+        assert_eq!((rec.ratio_p25, rec.ratio, rec.ratio_p75), (Some(0.75), Some(1.0), Some(1.5)));
+        assert_eq!(rec.goal_met, Some(true));
+        // Pairs go by run order, not by sorted value.
+        let swapped = PairRatios::new(&[20.0, 10.0, 10.0], &baseline);
+        assert_eq!(swapped.median, 0.5);
+    }
+
+    #[test]
+    #[should_panic(expected = "paired")]
+    fn unpaired_baseline_is_refused() {
+        let _ = Record::new("s", Metric::Rtt, &[1.0, 2.0, 3.0]).with_baseline("b", &[1.0, 2.0]);
+    }
+
+    #[test]
+    fn goal_met_only_when_the_median_meets_it() {
+        // Larger is better: ratios 0.7, 0.85, 0.9 (p25 0.775 below 0.8, median above).
+        let t = Record::new("t", Metric::Throughput, &[0.7, 0.85, 0.9])
+            .with_baseline("b", &[1.0; 3])
+            .with_goal(Goal::RatioAtLeast(0.8));
+        assert_eq!(t.goal_met, Some(true));
+        assert!(t.ratio_p25.unwrap() < 0.8);
+        // Median below, p75 above: not met.
+        let t = t.with_goal(Goal::RatioAtLeast(0.87));
+        assert!(t.ratio_p75.unwrap() > 0.87);
+        assert_eq!(t.goal_met, Some(false));
+        // Smaller is better: ratios 1.0, 1.1, 1.3 against <= 1.1 and <= 1.05.
+        let l = Record::new("l", Metric::Latency, &[10.0, 11.0, 13.0])
+            .with_baseline("b", &[10.0; 3])
+            .with_goal(Goal::RatioAtMost(1.1));
+        assert_eq!(l.goal_met, Some(true));
+        assert!(l.ratio_p75.unwrap() > 1.1);
+        assert_eq!(l.with_goal(Goal::RatioAtMost(1.05)).goal_met, Some(false));
     }
 
     #[test]
@@ -357,7 +477,7 @@ mod tests {
             serde_json::json!({
                 "scenario": "flow-pipe", "metric": "throughput", "value": 2.0,
                 "unit": "GB/s", "baseline": null, "baseline_value": null,
-                "ratio": null, "runs": 3, "min": 1.0, "max": 3.0,
+                "ratio": null, "ratio_p25": null, "ratio_p75": null, "runs": 3, "min": 1.0, "max": 3.0,
                 "goal": null, "goal_met": null,
             })
         );

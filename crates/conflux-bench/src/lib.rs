@@ -5,7 +5,10 @@
 //! `tokio::io::duplex`, ...) in the same process and run, interleaved with
 //! the measured side ([`measure_pair`]). The figure is the median of the runs
 //! (at least 3; at least 5 for multi-thread scenarios, see [`Ctx::runs_mt`]);
-//! min and max are reported. The `conflux-bench` binary selects scenarios,
+//! min and max are reported. Each measured run is paired with the baseline
+//! run next to it: the ratio is the median of the per-pair ratios, with their
+//! interquartile range (`ratio_p25`, `ratio_p75`; see [`PairRatios`]), and a
+//! ratio goal is met when that median meets it. The `conflux-bench` binary selects scenarios,
 //! prints a table and writes `target/bench/latest.json` (an array of
 //! [`Record`]s).
 //!
@@ -49,7 +52,7 @@ pub mod netstack;
 pub mod tcp_host;
 
 pub use crate::harness::{
-    Ctx, Goal, Metric, Pair, Record, RunFn, Scenario, Skip, measure, measure_pair, micros, rate_per_sec, rss_mib,
-    throughput_gbps,
+    Ctx, Goal, Metric, Pair, PairRatios, Record, RunFn, Scenario, Skip, measure, measure_pair, micros, quantile,
+    rate_per_sec, rss_mib, throughput_gbps,
 };
 pub use crate::report::{print_table, write_json};

@@ -13,12 +13,33 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), fmt_num)
 }
 
+/// The interquartile range of the pair ratios, `p25-p75`, or `-`.
+fn fmt_spread(r: &Record) -> String {
+    match (r.ratio_p25, r.ratio_p75) {
+        (Some(lo), Some(hi)) => format!("{}-{}", fmt_num(lo), fmt_num(hi)),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Writes the table of `records` (scenario, metric, value unit, baseline,
-/// baseline value, ratio, runs, min, max, goal, met) to `out`.
+/// baseline value, ratio (the median of the pair ratios), its p25-p75, runs,
+/// min, max, goal, met) to `out`.
 pub fn print_table(out: &mut impl Write, records: &[Record]) -> std::io::Result<()> {
-    let header =
-        ["scenario", "metric", "value", "baseline", "base value", "ratio", "runs", "min", "max", "goal", "met"];
-    let rows: Vec<[String; 11]> = records
+    let header = [
+        "scenario",
+        "metric",
+        "value",
+        "baseline",
+        "base value",
+        "ratio",
+        "ratio p25-p75",
+        "runs",
+        "min",
+        "max",
+        "goal",
+        "met",
+    ];
+    let rows: Vec<[String; 12]> = records
         .iter()
         .map(|r| {
             [
@@ -28,6 +49,7 @@ pub fn print_table(out: &mut impl Write, records: &[Record]) -> std::io::Result<
                 r.baseline.clone().unwrap_or_else(|| "-".to_owned()),
                 fmt_opt(r.baseline_value),
                 fmt_opt(r.ratio),
+                fmt_spread(r),
                 r.runs.to_string(),
                 fmt_num(r.min),
                 fmt_num(r.max),
@@ -80,13 +102,16 @@ mod tests {
         let r = Record::new("flow-pipe", Metric::Throughput, &[1.0, 2.0, 3.0])
             .with_baseline("duplex", &[1.0; 3])
             .with_goal(Goal::RatioAtLeast(0.8));
+        let solo = Record::new("flow-rss", Metric::Rss, &[5.0; 3]);
         let mut out = Vec::new();
-        print_table(&mut out, &[r]).unwrap();
+        print_table(&mut out, &[r, solo]).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("ratio p25-p75"));
         assert!(lines[1].starts_with("flow-pipe"));
         assert!(lines[1].contains("2.000 GB/s"));
+        assert!(lines[1].contains("1.500-2.500"), "{}", lines[1]);
         assert!(lines[1].contains("ratio >= 0.8"));
         assert!(lines[1].ends_with("yes"));
     }

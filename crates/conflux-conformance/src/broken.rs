@@ -111,12 +111,12 @@ impl Flow for BrokenFlow {
             }
             Breakage::EofNotSticky if std::mem::take(&mut self.eof_once) => Poll::Ready(Ok(None)),
             Breakage::ReadNotCancelSafe => {
-                if let Some((waker, chunk)) = self.held_read.take() {
-                    if waker.will_wake(cx.waker()) {
-                        return Poll::Ready(Ok(Some(chunk)));
-                    }
-                    // Another reader: the one holding the chunk was dropped, and the chunk with it.
+                if let Some((waker, chunk)) = self.held_read.take()
+                    && waker.will_wake(cx.waker())
+                {
+                    return Poll::Ready(Ok(Some(chunk)));
                 }
+                // Otherwise another reader: the one holding the chunk was dropped, and the chunk with it.
                 match ready!(self.inner.poll_read(cx)) {
                     Ok(Some(chunk)) => {
                         self.held_read = Some((cx.waker().clone(), chunk));

@@ -308,11 +308,12 @@ impl Endpoint {
             return;
         }
         self.transport_eof = true;
-        if let Err(e) = self.decoder.decode_eof(rest) {
-            if self.close == CloseState::Open && !self.read_shut {
-                tracing::debug!(error = %e, "transport ended inside a frame");
-                self.read_error = Some(EndpointError::Protocol(e));
-            }
+        if let Err(e) = self.decoder.decode_eof(rest)
+            && self.close == CloseState::Open
+            && !self.read_shut
+        {
+            tracing::debug!(error = %e, "transport ended inside a frame");
+            self.read_error = Some(EndpointError::Protocol(e));
         }
         if self.close != CloseState::Open {
             self.close = CloseState::Done;
@@ -418,12 +419,12 @@ impl Endpoint {
 
     /// Time passed: a close whose deadline is over ends without the peer.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.poll_timeout() {
-            if now >= deadline {
-                tracing::debug!("close timed out waiting for the peer");
-                self.timed_out = true;
-                self.close = CloseState::Done;
-            }
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+        {
+            tracing::debug!("close timed out waiting for the peer");
+            self.timed_out = true;
+            self.close = CloseState::Done;
         }
     }
 

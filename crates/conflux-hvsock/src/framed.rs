@@ -205,13 +205,13 @@ impl<S: Socket> FramedFlow<S> {
             if self.ep.is_done() {
                 break;
             }
-            if let Some(timer) = self.timer.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
-                    if let Some(deadline) = self.ep.poll_timeout() {
-                        self.ep.handle_timeout(deadline);
-                    }
-                    continue;
+            if let Some(timer) = self.timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                if let Some(deadline) = self.ep.poll_timeout() {
+                    self.ep.handle_timeout(deadline);
                 }
+                continue;
             }
             return Poll::Pending;
         }

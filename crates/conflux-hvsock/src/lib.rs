@@ -57,6 +57,7 @@
 //! # }).unwrap();
 //! ```
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
 mod codec;

@@ -169,10 +169,10 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         if how.writes() && !self.write_shut {
             self.write_shut = true;
-            if self.write_err.is_none() {
-                if let Err(e) = self.sock.shutdown_write() {
-                    return Poll::Ready(Err(e.into()));
-                }
+            if self.write_err.is_none()
+                && let Err(e) = self.sock.shutdown_write()
+            {
+                return Poll::Ready(Err(e.into()));
             }
         }
         if how.reads() && !self.read_shut {

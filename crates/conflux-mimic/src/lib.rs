@@ -62,6 +62,7 @@
 //! # });
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
 mod ctx;
@@ -84,12 +85,16 @@ mod unfold;
 pub use conflux_flow::BoxFlow;
 
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use crate::dns::dns_lookup;
 #[cfg(feature = "hvsock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
 pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
 #[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use crate::tcp::{Tcp, TcpEndpoint, TcpFlow, register_tcp, register_tcp_with, tcp_endpoints};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
 
 pub use crate::{

@@ -109,10 +109,10 @@ impl Registry {
                     read_ids,
                 });
             }
-            if runnable_per_key.contains_key(&e.key.id) {
-                if let Some(k) = keys.get_mut(&e.key.id) {
-                    k.2 = true;
-                }
+            if runnable_per_key.contains_key(&e.key.id)
+                && let Some(k) = keys.get_mut(&e.key.id)
+            {
+                k.2 = true;
             }
         }
         let mut reachable: Vec<_> = entries

@@ -204,10 +204,10 @@ impl NotFound {
     pub fn missing_keys(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for f in &self.functions {
-            if let FnOutcome::Dropped { missing, .. } = &f.outcome {
-                if !out.contains(&missing.as_str()) {
-                    out.push(missing);
-                }
+            if let FnOutcome::Dropped { missing, .. } = &f.outcome
+                && !out.contains(&missing.as_str())
+            {
+                out.push(missing);
             }
         }
         out

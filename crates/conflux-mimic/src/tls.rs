@@ -162,10 +162,10 @@ impl TlsFlow {
         if self.lower_closed {
             return Poll::Ready(());
         }
-        if let Some(lower) = self.lower_mut() {
-            if let Err(e) = ready!(lower.poll_close(cx)) {
-                tracing::trace!(error = %e, "closing the flow under TLS failed");
-            }
+        if let Some(lower) = self.lower_mut()
+            && let Err(e) = ready!(lower.poll_close(cx))
+        {
+            tracing::trace!(error = %e, "closing the flow under TLS failed");
         }
         self.lower_closed = true;
         Poll::Ready(())

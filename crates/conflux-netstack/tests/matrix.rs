@@ -236,7 +236,7 @@ async fn slow_receiver_never_blocks_a_write_over_5s() {
                     n += c.len();
                     i += 1;
                     // Sleep 10 ms on 1% of reads.
-                    if i % 100 == 0 {
+                    if i.is_multiple_of(100) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }

@@ -52,6 +52,7 @@
 //! # }).unwrap();
 //! ```
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod flow;

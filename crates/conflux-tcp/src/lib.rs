@@ -51,10 +51,12 @@
 //! assert_eq!(state.probes_sent(), 1);
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod keepalive;
 #[cfg(feature = "kit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kit")))]
 pub mod kit;
 mod listeners;
 mod stack;

@@ -18,6 +18,7 @@
 //! assert_eq!(err.part(), conflux_uri::UriPart::Port);
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
