@@ -60,6 +60,14 @@ impl TcpFixture for MemFixture {
         support::ip(support::A4)
     }
 
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable> {
+        Ok(support::ip(support::A6))
+    }
+
+    fn specific_beside_wildcard(&self) -> bool {
+        true
+    }
+
     fn open_resources(&self) -> Option<usize> {
         None
     }
@@ -157,6 +165,10 @@ kit_cases!(
     peer_abort_is_reset,
     write_nodelay_waits_for_ack,
     keepalive_detects_cut_link,
+    specific_address_takes_only_its_own,
+    unlisten_takes_the_listen_key,
+    two_addresses_share_a_port,
+    specific_address_beside_wildcard,
 );
 
 /// Skips (visibly) unless TAP devices and namespaces can be made here.
@@ -316,7 +328,8 @@ mod tap {
     /// bytes it reports received equal the server's count.
     async fn iperf3_against<S: TcpStack>(stack: &S, ns: Option<&TapNs>, addr: &str, secs: u32) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let port = iperf3_server::serve(stack, 0, tx).expect("serve");
+        let at = SocketAddr::new(addr.parse().expect("an IP"), 0);
+        let port = iperf3_server::serve(stack, at, tx).expect("serve");
         let mut cmd = match ns {
             Some(ns) => ns.cmd("iperf3"),
             None => std::process::Command::new("iperf3"),

@@ -147,6 +147,46 @@ async fn local_delivery_reaches_our_own_listeners() {
     }
 }
 
+/// Listeners keyed by (address, port): `0.0.0.0` takes our IPv4 address
+/// only, a specific address shares its port, a foreign address is refused,
+/// and the port goes back to the allocator with the last listener on it.
+#[tokio::test(start_paused = true)]
+async fn listeners_are_keyed_by_address_and_port() {
+    let (a, _peer) = conflux_netstack::link_pair(LinkConfig::ip());
+    let a = conflux_netstack::NetStack::new(side(true), a);
+    let hello = |mut f: conflux_netstack::NetFlow| async move {
+        let _ = f.write(f.src().to_string()).await;
+        let _ = f.close().await;
+    };
+    let foreign = addr("10.9.9.9", 80);
+    match a.listen_on(foreign, None, hello) {
+        Err(conflux_tcp::ListenError::AddrNotAvailable(x)) => assert_eq!(x, foreign),
+        other => panic!("listen_on a foreign address: {other:?}"),
+    }
+    let any4 = a.listen_on(addr("0.0.0.0", 0), None, hello).expect("listen_on 0.0.0.0");
+    let port = any4.port();
+    assert_eq!(any4.local_addr(), addr("0.0.0.0", port));
+    let greet = |dst: std::net::SocketAddr| {
+        let a = a.clone();
+        async move {
+            let mut f = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await?;
+            Ok::<_, ConnectError>(String::from_utf8(within("read", TIMEOUT, f.read_to_end()).await.unwrap()).unwrap())
+        }
+    };
+    assert_eq!(greet(addr(A4, port)).await.expect("0.0.0.0 takes IPv4"), addr(A4, port).to_string());
+    assert!(matches!(greet(addr(A6, port)).await, Err(ConnectError::Refused)), "0.0.0.0 took IPv6");
+    a.listen_on(addr(A6, port), None, hello).expect("a second address on the same port");
+    assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener"), addr(A6, port).to_string());
+    assert!(a.unlisten_on(addr("0.0.0.0", port)));
+    assert!(matches!(greet(addr(A4, port)).await, Err(ConnectError::Refused)));
+    assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener outlives the other"), addr(A6, port).to_string());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(a.ports_in_use(), 1, "only the IPv6 listener's port is taken (TIME_WAIT is over)");
+    assert!(a.unlisten_on(addr(A6, port)));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!((a.sockets(), a.ports_in_use()), (0, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn transparent_listening_reports_the_original_destination() {
     let (ea, eb) = conflux_netstack::link_pair(LinkConfig::ethernet());

@@ -60,6 +60,15 @@ impl TcpFixture for HostFixture {
         self.ip
     }
 
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable> {
+        // Linux routes all of 127.0.0.0/8 to lo; ::1 is the only IPv6 one.
+        Ok(if self.ip.is_ipv4() { IpAddr::from([127, 0, 0, 2]) } else { IpAddr::from([127, 0, 0, 1]) })
+    }
+
+    fn specific_beside_wildcard(&self) -> bool {
+        false
+    }
+
     fn open_resources(&self) -> Option<usize> {
         Some(conflux_testkit::open_fds())
     }
