@@ -186,12 +186,12 @@ impl TcpStack for NetStack {
                 return Err(ConnectError::Disconnected);
             }
             if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
-                return Err(ConnectError::Other(format!("cannot connect to {addr}").into()));
+                return Err(ConnectError::other(addr, "not an address one can connect to"));
             }
-            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute)?;
+            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute { addr })?;
             let timeout = options.timeout.unwrap_or(core.config.connect_timeout);
             let (id, shard, handle, local) =
-                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::Other(e.into()))?;
+                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::other(addr, e))?;
             (id, shard, handle, local, timeout)
         };
         self.shared.kick();
@@ -205,8 +205,8 @@ impl TcpStack for NetStack {
                     sock.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused)),
-                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused)),
+                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused { addr })),
+                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused { addr })),
                 _ => {
                     if let Some(c) = core.conns.get_mut(&id) {
                         c.phase = Phase::Open;
@@ -221,7 +221,7 @@ impl TcpStack for NetStack {
                 Ok(NetFlow::new(self.shared.clone(), id, shard, handle, local, addr))
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Timeout),
+            Err(_) => Err(ConnectError::Timeout { addr }),
         }
     }
 

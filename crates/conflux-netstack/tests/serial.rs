@@ -236,7 +236,7 @@ mod tap {
         for _ in 0..100 {
             match stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_secs(5))).await {
                 Ok(f) => return f,
-                Err(conflux_tcp::ConnectError::Refused) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(conflux_tcp::ConnectError::Refused { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => panic!("connect to {addr}: {e}"),
             }
         }

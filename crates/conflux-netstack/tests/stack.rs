@@ -91,12 +91,12 @@ async fn concurrent_syns_each_get_a_socket() {
 async fn refused_timeout_and_no_route_are_told_apart() {
     let (a, _b, _) = pair();
     let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
-    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    assert!(matches!(refused, Err(ConnectError::Refused { .. })), "{refused:?}");
     let timeout =
         a.create_connection(addr("10.0.0.99", 9), ConnectOptions::new().timeout(Duration::from_secs(3))).await;
-    assert!(matches!(timeout, Err(ConnectError::Timeout)), "{timeout:?}");
+    assert!(matches!(timeout, Err(ConnectError::Timeout { .. })), "{timeout:?}");
     let no_route = a.create_connection(addr("192.168.7.7", 9), ConnectOptions::new()).await;
-    assert!(matches!(no_route, Err(ConnectError::NoRoute)), "{no_route:?}");
+    assert!(matches!(no_route, Err(ConnectError::NoRoute { .. })), "{no_route:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +110,7 @@ async fn ephemeral_ports_exhaust_and_come_back() {
         flows.push(a.create_connection(addr(B4, 80), ConnectOptions::new()).await.expect("connect"));
     }
     let err = a.create_connection(addr(B4, 80), ConnectOptions::new()).await;
-    assert!(matches!(err, Err(ConnectError::Other(_))), "{err:?}");
+    assert!(matches!(err, Err(ConnectError::Other { .. })), "{err:?}");
     assert!(err.unwrap_err().to_string().contains("exhausted"));
     drop(flows);
     // The server closes first, so our sockets pass no TIME_WAIT... either way
@@ -126,7 +126,7 @@ async fn half_open_cap_drops_extra_syns_silently() {
     let (a, b, _) = pair_with(LinkConfig::ethernet(), |c| c.max_half_open(0));
     b.listen(80, None, |f| async move { drop(f) }).unwrap();
     let res = a.create_connection(addr(B4, 80), ConnectOptions::new().timeout(Duration::from_secs(5))).await;
-    assert!(matches!(res, Err(ConnectError::Timeout)), "dropped, not refused: {res:?}");
+    assert!(matches!(res, Err(ConnectError::Timeout { .. })), "dropped, not refused: {res:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,11 +174,11 @@ async fn listeners_are_keyed_by_address_and_port() {
         }
     };
     assert_eq!(greet(addr(A4, port)).await.expect("0.0.0.0 takes IPv4"), addr(A4, port).to_string());
-    assert!(matches!(greet(addr(A6, port)).await, Err(ConnectError::Refused)), "0.0.0.0 took IPv6");
+    assert!(matches!(greet(addr(A6, port)).await, Err(ConnectError::Refused { .. })), "0.0.0.0 took IPv6");
     a.listen_on(addr(A6, port), None, hello).expect("a second address on the same port");
     assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener"), addr(A6, port).to_string());
     assert!(a.unlisten_on(addr("0.0.0.0", port)));
-    assert!(matches!(greet(addr(A4, port)).await, Err(ConnectError::Refused)));
+    assert!(matches!(greet(addr(A4, port)).await, Err(ConnectError::Refused { .. })));
     assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener outlives the other"), addr(A6, port).to_string());
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(a.ports_in_use(), 1, "only the IPv6 listener's port is taken (TIME_WAIT is over)");
@@ -215,13 +215,13 @@ async fn transparent_listening_reports_the_original_destination() {
     }
     // Our own addresses still go to per-port listeners only.
     let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
-    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    assert!(matches!(refused, Err(ConnectError::Refused { .. })), "{refused:?}");
     assert!(b.unlisten(listening.port()));
     // Without it, segments to addresses that are not ours are ignored.
     let after = a
         .create_connection("203.0.113.7:443".parse().unwrap(), ConnectOptions::new().timeout(Duration::from_secs(3)))
         .await;
-    assert!(matches!(after, Err(ConnectError::Timeout)), "after unlisten: {after:?}");
+    assert!(matches!(after, Err(ConnectError::Timeout { .. })), "after unlisten: {after:?}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!((a.sockets(), b.sockets(), b.ports_in_use()), (0, 0, 0));
 }

@@ -54,16 +54,12 @@ impl Default for HostStack {
     }
 }
 
-fn other<E: Into<conflux_tcp::BoxError>>(e: E) -> ConnectError {
-    ConnectError::Other(e.into())
-}
-
-fn connect_error(e: io::Error) -> ConnectError {
+fn connect_error(addr: SocketAddr, e: io::Error) -> ConnectError {
     match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => ConnectError::Refused,
-        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectError::NoRoute,
-        Some(libc::ETIMEDOUT) => ConnectError::Timeout,
-        _ => ConnectError::Other(e.into()),
+        Some(libc::ECONNREFUSED) => ConnectError::Refused { addr },
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectError::NoRoute { addr },
+        Some(libc::ETIMEDOUT) => ConnectError::Timeout { addr },
+        _ => ConnectError::other(addr, e),
     }
 }
 
@@ -124,23 +120,23 @@ impl HostStack {
             return Err(ConnectError::Disconnected);
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.connect_timeout);
-        let sock =
-            Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(other)?;
-        self.tune(&sock).map_err(other)?;
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))
+            .map_err(|e| ConnectError::other(addr, e))?;
+        self.tune(&sock).map_err(|e| ConnectError::other(addr, e))?;
         if let Some(ka) = &options.keepalive {
-            set_keepalive(SockRef::from(&sock), ka).map_err(other)?;
+            set_keepalive(SockRef::from(&sock), ka).map_err(|e| ConnectError::other(addr, e))?;
         }
         let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
         let stream = match tokio::time::timeout(timeout, sock.connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout),
-            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => return Err(ConnectError::Timeout { addr }),
+            Ok(Err(e)) => return Err(connect_error(addr, e)),
             Ok(Ok(stream)) => stream,
         };
         if self.inner.disconnected.load(Ordering::Acquire) {
             return Err(ConnectError::Disconnected);
         }
         let c = &self.inner.config;
-        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(connect_error)
+        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(|e| connect_error(addr, e))
     }
 
     /// A bound, listening, non-blocking socket on exactly `addr`; for `[::]`
@@ -300,12 +296,12 @@ mod tests {
     #[test]
     fn kernel_errors_map_to_typed_errors() {
         let os = io::Error::from_raw_os_error;
-        assert!(matches!(connect_error(os(libc::ECONNREFUSED)), ConnectError::Refused));
-        assert!(matches!(connect_error(os(libc::ENETUNREACH)), ConnectError::NoRoute));
-        assert!(matches!(connect_error(os(libc::EHOSTUNREACH)), ConnectError::NoRoute));
-        assert!(matches!(connect_error(os(libc::ETIMEDOUT)), ConnectError::Timeout));
-        assert!(matches!(connect_error(os(libc::EMFILE)), ConnectError::Other(_)));
         let a = SocketAddr::from(([127, 0, 0, 1], 80));
+        assert!(matches!(connect_error(a, os(libc::ECONNREFUSED)), ConnectError::Refused { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::ENETUNREACH)), ConnectError::NoRoute { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::EHOSTUNREACH)), ConnectError::NoRoute { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::ETIMEDOUT)), ConnectError::Timeout { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::EMFILE)), ConnectError::Other { addr, .. } if addr == a));
         assert!(matches!(listen_error(a, os(libc::EADDRINUSE)), ListenError::AddrInUse(x) if x == a));
         assert!(matches!(listen_error(a, os(libc::EACCES)), ListenError::PermissionDenied(x) if x == a));
         assert!(matches!(listen_error(a, os(libc::EADDRNOTAVAIL)), ListenError::AddrNotAvailable(x) if x == a));

@@ -235,7 +235,10 @@ pub async fn refused_on_closed_port<F: TcpFixture>(fx: &F) {
     assert!(stack.unlisten(port));
     let addr = SocketAddr::new(fx.local_ip(), port);
     match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
-        Err(ConnectError::Refused) => {}
+        Err(e @ ConnectError::Refused { .. }) => {
+            assert_eq!(e.addr(), Some(addr), "the error names the address dialled");
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
         Err(e) => panic!("expected Refused, got {e:?}"),
         Ok(_) => panic!("connected to a closed port"),
     }
@@ -260,7 +263,10 @@ pub async fn connect_timeout_black_hole<F: TcpFixture>(fx: &F) {
     )
     .await;
     let took = started.elapsed();
-    assert!(matches!(res, Err(ConnectError::Timeout)), "expected Timeout, got {:?}", res.err());
+    match res {
+        Err(ConnectError::Timeout { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
+        other => panic!("expected Timeout, got {:?}", other.err()),
+    }
     assert!(
         (Duration::from_millis(150)..=Duration::from_millis(450)).contains(&took),
         "a 300 ms connect timeout took {took:?}"
@@ -285,7 +291,10 @@ pub async fn no_route_fails_at_once<F: TcpFixture>(fx: &F) {
     )
     .await;
     let took = started.elapsed();
-    assert!(matches!(res, Err(ConnectError::NoRoute)), "expected NoRoute, got {:?}", res.err());
+    match res {
+        Err(ConnectError::NoRoute { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
+        other => panic!("expected NoRoute, got {:?}", other.err()),
+    }
     assert!(took < Duration::from_millis(500), "no route took {took:?}");
     leaks.finish(fx, &[&stack]).await;
     stack.disconnect().await;
@@ -350,7 +359,7 @@ pub async fn unlisten_keeps_established_refuses_new<F: TcpFixture>(fx: &F) {
     assert_eq!(calls_at_unlisten, 1);
     ping(&mut established, "after unlisten").await;
     match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
-        Err(ConnectError::Refused) => {}
+        Err(ConnectError::Refused { .. }) => {}
         Err(e) => panic!("expected Refused after unlisten, got {e:?}"),
         Ok(_) => panic!("connected after unlisten"),
     }
@@ -365,7 +374,7 @@ pub async fn unlisten_keeps_established_refuses_new<F: TcpFixture>(fx: &F) {
 
 async fn expect_refused<F: TcpFixture>(stack: &F::Stack, addr: SocketAddr, why: &str) {
     match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
-        Err(ConnectError::Refused) => {}
+        Err(ConnectError::Refused { .. }) => {}
         Err(e) => panic!("expected Refused at {addr} ({why}), got {e:?}"),
         Ok(_) => panic!("connected to {addr}: {why}"),
     }
