@@ -13,7 +13,8 @@
 //! - [`TcpFlow`]: the flow contract of `conflux-flow` plus `dst`/`src`,
 //!   `set_nodelay` and `write_nodelay`/`writev_nodelay` ([`TcpFlowExt`]),
 //!   which complete only once the peer acknowledged every byte;
-//! - [`Keepalive`] and upstream's pure keepalive schedule ([`keepalive_next`]);
+//! - [`Keepalive`] (the workspace's one keepalive type, defined in
+//!   `conflux-uri` so that `keepalive=` in a URI parses straight into it);
 //! - typed errors per operation: [`ConnectError`], [`ListenError`]; flow
 //!   operations fail with [`FlowError`](conflux_flow::FlowError) (`Closed`,
 //!   `is_reset()`);
@@ -32,7 +33,7 @@
 //! use std::net::Ipv4Addr;
 //! use std::time::Duration;
 //! use conflux_flow::{FlowExt, Shutdown};
-//! use conflux_tcp::{Keepalive, KeepaliveAction, KeepaliveState, TcpStack, keepalive_next};
+//! use conflux_tcp::{Keepalive, TcpStack};
 //!
 //! /// An echo server on loopback (127.0.0.1 only), for any backend.
 //! fn serve_echo<S: TcpStack>(stack: &S) -> Result<u16, conflux_tcp::ListenError> {
@@ -47,17 +48,10 @@
 //!     })?;
 //!     Ok(listening.port())
 //! }
-//!
-//! // The keepalive schedule is a pure function of the time since the last segment.
-//! let ka = Keepalive::LINUX_DEFAULT;
-//! let (action, state) = keepalive_next(&ka, ka.after + ka.interval, KeepaliveState::ALIVE);
-//! assert_eq!(action, KeepaliveAction::SendProbe);
-//! assert_eq!(state.probes_sent(), 1);
 //! ```
 #![forbid(unsafe_code)]
 
 mod error;
-mod keepalive;
 #[cfg(feature = "kit")]
 pub mod kit;
 mod listeners;
@@ -65,7 +59,9 @@ mod stack;
 
 pub use crate::{
     error::{BoxError, ConnectError, ListenError},
-    keepalive::{Keepalive, KeepaliveAction, KeepaliveState, next as keepalive_next},
     listeners::{BoxFuture, Callback, Listener, Listeners, StopFn},
     stack::{ConnectOptions, Listening, TcpFlow, TcpFlowExt, TcpStack, WriteNodelayFuture, any_addr, canonical_addr},
 };
+
+/// Keepalive settings: `conflux-uri`'s type (a URI's `keepalive=` parses into it).
+pub use conflux_uri::Keepalive;

@@ -19,6 +19,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod keepalive;
+
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
