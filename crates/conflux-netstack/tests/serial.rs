@@ -13,9 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use conflux_conformance::tcp::{self as kit, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, FlowError, FlowExt};
 use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, keepalive_deadline, link_pair};
-use conflux_tcp::kit::{self, TcpFixture, Unavailable};
 use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 
 /// A current-thread runtime with I/O and time.

@@ -7,7 +7,7 @@
 
 mod support;
 
-use conflux_tcp::kit;
+use conflux_conformance::tcp as kit;
 use support::{HostFixture, netns::run_in_netns, rt, serial};
 
 /// One test per kit case on 127.0.0.1, and the basic ones on ::1 too.

@@ -21,7 +21,9 @@
 //! - backend-independent listener plumbing ([`Listeners`]): which listener is
 //!   current under an (address, port) key, one task per accepted flow, a panicking callback
 //!   logged and its flow closed, disconnect with a grace period then abort;
-//! - with the `kit` feature, the TCP conformance kit every backend runs (`kit`).
+//!
+//! The TCP conformance kit every backend runs lives in the dev-only
+//! `conflux-conformance` crate (feature `tcp`, module `tcp`).
 //!
 //! What is not: no sockets, no I/O, no runtime of its own (it needs tokio's
 //! `rt`, `sync` and `time`, never `net`). The semantics that differ from
@@ -52,8 +54,6 @@
 #![forbid(unsafe_code)]
 
 mod error;
-#[cfg(feature = "kit")]
-pub mod kit;
 mod listeners;
 mod stack;
 

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use conflux_conformance::tcp::{FlowOf, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, Flow, FlowError, Shutdown};
-use conflux_tcp::kit::{FlowOf, TcpFixture, Unavailable};
 use conflux_tcp::{ConnectError, ConnectOptions, Keepalive, ListenError, Listening, TcpFlow, TcpStack, any_addr};
 use conflux_tcp_host::{HostFlow, HostStack};
 

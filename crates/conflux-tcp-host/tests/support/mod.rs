@@ -6,8 +6,8 @@ pub(crate) mod netns;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use conflux_conformance::tcp::{FlowOf, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, FlowError, FlowExt, FromTokio};
-use conflux_tcp::kit::{FlowOf, TcpFixture, Unavailable};
 use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 use conflux_tcp_host::{HostConfig, HostFlow, HostStack, keepalive_deadline};
 use conflux_testkit::SkipKind;
