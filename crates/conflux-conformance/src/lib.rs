@@ -1,5 +1,6 @@
 //! The flow conformance kit: one suite of cases from `spec/flow.md`, run against
-//! every flow the workspace ships.
+//! every flow the workspace ships; and, with the `tcp` feature, the TCP
+//! conformance kit every `TcpStack` backend runs ([`tcp`]).
 //!
 //! A transport implements [`FlowFactory`] (connected pairs plus [`Caps`], its
 //! capability flags) and instantiates the suite with [`flow_conformance!`], which
@@ -47,6 +48,8 @@ mod case;
 mod cases;
 mod factories;
 mod factory;
+#[cfg(feature = "tcp")]
+pub mod tcp;
 mod util;
 
 pub use crate::{

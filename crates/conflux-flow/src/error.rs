@@ -34,8 +34,14 @@ impl ErrorKind {
 /// The error of every flow operation.
 ///
 /// `Closed` and a reset are always distinguishable ([`is_closed`](Self::is_closed),
-/// [`is_reset`](Self::is_reset)); everything else is opaque but printable, with the
-/// underlying cause reachable through [`std::error::Error::source`].
+/// [`is_reset`](Self::is_reset)); everything else is opaque but printable.
+///
+/// The cause is printed once: like [`io::Error`] with a custom error inside,
+/// `Display` prints the kind, the message and the cause's own message, and
+/// [`source`](std::error::Error::source) continues the chain from the
+/// cause's source (the cause itself is reachable through
+/// [`get_ref`](Self::get_ref)). So a report that walks the chain (anyhow,
+/// eyre) shows every text once.
 pub struct FlowError {
     kind: ErrorKind,
     msg: Option<Box<str>>,
@@ -89,6 +95,12 @@ impl FlowError {
     {
         self.source = Some(source.into());
         self
+    }
+
+    /// The underlying cause, if any (printed by `Display`, so not returned by
+    /// [`source`](std::error::Error::source)); downcast it to inspect it.
+    pub fn get_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
     }
 
     /// The coarse kind of this error.
@@ -151,8 +163,9 @@ impl fmt::Debug for FlowError {
 }
 
 impl std::error::Error for FlowError {
+    /// The cause's own source: `Display` already printed the cause.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.source.as_deref().and_then(|s| s.source())
     }
 }
 
@@ -218,5 +231,58 @@ mod tests {
         let other = FlowError::from(io::Error::other("disk on fire"));
         assert_eq!(other.kind(), ErrorKind::Other);
         assert!(other.to_string().contains("disk on fire"));
+    }
+
+    /// A cause with a cause of its own.
+    #[derive(Debug)]
+    struct Outer(io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the handshake failed")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Every message of the chain, as a report walking `source()` prints it.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source()).map(ToString::to_string).collect()
+    }
+
+    fn assert_no_repeats(chain: &[String]) {
+        for (i, outer) in chain.iter().enumerate() {
+            for inner in &chain[i + 1..] {
+                assert!(!outer.contains(inner.as_str()), "{inner:?} is printed twice in the chain {chain:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_chain_prints_each_cause_once() {
+        let root = || io::Error::new(io::ErrorKind::InvalidData, "bad certificate");
+        let cases = [
+            FlowError::other(Outer(root())),
+            FlowError::protocol("while reading the header").with_source(Outer(root())),
+            FlowError::from(io::Error::other(Outer(root()))),
+            FlowError::from(io::Error::from(FlowError::other(Outer(root())))),
+            FlowError::other(Outer(root())).latched(),
+        ];
+        for e in cases {
+            let c = chain(&e);
+            assert_no_repeats(&c);
+            let all = c.join(": ");
+            assert!(all.contains("the handshake failed"), "{all}");
+            if e.get_ref().is_some_and(|s| s.is::<Outer>()) {
+                assert!(all.contains("bad certificate"), "the root cause is lost: {all}");
+            }
+        }
+        let e = FlowError::other(Outer(root()));
+        assert_eq!(chain(&e), ["flow error: the handshake failed", "bad certificate"]);
+        assert!(e.get_ref().is_some_and(|s| s.is::<Outer>()), "the cause can be downcast");
     }
 }

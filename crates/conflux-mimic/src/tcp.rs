@@ -45,8 +45,7 @@ impl TcpEndpoint {
 
     /// Turns keepalive on for the new flow.
     pub fn keepalive(mut self, keepalive: Keepalive) -> TcpEndpoint {
-        self.options.keepalive =
-            Some(conflux_tcp::Keepalive::new(keepalive.after, keepalive.interval, keepalive.probes));
+        self.options.keepalive = Some(keepalive);
         self
     }
 

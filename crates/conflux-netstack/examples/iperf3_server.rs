@@ -6,10 +6,10 @@
 //! cargo run -p conflux-netstack --example iperf3_server -- tap TAPNAME IPV4/PREFIX [PORT]
 //! ```
 //!
-//! `host` serves on the kernel backend (`conflux-tcp-host`); `tap` opens (or
-//! creates) TAP device TAPNAME and serves on this crate's userspace stack at
-//! IPV4 (bring the TAP up and address its kernel side with `ip`). The default
-//! port is 5201. One test at a time; others are refused with ACCESS_DENIED.
+//! `host` serves on the kernel backend (`conflux-tcp-host`) on 127.0.0.1
+//! (loopback only); `tap` opens (or creates) TAP device TAPNAME and serves
+//! on this crate's userspace stack at IPV4 (bring the TAP up and address its
+//! kernel side with `ip`). The default port is 5201. One test at a time; others are refused with ACCESS_DENIED.
 //!
 //! Protocol (iperf3's control channel): the client sends a 37-byte cookie;
 //! we send PARAM_EXCHANGE (9); it sends its parameters as JSON with a 4-byte
@@ -20,6 +20,7 @@
 //! stream); DISPLAY_RESULTS (14); it answers IPERF_DONE (16). Reverse mode,
 //! UDP and bidirectional tests are refused.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,13 +89,17 @@ struct Active<F> {
     streams: mpsc::UnboundedSender<Conn<F>>,
 }
 
-/// Serves iperf3 tests on `port` of `stack` until the stack is disconnected.
+/// Serves iperf3 tests on `addr` of `stack` until the stack is disconnected.
 /// Each finished test's byte count (what the results told the client) is
-/// sent on `results`.
-pub(crate) fn serve<S: TcpStack>(stack: &S, port: u16, results: mpsc::UnboundedSender<u64>) -> Result<u16, String> {
+/// sent on `results`. Returns the bound port.
+pub(crate) fn serve<S: TcpStack>(
+    stack: &S,
+    addr: SocketAddr,
+    results: mpsc::UnboundedSender<u64>,
+) -> Result<u16, String> {
     let active: Arc<Mutex<Option<Active<S::Flow>>>> = Arc::new(Mutex::new(None));
     let listening = stack
-        .listen(port, None, move |flow| {
+        .listen_on(addr, None, move |flow| {
             let active = active.clone();
             let results = results.clone();
             async move {
@@ -230,7 +235,7 @@ async fn main() {
     // The userspace stack lives as long as `main`.
     let mut tap_stack = None;
     let bound = match args.first().map(String::as_str) {
-        Some("host") => serve(&conflux_tcp_host::HostStack::new(), port(1), tx),
+        Some("host") => serve(&conflux_tcp_host::HostStack::new(), (Ipv4Addr::LOCALHOST, port(1)).into(), tx),
         Some("tap") => {
             let (Some(name), Some(cidr)) = (args.get(1), args.get(2)) else { usage() };
             let (ip, prefix) = cidr.split_once('/').unwrap_or_else(|| usage());
@@ -243,7 +248,7 @@ async fn main() {
                 conflux_netstack::StackConfig::new().ipv4(ip, prefix).buffers(1 << 20, 1 << 20),
                 tap,
             );
-            let res = serve(&stack, port(3), tx);
+            let res = serve(&stack, (ip, port(3)).into(), tx);
             tap_stack = Some(stack);
             res
         }

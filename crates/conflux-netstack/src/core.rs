@@ -28,13 +28,18 @@ pub(crate) type ConnId = u64;
 /// (local, remote): how ingress finds a connection.
 type Tuple = (SocketAddr, SocketAddr);
 
+/// A listener's key: the address it listens on (ours, or unspecified for
+/// all of ours) and its port.
+pub(crate) type ListenKey = SocketAddr;
+
 /// Where a connection is in its life, as the stack sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Our SYN is out; a `create_connection` future watches it.
     Connecting,
-    /// A peer's SYN made this socket; the handshake is not finished.
-    HalfOpen { port: u16 },
+    /// A peer's SYN made this socket; the handshake is not finished. `port`
+    /// is the key (address and port) of the listener it came to.
+    HalfOpen { port: ListenKey },
     /// A flow owns it.
     Open,
     /// Its flow was closed or dropped (or its connect abandoned): the socket
@@ -193,7 +198,7 @@ pub(crate) struct Core {
     shards: Vec<Shard>,
     pub(crate) conns: HashMap<ConnId, Conn>,
     tuples: HashMap<Tuple, ConnId>,
-    pub(crate) listens: HashMap<u16, Listen>,
+    pub(crate) listens: HashMap<ListenKey, Listen>,
     pub(crate) ports: Ports,
     half_open: Vec<ConnId>,
     orphans: Vec<ConnId>,
@@ -381,34 +386,50 @@ impl Core {
         self.next_generation
     }
 
+    /// Registers a listener under `key`; `owns_port` says whether it took
+    /// the port from the allocator (the first listener on a port does).
     pub(crate) fn add_listen(
         &mut self,
-        port: u16,
+        key: ListenKey,
         listener: Arc<Listener<NetFlow>>,
         keepalive: Option<Keepalive>,
         generation: u64,
         owns_port: bool,
     ) {
-        self.listens.insert(port, Listen { listener, keepalive, half_open: 0, generation, owns_port });
+        self.listens.insert(key, Listen { listener, keepalive, half_open: 0, generation, owns_port });
     }
 
-    /// Removes the listener of `generation` on `port` (not a newer one) and
-    /// drops its half-open handshakes.
-    pub(crate) fn remove_listen(&mut self, port: u16, generation: u64) {
-        if self.listens.get(&port).is_some_and(|l| l.generation == generation) {
-            if self.transparent_port == Some(port) {
+    /// The key of the listener that takes a SYN to `dst` (one of our
+    /// addresses): the one on exactly that address wins, then `0.0.0.0`
+    /// (IPv4 destinations), then `[::]` (every address).
+    fn listen_key(&self, dst: SocketAddr) -> Option<ListenKey> {
+        let any4 = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), dst.port());
+        let any6 = conflux_tcp::any_addr(dst.port());
+        let candidates = [Some(dst), dst.is_ipv4().then_some(any4), Some(any6)];
+        candidates.into_iter().flatten().find(|k| self.listens.contains_key(k))
+    }
+
+    /// Removes the listener of `generation` under `key` (not a newer one) and
+    /// drops its half-open handshakes. The port goes back to the allocator
+    /// with the last listener on it.
+    pub(crate) fn remove_listen(&mut self, key: ListenKey, generation: u64) {
+        if self.listens.get(&key).is_some_and(|l| l.generation == generation) {
+            if self.transparent_port == Some(key.port()) && key == conflux_tcp::any_addr(key.port()) {
                 self.transparent_port = None;
             }
-            if let Some(l) = self.listens.remove(&port)
+            if let Some(l) = self.listens.remove(&key)
                 && l.owns_port
             {
-                self.ports.free(port);
+                match self.listens.iter_mut().find(|(k, _)| k.port() == key.port()) {
+                    Some((_, other)) => other.owns_port = true,
+                    None => self.ports.free(key.port()),
+                }
             }
             let doomed: Vec<ConnId> = self
                 .half_open
                 .iter()
                 .copied()
-                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port }))
+                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port: key }))
                 .collect();
             for id in doomed {
                 self.abort_half_open(id);
@@ -466,9 +487,9 @@ impl Core {
             }
         }
         self.transparent_port = None;
-        for (port, l) in self.listens.drain() {
+        for (key, l) in self.listens.drain() {
             if l.owns_port {
-                self.ports.free(port);
+                self.ports.free(key.port());
             }
         }
     }
@@ -504,11 +525,11 @@ impl Core {
                 } else if seg.syn && !seg.ack && !seg.rst && !self.disconnected {
                     let ours = self.addrs.contains(&seg.dst.ip());
                     let port = if ours {
-                        Some(seg.dst.port())
+                        self.listen_key(seg.dst)
                     } else if seg.dst.ip().is_multicast() || seg.dst.ip().is_unspecified() {
                         None
                     } else {
-                        self.transparent_port
+                        self.transparent_port.map(conflux_tcp::any_addr)
                     };
                     match port.filter(|p| self.listens.contains_key(p)) {
                         Some(port) => match self.accept_syn(now, tuple, port, !ours) {
@@ -672,7 +693,7 @@ impl Core {
     /// for the time `cap` more SYNs take to arrive. (SYN cookies would need
     /// control of the initial sequence number, which smoltcp 0.14 does not
     /// give.)
-    fn accept_syn(&mut self, now: Instant, tuple: Tuple, port: u16, nat: bool) -> Option<ConnId> {
+    fn accept_syn(&mut self, now: Instant, tuple: Tuple, port: ListenKey, nat: bool) -> Option<ConnId> {
         let cap = self.config.max_half_open;
         if self.listens.get(&port).is_some_and(|l| l.half_open >= cap) {
             let oldest = self
@@ -683,11 +704,11 @@ impl Core {
                 .min_by_key(|id| (self.conns[id].since, *id));
             match oldest {
                 Some(id) => {
-                    tracing::debug!(port, "half-open cap reached: oldest handshake evicted");
+                    tracing::debug!(%port, "half-open cap reached: oldest handshake evicted");
                     self.evict_half_open(id);
                 }
                 None => {
-                    tracing::debug!(port, "half-open cap reached: SYN dropped");
+                    tracing::debug!(%port, "half-open cap reached: SYN dropped");
                     return None;
                 }
             }

@@ -8,6 +8,10 @@
 //! What it does:
 //! - IPv4 and IPv6 with static addresses and default gateways
 //!   ([`StackConfig`]), ARP and NDP on Ethernet, ping replies;
+//! - listeners keyed by (address, port): one on an address of ours takes
+//!   the SYNs to that address only, one on `0.0.0.0` every IPv4 address of
+//!   ours, one on `[::]` (the port-only `listen`) every address; where they
+//!   share a port, the specific address wins;
 //! - TCP with congestion control (CUBIC), one fresh socket per SYN to a
 //!   listened port (no RST for the second concurrent client), a cap on
 //!   half-open sockets per listener and a handshake timeout, an ephemeral

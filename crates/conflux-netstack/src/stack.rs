@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -136,17 +136,17 @@ impl NetStack {
         }
         let listening = self.listen(0, keepalive, callback)?;
         let mut core = self.shared.lock();
-        if core.listens.contains_key(&listening.port()) {
+        if core.listens.contains_key(&listening.local_addr()) {
             core.transparent_port = Some(listening.port());
         }
         Ok(listening)
     }
 
-    fn stop_fn(&self, port: u16, generation: u64) -> conflux_tcp::StopFn {
+    fn stop_fn(&self, key: SocketAddr, generation: u64) -> conflux_tcp::StopFn {
         let weak = Arc::downgrade(&self.shared);
         Box::new(move || {
             if let Some(shared) = weak.upgrade() {
-                shared.lock().remove_listen(port, generation);
+                shared.lock().remove_listen(key, generation);
                 shared.kick();
             }
         })
@@ -185,12 +185,12 @@ impl TcpStack for NetStack {
                 return Err(ConnectError::Disconnected);
             }
             if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
-                return Err(ConnectError::Other(format!("cannot connect to {addr}").into()));
+                return Err(ConnectError::other(addr, "not an address one can connect to"));
             }
-            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute)?;
+            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute { addr })?;
             let timeout = options.timeout.unwrap_or(core.config.connect_timeout);
             let (id, shard, handle, local) =
-                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::Other(e.into()))?;
+                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::other(addr, e))?;
             (id, shard, handle, local, timeout)
         };
         self.shared.kick();
@@ -204,8 +204,8 @@ impl TcpStack for NetStack {
                     sock.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused)),
-                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused)),
+                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused { addr })),
+                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused { addr })),
                 _ => {
                     if let Some(c) = core.conns.get_mut(&id) {
                         c.phase = Phase::Open;
@@ -220,22 +220,31 @@ impl TcpStack for NetStack {
                 Ok(NetFlow::new(self.shared.clone(), id, shard, handle, local, addr))
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Timeout),
+            Err(_) => Err(ConnectError::Timeout { addr }),
         }
     }
 
-    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    fn listen_on<C, Fut>(
+        &self,
+        addr: SocketAddr,
+        keepalive: Option<Keepalive>,
+        callback: C,
+    ) -> Result<Listening, ListenError>
     where
         C: Fn(NetFlow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut owns_port = false;
         let mut generation = 0;
-        let (listening, listener) = self.shared.listeners.listen(port, Callback::new(callback), |port| {
+        let (listening, listener) = self.shared.listeners.listen(addr, Callback::new(callback), |addr| {
             let mut core = self.shared.lock();
             if core.disconnected {
                 return Err(ListenError::Disconnected);
             }
+            if !addr.ip().is_unspecified() && !core.addrs.contains(&addr.ip()) {
+                return Err(ListenError::AddrNotAvailable(addr));
+            }
+            let port = addr.port();
             let port = if port == 0 {
                 owns_port = true;
                 core.ports
@@ -246,9 +255,9 @@ impl TcpStack for NetStack {
                 port
             };
             generation = core.new_listen_generation();
-            let ip = core.addrs.first().copied().unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
             drop(core);
-            Ok((SocketAddr::new(ip, port), self.stop_fn(port, generation)))
+            let key = SocketAddr::new(addr.ip(), port);
+            Ok((key, self.stop_fn(key, generation)))
         })?;
         let mut core = self.shared.lock();
         if listener.is_stopped() {
@@ -257,13 +266,13 @@ impl TcpStack for NetStack {
                 core.ports.free(listening.port());
             }
         } else {
-            core.add_listen(listening.port(), Arc::new(listener), keepalive, generation, owns_port);
+            core.add_listen(listening.local_addr(), Arc::new(listener), keepalive, generation, owns_port);
         }
         Ok(listening)
     }
 
-    fn unlisten(&self, port: u16) -> bool {
-        self.shared.listeners.unlisten(port)
+    fn unlisten_on(&self, addr: SocketAddr) -> bool {
+        self.shared.listeners.unlisten(addr)
     }
 
     async fn disconnect(&self) {

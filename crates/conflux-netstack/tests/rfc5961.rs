@@ -31,7 +31,7 @@ async fn syn_sent_ignores_a_bad_ack_rst_and_a_correct_rst_refuses() {
     // The correct RST: Refused.
     peer.send(0, iss.wrapping_add(1), RST | ACK, b"");
     let res = within("connect", Duration::from_secs(5), connect).await.unwrap();
-    assert!(matches!(res, Err(ConnectError::Refused)), "{res:?}");
+    assert!(matches!(res, Err(ConnectError::Refused { .. })), "{res:?}");
 }
 
 #[tokio::test(start_paused = true)]

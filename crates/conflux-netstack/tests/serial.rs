@@ -13,9 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use conflux_conformance::tcp::{self as kit, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, FlowError, FlowExt};
 use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, keepalive_deadline, link_pair};
-use conflux_tcp::kit::{self, TcpFixture, Unavailable};
 use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 
 /// A current-thread runtime with I/O and time.
@@ -58,6 +58,14 @@ impl TcpFixture for MemFixture {
 
     fn local_ip(&self) -> IpAddr {
         support::ip(support::A4)
+    }
+
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable> {
+        Ok(support::ip(support::A6))
+    }
+
+    fn specific_beside_wildcard(&self) -> bool {
+        true
     }
 
     fn open_resources(&self) -> Option<usize> {
@@ -157,6 +165,10 @@ kit_cases!(
     peer_abort_is_reset,
     write_nodelay_waits_for_ack,
     keepalive_detects_cut_link,
+    specific_address_takes_only_its_own,
+    unlisten_takes_the_listen_key,
+    two_addresses_share_a_port,
+    specific_address_beside_wildcard,
 );
 
 /// Skips (visibly) unless TAP devices and namespaces can be made here.
@@ -224,7 +236,7 @@ mod tap {
         for _ in 0..100 {
             match stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_secs(5))).await {
                 Ok(f) => return f,
-                Err(conflux_tcp::ConnectError::Refused) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(conflux_tcp::ConnectError::Refused { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => panic!("connect to {addr}: {e}"),
             }
         }
@@ -316,7 +328,8 @@ mod tap {
     /// bytes it reports received equal the server's count.
     async fn iperf3_against<S: TcpStack>(stack: &S, ns: Option<&TapNs>, addr: &str, secs: u32) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let port = iperf3_server::serve(stack, 0, tx).expect("serve");
+        let at = SocketAddr::new(addr.parse().expect("an IP"), 0);
+        let port = iperf3_server::serve(stack, at, tx).expect("serve");
         let mut cmd = match ns {
             Some(ns) => ns.cmd("iperf3"),
             None => std::process::Command::new("iperf3"),

@@ -91,12 +91,12 @@ async fn concurrent_syns_each_get_a_socket() {
 async fn refused_timeout_and_no_route_are_told_apart() {
     let (a, _b, _) = pair();
     let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
-    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    assert!(matches!(refused, Err(ConnectError::Refused { .. })), "{refused:?}");
     let timeout =
         a.create_connection(addr("10.0.0.99", 9), ConnectOptions::new().timeout(Duration::from_secs(3))).await;
-    assert!(matches!(timeout, Err(ConnectError::Timeout)), "{timeout:?}");
+    assert!(matches!(timeout, Err(ConnectError::Timeout { .. })), "{timeout:?}");
     let no_route = a.create_connection(addr("192.168.7.7", 9), ConnectOptions::new()).await;
-    assert!(matches!(no_route, Err(ConnectError::NoRoute)), "{no_route:?}");
+    assert!(matches!(no_route, Err(ConnectError::NoRoute { .. })), "{no_route:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +110,7 @@ async fn ephemeral_ports_exhaust_and_come_back() {
         flows.push(a.create_connection(addr(B4, 80), ConnectOptions::new()).await.expect("connect"));
     }
     let err = a.create_connection(addr(B4, 80), ConnectOptions::new()).await;
-    assert!(matches!(err, Err(ConnectError::Other(_))), "{err:?}");
+    assert!(matches!(err, Err(ConnectError::Other { .. })), "{err:?}");
     assert!(err.unwrap_err().to_string().contains("exhausted"));
     drop(flows);
     // The server closes first, so our sockets pass no TIME_WAIT... either way
@@ -126,7 +126,7 @@ async fn half_open_cap_drops_extra_syns_silently() {
     let (a, b, _) = pair_with(LinkConfig::ethernet(), |c| c.max_half_open(0));
     b.listen(80, None, |f| async move { drop(f) }).unwrap();
     let res = a.create_connection(addr(B4, 80), ConnectOptions::new().timeout(Duration::from_secs(5))).await;
-    assert!(matches!(res, Err(ConnectError::Timeout)), "dropped, not refused: {res:?}");
+    assert!(matches!(res, Err(ConnectError::Timeout { .. })), "dropped, not refused: {res:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,6 +145,46 @@ async fn local_delivery_reaches_our_own_listeners() {
             .unwrap_or_else(|e| panic!("{link:?} {dst}: {e}"));
         assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"self");
     }
+}
+
+/// Listeners keyed by (address, port): `0.0.0.0` takes our IPv4 address
+/// only, a specific address shares its port, a foreign address is refused,
+/// and the port goes back to the allocator with the last listener on it.
+#[tokio::test(start_paused = true)]
+async fn listeners_are_keyed_by_address_and_port() {
+    let (a, _peer) = conflux_netstack::link_pair(LinkConfig::ip());
+    let a = conflux_netstack::NetStack::new(side(true), a);
+    let hello = |mut f: conflux_netstack::NetFlow| async move {
+        let _ = f.write(f.src().to_string()).await;
+        let _ = f.close().await;
+    };
+    let foreign = addr("10.9.9.9", 80);
+    match a.listen_on(foreign, None, hello) {
+        Err(conflux_tcp::ListenError::AddrNotAvailable(x)) => assert_eq!(x, foreign),
+        other => panic!("listen_on a foreign address: {other:?}"),
+    }
+    let any4 = a.listen_on(addr("0.0.0.0", 0), None, hello).expect("listen_on 0.0.0.0");
+    let port = any4.port();
+    assert_eq!(any4.local_addr(), addr("0.0.0.0", port));
+    let greet = |dst: std::net::SocketAddr| {
+        let a = a.clone();
+        async move {
+            let mut f = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await?;
+            Ok::<_, ConnectError>(String::from_utf8(within("read", TIMEOUT, f.read_to_end()).await.unwrap()).unwrap())
+        }
+    };
+    assert_eq!(greet(addr(A4, port)).await.expect("0.0.0.0 takes IPv4"), addr(A4, port).to_string());
+    assert!(matches!(greet(addr(A6, port)).await, Err(ConnectError::Refused { .. })), "0.0.0.0 took IPv6");
+    a.listen_on(addr(A6, port), None, hello).expect("a second address on the same port");
+    assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener"), addr(A6, port).to_string());
+    assert!(a.unlisten_on(addr("0.0.0.0", port)));
+    assert!(matches!(greet(addr(A4, port)).await, Err(ConnectError::Refused { .. })));
+    assert_eq!(greet(addr(A6, port)).await.expect("the IPv6 listener outlives the other"), addr(A6, port).to_string());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(a.ports_in_use(), 1, "only the IPv6 listener's port is taken (TIME_WAIT is over)");
+    assert!(a.unlisten_on(addr(A6, port)));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!((a.sockets(), a.ports_in_use()), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -175,13 +215,13 @@ async fn transparent_listening_reports_the_original_destination() {
     }
     // Our own addresses still go to per-port listeners only.
     let refused = a.create_connection(addr(B4, 9), ConnectOptions::new()).await;
-    assert!(matches!(refused, Err(ConnectError::Refused)), "{refused:?}");
+    assert!(matches!(refused, Err(ConnectError::Refused { .. })), "{refused:?}");
     assert!(b.unlisten(listening.port()));
     // Without it, segments to addresses that are not ours are ignored.
     let after = a
         .create_connection("203.0.113.7:443".parse().unwrap(), ConnectOptions::new().timeout(Duration::from_secs(3)))
         .await;
-    assert!(matches!(after, Err(ConnectError::Timeout)), "after unlisten: {after:?}");
+    assert!(matches!(after, Err(ConnectError::Timeout { .. })), "after unlisten: {after:?}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!((a.sockets(), b.sockets(), b.ports_in_use()), (0, 0, 0));
 }

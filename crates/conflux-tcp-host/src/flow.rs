@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use conflux_flow::{Flow, FlowError, Shutdown};
+use bytes::{BufMut, Bytes, BytesMut};
+use conflux_flow::{Flow, FlowError, Shutdown, bufs};
 use conflux_tcp::{TcpFlow, canonical_addr};
 use socket2::SockRef;
 use tokio::net::TcpStream;
@@ -298,21 +298,12 @@ impl HostFlow {
             let res = if bufs[first + 1..].iter().all(Bytes::is_empty) {
                 io.try_write(&bufs[first])
             } else {
-                let slices: Vec<IoSlice<'_>> =
-                    bufs[first..].iter().filter(|b| !b.is_empty()).take(64).map(|b| IoSlice::new(b)).collect();
-                io.try_write_vectored(&slices)
+                let mut slices = [IoSlice::new(&[]); bufs::MAX_IOV];
+                let n = bufs::gather(&bufs[first..], &mut slices);
+                io.try_write_vectored(&slices[..n])
             };
             match res {
-                Ok(mut n) => {
-                    for b in bufs[first..].iter_mut() {
-                        let take = n.min(b.len());
-                        b.advance(take);
-                        n -= take;
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                }
+                Ok(n) => bufs::advance(&mut bufs[first..], n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return self.write_error(e),
             }

@@ -4,9 +4,10 @@
 //! [`HostFlow`] implements [`Flow`](conflux_flow::Flow) and
 //! [`TcpFlow`](conflux_tcp::TcpFlow) over the host's sockets:
 //!
-//! - dual-stack listeners (`[::]`, `IPV6_V6ONLY` off) with `SO_REUSEADDR` and a
-//!   configurable backlog; `unlisten` refuses new connections at once while
-//!   established flows keep running;
+//! - listeners bound to exactly the address asked for (`listen_on`; the
+//!   port-only `listen` is dual-stack `[::]` with `IPV6_V6ONLY` off) with
+//!   `SO_REUSEADDR` and a configurable backlog; `unlisten_on` refuses new
+//!   connections at once while established flows keep running;
 //! - keepalive through the kernel, rounded up to whole seconds (at least 1)
 //!   with 1..=127 probes ([`kernel_keepalive`]); Linux timing: a silent peer
 //!   is dead at `after + probes * interval` ([`keepalive_deadline`]), after
@@ -33,14 +34,15 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let stack = HostStack::new();
 //! // Echo with half-close: read to Eof, send everything back, then FIN.
-//! let listening = stack.listen(0, None, |mut flow| async move {
+//! // On loopback only: other hosts cannot connect.
+//! let listening = stack.listen_on(([127, 0, 0, 1], 0).into(), None, |mut flow| async move {
 //!     if let Ok(data) = flow.read_to_end().await {
 //!         let _ = flow.write(data).await;
 //!     }
 //!     let _ = flow.close().await;
 //! })?;
 //!
-//! let addr = ([127, 0, 0, 1], listening.port()).into();
+//! let addr = listening.local_addr();
 //! let mut client = stack.create_connection(addr, ConnectOptions::new()).await?;
 //! assert_eq!(client.dst(), addr);
 //! client.write("hello").await?;

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,8 +18,12 @@ use crate::{HostConfig, HostFlow, flow::FlowTable};
 
 /// The host kernel's TCP as a [`TcpStack`].
 ///
-/// - Listeners are dual-stack (`[::]` with `IPV6_V6ONLY` off; `0.0.0.0` where
-///   the host has no IPv6), with `SO_REUSEADDR` and the configured backlog.
+/// - A listener binds exactly the address it is given, with `SO_REUSEADDR`
+///   and the configured backlog: `127.0.0.1` takes loopback only, `[::]`
+///   (the port-only `listen`) is dual-stack (`IPV6_V6ONLY` off; `0.0.0.0`
+///   where the host has no IPv6), a specific IPv6 address is IPv6 only.
+///   Linux refuses a specific address beside a wildcard listener on the same
+///   port (and the reverse): that `listen_on` fails with `AddrInUse`.
 /// - Keepalive goes through the kernel (`SO_KEEPALIVE`, `TCP_KEEPIDLE`,
 ///   `TCP_KEEPINTVL`, `TCP_KEEPCNT`), rounded by
 ///   [`kernel_keepalive`](crate::kernel_keepalive); a silent peer is declared
@@ -50,23 +54,20 @@ impl Default for HostStack {
     }
 }
 
-fn other<E: Into<conflux_tcp::BoxError>>(e: E) -> ConnectError {
-    ConnectError::Other(e.into())
-}
-
-fn connect_error(e: io::Error) -> ConnectError {
+fn connect_error(addr: SocketAddr, e: io::Error) -> ConnectError {
     match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => ConnectError::Refused,
-        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectError::NoRoute,
-        Some(libc::ETIMEDOUT) => ConnectError::Timeout,
-        _ => ConnectError::Other(e.into()),
+        Some(libc::ECONNREFUSED) => ConnectError::Refused { addr },
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectError::NoRoute { addr },
+        Some(libc::ETIMEDOUT) => ConnectError::Timeout { addr },
+        _ => ConnectError::other(addr, e),
     }
 }
 
-fn listen_error(port: u16, e: io::Error) -> ListenError {
+fn listen_error(addr: SocketAddr, e: io::Error) -> ListenError {
     match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => ListenError::AddrInUse(port),
-        Some(libc::EACCES | libc::EPERM) => ListenError::PermissionDenied(port),
+        Some(libc::EADDRINUSE) => ListenError::AddrInUse(addr),
+        Some(libc::EACCES | libc::EPERM) => ListenError::PermissionDenied(addr),
+        Some(libc::EADDRNOTAVAIL) => ListenError::AddrNotAvailable(addr),
         _ => ListenError::Other(e.into()),
     }
 }
@@ -119,40 +120,48 @@ impl HostStack {
             return Err(ConnectError::Disconnected);
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.connect_timeout);
-        let sock =
-            Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(other)?;
-        self.tune(&sock).map_err(other)?;
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))
+            .map_err(|e| ConnectError::other(addr, e))?;
+        self.tune(&sock).map_err(|e| ConnectError::other(addr, e))?;
         if let Some(ka) = &options.keepalive {
-            set_keepalive(SockRef::from(&sock), ka).map_err(other)?;
+            set_keepalive(SockRef::from(&sock), ka).map_err(|e| ConnectError::other(addr, e))?;
         }
         let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
         let stream = match tokio::time::timeout(timeout, sock.connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout),
-            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => return Err(ConnectError::Timeout { addr }),
+            Ok(Err(e)) => return Err(connect_error(addr, e)),
             Ok(Ok(stream)) => stream,
         };
         if self.inner.disconnected.load(Ordering::Acquire) {
             return Err(ConnectError::Disconnected);
         }
         let c = &self.inner.config;
-        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(connect_error)
+        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(|e| connect_error(addr, e))
     }
 
-    /// A bound, listening, non-blocking socket on `[::]:port` (dual-stack),
-    /// or `0.0.0.0:port` without IPv6.
-    fn bind(&self, port: u16) -> io::Result<Socket> {
-        let v6 = || -> io::Result<Socket> {
-            let sock = Socket::new(Domain::IPV6, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
-            sock.set_only_v6(false)?;
-            Ok(sock)
-        };
-        let (sock, addr) = match v6() {
-            Ok(sock) => (sock, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
-                Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?,
-                SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
-            ),
-            Err(e) => return Err(e),
+    /// A bound, listening, non-blocking socket on exactly `addr`; for `[::]`
+    /// a dual-stack one (or `0.0.0.0` on a host without IPv6).
+    fn bind(&self, addr: SocketAddr) -> io::Result<Socket> {
+        let (sock, addr) = if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+            let v6 = || -> io::Result<Socket> {
+                let sock = Socket::new(Domain::IPV6, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+                sock.set_only_v6(false)?;
+                Ok(sock)
+            };
+            match v6() {
+                Ok(sock) => (sock, addr),
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
+                    Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?,
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())),
+                ),
+                Err(e) => return Err(e),
+            }
+        } else {
+            let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+            if addr.is_ipv6() {
+                sock.set_only_v6(true)?;
+            }
+            (sock, addr)
         };
         sock.set_reuse_address(true)?;
         self.tune(&sock)?;
@@ -216,7 +225,12 @@ impl TcpStack for HostStack {
         self.connect(addr, options)
     }
 
-    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    fn listen_on<C, Fut>(
+        &self,
+        addr: SocketAddr,
+        keepalive: Option<Keepalive>,
+        callback: C,
+    ) -> Result<Listening, ListenError>
     where
         C: Fn(HostFlow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -228,8 +242,8 @@ impl TcpStack for HostStack {
             return Err(ListenError::Disconnected);
         }
         let mut bound = None;
-        let (listening, handle) = self.inner.listeners.listen(port, Callback::new(callback), |port| {
-            let sock = self.bind(port).map_err(|e| listen_error(port, e))?;
+        let (listening, handle) = self.inner.listeners.listen(addr, Callback::new(callback), |addr| {
+            let sock = self.bind(addr).map_err(|e| listen_error(addr, e))?;
             let addr = sock
                 .local_addr()
                 .ok()
@@ -257,8 +271,8 @@ impl TcpStack for HostStack {
         Ok(listening)
     }
 
-    fn unlisten(&self, port: u16) -> bool {
-        self.inner.listeners.unlisten(port)
+    fn unlisten_on(&self, addr: SocketAddr) -> bool {
+        self.inner.listeners.unlisten(addr)
     }
 
     fn disconnect(&self) -> impl Future<Output = ()> + Send {
@@ -282,13 +296,15 @@ mod tests {
     #[test]
     fn kernel_errors_map_to_typed_errors() {
         let os = io::Error::from_raw_os_error;
-        assert!(matches!(connect_error(os(libc::ECONNREFUSED)), ConnectError::Refused));
-        assert!(matches!(connect_error(os(libc::ENETUNREACH)), ConnectError::NoRoute));
-        assert!(matches!(connect_error(os(libc::EHOSTUNREACH)), ConnectError::NoRoute));
-        assert!(matches!(connect_error(os(libc::ETIMEDOUT)), ConnectError::Timeout));
-        assert!(matches!(connect_error(os(libc::EMFILE)), ConnectError::Other(_)));
-        assert!(matches!(listen_error(80, os(libc::EADDRINUSE)), ListenError::AddrInUse(80)));
-        assert!(matches!(listen_error(80, os(libc::EACCES)), ListenError::PermissionDenied(80)));
+        let a = SocketAddr::from(([127, 0, 0, 1], 80));
+        assert!(matches!(connect_error(a, os(libc::ECONNREFUSED)), ConnectError::Refused { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::ENETUNREACH)), ConnectError::NoRoute { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::EHOSTUNREACH)), ConnectError::NoRoute { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::ETIMEDOUT)), ConnectError::Timeout { addr } if addr == a));
+        assert!(matches!(connect_error(a, os(libc::EMFILE)), ConnectError::Other { addr, .. } if addr == a));
+        assert!(matches!(listen_error(a, os(libc::EADDRINUSE)), ListenError::AddrInUse(x) if x == a));
+        assert!(matches!(listen_error(a, os(libc::EACCES)), ListenError::PermissionDenied(x) if x == a));
+        assert!(matches!(listen_error(a, os(libc::EADDRNOTAVAIL)), ListenError::AddrNotAvailable(x) if x == a));
     }
 
     #[test]

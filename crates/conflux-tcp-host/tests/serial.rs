@@ -7,7 +7,7 @@
 
 mod support;
 
-use conflux_tcp::kit;
+use conflux_conformance::tcp as kit;
 use support::{HostFixture, netns::run_in_netns, rt, serial};
 
 /// One test per kit case on 127.0.0.1, and the basic ones on ::1 too.
@@ -35,6 +35,10 @@ loopback_cases!(
     write_after_shutdown_is_closed,
     peer_abort_is_reset,
     write_nodelay_waits_for_ack,
+    specific_address_takes_only_its_own,
+    unlisten_takes_the_listen_key,
+    two_addresses_share_a_port,
+    specific_address_beside_wildcard,
 );
 
 /// Namespace cases: the test's own name, for re-executing it inside A.
@@ -77,6 +81,13 @@ mod broken {
     fn unlisten_that_keeps_listening_is_rejected() {
         let _serial = serial();
         rt().block_on(kit::unlisten_keeps_established_refuses_new(&BrokenFixture::new(Defect::UnlistenKeepsListening)))
+    }
+
+    #[test]
+    #[should_panic(expected = "only 127.0.0.1")]
+    fn listening_on_every_address_is_rejected() {
+        let _serial = serial();
+        rt().block_on(kit::specific_address_takes_only_its_own(&BrokenFixture::new(Defect::ListenIgnoresAddress)))
     }
 
     #[test]

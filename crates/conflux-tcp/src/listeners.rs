@@ -2,8 +2,8 @@
 //! accepted flow, panics caught and logged, graceful disconnect.
 //!
 //! A backend owns the listening sockets and the accept loops; this module owns
-//! the rules: which listener is current on a port, when a callback may still
-//! fire, and how the callback tasks end.
+//! the rules: which listener is current on an (address, port) key, when a
+//! callback may still fire, and how the callback tasks end.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use crate::{ListenError, Listening};
+use crate::{ListenError, Listening, canonical_addr};
 
 /// A boxed, sendable future of a callback.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -68,7 +68,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 /// One listener's shared state: the registry and the backend's accept loop see it.
 struct Active<F> {
-    port: u16,
+    /// The key it is registered under (the port filled in).
+    key: SocketAddr,
     /// `true` while flows may be dispatched. Dispatch holds the read lock while
     /// calling the callback; stopping takes the write lock, so once a stop
     /// returns no callback is running its synchronous part or will start.
@@ -85,7 +86,7 @@ impl<F> Active<F> {
             stop();
         }
         self.stopped.send_replace(true);
-        tracing::trace!(port = self.port, "listener stopped");
+        tracing::trace!(key = %self.key, "listener stopped");
     }
 }
 
@@ -97,7 +98,7 @@ pub struct Listener<F> {
 
 impl<F> fmt::Debug for Listener<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Listener").field("port", &self.active.port).finish_non_exhaustive()
+        f.debug_struct("Listener").field("key", &self.active.key).finish_non_exhaustive()
     }
 }
 
@@ -112,10 +113,10 @@ impl<F: Send + 'static> Listener<F> {
             return Err(flow);
         }
         let callback = &self.active.callback.0;
-        let port = self.active.port;
+        let key = self.active.key;
         match std::panic::catch_unwind(AssertUnwindSafe(|| callback(flow))) {
-            Ok(fut) => self.tasks.spawn(port, fut),
-            Err(payload) => tracing::error!(port, panic = panic_message(&*payload), "listen callback panicked"),
+            Ok(fut) => self.tasks.spawn(key, fut),
+            Err(payload) => tracing::error!(%key, panic = panic_message(&*payload), "listen callback panicked"),
         }
         drop(gate);
         Ok(())
@@ -137,7 +138,7 @@ impl<F: Send + 'static> Listener<F> {
 }
 
 struct State<F> {
-    ports: HashMap<u16, Arc<Active<F>>>,
+    keys: HashMap<SocketAddr, Arc<Active<F>>>,
     disconnected: bool,
 }
 
@@ -151,7 +152,7 @@ impl<F> fmt::Debug for Listeners<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.state);
         f.debug_struct("Listeners")
-            .field("ports", &state.ports.keys().collect::<Vec<_>>())
+            .field("keys", &state.keys.keys().collect::<Vec<_>>())
             .field("disconnected", &state.disconnected)
             .field("tasks", &self.tasks.running())
             .finish()
@@ -168,50 +169,58 @@ impl<F: Send + 'static> Listeners<F> {
     /// An empty registry.
     pub fn new() -> Listeners<F> {
         Listeners {
-            state: Mutex::new(State { ports: HashMap::new(), disconnected: false }),
+            state: Mutex::new(State { keys: HashMap::new(), disconnected: false }),
             tasks: Arc::new(Tasks { inner: Mutex::new(TasksInner::default()), idle: Notify::new() }),
         }
     }
 
-    /// Registers a listener. Any listener on `port` (unless 0) is stopped first;
-    /// then `open(port)` binds the backend's socket and returns the bound
-    /// address and how to stop it. The backend then runs its accept loop with
-    /// the returned [`Listener`].
+    /// Registers a listener under the key `addr` (an address, possibly
+    /// unspecified, and a port; an IPv4-mapped IPv6 address counts as its
+    /// IPv4 address). Any listener under the same key (unless the
+    /// port is 0) is stopped first; listeners on other addresses of the same
+    /// port are left alone. Then `open(addr)` binds the backend's socket and
+    /// returns the bound address and how to stop it; the listener is
+    /// registered (and the returned [`Listening`] reports it) under `addr`
+    /// with the bound port. The backend then runs its accept loop with the
+    /// returned [`Listener`].
     pub fn listen(
         &self,
-        port: u16,
+        addr: SocketAddr,
         callback: Callback<F>,
-        open: impl FnOnce(u16) -> Result<(SocketAddr, StopFn), ListenError>,
+        open: impl FnOnce(SocketAddr) -> Result<(SocketAddr, StopFn), ListenError>,
     ) -> Result<(Listening, Listener<F>), ListenError> {
+        let addr = canonical_addr(addr);
         let mut state = lock(&self.state);
         if state.disconnected {
             return Err(ListenError::Disconnected);
         }
-        if port != 0
-            && let Some(old) = state.ports.remove(&port)
+        if addr.port() != 0
+            && let Some(old) = state.keys.remove(&addr)
         {
-            tracing::trace!(port, "replacing listener");
+            tracing::trace!(key = %addr, "replacing listener");
             old.stop();
         }
-        let (addr, stop) = open(port)?;
+        let (bound, stop) = open(addr)?;
+        let key = SocketAddr::new(addr.ip(), bound.port());
         let active = Arc::new(Active {
-            port: addr.port(),
+            key,
             gate: RwLock::new(true),
             callback,
             stop: Mutex::new(Some(stop)),
             stopped: watch::Sender::new(false),
         });
-        if let Some(old) = state.ports.insert(addr.port(), active.clone()) {
+        if let Some(old) = state.keys.insert(key, active.clone()) {
             old.stop();
         }
-        Ok((Listening::new(addr), Listener { active, tasks: self.tasks.clone() }))
+        Ok((Listening::new(key), Listener { active, tasks: self.tasks.clone() }))
     }
 
-    /// Stops the listener on `port`; returns whether there was one. Once this
-    /// returns no callback of it fires.
-    pub fn unlisten(&self, port: u16) -> bool {
+    /// Stops the listener registered under `key` (the address given to
+    /// [`listen`](Self::listen), with the bound port); returns whether there
+    /// was one. Once this returns no callback of it fires.
+    pub fn unlisten(&self, key: SocketAddr) -> bool {
         let mut state = lock(&self.state);
-        match state.ports.remove(&port) {
+        match state.keys.remove(&canonical_addr(key)) {
             Some(active) => {
                 active.stop();
                 true
@@ -238,7 +247,7 @@ impl<F: Send + 'static> Listeners<F> {
         {
             let mut state = lock(&self.state);
             state.disconnected = true;
-            for (_, active) in state.ports.drain() {
+            for (_, active) in state.keys.drain() {
                 active.stop();
             }
         }
@@ -282,7 +291,7 @@ impl Drop for TaskGuard {
 }
 
 impl Tasks {
-    fn spawn(self: &Arc<Self>, port: u16, fut: BoxFuture) {
+    fn spawn(self: &Arc<Self>, key: SocketAddr, fut: BoxFuture) {
         // The lock is held across spawn so the task's guard (which takes it)
         // cannot remove the entry before it is inserted.
         let mut inner = lock(&self.inner);
@@ -292,7 +301,7 @@ impl Tasks {
         let handle = tokio::spawn(async move {
             let _guard = guard;
             if let Err(payload) = CatchUnwind(fut).await {
-                tracing::error!(port, panic = panic_message(&*payload), "listen callback panicked; its flow is closed");
+                tracing::error!(%key, panic = panic_message(&*payload), "listen callback panicked; its flow is closed");
             }
         });
         inner.running.insert(id, handle.abort_handle());

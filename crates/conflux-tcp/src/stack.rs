@@ -1,7 +1,7 @@
 //! The stack and flow contracts: [`TcpStack`], [`TcpFlow`] and their options.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,9 +40,10 @@ impl ConnectOptions {
     }
 }
 
-/// What [`listen`](TcpStack::listen) returns: the address actually bound.
+/// What [`listen_on`](TcpStack::listen_on) returns: the address listened on
+/// and the port actually bound.
 ///
-/// Dropping it does nothing; [`unlisten`](TcpStack::unlisten) stops the listener.
+/// Dropping it does nothing; [`unlisten_on`](TcpStack::unlisten_on) stops the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Listening {
     local_addr: SocketAddr,
@@ -54,7 +55,8 @@ impl Listening {
         Listening { local_addr }
     }
 
-    /// The bound address (for a dual-stack listener, `[::]:port`).
+    /// The address listened on, with the bound port (for the port-only
+    /// `listen`, `[::]:port`): the key [`unlisten_on`](TcpStack::unlisten_on) takes.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -68,7 +70,7 @@ impl Listening {
 /// A TCP stack: MirageOS's `Tcpip.Tcp.S`.
 ///
 /// Cloning gives another handle to the same stack. Methods that start tasks
-/// (`listen`) must be called within a tokio runtime.
+/// (`listen_on`, `listen`) must be called within a tokio runtime.
 pub trait TcpStack: Clone + Send + Sync + 'static {
     /// The stack's flows.
     type Flow: TcpFlow;
@@ -83,29 +85,67 @@ pub trait TcpStack: Clone + Send + Sync + 'static {
         options: ConnectOptions,
     ) -> impl Future<Output = Result<Self::Flow, ConnectError>> + Send;
 
-    /// Runs `callback` for every flow established on `port`, each in its own
-    /// task, with `keepalive` applied before the callback runs. Port 0 picks an
-    /// ephemeral port, reported by the returned [`Listening`].
+    /// Runs `callback` for every flow established on `addr`, each in its own
+    /// task, with `keepalive` applied before the callback runs.
     ///
-    /// Listening on a port this stack already listens on replaces the old
-    /// listener (upstream parity): the old callback sees no new flow. A callback
-    /// that panics is logged and its flow closed; the stack keeps serving.
+    /// `addr` is the listener's key: an address of this stack (only
+    /// connections to that address are taken) or an unspecified one
+    /// (`0.0.0.0`: every IPv4 address of the stack; `[::]`: every address of
+    /// both families), and a port. Port 0 picks an ephemeral port, reported by
+    /// the returned [`Listening`]; the key is then `addr` with that port.
+    /// Where a listener on a specific address and one on an unspecified
+    /// address share a port, the specific one takes the connections to its
+    /// address. Whether both may exist is the backend's: the kernel backend
+    /// follows Linux, which refuses the second with
+    /// [`AddrInUse`](ListenError::AddrInUse); the userspace stack allows it.
+    ///
+    /// Listening again under the same key replaces the old listener (upstream
+    /// parity): the old callback sees no new flow. A callback that panics is
+    /// logged and its flow closed; the stack keeps serving.
     ///
     /// The callback itself is called (its future then spawned) while the
-    /// listener is held current, which is what lets `unlisten` promise that no
-    /// callback fires after it returns: so the callback must not call
-    /// `unlisten` for its own port *before* returning its future (inside the
+    /// listener is held current, which is what lets `unlisten_on` promise that
+    /// no callback fires after it returns: so the callback must not call
+    /// `unlisten_on` for its own key *before* returning its future (inside the
     /// future is fine).
-    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    fn listen_on<C, Fut>(
+        &self,
+        addr: SocketAddr,
+        keepalive: Option<Keepalive>,
+        callback: C,
+    ) -> Result<Listening, ListenError>
     where
         C: Fn(Self::Flow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static;
 
-    /// Stops the listener on `port` at once: new connection attempts are
-    /// refused, half-open handshakes dropped, **established flows keep
-    /// running**, and no callback fires after `unlisten` returns. Returns whether
-    /// a listener was stopped.
-    fn unlisten(&self, port: u16) -> bool;
+    /// Stops the listener under the key `addr` (as given to
+    /// [`listen_on`](TcpStack::listen_on), with the port filled in when it was
+    /// 0) at once: new connection attempts are refused, half-open handshakes
+    /// dropped, **established flows keep running**, and no callback fires
+    /// after `unlisten_on` returns. Listeners under other keys (another
+    /// address on the same port) keep listening. Returns whether a listener
+    /// was stopped.
+    fn unlisten_on(&self, addr: SocketAddr) -> bool;
+
+    /// MirageOS's port-only `listen`: [`listen_on`](TcpStack::listen_on) the
+    /// unspecified address `[::]` (every address of the stack, both
+    /// families) and `port`.
+    ///
+    /// New code that does not mean to serve other hosts should listen on
+    /// loopback instead: `listen_on((Ipv4Addr::LOCALHOST, port).into(), ..)`.
+    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    where
+        C: Fn(Self::Flow) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.listen_on(any_addr(port), keepalive, callback)
+    }
+
+    /// Stops the listener of [`listen`](TcpStack::listen) on `port`: the
+    /// same as [`unlisten_on`](TcpStack::unlisten_on) `[::]:port`.
+    fn unlisten(&self, port: u16) -> bool {
+        self.unlisten_on(any_addr(port))
+    }
 
     /// Closes every flow gracefully (FIN after what was written), stops every
     /// listener, waits for the callback tasks for a grace period, then aborts
@@ -164,6 +204,12 @@ impl<F: TcpFlow + ?Sized> Future for WriteNodelayFuture<'_, F> {
         let this = self.get_mut();
         this.flow.poll_writev_nodelay(cx, &mut this.bufs)
     }
+}
+
+/// `[::]:port`, the key of the port-only [`listen`](TcpStack::listen): every
+/// address of the stack, both families.
+pub fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
 }
 
 /// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into

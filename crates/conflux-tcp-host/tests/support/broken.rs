@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use conflux_conformance::tcp::{FlowOf, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, Flow, FlowError, Shutdown};
-use conflux_tcp::kit::{FlowOf, TcpFixture, Unavailable};
-use conflux_tcp::{ConnectError, ConnectOptions, Keepalive, ListenError, Listening, TcpFlow, TcpStack};
+use conflux_tcp::{ConnectError, ConnectOptions, Keepalive, ListenError, Listening, TcpFlow, TcpStack, any_addr};
 use conflux_tcp_host::{HostFlow, HostStack};
 
 use super::HostFixture;
@@ -26,6 +26,8 @@ pub(crate) enum Defect {
     UnlistenKeepsListening,
     /// Closed and dropped flows are kept open.
     LeakFlows,
+    /// `listen_on` listens on every address (`[::]`), whatever it was given.
+    ListenIgnoresAddress,
 }
 
 #[derive(Clone)]
@@ -112,17 +114,30 @@ impl TcpStack for BrokenStack {
         async move { Ok(this.wrap(this.inner.create_connection(addr, options).await?)) }
     }
 
-    fn listen<C, Fut>(&self, port: u16, keepalive: Option<Keepalive>, callback: C) -> Result<Listening, ListenError>
+    fn listen_on<C, Fut>(
+        &self,
+        addr: SocketAddr,
+        keepalive: Option<Keepalive>,
+        callback: C,
+    ) -> Result<Listening, ListenError>
     where
         C: Fn(BrokenFlow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let this = self.clone();
-        self.inner.listen(port, keepalive, move |flow| callback(this.wrap(flow)))
+        if self.defect == Defect::ListenIgnoresAddress {
+            let l = self.inner.listen_on(any_addr(addr.port()), keepalive, move |flow| callback(this.wrap(flow)))?;
+            return Ok(Listening::new(SocketAddr::new(addr.ip(), l.port())));
+        }
+        self.inner.listen_on(addr, keepalive, move |flow| callback(this.wrap(flow)))
     }
 
-    fn unlisten(&self, port: u16) -> bool {
-        self.defect == Defect::UnlistenKeepsListening || self.inner.unlisten(port)
+    fn unlisten_on(&self, addr: SocketAddr) -> bool {
+        match self.defect {
+            Defect::UnlistenKeepsListening => true,
+            Defect::ListenIgnoresAddress => self.inner.unlisten_on(any_addr(addr.port())),
+            _ => self.inner.unlisten_on(addr),
+        }
     }
 
     fn disconnect(&self) -> impl Future<Output = ()> + Send {
@@ -154,6 +169,12 @@ impl TcpFixture for BrokenFixture {
     }
     fn local_ip(&self) -> IpAddr {
         self.inner.local_ip()
+    }
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable> {
+        self.inner.other_local_ip()
+    }
+    fn specific_beside_wildcard(&self) -> bool {
+        self.inner.specific_beside_wildcard()
     }
     fn open_resources(&self) -> Option<usize> {
         self.inner.open_resources()

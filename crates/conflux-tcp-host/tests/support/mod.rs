@@ -6,8 +6,8 @@ pub(crate) mod netns;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use conflux_conformance::tcp::{FlowOf, TcpFixture, Unavailable};
 use conflux_flow::{BoxFlow, FlowError, FlowExt, FromTokio};
-use conflux_tcp::kit::{FlowOf, TcpFixture, Unavailable};
 use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 use conflux_tcp_host::{HostConfig, HostFlow, HostStack, keepalive_deadline};
 use conflux_testkit::SkipKind;
@@ -58,6 +58,15 @@ impl TcpFixture for HostFixture {
 
     fn local_ip(&self) -> IpAddr {
         self.ip
+    }
+
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable> {
+        // Linux routes all of 127.0.0.0/8 to lo; ::1 is the only IPv6 one.
+        Ok(if self.ip.is_ipv4() { IpAddr::from([127, 0, 0, 2]) } else { IpAddr::from([127, 0, 0, 1]) })
+    }
+
+    fn specific_beside_wildcard(&self) -> bool {
+        false
     }
 
     fn open_resources(&self) -> Option<usize> {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use conflux_tcp::kit::Unavailable;
+use conflux_conformance::tcp::Unavailable;
 use conflux_testkit::{SkipKind, have_command, is_root, skip};
 
 use super::HostFixture;

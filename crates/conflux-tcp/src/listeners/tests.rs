@@ -10,12 +10,12 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn open_ok(stops: &Arc<AtomicUsize>) -> impl FnOnce(u16) -> Result<(SocketAddr, StopFn), ListenError> + use<> {
+fn open_ok(stops: &Arc<AtomicUsize>) -> impl FnOnce(SocketAddr) -> Result<(SocketAddr, StopFn), ListenError> + use<> {
     let stops = stops.clone();
-    move |port| {
-        let port = if port == 0 { 40_000 } else { port };
+    move |key| {
+        let port = if key.port() == 0 { 40_000 } else { key.port() };
         Ok((
-            addr(port),
+            SocketAddr::new(key.ip(), port),
             Box::new(move || {
                 stops.fetch_add(1, Ordering::SeqCst);
             }) as StopFn,
@@ -32,7 +32,7 @@ async fn dispatch_runs_each_flow_in_a_task() {
         let tx = tx.clone();
         async move { tx.send(n).unwrap() }
     });
-    let (listening, listener) = listeners.listen(0, cb, open_ok(&stops)).unwrap();
+    let (listening, listener) = listeners.listen(addr(0), cb, open_ok(&stops)).unwrap();
     assert_eq!(listening.port(), 40_000);
     listener.dispatch(1).unwrap();
     listener.dispatch(2).unwrap();
@@ -45,9 +45,9 @@ async fn dispatch_runs_each_flow_in_a_task() {
 async fn unlisten_stops_dispatch_and_the_socket() {
     let listeners = Listeners::<u32>::new();
     let stops = Arc::new(AtomicUsize::new(0));
-    let (_, listener) = listeners.listen(5000, Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
-    assert!(listeners.unlisten(5000));
-    assert!(!listeners.unlisten(5000));
+    let (_, listener) = listeners.listen(addr(5000), Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    assert!(listeners.unlisten(addr(5000)));
+    assert!(!listeners.unlisten(addr(5000)));
     assert_eq!(stops.load(Ordering::SeqCst), 1);
     assert!(listener.is_stopped());
     assert_eq!(listener.dispatch(7), Err(7));
@@ -58,12 +58,42 @@ async fn unlisten_stops_dispatch_and_the_socket() {
 async fn listening_again_replaces() {
     let listeners = Listeners::<u32>::new();
     let stops = Arc::new(AtomicUsize::new(0));
-    let (_, first) = listeners.listen(5000, Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
-    let (_, second) = listeners.listen(5000, Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    let (_, first) = listeners.listen(addr(5000), Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    let (_, second) = listeners.listen(addr(5000), Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
     assert!(first.is_stopped() && !second.is_stopped());
     assert_eq!(stops.load(Ordering::SeqCst), 1);
     assert_eq!(first.dispatch(1), Err(1));
     assert_eq!(second.dispatch(2), Ok(()));
+}
+
+#[tokio::test]
+async fn keys_are_address_and_port() {
+    let listeners = Listeners::<u32>::new();
+    let stops = Arc::new(AtomicUsize::new(0));
+    let other = SocketAddr::from(([127, 0, 0, 2], 5000));
+    let any = SocketAddr::from(([0u16; 8], 5000));
+    let (_, first) = listeners.listen(addr(5000), Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    let (l, second) = listeners.listen(other, Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    assert_eq!(l.local_addr(), other);
+    let (_, third) = listeners.listen(any, Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    assert!(!first.is_stopped() && !second.is_stopped() && !third.is_stopped(), "different addresses coexist");
+    assert!(!listeners.unlisten(SocketAddr::from(([127, 0, 0, 3], 5000))));
+    assert!(listeners.unlisten(other));
+    assert!(second.is_stopped() && !first.is_stopped() && !third.is_stopped());
+    assert!(listeners.unlisten(any));
+    assert!(listeners.unlisten(addr(5000)));
+    assert_eq!(stops.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn port_zero_registers_under_the_bound_port() {
+    let listeners = Listeners::<u32>::new();
+    let stops = Arc::new(AtomicUsize::new(0));
+    let (l, listener) = listeners.listen(addr(0), Callback::new(|_n: u32| async {}), open_ok(&stops)).unwrap();
+    assert_eq!(l.port(), 40_000);
+    assert!(!listeners.unlisten(addr(0)));
+    assert!(listeners.unlisten(addr(40_000)));
+    assert!(listener.is_stopped());
 }
 
 #[tokio::test]
@@ -80,7 +110,7 @@ async fn a_panicking_callback_is_contained() {
             s.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let (_, listener) = listeners.listen(0, cb, open_ok(&stops)).unwrap();
+    let (_, listener) = listeners.listen(addr(0), cb, open_ok(&stops)).unwrap();
     listener.dispatch(13).unwrap();
     listener.dispatch(1).unwrap();
     assert!(listeners.tasks.wait_idle(Duration::from_secs(5)).await);
@@ -98,7 +128,7 @@ async fn disconnect_waits_then_aborts_stragglers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     });
-    let (_, listener) = listeners.listen(0, cb, open_ok(&stops)).unwrap();
+    let (_, listener) = listeners.listen(addr(0), cb, open_ok(&stops)).unwrap();
     listener.dispatch(0).unwrap();
     listener.dispatch(1).unwrap();
     let closed = Arc::new(AtomicUsize::new(0));
@@ -114,7 +144,7 @@ async fn disconnect_waits_then_aborts_stragglers() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(listener.is_stopped());
     assert!(matches!(
-        listeners.listen(0, Callback::new(|_n: u32| async {}), open_ok(&stops)),
+        listeners.listen(addr(0), Callback::new(|_n: u32| async {}), open_ok(&stops)),
         Err(ListenError::Disconnected)
     ));
 }

@@ -1,5 +1,5 @@
-//! The TCP conformance kit (feature `kit`): the cases every [`TcpStack`]
-//! backend must pass, over a [`TcpFixture`] the backend provides.
+//! The TCP conformance kit (feature `tcp`): the cases every
+//! [`TcpStack`] backend must pass, over a [`TcpFixture`] the backend provides.
 //!
 //! Each case is an `async fn(&F)` to call from a test on a tokio runtime with
 //! time and I/O enabled. Every case checks at its end that the stacks it made
@@ -14,11 +14,16 @@
 //! wall-clock bounds: a 300 ms connect timeout returns within 300 +/- 150 ms; a
 //! keepalive expiry is seen within the fixture's deadline +/- 1 s.
 //!
+//! The cases on listeners keyed by address ([`specific_address_takes_only_its_own`],
+//! [`unlisten_takes_the_listen_key`], [`two_addresses_share_a_port`],
+//! [`specific_address_beside_wildcard`]) are in `tcp/addr.rs`.
+//!
 //! ```text
 //! // In a backend's tests/serial.rs:
+//! use conflux_conformance::tcp as kit;
 //! #[tokio::test]
 //! async fn refused_on_closed_port() {
-//!     conflux_tcp::kit::refused_on_closed_port(&MyFixture::new()).await
+//!     kit::refused_on_closed_port(&MyFixture::new()).await
 //! }
 //! ```
 
@@ -33,7 +38,14 @@ use conflux_flow::{BoxFlow, FlowError, FlowExt, Shutdown};
 use conflux_testkit::{SkipKind, TIMEOUT, current_test_name, payload, report_skip, within};
 use tokio::sync::mpsc;
 
-use crate::{ConnectError, ConnectOptions, Keepalive, TcpFlow, TcpFlowExt, TcpStack};
+use conflux_tcp::{ConnectError, ConnectOptions, Keepalive, TcpFlow, TcpFlowExt, TcpStack};
+
+mod addr;
+
+pub use addr::{
+    specific_address_beside_wildcard, specific_address_takes_only_its_own, two_addresses_share_a_port,
+    unlisten_takes_the_listen_key,
+};
 
 /// The flow type of a fixture's stacks.
 pub type FlowOf<F> = <<F as TcpFixture>::Stack as TcpStack>::Flow;
@@ -65,6 +77,15 @@ pub trait TcpFixture: Send + Sync + 'static {
 
     /// The address at which a stack reaches its own listeners (127.0.0.1, ::1).
     fn local_ip(&self) -> IpAddr;
+
+    /// Another address at which a stack reaches itself (127.0.0.2 beside
+    /// 127.0.0.1, say), for the cases on listeners keyed by address.
+    fn other_local_ip(&self) -> Result<IpAddr, Unavailable>;
+
+    /// Whether a listener on [`local_ip`](TcpFixture::local_ip) may share a
+    /// port with the stack's wildcard listener (`[::]`). The userspace stack
+    /// allows it; Linux refuses it (`AddrInUse`), so the kernel backend does.
+    fn specific_beside_wildcard(&self) -> bool;
 
     /// OS-level resources held right now (open descriptors for kernel
     /// sockets), or `None` if the backend holds none.
@@ -104,7 +125,7 @@ pub trait TcpFixture: Send + Sync + 'static {
 }
 
 fn skip(u: Unavailable) {
-    report_skip(u.kind, &current_test_name("conflux_tcp::kit"), &u.reason);
+    report_skip(u.kind, &current_test_name("conflux_conformance::tcp"), &u.reason);
 }
 
 /// Checks at the end of a case that nothing leaked.
@@ -226,7 +247,10 @@ pub async fn refused_on_closed_port<F: TcpFixture>(fx: &F) {
     assert!(stack.unlisten(port));
     let addr = SocketAddr::new(fx.local_ip(), port);
     match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
-        Err(ConnectError::Refused) => {}
+        Err(e @ ConnectError::Refused { .. }) => {
+            assert_eq!(e.addr(), Some(addr), "the error names the address dialled");
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
         Err(e) => panic!("expected Refused, got {e:?}"),
         Ok(_) => panic!("connected to a closed port"),
     }
@@ -251,7 +275,10 @@ pub async fn connect_timeout_black_hole<F: TcpFixture>(fx: &F) {
     )
     .await;
     let took = started.elapsed();
-    assert!(matches!(res, Err(ConnectError::Timeout)), "expected Timeout, got {:?}", res.err());
+    match res {
+        Err(ConnectError::Timeout { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
+        other => panic!("expected Timeout, got {:?}", other.err()),
+    }
     assert!(
         (Duration::from_millis(150)..=Duration::from_millis(450)).contains(&took),
         "a 300 ms connect timeout took {took:?}"
@@ -276,7 +303,10 @@ pub async fn no_route_fails_at_once<F: TcpFixture>(fx: &F) {
     )
     .await;
     let took = started.elapsed();
-    assert!(matches!(res, Err(ConnectError::NoRoute)), "expected NoRoute, got {:?}", res.err());
+    match res {
+        Err(ConnectError::NoRoute { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
+        other => panic!("expected NoRoute, got {:?}", other.err()),
+    }
     assert!(took < Duration::from_millis(500), "no route took {took:?}");
     leaks.finish(fx, &[&stack]).await;
     stack.disconnect().await;
@@ -341,7 +371,7 @@ pub async fn unlisten_keeps_established_refuses_new<F: TcpFixture>(fx: &F) {
     assert_eq!(calls_at_unlisten, 1);
     ping(&mut established, "after unlisten").await;
     match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
-        Err(ConnectError::Refused) => {}
+        Err(ConnectError::Refused { .. }) => {}
         Err(e) => panic!("expected Refused after unlisten, got {e:?}"),
         Ok(_) => panic!("connected after unlisten"),
     }
@@ -375,7 +405,7 @@ pub async fn listen_disconnect_listen_same_port<F: TcpFixture>(fx: &F) {
         Err(ConnectError::Disconnected) => {}
         other => panic!("expected Disconnected, got {:?}", other.err()),
     }
-    assert!(matches!(stack.listen(0, None, echo::<FlowOf<F>>), Err(crate::ListenError::Disconnected)));
+    assert!(matches!(stack.listen(0, None, echo::<FlowOf<F>>), Err(conflux_tcp::ListenError::Disconnected)));
 
     let again = fx.new_stack();
     let listening = again.listen(port, None, echo::<FlowOf<F>>).expect("listen again on the same port");
