@@ -1,6 +1,8 @@
 //! Well-known keys that `Ctx::from_uri` fills, and per-scheme bindings of a registry.
 
+use std::io;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -87,13 +89,96 @@ impl Ctx {
     }
 }
 
-/// Adds a binding's functions to a context made from a URI of its scheme.
-pub(crate) type SchemeFn = Arc<dyn Fn(Ctx) -> Ctx + Send + Sync>;
+/// Why [`Registry::ctx_from_uri`] could not make a context from a URI.
+///
+/// Display names the wrong part (the scheme, the query key, the CA file's
+/// path); the underlying error, if any, is the [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FromUriError {
+    /// A part of the URI no binding here can use: a scheme no binding of the
+    /// registry serves, a query parameter or modifier the binding does not use
+    /// (`keepalive=` on `unix://`, [`UriError::value`] names it), or a
+    /// listening URI (the registry connects).
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    /// `ca=PATH` could not be loaded: unreadable, not PEM, or no certificate in it.
+    #[error("cannot load the CA file `{}`", path.display())]
+    Ca {
+        /// The file's path, as the URI gave it.
+        path: PathBuf,
+        /// What went wrong reading or parsing it.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FromUriError {
+    /// The URI part that is wrong, if that is what this is.
+    pub fn uri(&self) -> Option<&UriError> {
+        match self {
+            FromUriError::Uri(e) => Some(e),
+            FromUriError::Ca { .. } => None,
+        }
+    }
+
+    /// The CA file that could not be loaded, if that is what this is.
+    pub fn ca_path(&self) -> Option<&Path> {
+        match self {
+            FromUriError::Ca { path, .. } => Some(path),
+            FromUriError::Uri(_) => None,
+        }
+    }
+}
+
+/// The modifiers (query parameters every stream scheme parses) a URI carries, by name.
+fn modifiers(uri: &Uri) -> [(&'static str, bool); 3] {
+    let o = uri.options();
+    [
+        ("framing", o.framing.is_some()),
+        ("connect_timeout", o.connect_timeout.is_some()),
+        ("keepalive", o.keepalive.is_some()),
+    ]
+}
+
+/// An error naming the first modifier of `uri` that `binding` does not use
+/// (`uses` lists those it does), and refusing a listening URI.
+pub(crate) fn check_modifiers(uri: &Uri, binding: &str, uses: &[&str]) -> Result<(), UriError> {
+    if uri.listen() {
+        let scheme = format!("{}-listen", uri.scheme());
+        return Err(UriError::new(
+            UriPart::Scheme,
+            &scheme,
+            "the registry connects: a listening URI cannot be resolved",
+        ));
+    }
+    for (name, present) in modifiers(uri) {
+        if present && !uses.contains(&name) {
+            let used = if uses.is_empty() { "none".to_string() } else { uses.join(", ") };
+            return Err(UriError::new(
+                UriPart::Query,
+                name,
+                format!("the {binding} binding does not use it (it uses: {used})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds a binding's functions to a context made from a URI of its scheme, or
+/// says which part of the URI it cannot use.
+pub(crate) type SchemeFn = Arc<dyn Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync>;
 
 impl Registry {
     /// Declares that `scheme` is served by a binding of this registry: `add`
-    /// puts the binding's functions into contexts made from such URIs.
-    pub fn register_scheme(&self, scheme: Scheme, add: impl Fn(Ctx) -> Ctx + Send + Sync + 'static) {
+    /// puts the binding's functions into contexts made from such URIs. It must
+    /// refuse (with [`FromUriError::Uri`], naming it) any query parameter or
+    /// modifier of the URI it does not use: a parameter is never silently ignored.
+    pub fn register_scheme(
+        &self,
+        scheme: Scheme,
+        add: impl Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync + 'static,
+    ) {
         self.inner.schemes.lock().unwrap_or_else(|p| p.into_inner()).push((scheme, Arc::new(add)));
     }
 
@@ -107,8 +192,9 @@ impl Registry {
     }
 
     /// [`Ctx::from_uri`] plus the functions of every binding registered for
-    /// the URI's scheme; an error names the scheme when no binding serves it.
-    pub fn ctx_from_uri(&self, uri: &Uri) -> Result<Ctx, UriError> {
+    /// the URI's scheme. An error names the scheme when no binding serves it,
+    /// and the query key when a binding cannot use that parameter.
+    pub fn ctx_from_uri(&self, uri: &Uri) -> Result<Ctx, FromUriError> {
         let fns: Vec<SchemeFn> = self
             .inner
             .schemes
@@ -124,8 +210,9 @@ impl Registry {
                 UriPart::Scheme,
                 uri.scheme().as_str(),
                 format!("no binding of this registry serves it (served: {})", known.join(", ")),
-            ));
+            )
+            .into());
         }
-        Ok(fns.iter().fold(Ctx::from_uri(uri), |ctx, f| f(ctx)))
+        fns.iter().try_fold(Ctx::from_uri(uri), |ctx, f| f(uri, ctx))
     }
 }

@@ -96,7 +96,7 @@ pub use crate::{
     args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},
     ctx::Ctx,
     key::Key,
-    keys::UriKeys,
+    keys::{FromUriError, UriKeys},
     plan::{Plan, PlannedCandidate, PlannedFn},
     registry::{BoxError, FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, protocol_fn},
     report::{Attempt, AttemptOutcome, Cycle, FnOutcome, FnReport, NotFound, Reason, ResolveError},

@@ -9,7 +9,7 @@ use conflux_tcp_host::{HostFlow, HostStack};
 use crate::args::{all, opt, req};
 use crate::ctx::Ctx;
 use crate::key::Key;
-use crate::keys::UriKeys;
+use crate::keys::{UriKeys, check_modifiers};
 use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
 use conflux_uri::{Keepalive, Scheme};
 
@@ -99,7 +99,8 @@ impl Protocol for Tcp {
 
 /// Registers kernel TCP (a new [`HostStack`]) as `tcp` and binds the `tcp`
 /// scheme: a context made by [`Registry::ctx_from_uri`] from a `tcp://` URI
-/// gets [`tcp_endpoints`].
+/// gets [`tcp_endpoints`]. The binding uses `connect_timeout=` and
+/// `keepalive=`; any other modifier (`framing=`) is an error naming it.
 pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
     let mut options = RegisterOptions::new();
     if let Some(p) = priority {
@@ -116,7 +117,10 @@ pub fn register_tcp_with(
 ) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
     let (key, handle) = registry.register_with("tcp", options, tcp);
     let k = key.clone();
-    registry.register_scheme(Scheme::Tcp, move |ctx| tcp_endpoints(&ctx, &k));
+    registry.register_scheme(Scheme::Tcp, move |uri, ctx| {
+        check_modifiers(uri, "tcp", &["connect_timeout", "keepalive"])?;
+        Ok(tcp_endpoints(&ctx, &k))
+    });
     (key, handle)
 }
 
