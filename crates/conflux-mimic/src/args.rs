@@ -55,6 +55,9 @@ pub struct Missing {
     pub(crate) key: Arc<KeyInfo>,
 }
 
+/// Stands for a key's name in a function's label template.
+pub(crate) const KEY_MARK: char = '\u{1}';
+
 /// How a function depends on a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DepKind {
@@ -183,7 +186,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Req<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("req ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
         env.newest(&self.0.info).ok_or_else(|| Missing { key: self.0.info.clone() })
@@ -197,7 +200,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Opt<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("opt ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Option<T>, Missing> {
         Ok(env.newest(&self.0.info))
@@ -211,7 +214,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Dft<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("dft ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
         Ok(env.newest(&self.0.info).unwrap_or_else(|| self.1.clone()))
@@ -225,7 +228,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("all ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
         Ok(env.values(&self.0.info).iter().filter_map(|s| s.value.downcast_ref::<T>()).cloned().collect())

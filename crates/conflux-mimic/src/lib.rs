@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod catch;
 mod ctx;
 #[cfg(feature = "dns")]
 mod dns;
@@ -94,7 +95,7 @@ pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tl
 
 pub use crate::{
     args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},
-    ctx::Ctx,
+    ctx::{Ctx, FnOutput},
     key::Key,
     keys::{FromUriError, UriKeys},
     plan::{Plan, PlannedCandidate, PlannedFn},

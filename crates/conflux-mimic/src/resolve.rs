@@ -11,6 +11,7 @@ use conflux_flow::BoxFlow;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
+use crate::catch::{self, CatchPanic};
 use crate::ctx::{BoxFuture, Ctx};
 use crate::registry::{BoxError, ProtocolEntry, Registry, ResolveOptions};
 use crate::report::{Attempt, AttemptOutcome, Cycle, NotFound, Reason, ResolveError};
@@ -60,6 +61,18 @@ impl Registry {
     }
 }
 
+/// A connect that panicked before giving a future.
+#[derive(Debug)]
+struct Panic(String);
+
+impl std::fmt::Display for Panic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Panic {}
+
 struct Cand<'a> {
     entry: &'a Arc<ProtocolEntry>,
     binding: &'a Binding,
@@ -73,9 +86,15 @@ async fn connect(
     deadline: Instant,
 ) -> Result<BoxFlow, Box<NotFound>> {
     let not_found = |reason, attempts| {
-        Box::new(NotFound { reason, attempts, functions: unfolded.functions.clone(), elapsed: start.elapsed() })
+        Box::new(NotFound {
+            reason,
+            attempts,
+            functions: unfolded.functions.clone(),
+            elapsed: start.elapsed(),
+            keys: unfolded.keys.clone(),
+        })
     };
-    if unfolded.empty_context {
+    if unfolded.keys.is_empty() {
         return Err(not_found(Reason::EmptyContext, Vec::new()));
     }
     let mut cands: Vec<Cand<'_>> = unfolded
@@ -84,9 +103,20 @@ async fn connect(
         .filter_map(|b| b.protocol_entry().filter(|p| registry.owns(p)).map(|entry| Cand { entry, binding: b }))
         .collect();
     if cands.is_empty() {
-        let reason = match unfolded.overall_expired {
-            Some(_) => Reason::OverallTimeout(options.overall_timeout),
-            None => Reason::NoCandidates,
+        let mut foreign: Vec<String> = Vec::new();
+        for p in unfolded.bindings.iter().filter_map(|b| b.protocol_entry()) {
+            if !foreign.iter().any(|n| **n == *p.name) {
+                foreign.push(p.name.to_string());
+            }
+        }
+        let reason = if unfolded.overall_expired.is_some() {
+            Reason::OverallTimeout(options.overall_timeout)
+        } else if registry.inner.protocols.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            Reason::NoProtocols
+        } else if !foreign.is_empty() {
+            Reason::ForeignEndpoints { protocols: foreign }
+        } else {
+            Reason::NoCandidates
         };
         return Err(not_found(reason, Vec::new()));
     }
@@ -128,13 +158,18 @@ fn attempt_of(c: &Cand<'_>, outcome: AttemptOutcome, elapsed: Duration) -> Attem
         outcome,
         elapsed,
         computed_by: c.binding.computed_by().map(str::to_owned),
+        key: c.binding.key.clone(),
     }
 }
+
+/// A connect in progress.
+type Connecting = Pin<Box<CatchPanic<dyn Future<Output = Result<BoxFlow, BoxError>> + Send>>>;
 
 /// A running attempt: its connect and its deadline.
 struct Running {
     index: usize,
-    fut: BoxFuture<Result<BoxFlow, BoxError>>,
+    /// The connect; a panic while polling it is `Err(message)`.
+    fut: Connecting,
     deadline: Instant,
 }
 
@@ -185,7 +220,11 @@ impl<'a> Race<'a> {
         let c = &self.cands[i];
         let now = Instant::now();
         self.slots[i].started = Some(now);
-        let fut = (c.entry.connect)(&c.binding.value);
+        let fut: BoxFuture<Result<BoxFlow, BoxError>> = match catch::call(|| (c.entry.connect)(&c.binding.value)) {
+            Ok(fut) => fut,
+            Err(message) => Box::pin(std::future::ready(Err(Box::new(Panic(message)) as BoxError))),
+        };
+        let fut = Box::pin(CatchPanic::new(fut));
         self.running.push(Running { index: i, fut, deadline: now + self.options.attempt_timeout });
         self.stagger_at = match self.options.race {
             Some(delay) if self.next < self.cands.len() => Some(now + delay),
@@ -231,6 +270,7 @@ fn outcome_label(o: &AttemptOutcome) -> String {
         AttemptOutcome::TimedOut(d) => format!("timed out after {d:?}"),
         AttemptOutcome::Cancelled => "cancelled".into(),
         AttemptOutcome::NotTried => "not tried".into(),
+        AttemptOutcome::Panicked(m) => format!("panicked: {m}"),
     }
 }
 
@@ -253,7 +293,7 @@ impl Future for Race<'_> {
                 let i = this.running[k].index;
                 match this.running[k].fut.as_mut().poll(cx) {
                     Poll::Pending => k += 1,
-                    Poll::Ready(Ok(flow)) => {
+                    Poll::Ready(Ok(Ok(flow))) => {
                         drop(this.running.swap_remove(k));
                         let elapsed = this.slots[i].started.map_or(Duration::ZERO, |s| s.elapsed());
                         tracing::trace!(
@@ -268,9 +308,18 @@ impl Future for Race<'_> {
                         this.cancel_running();
                         return Poll::Ready(Some((i, flow)));
                     }
-                    Poll::Ready(Err(e)) => {
+                    Poll::Ready(Ok(Err(e))) => {
                         drop(this.running.swap_remove(k));
-                        this.finish(i, AttemptOutcome::Failed(e));
+                        let outcome = match e.downcast::<Panic>() {
+                            Ok(p) => AttemptOutcome::Panicked(p.0),
+                            Err(e) => AttemptOutcome::Failed(e),
+                        };
+                        this.finish(i, outcome);
+                        freed = true;
+                    }
+                    Poll::Ready(Err(message)) => {
+                        drop(this.running.swap_remove(k));
+                        this.finish(i, AttemptOutcome::Panicked(message));
                         freed = true;
                     }
                 }

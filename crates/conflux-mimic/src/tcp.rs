@@ -136,17 +136,19 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
         key,
         (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
         |(scheme, ips, port, timeout, keepalive)| {
-            // An iterator, not a Vec: the registry collects it once.
-            ips.into_iter().filter(move |_| scheme == Scheme::Tcp).map(move |ip| {
-                let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
-                if let Some(t) = timeout {
-                    e = e.connect_timeout(t);
-                }
-                if let Some(ka) = keepalive {
-                    e = e.keepalive(ka);
-                }
-                e
-            })
+            ips.into_iter()
+                .filter(move |_| scheme == Scheme::Tcp)
+                .map(move |ip| {
+                    let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
+                    if let Some(t) = timeout {
+                        e = e.connect_timeout(t);
+                    }
+                    if let Some(ka) = keepalive {
+                        e = e.keepalive(ka);
+                    }
+                    e
+                })
+                .collect::<Vec<_>>()
         },
     )
 }

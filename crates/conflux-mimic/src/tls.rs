@@ -298,14 +298,12 @@ fn tls_endpoints(
     };
     let over = registry.ctx_from_uri(&lower)?;
     let mut ctx = ctx;
-    match ca {
-        Some(path) => ctx = ctx.add(&t.config, client_config(load_roots(path)?)),
-        None => {
-            #[cfg(feature = "tls-webpki-roots")]
-            {
-                ctx = ctx.add(&t.config, client_config(webpki_roots()));
-            }
-        }
+    let config = match ca {
+        Some(path) => Some(client_config(load_roots(path)?)),
+        None => default_config(),
+    };
+    if let Some(config) = config {
+        ctx = ctx.add(&t.config, config);
     }
     let default_name = sni.clone().or_else(|| match host {
         Host::Domain(d) => Some(d.clone()),
@@ -326,6 +324,15 @@ fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// The config a `tls://` URI without `ca=` gets: one trusting the webpki roots
+/// with the `tls-webpki-roots` feature, none otherwise (the caller adds one).
+fn default_config() -> Option<Arc<ClientConfig>> {
+    #[cfg(feature = "tls-webpki-roots")]
+    return Some(client_config(webpki_roots()));
+    #[cfg(not(feature = "tls-webpki-roots"))]
+    None
 }
 
 #[cfg(feature = "tls-webpki-roots")]
