@@ -319,7 +319,15 @@ impl fmt::Display for NotFound {
                     write!(f, " from `{by}`")?;
                 }
                 match &a.outcome {
-                    AttemptOutcome::Failed(e) => write!(f, ": failed after {:?}: {e}", a.elapsed)?,
+                    AttemptOutcome::Failed(e) => {
+                        // The whole chain: each error's Display says its own part only.
+                        write!(f, ": failed after {:?}: {e}", a.elapsed)?;
+                        let mut source = e.source();
+                        while let Some(s) = source {
+                            write!(f, ": {s}")?;
+                            source = s.source();
+                        }
+                    }
                     AttemptOutcome::TimedOut(d) => write!(f, ": timed out after {d:?}")?,
                     AttemptOutcome::Cancelled => write!(f, ": cancelled after {:?}", a.elapsed)?,
                     AttemptOutcome::NotTried => f.write_str(": not tried")?,

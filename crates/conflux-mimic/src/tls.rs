@@ -73,14 +73,18 @@ impl fmt::Debug for TlsEndpoint {
 }
 
 /// Why a TLS connect failed.
+///
+/// Display says which step failed; the underlying error is the
+/// [`source`](std::error::Error::source), never repeated in Display (so
+/// anyhow or eyre print each message once).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsConnectError {
     /// The lower flow could not be resolved.
-    #[error("lower flow: {0}")]
+    #[error("the flow under TLS could not be resolved")]
     Lower(#[source] ResolveError),
     /// The handshake failed.
-    #[error("TLS handshake: {0}")]
+    #[error("TLS handshake failed")]
     Handshake(#[source] io::Error),
     /// The registry was dropped.
     #[error("the registry is gone")]
