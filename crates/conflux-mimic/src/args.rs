@@ -5,14 +5,14 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::ctx::FnDef;
 use crate::key::{Key, KeyInfo, Value};
 
 /// One value of a key while unfolding.
 pub(crate) struct Slot {
     pub(crate) value: Value,
-    /// The function that computed it (`None` for a plain value).
-    pub(crate) origin: Option<Arc<FnDef>>,
+    /// The index, among the unfold's functions, of the one that computed it
+    /// (`None` for a plain value).
+    pub(crate) origin: Option<usize>,
     /// The key's index among the context's entries.
     pub(crate) key: usize,
 }

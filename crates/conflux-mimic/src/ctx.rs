@@ -2,14 +2,10 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use crate::args::{Args, Dep, Env, KEY_MARK, Missing};
-use crate::key::{Key, KeyInfo, Value};
-use crate::report::Cycle;
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use crate::key::{BoxFuture, Key, KeyInfo, Value};
 
 /// What a function gave: its values, or the text of the error it returned.
 pub(crate) type Produced = Result<Vec<Value>, String>;
@@ -408,11 +404,11 @@ impl Order {
         walk.order
     }
 
-    /// The keys on some cycle, by entry index; or the first cycle that an
-    /// endpoint of `owns`'s protocols needs (it reads, directly or through
-    /// other functions, a key on it): that one fails the resolve, the others
-    /// only keep their functions from running.
-    pub(crate) fn cyclic(&self, entries: &[Entry], owns: impl Fn(&KeyInfo) -> bool) -> Result<Vec<bool>, Cycle> {
+    /// The keys on some cycle, by entry index; or the names of the keys of
+    /// the first cycle that an endpoint of `owns`'s protocols needs (it reads,
+    /// directly or through other functions, a key on it): that one fails the
+    /// resolve, the others only keep their functions from running.
+    pub(crate) fn cyclic(&self, entries: &[Entry], owns: impl Fn(&KeyInfo) -> bool) -> Result<Vec<bool>, Vec<String>> {
         let mut cyclic = vec![false; entries.len()];
         if self.cycles.is_empty() {
             return Ok(cyclic);
@@ -432,7 +428,7 @@ impl Order {
         }
         for cycle in &self.cycles {
             if cycle.iter().any(|&i| needed[i]) {
-                return Err(Cycle { keys: cycle.iter().map(|&i| entries[i].key.name.to_string()).collect() });
+                return Err(cycle.iter().map(|&i| entries[i].key.name.to_string()).collect());
             }
             for &i in cycle {
                 cyclic[i] = true;

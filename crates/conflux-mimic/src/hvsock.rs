@@ -11,10 +11,7 @@ use conflux_hvsock::{
     UnixFamily,
 };
 
-use crate::args::{opt, req};
-use crate::key::Key;
-use crate::keys::{UriKeys, check_modifiers};
-use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
+use crate::{Handle, Key, Protocol, RegisterOptions, Registry, UriKeys, check_modifiers, opt, req};
 use conflux_uri::{Framing, Scheme, Target};
 
 /// Where an hvsock connect goes: a family's address and an optional bound on

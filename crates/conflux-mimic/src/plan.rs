@@ -74,7 +74,9 @@ impl Registry {
     pub fn plan(&self, ctx: &Ctx) -> Result<Plan, Cycle> {
         let entries = ctx.entries();
         let order = ctx.order();
-        let cyclic = order.cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| self.owns(p)))?;
+        let cyclic = order
+            .cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| self.owns(p)))
+            .map_err(|keys| Cycle { keys })?;
         // key id -> (name, plain values, available)
         let mut keys: BTreeMap<u64, (String, usize, bool)> = BTreeMap::new();
         for e in entries {

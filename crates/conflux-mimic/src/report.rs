@@ -1,4 +1,5 @@
-//! What a resolve tried: the structured NotFound report, cycles, and their Display.
+//! What a resolve tried: the structured [`NotFound`] report (each attempt,
+//! each function), dependency [`Cycle`]s, and their Display.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -6,38 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ctx::FnDef;
-use crate::key::KeyInfo;
-use crate::registry::BoxError;
-
-/// Why [`Registry::resolve`](crate::Registry::resolve) (or `unfold`, `connect`, `plan`) failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResolveError {
-    /// The context's functions depend on each other in a circle.
-    #[error(transparent)]
-    Cycle(#[from] Cycle),
-    /// No candidate connected; the report says what was tried and why each failed.
-    #[error(transparent)]
-    NotFound(Box<NotFound>),
-}
-
-impl ResolveError {
-    /// The NotFound report, if that is what this is.
-    pub fn not_found(&self) -> Option<&NotFound> {
-        match self {
-            ResolveError::NotFound(r) => Some(r),
-            ResolveError::Cycle(_) => None,
-        }
-    }
-
-    /// The cycle, if that is what this is.
-    pub fn cycle(&self) -> Option<&Cycle> {
-        match self {
-            ResolveError::Cycle(c) => Some(c),
-            ResolveError::NotFound(_) => None,
-        }
-    }
-}
+use crate::key::{BoxError, KeyInfo};
 
 /// A dependency cycle between keys computed by functions (upstream declares
 /// `Cycle` but never produces it). Arguments of every kind count: `req`, `opt`,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
 use conflux_flow::{BoxFlow, Bytes, Flow, FlowError, FlowIo, FromTokio, Shutdown};
@@ -11,12 +11,10 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use crate::args::{opt, req};
-use crate::ctx::Ctx;
-use crate::key::Key;
-use crate::keys::{FromUriError, check_modifiers};
-use crate::registry::{Handle, Protocol, RegisterOptions, Registry, RegistryInner};
-use crate::report::ResolveError;
+use crate::{
+    Ctx, FromUriError, Handle, Key, Protocol, RegisterOptions, Registry, ResolveError, WeakRegistry, check_modifiers,
+    opt, req,
+};
 use conflux_uri::{Host, Scheme, Target, Uri, UriError, UriPart};
 
 /// The context keys TLS reads: the client config and an optional server name
@@ -236,7 +234,7 @@ impl Flow for TlsFlow {
 /// The TLS protocol: resolves the endpoint's lower context through its
 /// registry, then runs the rustls handshake over that flow.
 struct Tls {
-    registry: Weak<RegistryInner>,
+    registry: WeakRegistry,
 }
 
 impl Protocol for Tls {
@@ -244,7 +242,7 @@ impl Protocol for Tls {
     type Flow = TlsFlow;
     type Error = TlsConnectError;
     async fn connect(&self, edn: TlsEndpoint) -> Result<TlsFlow, TlsConnectError> {
-        let registry = Registry { inner: self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)? };
+        let registry = self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)?;
         let lower = registry.resolve(&edn.over).await.map_err(TlsConnectError::Lower)?;
         TlsFlow::connect(edn.config, edn.server_name, lower).await.map_err(TlsConnectError::Handshake)
     }
@@ -269,19 +267,14 @@ impl Protocol for Tls {
 /// webpki roots; otherwise the caller adds one. A config the caller adds to
 /// the context afterwards is newer and wins.
 pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEndpoint>, Handle<TlsFlow>) {
-    let (key, handle) = registry.register_with("tls", options, Tls { registry: Arc::downgrade(&registry.inner) });
-    let weak = Arc::downgrade(&registry.inner);
+    let (key, handle) = registry.register_with("tls", options, Tls { registry: registry.downgrade() });
+    let weak = registry.downgrade();
     let k = key.clone();
     registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &weak));
     (key, handle)
 }
 
-fn tls_endpoints(
-    uri: &Uri,
-    ctx: Ctx,
-    key: &Key<TlsEndpoint>,
-    registry: &Weak<RegistryInner>,
-) -> Result<Ctx, FromUriError> {
+fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakRegistry) -> Result<Ctx, FromUriError> {
     let t = TlsKeys::get();
     check_modifiers(uri, "tls", &["connect_timeout", "keepalive", "framing"])?;
     let Target::Tls { host, port, sni, ca, over } = uri.target() else { return Ok(ctx) };
@@ -297,9 +290,7 @@ fn tls_endpoints(
         }
         None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
     };
-    let registry = Registry {
-        inner: registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?,
-    };
+    let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
     let over = registry.ctx_from_uri(&lower)?;
     let mut ctx = ctx;
     let config = match ca {

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::args::{DepKind, Env, Missing, Slot};
 use crate::catch::{self, CatchPanic};
 use crate::ctx::{Bind, Ctx, FnDef, Step, index_of};
-use crate::key::{Key, KeyInfo, Value};
-use crate::registry::{ProtocolEntry, Registry};
+use crate::key::{Key, KeyInfo, ProtocolEntry, Value};
+use crate::registry::Registry;
 use crate::report::{Cycle, FnOutcome, FnReport};
 
 /// One binding of an unfolded context: a key and one of its values, plain or
@@ -154,7 +154,9 @@ pub(crate) async fn unfold(
 ) -> Result<Unfolded, Cycle> {
     let entries = ctx.entries();
     let order = ctx.order();
-    let cyclic = order.cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| registry.owns(p)))?;
+    let cyclic = order
+        .cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| registry.owns(p)))
+        .map_err(|keys| Cycle { keys })?;
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
     let mut values: Vec<Slot> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
@@ -212,7 +214,7 @@ pub(crate) async fn unfold(
                             let n = v.len();
                             values.extend(v.into_iter().rev().map(|value| Slot {
                                 value,
-                                origin: Some(def.clone()),
+                                origin: Some(functions.len()),
                                 key: i,
                             }));
                             FnOutcome::Produced(n)
@@ -237,7 +239,11 @@ pub(crate) async fn unfold(
     values.sort_by_key(|s| (ranks[s.key], s.key));
     let bindings = values
         .into_iter()
-        .map(|s| Binding { key: entries[s.key].key.clone(), value: s.value, origin: s.origin })
+        .map(|s| Binding {
+            key: entries[s.key].key.clone(),
+            value: s.value,
+            origin: s.origin.map(|f| functions[f].def.clone()),
+        })
         .collect();
     let keys = entries.iter().map(|e| e.key.clone()).collect();
     Ok(Unfolded { bindings, functions, keys, overall_expired })

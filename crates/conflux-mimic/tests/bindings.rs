@@ -10,9 +10,10 @@ use std::time::Duration;
 use conflux_flow::{FlowExt, Shutdown};
 use conflux_hvsock::FramingConfig;
 use conflux_mimic::{
-    FromUriError, RegisterOptions, Registry, TlsKeys, UriKeys, UriPart, register_hvsock, register_tcp, register_tls,
+    FromUriError, RegisterOptions, Registry, TlsKeys, UriKeys, register_hvsock, register_tcp, register_tls,
 };
 use conflux_testkit::{TIMEOUT, TempDir, within};
+use conflux_uri::UriPart;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,7 +99,7 @@ async fn tls_ca_parameter_loads_the_roots_it_names() {
     let err = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap_err();
     let report = err.not_found().unwrap();
     let text = match report.attempts()[0].outcome() {
-        conflux_mimic::AttemptOutcome::Failed(e) => chain(&**e),
+        conflux_mimic::report::AttemptOutcome::Failed(e) => chain(&**e),
         other => panic!("{other:?}"),
     };
     assert!(text.contains("UnknownIssuer"), "{text}");
@@ -144,7 +145,7 @@ fn all_bindings() -> Registry {
 /// an unknown key, by the binding for a modifier it does not use.
 #[track_caller]
 fn refused(registry: &Registry, uri: &str, key: &str) {
-    let err = match uri.parse::<conflux_mimic::Uri>() {
+    let err = match uri.parse::<conflux_uri::Uri>() {
         Err(e) => e,
         Ok(uri) => match registry.ctx_from_uri(&uri) {
             Ok(ctx) => panic!("{uri} accepted: {ctx:?}"),

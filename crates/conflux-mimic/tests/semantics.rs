@@ -9,7 +9,8 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use conflux_mimic::{AttemptOutcome, Ctx, FnOutcome, Key, Reason, Registry, map, opt, protocol_fn, req};
+use conflux_mimic::report::{AttemptOutcome, FnOutcome, Reason};
+use conflux_mimic::{Ctx, Key, Registry, map, opt, protocol_fn, req};
 use fixtures::{Fixtures, IntFlow, StrFlow};
 
 /// A protocol whose connect always fails, counting its dials.

@@ -282,7 +282,8 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
 
 #[tokio::test]
 async fn tls_connect_errors_say_each_message_once_along_the_source_chain() {
-    use conflux_mimic::{AttemptOutcome, Ctx, RegisterOptions, Registry, TlsEndpoint, protocol_fn, register_tls};
+    use conflux_mimic::report::AttemptOutcome;
+    use conflux_mimic::{Ctx, RegisterOptions, Registry, TlsEndpoint, protocol_fn, register_tls};
     let registry = Registry::new();
     let (tls, _) = register_tls(&registry, RegisterOptions::new().priority(10));
     // A lower flow whose peer answers in plain text: the handshake fails.

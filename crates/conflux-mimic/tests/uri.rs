@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use conflux_mimic::{Ctx, Registry, Scheme, UriKeys, UriPart};
+use conflux_mimic::{Ctx, Registry, UriKeys};
+use conflux_uri::{Scheme, UriPart};
 
 #[test]
 fn from_uri_fills_scheme_host_and_port() {

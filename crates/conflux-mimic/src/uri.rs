@@ -1,14 +1,14 @@
-//! Well-known keys that `Ctx::from_uri` fills, and per-scheme bindings of a registry.
+//! URIs meet contexts: the well-known keys `Ctx::from_uri` fills, and the
+//! error (and check) of a binding that cannot use part of a URI.
 
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::ctx::Ctx;
 use crate::key::Key;
-use crate::registry::Registry;
 use conflux_uri::{Framing, Host, Keepalive, Scheme, Uri, UriError, UriPart};
 
 /// The keys [`Ctx::from_uri`] fills (process-wide, so bindings and callers share them).
@@ -54,7 +54,7 @@ impl Ctx {
     /// A context holding what `uri` says: the URI itself, its scheme, its host
     /// as an IP address or a domain name, its port (with the scheme's
     /// default) and its modifiers (`connect_timeout`, `keepalive`, `framing`).
-    /// See [`UriKeys`]; [`Registry::ctx_from_uri`] adds the functions
+    /// See [`UriKeys`]; [`Registry::ctx_from_uri`](crate::Registry::ctx_from_uri) adds the functions
     /// of the bindings registered for the scheme.
     ///
     /// ```
@@ -89,7 +89,7 @@ impl Ctx {
     }
 }
 
-/// Why [`Registry::ctx_from_uri`] could not make a context from a URI.
+/// Why [`Registry::ctx_from_uri`](crate::Registry::ctx_from_uri) could not make a context from a URI.
 ///
 /// Display names the wrong part (the scheme, the query key, the CA file's
 /// path); the underlying error, if any, is the [`source`](std::error::Error::source).
@@ -141,9 +141,17 @@ fn modifiers(uri: &Uri) -> [(&'static str, bool); 3] {
     ]
 }
 
-/// An error naming the first modifier of `uri` that `binding` does not use
-/// (`uses` lists those it does), and refusing a listening URI.
-pub(crate) fn check_modifiers(uri: &Uri, binding: &str, uses: &[&str]) -> Result<(), UriError> {
+/// For a binding's [`Registry::register_scheme`](crate::Registry::register_scheme)
+/// function: an error naming the first modifier of `uri` (`framing`,
+/// `connect_timeout`, `keepalive`) that `binding` does not use (`uses` lists
+/// those it does), and one refusing a listening URI (the registry connects).
+///
+/// ```
+/// let uri = "unix:///run/app.sock?keepalive=10s,5s,3".parse().unwrap();
+/// let err = conflux_mimic::check_modifiers(&uri, "unix", &["connect_timeout", "framing"]).unwrap_err();
+/// assert_eq!(err.value(), "keepalive");
+/// ```
+pub fn check_modifiers(uri: &Uri, binding: &str, uses: &[&str]) -> Result<(), UriError> {
     if uri.listen() {
         let scheme = format!("{}-listen", uri.scheme());
         return Err(UriError::new(
@@ -163,56 +171,4 @@ pub(crate) fn check_modifiers(uri: &Uri, binding: &str, uses: &[&str]) -> Result
         }
     }
     Ok(())
-}
-
-/// Adds a binding's functions to a context made from a URI of its scheme, or
-/// says which part of the URI it cannot use.
-pub(crate) type SchemeFn = Arc<dyn Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync>;
-
-impl Registry {
-    /// Declares that `scheme` is served by a binding of this registry: `add`
-    /// puts the binding's functions into contexts made from such URIs. It must
-    /// refuse (with [`FromUriError::Uri`], naming it) any query parameter or
-    /// modifier of the URI it does not use: a parameter is never silently ignored.
-    pub fn register_scheme(
-        &self,
-        scheme: Scheme,
-        add: impl Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync + 'static,
-    ) {
-        self.inner.schemes.lock().unwrap_or_else(|p| p.into_inner()).push((scheme, Arc::new(add)));
-    }
-
-    /// The schemes some binding of this registry serves.
-    pub fn schemes(&self) -> Vec<Scheme> {
-        let mut s: Vec<Scheme> =
-            self.inner.schemes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(s, _)| *s).collect();
-        s.sort();
-        s.dedup();
-        s
-    }
-
-    /// [`Ctx::from_uri`] plus the functions of every binding registered for
-    /// the URI's scheme. An error names the scheme when no binding serves it,
-    /// and the query key when a binding cannot use that parameter.
-    pub fn ctx_from_uri(&self, uri: &Uri) -> Result<Ctx, FromUriError> {
-        let fns: Vec<SchemeFn> = self
-            .inner
-            .schemes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(s, _)| *s == uri.scheme())
-            .map(|(_, f)| f.clone())
-            .collect();
-        if fns.is_empty() {
-            let known: Vec<&str> = self.schemes().iter().map(|s| s.as_str()).collect();
-            return Err(UriError::new(
-                UriPart::Scheme,
-                uri.scheme().as_str(),
-                format!("no binding of this registry serves it (served: {})", known.join(", ")),
-            )
-            .into());
-        }
-        fns.iter().try_fold(Ctx::from_uri(uri), |ctx, f| f(uri, ctx))
-    }
 }
