@@ -428,7 +428,13 @@ impl Order {
         }
         for cycle in &self.cycles {
             if cycle.iter().any(|&i| needed[i]) {
-                return Err(cycle.iter().map(|&i| entries[i].key.name.to_string()).collect());
+                // A name two keys of the context share is written `name#id`.
+                let shared = |k: &KeyInfo| entries.iter().filter(|e| e.key.name == k.name).count() > 1;
+                return Err(cycle
+                    .iter()
+                    .map(|&i| &entries[i].key)
+                    .map(|k| if shared(k) { format!("{}#{}", k.name, k.id) } else { k.name.to_string() })
+                    .collect());
             }
             for &i in cycle {
                 cyclic[i] = true;

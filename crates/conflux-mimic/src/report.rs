@@ -11,7 +11,9 @@ use crate::key::{BoxError, KeyInfo};
 
 /// A dependency cycle between keys computed by functions (upstream declares
 /// `Cycle` but never produces it). Arguments of every kind count: `req`, `opt`,
-/// `dft`, `all`, and those inside `map`.
+/// `dft`, `all`, and those inside `map`. Only a cycle that an endpoint needs
+/// (directly or through other functions) fails a resolve; the functions of
+/// any other cycle just do not run ([`FnOutcome::InCycle`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("dependency cycle between context keys: {}", self.display_path())]
 pub struct Cycle {
@@ -20,7 +22,7 @@ pub struct Cycle {
 
 impl Cycle {
     /// The keys on the cycle, in dependency order: each is computed from the next,
-    /// the last from the first.
+    /// the last from the first. A name two keys of the context share is written `name#id`.
     pub fn keys(&self) -> &[String] {
         &self.keys
     }

@@ -168,3 +168,15 @@ async fn keys_and_protocols_of_the_same_name_are_told_apart() {
         assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_cycle_through_keys_of_the_same_name_tells_them_apart() {
+    let fx = Fixtures::new();
+    let a1: Key<i64> = Key::new("a");
+    let a2: Key<i64> = Key::new("a");
+    let ctx = Ctx::new().fold(&a1, opt(&a2), |v| v).fold(&a2, opt(&a1), |v| v).fold(&fx.int, req(&a1), Some);
+    let err = fx.registry.resolve(&ctx).await.unwrap_err();
+    let mut keys = err.cycle().unwrap().keys().to_vec();
+    keys.sort();
+    assert_eq!(keys, [format!("a#{}", a1.id()), format!("a#{}", a2.id())]);
+}
