@@ -75,7 +75,7 @@ fn resolve(ctx: &BenchCtx<'_>) -> Result<Vec<Record>, Skip> {
             rt.block_on(async {
                 let start = Instant::now();
                 for i in 0..BATCH {
-                    let flow = conflux_mimic::BoxFlow::new(memory(u64::from(i)).await.expect("in-memory connect"));
+                    let flow = conflux_flow::BoxFlow::new(memory(u64::from(i)).await.expect("in-memory connect"));
                     sink.set(sink.get() + flow.type_name().len());
                 }
                 micros(start.elapsed()) / f64::from(BATCH)

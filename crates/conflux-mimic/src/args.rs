@@ -5,14 +5,14 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::ctx::FnDef;
 use crate::key::{Key, KeyInfo, Value};
 
 /// One value of a key while unfolding.
 pub(crate) struct Slot {
     pub(crate) value: Value,
-    /// The function that computed it (`None` for a plain value).
-    pub(crate) origin: Option<Arc<FnDef>>,
+    /// The index, among the unfold's functions, of the one that computed it
+    /// (`None` for a plain value).
+    pub(crate) origin: Option<usize>,
     /// The key's index among the context's entries.
     pub(crate) key: usize,
 }
@@ -54,6 +54,9 @@ impl<'a> Env<'a> {
 pub struct Missing {
     pub(crate) key: Arc<KeyInfo>,
 }
+
+/// Stands for a key's name in a function's label template.
+pub(crate) const KEY_MARK: char = '\u{1}';
 
 /// How a function depends on a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +186,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Req<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("req ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
         env.newest(&self.0.info).ok_or_else(|| Missing { key: self.0.info.clone() })
@@ -197,7 +200,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Opt<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("opt ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Option<T>, Missing> {
         Ok(env.newest(&self.0.info))
@@ -211,7 +214,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Dft<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("dft ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
         Ok(env.newest(&self.0.info).unwrap_or_else(|| self.1.clone()))
@@ -225,7 +228,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
     }
     fn label(&self, out: &mut String) {
         out.push_str("all ");
-        out.push_str(self.0.name());
+        out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
         Ok(env.values(&self.0.info).iter().filter_map(|s| s.value.downcast_ref::<T>()).cloned().collect())

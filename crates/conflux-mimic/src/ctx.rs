@@ -2,19 +2,62 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use crate::args::{Args, Dep, Env, Missing};
-use crate::key::{Key, KeyInfo, Value};
-use crate::report::Cycle;
+use crate::args::{Args, Dep, Env, KEY_MARK, Missing};
+use crate::key::{BoxFuture, Key, KeyInfo, Value};
 
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// What a function gave: its values, or the text of the error it returned.
+pub(crate) type Produced = Result<Vec<Value>, String>;
 
 /// What applying a function gave: values at once, or a future of them.
 pub(crate) enum Step {
-    Ready(Vec<Value>),
-    Pending(BoxFuture<Vec<Value>>),
+    Ready(Produced),
+    Pending(BoxFuture<Produced>),
+}
+
+/// What a context function returns: any number of values, most preferred
+/// first (`Option<T>`, `Vec<T>`), or the same in a `Result` whose error is
+/// kept in the NotFound report (function, key and message).
+///
+/// None (or an empty `Vec`) means "not applicable here".
+pub trait FnOutput<T>: Send + 'static {
+    #[doc(hidden)]
+    fn into_values(self) -> Result<Vec<T>, String>;
+}
+
+impl<T: Send + 'static> FnOutput<T> for Option<T> {
+    fn into_values(self) -> Result<Vec<T>, String> {
+        Ok(self.into_iter().collect())
+    }
+}
+
+impl<T: Send + 'static> FnOutput<T> for Vec<T> {
+    fn into_values(self) -> Result<Vec<T>, String> {
+        Ok(self)
+    }
+}
+
+impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result<T, E> {
+    fn into_values(self) -> Result<Vec<T>, String> {
+        self.map(|v| vec![v]).map_err(|e| e.to_string())
+    }
+}
+
+impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result<Option<T>, E> {
+    fn into_values(self) -> Result<Vec<T>, String> {
+        self.map(|v| v.into_iter().collect()).map_err(|e| e.to_string())
+    }
+}
+
+impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result<Vec<T>, E> {
+    fn into_values(self) -> Result<Vec<T>, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+fn to_values<T: Send + Sync + 'static>(out: Result<Vec<T>, String>) -> Produced {
+    out.map(|v| v.into_iter().map(|v| Arc::new(v) as Value).collect())
 }
 
 type RunFn = dyn Fn(&Env<'_>) -> Result<Step, Missing> + Send + Sync;
@@ -24,6 +67,10 @@ pub(crate) struct FnDef {
     pub(crate) key: Arc<KeyInfo>,
     /// `key <- (req a, opt b)`, for reports and plans.
     pub(crate) label: String,
+    /// The label with [`KEY_MARK`](crate::args::KEY_MARK) for each key name:
+    /// first `key`, then each of `deps` in order (reports that must tell
+    /// apart keys of the same name fill it with `name#id`).
+    pub(crate) template: String,
     pub(crate) deps: Vec<Dep>,
     pub(crate) run: Box<RunFn>,
 }
@@ -38,6 +85,34 @@ impl fmt::Debug for FnDef {
 pub(crate) enum Bind {
     Value(Value),
     Fun(Arc<FnDef>),
+}
+
+impl Bind {
+    /// The very same value or function (one `add` or `fold`), not an equal one.
+    fn same(&self, other: &Bind) -> bool {
+        match (self, other) {
+            (Bind::Value(a), Bind::Value(b)) => Arc::ptr_eq(a, b),
+            (Bind::Fun(a), Bind::Fun(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl FnDef {
+    /// The label with each key written by `name`.
+    pub(crate) fn render(&self, name: impl Fn(&KeyInfo) -> String) -> String {
+        let mut keys = std::iter::once(&self.key).chain(self.deps.iter().map(|d| &d.key));
+        let mut out = String::with_capacity(self.template.len());
+        for (i, part) in self.template.split(KEY_MARK).enumerate() {
+            if i > 0 {
+                if let Some(k) = keys.next() {
+                    out.push_str(&name(k));
+                }
+            }
+            out.push_str(part);
+        }
+        out
+    }
 }
 
 #[derive(Clone)]
@@ -74,9 +149,9 @@ pub(crate) struct CtxInner {
     /// The keys' entries, sorted by key id (creation order): a small sorted
     /// vector, cheaper to copy, search and walk than a tree at this size.
     pub(crate) map: Vec<Entry>,
-    /// The evaluation order of the keys (or the cycle), computed by the
+    /// The evaluation order of the keys and their cycles, computed by the
     /// first unfold or plan of this context and kept: a context never changes.
-    order: OnceLock<Result<Vec<usize>, Cycle>>,
+    order: OnceLock<Order>,
 }
 
 impl Ctx {
@@ -89,12 +164,9 @@ impl Ctx {
         &self.inner.map
     }
 
-    /// The keys in evaluation order, or the first cycle (computed once per context).
-    pub(crate) fn order(&self) -> Result<&[usize], Cycle> {
-        match self.inner.order.get_or_init(|| crate::unfold::order(&self.inner.map)) {
-            Ok(order) => Ok(order),
-            Err(cycle) => Err(cycle.clone()),
-        }
+    /// The keys in evaluation order and the cycles among them (computed once per context).
+    pub(crate) fn order(&self) -> &Order {
+        self.inner.order.get_or_init(|| Order::new(&self.inner.map))
     }
 
     /// The empty context.
@@ -156,21 +228,24 @@ impl Ctx {
     /// Appends a function: `key` can be computed by `f` from `args` (a single
     /// [`req`](crate::req)/[`opt`](crate::opt)/[`dft`](crate::dft)/[`map`](crate::map)/[`all`](crate::all)
     /// or a tuple of them). `f` returns any number of values (an `Option` or a
-    /// `Vec`), most preferred first; none means "not applicable here".
+    /// `Vec`, see [`FnOutput`]), most preferred first; none means "not
+    /// applicable here"; an `Err` is kept in the report.
     ///
     /// Functions run when the context is unfolded, each at most once, after
-    /// every function of the keys it reads.
+    /// every function of the keys it reads. A panic in `f` (or in a
+    /// [`map`](crate::map) of its arguments) is that function's failure,
+    /// reported; the resolve goes on without its values.
     pub fn fold<T, A, R, F>(&self, key: &Key<T>, args: A, f: F) -> Ctx
     where
         T: Clone + Send + Sync + 'static,
         A: Args,
-        R: IntoIterator<Item = T>,
+        R: FnOutput<T>,
         F: Fn(A::Out) -> R + Send + Sync + 'static,
     {
         let shape = shape(&args);
         let run = move |env: &Env<'_>| -> Result<Step, Missing> {
             let out = args.extract(env)?;
-            Ok(Step::Ready(f(out).into_iter().map(|v| Arc::new(v) as Value).collect()))
+            Ok(Step::Ready(to_values(f(out).into_values())))
         };
         self.push_fn(key, shape, Box::new(run))
     }
@@ -181,36 +256,50 @@ impl Ctx {
     where
         T: Clone + Send + Sync + 'static,
         A: Args,
-        R: IntoIterator<Item = T>,
+        R: FnOutput<T>,
         Fut: Future<Output = R> + Send + 'static,
         F: Fn(A::Out) -> Fut + Send + Sync + 'static,
     {
         let shape = shape(&args);
         let run = move |env: &Env<'_>| -> Result<Step, Missing> {
             let fut = f(args.extract(env)?);
-            Ok(Step::Pending(Box::pin(async move {
-                fut.await.into_iter().map(|v| Arc::new(v) as Value).collect::<Vec<Value>>()
-            })))
+            Ok(Step::Pending(Box::pin(async move { to_values(fut.await.into_values()) })))
         };
         self.push_fn(key, shape, Box::new(run))
     }
 
-    fn push_fn<T>(&self, key: &Key<T>, (deps, label): (Vec<Dep>, String), run: Box<RunFn>) -> Ctx {
-        let label = format!("{} <- ({label})", key.name());
-        let def = Arc::new(FnDef { key: key.info.clone(), label, deps, run });
+    fn push_fn<T>(&self, key: &Key<T>, (deps, args): (Vec<Dep>, String), run: Box<RunFn>) -> Ctx {
+        let template = format!("{KEY_MARK} <- ({args})");
+        let mut def = FnDef { key: key.info.clone(), label: String::new(), template, deps, run };
+        def.label = def.render(|k| k.name.to_string());
+        let def = Arc::new(def);
         self.update(&key.info, |b| b.push(Bind::Fun(def)))
     }
 
     /// Concatenates the two contexts key by key; `other`'s values and
     /// functions count as newer.
+    ///
+    /// A value or function both contexts share (both built from one base
+    /// context, or a context merged with itself) is kept once, where `self`
+    /// has it: merging never makes a function run twice or an endpoint be
+    /// dialled twice.
     pub fn merge(&self, other: &Ctx) -> Ctx {
         if self.is_empty() {
             return other.clone();
         }
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return self.clone();
+        }
         let mut map = self.inner.map.clone();
         for entry in other.inner.map.iter() {
             match map.binary_search_by_key(&entry.key.id, |e| e.key.id) {
-                Ok(i) => map[i].binds.extend(entry.binds.iter().cloned()),
+                Ok(i) => {
+                    for bind in &entry.binds {
+                        if !map[i].binds.iter().any(|b| b.same(bind)) {
+                            map[i].binds.push(bind.clone());
+                        }
+                    }
+                }
                 Err(i) => map.insert(i, entry.clone()),
             }
         }
@@ -254,4 +343,108 @@ impl fmt::Debug for Ctx {
         }
         m.finish()
     }
+}
+
+/// The keys of a context in evaluation order (every key after the keys its
+/// functions read), with the dependency cycles found on the way.
+#[derive(Debug)]
+pub(crate) struct Order {
+    /// Entry indices, in evaluation order.
+    pub(crate) keys: Vec<usize>,
+    /// Each cycle's entry indices, in dependency order (each computed from the next).
+    pub(crate) cycles: Vec<Vec<usize>>,
+}
+
+impl Order {
+    fn new(entries: &[Entry]) -> Order {
+        struct Walk<'a> {
+            entries: &'a [Entry],
+            state: Vec<u8>,
+            path: Vec<usize>,
+            order: Order,
+        }
+        impl Walk<'_> {
+            fn visit(&mut self, i: usize) {
+                match self.state[i] {
+                    2 => return,
+                    1 => {
+                        // A back edge: the path from `i` on is a cycle; the walk goes on past it.
+                        let from = self.path.iter().position(|&p| p == i).unwrap_or(0);
+                        self.order.cycles.push(self.path[from..].to_vec());
+                        return;
+                    }
+                    _ => {}
+                }
+                self.state[i] = 1;
+                self.path.push(i);
+                let entries = self.entries;
+                for bind in &entries[i].binds {
+                    if let Bind::Fun(def) = bind {
+                        for dep in &def.deps {
+                            if let Some(j) = index_of(entries, dep.key.id) {
+                                self.visit(j);
+                            }
+                        }
+                    }
+                }
+                self.path.pop();
+                self.state[i] = 2;
+                self.order.keys.push(i);
+            }
+        }
+        let mut walk = Walk {
+            entries,
+            state: vec![0; entries.len()],
+            path: Vec::new(),
+            order: Order { keys: Vec::with_capacity(entries.len()), cycles: Vec::new() },
+        };
+        for i in 0..entries.len() {
+            walk.visit(i);
+        }
+        walk.order
+    }
+
+    /// The keys on some cycle, by entry index; or the names of the keys of
+    /// the first cycle that an endpoint of `owns`'s protocols needs (it reads,
+    /// directly or through other functions, a key on it): that one fails the
+    /// resolve, the others only keep their functions from running.
+    pub(crate) fn cyclic(&self, entries: &[Entry], owns: impl Fn(&KeyInfo) -> bool) -> Result<Vec<bool>, Vec<String>> {
+        let mut cyclic = vec![false; entries.len()];
+        if self.cycles.is_empty() {
+            return Ok(cyclic);
+        }
+        // Every key some endpoint needs: the endpoints, then what their functions read.
+        let mut needed = vec![false; entries.len()];
+        let mut stack: Vec<usize> = (0..entries.len()).filter(|&i| owns(&entries[i].key)).collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut needed[i], true) {
+                continue;
+            }
+            for bind in &entries[i].binds {
+                if let Bind::Fun(def) = bind {
+                    stack.extend(def.deps.iter().filter_map(|d| index_of(entries, d.key.id)));
+                }
+            }
+        }
+        for cycle in &self.cycles {
+            if cycle.iter().any(|&i| needed[i]) {
+                // A name two keys of the context share is written `name#id`.
+                let shared = |k: &KeyInfo| entries.iter().filter(|e| e.key.name == k.name).count() > 1;
+                return Err(cycle
+                    .iter()
+                    .map(|&i| &entries[i].key)
+                    .map(|k| if shared(k) { format!("{}#{}", k.name, k.id) } else { k.name.to_string() })
+                    .collect());
+            }
+            for &i in cycle {
+                cyclic[i] = true;
+            }
+        }
+        Ok(cyclic)
+    }
+}
+
+/// The index of the entry of key `id`.
+pub(crate) fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
+    entries.binary_search_by_key(&id, |e| e.key.id).ok()
 }

@@ -2,9 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::args::req;
-use crate::ctx::Ctx;
-use crate::keys::UriKeys;
+use crate::{Ctx, UriKeys, req};
 
 /// Adds a function computing [`UriKeys::ip`] from [`UriKeys::domain`] with
 /// the system resolver (`tokio::net::lookup_host`): **every** address, in the

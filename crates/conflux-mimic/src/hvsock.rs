@@ -11,10 +11,7 @@ use conflux_hvsock::{
     UnixFamily,
 };
 
-use crate::args::{opt, req};
-use crate::key::Key;
-use crate::keys::UriKeys;
-use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
+use crate::{Handle, Key, Protocol, RegisterOptions, Registry, UriKeys, check_modifiers, opt, req};
 use conflux_uri::{Framing, Scheme, Target};
 
 /// Where an hvsock connect goes: a family's address and an optional bound on
@@ -126,6 +123,7 @@ pub struct Hvsock {
 /// the raw flow's endpoint, or the framed flow's when the context holds
 /// [`UriKeys::framing`] (`framing=shutdown`); [`UriKeys::connect_timeout`]
 /// bounds the connect. Framed flows use `framing` (close timeout, frame size).
+/// Any other modifier (`keepalive=`) is an error naming it.
 /// A `vsock://:port` URI (any CID) gives no endpoint: it only makes sense for
 /// listening. `hvsock://` (Windows AF_HYPERV) is not bound: this build has no
 /// AF_HYPERV sockets.
@@ -164,15 +162,17 @@ fn register_family<F: Family>(
     let (framed, framed_handle) =
         registry.register_with(&format!("{name}+framing"), options, Framed { family, config });
     let (raw_k, framed_k) = (raw.clone(), framed.clone());
-    registry.register_scheme(scheme, move |ctx| {
+    registry.register_scheme(scheme, move |uri, ctx| {
+        check_modifiers(uri, name, &["connect_timeout", "framing"])?;
         let u = UriKeys::get();
         let args = || (req(&u.uri), opt(&u.connect_timeout), opt(&u.framing));
-        ctx.fold(&raw_k, args(), move |(uri, timeout, framing)| {
-            endpoint(framing.is_none(), addr(uri.target()), timeout)
-        })
-        .fold(&framed_k, args(), move |(uri, timeout, framing)| {
-            endpoint(framing == Some(Framing::Shutdown), addr(uri.target()), timeout)
-        })
+        Ok(ctx
+            .fold(&raw_k, args(), move |(uri, timeout, framing)| {
+                endpoint(framing.is_none(), addr(uri.target()), timeout)
+            })
+            .fold(&framed_k, args(), move |(uri, timeout, framing)| {
+                endpoint(framing == Some(Framing::Shutdown), addr(uri.target()), timeout)
+            }))
     });
     HvsockProtocols { raw, raw_handle, framed, framed_handle }
 }

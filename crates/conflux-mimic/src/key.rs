@@ -3,11 +3,18 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::registry::ProtocolEntry;
+use conflux_flow::BoxFlow;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The error a protocol's connect gives, kept as is in reports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A type-erased value held by a context.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
@@ -22,6 +29,48 @@ pub(crate) struct KeyInfo {
     pub(crate) name: Arc<str>,
     /// Set for a protocol's endpoint key (made by `Registry::register`).
     pub(crate) protocol: Option<Arc<ProtocolEntry>>,
+}
+
+type ConnectFn = dyn Fn(&Value) -> BoxFuture<Result<BoxFlow, BoxError>> + Send + Sync;
+
+/// A registered protocol, as endpoint keys and handles carry it.
+pub(crate) struct ProtocolEntry {
+    pub(crate) registry: u64,
+    /// Registration sequence number: the most recent wins a priority tie.
+    pub(crate) seq: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) priority: Option<u32>,
+    pub(crate) no_fallback: bool,
+    pub(crate) connect: Box<ConnectFn>,
+}
+
+impl fmt::Debug for ProtocolEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Protocol")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("seq", &self.seq)
+            .field("no_fallback", &self.no_fallback)
+            .finish()
+    }
+}
+
+impl ProtocolEntry {
+    /// Candidate order: protocols with a priority (lower first), then those
+    /// without; the most recently registered first on a tie.
+    pub(crate) fn rank(&self) -> (u8, u32, std::cmp::Reverse<u64>) {
+        match self.priority {
+            Some(p) => (0, p, std::cmp::Reverse(self.seq)),
+            None => (1, 0, std::cmp::Reverse(self.seq)),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self.priority {
+            Some(p) => format!("{} (priority {p})", self.name),
+            None => format!("{} (no priority)", self.name),
+        }
+    }
 }
 
 impl KeyInfo {

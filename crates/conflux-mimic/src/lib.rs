@@ -4,7 +4,7 @@
 //! (a host, a port, a TLS config...) and functions computing more values
 //! from them; a [`Registry`] of protocols says *how*. [`Registry::resolve`]
 //! runs the functions, lists every endpoint it can build, and connects
-//! through the best protocol, handing back one [`BoxFlow`] that the protocol's
+//! through the best protocol, handing back one [`BoxFlow`](conflux_flow::BoxFlow) that the protocol's
 //! [`Handle`] downcasts to the concrete flow.
 //!
 //! What is here:
@@ -15,23 +15,35 @@
 //!   endpoint key and a [`Handle`]; ties go to the most recent registration;
 //!   [`unfold`](Registry::unfold) lists every binding (plain and computed),
 //!   [`connect`](Registry::connect) tries them, [`resolve`](Registry::resolve) does both;
-//! - on purpose, beyond upstream: real dependency [`Cycle`]s naming the keys;
-//!   a structured [`NotFound`] report (each attempt with protocol, priority,
-//!   error or timeout, elapsed; functions that gave nothing; functions dropped
-//!   for a missing key, naming it; an empty context says so); each function
-//!   runs at most once per resolve; per-attempt and overall timeouts; an
+//! - on purpose, beyond upstream: real dependency [`Cycle`](report::Cycle)s naming
+//!   the keys (only those an endpoint needs fail a resolve);
+//!   a structured [`NotFound`](report::NotFound) report (each attempt with protocol, priority,
+//!   error or timeout, elapsed; functions that gave nothing, returned an error
+//!   or panicked; functions dropped for a missing key, naming it; an empty
+//!   context, an empty registry, another registry's endpoints each say so);
+//!   each function runs at most once per resolve (merges included); a panic
+//!   in a function or a connect is that step's failure; per-attempt and overall timeouts; an
 //!   optional staggered race ([`ResolveOptions::race`]); a per-protocol
 //!   "no fallback past me" guard ([`RegisterOptions::no_fallback`]);
 //!   [`Registry::plan`] as text or Graphviz; a tracing span per resolve with
 //!   an event per function and per attempt.
 //!
 //! Bindings, each behind a feature (the transport crates never know the
-//! registry exists): `tcp` (kernel TCP through conflux-tcp-host, with
+//! registry exists; the bindings use this crate's public API only): `tcp`
+//! (kernel TCP through conflux-tcp-host, with
 //! `connect_timeout` and `keepalive` from the URI or the context), `tls`
-//! (rustls over any flow; `TlsFlow` also wraps accepted flows), `hvsock`
+//! (rustls over any flow, `?ca=` loaded; `TlsFlow` also wraps accepted flows;
+//! `tls-webpki-roots` adds the webpki roots), `hvsock`
 //! (`unix`, `vsock`, `fc-vsock`, `hyperkit` over conflux-hvsock, raw or
-//! framed with `framing=shutdown`) and `dns`. Not bound yet: `netstack`,
+//! framed with `framing=shutdown`) and `dns`. A binding refuses, naming it,
+//! any query parameter of a URI it does not use. Not bound yet: `netstack`,
 //! `stdio`, and `hvsock://` (Windows AF_HYPERV).
+//!
+//! Modules, bottom up (each uses only those before it): keys (`key`), function
+//! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
+//! (`report`), the registry (`registry`), unfolding (`unfold`), resolving
+//! (`resolve`: the candidates' policy in `schedule`, its driver in `race`),
+//! plans (`plan`), then the bindings (`tcp`, `tls`, `hvsock`, `dns`).
 //!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.
@@ -65,24 +77,40 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
+mod catch;
 mod ctx;
 #[cfg(feature = "dns")]
 mod dns;
 #[cfg(feature = "hvsock")]
 mod hvsock;
 mod key;
-mod keys;
-mod plan;
+pub mod plan;
 mod registry;
-mod report;
+pub mod report;
 mod resolve;
 #[cfg(feature = "tcp")]
 mod tcp;
 #[cfg(feature = "tls")]
 mod tls;
 mod unfold;
+mod uri;
 
-pub use conflux_flow::BoxFlow;
+/// The argument types of context functions, for code generic over them (the
+/// functions building them, [`req`], [`opt`], [`dft`], [`map`] and [`all`],
+/// are at the crate root).
+pub mod arg {
+    pub use crate::args::{All, Arg, Args, Dft, Map, Opt, Req};
+}
+
+pub use crate::{
+    args::{all, dft, map, opt, req},
+    ctx::{Ctx, FnOutput},
+    key::{BoxError, Key},
+    registry::{FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, WeakRegistry, protocol_fn},
+    resolve::ResolveError,
+    unfold::{Binding, Unfolded},
+    uri::{FromUriError, UriKeys, check_modifiers},
+};
 
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
@@ -92,22 +120,7 @@ pub use crate::dns::dns_lookup;
 pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
-pub use crate::tcp::{Tcp, TcpEndpoint, TcpFlow, register_tcp, register_tcp_with, tcp_endpoints};
+pub use crate::tcp::{Tcp, TcpEndpoint, register_tcp, register_tcp_with, tcp_endpoints};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
-
-pub use crate::{
-    args::{All, Arg, Args, Dft, Env, Map, Opt, Req, all, dft, map, opt, req},
-    ctx::Ctx,
-    key::Key,
-    keys::UriKeys,
-    plan::{Plan, PlannedCandidate, PlannedFn},
-    registry::{BoxError, FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, protocol_fn},
-    report::{Attempt, AttemptOutcome, Cycle, FnOutcome, FnReport, NotFound, Reason, ResolveError},
-    unfold::{Binding, Unfolded},
-};
-/// The one URI grammar of the workspace (conflux-uri), re-exported: `Ctx::from_uri` and the bindings read it.
-pub use conflux_uri::{
-    Framing, Guid, GuidError, Host, HvVm, Keepalive, Scheme, StreamOptions, Target, Uri, UriError, UriPart,
-};

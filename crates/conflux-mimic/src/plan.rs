@@ -19,6 +19,8 @@ pub struct PlannedFn {
     pub reads: Vec<(String, bool)>,
     /// The first required key that can never have a value, if any (the function would be dropped).
     pub blocked_by: Option<String>,
+    /// Its key is on a dependency cycle that no endpoint needs: it will not run.
+    pub in_cycle: bool,
     key_id: u64,
     read_ids: Vec<u64>,
 }
@@ -71,7 +73,10 @@ impl Registry {
     /// ```
     pub fn plan(&self, ctx: &Ctx) -> Result<Plan, Cycle> {
         let entries = ctx.entries();
-        let order = ctx.order()?;
+        let order = ctx.order();
+        let cyclic = order
+            .cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| self.owns(p)))
+            .map_err(|keys| Cycle { keys })?;
         // key id -> (name, plain values, available)
         let mut keys: BTreeMap<u64, (String, usize, bool)> = BTreeMap::new();
         for e in entries {
@@ -80,7 +85,7 @@ impl Registry {
         }
         let mut functions = Vec::new();
         let mut runnable_per_key: BTreeMap<u64, usize> = BTreeMap::new();
-        for &i in order {
+        for &i in &order.keys {
             let e = &entries[i];
             for b in &e.binds {
                 let Bind::Fun(def) = b else { continue };
@@ -97,7 +102,7 @@ impl Registry {
                         blocked_by = Some(dep.key.name.to_string());
                     }
                 }
-                if blocked_by.is_none() {
+                if blocked_by.is_none() && !cyclic[i] {
                     *runnable_per_key.entry(e.key.id).or_default() += 1;
                 }
                 functions.push(PlannedFn {
@@ -105,6 +110,7 @@ impl Registry {
                     key: e.key.name.to_string(),
                     reads,
                     blocked_by,
+                    in_cycle: cyclic[i],
                     key_id: e.key.id,
                     read_ids,
                 });
@@ -161,7 +167,7 @@ impl Plan {
             let _ = writeln!(s, "  k{i} [shape=box label=\"{}\" style=\"{}\"];", escape(&label), style.join(","));
         }
         for (f, func) in self.functions.iter().enumerate() {
-            let style = if func.blocked_by.is_some() { "dashed" } else { "solid" };
+            let style = if func.blocked_by.is_some() || func.in_cycle { "dashed" } else { "solid" };
             let _ = writeln!(s, "  f{f} [shape=ellipse label=\"{}\" style=\"{style}\"];", escape(&func.label));
             for ((_, required), id) in func.reads.iter().zip(&func.read_ids) {
                 let edge = if *required { "solid" } else { "dashed" };
@@ -185,6 +191,9 @@ impl fmt::Display for Plan {
             f.write_str("functions, in evaluation order:\n")?;
             for (i, func) in self.functions.iter().enumerate() {
                 match &func.blocked_by {
+                    _ if func.in_cycle => {
+                        writeln!(f, "  {}. {}: not run: its key is on a dependency cycle", i + 1, func.label)?
+                    }
                     None => writeln!(f, "  {}. {}: may run", i + 1, func.label)?,
                     Some(k) => {
                         writeln!(f, "  {}. {}: dropped: required key `{k}` is never available", i + 1, func.label)?

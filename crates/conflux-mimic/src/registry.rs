@@ -4,16 +4,16 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use conflux_flow::{BoxFlow, Flow};
 
-use crate::ctx::BoxFuture;
-use crate::key::{Key, KeyInfo, Value};
+use conflux_uri::{Scheme, Uri, UriError, UriPart};
 
-/// The error a protocol's connect gives, kept as is in reports.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use crate::ctx::Ctx;
+use crate::key::{BoxError, BoxFuture, Key, KeyInfo, ProtocolEntry, Value};
+use crate::uri::FromUriError;
 
 /// A transport the registry can connect through (upstream's
 /// `Mirage_protocol.S`): from an endpoint, an async connect giving a [`Flow`].
@@ -93,48 +93,6 @@ where
     type Error = Er;
     fn connect(&self, endpoint: E) -> impl Future<Output = Result<Fl, Er>> + Send {
         (self.f)(endpoint)
-    }
-}
-
-type ConnectFn = dyn Fn(&Value) -> BoxFuture<Result<BoxFlow, BoxError>> + Send + Sync;
-
-/// A registered protocol, as endpoint keys and handles carry it.
-pub(crate) struct ProtocolEntry {
-    pub(crate) registry: u64,
-    /// Registration sequence number: the most recent wins a priority tie.
-    pub(crate) seq: u64,
-    pub(crate) name: Arc<str>,
-    pub(crate) priority: Option<u32>,
-    pub(crate) no_fallback: bool,
-    pub(crate) connect: Box<ConnectFn>,
-}
-
-impl fmt::Debug for ProtocolEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Protocol")
-            .field("name", &self.name)
-            .field("priority", &self.priority)
-            .field("seq", &self.seq)
-            .field("no_fallback", &self.no_fallback)
-            .finish()
-    }
-}
-
-impl ProtocolEntry {
-    /// Candidate order: protocols with a priority (lower first), then those
-    /// without; the most recently registered first on a tie.
-    pub(crate) fn rank(&self) -> (u8, u32, std::cmp::Reverse<u64>) {
-        match self.priority {
-            Some(p) => (0, p, std::cmp::Reverse(self.seq)),
-            None => (1, 0, std::cmp::Reverse(self.seq)),
-        }
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        match self.priority {
-            Some(p) => format!("{} (priority {p})", self.name),
-            None => format!("{} (no priority)", self.name),
-        }
     }
 }
 
@@ -235,12 +193,12 @@ impl ResolveOptions {
 
 static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
 
-pub(crate) struct RegistryInner {
-    pub(crate) id: u64,
+struct RegistryInner {
+    id: u64,
     seq: AtomicU64,
-    pub(crate) protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
-    pub(crate) schemes: Mutex<Vec<(conflux_uri::Scheme, crate::keys::SchemeFn)>>,
-    pub(crate) options: ResolveOptions,
+    protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
+    schemes: Mutex<Vec<(Scheme, SchemeFn)>>,
+    options: ResolveOptions,
 }
 
 /// An explicit registry of protocols (upstream's is one global table).
@@ -268,7 +226,20 @@ pub(crate) struct RegistryInner {
 /// ```
 #[derive(Clone)]
 pub struct Registry {
-    pub(crate) inner: Arc<RegistryInner>,
+    inner: Arc<RegistryInner>,
+}
+
+/// A reference to a [`Registry`] that does not keep it alive: what a
+/// binding's function stored in the registry holds to reach it (a strong
+/// one would keep the registry alive forever).
+#[derive(Clone, Debug)]
+pub struct WeakRegistry(Weak<RegistryInner>);
+
+impl WeakRegistry {
+    /// The registry, unless it was dropped.
+    pub fn upgrade(&self) -> Option<Registry> {
+        self.0.upgrade().map(|inner| Registry { inner })
+    }
 }
 
 impl Default for Registry {
@@ -366,6 +337,21 @@ impl Registry {
     pub(crate) fn owns(&self, entry: &ProtocolEntry) -> bool {
         entry.registry == self.inner.id
     }
+
+    /// This registry's number (in tracing spans).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Whether any protocol is registered.
+    pub(crate) fn has_protocols(&self) -> bool {
+        !self.inner.protocols.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// A reference that does not keep the registry alive.
+    pub fn downgrade(&self) -> WeakRegistry {
+        WeakRegistry(Arc::downgrade(&self.inner))
+    }
 }
 
 /// A registered protocol's handle (upstream's `repr` / `equal` on flows):
@@ -419,5 +405,57 @@ impl<F: Flow> Handle<F> {
     /// True when `flow` is this protocol's flow type.
     pub fn is(&self, flow: &BoxFlow) -> bool {
         flow.is::<F>()
+    }
+}
+
+/// Adds a binding's functions to a context made from a URI of its scheme, or
+/// says which part of the URI it cannot use.
+type SchemeFn = Arc<dyn Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync>;
+
+impl Registry {
+    /// Declares that `scheme` is served by a binding of this registry: `add`
+    /// puts the binding's functions into contexts made from such URIs. It must
+    /// refuse (with [`FromUriError::Uri`], naming it) any query parameter or
+    /// modifier of the URI it does not use: a parameter is never silently ignored.
+    pub fn register_scheme(
+        &self,
+        scheme: Scheme,
+        add: impl Fn(&Uri, Ctx) -> Result<Ctx, FromUriError> + Send + Sync + 'static,
+    ) {
+        self.inner.schemes.lock().unwrap_or_else(|p| p.into_inner()).push((scheme, Arc::new(add)));
+    }
+
+    /// The schemes some binding of this registry serves.
+    pub fn schemes(&self) -> Vec<Scheme> {
+        let mut s: Vec<Scheme> =
+            self.inner.schemes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(s, _)| *s).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// [`Ctx::from_uri`] plus the functions of every binding registered for
+    /// the URI's scheme. An error names the scheme when no binding serves it,
+    /// and the query key when a binding cannot use that parameter.
+    pub fn ctx_from_uri(&self, uri: &Uri) -> Result<Ctx, FromUriError> {
+        let fns: Vec<SchemeFn> = self
+            .inner
+            .schemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(s, _)| *s == uri.scheme())
+            .map(|(_, f)| f.clone())
+            .collect();
+        if fns.is_empty() {
+            let known: Vec<&str> = self.schemes().iter().map(|s| s.as_str()).collect();
+            return Err(UriError::new(
+                UriPart::Scheme,
+                uri.scheme().as_str(),
+                format!("no binding of this registry serves it (served: {})", known.join(", ")),
+            )
+            .into());
+        }
+        fns.iter().try_fold(Ctx::from_uri(uri), |ctx, f| f(uri, ctx))
     }
 }

@@ -1,45 +1,19 @@
-//! What a resolve tried: the structured NotFound report, cycles, and their Display.
+//! What a resolve tried: the structured [`NotFound`] report (each attempt,
+//! each function), dependency [`Cycle`]s, and their Display.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ctx::FnDef;
-use crate::registry::BoxError;
-
-/// Why [`Registry::resolve`](crate::Registry::resolve) (or `unfold`, `connect`, `plan`) failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResolveError {
-    /// The context's functions depend on each other in a circle.
-    #[error(transparent)]
-    Cycle(#[from] Cycle),
-    /// No candidate connected; the report says what was tried and why each failed.
-    #[error(transparent)]
-    NotFound(Box<NotFound>),
-}
-
-impl ResolveError {
-    /// The NotFound report, if that is what this is.
-    pub fn not_found(&self) -> Option<&NotFound> {
-        match self {
-            ResolveError::NotFound(r) => Some(r),
-            ResolveError::Cycle(_) => None,
-        }
-    }
-
-    /// The cycle, if that is what this is.
-    pub fn cycle(&self) -> Option<&Cycle> {
-        match self {
-            ResolveError::Cycle(c) => Some(c),
-            ResolveError::NotFound(_) => None,
-        }
-    }
-}
+use crate::key::{BoxError, KeyInfo};
 
 /// A dependency cycle between keys computed by functions (upstream declares
 /// `Cycle` but never produces it). Arguments of every kind count: `req`, `opt`,
-/// `dft`, `all`, and those inside `map`.
+/// `dft`, `all`, and those inside `map`. Only a cycle that an endpoint needs
+/// (directly or through other functions) fails a resolve; the functions of
+/// any other cycle just do not run ([`FnOutcome::InCycle`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("dependency cycle between context keys: {}", self.display_path())]
 pub struct Cycle {
@@ -48,7 +22,7 @@ pub struct Cycle {
 
 impl Cycle {
     /// The keys on the cycle, in dependency order: each is computed from the next,
-    /// the last from the first.
+    /// the last from the first. A name two keys of the context share is written `name#id`.
     pub fn keys(&self) -> &[String] {
         &self.keys
     }
@@ -69,7 +43,17 @@ impl Cycle {
 pub enum Reason {
     /// The context holds nothing at all.
     EmptyContext,
-    /// No endpoint of a protocol of this registry could be built.
+    /// The registry has no protocol at all.
+    NoProtocols,
+    /// The context holds endpoints, but only of protocols registered in
+    /// another registry (this one never connects through those).
+    ForeignEndpoints {
+        /// Those protocols' names.
+        protocols: Vec<String>,
+    },
+    /// No endpoint of a protocol of this registry could be built: the context
+    /// holds other keys only, or its functions gave no endpoint (see
+    /// [`NotFound::functions`] and [`NotFound::keys`]).
     NoCandidates,
     /// Every candidate was tried and failed.
     Exhausted,
@@ -94,6 +78,9 @@ pub enum AttemptOutcome {
     Cancelled,
     /// Never started (a guard stopped the fallback, or the overall timeout ran out).
     NotTried,
+    /// The connect panicked (with this message); the panic was contained and
+    /// the next candidate tried.
+    Panicked(String),
 }
 
 /// One candidate and what became of it.
@@ -104,6 +91,8 @@ pub struct Attempt {
     pub(crate) outcome: AttemptOutcome,
     pub(crate) elapsed: Duration,
     pub(crate) computed_by: Option<String>,
+    /// The protocol's endpoint key (tells apart protocols of the same name).
+    pub(crate) key: Arc<KeyInfo>,
 }
 
 impl Attempt {
@@ -136,6 +125,14 @@ pub enum FnOutcome {
     Produced(usize),
     /// It ran and gave nothing ("not applicable").
     ReturnedNone,
+    /// It ran and returned an error, with this message.
+    Failed(String),
+    /// It panicked (in the function or in a `map` of its arguments), with
+    /// this message; the panic was contained.
+    Panicked(String),
+    /// It did not run: its key is on a dependency cycle that no endpoint
+    /// needs (a cycle an endpoint needs fails the resolve with [`Cycle`]).
+    InCycle,
     /// It did not run: a required key had no value.
     Dropped {
         /// The key's name.
@@ -154,6 +151,8 @@ pub enum FnOutcome {
 pub struct FnReport {
     pub(crate) def: Arc<FnDef>,
     pub(crate) outcome: FnOutcome,
+    /// For `Dropped`: the missing key (tells apart keys of the same name).
+    pub(crate) missing: Option<Arc<KeyInfo>>,
 }
 
 impl FnReport {
@@ -182,6 +181,8 @@ pub struct NotFound {
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) functions: Vec<FnReport>,
     pub(crate) elapsed: Duration,
+    /// The context's keys, in creation order.
+    pub(crate) keys: Vec<Arc<KeyInfo>>,
 }
 
 impl NotFound {
@@ -217,13 +218,59 @@ impl NotFound {
     pub fn elapsed(&self) -> Duration {
         self.elapsed
     }
+
+    /// The keys the context holds, in creation order; a name two different
+    /// keys of the report share is written `name#id`.
+    pub fn keys(&self) -> Vec<String> {
+        let names = Names::of(self);
+        self.keys.iter().map(|k| names.name(k)).collect()
+    }
+}
+
+/// Key names as a report writes them: `name`, or `name#id` when two
+/// different keys (or protocols) of the report share the name.
+struct Names<'a> {
+    ambiguous: HashSet<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn of(report: &'a NotFound) -> Names<'a> {
+        let mut seen: HashMap<&'a str, u64> = HashMap::new();
+        let mut ambiguous = HashSet::new();
+        let mut note = |k: &'a KeyInfo| {
+            if *seen.entry(&k.name).or_insert(k.id) != k.id {
+                ambiguous.insert(&*k.name);
+            }
+        };
+        report.keys.iter().for_each(|k| note(k));
+        report.attempts.iter().for_each(|a| note(&a.key));
+        for f in &report.functions {
+            note(&f.def.key);
+            f.def.deps.iter().for_each(|d| note(&d.key));
+        }
+        Names { ambiguous }
+    }
+
+    fn name(&self, key: &KeyInfo) -> String {
+        if self.ambiguous.contains(&*key.name) { format!("{}#{}", key.name, key.id) } else { key.name.to_string() }
+    }
 }
 
 impl fmt::Display for NotFound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = Names::of(self);
         match &self.reason {
             Reason::EmptyContext => return f.write_str("not found: the context is empty (no values, no functions)"),
-            Reason::NoCandidates => f.write_str("not found: no endpoint of a registered protocol could be built")?,
+            Reason::NoProtocols => f.write_str("not found: this registry has no protocol registered")?,
+            Reason::ForeignEndpoints { protocols } => write!(
+                f,
+                "not found: the context holds endpoints only of another registry's protocols ({}); \
+                 this registry never connects through them",
+                protocols.join(", ")
+            )?,
+            Reason::NoCandidates => {
+                f.write_str("not found: no endpoint of a protocol of this registry could be built")?
+            }
             Reason::Exhausted => write!(f, "not found: all {} candidate(s) failed", self.attempts.len())?,
             Reason::FallbackForbidden { protocol } => {
                 write!(f, "not found: protocol `{protocol}` failed and forbids falling back past it")?
@@ -231,19 +278,32 @@ impl fmt::Display for NotFound {
             Reason::OverallTimeout(d) => write!(f, "not found: overall timeout of {d:?} ran out")?,
         }
         write!(f, " (after {:?})", self.elapsed)?;
+        if matches!(self.reason, Reason::NoProtocols | Reason::ForeignEndpoints { .. } | Reason::NoCandidates) {
+            let keys: Vec<String> = self.keys.iter().map(|k| names.name(k)).collect();
+            write!(f, "\nkeys present: {}", keys.join(", "))?;
+        }
         if !self.attempts.is_empty() {
             f.write_str("\ncandidates:")?;
             for (i, a) in self.attempts.iter().enumerate() {
                 let prio = a.priority.map_or_else(|| "no priority".to_string(), |p| format!("priority {p}"));
-                write!(f, "\n  {}. {} ({prio})", i + 1, a.protocol)?;
+                write!(f, "\n  {}. {} ({prio})", i + 1, names.name(&a.key))?;
                 if let Some(by) = &a.computed_by {
                     write!(f, " from `{by}`")?;
                 }
                 match &a.outcome {
-                    AttemptOutcome::Failed(e) => write!(f, ": failed after {:?}: {e}", a.elapsed)?,
+                    AttemptOutcome::Failed(e) => {
+                        // The whole chain: each error's Display says its own part only.
+                        write!(f, ": failed after {:?}: {e}", a.elapsed)?;
+                        let mut source = e.source();
+                        while let Some(s) = source {
+                            write!(f, ": {s}")?;
+                            source = s.source();
+                        }
+                    }
                     AttemptOutcome::TimedOut(d) => write!(f, ": timed out after {d:?}")?,
                     AttemptOutcome::Cancelled => write!(f, ": cancelled after {:?}", a.elapsed)?,
                     AttemptOutcome::NotTried => f.write_str(": not tried")?,
+                    AttemptOutcome::Panicked(m) => write!(f, ": panicked after {:?}: {m}", a.elapsed)?,
                 }
             }
         }
@@ -252,15 +312,19 @@ impl fmt::Display for NotFound {
         if !notable.is_empty() {
             f.write_str("\nfunctions:")?;
             for r in notable {
-                write!(f, "\n  {}: ", r.def.label)?;
+                write!(f, "\n  {}: ", r.def.render(|k| names.name(k)))?;
+                let missing = |m: &str| r.missing.as_ref().map_or_else(|| m.to_string(), |k| names.name(k));
                 match &r.outcome {
                     FnOutcome::Produced(n) => write!(f, "gave {n} value(s)")?,
                     FnOutcome::ReturnedNone => f.write_str("returned nothing")?,
-                    FnOutcome::Dropped { missing, provided: true } => {
-                        write!(f, "dropped: required key `{missing}` has no value")?
+                    FnOutcome::Failed(m) => write!(f, "returned an error: {m}")?,
+                    FnOutcome::Panicked(m) => write!(f, "panicked: {m}")?,
+                    FnOutcome::InCycle => f.write_str("not run: its key is on a dependency cycle")?,
+                    FnOutcome::Dropped { missing: m, provided: true } => {
+                        write!(f, "dropped: required key `{}` has no value", missing(m))?
                     }
-                    FnOutcome::Dropped { missing, provided: false } => {
-                        write!(f, "dropped: required key `{missing}` was never provided")?
+                    FnOutcome::Dropped { missing: m, provided: false } => {
+                        write!(f, "dropped: required key `{}` was never provided", missing(m))?
                     }
                     FnOutcome::TimedOut(d) => write!(f, "timed out after {d:?}")?,
                     FnOutcome::NotRun => f.write_str("not run (overall timeout)")?,

@@ -6,15 +6,8 @@ use std::time::Duration;
 use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
 use conflux_tcp_host::{HostFlow, HostStack};
 
-use crate::args::{all, opt, req};
-use crate::ctx::Ctx;
-use crate::key::Key;
-use crate::keys::UriKeys;
-use crate::registry::{Handle, Protocol, RegisterOptions, Registry};
+use crate::{Ctx, Handle, Key, Protocol, RegisterOptions, Registry, UriKeys, all, check_modifiers, opt, req};
 use conflux_uri::{Keepalive, Scheme};
-
-/// The flow of [`Tcp`]: conflux-tcp-host's kernel TCP flow.
-pub type TcpFlow = HostFlow;
 
 /// Where a TCP connect goes, and how: the address plus the connect options
 /// (keepalive, connect timeout) the context asked for.
@@ -89,17 +82,18 @@ impl Tcp {
 
 impl Protocol for Tcp {
     type Endpoint = TcpEndpoint;
-    type Flow = TcpFlow;
+    type Flow = HostFlow;
     type Error = ConnectError;
-    fn connect(&self, e: TcpEndpoint) -> impl Future<Output = Result<TcpFlow, ConnectError>> + Send {
+    fn connect(&self, e: TcpEndpoint) -> impl Future<Output = Result<HostFlow, ConnectError>> + Send {
         self.stack.create_connection(e.addr, e.options)
     }
 }
 
 /// Registers kernel TCP (a new [`HostStack`]) as `tcp` and binds the `tcp`
 /// scheme: a context made by [`Registry::ctx_from_uri`] from a `tcp://` URI
-/// gets [`tcp_endpoints`].
-pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
+/// gets [`tcp_endpoints`]. The binding uses `connect_timeout=` and
+/// `keepalive=`; any other modifier (`framing=`) is an error naming it.
+pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpoint>, Handle<HostFlow>) {
     let mut options = RegisterOptions::new();
     if let Some(p) = priority {
         options = options.priority(p);
@@ -112,10 +106,13 @@ pub fn register_tcp_with(
     registry: &Registry,
     tcp: Tcp,
     options: RegisterOptions,
-) -> (Key<TcpEndpoint>, Handle<TcpFlow>) {
+) -> (Key<TcpEndpoint>, Handle<HostFlow>) {
     let (key, handle) = registry.register_with("tcp", options, tcp);
     let k = key.clone();
-    registry.register_scheme(Scheme::Tcp, move |ctx| tcp_endpoints(&ctx, &k));
+    registry.register_scheme(Scheme::Tcp, move |uri, ctx| {
+        check_modifiers(uri, "tcp", &["connect_timeout", "keepalive"])?;
+        Ok(tcp_endpoints(&ctx, &k))
+    });
     (key, handle)
 }
 
@@ -126,22 +123,24 @@ pub fn register_tcp_with(
 /// modifiers, or added by the caller: the newest wins).
 pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
     let k = UriKeys::get();
-    let ctx = if ctx.get(&k.domain).is_some() { crate::dns::dns_lookup(ctx) } else { ctx.clone() };
+    let ctx = if ctx.get(&k.domain).is_some() { crate::dns_lookup(ctx) } else { ctx.clone() };
     ctx.fold(
         key,
         (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
         |(scheme, ips, port, timeout, keepalive)| {
-            // An iterator, not a Vec: the registry collects it once.
-            ips.into_iter().filter(move |_| scheme == Scheme::Tcp).map(move |ip| {
-                let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
-                if let Some(t) = timeout {
-                    e = e.connect_timeout(t);
-                }
-                if let Some(ka) = keepalive {
-                    e = e.keepalive(ka);
-                }
-                e
-            })
+            ips.into_iter()
+                .filter(move |_| scheme == Scheme::Tcp)
+                .map(move |ip| {
+                    let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
+                    if let Some(t) = timeout {
+                        e = e.connect_timeout(t);
+                    }
+                    if let Some(ka) = keepalive {
+                        e = e.keepalive(ka);
+                    }
+                    e
+                })
+                .collect::<Vec<_>>()
         },
     )
 }

@@ -2,21 +2,20 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, LazyLock, Weak};
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
 use conflux_flow::{BoxFlow, Bytes, Flow, FlowError, FlowIo, FromTokio, Shutdown};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use crate::args::{opt, req};
-use crate::ctx::Ctx;
-use crate::key::Key;
-use crate::keys::UriKeys;
-use crate::registry::{Handle, Protocol, RegisterOptions, Registry, RegistryInner};
-use crate::report::ResolveError;
-use conflux_uri::{Host, Scheme, Target, Uri};
+use crate::{
+    Ctx, FromUriError, Handle, Key, Protocol, RegisterOptions, Registry, ResolveError, WeakRegistry, check_modifiers,
+    opt, req,
+};
+use conflux_uri::{Host, Scheme, Target, Uri, UriError, UriPart};
 
 /// The context keys TLS reads: the client config and an optional server name
 /// (which overrides `?sni=` and the URI's host).
@@ -72,14 +71,18 @@ impl fmt::Debug for TlsEndpoint {
 }
 
 /// Why a TLS connect failed.
+///
+/// Display says which step failed; the underlying error is the
+/// [`source`](std::error::Error::source), never repeated in Display (so
+/// anyhow or eyre print each message once).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsConnectError {
     /// The lower flow could not be resolved.
-    #[error("lower flow: {0}")]
+    #[error("the flow under TLS could not be resolved")]
     Lower(#[source] ResolveError),
     /// The handshake failed.
-    #[error("TLS handshake: {0}")]
+    #[error("TLS handshake failed")]
     Handshake(#[source] io::Error),
     /// The registry was dropped.
     #[error("the registry is gone")]
@@ -231,7 +234,7 @@ impl Flow for TlsFlow {
 /// The TLS protocol: resolves the endpoint's lower context through its
 /// registry, then runs the rustls handshake over that flow.
 struct Tls {
-    registry: Weak<RegistryInner>,
+    registry: WeakRegistry,
 }
 
 impl Protocol for Tls {
@@ -239,7 +242,7 @@ impl Protocol for Tls {
     type Flow = TlsFlow;
     type Error = TlsConnectError;
     async fn connect(&self, edn: TlsEndpoint) -> Result<TlsFlow, TlsConnectError> {
-        let registry = Registry { inner: self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)? };
+        let registry = self.registry.upgrade().ok_or(TlsConnectError::RegistryGone)?;
         let lower = registry.resolve(&edn.over).await.map_err(TlsConnectError::Lower)?;
         TlsFlow::connect(edn.config, edn.server_name, lower).await.map_err(TlsConnectError::Handshake)
     }
@@ -249,34 +252,112 @@ impl Protocol for Tls {
 /// `RegisterOptions::new().priority(10).no_fallback()` a failed TLS connect
 /// never falls back to a plain candidate.
 ///
-/// A `tls://host:port` context gets an endpoint from [`TlsKeys::config`]
-/// (which the caller adds), the server name (key, `?sni=`, or the host) and
-/// the context of `tcp://host:port` (or of `?over=URI`), made by this registry.
-/// `?ca=PATH` is parsed but not loaded: the caller's config holds the roots.
+/// A `tls://host:port` context gets an endpoint from [`TlsKeys::config`],
+/// the server name (the key, `?sni=`, or the host) and the context of
+/// `tcp://host:port` (or of `?over=URI`), made by this registry when the
+/// context is: the URI's modifiers (`connect_timeout=`, `keepalive=`,
+/// `framing=`) apply to that stream under TLS, and its binding refuses those
+/// it does not use.
+///
+/// Roots: `?ca=PATH` (PEM, one or more certificates) is loaded when the
+/// context is made, into a config trusting exactly those roots (plus the
+/// webpki roots with the `tls-webpki-roots` feature); an unreadable file, or
+/// one without a certificate, is a [`FromUriError::Ca`] naming the path.
+/// Without `ca=`, the `tls-webpki-roots` feature adds a config trusting the
+/// webpki roots; otherwise the caller adds one. A config the caller adds to
+/// the context afterwards is newer and wins.
 pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEndpoint>, Handle<TlsFlow>) {
-    let (key, handle) = registry.register_with("tls", options, Tls { registry: Arc::downgrade(&registry.inner) });
-    let weak = Arc::downgrade(&registry.inner);
+    let (key, handle) = registry.register_with("tls", options, Tls { registry: registry.downgrade() });
+    let weak = registry.downgrade();
     let k = key.clone();
-    registry.register_scheme(Scheme::Tls, move |ctx| tls_endpoints(&ctx, &k, weak.clone()));
+    registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &weak));
     (key, handle)
 }
 
-fn tls_endpoints(ctx: &Ctx, key: &Key<TlsEndpoint>, registry: Weak<RegistryInner>) -> Ctx {
-    let u = UriKeys::get();
+fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakRegistry) -> Result<Ctx, FromUriError> {
     let t = TlsKeys::get();
-    ctx.fold(key, (req(&u.uri), req(&t.config), opt(&t.server_name)), move |(uri, config, name)| {
-        let Target::Tls { host, port, sni, over, .. } = uri.target() else { return None };
-        let lower = match over {
-            Some(o) => (**o).clone(),
-            None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }),
-        };
-        let registry = Registry { inner: registry.upgrade()? };
-        let over = registry.ctx_from_uri(&lower).ok()?;
-        let name = name.or_else(|| sni.clone()).or_else(|| match host {
-            Host::Domain(d) => Some(d.clone()),
-            Host::Ip(ip) => Some(ip.to_string()),
-            Host::Any => None,
-        })?;
-        TlsEndpoint::new(config, &name, over)
-    })
+    check_modifiers(uri, "tls", &["connect_timeout", "keepalive", "framing"])?;
+    let Target::Tls { host, port, sni, ca, over } = uri.target() else { return Ok(ctx) };
+    // The modifiers belong to the stream under TLS; those `over=` sets itself win.
+    let outer = uri.options();
+    let lower = match over {
+        Some(o) => {
+            let mut opts = *o.options();
+            opts.framing = opts.framing.or(outer.framing);
+            opts.connect_timeout = opts.connect_timeout.or(outer.connect_timeout);
+            opts.keepalive = opts.keepalive.or(outer.keepalive);
+            (**o).clone().with_options(opts)
+        }
+        None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
+    };
+    let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
+    let over = registry.ctx_from_uri(&lower)?;
+    let mut ctx = ctx;
+    let config = match ca {
+        Some(path) => Some(client_config(load_roots(path)?)),
+        None => default_config(),
+    };
+    if let Some(config) = config {
+        ctx = ctx.add(&t.config, config);
+    }
+    let default_name = sni.clone().or_else(|| match host {
+        Host::Domain(d) => Some(d.clone()),
+        Host::Ip(ip) => Some(ip.to_string()),
+        Host::Any => None,
+    });
+    Ok(ctx.fold(key, (req(&t.config), opt(&t.server_name)), move |(config, name)| {
+        TlsEndpoint::new(config, &name.or_else(|| default_name.clone())?, over.clone())
+    }))
+}
+
+/// A client config (ring provider, safe default versions) trusting `roots`.
+fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// The config a `tls://` URI without `ca=` gets: one trusting the webpki roots
+/// with the `tls-webpki-roots` feature, none otherwise (the caller adds one).
+fn default_config() -> Option<Arc<ClientConfig>> {
+    #[cfg(feature = "tls-webpki-roots")]
+    return Some(client_config(webpki_roots()));
+    #[cfg(not(feature = "tls-webpki-roots"))]
+    None
+}
+
+#[cfg(feature = "tls-webpki-roots")]
+fn webpki_roots() -> RootCertStore {
+    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// The certificates of the PEM file at `path` (and the webpki roots with the
+/// `tls-webpki-roots` feature).
+fn load_roots(path: &Path) -> Result<RootCertStore, FromUriError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::{self, PemObject};
+    let fail = |source: io::Error| FromUriError::Ca { path: path.to_path_buf(), source };
+    let pem_error = |e: pem::Error| match e {
+        pem::Error::Io(e) => e,
+        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_error)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>().map_err(pem_error))
+        .map_err(fail)?;
+    if certs.is_empty() {
+        return Err(fail(io::Error::new(io::ErrorKind::InvalidData, "no CERTIFICATE section in it")));
+    }
+    #[cfg(feature = "tls-webpki-roots")]
+    let mut roots = webpki_roots();
+    #[cfg(not(feature = "tls-webpki-roots"))]
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+    }
+    Ok(roots)
 }

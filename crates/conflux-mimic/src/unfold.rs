@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::args::{DepKind, Env, Missing, Slot};
-use crate::ctx::{Bind, Ctx, Entry, FnDef, Step};
-use crate::key::{Key, KeyInfo, Value};
-use crate::registry::{ProtocolEntry, Registry};
+use crate::catch::{self, CatchPanic};
+use crate::ctx::{Bind, Ctx, FnDef, Step, index_of};
+use crate::key::{Key, KeyInfo, ProtocolEntry, Value};
+use crate::registry::Registry;
 use crate::report::{Cycle, FnOutcome, FnReport};
 
 /// One binding of an unfolded context: a key and one of its values, plain or
@@ -81,7 +82,8 @@ impl fmt::Debug for Binding {
 pub struct Unfolded {
     pub(crate) bindings: Vec<Binding>,
     pub(crate) functions: Vec<FnReport>,
-    pub(crate) empty_context: bool,
+    /// The context's keys, in creation order (empty for an empty context).
+    pub(crate) keys: Vec<Arc<KeyInfo>>,
     pub(crate) overall_expired: Option<Duration>,
 }
 
@@ -135,54 +137,6 @@ impl<'a> IntoIterator for &'a Unfolded {
     }
 }
 
-fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
-    entries.binary_search_by_key(&id, |e| e.key.id).ok()
-}
-
-/// Keys in evaluation order (every key after the function-computed keys it
-/// reads), or the first cycle found.
-pub(crate) fn order(entries: &[Entry]) -> Result<Vec<usize>, Cycle> {
-    fn visit(
-        i: usize,
-        entries: &[Entry],
-        state: &mut [u8],
-        path: &mut Vec<usize>,
-        out: &mut Vec<usize>,
-    ) -> Result<(), Cycle> {
-        match state[i] {
-            2 => return Ok(()),
-            1 => {
-                let from = path.iter().position(|&p| p == i).unwrap_or(0);
-                let keys = path[from..].iter().map(|&k| entries[k].key.name.to_string()).collect();
-                return Err(Cycle { keys });
-            }
-            _ => {}
-        }
-        state[i] = 1;
-        path.push(i);
-        for bind in &entries[i].binds {
-            if let Bind::Fun(def) = bind {
-                for dep in &def.deps {
-                    if let Some(j) = index_of(entries, dep.key.id) {
-                        visit(j, entries, state, path, out)?;
-                    }
-                }
-            }
-        }
-        path.pop();
-        state[i] = 2;
-        out.push(i);
-        Ok(())
-    }
-    let mut state = vec![0u8; entries.len()];
-    let mut out = Vec::with_capacity(entries.len());
-    let mut path = Vec::new();
-    for i in 0..entries.len() {
-        visit(i, entries, &mut state, &mut path, &mut out)?;
-    }
-    Ok(out)
-}
-
 /// Candidate rank of a binding's key, for this registry.
 pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> (u8, u32, std::cmp::Reverse<u64>) {
     match &key.protocol {
@@ -199,7 +153,10 @@ pub(crate) async fn unfold(
     deadline: Instant,
 ) -> Result<Unfolded, Cycle> {
     let entries = ctx.entries();
-    let order = ctx.order()?;
+    let order = ctx.order();
+    let cyclic = order
+        .cyclic(entries, |k| k.protocol.as_ref().is_some_and(|p| registry.owns(p)))
+        .map_err(|keys| Cycle { keys })?;
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
     let mut values: Vec<Slot> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
@@ -207,7 +164,7 @@ pub(crate) async fn unfold(
     let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.key.id, 0..0)).collect();
     let mut functions = Vec::new();
     let mut overall_expired = None;
-    for &i in order {
+    for &i in &order.keys {
         // Oldest first while collecting; reversed to newest first below.
         let start = values.len();
         for bind in &entries[i].binds {
@@ -218,13 +175,21 @@ pub(crate) async fn unfold(
                 }
                 Bind::Fun(def) => def,
             };
-            let step = (def.run)(&Env::new(&ranges, &values));
+            if cyclic[i] {
+                functions.push(FnReport { def: def.clone(), outcome: FnOutcome::InCycle, missing: None });
+                continue;
+            }
+            // A panic in the function (or an argument's `map`) is its failure.
+            let mut missing = None;
+            let step = catch::call(|| (def.run)(&Env::new(&ranges, &values)));
             let outcome = match step {
-                Err(Missing { key }) => {
+                Err(message) => FnOutcome::Panicked(message),
+                Ok(Err(Missing { key })) => {
                     let provided = index_of(entries, key.id).is_some();
+                    missing = Some(key.clone());
                     FnOutcome::Dropped { missing: key.name.to_string(), provided }
                 }
-                Ok(step) => {
+                Ok(Ok(step)) => {
                     let produced = match step {
                         Step::Ready(v) => Ok(v),
                         Step::Pending(fut) => {
@@ -234,20 +199,22 @@ pub(crate) async fn unfold(
                                 Err(FnOutcome::NotRun)
                             } else {
                                 let limit = attempt_timeout.min(deadline - now);
-                                match tokio::time::timeout(limit, fut).await {
-                                    Ok(v) => Ok(v),
+                                match tokio::time::timeout(limit, CatchPanic::new(fut)).await {
+                                    Ok(Ok(v)) => Ok(v),
+                                    Ok(Err(message)) => Err(FnOutcome::Panicked(message)),
                                     Err(_) => Err(FnOutcome::TimedOut(limit)),
                                 }
                             }
                         }
                     };
                     match produced {
-                        Ok(v) if v.is_empty() => FnOutcome::ReturnedNone,
-                        Ok(v) => {
+                        Ok(Err(message)) => FnOutcome::Failed(message),
+                        Ok(Ok(v)) if v.is_empty() => FnOutcome::ReturnedNone,
+                        Ok(Ok(v)) => {
                             let n = v.len();
                             values.extend(v.into_iter().rev().map(|value| Slot {
                                 value,
-                                origin: Some(def.clone()),
+                                origin: Some(functions.len()),
                                 key: i,
                             }));
                             FnOutcome::Produced(n)
@@ -262,7 +229,7 @@ pub(crate) async fn unfold(
                 outcome = ?outcome,
                 "function applied"
             );
-            functions.push(FnReport { def: def.clone(), outcome });
+            functions.push(FnReport { def: def.clone(), outcome, missing });
         }
         values[start..].reverse();
         ranges[i].1 = start..values.len();
@@ -272,9 +239,14 @@ pub(crate) async fn unfold(
     values.sort_by_key(|s| (ranks[s.key], s.key));
     let bindings = values
         .into_iter()
-        .map(|s| Binding { key: entries[s.key].key.clone(), value: s.value, origin: s.origin })
+        .map(|s| Binding {
+            key: entries[s.key].key.clone(),
+            value: s.value,
+            origin: s.origin.map(|f| functions[f].def.clone()),
+        })
         .collect();
-    Ok(Unfolded { bindings, functions, empty_context: ctx.is_empty(), overall_expired })
+    let keys = entries.iter().map(|e| e.key.clone()).collect();
+    Ok(Unfolded { bindings, functions, keys, overall_expired })
 }
 
 /// Whether a dependency kind is required (used by plans).

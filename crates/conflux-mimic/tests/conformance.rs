@@ -19,13 +19,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use conflux_conformance::{Caps, FlowFactory, PairFuture, flow_conformance};
+use conflux_flow::BoxFlow;
 use conflux_flow::{FlowError, FlowExt, Pipe, Shutdown, pipe};
 use conflux_hvsock::{Family, FamilyListener, FramedFlow, FramingConfig, UnixAddr, UnixFamily, UnixSocket};
 use conflux_mimic::{
-    BoxFlow, Ctx, Handle, Key, Protocol, RegisterOptions, Registry, Tcp, TcpFlow, TlsFlow, TlsKeys, register_hvsock,
-    register_tcp_with, register_tls,
+    Ctx, Handle, Key, Protocol, RegisterOptions, Registry, Tcp, TlsFlow, TlsKeys, register_hvsock, register_tcp_with,
+    register_tls,
 };
 use conflux_tcp::TcpStack;
+use conflux_tcp_host::HostFlow;
 use conflux_tcp_host::HostStack;
 use conflux_testkit::TempDir;
 use conflux_testkit::{TIMEOUT, within};
@@ -94,7 +96,7 @@ impl FlowFactory for RegistryPipes {
 struct RegistryTcp {
     stack: HostStack,
     registry: Registry,
-    handle: Handle<TcpFlow>,
+    handle: Handle<HostFlow>,
 }
 
 impl RegistryTcp {
@@ -291,7 +293,7 @@ async fn h2_a_resolved_tcp_flow_downcasts_to_the_host_flow_and_not_to_an_hvsock_
     let (client, mut server) = within("pair", TIMEOUT, f.pair()).await.unwrap();
     assert!(hv.unix.raw_handle.downcast_ref(&client).is_none());
     let client = hv.unix.framed_handle.downcast(client).unwrap_err();
-    let mut client: TcpFlow = f.handle.downcast(client).unwrap();
+    let mut client: HostFlow = f.handle.downcast(client).unwrap();
     assert_eq!(conflux_tcp::TcpFlow::dst(&client).ip(), std::net::Ipv4Addr::LOCALHOST);
     client.write("tcp").await.unwrap();
     client.close().await.unwrap();

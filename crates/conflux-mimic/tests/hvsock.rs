@@ -6,11 +6,13 @@ mod fixtures;
 
 use std::time::Duration;
 
+use conflux_flow::BoxFlow;
 use conflux_flow::{Flow, FlowError, FlowExt, Shutdown};
 use conflux_hvsock::{
     FakeVmm, FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
 };
-use conflux_mimic::{AttemptOutcome, BoxFlow, RegisterOptions, Registry, UriKeys, register_hvsock};
+use conflux_mimic::report::AttemptOutcome;
+use conflux_mimic::{RegisterOptions, Registry, UriKeys, register_hvsock};
 use conflux_testkit::TempDir;
 use conflux_testkit::{TIMEOUT, within};
 
@@ -115,7 +117,7 @@ async fn a_refused_port_is_reported_with_the_protocol_and_the_timeout_reaches_th
     assert!(matches!(attempts[..], [("fc-vsock", AttemptOutcome::Failed(_))]), "{err}");
 
     // A framing value added to the context picks the framed protocol.
-    let ctx = ctx.add(&UriKeys::get().framing, conflux_mimic::Framing::Shutdown);
+    let ctx = ctx.add(&UriKeys::get().framing, conflux_uri::Framing::Shutdown);
     let err = within("resolve", TIMEOUT, registry.resolve(&ctx)).await.unwrap_err();
     assert!(err.to_string().contains("fc-vsock+framing"), "{err}");
 }

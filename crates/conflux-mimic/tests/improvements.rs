@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use conflux_mimic::{
-    AttemptOutcome, Ctx, FnOutcome, Key, Reason, RegisterOptions, Registry, ResolveOptions, all, dft, map, opt,
-    protocol_fn, req,
-};
+use conflux_mimic::report::{AttemptOutcome, FnOutcome, Reason};
+use conflux_mimic::{Ctx, Key, RegisterOptions, Registry, ResolveOptions, all, dft, map, opt, protocol_fn, req};
 use fixtures::{Fixtures, IntFlow, IntProto};
 use tokio::time::Instant;
 

@@ -268,3 +268,54 @@ impl FlowFactory for TlsPipes {
 }
 
 flow_conformance!(tls_over_pipe, TlsPipes::new());
+
+/// Each error of `e`'s source chain, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn tls_connect_errors_say_each_message_once_along_the_source_chain() {
+    use conflux_mimic::report::AttemptOutcome;
+    use conflux_mimic::{Ctx, RegisterOptions, Registry, TlsEndpoint, protocol_fn, register_tls};
+    let registry = Registry::new();
+    let (tls, _) = register_tls(&registry, RegisterOptions::new().priority(10));
+    // A lower flow whose peer answers in plain text: the handshake fails.
+    let (plain, _) = registry.register(
+        "plain",
+        None,
+        protocol_fn(|_: ()| async {
+            let (a, mut b) = pipe(64 * 1024);
+            tokio::spawn(async move {
+                let _ = b.write("HTTP/1.0 400 not tls\r\n\r\n").await;
+                let _ = b.close().await;
+            });
+            Ok::<_, std::io::Error>(a)
+        }),
+    );
+    let (client_cfg, _) = configs();
+    let handshake = TlsEndpoint::new(client_cfg.clone(), "localhost", Ctx::new().add(&plain, ())).unwrap();
+    // A lower context with nothing in it: the lower flow cannot be resolved.
+    let lower = TlsEndpoint::new(client_cfg, "localhost", Ctx::new()).unwrap();
+    for (endpoint, first) in [(handshake, "TLS handshake failed"), (lower, "the flow under TLS could not be resolved")]
+    {
+        let err = within("resolve", TIMEOUT, registry.resolve(&Ctx::new().add(&tls, endpoint))).await.unwrap_err();
+        let report = err.not_found().unwrap();
+        let AttemptOutcome::Failed(e) = report.attempts()[0].outcome() else { panic!("{err}") };
+        let messages = chain(&**e);
+        assert_eq!(messages[0], first);
+        assert!(messages.len() >= 2, "the cause is the source: {messages:?}");
+        for pair in messages.windows(2) {
+            assert!(!pair[0].contains(&pair[1]), "{:?} repeats its source {:?}", pair[0], pair[1]);
+        }
+        // The report still shows the whole chain, once.
+        let text = err.to_string();
+        assert!(text.contains(&messages.join(": ")), "{text}");
+    }
+}

@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use conflux_mimic::{Ctx, Registry, Scheme, UriKeys, UriPart};
+use conflux_mimic::{Ctx, Registry, UriKeys};
+use conflux_uri::{Scheme, UriPart};
 
 #[test]
 fn from_uri_fills_scheme_host_and_port() {
@@ -23,9 +24,9 @@ fn from_uri_fills_scheme_host_and_port() {
 #[test]
 fn a_registry_without_a_binding_for_the_scheme_says_so() {
     let registry = Registry::new();
-    registry.register_scheme(Scheme::Stdio, |ctx| ctx);
+    registry.register_scheme(Scheme::Stdio, |_, ctx| Ok(ctx));
     let err = registry.ctx_from_uri(&"vsock://3:1".parse().unwrap()).unwrap_err();
-    assert_eq!(err.part(), UriPart::Scheme);
+    assert_eq!(err.uri().map(|e| e.part()), Some(UriPart::Scheme));
     assert!(err.to_string().contains("served: stdio"), "{err}");
     assert!(registry.ctx_from_uri(&"stdio:".parse().unwrap()).is_ok());
 }
