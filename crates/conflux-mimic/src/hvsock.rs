@@ -12,7 +12,7 @@ use conflux_hvsock::{
 };
 
 use crate::{Handle, Key, Protocol, RegisterOptions, Registry, UriKeys, check_modifiers, opt, req};
-use conflux_uri::{Framing, Scheme, Target};
+use conflux_uri::{Framing, Scheme, Target, UriError, UriPart};
 
 /// Where an hvsock connect goes: a family's address and an optional bound on
 /// the connect (the family's own default otherwise).
@@ -124,7 +124,7 @@ pub struct Hvsock {
 /// [`UriKeys::framing`] (`framing=shutdown`); [`UriKeys::connect_timeout`]
 /// bounds the connect. Framed flows use `framing` (close timeout, frame size).
 /// Any other modifier (`keepalive=`) is an error naming it.
-/// A `vsock://:port` URI (any CID) gives no endpoint: it only makes sense for
+/// A `vsock://:port` URI (any CID) is refused (naming the host): it only makes sense for
 /// listening. `hvsock://` (Windows AF_HYPERV) is not bound: this build has no
 /// AF_HYPERV sockets.
 pub fn register_hvsock(registry: &Registry, options: RegisterOptions, framing: FramingConfig) -> Hvsock {
@@ -164,6 +164,14 @@ fn register_family<F: Family>(
     let (raw_k, framed_k) = (raw.clone(), framed.clone());
     registry.register_scheme(scheme, move |uri, ctx| {
         check_modifiers(uri, name, &["connect_timeout", "framing"])?;
+        if let Target::Vsock { cid: None, .. } = uri.target() {
+            return Err(UriError::new(
+                UriPart::Host,
+                "",
+                "any CID only makes sense for listening: name the CID to connect to",
+            )
+            .into());
+        }
         let u = UriKeys::get();
         let args = || (req(&u.uri), opt(&u.connect_timeout), opt(&u.framing));
         Ok(ctx

@@ -183,6 +183,9 @@ fn every_binding_refuses_a_parameter_it_does_not_use_naming_it() {
     ] {
         registry.ctx_from_uri(&ok.parse().unwrap()).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
+    // Any CID is for listening only.
+    let err = registry.ctx_from_uri(&"vsock://:80".parse().unwrap()).unwrap_err();
+    assert_eq!(err.uri().map(|e| e.part()), Some(UriPart::Host), "{err}");
     // A listening URI cannot be resolved: the registry connects.
     let err = registry.ctx_from_uri(&"tcp-listen://127.0.0.1:1".parse().unwrap()).unwrap_err();
     assert_eq!(err.uri().map(|e| e.part()), Some(UriPart::Scheme), "{err}");
