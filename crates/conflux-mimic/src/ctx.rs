@@ -104,11 +104,10 @@ impl FnDef {
         let mut keys = std::iter::once(&self.key).chain(self.deps.iter().map(|d| &d.key));
         let mut out = String::with_capacity(self.template.len());
         for (i, part) in self.template.split(KEY_MARK).enumerate() {
-            if i > 0 {
-                if let Some(k) = keys.next() {
+            if i > 0
+                && let Some(k) = keys.next() {
                     out.push_str(&name(k));
                 }
-            }
             out.push_str(part);
         }
         out

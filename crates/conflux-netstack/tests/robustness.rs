@@ -222,7 +222,7 @@ impl Flood {
     /// other one) or off it, in an Ethernet frame from a random MAC.
     fn syn(&mut self) {
         let r = self.random();
-        let src = if self.sent % 2 == 0 {
+        let src = if self.sent.is_multiple_of(2) {
             std::net::Ipv4Addr::new(10, 0, 0, 3 + (r % 250) as u8)
         } else {
             std::net::Ipv4Addr::new(198, 18, (r >> 8) as u8, (r >> 16) as u8)
