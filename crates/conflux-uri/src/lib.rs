@@ -131,11 +131,34 @@ impl fmt::Display for UriPart {
     }
 }
 
+/// How many `tls://…?over=URI` levels may nest: a URI with this many `over=`
+/// parses, one more is [`UriErrorKind::TooDeep`].
+///
+/// Parsing and printing recurse once per level, and each level's `over=`
+/// value is percent-encoded once more inside its parent; the bound keeps both
+/// small and fast whatever the input (a TLS stream over a TLS stream over a
+/// stream is already unusual).
+pub const MAX_OVER_DEPTH: usize = 8;
+
+/// What kind of error a [`UriError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UriErrorKind {
+    /// A part is malformed, unknown, missing or given twice ([`UriError::part`] says which).
+    Invalid,
+    /// `over=` nests deeper than `limit` levels ([`MAX_OVER_DEPTH`]).
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
+}
+
 /// A URI that does not parse; names the part that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {part} `{value}`: {reason}")]
 pub struct UriError {
     part: UriPart,
+    kind: UriErrorKind,
     value: String,
     reason: String,
 }
@@ -143,7 +166,21 @@ pub struct UriError {
 impl UriError {
     /// An error in `part`, whose text is `value`, for `reason`.
     pub fn new(part: UriPart, value: &str, reason: impl Into<String>) -> UriError {
-        UriError { part, value: value.to_string(), reason: reason.into() }
+        UriError { part, kind: UriErrorKind::Invalid, value: value.to_string(), reason: reason.into() }
+    }
+
+    fn too_deep() -> UriError {
+        UriError {
+            part: UriPart::Query,
+            kind: UriErrorKind::TooDeep { limit: MAX_OVER_DEPTH },
+            value: "over".to_string(),
+            reason: format!("nested deeper than {MAX_OVER_DEPTH} levels (the limit of `over=`)"),
+        }
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> UriErrorKind {
+        self.kind
     }
 
     /// The wrong part.
@@ -509,11 +546,12 @@ impl Uri {
 impl FromStr for Uri {
     type Err = UriError;
     fn from_str(s: &str) -> Result<Uri, UriError> {
-        parse(s)
+        parse(s, 0)
     }
 }
 
-fn parse(s: &str) -> Result<Uri, UriError> {
+/// Parses `s`, which is nested `depth` levels deep in `over=` values.
+fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
     let Some((scheme_text, rest)) = s.split_once(':') else {
         return Err(UriError::new(UriPart::Scheme, s, "missing `scheme:`"));
     };
@@ -552,9 +590,11 @@ fn parse(s: &str) -> Result<Uri, UriError> {
                 let sni = q.take("sni").map(|v| v.to_string());
                 let ca = q.take("ca").map(PathBuf::from);
                 let over = match q.take("over") {
-                    Some(v) => {
-                        Some(Box::new(parse(&v).map_err(|e| UriError::new(UriPart::Query, "over", format!("{e}")))?))
-                    }
+                    Some(_) if depth >= MAX_OVER_DEPTH => return Err(UriError::too_deep()),
+                    Some(v) => Some(Box::new(parse(&v, depth + 1).map_err(|e| match e.kind {
+                        UriErrorKind::TooDeep { .. } => e,
+                        _ => UriError::new(UriPart::Query, "over", format!("{e}")),
+                    })?)),
                     None => None,
                 };
                 Target::Tls { host, port, sni, ca, over }
@@ -926,8 +966,12 @@ impl fmt::Display for Uri {
                 format!("{},{},{}", print_duration(k.after), print_duration(k.interval), k.probes),
             ));
         }
+        // A value ends at the next `&` only (the parser splits the query at
+        // `&`, then each pair at its first `=`), so `?` and `=` stay as they
+        // are: a nested `over=tcp://h:1?framing=shutdown` prints unescaped,
+        // and its length does not grow with each level of nesting.
         for (i, (k, v)) in query.iter().enumerate() {
-            write!(f, "{}{k}={}", if i == 0 { '?' } else { '&' }, percent_encode(v, b"/:,[]@"))?;
+            write!(f, "{}{k}={}", if i == 0 { '?' } else { '&' }, percent_encode(v, b"/:,[]@?="))?;
         }
         Ok(())
     }
