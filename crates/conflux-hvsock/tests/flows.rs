@@ -429,6 +429,23 @@ async fn close_timeout_on_the_in_memory_family_is_virtual_time() {
     drop(b);
 }
 
+/// A peer that broke the framing will never acknowledge a Close: the close
+/// returns at once instead of waiting out its timeout.
+#[tokio::test(start_paused = true)]
+async fn close_after_a_protocol_error_returns_at_once() {
+    let (a, b) = MemFamily::new().pair();
+    let mut ours = RawFlow::new(a).into_framed(FramingConfig::new().close_timeout(Duration::from_secs(30)));
+    let mut theirs = RawFlow::new(b);
+    theirs.write(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])).await.unwrap();
+    let e = ours.read().await.unwrap_err();
+    assert!(e.is_protocol(), "{e}");
+    let started = tokio::time::Instant::now();
+    ours.close().await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "no wait for a broken peer");
+    assert!(!ours.close_timed_out() && ours.is_socket_closed());
+    drop(theirs);
+}
+
 #[tokio::test]
 async fn close_wakes_a_read_pending_on_the_other_half() {
     let (a, b) = mem_pair().await;
