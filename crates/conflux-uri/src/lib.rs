@@ -617,7 +617,7 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                 "host" => Some(2),
                 "local" => Some(1),
                 "hypervisor" => Some(0),
-                n => Some(n.parse::<u32>().map_err(|_| {
+                n => Some(digits(n).and_then(|n| n.parse::<u32>().ok()).ok_or_else(|| {
                     UriError::new(UriPart::Host, n, "not a CID (a number, `host`, `local`, `hypervisor` or empty)")
                 })?),
             };
@@ -635,7 +635,7 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
             let service = path.strip_prefix('/').unwrap_or(path);
             let service = if let Ok(g) = service.parse::<Guid>() {
                 g
-            } else if let Ok(port) = service.parse::<u32>() {
+            } else if let Some(port) = digits(service).and_then(|s| s.parse::<u32>().ok()) {
                 Guid::from_vsock_port(port)
             } else {
                 return Err(UriError::new(UriPart::Path, path, "not a service GUID or decimal vsock port"));
@@ -675,9 +675,8 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
             let addr: IpAddr =
                 addr.parse().map_err(|_| UriError::new(UriPart::Host, addr, "not an IPv4 or IPv6 address"))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = prefix
-                .parse::<u8>()
-                .ok()
+            let prefix = digits(prefix)
+                .and_then(|p| p.parse::<u8>().ok())
                 .filter(|p| *p <= max)
                 .ok_or_else(|| UriError::new(UriPart::Path, prefix, format!("not a prefix length (0-{max})")))?;
             let gw = match q.take("gw") {
@@ -712,6 +711,11 @@ fn abs_path(path: &str) -> Result<PathBuf, UriError> {
         return Err(UriError::new(UriPart::Path, path, "expected an absolute path"));
     }
     Ok(PathBuf::from(percent_decode(path).map_err(|r| UriError::new(UriPart::Path, path, r))?))
+}
+
+/// `s` if it is one or more ASCII digits (`str::parse` also takes a leading `+`).
+fn digits(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
 }
 
 fn number<N: FromStr + TryFrom<u64>>(s: &str) -> Result<N, UriError> {
@@ -823,7 +827,9 @@ fn stream_options(q: &mut Query) -> Result<StreamOptions, UriError> {
         let [after, interval, probes] = parts[..] else {
             return Err(bad(format!("`{k}`: expected AFTER,INTERVAL,PROBES")));
         };
-        let probes = probes.parse().map_err(|_| bad(format!("`{probes}`: probes is not a number")))?;
+        let probes = digits(probes)
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| bad(format!("`{probes}`: probes is not a number")))?;
         o.keepalive = Some(Keepalive {
             after: duration(after).map_err(bad)?,
             interval: duration(interval).map_err(bad)?,
@@ -859,6 +865,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = s.get(i + 1..i + 3).ok_or("truncated `%` escape")?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("bad `%{hex}` escape"));
+            }
             out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad `%{hex}` escape"))?);
             i += 3;
         } else {

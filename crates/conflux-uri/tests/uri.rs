@@ -111,6 +111,14 @@ fn errors_name_the_wrong_part() {
         ("tls://a.test?sni=x&sni=y", UriPart::Query, "given twice"),
         ("tls://a.test?over=ftp://x", UriPart::Query, "unknown scheme"),
         ("stdio://x", UriPart::Path, "no address"),
+        // Numbers are ASCII digits only (`str::parse` would take a `+`), and
+        // an escape is `%` and two hexadecimal digits (`from_str_radix` too).
+        ("vsock://+3:5", UriPart::Host, "not a CID"),
+        ("hvsock://vm/+5000", UriPart::Path, "service GUID"),
+        ("netstack://tap0/10.0.0.2/+24", UriPart::Path, "prefix length"),
+        ("tcp://a.test:1?keepalive=1,2,+3", UriPart::Query, "probes is not a number"),
+        ("unix:///a%+1", UriPart::Path, "bad `%+1` escape"),
+        ("tcp://a.test:1?sni%+1=x", UriPart::Query, "bad `%+1` escape"),
     ];
     for (text, part, needle) in cases {
         let err = text.parse::<Uri>().expect_err(text);
