@@ -22,10 +22,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowExt, Shutdown};
-use conflux_hvsock::{
-    Decoder, Encoder, FakeVmm, Family, FamilyListener, Frame, FramingConfig, HybridFamily, RawFlow, UnixAddr,
-    UnixFamily,
-};
+use conflux_hvsock::framing::{Decoder, Encoder, Frame};
+use conflux_hvsock::testing::FakeVmm;
+use conflux_hvsock::{Family, FamilyListener, FramingConfig, HybridFamily, RawFlow, UnixAddr, UnixFamily};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 

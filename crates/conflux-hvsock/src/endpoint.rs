@@ -146,7 +146,7 @@ enum CloseState {
 
 /// One endpoint of the shutdown framing (OCaml `Flow_shutdown`), sans-IO.
 ///
-/// The I/O layer owns the socket, a read buffer and an [`Encoder`](crate::Encoder);
+/// The I/O layer owns the socket, a read buffer and an [`Encoder`](crate::framing::Encoder);
 /// the endpoint owns the [`Decoder`] and every decision. Call order:
 ///
 /// 1. reads: [`poll_read`](Self::poll_read) with the read buffer; on

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use conflux_flow::{Flow, FlowExt, Shutdown};
+use conflux_hvsock::testing::{FaultFamily, Faults, MemAddr, MemFamily};
 use conflux_hvsock::{
-    FaultFamily, Faults, FramingConfig, HybridAddr, HybridFamily, HyperkitAddr, HyperkitFamily, Listener, MemAddr,
-    MemFamily, RawFlow, RetryPolicy, Socket, UnixAddr, UnixFamily, connect, connect_retry,
+    FramingConfig, HybridAddr, HybridFamily, HyperkitAddr, HyperkitFamily, Listener, RawFlow, RetryPolicy, Socket,
+    UnixAddr, UnixFamily, connect, connect_retry,
 };
 use conflux_testkit::{TIMEOUT, payload, within};
 use futures_util::StreamExt;
@@ -490,7 +491,7 @@ async fn api_addresses_incoming_and_retry() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 
     // Hybrid: a refused port closes the handshake.
-    let vmm = conflux_hvsock::FakeVmm::start(dir.path().join("v.sock")).unwrap();
+    let vmm = conflux_hvsock::testing::FakeVmm::start(dir.path().join("v.sock")).unwrap();
     let e = conflux_hvsock::Family::connect(&HybridFamily, &vmm.addr(99), None).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     // Hybrid guest-initiated listener path.

@@ -7,8 +7,9 @@ mod fixtures;
 use std::time::Duration;
 
 use conflux_flow::{Flow, FlowError, FlowExt, Shutdown};
+use conflux_hvsock::testing::FakeVmm;
 use conflux_hvsock::{
-    FakeVmm, FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
+    FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
 };
 use conflux_mimic::{AttemptOutcome, BoxFlow, RegisterOptions, Registry, UriKeys, register_hvsock};
 use conflux_testkit::TempDir;

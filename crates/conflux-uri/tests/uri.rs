@@ -210,3 +210,22 @@ fn printing_at_the_limit_is_small_and_fast() {
     assert!(total <= 1_000 * 4 * text.len(), "{total}");
     assert!(took < Duration::from_secs(2), "1,000 prints took {took:?}");
 }
+
+/// Every crate that reads a URI depends on this one, so it stays a leaf:
+/// `thiserror` and nothing else (no transport crate, no I/O crate).
+#[test]
+fn depends_on_thiserror_only() {
+    let manifest = include_str!("../Cargo.toml");
+    let mut section = "";
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section.ends_with("dependencies]") && !section.contains("dev-") && !line.is_empty() {
+            if let Some((name, _)) = line.split_once('=') {
+                deps.push(name.trim().split('.').next().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(deps, ["thiserror"], "conflux-uri's dependencies");
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::Encoder;
+use crate::codec::Encoder;
 
 /// One endpoint plus its wire buffers, moved by hand.
 struct Side {
