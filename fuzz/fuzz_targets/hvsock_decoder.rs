@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use conflux_hvsock::{Decoder, Encoder, Frame, Header};
+use conflux_hvsock::framing::{Decoder, Encoder, Frame, Header};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -17,15 +17,13 @@
 //!   into a buffer.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowExt, Shutdown};
-use conflux_hvsock::{
-    Decoder, Encoder, FakeVmm, Family, FamilyListener, Frame, FramingConfig, HybridFamily, RawFlow, UnixAddr,
-    UnixFamily,
-};
+use conflux_hvsock::framing::{Decoder, Encoder, Frame};
+use conflux_hvsock::testing::FakeVmm;
+use conflux_hvsock::{Family, FamilyListener, FramingConfig, HybridFamily, RawFlow, UnixAddr, UnixFamily};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
@@ -47,12 +45,14 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// A fresh directory for this run's sockets.
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("conflux-bench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
+/// A fresh directory for this run's sockets (random name, mode 0700), removed on drop.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&format!("conflux-bench-{tag}-"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("a temp dir")
 }
 
 /// One transfer of [`TOTAL`] bytes over a flow pair; returns GB/s.
@@ -115,8 +115,8 @@ fn unix_throughput(ctx: &Ctx<'_>, framed: bool) -> Result<Vec<Record>, Skip> {
     let src = source();
     let want = expected_sum(&src, TOTAL, CHUNK);
     let dir = temp_dir(if framed { "framed" } else { "raw" });
-    let path = dir.join("s");
-    let base = dir.join("b");
+    let path = dir.path().join("s");
+    let base = dir.path().join("b");
     let pair = measure_pair(
         ctx.runs(5, 3),
         || {
@@ -132,7 +132,7 @@ fn unix_throughput(ctx: &Ctx<'_>, framed: bool) -> Result<Vec<Record>, Skip> {
         },
         || rt.block_on(raw_unix_run(&base, &src, want)),
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     Ok(vec![ctx.record(&pair.measured).with_baseline("raw-unix", &pair.baseline)])
 }
 
@@ -148,13 +148,13 @@ fn hybrid(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let dir = temp_dir("hybrid");
     let (vmm, guest, plain) = rt.block_on(async {
-        let vmm = FakeVmm::start(dir.join("v.sock")).expect("fake VMM");
+        let vmm = FakeVmm::start(dir.path().join("v.sock")).expect("fake VMM");
         let guest = vmm.guest_listener(52, 1024);
-        let plain = UnixFamily.listen(&UnixAddr::new(dir.join("plain")), 1024).expect("listen");
+        let plain = UnixFamily.listen(&UnixAddr::new(dir.path().join("plain")), 1024).expect("listen");
         (vmm, guest, plain)
     });
     let addr = vmm.addr(52);
-    let plain_addr = UnixAddr::new(dir.join("plain"));
+    let plain_addr = UnixAddr::new(dir.path().join("plain"));
     let pair = measure_pair(
         ctx.runs(5, 3),
         || {
@@ -183,7 +183,7 @@ fn hybrid(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         },
     );
     rt.block_on(async move { drop(vmm) });
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     Ok(vec![ctx.record(&pair.measured).with_baseline("unix-connect", &pair.baseline)])
 }
 

@@ -32,7 +32,10 @@ struct Args {
     names: Vec<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "usage: conflux-bench [--quick] [--out PATH] [--list] [GROUP|SCENARIO...]";
+
+/// The arguments, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args { quick: false, list: false, out: None, names: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -40,14 +43,12 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--list" => args.list = true,
             "--out" => args.out = Some(it.next().ok_or("--out needs a path")?.into()),
-            "-h" | "--help" => {
-                return Err("usage: conflux-bench [--quick] [--out PATH] [--list] [GROUP|SCENARIO...]".into());
-            }
+            "-h" | "--help" => return Ok(None),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => args.names.push(arg),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 /// The selected scenarios, in registry order, each once.
@@ -78,9 +79,13 @@ fn select(all: &[(&'static str, Vec<Scenario>)], names: &[String]) -> Result<Vec
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };

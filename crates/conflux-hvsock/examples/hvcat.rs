@@ -24,6 +24,12 @@ use conflux_hvsock::{
     Family, FamilyListener, FramingConfig, HvUri, HybridFamily, HyperkitFamily, RawFlow, Socket, UnixFamily, UriAddr,
 };
 
+const USAGE: &str = "usage: hvcat [--listen] [--echo] [--framed] URI
+  URI: vsock://CID:PORT | fc-vsock:///PATH?port=N | hyperkit://:PORT/DIR | unix:///PATH
+       (?framing=shutdown does what --framed does; ?connect_timeout=300ms bounds connects;
+        a `-listen` suffix on the scheme does what --listen does)";
+
+#[derive(Debug)]
 struct Args {
     listen: bool,
     echo: bool,
@@ -31,20 +37,29 @@ struct Args {
     uri: HvUri,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// What the command line asks for.
+#[derive(Debug)]
+enum Command {
+    /// `--help`: print the usage to stdout and exit 0.
+    Help,
+    Run(Args),
+}
+
+/// Parses the arguments after the program name.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let (mut listen, mut echo, mut framed, mut uri) = (false, false, false, None);
-    for arg in std::env::args().skip(1) {
+    for arg in args {
         match arg.as_str() {
             "--listen" | "-l" => listen = true,
             "--echo" => echo = true,
             "--framed" => framed = true,
-            "-h" | "--help" => return Err("usage: hvcat [--listen] [--echo] [--framed] URI".into()),
+            "-h" | "--help" => return Ok(Command::Help),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => uri = Some(s.parse::<HvUri>().map_err(|e| e.to_string())?),
         }
     }
     let uri = uri.ok_or("missing URI (e.g. vsock://3:5000)")?;
-    Ok(Args { listen: listen || uri.listen, echo, framed: framed || uri.framed, uri })
+    Ok(Command::Run(Args { listen: listen || uri.listen, echo, framed: framed || uri.framed, uri }))
 }
 
 /// The flow to use: raw or framed, type-erased.
@@ -95,10 +110,14 @@ async fn run<F: Family>(family: F, addr: F::Addr, args: &Args) -> Result<(), Str
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(a)) => a,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("hvcat: {e}");
+            eprintln!("hvcat: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -116,5 +135,31 @@ async fn main() -> ExitCode {
             eprintln!("hvcat: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        for flag in ["--help", "-h"] {
+            assert!(matches!(parse(&[flag]), Ok(Command::Help)), "{flag}");
+            assert!(matches!(parse(&["--framed", flag, "unix:///x"]), Ok(Command::Help)), "{flag} among others");
+        }
+        assert!(USAGE.starts_with("usage: hvcat"));
+    }
+
+    #[test]
+    fn options_and_errors() {
+        let Ok(Command::Run(a)) = parse(&["--echo", "unix-listen:///tmp/x.sock?framing=shutdown"]) else { panic!() };
+        assert!(a.listen && a.echo && a.framed);
+        assert!(parse(&["--bogus"]).unwrap_err().contains("unknown option"));
+        assert!(parse(&[]).unwrap_err().contains("missing URI"));
     }
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-pub use conflux_uri::{Guid, GuidError};
+use conflux_uri::Guid;
 
 use crate::uri::UriAddr;
 
@@ -70,7 +70,8 @@ impl fmt::Display for VsockAddr {
 /// An AF_HYPERV address: a VM id and a service id.
 ///
 /// ```
-/// use conflux_hvsock::{Guid, HvsockAddr};
+/// use conflux_hvsock::HvsockAddr;
+/// use conflux_uri::Guid;
 /// let a = HvsockAddr::new(Guid::LOOPBACK, Guid::from_vsock_port(80));
 /// assert_eq!(a.to_sockaddr_hv().len(), 36);
 /// assert_eq!(a.to_string(), "hvsock://e0e16197-dd56-4a10-9195-5ee7a155a838/00000050-facb-11e6-bd58-64006a7986d3");

@@ -165,7 +165,7 @@ pub enum DecodeError {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use conflux_hvsock::{Decoder, Frame};
+/// use conflux_hvsock::framing::{Decoder, Frame};
 ///
 /// let mut dec = Decoder::new();
 /// let mut buf = BytesMut::from(&[5u8, 0][..]);
@@ -276,7 +276,7 @@ impl OutFrame {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use conflux_hvsock::{Encoder, Header};
+/// use conflux_hvsock::framing::{Encoder, Header};
 ///
 /// let mut enc = Encoder::new();
 /// enc.push_data(&mut Bytes::from_static(b"ab"), usize::MAX);

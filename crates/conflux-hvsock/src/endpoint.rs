@@ -146,7 +146,7 @@ enum CloseState {
 
 /// One endpoint of the shutdown framing (OCaml `Flow_shutdown`), sans-IO.
 ///
-/// The I/O layer owns the socket, a read buffer and an [`Encoder`](crate::Encoder);
+/// The I/O layer owns the socket, a read buffer and an [`Encoder`](crate::framing::Encoder);
 /// the endpoint owns the [`Decoder`] and every decision. Call order:
 ///
 /// 1. reads: [`poll_read`](Self::poll_read) with the read buffer; on
@@ -372,12 +372,16 @@ impl Endpoint {
 
     /// Local close at `now`: queues Close (unless acknowledging the peer's) and
     /// starts the bounded wait. Idempotent.
+    ///
+    /// A peer already known broken (the transport ended or failed, or the
+    /// peer broke the framing) will never acknowledge: the close is done at
+    /// once, with nothing sent and no wait.
     pub fn close(&mut self, now: Instant) {
         self.read_shut = true;
         self.write_shut = true;
         match self.close {
             CloseState::Open => {
-                if self.transport_eof || self.write_error.is_some() {
+                if self.transport_eof || self.write_error.is_some() || self.read_error.is_some() {
                     self.close = CloseState::Done;
                     return;
                 }

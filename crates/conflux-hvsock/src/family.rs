@@ -65,11 +65,9 @@ pub trait FamilyListener: Send + Sync + 'static {
 ///
 /// Creating a socket is folded into [`listen`](Family::listen) and
 /// [`connect`](Family::connect), so that a retried connect always uses a
-/// fresh socket. Families: [`UnixFamily`](crate::UnixFamily),
-/// [`MemFamily`](crate::MemFamily), [`VsockFamily`](crate::VsockFamily)
-/// (Linux), [`HybridFamily`](crate::HybridFamily),
-/// [`HyperkitFamily`](crate::HyperkitFamily) and the wrapper
-/// [`FaultFamily`](crate::FaultFamily).
+/// fresh socket. Families: `UnixFamily`, `VsockFamily` (Linux),
+/// `HybridFamily` and `HyperkitFamily`; with the `testing` feature,
+/// `testing::MemFamily` and the wrapper `testing::FaultFamily`.
 pub trait Family: Clone + Send + Sync + 'static {
     /// The printable address type.
     type Addr: Clone + fmt::Debug + fmt::Display + Send + Sync + 'static;

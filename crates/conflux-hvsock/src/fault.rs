@@ -15,7 +15,7 @@ use crate::family::{Family, FamilyListener, Socket, with_timeout};
 /// Which faults a [`FaultFamily`] injects. All off by default.
 ///
 /// ```
-/// use conflux_hvsock::Faults;
+/// use conflux_hvsock::testing::Faults;
 /// let f = Faults::new().chunk(7).eof_after(100).discard_unread(true).seed(42);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -27,7 +27,9 @@ const WRITE_BUDGET: usize = 256 * 1024;
 /// never lost to a transport that discards unread bytes on shutdown or close.
 ///
 /// - Close is bounded by the [close timeout](FramingConfig::close_timeout)
-///   (upstream waits forever); after it the socket is closed anyway.
+///   (upstream waits forever); after it the socket is closed anyway. A peer
+///   already known broken (a protocol error, a reset, the transport ended) is
+///   not waited for: close then releases the socket at once.
 /// - When the peer closes first, reads give Eof and the acknowledgement goes
 ///   out; our close then waits (bounded) for the peer to release the socket.
 /// - One reader: all reading of the socket goes through this flow's decoder,

@@ -6,10 +6,11 @@
 //!   AF_VSOCK on Linux ([`VsockFamily`]: close-on-exec, non-blocking connect
 //!   that checks `SO_ERROR`, the kernel connect-timeout option, [`local_cid`]
 //!   from `/dev/vsock`), Firecracker / Cloud Hypervisor hybrid vsock over a Unix
-//!   socket ([`HybridFamily`], with a [`FakeVmm`] for tests), hyperkit-style
-//!   paths ([`HyperkitFamily`]), plain Unix sockets ([`UnixFamily`]), a
-//!   deterministic in-memory family ([`MemFamily`]) and a fault-injecting
-//!   wrapper over any of them ([`FaultFamily`]).
+//!   socket ([`HybridFamily`]), hyperkit-style paths ([`HyperkitFamily`]) and
+//!   plain Unix sockets ([`UnixFamily`]). With the `testing` feature, the
+//!   `testing` module adds a deterministic in-memory family (`MemFamily`), a
+//!   fault-injecting wrapper over any family (`FaultFamily`) and a fake VMM
+//!   for hybrid vsock (`FakeVmm`).
 //! - **Two flows** implementing [`conflux_flow::Flow`] over any family: the
 //!   [`RawFlow`] (real `shutdown(2)`: what Firecracker, Cloud Hypervisor, Kata
 //!   and virtsock peers speak; the default) and the opt-in [`FramedFlow`] (the
@@ -19,12 +20,12 @@
 //! - A tokio-vsock-like API: [`Listener::bind`] / [`Listener::accept`] /
 //!   [`Listener::incoming`], [`connect`] with a timeout, [`connect_retry`],
 //!   `into_split`, `local_addr` / `peer_addr`, `AsFd`.
-//! - The framing itself, sans-IO: [`Header`], the incremental [`Decoder`], the
-//!   batching [`Encoder`] and the [`Endpoint`] state machine.
-//! - Addresses: [`VsockAddr`], [`HvsockAddr`] and [`Guid`] (Windows byte
-//!   order, well-known VM ids, vsock-port service ids), and the endpoint URIs
-//!   of the `vsock`, `hvsock`, `fc-vsock`, `hyperkit` and `unix` schemes
-//!   ([`HvUri`]).
+//! - The framing itself, sans-IO, in [`framing`]: the header, the incremental
+//!   decoder, the batching encoder and the endpoint state machine.
+//! - Addresses: [`VsockAddr`], [`HvsockAddr`] (with `conflux_uri::Guid`:
+//!   Windows byte order, well-known VM ids, vsock-port service ids), and the
+//!   endpoint URIs of the `vsock`, `hvsock`, `fc-vsock`, `hyperkit` and `unix`
+//!   schemes ([`HvUri`]; errors are `conflux_uri::UriError`).
 //!
 //! What it does not do: no AF_HYPERV sockets outside Windows (the address and
 //! GUID code is everywhere; the Windows socket layer is a thin `cfg(windows)`
@@ -34,7 +35,8 @@
 //!
 //! ```
 //! use conflux_flow::{FlowExt, Shutdown};
-//! use conflux_hvsock::{FramingConfig, Listener, MemAddr, MemFamily, connect};
+//! use conflux_hvsock::testing::{MemAddr, MemFamily}; // the `testing` feature
+//! use conflux_hvsock::{FramingConfig, Listener, connect};
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let family = MemFamily::new();
 //! let listener = Listener::bind(&family, &MemAddr::from("echo"))?;
@@ -63,9 +65,11 @@ mod addr;
 mod codec;
 mod endpoint;
 mod family;
+#[cfg(any(test, feature = "testing"))]
 mod fault;
 #[cfg(unix)]
 mod listener;
+#[cfg(any(test, feature = "testing"))]
 mod mem;
 mod uri;
 
@@ -85,22 +89,16 @@ mod unix;
 mod vsock;
 
 pub use crate::{
-    addr::{Guid, GuidError, HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr},
-    codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Encoder, Frame, Header, HeaderError},
-    endpoint::{DEFAULT_CLOSE_TIMEOUT, Endpoint, EndpointError, FramingConfig, ReadEvent},
+    addr::{HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr},
+    endpoint::FramingConfig,
     family::{Family, FamilyListener, Socket},
-    fault::{FaultFamily, FaultListener, FaultSocket, Faults},
-    mem::{MEM_DEFAULT_CAPACITY, MemAddr, MemFamily, MemListener, MemSocket},
-    uri::{HvUri, SCHEMES, UriAddr, UriError, UriPart},
+    uri::{HvUri, SCHEMES, UriAddr},
 };
 
 #[cfg(unix)]
 pub use crate::{
     framed::FramedFlow,
-    hybrid::{
-        FakeVmm, GuestListener, HYBRID_DEFAULT_CONNECT_TIMEOUT, HybridFamily, HybridListener, HyperkitFamily,
-        HyperkitListener,
-    },
+    hybrid::{HYBRID_DEFAULT_CONNECT_TIMEOUT, HybridFamily, HybridListener, HyperkitFamily, HyperkitListener},
     listener::{DEFAULT_BACKLOG, Incoming, Listener, RetryPolicy, connect, connect_retry},
     raw::RawFlow,
     unix::{UnixAddr, UnixFamily, UnixListener, UnixSocket},
@@ -111,3 +109,34 @@ pub use crate::hyperv::{hyperv_connect, hyperv_listen};
 
 #[cfg(target_os = "linux")]
 pub use crate::vsock::{VSOCK_DEFAULT_CONNECT_TIMEOUT, VsockFamily, VsockListener, VsockSocket, local_cid};
+
+/// The shutdown framing itself, sans-IO: what [`FramedFlow`] runs on a
+/// socket, for running it over some other transport.
+///
+/// [`Header`](framing::Header) with parse/emit, the incremental
+/// [`Decoder`](framing::Decoder) (`Ok(None)` for "need more bytes"), the
+/// batching [`Encoder`](framing::Encoder), and the [`Endpoint`](framing::Endpoint)
+/// state machine whose type doc gives the call order. No I/O, no clock.
+pub mod framing {
+    pub use crate::codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Encoder, Frame, Header, HeaderError};
+    pub use crate::endpoint::{DEFAULT_CLOSE_TIMEOUT, Endpoint, EndpointError, ReadEvent};
+}
+
+/// Test doubles, behind the `testing` feature: for this crate's tests and for
+/// other crates' tests and benchmarks, never for production.
+///
+/// - [`MemFamily`](testing::MemFamily): a deterministic in-memory family
+///   (bounded buffers, virtual-time friendly);
+/// - [`FaultFamily`](testing::FaultFamily): a fault-injecting wrapper over any
+///   family ([`Faults`](testing::Faults): chunked reads, Eof or reset after N
+///   bytes, unread bytes discarded on close as vsock does);
+/// - [`FakeVmm`](testing::FakeVmm) (Unix): a stand-in for a Firecracker / Cloud
+///   Hypervisor hybrid vsock socket, with in-process
+///   [`GuestListener`](testing::GuestListener)s.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::fault::{FaultFamily, FaultListener, FaultSocket, Faults};
+    #[cfg(unix)]
+    pub use crate::hybrid::fake::{FakeVmm, GuestListener};
+    pub use crate::mem::{MEM_DEFAULT_CAPACITY, MemAddr, MemFamily, MemListener, MemSocket};
+}

@@ -18,7 +18,8 @@ pub const DEFAULT_BACKLOG: u32 = 128;
 /// (call [`RawFlow::into_framed`] for the framing).
 ///
 /// ```
-/// use conflux_hvsock::{Listener, MemAddr, MemFamily, connect};
+/// use conflux_hvsock::testing::{MemAddr, MemFamily}; // the `testing` feature
+/// use conflux_hvsock::{Listener, connect};
 /// use conflux_flow::{FlowExt, Shutdown};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let family = MemFamily::new();

@@ -157,13 +157,11 @@ pub(crate) fn listen_path(path: &Path, backlog: u32) -> io::Result<TokioListener
 /// ```
 /// use conflux_hvsock::{Family, FamilyListener, UnixAddr, UnixFamily};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let dir = std::env::temp_dir().join(format!("hv-doc-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir)?;
-/// let addr = UnixAddr::new(dir.join("s"));
+/// let dir = tempfile::tempdir()?;
+/// let addr = UnixAddr::new(dir.path().join("s"));
 /// let listener = UnixFamily.listen(&addr, 16)?;
 /// let _client = UnixFamily.connect(&addr, None).await?;
 /// let (_server, _peer) = listener.accept().await?;
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), std::io::Error>(())
 /// # }).unwrap();
 /// ```

@@ -11,9 +11,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use conflux_uri::{Framing, HvVm, StreamOptions, Target, Uri};
-pub use conflux_uri::{UriError, UriPart};
+use conflux_uri::{UriError, UriPart};
 
-use crate::addr::{Guid, HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr};
+use conflux_uri::Guid;
+
+use crate::addr::{HvsockAddr, HybridAddr, HyperkitAddr, VsockAddr};
 
 /// The schemes this crate serves.
 pub const SCHEMES: &[&str] = &["vsock", "hvsock", "fc-vsock", "hyperkit", "unix"];

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use conflux_conformance::{Caps, FlowFactory, PairFuture, flow_conformance};
 use conflux_flow::{FlowError, FlowExt, Shutdown};
+use conflux_hvsock::testing::{FakeVmm, MemFamily, MemSocket};
 use conflux_hvsock::{
-    FakeVmm, Family, FamilyListener, FramedFlow, FramingConfig, HybridAddr, HybridFamily, MemFamily, MemSocket,
-    RawFlow, UnixAddr, UnixFamily, UnixSocket,
+    Family, FamilyListener, FramedFlow, FramingConfig, HybridAddr, HybridFamily, RawFlow, UnixAddr, UnixFamily,
+    UnixSocket,
 };
 use conflux_testkit::{TIMEOUT, within};
 

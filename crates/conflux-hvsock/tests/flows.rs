@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use conflux_flow::{Flow, FlowExt, Shutdown};
+use conflux_hvsock::testing::{FaultFamily, Faults, MemAddr, MemFamily};
 use conflux_hvsock::{
-    FaultFamily, Faults, FramingConfig, HybridAddr, HybridFamily, HyperkitAddr, HyperkitFamily, Listener, MemAddr,
-    MemFamily, RawFlow, RetryPolicy, Socket, UnixAddr, UnixFamily, connect, connect_retry,
+    FramingConfig, HybridAddr, HybridFamily, HyperkitAddr, HyperkitFamily, Listener, RawFlow, RetryPolicy, Socket,
+    UnixAddr, UnixFamily, connect, connect_retry,
 };
 use conflux_testkit::{TIMEOUT, payload, within};
 use futures_util::StreamExt;
@@ -429,6 +430,23 @@ async fn close_timeout_on_the_in_memory_family_is_virtual_time() {
     drop(b);
 }
 
+/// A peer that broke the framing will never acknowledge a Close: the close
+/// returns at once instead of waiting out its timeout.
+#[tokio::test(start_paused = true)]
+async fn close_after_a_protocol_error_returns_at_once() {
+    let (a, b) = MemFamily::new().pair();
+    let mut ours = RawFlow::new(a).into_framed(FramingConfig::new().close_timeout(Duration::from_secs(30)));
+    let mut theirs = RawFlow::new(b);
+    theirs.write(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])).await.unwrap();
+    let e = ours.read().await.unwrap_err();
+    assert!(e.is_protocol(), "{e}");
+    let started = tokio::time::Instant::now();
+    ours.close().await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "no wait for a broken peer");
+    assert!(!ours.close_timed_out() && ours.is_socket_closed());
+    drop(theirs);
+}
+
 #[tokio::test]
 async fn close_wakes_a_read_pending_on_the_other_half() {
     let (a, b) = mem_pair().await;
@@ -473,7 +491,7 @@ async fn api_addresses_incoming_and_retry() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 
     // Hybrid: a refused port closes the handshake.
-    let vmm = conflux_hvsock::FakeVmm::start(dir.path().join("v.sock")).unwrap();
+    let vmm = conflux_hvsock::testing::FakeVmm::start(dir.path().join("v.sock")).unwrap();
     let e = conflux_hvsock::Family::connect(&HybridFamily, &vmm.addr(99), None).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     // Hybrid guest-initiated listener path.

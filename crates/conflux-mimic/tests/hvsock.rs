@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use conflux_flow::BoxFlow;
 use conflux_flow::{Flow, FlowError, FlowExt, Shutdown};
+use conflux_hvsock::testing::FakeVmm;
 use conflux_hvsock::{
-    FakeVmm, FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
+    FamilyListener, FramedFlow, FramingConfig, HybridAddr, Listener, RawFlow, UnixAddr, UnixFamily, UnixSocket,
 };
 use conflux_mimic::report::AttemptOutcome;
 use conflux_mimic::{RegisterOptions, Registry, UriKeys, register_hvsock};

@@ -270,7 +270,8 @@ mod tap {
         }
         rt().block_on(async {
             let (ns, dev) = TapNs::create(1500).expect("TAP in a namespace");
-            let dir = std::env::temp_dir();
+            let tmp = conflux_testkit::TempDir::new("socat");
+            let dir = tmp.path();
             let tag = format!("cfx-{}-{}", std::process::id(), ns.tap);
             let pcap = dir.join(format!("{tag}.pcap"));
             let input = dir.join(format!("{tag}.in"));

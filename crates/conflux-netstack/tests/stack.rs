@@ -252,7 +252,8 @@ fn pcap_has_syn(file: &[u8]) -> bool {
 #[tokio::test]
 async fn pcap_captures_the_handshake_of_an_in_memory_link() {
     for link in [LinkConfig::ethernet(), LinkConfig::ip()] {
-        let path = std::env::temp_dir().join(format!("cfx-{}-{:?}.pcap", std::process::id(), link.medium));
+        let tmp = conflux_testkit::TempDir::new("pcap");
+        let path = tmp.path().join(format!("{:?}.pcap", link.medium));
         let (ea, eb) = conflux_netstack::link_pair(link);
         let a = conflux_netstack::NetStack::new(side(true), conflux_netstack::Pcap::new(ea, &path).unwrap());
         let b = conflux_netstack::NetStack::new(side(false), eb);

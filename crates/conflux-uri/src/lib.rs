@@ -134,11 +134,34 @@ impl fmt::Display for UriPart {
     }
 }
 
+/// How many `tls://…?over=URI` levels may nest: a URI with this many `over=`
+/// parses, one more is [`UriErrorKind::TooDeep`].
+///
+/// Parsing and printing recurse once per level, and each level's `over=`
+/// value is percent-encoded once more inside its parent; the bound keeps both
+/// small and fast whatever the input (a TLS stream over a TLS stream over a
+/// stream is already unusual).
+pub const MAX_OVER_DEPTH: usize = 8;
+
+/// What kind of error a [`UriError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UriErrorKind {
+    /// A part is malformed, unknown, missing or given twice ([`UriError::part`] says which).
+    Invalid,
+    /// `over=` nests deeper than `limit` levels ([`MAX_OVER_DEPTH`]).
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
+}
+
 /// A URI that does not parse; names the part that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {part} `{value}`: {reason}")]
 pub struct UriError {
     part: UriPart,
+    kind: UriErrorKind,
     value: String,
     reason: String,
 }
@@ -146,7 +169,21 @@ pub struct UriError {
 impl UriError {
     /// An error in `part`, whose text is `value`, for `reason`.
     pub fn new(part: UriPart, value: &str, reason: impl Into<String>) -> UriError {
-        UriError { part, value: value.to_string(), reason: reason.into() }
+        UriError { part, kind: UriErrorKind::Invalid, value: value.to_string(), reason: reason.into() }
+    }
+
+    fn too_deep() -> UriError {
+        UriError {
+            part: UriPart::Query,
+            kind: UriErrorKind::TooDeep { limit: MAX_OVER_DEPTH },
+            value: "over".to_string(),
+            reason: format!("nested deeper than {MAX_OVER_DEPTH} levels (the limit of `over=`)"),
+        }
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> UriErrorKind {
+        self.kind
     }
 
     /// The wrong part.
@@ -512,11 +549,12 @@ impl Uri {
 impl FromStr for Uri {
     type Err = UriError;
     fn from_str(s: &str) -> Result<Uri, UriError> {
-        parse(s)
+        parse(s, 0)
     }
 }
 
-fn parse(s: &str) -> Result<Uri, UriError> {
+/// Parses `s`, which is nested `depth` levels deep in `over=` values.
+fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
     let Some((scheme_text, rest)) = s.split_once(':') else {
         return Err(UriError::new(UriPart::Scheme, s, "missing `scheme:`"));
     };
@@ -555,9 +593,11 @@ fn parse(s: &str) -> Result<Uri, UriError> {
                 let sni = q.take("sni").map(|v| v.to_string());
                 let ca = q.take("ca").map(PathBuf::from);
                 let over = match q.take("over") {
-                    Some(v) => {
-                        Some(Box::new(parse(&v).map_err(|e| UriError::new(UriPart::Query, "over", format!("{e}")))?))
-                    }
+                    Some(_) if depth >= MAX_OVER_DEPTH => return Err(UriError::too_deep()),
+                    Some(v) => Some(Box::new(parse(&v, depth + 1).map_err(|e| match e.kind {
+                        UriErrorKind::TooDeep { .. } => e,
+                        _ => UriError::new(UriPart::Query, "over", format!("{e}")),
+                    })?)),
                     None => None,
                 };
                 Target::Tls { host, port, sni, ca, over }
@@ -580,7 +620,7 @@ fn parse(s: &str) -> Result<Uri, UriError> {
                 "host" => Some(2),
                 "local" => Some(1),
                 "hypervisor" => Some(0),
-                n => Some(n.parse::<u32>().map_err(|_| {
+                n => Some(digits(n).and_then(|n| n.parse::<u32>().ok()).ok_or_else(|| {
                     UriError::new(UriPart::Host, n, "not a CID (a number, `host`, `local`, `hypervisor` or empty)")
                 })?),
             };
@@ -598,7 +638,7 @@ fn parse(s: &str) -> Result<Uri, UriError> {
             let service = path.strip_prefix('/').unwrap_or(path);
             let service = if let Ok(g) = service.parse::<Guid>() {
                 g
-            } else if let Ok(port) = service.parse::<u32>() {
+            } else if let Some(port) = digits(service).and_then(|s| s.parse::<u32>().ok()) {
                 Guid::from_vsock_port(port)
             } else {
                 return Err(UriError::new(UriPart::Path, path, "not a service GUID or decimal vsock port"));
@@ -638,9 +678,8 @@ fn parse(s: &str) -> Result<Uri, UriError> {
             let addr: IpAddr =
                 addr.parse().map_err(|_| UriError::new(UriPart::Host, addr, "not an IPv4 or IPv6 address"))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = prefix
-                .parse::<u8>()
-                .ok()
+            let prefix = digits(prefix)
+                .and_then(|p| p.parse::<u8>().ok())
                 .filter(|p| *p <= max)
                 .ok_or_else(|| UriError::new(UriPart::Path, prefix, format!("not a prefix length (0-{max})")))?;
             let gw = match q.take("gw") {
@@ -675,6 +714,11 @@ fn abs_path(path: &str) -> Result<PathBuf, UriError> {
         return Err(UriError::new(UriPart::Path, path, "expected an absolute path"));
     }
     Ok(PathBuf::from(percent_decode(path).map_err(|r| UriError::new(UriPart::Path, path, r))?))
+}
+
+/// `s` if it is one or more ASCII digits (`str::parse` also takes a leading `+`).
+fn digits(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
 }
 
 fn number<N: FromStr + TryFrom<u64>>(s: &str) -> Result<N, UriError> {
@@ -786,7 +830,9 @@ fn stream_options(q: &mut Query) -> Result<StreamOptions, UriError> {
         let [after, interval, probes] = parts[..] else {
             return Err(bad(format!("`{k}`: expected AFTER,INTERVAL,PROBES")));
         };
-        let probes = probes.parse().map_err(|_| bad(format!("`{probes}`: probes is not a number")))?;
+        let probes = digits(probes)
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| bad(format!("`{probes}`: probes is not a number")))?;
         o.keepalive = Some(Keepalive {
             after: duration(after).map_err(bad)?,
             interval: duration(interval).map_err(bad)?,
@@ -822,6 +868,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = s.get(i + 1..i + 3).ok_or("truncated `%` escape")?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("bad `%{hex}` escape"));
+            }
             out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad `%{hex}` escape"))?);
             i += 3;
         } else {
@@ -929,8 +978,12 @@ impl fmt::Display for Uri {
                 format!("{},{},{}", print_duration(k.after), print_duration(k.interval), k.probes),
             ));
         }
+        // A value ends at the next `&` only (the parser splits the query at
+        // `&`, then each pair at its first `=`), so `?` and `=` stay as they
+        // are: a nested `over=tcp://h:1?framing=shutdown` prints unescaped,
+        // and its length does not grow with each level of nesting.
         for (i, (k, v)) in query.iter().enumerate() {
-            write!(f, "{}{k}={}", if i == 0 { '?' } else { '&' }, percent_encode(v, b"/:,[]@"))?;
+            write!(f, "{}{k}={}", if i == 0 { '?' } else { '&' }, percent_encode(v, b"/:,[]@?="))?;
         }
         Ok(())
     }

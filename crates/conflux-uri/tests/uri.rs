@@ -2,9 +2,9 @@
 //! errors name the wrong part.
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use conflux_uri::{Guid, Host, HvVm, Scheme, Target, Uri, UriPart};
+use conflux_uri::{Guid, Host, HvVm, MAX_OVER_DEPTH, Scheme, Target, Uri, UriErrorKind, UriPart};
 
 const EXAMPLES: &[&str] = &[
     "vsock://2:80/",
@@ -111,10 +111,121 @@ fn errors_name_the_wrong_part() {
         ("tls://a.test?sni=x&sni=y", UriPart::Query, "given twice"),
         ("tls://a.test?over=ftp://x", UriPart::Query, "unknown scheme"),
         ("stdio://x", UriPart::Path, "no address"),
+        // Numbers are ASCII digits only (`str::parse` would take a `+`), and
+        // an escape is `%` and two hexadecimal digits (`from_str_radix` too).
+        ("vsock://+3:5", UriPart::Host, "not a CID"),
+        ("hvsock://vm/+5000", UriPart::Path, "service GUID"),
+        ("netstack://tap0/10.0.0.2/+24", UriPart::Path, "prefix length"),
+        ("tcp://a.test:1?keepalive=1,2,+3", UriPart::Query, "probes is not a number"),
+        ("unix:///a%+1", UriPart::Path, "bad `%+1` escape"),
+        ("tcp://a.test:1?sni%+1=x", UriPart::Query, "bad `%+1` escape"),
     ];
     for (text, part, needle) in cases {
         let err = text.parse::<Uri>().expect_err(text);
         assert_eq!(err.part(), *part, "{text}: {err}");
         assert!(err.to_string().contains(needle), "{text}: {err:?} lacks {needle:?}");
     }
+}
+
+/// `tls://a?over=` (with `extra` query pairs before `over=`) wrapped `n`
+/// times around `tcp://b:1`, each inner URI escaped as a query value.
+fn nested(n: usize, extra: &str) -> String {
+    let mut s = "tcp://b:1".to_string();
+    for _ in 0..n {
+        s = format!("tls://a?{extra}over={}", s.replace('%', "%25").replace('&', "%26"));
+    }
+    s
+}
+
+fn depth(uri: &Uri) -> usize {
+    match uri.target() {
+        Target::Tls { over: Some(o), .. } => 1 + depth(o),
+        _ => 0,
+    }
+}
+
+#[test]
+fn over_nests_up_to_the_limit_and_round_trips() {
+    for extra in ["", "sni=s&", "sni=s&ca=/c&"] {
+        let text = nested(MAX_OVER_DEPTH, extra);
+        let uri: Uri = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(depth(&uri), MAX_OVER_DEPTH);
+        let printed = uri.to_string();
+        let again: Uri = printed.parse().unwrap_or_else(|e| panic!("{printed}: {e}"));
+        assert_eq!(again, uri);
+        assert_eq!(again.to_string(), printed, "printing is stable");
+        if extra.is_empty() {
+            assert_eq!(printed, text, "a nested `over=` with no `&` prints unescaped");
+        }
+        // Each level escapes the `&` of the levels inside it once more, but the
+        // bounded depth keeps the printed size a small multiple of the input.
+        assert!(printed.len() <= 4 * text.len(), "{} bytes printed from {}", printed.len(), text.len());
+    }
+}
+
+#[test]
+fn over_deeper_than_the_limit_is_a_typed_error() {
+    let err = nested(MAX_OVER_DEPTH + 1, "").parse::<Uri>().unwrap_err();
+    assert_eq!(err.kind(), UriErrorKind::TooDeep { limit: MAX_OVER_DEPTH });
+    assert_eq!(err.part(), UriPart::Query);
+    assert_eq!(err.value(), "over");
+    assert!(err.to_string().contains(&format!("deeper than {MAX_OVER_DEPTH} levels")), "{err}");
+    // Ordinary errors are of the other kind, also inside `over=`.
+    let err = "tls://a.test?over=ftp://x".parse::<Uri>().unwrap_err();
+    assert_eq!(err.kind(), UriErrorKind::Invalid);
+}
+
+/// 2,000 levels (a 26 KB string) used to recurse 2,000 times and overflow a
+/// tokio worker's 2 MiB stack; now parsing stops at the limit, on a 256 KiB
+/// stack, at once.
+#[test]
+fn a_deep_over_fails_fast_on_a_small_stack() {
+    let text = nested(2_000, "");
+    assert!(text.len() > 26_000);
+    let t = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let start = Instant::now();
+            let err = text.parse::<Uri>().unwrap_err();
+            (err.kind(), start.elapsed())
+        })
+        .unwrap();
+    let (kind, took) = t.join().expect("parsing a deep `over=` must not overflow the stack");
+    assert_eq!(kind, UriErrorKind::TooDeep { limit: MAX_OVER_DEPTH });
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
+
+/// Printing at the limit is a small, quick job: its cost is bounded by the
+/// depth, not quadratic in it (n = 1,000 levels used to print 2 MB in 2.5 s).
+#[test]
+fn printing_at_the_limit_is_small_and_fast() {
+    let text = nested(MAX_OVER_DEPTH, "sni=s&");
+    let uri: Uri = text.parse().unwrap();
+    let start = Instant::now();
+    let mut total = 0;
+    for _ in 0..1_000 {
+        total += uri.to_string().len();
+    }
+    let took = start.elapsed();
+    assert!(total <= 1_000 * 4 * text.len(), "{total}");
+    assert!(took < Duration::from_secs(2), "1,000 prints took {took:?}");
+}
+
+/// Every crate that reads a URI depends on this one, so it stays a leaf:
+/// `thiserror` and nothing else (no transport crate, no I/O crate).
+#[test]
+fn depends_on_thiserror_only() {
+    let manifest = include_str!("../Cargo.toml");
+    let mut section = "";
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section.ends_with("dependencies]") && !section.contains("dev-") && !line.is_empty() {
+            if let Some((name, _)) = line.split_once('=') {
+                deps.push(name.trim().split('.').next().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(deps, ["thiserror"], "conflux-uri's dependencies");
 }

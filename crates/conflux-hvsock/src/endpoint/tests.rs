@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::Encoder;
+use crate::codec::Encoder;
 
 /// One endpoint plus its wire buffers, moved by hand.
 struct Side {
@@ -195,4 +195,25 @@ fn abort_sends_nothing() {
     a.ep.abort();
     assert!(a.wire().is_empty());
     assert!(a.ep.is_done());
+}
+
+#[test]
+fn close_after_a_protocol_error_is_done_at_once() {
+    let t0 = Instant::now();
+    let mut a = Side::new();
+    a.rx.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(a.read(), ReadEvent::Error(EndpointError::Protocol(_))));
+    a.ep.close(t0);
+    assert!(a.ep.is_done(), "the peer broke the framing: nothing to wait for");
+    assert_eq!(a.ep.poll_timeout(), None);
+    assert!(a.wire().is_empty(), "no Close to a broken peer");
+    assert!(!a.ep.close_timed_out());
+
+    // The same with upstream's view, where the error reads as Eof.
+    let mut b = Side::new();
+    b.ep = Endpoint::new(FramingConfig::new().errors_as_eof(true));
+    b.rx.extend_from_slice(&[0, 0, 0, 0x80]);
+    assert_eq!(b.read(), ReadEvent::Eof);
+    b.ep.close(t0);
+    assert!(b.ep.is_done());
 }

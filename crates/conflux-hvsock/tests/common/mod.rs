@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: connected pairs of raw flows.
 #![allow(dead_code, unreachable_pub)]
 
-use conflux_hvsock::{FakeVmm, Family, FamilyListener, HybridFamily, MemFamily, RawFlow, UnixAddr, UnixFamily};
+use conflux_hvsock::testing::{FakeVmm, MemFamily, MemSocket};
+use conflux_hvsock::{Family, FamilyListener, HybridFamily, RawFlow, UnixAddr, UnixFamily};
 use conflux_testkit::TempDir;
 
 /// A connected pair of raw flows through a family listener.
@@ -15,7 +16,7 @@ pub async fn unix_pair(dir: &TempDir) -> (RawFlow<conflux_hvsock::UnixSocket>, R
     pair_via(&UnixFamily, &UnixAddr::new(dir.path().join("s"))).await
 }
 
-pub async fn mem_pair() -> (RawFlow<conflux_hvsock::MemSocket>, RawFlow<conflux_hvsock::MemSocket>) {
+pub async fn mem_pair() -> (RawFlow<MemSocket>, RawFlow<MemSocket>) {
     let f = MemFamily::new();
     let (a, b) = f.pair();
     (RawFlow::new(a), RawFlow::new(b))

@@ -1,6 +1,7 @@
 //! Tests of the skip log, the skip kinds and the `skip!` macro.
 
 use super::*;
+use crate::TempDir;
 use std::cell::RefCell;
 
 thread_local! {
@@ -9,18 +10,17 @@ thread_local! {
     pub(super) static LOG_OVERRIDE: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
 }
 
-fn temp_log(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cfx-testkit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
+/// A log file in a fresh directory (removed when the guard drops).
+fn temp_log(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new("testkit");
+    let path = dir.path().join(name);
+    (dir, path)
 }
 
-fn redirect_log(name: &str) -> PathBuf {
-    let path = temp_log(name);
+fn redirect_log(name: &str) -> (TempDir, PathBuf) {
+    let (dir, path) = temp_log(name);
     LOG_OVERRIDE.with(|o| *o.borrow_mut() = Some(path.clone()));
-    path
+    (dir, path)
 }
 
 fn read_log(path: &Path) -> Vec<serde_json::Value> {
@@ -57,7 +57,7 @@ fn skip_line_is_one_json_object() {
 
 #[test]
 fn parallel_appends_are_whole_lines() {
-    let path = temp_log("parallel.jsonl");
+    let (_dir, path) = temp_log("parallel.jsonl");
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let path = path.clone();
@@ -102,7 +102,7 @@ fn maybe_skip(skip: bool, ran: &mut bool) {
 
 #[test]
 fn skip_macro_logs_and_returns() {
-    let path = redirect_log("macro.jsonl");
+    let (_dir, path) = redirect_log("macro.jsonl");
     let mut ran = false;
     maybe_skip(true, &mut ran);
     assert!(!ran);
@@ -129,7 +129,7 @@ fn skip_in_result(skip: bool) -> Result<(), String> {
 
 #[test]
 fn skip_macro_returns_ok_from_result_fns() {
-    let path = redirect_log("result.jsonl");
+    let (_dir, path) = redirect_log("result.jsonl");
     assert_eq!(skip_in_result(true), Ok(()));
     assert_eq!(skip_in_result(false), Err("not skipped".into()));
     assert_eq!(read_log(&path)[0]["detail"], "case 7 excluded");
@@ -137,7 +137,7 @@ fn skip_macro_returns_ok_from_result_fns() {
 
 #[test]
 fn report_skip_does_not_return() {
-    let path = redirect_log("report.jsonl");
+    let (_dir, path) = redirect_log("report.jsonl");
     report_skip(SkipKind::Capability, "kit::case-3", "no half-close");
     report_skip(SkipKind::Capability, "kit::case-4", "no half-close");
     let lines = read_log(&path);
@@ -154,7 +154,7 @@ async fn async_skip(skip: bool) -> Result<(), ()> {
 
 #[tokio::test]
 async fn skip_macro_works_in_async_fns() {
-    let path = redirect_log("async.jsonl");
+    let (_dir, path) = redirect_log("async.jsonl");
     assert_eq!(async_skip(false).await, Err(()));
     assert_eq!(async_skip(true).await, Ok(()));
     let in_block: Result<(), ()> = async {
