@@ -105,9 +105,10 @@ impl FnDef {
         let mut out = String::with_capacity(self.template.len());
         for (i, part) in self.template.split(KEY_MARK).enumerate() {
             if i > 0
-                && let Some(k) = keys.next() {
-                    out.push_str(&name(k));
-                }
+                && let Some(k) = keys.next()
+            {
+                out.push_str(&name(k));
+            }
             out.push_str(part);
         }
         out

@@ -221,10 +221,12 @@ fn depends_on_thiserror_only() {
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line;
-        } else if section.ends_with("dependencies]") && !section.contains("dev-") && !line.is_empty() {
-            if let Some((name, _)) = line.split_once('=') {
-                deps.push(name.trim().split('.').next().unwrap().to_string());
-            }
+        } else if section.ends_with("dependencies]")
+            && !section.contains("dev-")
+            && !line.is_empty()
+            && let Some((name, _)) = line.split_once('=')
+        {
+            deps.push(name.trim().split('.').next().unwrap().to_string());
         }
     }
     assert_eq!(deps, ["thiserror"], "conflux-uri's dependencies");
