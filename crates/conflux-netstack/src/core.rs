@@ -660,15 +660,21 @@ impl Core {
     }
 
     /// Notes what we sent on a connection: SND.MAX for the ACK checks,
-    /// RCV.NXT as we acknowledged it, and data now outstanding.
-    fn sent(&mut self, now: Instant, seg: &wire::Segment) {
+    /// RCV.NXT as we acknowledged it, and data now outstanding. For an RST
+    /// of a connection (an abort), returns the sequence number it must
+    /// carry: smoltcp sends SND.UNA, which the peer drops as out of window
+    /// when it received more than we know it acknowledged; SND.MAX, as Linux
+    /// sends, is what the peer expects next.
+    fn sent(&mut self, now: Instant, seg: &wire::Segment) -> Option<u32> {
         let tuple = match self.nat_out.get(&(seg.src, seg.dst)) {
             Some(original) => (*original, seg.dst),
             None => (seg.src, seg.dst),
         };
-        if let Some(id) = self.tuples.get(&tuple)
-            && let Some(conn) = self.conns.get_mut(id)
-            && !seg.rst
+        let id = *self.tuples.get(&tuple)?;
+        let conn = self.conns.get_mut(&id)?;
+        if seg.rst {
+            return conn.snd_max.filter(|max| wire::seq_after(*max, seg.seq_number));
+        }
         {
             let end = seg.seq_end();
             if conn.snd_max.is_none_or(|max| wire::seq_after(end, max)) {
@@ -677,10 +683,11 @@ impl Core {
             if seg.ack && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.ack_number, nxt)) {
                 conn.rcv_nxt = Some(seg.ack_number);
             }
-            if conn.phase == Phase::Open && conn.peer_ack != conn.snd_max && self.outstanding.insert(*id) {
+            if conn.phase == Phase::Open && conn.peer_ack != conn.snd_max && self.outstanding.insert(id) {
                 conn.progress_at = now;
             }
         }
+        None
     }
 
     /// Makes a socket for a SYN to `tuple`, for the listener on `port`;
@@ -802,7 +809,9 @@ impl Core {
             }
             for mut frame in out.drain(..) {
                 if let Some(seg) = wire::tcp_segment(&frame, self.medium) {
-                    self.sent(now, &seg);
+                    if let Some(seq) = self.sent(now, &seg) {
+                        wire::rewrite_seq(&mut frame, self.medium, seq);
+                    }
                     if let Some(original) = self.nat_out.get(&(seg.src, seg.dst)) {
                         wire::rewrite(&mut frame, self.medium, true, *original);
                     }

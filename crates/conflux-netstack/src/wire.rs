@@ -246,6 +246,18 @@ pub(crate) fn rewrite(frame: &mut [u8], medium: Medium, src: bool, to: SocketAdd
 /// fixing the TCP checksum incrementally. Returns false if `frame` is not a
 /// TCP segment.
 pub(crate) fn rewrite_ack(frame: &mut [u8], medium: Medium, ack: u32) -> bool {
+    rewrite_word(frame, medium, 8, ack)
+}
+
+/// Sets the sequence number of the TCP segment in `frame` to `seq`, fixing
+/// the TCP checksum incrementally. Returns false if `frame` is not a TCP
+/// segment.
+pub(crate) fn rewrite_seq(frame: &mut [u8], medium: Medium, seq: u32) -> bool {
+    rewrite_word(frame, medium, 4, seq)
+}
+
+/// Sets the 32-bit word at `at` of the TCP header in `frame`.
+fn rewrite_word(frame: &mut [u8], medium: Medium, at: usize, word: u32) -> bool {
     let off = match medium {
         Medium::Ip => 0,
         Medium::Ethernet => ETH_HEADER,
@@ -258,10 +270,11 @@ pub(crate) fn rewrite_ack(frame: &mut [u8], medium: Medium, ack: u32) -> bool {
         4 => usize::from(ip[0] & 0x0f) * 4,
         _ => 40,
     };
-    let old = [ip[tcp_at + 8], ip[tcp_at + 9], ip[tcp_at + 10], ip[tcp_at + 11]];
-    let new = ack.to_be_bytes();
+    let at = tcp_at + at;
+    let old = [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
+    let new = word.to_be_bytes();
     adjust_checksum(ip, tcp_at + 16, &old, &new);
-    ip[tcp_at + 8..tcp_at + 12].copy_from_slice(&new);
+    ip[at..at + 4].copy_from_slice(&new);
     true
 }
 
@@ -324,6 +337,9 @@ mod tests {
         assert!(!rewrite(&mut p, Medium::Ip, true, "[::1]:1".parse().unwrap()), "families differ");
         assert!(rewrite_ack(&mut p, Medium::Ip, 0xdead_beef));
         assert_eq!(tcp_segment(&p, Medium::Ip).unwrap().ack_number, 0xdead_beef);
+        assert_eq!(tcp_checksum_v4(&p), 0, "the TCP checksum still verifies");
+        assert!(rewrite_seq(&mut p, Medium::Ip, 0x0102_0304));
+        assert_eq!(tcp_segment(&p, Medium::Ip).unwrap().seq_number, 0x0102_0304);
         assert_eq!(tcp_checksum_v4(&p), 0, "the TCP checksum still verifies");
     }
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod frames;
 pub mod inject;
 pub mod peer;
 pub mod tapns;
