@@ -1,0 +1,195 @@
+//! Server behaviour over pipe, TCP, Unix and framed Unix flows: version
+//! negotiation, handshake errors, unknown fids, partial walks, Tflush before
+//! and after the reply, 100 concurrent reads, malformed frames, and a client
+//! round trip of create/write/read/stat/remove.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{GateFs, RawConn, Transport, pair};
+use conflux_9p::fs::{ORDWR, OREAD};
+use conflux_9p::{Client, ClientError, MemFs, Msg, NOTAG, ParseError, ServeError, Server, Stat};
+use conflux_flow::BoxFlow;
+use tokio::task::JoinHandle;
+
+fn serve<F: conflux_9p::Filesystem>(server: Server<F>, flow: BoxFlow) -> JoinHandle<Result<(), ServeError>> {
+    tokio::spawn(async move { server.serve(flow).await })
+}
+
+async fn raw(t: Transport) -> (RawConn<BoxFlow>, JoinHandle<Result<(), ServeError>>, Arc<GateFs>) {
+    let (c, s) = pair(t).await;
+    let fs = Arc::new(GateFs::new());
+    let srv = serve(Server::from_arc(fs.clone()).with_msize(65536), s);
+    (RawConn::new(c), srv, fs)
+}
+
+async fn version_negotiation(t: Transport) {
+    let (mut c, srv, _) = raw(t).await;
+    let cases = [
+        ("9P2000.u", 1 << 30, "9P2000.u", 65536),
+        ("9P2000", 8192, "9P2000", 8192),
+        ("9P2000.L", 8192, "9P2000", 8192),
+        ("NFSv4", 8192, "unknown", 8192),
+    ];
+    for (ask, msize, want, got_msize) in cases {
+        let reply = c.rpc(NOTAG, Msg::Tversion { msize, version: ask.into() }).await;
+        assert_eq!(reply, Msg::Rversion { msize: got_msize, version: want.into() }, "asking {ask}");
+    }
+    // After "unknown" there is no session: requests are refused, the flow stays open.
+    c.dec.set_dialect(conflux_9p::Dialect::P2000);
+    let r = c.rpc(5, Msg::Tstat { fid: 1 }).await;
+    assert!(matches!(&r, Msg::Rerror { ename, .. } if ename.contains("Tversion")), "{r:?}");
+    // A second Tversion resets the session: fids of the first one are gone.
+    c.dec.set_dialect(conflux_9p::Dialect::P2000U);
+    c.handshake().await;
+    c.rpc(NOTAG, Msg::Tversion { msize: 8192, version: "9P2000.u".into() }).await;
+    assert!(matches!(c.rpc(2, Msg::Tstat { fid: 1 }).await, Msg::Rerror { .. }));
+    drop(c);
+    srv.await.unwrap().unwrap();
+}
+
+async fn handshake_errors(t: Transport) {
+    let (mut c, srv, _) = raw(t).await;
+    c.dec.set_dialect(conflux_9p::Dialect::P2000);
+    let r = c.rpc(1, Msg::Tattach { fid: 1, afid: !0, uname: "u".into(), aname: "".into(), n_uname: None }).await;
+    assert!(matches!(r, Msg::Rerror { .. }), "attach before version: {r:?}");
+    c.dec.set_dialect(conflux_9p::Dialect::P2000U);
+    c.rpc(NOTAG, Msg::Tversion { msize: 8192, version: "9P2000.u".into() }).await;
+    let r = c.rpc(2, Msg::Tauth { afid: 9, uname: "u".into(), aname: "".into(), n_uname: Some(0) }).await;
+    assert_eq!(r, Msg::error("authentication not required", 22));
+    c.handshake().await;
+    let r = c.rpc(3, Msg::Tattach { fid: 1, afid: !0, uname: "u".into(), aname: "".into(), n_uname: Some(0) }).await;
+    assert!(matches!(&r, Msg::Rerror { ename, .. } if ename.contains("in use")), "{r:?}");
+    drop(c);
+    srv.await.unwrap().unwrap();
+}
+
+async fn unknown_fid_and_partial_walk(t: Transport) {
+    let (mut c, srv, _) = raw(t).await;
+    c.handshake().await;
+    assert_eq!(c.rpc(2, Msg::Tstat { fid: 77 }).await, Msg::error("unknown fid", 9));
+    // Fails at the first name: Rerror.
+    let r = c.rpc(3, Msg::Twalk { fid: 1, newfid: 2, wnames: vec!["nope".into()] }).await;
+    assert!(matches!(r, Msg::Rerror { errno: Some(2), .. }), "{r:?}");
+    // Fails at the second: the first qid, and newfid is not created.
+    let r = c.rpc(4, Msg::Twalk { fid: 1, newfid: 2, wnames: vec!["docs".into(), "nope".into()] }).await;
+    assert!(matches!(&r, Msg::Rwalk { wqids } if wqids.len() == 1 && wqids[0].is_dir()), "{r:?}");
+    assert_eq!(c.rpc(5, Msg::Tstat { fid: 2 }).await, Msg::error("unknown fid", 9));
+    // Zero names clone the fid.
+    let r = c.rpc(6, Msg::Twalk { fid: 1, newfid: 3, wnames: vec![] }).await;
+    assert_eq!(r, Msg::Rwalk { wqids: vec![] });
+    assert!(matches!(c.rpc(7, Msg::Tstat { fid: 3 }).await, Msg::Rstat { .. }));
+    drop(c);
+    srv.await.unwrap().unwrap();
+}
+
+async fn open_fid(c: &mut RawConn<BoxFlow>, newfid: u32, name: &str) {
+    let r = c.rpc(10, Msg::Twalk { fid: 1, newfid, wnames: vec![name.into()] }).await;
+    assert!(matches!(r, Msg::Rwalk { .. }), "{r:?}");
+    assert!(matches!(c.rpc(11, Msg::Topen { fid: newfid, mode: OREAD }).await, Msg::Ropen { .. }));
+}
+
+async fn flush(t: Transport) {
+    let (mut c, srv, fs) = raw(t).await;
+    c.handshake().await;
+    open_fid(&mut c, 2, "slow").await;
+    open_fid(&mut c, 3, "fast").await;
+    // Before the reply: Rflush comes, the read's reply never does, even once the read finishes.
+    c.send(20, Msg::Tread { fid: 2, offset: 0, count: 100 }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(c.rpc(21, Msg::Tflush { oldtag: 20 }).await, Msg::Rflush);
+    // A slow read in flight does not hold up other requests.
+    c.send(22, Msg::Tread { fid: 2, offset: 0, count: 100 }).await;
+    assert!(matches!(c.rpc(23, Msg::Tstat { fid: 3 }).await, Msg::Rstat { .. }));
+    fs.gate.add_permits(2);
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag, f.msg), (22, Msg::Rread { data: Bytes::from_static(b"slow data") }));
+    // After the reply: the reply, then Rflush.
+    c.send(24, Msg::Tread { fid: 3, offset: 0, count: 4 }).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag, f.msg), (24, Msg::Rread { data: Bytes::from_static(b"fast") }));
+    assert_eq!(c.rpc(25, Msg::Tflush { oldtag: 24 }).await, Msg::Rflush);
+    // Flushing an unknown tag is answered too; nothing stray arrived in between.
+    assert_eq!(c.rpc(26, Msg::Tflush { oldtag: 999 }).await, Msg::Rflush);
+    drop(c);
+    srv.await.unwrap().unwrap();
+}
+
+async fn malformed_frame(t: Transport) {
+    let cases: [(&[u8], ParseError); 3] = [
+        (&[9, 0, 0, 0, 120, 0, 0, 1, 0], ParseError::Truncated(120)),
+        (&[7, 0, 0, 0, 99, 0, 0], ParseError::UnknownType(99)),
+        (&[0xff, 0xff, 1, 0], ParseError::Oversize { size: 0x1ffff, msize: 65536 }),
+    ];
+    for (bad, want) in cases {
+        let (mut c, srv, _) = raw(t).await;
+        c.handshake().await;
+        c.send_raw(bad).await;
+        assert!(c.recv().await.is_none(), "the server closes the flow");
+        match srv.await.unwrap() {
+            Err(ServeError::Protocol(p)) => assert_eq!(p, want),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+async fn client_round_trip_and_100_reads(t: Transport) {
+    let (c, s) = pair(t).await;
+    let fs = MemFs::new();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    fs.add_file("big", big.clone()).unwrap();
+    let srv = serve(Server::new(fs).with_msize(65536), s);
+    let client = Client::connect(c, 1 << 20, "9P2000.u").await.unwrap();
+    assert_eq!(client.msize(), 65536);
+    let (root, _) = client.attach("u", "").await.unwrap();
+
+    // create, write, read back, stat, list, remove.
+    let (f, _) = client.walk(root, &[]).await.unwrap();
+    client.create(f, "new.txt", 0o644, ORDWR).await.unwrap();
+    assert_eq!(client.write(f, 0, "hello world").await.unwrap(), 11);
+    assert_eq!(client.read(f, 6, 100).await.unwrap(), "world");
+    assert_eq!(client.stat(f).await.unwrap().length, 11);
+    client.clunk(f).await.unwrap();
+    let (d, _) = client.walk(root, &[]).await.unwrap();
+    client.open(d, OREAD).await.unwrap();
+    let names: Vec<String> = client.read_dir(d).await.unwrap().into_iter().map(|s: Stat| s.name).collect();
+    assert_eq!(names, ["big", "new.txt"]);
+    let (f, _) = client.walk(root, &["new.txt"]).await.unwrap();
+    client.remove(f).await.unwrap();
+    assert!(matches!(client.walk(root, &["new.txt"]).await, Err(ClientError::Server { errno: Some(2), .. })));
+
+    // 100 concurrent reads on one fid, each of its own 3000-byte range.
+    let (f, _) = client.walk(root, &["big"]).await.unwrap();
+    client.open(f, OREAD).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move { (i, client.read(f, i * 3000, 3000).await.unwrap()) }));
+    }
+    for t in tasks {
+        let (i, data) = t.await.unwrap();
+        assert_eq!(&data[..], &big[i as usize * 3000..][..3000]);
+    }
+    drop(client);
+    srv.await.unwrap().unwrap();
+}
+
+macro_rules! over_every_transport {
+    ($($name:ident),* $(,)?) => {
+        mod pipe { $(#[tokio::test] async fn $name() { super::$name(super::Transport::Pipe).await })* }
+        mod tcp { $(#[tokio::test] async fn $name() { super::$name(super::Transport::Tcp).await })* }
+        mod unix { $(#[tokio::test] async fn $name() { super::$name(super::Transport::Unix).await })* }
+        mod framed_unix { $(#[tokio::test] async fn $name() { super::$name(super::Transport::FramedUnix).await })* }
+    };
+}
+
+over_every_transport!(
+    version_negotiation,
+    handshake_errors,
+    unknown_fid_and_partial_walk,
+    flush,
+    malformed_frame,
+    client_round_trip_and_100_reads,
+);
