@@ -37,10 +37,14 @@
 
 mod client;
 pub mod fs;
+#[cfg(target_os = "linux")]
+mod hostfs;
 mod memfs;
 mod server;
 pub mod wire;
 
+#[cfg(target_os = "linux")]
+pub use crate::hostfs::{HostFs, HostNode};
 pub use crate::{
     client::{Call, Client, ClientError},
     fs::{Filesystem, FsError, Walked},
