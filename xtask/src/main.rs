@@ -16,6 +16,7 @@
 mod bench;
 mod ci;
 mod install;
+mod install_py9p;
 mod util;
 
 #[cfg(test)]
