@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, FlowExt, ReadHalf, SharedWriter};
 use tokio::sync::oneshot;
 
-use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, NOFID, NOTAG, ParseError, Qid, Stat};
+use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, NOFID, NOTAG, ParseError, Qid, RecvBuf, Stat};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +142,9 @@ impl<F: Flow> Client<F> {
             msize,
             dialect,
         });
-        tokio::spawn(read_loop(rd, buf, Decoder::new(msize, dialect), Arc::downgrade(&inner)));
+        let mut rest = RecvBuf::new();
+        rest.push(buf.freeze());
+        tokio::spawn(read_loop(rd, rest, Decoder::new(msize, dialect), Arc::downgrade(&inner)));
         Ok(Client { inner })
     }
 
@@ -304,18 +306,13 @@ impl<F: Flow> Client<F> {
     }
 }
 
-async fn read_loop<F: Flow>(
-    mut rd: ReadHalf<F>,
-    mut buf: BytesMut,
-    mut dec: Decoder,
-    inner: std::sync::Weak<Inner<F>>,
-) {
+async fn read_loop<F: Flow>(mut rd: ReadHalf<F>, mut buf: RecvBuf, mut dec: Decoder, inner: std::sync::Weak<Inner<F>>) {
     loop {
-        let frame = match dec.decode(&mut buf) {
+        let frame = match dec.decode_buf(&mut buf) {
             Ok(Some(f)) => f,
             Ok(None) => match rd.read().await {
                 Ok(Some(b)) => {
-                    buf.extend_from_slice(&b);
+                    buf.push(b);
                     continue;
                 }
                 Ok(None) | Err(_) => break,

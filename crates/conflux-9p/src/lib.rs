@@ -50,5 +50,5 @@ pub use crate::{
     fs::{Filesystem, FsError, Walked},
     memfs::{MemFs, MemNode},
     server::{DEFAULT_MSIZE, MAX_IN_FLIGHT, MIN_MSIZE, ServeError, Server},
-    wire::{Decoder, Dialect, Frame, IOHDRSZ, MAXWELEM, Msg, NOFID, NONUNAME, NOTAG, ParseError, Qid, Stat},
+    wire::{Decoder, Dialect, Frame, IOHDRSZ, MAXWELEM, Msg, NOFID, NONUNAME, NOTAG, ParseError, Qid, RecvBuf, Stat},
 };

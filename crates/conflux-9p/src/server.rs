@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, FlowExt, WriteHalf};
+use futures_util::FutureExt;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::fs::{Filesystem, FsError, ORCLOSE, mode_reads, mode_writes};
-use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, ParseError, Qid, Stat};
+use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, ParseError, Qid, RecvBuf, Stat};
 
 /// The largest msize the server offers unless told otherwise.
 pub const DEFAULT_MSIZE: u32 = 1024 * 1024 + IOHDRSZ;
@@ -99,15 +100,15 @@ impl<F: Filesystem> Server<F> {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_loop(wr, rx));
         let mut dec = Decoder::new(self.msize, Dialect::P2000);
-        let mut buf = BytesMut::new();
+        let mut buf = RecvBuf::new();
         let mut sess: Option<Arc<Session<F>>> = None;
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let result = loop {
-            let frame = match dec.decode(&mut buf) {
+            let frame = match dec.decode_buf(&mut buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => match rd.read().await {
                     Ok(Some(b)) => {
-                        buf.extend_from_slice(&b);
+                        buf.push(b);
                         continue;
                     }
                     Ok(None) => break Ok(()),
@@ -157,16 +158,23 @@ impl<F: Filesystem> Server<F> {
                         s.send(tag, Msg::error("duplicate tag", 22));
                         continue;
                     }
-                    let Ok(permit) = permits.clone().acquire_owned().await else { unreachable!("never closed") };
+                    // Run the request until it first waits: most finish there
+                    // (no task needed); the rest continue in their own task.
                     let s = s.clone();
-                    tokio::spawn(
-                        async move {
-                            let reply = s.handle(msg).await;
-                            s.finish(tag, reply);
-                            drop(permit);
-                        }
-                        .in_current_span(),
-                    );
+                    let mut request = Box::pin(async move {
+                        let reply = s.handle(msg).await;
+                        s.finish(tag, reply);
+                    });
+                    if request.as_mut().now_or_never().is_none() {
+                        let Ok(permit) = permits.clone().acquire_owned().await else { unreachable!("never closed") };
+                        tokio::spawn(
+                            async move {
+                                request.await;
+                                drop(permit);
+                            }
+                            .in_current_span(),
+                        );
+                    }
                 }
             }
         };

@@ -476,19 +476,109 @@ impl Decoder {
     /// needed, or a protocol error (the size is checked before the body arrives).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ParseError> {
         let Some(raw) = buf.first_chunk::<4>() else { return Ok(None) };
-        let size = u32::from_le_bytes(*raw);
+        let size = self.check_size(*raw)?;
+        if buf.len() < size {
+            buf.reserve(size - buf.len());
+            return Ok(None);
+        }
+        let frame = buf.split_to(size).freeze();
+        Frame::parse(frame, self.dialect).map(Some)
+    }
+
+    /// As [`decode`](Decoder::decode) over a [`RecvBuf`]: a frame that lies
+    /// within one received chunk is sliced out of it without copying.
+    pub fn decode_buf(&mut self, buf: &mut RecvBuf) -> Result<Option<Frame>, ParseError> {
+        let Some(raw) = buf.peek4() else { return Ok(None) };
+        let size = self.check_size(raw)?;
+        if buf.len() < size {
+            return Ok(None);
+        }
+        Frame::parse(buf.take(size), self.dialect).map(Some)
+    }
+
+    fn check_size(&self, raw: [u8; 4]) -> Result<usize, ParseError> {
+        let size = u32::from_le_bytes(raw);
         if size < HEADER_LEN as u32 {
             return Err(ParseError::Undersize(size));
         }
         if size > self.msize {
             return Err(ParseError::Oversize { size, msize: self.msize });
         }
-        if buf.len() < size as usize {
-            buf.reserve(size as usize - buf.len());
-            return Ok(None);
+        Ok(size as usize)
+    }
+}
+
+/// Received bytes kept as the chunks a flow handed out, so that a frame
+/// inside one chunk is a zero-copy slice and one spanning chunks is copied
+/// once into an allocation of exactly its size.
+#[derive(Debug, Default)]
+pub struct RecvBuf {
+    chunks: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl RecvBuf {
+    /// An empty buffer.
+    pub fn new() -> RecvBuf {
+        RecvBuf::default()
+    }
+
+    /// Appends a received chunk.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
         }
-        let frame = buf.split_to(size as usize).freeze();
-        Frame::parse(frame, self.dialect).map(Some)
+    }
+
+    /// How many bytes are buffered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn peek4(&self) -> Option<[u8; 4]> {
+        if self.len < 4 {
+            return None;
+        }
+        let mut out = [0u8; 4];
+        let mut got = 0;
+        for c in &self.chunks {
+            let n = (4 - got).min(c.len());
+            out[got..got + n].copy_from_slice(&c[..n]);
+            got += n;
+            if got == 4 {
+                break;
+            }
+        }
+        Some(out)
+    }
+
+    /// The first `n` buffered bytes (`n <= len`).
+    fn take(&mut self, n: usize) -> Bytes {
+        self.len -= n;
+        let first = self.chunks.front_mut().expect("n <= len");
+        if first.len() >= n {
+            let out = first.split_to(n);
+            if first.is_empty() {
+                self.chunks.pop_front();
+            }
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let c = self.chunks.front_mut().expect("n <= len");
+            let k = (n - out.len()).min(c.len());
+            out.put_slice(&c.split_to(k));
+            if c.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        out.freeze()
     }
 }
 

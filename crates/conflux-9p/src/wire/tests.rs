@@ -187,3 +187,32 @@ proptest! {
         while let Ok(Some(_)) = dec.decode(&mut buf) {}
     }
 }
+
+proptest! {
+    #[test]
+    fn recv_buf_matches_bytes_mut(cuts in proptest::collection::vec(1usize..40, 1..20), data in proptest::collection::vec(any::<u8>(), 0..60)) {
+        let frames = [
+            frame(1, Msg::Rread { data: Bytes::from(data) }),
+            frame(2, Msg::Tclunk { fid: 9 }),
+            frame(3, Msg::error("e", 1)),
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.emit(U).to_vec()).collect();
+        let mut buf = RecvBuf::new();
+        let mut dec = Decoder::new(8192, U);
+        let mut got = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + cut).min(wire.len());
+            buf.push(Bytes::copy_from_slice(&wire[at..end]));
+            at = end;
+            while let Some(f) = dec.decode_buf(&mut buf).unwrap() {
+                got.push(f);
+            }
+        }
+        prop_assert_eq!(&got[..], &frames[..]);
+        prop_assert!(buf.is_empty());
+    }
+}
