@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use conflux_flow::{Flow, FlowError, FlowExt, ReadHalf, SharedWriter};
-use tokio::sync::oneshot;
+use conflux_flow::{Flow, FlowError, FlowExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, NOFID, NOTAG, ParseError, Qid, RecvBuf, Stat};
 
@@ -52,8 +52,14 @@ impl From<ParseError> for ClientError {
 
 type Pending = HashMap<u16, oneshot::Sender<Msg>>;
 
+enum Out {
+    Frame([Bytes; 2]),
+    Close(oneshot::Sender<Result<(), FlowError>>),
+}
+
 struct Inner<F: Flow> {
-    writer: SharedWriter<F>,
+    writer: mpsc::UnboundedSender<Out>,
+    _flow: std::marker::PhantomData<fn() -> F>,
     pending: Mutex<Option<Pending>>,
     next_tag: Mutex<u16>,
     next_fid: AtomicU32,
@@ -135,7 +141,8 @@ impl<F: Flow> Client<F> {
         };
         let (rd, wr) = flow.split();
         let inner = Arc::new(Inner {
-            writer: wr.into_shared(),
+            writer: spawn_writer(wr),
+            _flow: std::marker::PhantomData,
             pending: Mutex::new(Some(HashMap::new())),
             next_tag: Mutex::new(0),
             next_fid: AtomicU32::new(1),
@@ -185,7 +192,9 @@ impl<F: Flow> Client<F> {
             }
         };
         let frame = Frame { tag, msg };
-        self.inner.writer.writev(frame.emit_parts(self.inner.dialect).into()).await?;
+        if self.inner.writer.send(Out::Frame(frame.emit_parts(self.inner.dialect))).is_err() {
+            return Err(ClientError::Closed("the flow failed".into()));
+        }
         Ok(Call { tag, rx })
     }
 
@@ -302,8 +311,48 @@ impl<F: Flow> Client<F> {
 
     /// Closes the flow; calls still waiting fail with [`ClientError::Closed`].
     pub async fn close(&self) -> Result<(), ClientError> {
-        Ok(self.inner.writer.close().await?)
+        let (tx, rx) = oneshot::channel();
+        if self.inner.writer.send(Out::Close(tx)).is_err() {
+            return Ok(());
+        }
+        Ok(rx.await.unwrap_or(Ok(()))?)
     }
+}
+
+/// The one writer: requests queued by every caller go out in batches (one
+/// vectored write per wake-up), in the order they were queued.
+fn spawn_writer<F: Flow>(mut wr: WriteHalf<F>) -> mpsc::UnboundedSender<Out> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut bufs = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut close = None;
+            while let Some(out) = next.take() {
+                match out {
+                    Out::Frame(parts) => bufs.extend(parts.into_iter().filter(|b| !b.is_empty())),
+                    Out::Close(done) => {
+                        close = Some(done);
+                        break;
+                    }
+                }
+                if bufs.len() < 128 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !bufs.is_empty() {
+                if let Err(e) = wr.writev(std::mem::take(&mut bufs)).await {
+                    tracing::debug!(error = %e, "9P client write failed");
+                    return;
+                }
+            }
+            if let Some(done) = close {
+                let _ = done.send(wr.close().await);
+                return;
+            }
+        }
+    });
+    tx
 }
 
 async fn read_loop<F: Flow>(mut rd: ReadHalf<F>, mut buf: RecvBuf, mut dec: Decoder, inner: std::sync::Weak<Inner<F>>) {
