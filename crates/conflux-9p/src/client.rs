@@ -50,7 +50,7 @@ impl From<ParseError> for ClientError {
     }
 }
 
-type Pending = HashMap<u16, oneshot::Sender<Msg>>;
+type Pending = HashMap<u16, oneshot::Sender<Result<Msg, ClientError>>>;
 
 enum Out {
     Frame([Bytes; 2]),
@@ -89,7 +89,7 @@ impl<F: Flow> std::fmt::Debug for Client<F> {
 #[derive(Debug)]
 pub struct Call {
     tag: u16,
-    rx: oneshot::Receiver<Msg>,
+    rx: oneshot::Receiver<Result<Msg, ClientError>>,
 }
 
 impl Call {
@@ -98,9 +98,10 @@ impl Call {
         self.tag
     }
 
-    /// The reply (Rerror included, as a message).
+    /// The reply (Rerror included, as a message); [`ClientError::Flushed`] if
+    /// the request was flushed first, [`ClientError::Closed`] if the session ended.
     pub async fn reply(self) -> Result<Msg, ClientError> {
-        self.rx.await.map_err(|_| ClientError::Flushed)
+        self.rx.await.unwrap_or(Err(ClientError::Flushed))
     }
 }
 
@@ -356,7 +357,7 @@ fn spawn_writer<F: Flow>(mut wr: WriteHalf<F>) -> mpsc::UnboundedSender<Out> {
 }
 
 async fn read_loop<F: Flow>(mut rd: ReadHalf<F>, mut buf: RecvBuf, mut dec: Decoder, inner: std::sync::Weak<Inner<F>>) {
-    loop {
+    let why = loop {
         let frame = match dec.decode_buf(&mut buf) {
             Ok(Some(f)) => f,
             Ok(None) => match rd.read().await {
@@ -364,21 +365,24 @@ async fn read_loop<F: Flow>(mut rd: ReadHalf<F>, mut buf: RecvBuf, mut dec: Deco
                     buf.push(b);
                     continue;
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break "the server closed the flow".to_owned(),
+                Err(e) => break e.to_string(),
             },
             Err(e) => {
                 tracing::debug!(error = %e, "malformed reply");
-                break;
+                break format!("malformed reply: {e}");
             }
         };
         let Some(inner) = inner.upgrade() else { return };
         let tx = lock(&inner.pending).as_mut().and_then(|p| p.remove(&frame.tag));
         if let Some(tx) = tx {
-            let _ = tx.send(frame.msg);
+            let _ = tx.send(Ok(frame.msg));
         }
-    }
+    };
     if let Some(inner) = inner.upgrade() {
-        // Dropping every sender ends every waiting call.
-        lock(&inner.pending).take();
+        let pending = lock(&inner.pending).take().unwrap_or_default();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(ClientError::Closed(why.clone())));
+        }
     }
 }

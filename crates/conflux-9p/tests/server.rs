@@ -176,6 +176,72 @@ async fn client_round_trip_and_100_reads(t: Transport) {
     srv.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn dir_reads_hold_whole_entries() {
+    let (mut c, srv, fs) = raw(Transport::Pipe).await;
+    for name in ["e1", "e2", "e3"] {
+        fs.mem.add_file(&format!("docs/{name}"), "x").unwrap();
+    }
+    c.handshake().await;
+    let r = c.rpc(2, Msg::Twalk { fid: 1, newfid: 2, wnames: vec!["docs".into()] }).await;
+    assert!(matches!(r, Msg::Rwalk { .. }));
+    assert!(matches!(c.rpc(3, Msg::Topen { fid: 2, mode: OREAD }).await, Msg::Ropen { .. }));
+    // The size of one entry: every name here is 2 or 5 bytes; "a.txt" is the longest.
+    let one = Stat {
+        name: "a.txt".into(),
+        uid: "conflux".into(),
+        gid: "conflux".into(),
+        muid: "conflux".into(),
+        ..Stat::default()
+    }
+    .wire_len(true) as u32;
+    // A count of one entry and a bit: exactly one entry per read, never a split one.
+    let (mut offset, mut names) = (0u64, Vec::new());
+    loop {
+        let Msg::Rread { data } = c.rpc(4, Msg::Tread { fid: 2, offset, count: one + 10 }).await else { panic!() };
+        if data.is_empty() {
+            break;
+        }
+        let entries = Stat::parse_dir(&data, true).unwrap();
+        assert_eq!(entries.len(), 1);
+        names.push(entries[0].name.clone());
+        offset += data.len() as u64;
+    }
+    assert_eq!(names, ["a.txt", "e1", "e2", "e3"]);
+    // Mid-entry offsets and counts below one entry are refused.
+    assert!(matches!(c.rpc(5, Msg::Tread { fid: 2, offset: 3, count: 1000 }).await, Msg::Rerror { .. }));
+    assert!(matches!(c.rpc(6, Msg::Tread { fid: 2, offset: 0, count: 10 }).await, Msg::Rerror { .. }));
+    drop(c);
+    srv.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn wstat_orclose_and_session_end() {
+    let (c, s) = pair(Transport::Pipe).await;
+    let fs = Arc::new(GateFs::new());
+    let srv = serve(Server::from_arc(fs.clone()), s);
+    let client = Client::connect(c, 8192, "9P2000.u").await.unwrap();
+    let (root, _) = client.attach("u", "").await.unwrap();
+    // wstat: rename and truncate; "don't touch" fields stay.
+    let (f, _) = client.walk(root, &["docs", "a.txt"]).await.unwrap();
+    client.wstat(f, Stat { name: "b.txt".into(), length: 2, ..Stat::dont_touch() }).await.unwrap();
+    let st = client.stat(f).await.unwrap();
+    assert_eq!((st.name.as_str(), st.length, st.mode), ("b.txt", 2, 0o644));
+    assert!(client.walk(root, &["docs", "a.txt"]).await.is_err());
+    // ORCLOSE: the file goes with the clunk.
+    let (d, _) = client.walk(root, &["docs"]).await.unwrap();
+    client.create(d, "tmp", 0o600, conflux_9p::fs::OWRITE | conflux_9p::fs::ORCLOSE).await.unwrap();
+    assert!(client.walk(root, &["docs", "tmp"]).await.is_ok());
+    client.clunk(d).await.unwrap();
+    assert!(client.walk(root, &["docs", "tmp"]).await.is_err());
+    // A call waiting when the session ends fails with Closed, not Flushed.
+    let (slow, _) = client.walk(root, &["slow"]).await.unwrap();
+    client.open(slow, OREAD).await.unwrap();
+    let call = client.send(Msg::Tread { fid: slow, offset: 0, count: 10 }).await.unwrap();
+    srv.abort();
+    assert!(matches!(call.reply().await, Err(ClientError::Closed(_))));
+}
+
 macro_rules! over_every_transport {
     ($($name:ident),* $(,)?) => {
         mod pipe { $(#[tokio::test] async fn $name() { super::$name(super::Transport::Pipe).await })* }
