@@ -20,7 +20,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -36,12 +36,23 @@ pub struct HostFs {
     read_only: bool,
 }
 
-/// One walked-to file: its `O_PATH` descriptor, its parent and its name there.
+/// One walked-to file: its `O_PATH` descriptor, its parent and its name there
+/// (updated by a Twstat rename through this server).
 #[derive(Debug)]
 struct Entry {
     fd: OwnedFd,
     parent: Option<Arc<Entry>>,
-    name: String,
+    name: Mutex<String>,
+}
+
+impl Entry {
+    fn new(fd: OwnedFd, parent: Option<Arc<Entry>>, name: &str) -> Arc<Entry> {
+        Arc::new(Entry { fd, parent, name: Mutex::new(name.to_owned()) })
+    }
+
+    fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// A fid's reference into a [`HostFs`]: the walked-to file and, once opened, the open file.
@@ -115,7 +126,7 @@ impl HostFs {
     /// Serves the directory `dir` (resolved once, now; it may itself be a symlink).
     pub fn new(dir: impl AsRef<Path>) -> std::io::Result<HostFs> {
         let fd = rustix::fs::open(dir.as_ref(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(HostFs { root: Arc::new(Entry { fd, parent: None, name: "/".into() }), read_only: false })
+        Ok(HostFs { root: Entry::new(fd, None, "/"), read_only: false })
     }
 
     /// Refuses every change (writes, creates, removes, wstat) with EROFS.
@@ -132,7 +143,7 @@ impl HostFs {
     fn reopen(&self, at: &Entry, flags: OFlags) -> Result<OwnedFd, FsError> {
         let fd = match &at.parent {
             None => resolve(&at.fd, ".", flags, Mode::empty()),
-            Some(p) => resolve(&p.fd, &at.name, flags, Mode::empty()),
+            Some(p) => resolve(&p.fd, &at.name(), flags, Mode::empty()),
         }
         .map_err(err)?;
         if !same_inode(&fd, &at.fd)? {
@@ -159,7 +170,7 @@ impl crate::Filesystem for HostFs {
             } else {
                 resolve(&at.fd, name, OFlags::PATH, Mode::empty())
                     .map_err(err)
-                    .map(|fd| Arc::new(Entry { fd, parent: Some(at.clone()), name: name.clone() }))
+                    .map(|fd| Entry::new(fd, Some(at.clone()), name))
             };
             let next = next.and_then(|e| Ok((qid_of(&rustix::fs::fstat(&e.fd).map_err(err)?), e)));
             match next {
@@ -229,7 +240,7 @@ impl crate::Filesystem for HostFs {
             }
         }
         let qid = qid_of(&rustix::fs::fstat(&fd).map_err(err)?);
-        let at = Arc::new(Entry { fd, parent: Some(dir.at.clone()), name: name.into() });
+        let at = Entry::new(fd, Some(dir.at.clone()), name);
         Ok((HostNode { at, file: file.map(File::from) }, qid, 0))
     }
 
@@ -274,19 +285,20 @@ impl crate::Filesystem for HostFs {
     async fn remove(&self, node: &HostNode) -> Result<(), FsError> {
         self.writable()?;
         let Some(parent) = &node.at.parent else { return Err(FsError::new("cannot remove the root", 13)) };
-        let now = rustix::fs::statat(&parent.fd, node.at.name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+        let name = node.at.name();
+        let now = rustix::fs::statat(&parent.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
         let was = rustix::fs::fstat(&node.at.fd).map_err(err)?;
         if (now.st_ino, now.st_dev) != (was.st_ino, was.st_dev) {
             return Err(FsError::new("file replaced since it was walked to", 116));
         }
         let flags = if qid_of(&was).is_dir() { AtFlags::REMOVEDIR } else { AtFlags::empty() };
-        rustix::fs::unlinkat(&parent.fd, node.at.name.as_str(), flags).map_err(err)
+        rustix::fs::unlinkat(&parent.fd, name.as_str(), flags).map_err(err)
     }
 
     async fn stat(&self, node: &HostNode) -> Result<Stat, FsError> {
         let st = rustix::fs::fstat(&node.at.fd).map_err(err)?;
         let link = (qid_of(&st).ty == Qid::SYMLINK).then(|| read_link(&node.at.fd, "")).flatten();
-        Ok(stat_of(&st, &node.at.name, link))
+        Ok(stat_of(&st, &node.at.name(), link))
     }
 
     async fn wstat(&self, node: &HostNode, stat: &Stat) -> Result<(), FsError> {
@@ -303,12 +315,14 @@ impl crate::Filesystem for HostFs {
             let fd = self.reopen(&node.at, OFlags::RDONLY)?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(stat.mode & 0o777)).map_err(err)?;
         }
-        if !stat.name.is_empty() && stat.name != node.at.name {
+        let old = node.at.name();
+        if !stat.name.is_empty() && stat.name != old {
             if stat.name.contains('/') || stat.name == "." || stat.name == ".." {
                 return Err(FsError::invalid("invalid file name"));
             }
             let Some(parent) = &node.at.parent else { return Err(FsError::denied()) };
-            rustix::fs::renameat(&parent.fd, node.at.name.as_str(), &parent.fd, stat.name.as_str()).map_err(err)?;
+            rustix::fs::renameat(&parent.fd, old.as_str(), &parent.fd, stat.name.as_str()).map_err(err)?;
+            *node.at.name.lock().unwrap_or_else(|p| p.into_inner()) = stat.name.clone();
         }
         Ok(())
     }

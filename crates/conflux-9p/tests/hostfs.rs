@@ -84,6 +84,16 @@ async fn operations() {
     let (f, _) = c.walk(root, &["d", "new"]).await.unwrap();
     c.remove(f).await.unwrap();
     assert!(!t.root().join("d/new").exists() && !t.root().join("sub").exists());
+    // wstat: rename, then the same fid still opens and truncates the file.
+    let (f, _) = c.walk(root, &["top.txt"]).await.unwrap();
+    c.wstat(f, conflux_9p::Stat { name: "renamed.txt".into(), ..conflux_9p::Stat::dont_touch() }).await.unwrap();
+    c.wstat(f, conflux_9p::Stat { length: 1, ..conflux_9p::Stat::dont_touch() }).await.unwrap();
+    assert_eq!(c.stat(f).await.unwrap().name, "renamed.txt");
+    c.open(f, OREAD).await.unwrap();
+    assert_eq!(c.read_all(f).await.unwrap(), b"t");
+    c.clunk(f).await.unwrap();
+    std::fs::rename(t.root().join("renamed.txt"), t.root().join("top.txt")).unwrap();
+    std::fs::write(t.root().join("top.txt"), "top").unwrap();
     // ".." inside the root is fine.
     assert_eq!(read_file(&c, root, &["d", "..", "top.txt"]).await.unwrap(), b"top");
 }
