@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, FlowExt, WriteHalf};
 use futures_util::FutureExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::fs::{Filesystem, FsError, ORCLOSE, mode_reads, mode_writes};
@@ -14,7 +14,8 @@ use crate::wire::{Decoder, Dialect, Frame, IOHDRSZ, Msg, ParseError, Qid, RecvBu
 
 /// The largest msize the server offers unless told otherwise.
 pub const DEFAULT_MSIZE: u32 = 1024 * 1024 + IOHDRSZ;
-/// How many requests one session runs at once before it stops reading.
+/// How many requests one session holds (running, or answered and waiting for
+/// the writer) before it stops reading from the flow.
 pub const MAX_IN_FLIGHT: usize = 256;
 /// The smallest msize a client may negotiate.
 pub const MIN_MSIZE: u32 = 256;
@@ -62,8 +63,9 @@ impl<F> Clone for Server<F> {
     }
 }
 
+/// A reply for the writer, with the permit its request held (released once written).
 enum Out {
-    Frame([Bytes; 2]),
+    Frame([Bytes; 2], Option<OwnedSemaphorePermit>),
     Close,
 }
 
@@ -121,6 +123,8 @@ impl<F: Filesystem> Server<F> {
                 break Err(ServeError::UnexpectedReply(msg.type_byte()));
             }
             tracing::trace!(tag, ty = msg.type_byte(), "request");
+            let Ok(permit) = permits.clone().acquire_owned().await else { unreachable!("never closed") };
+            let permit = Some(permit);
             match msg {
                 Msg::Tversion { msize, version } => {
                     if let Some(old) = sess.take() {
@@ -137,7 +141,7 @@ impl<F: Filesystem> Server<F> {
                         (Msg::Rversion { msize, version: "unknown".into() }, None)
                     };
                     let emit_as = dialect.unwrap_or(Dialect::P2000);
-                    let _ = tx.send(Out::Frame(Frame { tag, msg: reply }.emit_parts(emit_as)));
+                    let _ = tx.send(Out::Frame(Frame { tag, msg: reply }.emit_parts(emit_as), permit));
                     if let Some(d) = dialect {
                         dec.set_msize(msize);
                         dec.set_dialect(d);
@@ -147,15 +151,15 @@ impl<F: Filesystem> Server<F> {
                 msg => {
                     let Some(s) = &sess else {
                         let reply = Msg::error("Tversion must come first", 22);
-                        let _ = tx.send(Out::Frame(Frame { tag, msg: reply }.emit_parts(Dialect::P2000)));
+                        let _ = tx.send(Out::Frame(Frame { tag, msg: reply }.emit_parts(Dialect::P2000), permit));
                         continue;
                     };
                     if let Msg::Tflush { oldtag } = msg {
-                        s.flush(tag, oldtag);
+                        s.flush(tag, oldtag, permit);
                         continue;
                     }
                     if !s.begin(tag) {
-                        s.send(tag, Msg::error("duplicate tag", 22));
+                        s.send(tag, Msg::error("duplicate tag", 22), permit);
                         continue;
                     }
                     // Run the request until it first waits: most finish there
@@ -163,17 +167,10 @@ impl<F: Filesystem> Server<F> {
                     let s = s.clone();
                     let mut request = Box::pin(async move {
                         let reply = s.handle(msg).await;
-                        s.finish(tag, reply);
+                        s.finish(tag, reply, permit);
                     });
                     if request.as_mut().now_or_never().is_none() {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { unreachable!("never closed") };
-                        tokio::spawn(
-                            async move {
-                                request.await;
-                                drop(permit);
-                            }
-                            .in_current_span(),
-                        );
+                        tokio::spawn(request.in_current_span());
                     }
                 }
             }
@@ -195,12 +192,16 @@ impl<F: Filesystem> Server<F> {
 
 async fn write_loop<T: Flow>(mut wr: WriteHalf<T>, mut rx: mpsc::UnboundedReceiver<Out>) -> Result<(), FlowError> {
     let mut bufs = Vec::new();
+    let mut permits = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut close = false;
         while let Some(out) = next.take() {
             match out {
-                Out::Frame(parts) => bufs.extend(parts.into_iter().filter(|b| !b.is_empty())),
+                Out::Frame(parts, permit) => {
+                    bufs.extend(parts.into_iter().filter(|b| !b.is_empty()));
+                    permits.extend(permit);
+                }
                 Out::Close => {
                     close = true;
                     break;
@@ -213,6 +214,7 @@ async fn write_loop<T: Flow>(mut wr: WriteHalf<T>, mut rx: mpsc::UnboundedReceiv
         if !bufs.is_empty() {
             wr.writev(std::mem::take(&mut bufs)).await?;
         }
+        permits.clear();
         if close {
             return wr.close().await;
         }
@@ -270,8 +272,8 @@ impl<F: Filesystem> Session<F> {
         Session { fs, dialect, msize, fids: Mutex::new(HashMap::new()), tags, tx }
     }
 
-    fn send(&self, tag: u16, msg: Msg) {
-        let _ = self.tx.send(Out::Frame(Frame { tag, msg }.emit_parts(self.dialect)));
+    fn send(&self, tag: u16, msg: Msg, permit: Option<OwnedSemaphorePermit>) {
+        let _ = self.tx.send(Out::Frame(Frame { tag, msg }.emit_parts(self.dialect), permit));
     }
 
     /// Ends the session: no more replies, every fid forgotten.
@@ -288,18 +290,18 @@ impl<F: Filesystem> Session<F> {
         tags.live && tags.in_flight.insert(tag)
     }
 
-    fn finish(&self, tag: u16, reply: Msg) {
+    fn finish(&self, tag: u16, reply: Msg, permit: Option<OwnedSemaphorePermit>) {
         let mut tags = lock(&self.tags);
         if tags.live && tags.in_flight.remove(&tag) {
-            self.send(tag, reply);
+            self.send(tag, reply, permit);
         }
     }
 
-    fn flush(&self, tag: u16, oldtag: u16) {
+    fn flush(&self, tag: u16, oldtag: u16, permit: Option<OwnedSemaphorePermit>) {
         let mut tags = lock(&self.tags);
         tags.in_flight.remove(&oldtag);
         if tags.live {
-            self.send(tag, Msg::Rflush);
+            self.send(tag, Msg::Rflush, permit);
         }
     }
 

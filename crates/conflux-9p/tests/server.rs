@@ -242,6 +242,50 @@ async fn wstat_orclose_and_session_end() {
     assert!(matches!(call.reply().await, Err(ClientError::Closed(_))));
 }
 
+/// A client that sends without reading: once MAX_IN_FLIGHT replies wait for
+/// the writer, the server stops reading, so the client's writes stall instead
+/// of replies piling up in the server's memory; reading drains everything.
+#[tokio::test(start_paused = true)]
+async fn replies_not_read_stop_the_server_reading() {
+    let (a, b) = conflux_flow::pipe(4096);
+    let srv = serve(Server::new(MemFs::new()), BoxFlow::new(b));
+    let mut c = RawConn::new(BoxFlow::new(a));
+    c.handshake().await;
+    let n = 2000u16;
+    let sent = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let (mut rd, mut wr) = conflux_flow::FlowExt::split(c.flow);
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for tag in 0..n {
+                let frame = conflux_9p::Frame { tag, msg: Msg::Tclunk { fid: 77 } };
+                wr.write(frame.emit(conflux_9p::Dialect::P2000U)).await.unwrap();
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            wr
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let stalled_at = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(stalled_at < n, "all {n} requests went in with no reply read");
+    assert!(stalled_at as usize >= conflux_9p::MAX_IN_FLIGHT, "stalled after only {stalled_at}");
+    let mut dec = conflux_9p::Decoder::new(8192, conflux_9p::Dialect::P2000U);
+    let mut buf = bytes::BytesMut::new();
+    let mut replies = 0;
+    while replies < n {
+        match dec.decode(&mut buf).unwrap() {
+            Some(f) => {
+                assert_eq!(f.msg, Msg::error("unknown fid", 9));
+                replies += 1;
+            }
+            None => buf.extend_from_slice(&rd.read().await.unwrap().unwrap()),
+        }
+    }
+    drop(writer.await.unwrap());
+    drop(rd);
+    let _ = srv.await;
+}
+
 macro_rules! over_every_transport {
     ($($name:ident),* $(,)?) => {
         mod pipe { $(#[tokio::test] async fn $name() { super::$name(super::Transport::Pipe).await })* }
