@@ -2,7 +2,8 @@
 //!
 //! What is here:
 //! - [`wire`]: a sans-IO codec: typed [`Msg`]s, [`Frame`] parse/emit, a
-//!   [`Decoder`] whose frame cap is the negotiated msize (golden vectors in its tests);
+//!   [`Decoder`] whose frame cap is the negotiated msize (golden vectors in its
+//!   tests), and [`RecvBuf`], which slices frames out of received chunks without copying;
 //! - [`Server`]: serves a [`Filesystem`] over any [`Flow`](conflux_flow::Flow):
 //!   Tversion then attach, concurrent requests, Tflush, one writer, typed
 //!   protocol errors ([`ServeError`]);

@@ -51,6 +51,13 @@ impl ServeError {
 /// dropped). Tauth is answered with Rerror "authentication not required". The
 /// server closes the flow only on a protocol error; at the client's Eof it
 /// sends the replies still due, then shuts down its write side.
+///
+/// Each request runs inline until it first waits (most in-memory requests
+/// finish there), then in its own task. At most [`MAX_IN_FLIGHT`] requests are
+/// held at once, from arrival until their reply is written: past that the
+/// server stops reading, so a client that never reads replies meets TCP-style
+/// backpressure rather than a growing queue (and 256 requests that never
+/// finish also keep a later Tflush unread until one does).
 #[derive(Debug)]
 pub struct Server<F> {
     fs: Arc<F>,
