@@ -18,6 +18,7 @@ pub(crate) fn run(packages: bool) -> bool {
         return !packages;
     }
     let ok = !packages || install_packages();
+    let ok = (!packages || crate::install_py9p::install()) && ok;
     remove_stale_network_objects();
     ok
 }

@@ -18,6 +18,7 @@
 mod bench;
 mod ci;
 mod install;
+mod install_py9p;
 mod util;
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub mod flow;
 pub mod hvsock;
 pub mod mimic;
 pub mod netstack;
+pub mod ninep;
 pub mod tcp_host;
 
 pub use crate::harness::{
