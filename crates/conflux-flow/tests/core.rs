@@ -133,3 +133,39 @@ fn flushing_the_tokio_view_finishes_a_flush_the_flow_owes() {
         io.flush().await.expect("an empty write after shutdown is still Ok");
     });
 }
+
+/// The pipe's counters: what the peer wrote and we did not read yet, and
+/// what we wrote that the peer did not read yet.
+#[tokio::test]
+async fn pipe_counts_unread_bytes_on_both_ends() {
+    let (mut a, mut b) = pipe(1024);
+    a.write("hello").await.unwrap();
+    assert_eq!((a.unread_by_peer(), b.readable_bytes()), (5, 5));
+    assert_eq!(b.read().await.unwrap().as_deref(), Some(&b"hello"[..]));
+    assert_eq!((a.unread_by_peer(), b.readable_bytes()), (0, 0));
+}
+
+/// A write half turned into a shared writer: clones write whole messages,
+/// never interleaved.
+#[tokio::test]
+async fn a_write_half_into_shared_keeps_messages_whole() {
+    let (a, mut b) = pipe(4);
+    let (_r, w) = a.split();
+    let one = w.into_shared();
+    let two = one.clone();
+    let reader = async {
+        let mut got = Vec::new();
+        while got.len() < 24 {
+            got.extend_from_slice(&b.read().await.unwrap().expect("data"));
+        }
+        got
+    };
+    let (x, y, got) = tokio::join!(one.write("first message"), two.write("second msg!"), reader);
+    x.unwrap();
+    y.unwrap();
+    assert!(
+        got == b"first messagesecond msg!" || got == b"second msg!first message",
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}

@@ -118,3 +118,16 @@ fn case_10_buffered_writer_over_the_tokio_adapter() {
         assert_eq!(got, [b"Hell".to_vec(), b"o wo".to_vec(), b"rld!\nx".to_vec()]);
     });
 }
+
+/// A function-backed flow's close hook runs once, however often it is closed.
+#[tokio::test]
+async fn fn_flow_runs_its_close_hook_once() {
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = closed.clone();
+    let mut f = FnFlow::new().with_close(move || {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    f.close().await.unwrap();
+    let _ = f.close().await;
+    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

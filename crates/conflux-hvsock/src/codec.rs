@@ -103,11 +103,6 @@ impl Header {
     pub fn emit(self, buf: &mut [u8]) {
         buf[..4].copy_from_slice(&self.to_bytes());
     }
-
-    /// Whether this is one of the three markers.
-    pub fn is_marker(self) -> bool {
-        !matches!(self, Header::Data(_))
-    }
 }
 
 impl fmt::Display for Header {
@@ -203,11 +198,6 @@ impl Decoder {
     /// The largest accepted data length.
     pub fn max_frame(&self) -> u32 {
         self.max_frame
-    }
-
-    /// Whether the decoder is between frames (nothing half-received).
-    pub fn is_idle(&self, buf: &[u8]) -> bool {
-        self.remaining == 0 && buf.is_empty()
     }
 
     /// The next frame from the front of `buf`, or `Ok(None)` for "need more bytes".

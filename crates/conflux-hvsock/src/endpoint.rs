@@ -72,11 +72,6 @@ impl FramingConfig {
     pub fn max_frame_len(&self) -> u32 {
         self.max_frame
     }
-
-    /// The configured close timeout.
-    pub fn close_timeout_len(&self) -> Duration {
-        self.close_timeout
-    }
 }
 
 /// Why an operation of an [`Endpoint`] failed. Cloned when latched.
@@ -435,11 +430,6 @@ impl Endpoint {
     /// Whether the socket may be released (close handshake over, timed out, aborted or failed).
     pub fn is_done(&self) -> bool {
         self.close == CloseState::Done
-    }
-
-    /// Whether a close is under way or over.
-    pub fn is_closing(&self) -> bool {
-        matches!(self.close, CloseState::Closing | CloseState::Done) || self.deadline.is_some()
     }
 
     /// Whether the close ended by its timeout rather than by the peer.

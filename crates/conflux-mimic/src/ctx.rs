@@ -306,11 +306,6 @@ impl Ctx {
         Ctx::from_entries(map)
     }
 
-    /// The names of the keys present, in creation order.
-    pub fn key_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.inner.map.iter().map(|e| &*e.key.name)
-    }
-
     fn entry(&self, id: u64) -> Option<&Entry> {
         let map = &self.inner.map;
         map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &map[i])

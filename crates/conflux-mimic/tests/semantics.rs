@@ -180,3 +180,17 @@ async fn a_cycle_through_keys_of_the_same_name_tells_them_apart() {
     keys.sort();
     assert_eq!(keys, [format!("a#{}", a1.id()), format!("a#{}", a2.id())]);
 }
+
+/// Each binding of an unfolded context names its key (and, for an
+/// endpoint, its protocol).
+#[tokio::test]
+async fn bindings_name_their_key() {
+    let fx = Fixtures::new();
+    let a: Key<u8> = Key::new("a-key");
+    let unfolded = fx.registry.unfold(&Ctx::new().add(&a, 1).add(&fx.int, 7)).await.unwrap();
+    let mut names: Vec<&str> = unfolded.iter().map(|b| b.key_name()).collect();
+    names.sort_unstable();
+    let mut want = vec!["a-key", fx.int.name()];
+    want.sort_unstable();
+    assert_eq!(names, want);
+}

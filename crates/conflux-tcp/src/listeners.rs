@@ -229,11 +229,6 @@ impl<F: Send + 'static> Listeners<F> {
         }
     }
 
-    /// Whether [`disconnect`](Self::disconnect) ran.
-    pub fn is_disconnected(&self) -> bool {
-        lock(&self.state).disconnected
-    }
-
     /// The number of callback tasks still running.
     pub fn running_tasks(&self) -> usize {
         self.tasks.running()
