@@ -341,11 +341,11 @@ fn spawn_writer<F: Flow>(mut wr: WriteHalf<F>) -> mpsc::UnboundedSender<Out> {
                     next = rx.try_recv().ok();
                 }
             }
-            if !bufs.is_empty() {
-                if let Err(e) = wr.writev(std::mem::take(&mut bufs)).await {
-                    tracing::debug!(error = %e, "9P client write failed");
-                    return;
-                }
+            if !bufs.is_empty()
+                && let Err(e) = wr.writev(std::mem::take(&mut bufs)).await
+            {
+                tracing::debug!(error = %e, "9P client write failed");
+                return;
             }
             if let Some(done) = close {
                 let _ = done.send(wr.close().await);

@@ -234,10 +234,10 @@ impl crate::Filesystem for HostFs {
             Some(resolve(dfd, name, flags, unix_mode).map_err(err)?)
         };
         let fd = resolve(dfd, name, OFlags::PATH, Mode::empty()).map_err(err)?;
-        if let Some(f) = &file {
-            if !same_inode(f, &fd)? {
-                return Err(FsError::new("file replaced while being created", 116));
-            }
+        if let Some(f) = &file
+            && !same_inode(f, &fd)?
+        {
+            return Err(FsError::new("file replaced while being created", 116));
         }
         let qid = qid_of(&rustix::fs::fstat(&fd).map_err(err)?);
         let at = Entry::new(fd, Some(dir.at.clone()), name);

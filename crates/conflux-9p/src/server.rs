@@ -182,10 +182,10 @@ impl<F: Filesystem> Server<F> {
                 }
             }
         };
-        if let Some(s) = sess.take() {
-            if result.is_err() {
-                s.kill();
-            }
+        if let Some(s) = sess.take()
+            && result.is_err()
+        {
+            s.kill();
         }
         if let Err(e) = &result {
             tracing::debug!(error = %e, "session ends");

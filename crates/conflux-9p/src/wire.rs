@@ -180,7 +180,7 @@ impl Msg {
 
     /// Whether this is a request (T message).
     pub fn is_request(&self) -> bool {
-        self.type_byte() % 2 == 0
+        self.type_byte().is_multiple_of(2)
     }
 
     /// An Rerror with this text and, under 9P2000.u, this errno.
