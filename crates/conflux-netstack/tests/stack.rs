@@ -111,7 +111,15 @@ async fn ephemeral_ports_exhaust_and_come_back() {
     }
     let err = a.create_connection(addr(B4, 80), ConnectOptions::new()).await;
     assert!(matches!(err, Err(ConnectError::Other { .. })), "{err:?}");
-    assert!(err.unwrap_err().to_string().contains("exhausted"));
+    // The error names the address; its cause (the source chain) says why.
+    let err = err.unwrap_err();
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain = format!("{chain}: {c}");
+        cause = c.source();
+    }
+    assert!(chain.contains("10.0.0.2:80") && chain.contains("exhausted"), "{chain}");
     drop(flows);
     // The server closes first, so our sockets pass no TIME_WAIT... either way
     // they are reaped within TIME_WAIT (10 s) plus a bit.
