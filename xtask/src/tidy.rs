@@ -7,16 +7,11 @@ use std::path::{Path, PathBuf};
 
 use crate::util::workspace_root;
 
-/// The only places `unsafe` may appear (directories end with `/`).
-/// Must match the list in DEVELOPERS.md.
-const UNSAFE_ALLOWED: &[&str] = &[
-    "crates/conflux-hvsock/src/sys/",
-    "crates/conflux-hvsock/src/sys.rs",
-    "crates/conflux-tcp-host/src/sys.rs",
-    "crates/conflux-tcp-host/src/sys/",
-    "crates/conflux-netstack/src/sys.rs",
-    "crates/conflux-netstack/src/sys/",
-];
+/// The only places `unsafe` may appear (directories end with `/`): the
+/// `sys` modules ARCHITECTURE.md's unsafe invariant names. Each exists (a
+/// test checks).
+const UNSAFE_ALLOWED: &[&str] =
+    &["crates/conflux-hvsock/src/sys/", "crates/conflux-tcp-host/src/sys.rs", "crates/conflux-netstack/src/sys.rs"];
 
 /// Top-level directories whose `.rs` files are checked.
 const SOURCE_DIRS: &[&str] = &["crates", "xtask", "tests"];
@@ -634,4 +629,118 @@ fn packaging_checker_names_what_is_missing() {
     assert!(problems.iter().any(|p| p.contains("all-features")));
     assert!(problems.iter().any(|p| p.contains("LICENSE-APACHE")));
     assert!(!problems.iter().any(|p| p.contains("LICENSE-MIT")));
+}
+
+/// The prefixes that make a word a repository path.
+const PATH_PREFIXES: &[&str] = &["crates/", "docs/", "xtask/", "tests/", "fuzz/"];
+
+/// Repository paths named in `text`, with their line numbers: in every line
+/// of Markdown, in the comments of Rust (from `//` on; string literals are
+/// not docs). Globs and templates (`crates/*`, `tests/<name>.rs`) are not
+/// paths.
+fn named_paths(text: &str, markdown: bool) -> Vec<(usize, String)> {
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let scope = if markdown {
+            line
+        } else {
+            match line.find("//") {
+                Some(at) => &line[at..],
+                None => continue,
+            }
+        };
+        for (at, _) in scope.char_indices() {
+            let rest = &scope[at..];
+            let boundary = scope[..at].chars().next_back().is_none_or(|c| !is_path_char(c));
+            if !boundary || !PATH_PREFIXES.iter().any(|p| rest.starts_with(p)) {
+                continue;
+            }
+            let len = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+            if rest[len..].starts_with(['*', '<', '{', '$']) {
+                continue;
+            }
+            let path = rest[..len].trim_end_matches('.');
+            if PATH_PREFIXES.contains(&path) || path.contains("..") {
+                continue;
+            }
+            out.push((n + 1, path.to_owned()));
+        }
+    }
+    out
+}
+
+/// Markdown files with docs: the root's, `docs/`, each crate's README, `fuzz/`.
+fn markdown_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in [root.to_path_buf(), root.join("docs"), root.join("fuzz")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "md") {
+                files.push(e.path());
+            }
+        }
+    }
+    for e in std::fs::read_dir(root.join("crates")).into_iter().flatten().flatten() {
+        let readme = e.path().join("README.md");
+        if readme.is_file() {
+            files.push(readme);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn repository_paths_named_in_docs_exist() {
+    let root = workspace_root();
+    let mut files = rust_files(&root);
+    walk(&root.join("fuzz").join("fuzz_targets"), &mut files);
+    let md = markdown_files(&root);
+    let mut problems = Vec::new();
+    for file in files.iter().chain(&md) {
+        let markdown = md.contains(file);
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let r = rel(&root, file);
+        if r == "xtask/src/tidy.rs" {
+            continue; // the checkers' own fixtures name paths that must not exist
+        }
+        // A crate-relative path (`tests/serial.rs` in a crate's docs) resolves
+        // in the crate's directory.
+        let crate_dir = match r.split('/').collect::<Vec<_>>().as_slice() {
+            ["crates", name, ..] => root.join("crates").join(name),
+            [top, _, ..] => root.join(top),
+            _ => root.clone(),
+        };
+        for (line, path) in named_paths(&text, markdown) {
+            if !root.join(&path).exists() && !crate_dir.join(&path).exists() {
+                problems.push(format!("{r}:{line}: {path}"));
+            }
+        }
+        // Files of the project's steering repository, not of this one.
+        for (n, l) in text.lines().enumerate() {
+            for outside in ["shared/spec/", "DEVELOPERS.md"] {
+                if l.contains(outside) {
+                    problems.push(format!("{r}:{}: {outside} is not in this repository", n + 1));
+                }
+            }
+        }
+    }
+    report("repository paths named in docs or comments that do not exist", &problems);
+}
+
+#[test]
+fn path_checker_reads_comments_and_markdown() {
+    let rust = "// see crates/nope/x.rs and tests/serial.rs.\nlet s = \"crates/not-a-comment\"; // crates/* is a glob\n/// docs/a.md, https://example.test/tests/x";
+    let found: Vec<String> = named_paths(rust, false).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(found, ["crates/nope/x.rs", "tests/serial.rs", "docs/a.md"]);
+    let md = "Run `cargo test` in crates/conflux-flow/.\n";
+    assert_eq!(named_paths(md, true), [(1, "crates/conflux-flow/".to_owned())]);
+}
+
+#[test]
+fn unsafe_allow_list_names_existing_modules() {
+    let root = workspace_root();
+    let missing: Vec<String> =
+        UNSAFE_ALLOWED.iter().filter(|p| !root.join(p).exists()).map(|p| p.to_string()).collect();
+    report("unsafe allow-list entries that do not exist", &missing);
 }

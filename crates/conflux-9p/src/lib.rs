@@ -20,13 +20,13 @@
 //! use conflux_9p::{Client, MemFs, Server, fs::OREAD};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let fs = MemFs::new();
-//! fs.add_file("docs/hello.txt", "hello, 9P").unwrap();
+//! fs.add_file("notes/hello.txt", "hello, 9P").unwrap();
 //! let (a, b) = conflux_flow::pipe(64 * 1024);
 //! let server = tokio::spawn(async move { Server::new(fs).serve(b).await });
 //!
 //! let client = Client::connect(a, 8192, "9P2000.u").await?;
 //! let (root, _) = client.attach("me", "").await?;
-//! let (fid, _) = client.walk(root, &["docs", "hello.txt"]).await?;
+//! let (fid, _) = client.walk(root, &["notes", "hello.txt"]).await?;
 //! client.open(fid, OREAD).await?;
 //! assert_eq!(client.read_all(fid).await?, b"hello, 9P");
 //! drop(client);

@@ -19,7 +19,7 @@
 //! [`specific_address_beside_wildcard`]) are in `tcp/addr.rs`.
 //!
 //! ```text
-//! // In a backend's tests/serial.rs:
+//! // In a backend's serial test binary:
 //! use conflux_conformance::tcp as kit;
 //! #[tokio::test]
 //! async fn refused_on_closed_port() {

@@ -6,7 +6,7 @@
 //! (half-close); close terminates and frees. Every transport in the workspace
 //! (in-memory pipes, kernel and userspace TCP, vsock with or without its shutdown
 //! framing, TLS) implements this one trait, and every one of them passes the same
-//! conformance kit (feature `conformance`).
+//! conformance kit (the dev-only `conflux-conformance` crate).
 //!
 //! What is here:
 //! - the poll-based, dyn-compatible [`Flow`] trait and its async sugar [`FlowExt`];

@@ -1,6 +1,6 @@
 //! Upstream mirage-flow's ten test cases, ported to the function-backed flow (`FnFlow`).
 //!
-//! The table is in `shared/spec/flow.md`; upstream runs cases 1-8 once with OCaml
+//! Upstream runs cases 1-8 once with OCaml
 //! strings and once with Cstructs. Here "string" inputs are `&'static str`/`String`
 //! chunks and "buffer" inputs are `Bytes`; outputs are `OutputBuffer`s either way.
 

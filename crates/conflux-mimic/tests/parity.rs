@@ -1,5 +1,5 @@
-//! Upstream mimic's test suite (the 7 cases of `shared/spec/mimic.md`) and the
-//! extra cases listed there, in Rust form.
+//! Upstream mimic's test suite (its 7 cases) and the extra cases the project's
+//! registry specification adds, in Rust form.
 #![forbid(unsafe_code)]
 
 mod fixtures;

@@ -1,4 +1,4 @@
-//! The one endpoint URI grammar of conflux (`shared/spec/uri.md`): typed
+//! The one endpoint URI grammar of conflux (written out in `docs/uri.md`): typed
 //! values for every scheme, a parser whose errors name the wrong part, and a
 //! printer such that parse, print, parse gives the same value.
 //!

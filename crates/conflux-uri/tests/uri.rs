@@ -1,4 +1,4 @@
-//! The one URI grammar (`shared/spec/uri.md`): every scheme round-trips, and
+//! The one URI grammar (`docs/uri.md`): every scheme round-trips, and
 //! errors name the wrong part.
 #![forbid(unsafe_code)]
 
