@@ -461,6 +461,11 @@ impl Core {
             l.half_open = l.half_open.saturating_sub(1);
         }
         self.half_open.retain(|h| *h != id);
+        self.forget(&conn);
+    }
+
+    /// Drops a removed connection's socket, table entries and port.
+    fn forget(&mut self, conn: &Conn) {
         self.shards[conn.shard].sockets.remove(conn.handle);
         self.tuples.remove(&(conn.nat.unwrap_or(conn.local), conn.remote));
         if conn.nat.is_some() {
@@ -893,14 +898,7 @@ impl Core {
             }
             self.orphans.swap_remove(i);
             if let Some(conn) = self.conns.remove(&id) {
-                self.shards[conn.shard].sockets.remove(conn.handle);
-                self.tuples.remove(&(conn.nat.unwrap_or(conn.local), conn.remote));
-                if conn.nat.is_some() {
-                    self.nat_out.remove(&(conn.local, conn.remote));
-                }
-                if conn.ephemeral {
-                    self.ports.free(conn.local.port());
-                }
+                self.forget(&conn);
             }
         }
     }

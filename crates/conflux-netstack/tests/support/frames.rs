@@ -19,91 +19,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conflux_flow::{FlowExt, Shutdown};
-use conflux_netstack::{DeviceCaps, FrameDevice, LinkConfig, LinkEnd, NetStack, StackConfig, link_pair};
+use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
 use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
-use tokio::sync::mpsc;
 
-/// The client's last segment as A received it: (seq, ack).
-type Last = Arc<Mutex<(u32, u32)>>;
-
-/// A's device: the link, plus frames injected by the fuzzer; it notes the
-/// sequence numbers of what arrives from B.
-struct Merge {
-    inner: LinkEnd,
-    injected: mpsc::UnboundedReceiver<Vec<u8>>,
-    last: Last,
-}
-
-impl FrameDevice for Merge {
-    fn caps(&self) -> DeviceCaps {
-        self.inner.caps()
-    }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        if let Poll::Ready(Some(frame)) = self.injected.poll_recv(cx) {
-            return Poll::Ready(Ok(frame));
-        }
-        let r = self.inner.poll_recv(cx);
-        if let Poll::Ready(Ok(f)) = &r
-            && f.len() >= 40
-            && f[9] == 6
-        {
-            let seq = u32::from_be_bytes(f[24..28].try_into().unwrap());
-            let ack = u32::from_be_bytes(f[28..32].try_into().unwrap());
-            *self.last.lock().unwrap() = (seq, ack);
-        }
-        r
-    }
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_send_ready(cx)
-    }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        self.inner.send(frame)
-    }
-}
-
-fn sum16(data: &[u8], mut sum: u32) -> u32 {
-    for c in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 TCP segment with valid checksums.
-fn segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, window: u16, payload: &[u8]) -> Vec<u8> {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else { unreachable!("IPv4 pair") };
-    let total = 40 + payload.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&s.ip().octets());
-    p.extend_from_slice(&d.ip().octets());
-    p.extend_from_slice(&s.port().to_be_bytes());
-    p.extend_from_slice(&d.port().to_be_bytes());
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ack.to_be_bytes());
-    p.extend_from_slice(&[0x50, flags]);
-    p.extend_from_slice(&window.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 0]);
-    p.extend_from_slice(payload);
-    let ip = fold(sum16(&p[..20], 0));
-    p[10..12].copy_from_slice(&ip.to_be_bytes());
-    let tcp = fold(sum16(&p[20..], sum16(&p[12..20], 6) + (total - 20) as u32));
-    p[36..38].copy_from_slice(&tcp.to_be_bytes());
-    p
-}
+use super::inject::{Last, Merge};
+use super::peer::build as segment;
 
 fn config(addr: &str, mac: u8) -> StackConfig {
     StackConfig::new()
@@ -138,9 +62,9 @@ async fn echoes_or_ends(flow: &mut conflux_netstack::NetFlow, probe: &'static [u
 /// failed fresh connection.
 pub async fn run(input: &[u8]) {
     let (ea, eb) = link_pair(LinkConfig::ip());
-    let (inject, injected) = mpsc::unbounded_channel();
-    let last: Last = Arc::default();
-    let a = NetStack::new(config("10.0.0.1", 1), Merge { inner: ea, injected, last: last.clone() });
+    let last = Last::default();
+    let (merged, inject) = Merge::watching(ea, last.clone());
+    let a = NetStack::new(config("10.0.0.1", 1), merged);
     let b = NetStack::new(config("10.0.0.2", 2), eb);
     let port = a
         .listen(80, None, |mut f| async move {
