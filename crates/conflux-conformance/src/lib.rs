@@ -1,6 +1,6 @@
-//! The flow conformance kit: one suite of cases from `spec/flow.md`, run against
+//! The flow conformance kit: one suite of cases (A1-J3 of the flow contract), run against
 //! every flow the workspace ships; and, with the `tcp` feature, the TCP
-//! conformance kit every `TcpStack` backend runs ([`tcp`]).
+//! conformance kit every `TcpStack` backend runs (module `tcp`, feature `tcp`).
 //!
 //! A transport implements [`FlowFactory`] (connected pairs plus [`Caps`], its
 //! capability flags) and instantiates the suite with [`flow_conformance!`], which
