@@ -744,3 +744,156 @@ fn unsafe_allow_list_names_existing_modules() {
         UNSAFE_ALLOWED.iter().filter(|p| !root.join(p).exists()).map(|p| p.to_string()).collect();
     report("unsafe allow-list entries that do not exist", &missing);
 }
+
+/// The words (identifiers) of `text` with how often each occurs.
+fn word_counts<'a>(text: &'a str, counts: &mut std::collections::HashMap<&'a str, usize>) {
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.is_empty() {
+            *counts.entry(word).or_default() += 1;
+        }
+    }
+}
+
+/// The `pub fn` names declared in `src` (free functions and methods).
+fn pub_fns(src: &str) -> Vec<&str> {
+    src.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("pub fn ").or_else(|| l.trim_start().strip_prefix("pub async fn ")))
+        .filter_map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Public functions of the library crates whose name appears nowhere but in
+/// their own declaration: nothing calls, tests or documents them.
+fn uncalled_pub_fns(libraries: &[(String, String)], everything: &[String]) -> Vec<String> {
+    let mut counts = std::collections::HashMap::new();
+    for text in everything {
+        word_counts(text, &mut counts);
+    }
+    let mut out = Vec::new();
+    for (path, src) in libraries {
+        for name in pub_fns(src) {
+            if counts.get(name).copied().unwrap_or(0) <= 1 && !matches!(name, "new" | "main") {
+                out.push(format!("{path}: {name}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn library_pub_fns_are_used() {
+    let root = workspace_root();
+    let mut files = rust_files(&root);
+    walk(&root.join("fuzz").join("fuzz_targets"), &mut files);
+    let texts: Vec<(String, String)> =
+        files.iter().filter_map(|f| Some((rel(&root, f), std::fs::read_to_string(f).ok()?))).collect();
+    let libraries: Vec<(String, String)> = texts
+        .iter()
+        .filter(|(p, _)| crate::ci::LIBRARY_CRATES.iter().any(|c| p.starts_with(&format!("crates/{c}/src/"))))
+        .cloned()
+        .collect();
+    let everything: Vec<String> = texts.into_iter().map(|(_, t)| t).collect();
+    report(
+        "public functions of library crates that nothing calls, tests or documents",
+        &uncalled_pub_fns(&libraries, &everything),
+    );
+}
+
+#[test]
+fn uncalled_checker_finds_a_lonely_fn() {
+    let lib = ("crates/x/src/lib.rs".to_owned(), "pub fn used() {}\npub fn lonely() {}\n".to_owned());
+    let all = vec![lib.1.clone(), "fn main() { used(); }".to_owned()];
+    assert_eq!(uncalled_pub_fns(&[lib], &all), ["crates/x/src/lib.rs: lonely"]);
+}
+
+/// The `crate::module` names a Rust file of a crate imports or names.
+fn crate_modules_named(src: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = src
+        .match_indices("crate::")
+        .filter_map(|(at, _)| {
+            let rest = &src[at + "crate::".len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect();
+    // `use crate::{a::X, b::Y}`
+    for (at, _) in src.match_indices("crate::{") {
+        let rest = &src[at + "crate::{".len()..];
+        let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+        out.extend(body.split(',').filter_map(|part| part.trim().split("::").next()).filter(|m| !m.is_empty()));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A cycle among the modules of `graph` (module -> modules it names), if any.
+fn module_cycle(graph: &std::collections::BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, Vec<String>>,
+        stack: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|s| s == m) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(m.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        stack.push(m.to_owned());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    graph.keys().find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn mimic_modules_are_layered() {
+    let root = workspace_root();
+    let src = root.join("crates/conflux-mimic/src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let mut graph = std::collections::BTreeMap::new();
+    for f in &files {
+        let r = rel(&src, f);
+        let module = r.trim_end_matches(".rs").split('/').next().unwrap_or_default().to_owned();
+        if module == "lib" {
+            continue; // the root re-exports everything
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        let entry: &mut Vec<String> = graph.entry(module.clone()).or_default();
+        for named in crate_modules_named(&text) {
+            if named != module && src.join(format!("{named}.rs")).is_file() {
+                entry.push(named.to_owned());
+            }
+        }
+    }
+    assert!(graph.len() > 5, "the module graph was read: {graph:?}");
+    if let Some(cycle) = module_cycle(&graph) {
+        panic!("conflux-mimic's modules import each other in a cycle: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn module_cycle_checker_finds_a_cycle() {
+    let graph = [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec![])]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+        .collect();
+    assert_eq!(module_cycle(&graph), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+    assert_eq!(
+        crate_modules_named("use crate::{key::Key, ctx::Ctx};\nuse crate::report::X;"),
+        ["ctx", "key", "report"]
+    );
+}
