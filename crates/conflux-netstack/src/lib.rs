@@ -16,6 +16,8 @@
 //!   listened port (no RST for the second concurrent client), a cap on
 //!   half-open sockets per listener and a handshake timeout, an ephemeral
 //!   port allocator, `Timeout` told apart from `Refused`, keepalive,
+//!   a user timeout ([`StackConfig::user_timeout`]: sent data left
+//!   unacknowledged fails the flow instead of retransmitting forever),
 //!   `write_nodelay` that completes once the peer acknowledged every byte,
 //!   closed sockets (TIME_WAIT included) reaped and their ports freed;
 //! - devices behind [`FrameDevice`], a trait users implement to bring their
