@@ -399,15 +399,17 @@ impl Order {
         walk.order
     }
 
-    /// The keys on some cycle, by entry index; or the names of the keys of
+    /// The keys on some cycle, by entry index (empty when the context has
+    /// no cycle at all: an index past the end is not on one); or the names of the keys of
     /// the first cycle that an endpoint of `owns`'s protocols needs (it reads,
     /// directly or through other functions, a key on it): that one fails the
     /// resolve, the others only keep their functions from running.
     pub(crate) fn cyclic(&self, entries: &[Entry], owns: impl Fn(&KeyInfo) -> bool) -> Result<Vec<bool>, Vec<String>> {
-        let mut cyclic = vec![false; entries.len()];
         if self.cycles.is_empty() {
-            return Ok(cyclic);
+            // No cycle: nothing to mark, nothing allocated.
+            return Ok(Vec::new());
         }
+        let mut cyclic = vec![false; entries.len()];
         // Every key some endpoint needs: the endpoints, then what their functions read.
         let mut needed = vec![false; entries.len()];
         let mut stack: Vec<usize> = (0..entries.len()).filter(|&i| owns(&entries[i].key)).collect();

@@ -102,7 +102,8 @@ impl Registry {
                         blocked_by = Some(dep.key.name.to_string());
                     }
                 }
-                if blocked_by.is_none() && !cyclic[i] {
+                let in_cycle = cyclic.get(i).copied().unwrap_or(false);
+                if blocked_by.is_none() && !in_cycle {
                     *runnable_per_key.entry(e.key.id).or_default() += 1;
                 }
                 functions.push(PlannedFn {
@@ -110,7 +111,7 @@ impl Registry {
                     key: e.key.name.to_string(),
                     reads,
                     blocked_by,
-                    in_cycle: cyclic[i],
+                    in_cycle,
                     key_id: e.key.id,
                     read_ids,
                 });

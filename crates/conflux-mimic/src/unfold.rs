@@ -175,7 +175,7 @@ pub(crate) async fn unfold(
                 }
                 Bind::Fun(def) => def,
             };
-            if cyclic[i] {
+            if cyclic.get(i).copied().unwrap_or(false) {
                 functions.push(FnReport { def: def.clone(), outcome: FnOutcome::InCycle, missing: None });
                 continue;
             }
@@ -235,8 +235,7 @@ pub(crate) async fn unfold(
         ranges[i].1 = start..values.len();
     }
     // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
-    let ranks: Vec<_> = entries.iter().map(|e| rank(registry, &e.key)).collect();
-    values.sort_by_key(|s| (ranks[s.key], s.key));
+    values.sort_by_key(|s| (rank(registry, &entries[s.key].key), s.key));
     let bindings = values
         .into_iter()
         .map(|s| Binding {
