@@ -59,6 +59,28 @@ pub async fn drain<R: tokio::io::AsyncRead + Unpin>(mut reader: R, buf_len: usiz
     }
 }
 
+/// Listens on port 0 of `stack` with a sink that folds every byte of each
+/// accepted flow into a checksum, sent on the returned channel at the flow's
+/// Eof. Returns the port. Call it within the runtime the stack runs on.
+pub fn listen_folding<S: conflux_tcp::TcpStack>(stack: &S) -> (u16, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    use conflux_flow::FlowExt;
+    let (tx, sums) = tokio::sync::mpsc::unbounded_channel();
+    let port = stack
+        .listen(0, None, move |mut flow| {
+            let tx = tx.clone();
+            async move {
+                let mut sum = 0;
+                while let Some(chunk) = flow.read().await.expect("flow read") {
+                    sum = fold(sum, &chunk);
+                }
+                let _ = tx.send(sum);
+            }
+        })
+        .expect("listen")
+        .port();
+    (port, sums)
+}
+
 /// A current_thread tokio runtime with time and I/O.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")

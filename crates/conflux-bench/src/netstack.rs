@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::data::{drain, expected_sum as expected, fold, offsets, runtime, source};
+use crate::data::{drain, expected_sum as expected, fold, listen_folding, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
 const PING: usize = 64;
@@ -86,20 +86,7 @@ struct NetStream {
 
 impl NetStream {
     fn new(a: NetStack, b: &NetStack) -> NetStream {
-        let (tx, sums) = mpsc::unbounded_channel();
-        let port = b
-            .listen(0, None, move |mut flow: NetFlow| {
-                let tx = tx.clone();
-                async move {
-                    let mut sum = 0;
-                    while let Some(chunk) = flow.read().await.expect("flow read") {
-                        sum = fold(sum, &chunk);
-                    }
-                    let _ = tx.send(sum);
-                }
-            })
-            .expect("listen")
-            .port();
+        let (port, sums) = listen_folding(b);
         NetStream { a, port, sums }
     }
 

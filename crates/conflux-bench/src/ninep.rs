@@ -28,9 +28,8 @@ use conflux_9p::{Client, IOHDRSZ, MemFs, Msg, Server};
 use conflux_flow::{FlowExt, Shutdown};
 use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
 use conflux_tcp_host::{HostConfig, HostFlow, HostStack};
-use tokio::sync::mpsc;
 
-use crate::data::{fold, runtime, source};
+use crate::data::{fold, listen_folding, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, rate_per_sec, throughput_gbps};
 
 const FILE_LEN: usize = 256 << 20;
@@ -106,22 +105,7 @@ fn read(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let stack = stack();
     let port = rt.block_on(async { serve_9p(&stack, fs) });
     let base = baseline_stack();
-    let (sums_tx, mut sums) = mpsc::unbounded_channel();
-    let flow_port = rt
-        .block_on(async {
-            base.listen(0, None, move |mut flow: HostFlow| {
-                let tx = sums_tx.clone();
-                async move {
-                    let mut sum = 0;
-                    while let Some(chunk) = flow.read().await.expect("flow read") {
-                        sum = fold(sum, &chunk);
-                    }
-                    let _ = tx.send(sum);
-                }
-            })
-        })
-        .expect("listen")
-        .port();
+    let (flow_port, mut sums) = rt.block_on(async { listen_folding(&base) });
     let pair = measure_pair(
         ctx.runs(7, 5),
         || {

@@ -21,9 +21,8 @@ use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
 use conflux_tcp_host::{HostConfig, HostFlow, HostStack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-use crate::data::{drain, expected_sum, fold, offsets, runtime, source};
+use crate::data::{drain, expected_sum, listen_folding, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 128 * 1024;
@@ -69,22 +68,7 @@ fn stream(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let src = source();
     let want = expected_sum(&src, TOTAL, CHUNK);
     let stack = stack();
-    let (sums_tx, mut sums) = mpsc::unbounded_channel();
-    let port = rt
-        .block_on(async {
-            stack.listen(0, None, move |mut flow: HostFlow| {
-                let tx = sums_tx.clone();
-                async move {
-                    let mut sum = 0;
-                    while let Some(chunk) = flow.read().await.expect("flow read") {
-                        sum = fold(sum, &chunk);
-                    }
-                    let _ = tx.send(sum);
-                }
-            })
-        })
-        .expect("listen")
-        .port();
+    let (port, mut sums) = rt.block_on(async { listen_folding(&stack) });
     let raw = rt.block_on(raw_listener());
     let raw_port = raw.local_addr().expect("addr").port();
     let pair = measure_pair(
