@@ -172,10 +172,18 @@ pub(crate) fn inspect(frame: &[u8], medium: Medium, verify: bool) -> Inspected {
         _ => return Inspected::Bad,
     };
     match TcpPacket::new_checked(tcp) {
-        Ok(t) if !verify || t.verify_checksum(&src, &dst) => match tcp_segment(frame, medium) {
-            Some(seg) => Inspected::Tcp(seg),
-            None => Inspected::Bad,
-        },
+        // The segment is read off the checked view: the frame is parsed once.
+        Ok(t) if !verify || t.verify_checksum(&src, &dst) => Inspected::Tcp(Segment {
+            src: SocketAddr::new(src.into(), t.src_port()),
+            dst: SocketAddr::new(dst.into(), t.dst_port()),
+            syn: t.syn(),
+            ack: t.ack(),
+            rst: t.rst(),
+            fin: t.fin(),
+            seq_number: t.seq_number().0 as u32,
+            payload_len: t.payload().len(),
+            ack_number: t.ack_number().0 as u32,
+        }),
         _ => Inspected::Bad,
     }
 }
@@ -329,6 +337,19 @@ mod tests {
         let tcp = tcp_checksum_v4(&p);
         p[36..38].copy_from_slice(&tcp.to_be_bytes());
         assert_eq!((checksum(&p[..20]), tcp_checksum_v4(&p)), (0, 0));
+        assert_eq!(
+            inspect(&p, Medium::Ip, true),
+            Inspected::Tcp(tcp_segment(&p, Medium::Ip).unwrap()),
+            "the checked view reads the same segment"
+        );
+        let mut broken = p;
+        broken[37] ^= 1;
+        assert_eq!(inspect(&broken, Medium::Ip, true), Inspected::Bad, "a wrong TCP checksum");
+        assert_eq!(
+            inspect(&broken, Medium::Ip, false),
+            Inspected::Tcp(tcp_segment(&broken, Medium::Ip).unwrap()),
+            "offloaded"
+        );
         assert!(rewrite(&mut p, Medium::Ip, false, "192.168.1.9:8080".parse().unwrap()));
         assert!(rewrite(&mut p, Medium::Ip, true, "172.16.0.3:4000".parse().unwrap()));
         let seg = tcp_segment(&p, Medium::Ip).unwrap();
