@@ -258,6 +258,21 @@ pub async fn refused_on_closed_port<F: TcpFixture>(fx: &F) {
     stack.disconnect().await;
 }
 
+/// Connects from a fresh stack to `addr` with `timeout`; returns the
+/// result, how long it took, and the stack with its leak check, for the
+/// caller to finish.
+async fn timed_connect<F: TcpFixture>(
+    fx: &F,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> (Result<FlowOf<F>, ConnectError>, Duration, F::Stack, LeakCheck) {
+    let leaks = LeakCheck::start(fx);
+    let stack = fx.new_stack();
+    let started = Instant::now();
+    let res = within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new().timeout(timeout))).await;
+    (res, started.elapsed(), stack, leaks)
+}
+
 /// Against a black hole, a 300 ms connect timeout fails with `Timeout`
 /// within 300 +/- 150 ms.
 pub async fn connect_timeout_black_hole<F: TcpFixture>(fx: &F) {
@@ -265,16 +280,7 @@ pub async fn connect_timeout_black_hole<F: TcpFixture>(fx: &F) {
         Ok(a) => a,
         Err(u) => return skip(u),
     };
-    let leaks = LeakCheck::start(fx);
-    let stack = fx.new_stack();
-    let started = Instant::now();
-    let res = within(
-        "connect",
-        TIMEOUT,
-        stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_millis(300))),
-    )
-    .await;
-    let took = started.elapsed();
+    let (res, took, stack, leaks) = timed_connect(fx, addr, Duration::from_millis(300)).await;
     match res {
         Err(ConnectError::Timeout { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
         other => panic!("expected Timeout, got {:?}", other.err()),
@@ -293,16 +299,7 @@ pub async fn no_route_fails_at_once<F: TcpFixture>(fx: &F) {
         Ok(a) => a,
         Err(u) => return skip(u),
     };
-    let leaks = LeakCheck::start(fx);
-    let stack = fx.new_stack();
-    let started = Instant::now();
-    let res = within(
-        "connect",
-        TIMEOUT,
-        stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_secs(5))),
-    )
-    .await;
-    let took = started.elapsed();
+    let (res, took, stack, leaks) = timed_connect(fx, addr, Duration::from_secs(5)).await;
     match res {
         Err(ConnectError::NoRoute { addr: named }) => assert_eq!(named, addr, "the error names the address dialled"),
         other => panic!("expected NoRoute, got {:?}", other.err()),
