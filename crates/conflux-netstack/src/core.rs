@@ -439,28 +439,28 @@ impl Core {
 
     fn abort_half_open(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(&id) {
-            let (shard, handle) = (conn.shard, conn.handle);
-            if let Phase::HalfOpen { port } = conn.phase
-                && let Some(l) = self.listens.get_mut(&port)
-            {
-                l.half_open = l.half_open.saturating_sub(1);
-            }
+            let (shard, handle, phase) = (conn.shard, conn.handle, conn.phase);
+            self.leave_half_open(id, phase);
             self.socket(shard, handle).abort();
-            self.half_open.retain(|h| *h != id);
             self.orphan(id);
         }
+    }
+
+    /// Takes `id` off the half-open list and its listener's count.
+    fn leave_half_open(&mut self, id: ConnId, phase: Phase) {
+        if let Phase::HalfOpen { port } = phase
+            && let Some(l) = self.listens.get_mut(&port)
+        {
+            l.half_open = l.half_open.saturating_sub(1);
+        }
+        self.half_open.retain(|h| *h != id);
     }
 
     /// Forgets a half-open handshake at once: its socket, table entries
     /// and port go, and no RST is sent (the SYN's source may be forged).
     fn evict_half_open(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else { return };
-        if let Phase::HalfOpen { port } = conn.phase
-            && let Some(l) = self.listens.get_mut(&port)
-        {
-            l.half_open = l.half_open.saturating_sub(1);
-        }
-        self.half_open.retain(|h| *h != id);
+        self.leave_half_open(id, conn.phase);
         self.forget(&conn);
     }
 
