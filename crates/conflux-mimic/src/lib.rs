@@ -84,6 +84,7 @@ mod dns;
 #[cfg(feature = "hvsock")]
 mod hvsock;
 mod key;
+mod listen;
 pub mod plan;
 mod registry;
 pub mod report;
@@ -106,6 +107,7 @@ pub use crate::{
     args::{all, dft, map, opt, req},
     ctx::{Ctx, FnOutput},
     key::{BoxError, Key},
+    listen::{Accepted, ListenError, ListenFuture, Listener},
     registry::{FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, WeakRegistry, protocol_fn},
     resolve::ResolveError,
     unfold::{Binding, Unfolded},

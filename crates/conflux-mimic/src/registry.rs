@@ -198,6 +198,7 @@ struct RegistryInner {
     seq: AtomicU64,
     protocols: Mutex<Vec<Arc<ProtocolEntry>>>,
     schemes: Mutex<Vec<(Scheme, SchemeFn)>>,
+    listeners: Mutex<Vec<(Scheme, crate::listen::ListenFn)>>,
     options: ResolveOptions,
 }
 
@@ -273,6 +274,7 @@ impl Registry {
                 seq: AtomicU64::new(0),
                 protocols: Mutex::new(Vec::new()),
                 schemes: Mutex::new(Vec::new()),
+                listeners: Mutex::new(Vec::new()),
                 options,
             }),
         }
@@ -457,5 +459,26 @@ impl Registry {
             .into());
         }
         fns.iter().try_fold(Ctx::from_uri(uri), |ctx, f| f(uri, ctx))
+    }
+}
+
+impl Registry {
+    pub(crate) fn set_listener(&self, scheme: Scheme, f: crate::listen::ListenFn) {
+        let mut l = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        l.retain(|(s, _)| *s != scheme);
+        l.push((scheme, f));
+    }
+
+    pub(crate) fn listener(&self, scheme: Scheme) -> Option<crate::listen::ListenFn> {
+        let l = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        l.iter().find(|(s, _)| *s == scheme).map(|(_, f)| f.clone())
+    }
+
+    /// The schemes this registry can [`listen`](Registry::listen) on.
+    pub fn listen_schemes(&self) -> Vec<Scheme> {
+        let mut s: Vec<Scheme> =
+            self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(s, _)| *s).collect();
+        s.sort();
+        s
     }
 }
