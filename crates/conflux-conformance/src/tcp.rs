@@ -325,6 +325,48 @@ pub async fn listen_on_port_zero<F: TcpFixture>(fx: &F) {
     stack.disconnect().await;
 }
 
+/// The accept-style [`Incoming`](conflux_tcp::Incoming): flows come out of
+/// `accept` with the right addresses, a full backlog
+/// holds the next flows until accepted (none lost), and dropping it stops
+/// the listener (a new connect is refused).
+pub async fn incoming_accepts_in_order_and_unlistens_on_drop<F: TcpFixture>(fx: &F) {
+    let leaks = LeakCheck::start(fx);
+    let stack = fx.new_stack();
+    let mut incoming = conflux_tcp::Incoming::bind(&stack, SocketAddr::new(fx.local_ip(), 0), None, 1).expect("listen");
+    let addr = incoming.local_addr();
+    assert_ne!(addr.port(), 0);
+    // Three clients with a backlog of one: two wait beyond the queue.
+    let mut clients = Vec::new();
+    for msg in ["one", "two", "three"] {
+        let mut c = connect::<F>(&stack, addr).await;
+        within("write", TIMEOUT, c.write(msg)).await.expect("write");
+        clients.push((c, msg));
+    }
+    let mut seen = Vec::new();
+    for _ in 0..clients.len() {
+        let mut served = within("accept", TIMEOUT, incoming.accept()).await.expect("a flow");
+        assert_eq!(served.src(), addr, "the accepted flow's src is the listening address");
+        let chunk = within("read", TIMEOUT, served.read()).await.expect("read").expect("data");
+        let (_, msg) = clients.iter().find(|(c, _)| c.src() == served.dst()).expect("a client with this address");
+        assert_eq!(&chunk[..], msg.as_bytes());
+        seen.push(*msg);
+        served.close().await.expect("close");
+    }
+    seen.sort();
+    assert_eq!(seen, ["one", "three", "two"], "every queued flow was accepted once");
+    drop(incoming);
+    match within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new())).await {
+        Err(ConnectError::Refused { .. }) => {}
+        Err(e) => panic!("expected Refused once the Incoming was dropped, got {e:?}"),
+        Ok(_) => panic!("connected after the Incoming was dropped"),
+    }
+    for (mut c, _) in clients {
+        let _ = c.close().await;
+    }
+    leaks.finish(fx, &[&stack]).await;
+    stack.disconnect().await;
+}
+
 /// Listening again on a port replaces the listener: only the new callback
 /// sees new flows.
 pub async fn listeners_replace_each_other<F: TcpFixture>(fx: &F) {

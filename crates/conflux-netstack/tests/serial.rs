@@ -157,6 +157,7 @@ kit_cases!(
     connect_timeout_black_hole,
     no_route_fails_at_once,
     listen_on_port_zero,
+    incoming_accepts_in_order_and_unlistens_on_drop,
     listeners_replace_each_other,
     unlisten_keeps_established_refuses_new,
     listen_disconnect_listen_same_port,

@@ -28,6 +28,7 @@ loopback_cases!(
     connect_read_exact_and_dst,
     refused_on_closed_port,
     listen_on_port_zero,
+    incoming_accepts_in_order_and_unlistens_on_drop,
     listeners_replace_each_other,
     unlisten_keeps_established_refuses_new,
     listen_disconnect_listen_same_port,

@@ -21,6 +21,8 @@
 //! - backend-independent listener plumbing ([`Listeners`]): which listener is
 //!   current under an (address, port) key, one task per accepted flow, a panicking callback
 //!   logged and its flow closed, disconnect with a grace period then abort;
+//! - [`Incoming`]: an accept-style listener (`accept().await`, a `Stream`)
+//!   for any backend, an adapter over `listen_on`;
 //!
 //! The TCP conformance kit every backend runs lives in the dev-only
 //! `conflux-conformance` crate (feature `tcp`, module `tcp`).
@@ -55,11 +57,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod incoming;
 mod listeners;
 mod stack;
 
 pub use crate::{
     error::{BoxError, ConnectError, ListenError},
+    incoming::Incoming,
     listeners::{BoxFuture, Callback, Listener, Listeners, StopFn},
     stack::{ConnectOptions, Listening, TcpFlow, TcpFlowExt, TcpStack, WriteNodelayFuture, any_addr, canonical_addr},
 };
