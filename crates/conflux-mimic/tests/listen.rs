@@ -156,6 +156,9 @@ async fn bad_listen_input_names_its_part() {
     let err = Registry::new().listen(&uri("unix:///tmp/x.sock")).await.unwrap_err();
     let ListenError::Uri(e) = &err else { panic!("{err:?}") };
     assert_eq!((e.part(), e.value()), (UriPart::Scheme, "unix"), "{err}");
+    let err = registry.listen(&uri("stdio:?keepalive=1s,1s,1")).await.unwrap_err();
+    let ListenError::Uri(e) = &err else { panic!("{err:?}") };
+    assert_eq!(e.value(), "keepalive", "{err}");
     let err = registry.listen(&uri("hvsock:///0b95756a-9985-48ad-9470-78e060895be7")).await.unwrap_err();
     assert!(err.to_string().contains("hvsock"), "{err}");
 }
@@ -168,6 +171,8 @@ async fn bad_dial_input_names_its_part() {
     let err = registry.dial(&uri("unix:///x.sock?keepalive=1s,1s,1")).await.unwrap_err();
     let e = err.from_uri_error().and_then(|e| e.uri()).unwrap();
     assert_eq!(e.value(), "keepalive");
+    let err = registry.dial(&uri("stdio:?connect_timeout=1s")).await.unwrap_err();
+    assert_eq!(err.from_uri_error().and_then(|e| e.uri()).map(|e| e.value()), Some("connect_timeout"), "{err}");
     let dir = TempDir::new("dial-missing");
     let missing = dir.path().join("nobody.sock");
     let err = registry.dial(&uri(&format!("unix://{}", missing.display()))).await.unwrap_err();
