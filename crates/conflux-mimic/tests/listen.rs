@@ -180,3 +180,19 @@ async fn bad_dial_input_names_its_part() {
     assert!(text.contains("nobody.sock") && !text.contains('\n'), "{text}");
     assert!(err.resolve_error().is_some());
 }
+
+#[tokio::test]
+async fn a_connect_that_times_out_says_so_naming_the_uri() {
+    // A VMM socket that accepts and never answers the hybrid vsock handshake.
+    let dir = TempDir::new("dial-mute");
+    let mute = dir.path().join("mute.sock");
+    let registry = registry();
+    let listener = registry.listen(&uri(&format!("unix://{}", mute.display()))).await.unwrap();
+    let target = uri(&format!("fc-vsock://{}?port=5&connect_timeout=200ms", mute.display()));
+    let err = within("dial", TIMEOUT, registry.dial(&target)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(text.contains("mute.sock") && text.contains("timed out"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+    drop(listener);
+}
