@@ -137,6 +137,9 @@ async fn a_path_replaced_after_listening_is_not_removed() {
 #[tokio::test]
 async fn bad_listen_input_names_its_part() {
     let registry = registry();
+    // An unknown parameter: the parser names it before any listener sees it.
+    let err = "tcp-listen://:0?colour=blue".parse::<Uri>().unwrap_err();
+    assert_eq!((err.part(), err.value()), (UriPart::Query, "colour"), "{err}");
     // A parameter the listener does not use.
     let err = registry.listen(&uri("tcp-listen://:0?connect_timeout=1s")).await.unwrap_err();
     let ListenError::Uri(e) = &err else { panic!("{err:?}") };
