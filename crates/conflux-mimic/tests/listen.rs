@@ -71,6 +71,18 @@ async fn tcp_honours_the_bind_address() {
 }
 
 #[tokio::test]
+async fn tcp_listens_on_a_domain_names_address() {
+    let registry = registry();
+    let listener = registry.listen(&uri("tcp-listen://localhost:0")).await.unwrap();
+    let local = listener.local_uri().clone();
+    let Some(Host::Ip(ip)) = local.host() else { panic!("{local}") };
+    assert!(ip.is_loopback(), "{local}");
+    let server = echo_one(listener);
+    ping(registry.dial(&local).await.unwrap(), "localhost").await;
+    within("server", TIMEOUT, server).await.unwrap();
+}
+
+#[tokio::test]
 async fn tcp_with_framing_on_both_sides() {
     let registry = registry();
     let listener = registry.listen(&uri("tcp-listen://127.0.0.1:0?framing=shutdown")).await.unwrap();
