@@ -194,6 +194,14 @@ async fn bad_dial_input_names_its_part() {
     let text = err.to_string();
     assert!(text.contains("nobody.sock") && !text.contains('\n'), "{text}");
     assert!(err.resolve_error().is_some());
+    // No TLS config (no `ca=`, and no webpki roots unless a workspace build
+    // unified that feature in): the key never provided is named.
+    let tls = uri("tls://127.0.0.1:1");
+    if registry.ctx_from_uri(&tls).unwrap().get(&conflux_mimic::TlsKeys::get().config).is_none() {
+        let err = registry.dial(&tls).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("tls.config") && !text.contains('\n'), "{text}");
+    }
 }
 
 #[tokio::test]
