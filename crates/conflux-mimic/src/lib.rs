@@ -35,15 +35,18 @@
 //! (rustls over any flow, `?ca=` loaded; `TlsFlow` also wraps accepted flows;
 //! `tls-webpki-roots` adds the webpki roots), `hvsock`
 //! (`unix`, `vsock`, `fc-vsock`, `hyperkit` over conflux-hvsock, raw or
-//! framed with `framing=shutdown`) and `dns`. A binding refuses, naming it,
-//! any query parameter of a URI it does not use. Not bound yet: `netstack`,
+//! framed with `framing=shutdown`), `netstack` (`netstack://` over
+//! conflux-netstack's userspace stack on a TAP or TUN device, one stack per
+//! device and process, or on an in-process stack put in the context: see
+//! `NetstackKeys`) and `dns`. A binding refuses, naming it,
+//! any query parameter of a URI it does not use. Not bound yet:
 //! `stdio`, and `hvsock://` (Windows AF_HYPERV).
 //!
 //! Modules, bottom up (each uses only those before it): keys (`key`), function
 //! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
 //! (`report`), the registry (`registry`), unfolding (`unfold`), resolving
 //! (`resolve`: the candidates' policy in `schedule`, its driver in `race`),
-//! plans (`plan`), then the bindings (`tcp`, `tls`, `hvsock`, `dns`).
+//! plans (`plan`), then the bindings (`tcp`, `tls`, `hvsock`, `netstack`, `dns`).
 //!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.
@@ -85,6 +88,8 @@ mod dns;
 mod hvsock;
 mod key;
 mod listen;
+#[cfg(feature = "netstack")]
+mod netstack;
 pub mod plan;
 mod registry;
 pub mod report;
@@ -120,6 +125,9 @@ pub use crate::dns::dns_lookup;
 #[cfg(feature = "hvsock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
 pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
+#[cfg(feature = "netstack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "netstack")))]
+pub use crate::netstack::{NetstackDevice, NetstackEndpoint, NetstackKeys, register_netstack};
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use crate::tcp::{Tcp, TcpEndpoint, register_tcp, register_tcp_with, tcp_endpoints};
