@@ -49,7 +49,7 @@ struct Device {
 
 impl Device {
     /// Makes device `mode` (`tap` or `tun`); it stays in the root namespace
-    /// until [`into_ns`](Device::into_ns).
+    /// until [`move_to_ns`](Device::move_to_ns).
     fn new(mode: &str) -> Device {
         let base = format!("cfx{:x}m{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let d = Device { name: format!("{base}d"), ns: format!("{base}n") };
@@ -60,7 +60,7 @@ impl Device {
 
     /// Moves the device into the namespace with `addr` (`10.x.y.1/24`) on
     /// the kernel's side, up.
-    fn into_ns(&self, addr: &str) {
+    fn move_to_ns(&self, addr: &str) {
         ip(&["netns", "add", &self.ns]);
         ip(&["link", "set", "dev", &self.name, "netns", &self.ns]);
         ip(&["-n", &self.ns, "addr", "add", addr, "dev", &self.name]);
@@ -171,7 +171,7 @@ async fn tap_in_a_namespace_kernel_client_reaches_our_listener_and_uris_share_th
     let ListenError::Uri(e) = &err else { panic!("{err:?}") };
     assert_eq!((e.part(), e.value()), (UriPart::Query, "mtu"), "{err}");
 
-    dev.into_ns("10.79.0.1/24");
+    dev.move_to_ns("10.79.0.1/24");
     let (_e1, _e2) = (echo(listener), echo(second));
     for (p, seed) in [(port, 1), (7002, 2)] {
         let data = payload(seed, 2 << 20);
@@ -201,7 +201,7 @@ async fn tun_in_a_namespace_kernel_client_reaches_our_listener() {
     let dev = Device::new("tun");
     let registry = registry();
     let listener = registry.listen(&uri(&format!("netstack://{}/10.81.0.2/24:7100", dev.name))).await.unwrap();
-    dev.into_ns("10.81.0.1/24");
+    dev.move_to_ns("10.81.0.1/24");
     let _echo = echo(listener);
     let data = payload(4, 1 << 20);
     let back = kernel_echo(&dev, "10.81.0.2", 7100, &data).await;
