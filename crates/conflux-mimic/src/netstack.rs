@@ -311,7 +311,10 @@ fn open(spec: &Spec) -> Result<(NetStack, u16), StackError> {
             return Err(StackError::io(
                 name,
                 io::ErrorKind::NotFound,
-                format!("no such network device (create it first: `ip tuntap add dev {name} mode tap`)"),
+                format!(
+                    "no such network device, nor an in-process stack of that name in the context \
+                     (create the device first: `ip tuntap add dev {name} mode tap`)"
+                ),
             ));
         }
         Err(_) => return Err(StackError::io(name, io::ErrorKind::InvalidInput, "not a TAP or TUN device")),

@@ -445,7 +445,7 @@ pub enum Target {
     /// `netstack://device/addr/prefix[:port]?gw=&mtu=&dst=`.
     Netstack {
         /// The device: a TAP or TUN interface, or the name of an in-process
-        /// stack (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`).
+        /// stack (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`; not only dots).
         device: String,
         /// Our address.
         addr: IpAddr,
@@ -672,11 +672,11 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                 return Err(UriError::new(UriPart::Host, authority, "missing device (`netstack://tap0/addr/prefix`)"));
             }
             let name_ok = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
-            if authority.len() > 15 || !authority.bytes().all(name_ok) {
+            if authority.len() > 15 || !authority.bytes().all(name_ok) || authority.bytes().all(|b| b == b'.') {
                 return Err(UriError::new(
                     UriPart::Host,
                     authority,
-                    "not a device name (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`)",
+                    "not a device name (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`; not only dots)",
                 ));
             }
             let spec = path.strip_prefix('/').unwrap_or(path);

@@ -122,6 +122,7 @@ fn errors_name_the_wrong_part() {
         ("netstack:///10.0.0.2/24", UriPart::Host, "missing device"),
         ("netstack://tap0123456789abcd/10.0.0.2/24", UriPart::Host, "not a device name"),
         ("netstack://ta%20p/10.0.0.2/24", UriPart::Host, "not a device name"),
+        ("netstack://../10.0.0.2/24", UriPart::Host, "not a device name"),
         ("netstack://tap0", UriPart::Path, "expected `/addr/prefix[:port]`"),
         ("netstack://tap0/10.0.0.2/24:http", UriPart::Port, "not a number"),
         ("netstack://tap0/10.0.0.2/24?gw=fd00::1", UriPart::Query, "is IPv6 but the stack's address is IPv4"),
