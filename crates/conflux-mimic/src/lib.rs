@@ -38,9 +38,9 @@
 //! framed with `framing=shutdown`), `netstack` (`netstack://` over
 //! conflux-netstack's userspace stack on a TAP or TUN device, one stack per
 //! device and process, or on an in-process stack put in the context: see
-//! `NetstackKeys`) and `dns`. A binding refuses, naming it,
+//! `NetstackKeys`), `stdio` and `dns`. A binding refuses, naming it,
 //! any query parameter of a URI it does not use. Not bound yet:
-//! `stdio`, and `hvsock://` (Windows AF_HYPERV).
+//! `hvsock://` (Windows AF_HYPERV).
 //!
 //! Modules, bottom up (each uses only those before it): keys (`key`), function
 //! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
@@ -80,10 +80,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
+mod by_uri;
 mod catch;
 mod ctx;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "hvsock")]
+mod framing;
+#[cfg(feature = "hvsock")]
+mod hvlisten;
 #[cfg(feature = "hvsock")]
 mod hvsock;
 mod key;
@@ -94,6 +99,8 @@ pub mod plan;
 mod registry;
 pub mod report;
 mod resolve;
+#[cfg(feature = "stdio")]
+mod stdio;
 #[cfg(feature = "tcp")]
 mod tcp;
 #[cfg(feature = "tls")]
@@ -110,27 +117,61 @@ pub mod arg {
 
 pub use crate::{
     args::{all, dft, map, opt, req},
+    by_uri::DialError,
     ctx::{Ctx, FnOutput},
     key::{BoxError, Key},
     listen::{Accepted, ListenError, ListenFuture, Listener},
     registry::{FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, WeakRegistry, protocol_fn},
     resolve::ResolveError,
     unfold::{Binding, Unfolded},
-    uri::{FromUriError, UriKeys, check_modifiers},
+    uri::{FromUriError, UriKeys, check_listen_modifiers, check_modifiers},
 };
 
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use crate::dns::dns_lookup;
-#[cfg(feature = "hvsock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
-pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
 #[cfg(feature = "netstack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "netstack")))]
 pub use crate::netstack::{NetstackDevice, NetstackEndpoint, NetstackKeys, register_netstack};
+#[cfg(feature = "stdio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stdio")))]
+pub use crate::stdio::{StdioFlow, register_stdio};
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use crate::tcp::{Tcp, TcpEndpoint, register_tcp, register_tcp_with, tcp_endpoints};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
+#[cfg(feature = "hvsock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
+pub use crate::{
+    framing::FramingKeys,
+    hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock},
+};
+
+/// Registers every binding this build has, with its defaults, so that
+/// [`Registry::dial`] and [`Registry::listen`] serve every scheme compiled
+/// in: `tcp` (feature `tcp`, DNS included), `tls` (feature `tls`; priority
+/// 10, no fallback), `unix`, `vsock`, `fc-vsock` and `hyperkit` (feature
+/// `hvsock`, the default framing config), `netstack` (feature `netstack`)
+/// and `stdio` (feature `stdio`).
+///
+/// ```
+/// let registry = conflux_mimic::Registry::new();
+/// conflux_mimic::register_all(&registry);
+/// # #[cfg(feature = "tcp")]
+/// assert!(registry.listen_schemes().contains(&conflux_uri::Scheme::Tcp));
+/// ```
+pub fn register_all(registry: &Registry) {
+    let _ = registry; // a build without bindings registers nothing
+    #[cfg(feature = "tcp")]
+    register_tcp(registry, None);
+    #[cfg(feature = "tls")]
+    register_tls(registry, RegisterOptions::new().priority(10).no_fallback());
+    #[cfg(feature = "hvsock")]
+    register_hvsock(registry, RegisterOptions::new(), conflux_hvsock::FramingConfig::new());
+    #[cfg(feature = "netstack")]
+    register_netstack(registry, RegisterOptions::new());
+    #[cfg(feature = "stdio")]
+    register_stdio(registry, RegisterOptions::new());
+}

@@ -25,9 +25,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use conflux_flow::BoxFlow;
 use conflux_netstack::{NetFlow, NetStack, StackConfig, TapDevice, TunDevice, WeakNetStack};
 use conflux_tcp::{ConnectOptions, Incoming, TcpFlow, TcpStack};
 use conflux_uri::{Scheme, Target, Uri, UriError, UriPart};
@@ -35,7 +36,7 @@ use futures_core::Stream;
 
 use crate::{
     Accepted, BoxError, Ctx, Handle, Key, ListenError, Listener, Protocol, RegisterOptions, Registry, UriKeys,
-    WeakRegistry, all, check_modifiers, opt,
+    WeakRegistry, all, check_listen_modifiers, check_modifiers, opt,
 };
 
 /// The context keys of the netstack binding.
@@ -408,23 +409,29 @@ impl Protocol for Netstack {
 /// `netstack://DEVICE/ADDR/PREFIX?dst=HOST:PORT` gets an endpoint connecting
 /// to `dst=` through the stack on `DEVICE` (the in-context stack of that name,
 /// see [`NetstackKeys`], or the device's shared stack, opened at connect
-/// time). `connect_timeout=` and `keepalive=` apply; a missing `dst=`, a
-/// `:port` (the stack picks the local port) or another modifier is an error
-/// naming it.
+/// time). `connect_timeout=` and `keepalive=` apply; a missing `dst=` or a
+/// `:port` (the stack picks the local port) is an error naming it.
 ///
 /// Listening ([`Registry::listen`], [`Registry::listen_with`] for in-context
 /// stacks): `netstack://DEVICE/ADDR/PREFIX[:PORT]` accepts on `ADDR:PORT`
 /// (port 0 or none picks one; [`Listener::local_uri`] names it), with
-/// `keepalive=` on each accepted flow; `dst=`, `connect_timeout=` and
-/// `framing=` are errors naming them. A missing device, one that is not a
+/// `keepalive=` on each accepted flow; `dst=` and `connect_timeout=` are
+/// errors naming them.
+///
+/// `framing=shutdown` (feature `hvsock`; an error naming it without) puts
+/// the shutdown framing on the flows both ways (the protocol
+/// `netstack+framing`), with the context's `FramingKeys` config or the
+/// default one. A missing device, one that is not a
 /// TAP or TUN, or no permission to open it is a [`ListenError::Io`] naming
 /// the device; a port another URI of this process listens on on the same
 /// stack is one naming the address ([`io::ErrorKind::AddrInUse`]).
 pub fn register_netstack(registry: &Registry, options: RegisterOptions) -> (Key<NetstackEndpoint>, Handle<NetFlow>) {
+    #[cfg(feature = "hvsock")]
+    let (framed, _) = registry.register_with("netstack+framing", options, crate::framing::FramedProtocol(Netstack));
     let (key, handle) = registry.register_with("netstack", options, Netstack);
     let k = key.clone();
     registry.register_scheme(Scheme::Netstack, move |uri, ctx| {
-        check_modifiers(uri, "netstack", &["connect_timeout", "keepalive"])?;
+        check_modifiers(uri, "netstack", MODIFIERS).map_err(no_framing)?;
         let Target::Netstack { port, dst, .. } = uri.target() else { return Ok(ctx) };
         let spec = Spec::of(uri.target()).expect("a netstack target");
         if let Some(p) = port {
@@ -439,19 +446,20 @@ pub fn register_netstack(registry: &Registry, options: RegisterOptions) -> (Key<
             UriError::new(UriPart::Query, "dst", "missing: a connect through the stack needs `dst=ADDR:PORT`")
         })?;
         let (n, u) = (NetstackKeys::get(), UriKeys::get());
-        Ok(ctx.fold(
-            &k,
-            (all(&n.devices), opt(&u.connect_timeout), opt(&u.keepalive)),
-            move |(devices, timeout, keepalive)| {
-                let in_context = devices.into_iter().find(|d| *d.name == *spec.device);
-                Some(NetstackEndpoint {
-                    spec: spec.clone(),
-                    in_context,
-                    dst,
-                    options: ConnectOptions { keepalive, timeout },
-                })
-            },
-        ))
+        let endpoint = move |devices: Vec<NetstackDevice>, timeout, keepalive| {
+            let in_context = devices.into_iter().find(|d| *d.name == *spec.device);
+            NetstackEndpoint { spec: spec.clone(), in_context, dst, options: ConnectOptions { keepalive, timeout } }
+        };
+        #[cfg(feature = "hvsock")]
+        if uri.options().framing.is_some() {
+            let cfg = &crate::FramingKeys::get().config;
+            let args = (all(&n.devices), opt(&u.connect_timeout), opt(&u.keepalive), opt(cfg));
+            return Ok(ctx.fold(&framed, args, move |(devices, timeout, keepalive, config)| {
+                Some((endpoint(devices, timeout, keepalive), config.unwrap_or_default()))
+            }));
+        }
+        let args = (all(&n.devices), opt(&u.connect_timeout), opt(&u.keepalive));
+        Ok(ctx.fold(&k, args, move |(devices, timeout, keepalive)| Some(endpoint(devices, timeout, keepalive))))
     });
     let weak = registry.downgrade();
     registry.register_listener(Scheme::Netstack, move |uri, ctx| {
@@ -459,6 +467,24 @@ pub fn register_netstack(registry: &Registry, options: RegisterOptions) -> (Key<
         Box::pin(async move { listen(&uri, &ctx, &weak).await })
     });
     (key, handle)
+}
+
+/// The modifiers the binding uses (connecting; a listener all but `connect_timeout`).
+#[cfg(feature = "hvsock")]
+const MODIFIERS: &[&str] = &["connect_timeout", "keepalive", "framing"];
+#[cfg(not(feature = "hvsock"))]
+const MODIFIERS: &[&str] = &["connect_timeout", "keepalive"];
+
+/// A `framing` refused because the `hvsock` feature is off says so.
+fn no_framing(e: UriError) -> UriError {
+    if cfg!(feature = "hvsock") || e.value() != "framing" {
+        return e;
+    }
+    UriError::new(
+        UriPart::Query,
+        "framing",
+        "the shutdown framing over netstack needs conflux-mimic's `hvsock` feature, not built in",
+    )
 }
 
 /// How many established flows wait for `accept`.
@@ -475,16 +501,7 @@ async fn listen(uri: &Uri, ctx: &Ctx, registry: &WeakRegistry) -> Result<Listene
         );
     }
     let o = uri.options();
-    for (name, present) in [("connect_timeout", o.connect_timeout.is_some()), ("framing", o.framing.is_some())] {
-        if present {
-            return Err(UriError::new(
-                UriPart::Query,
-                name,
-                "the netstack listener does not use it (it uses: keepalive)",
-            )
-            .into());
-        }
-    }
+    check_listen_modifiers(uri, "netstack", &MODIFIERS[1..]).map_err(no_framing)?;
     let device = stack_for(&spec, in_context(ctx, &spec.device, registry).await?).await?;
     let at = SocketAddr::new(spec.addr, port.unwrap_or(0));
     let in_use = || {
@@ -517,7 +534,8 @@ async fn listen(uri: &Uri, ctx: &Ctx, registry: &WeakRegistry) -> Result<Listene
     let local = Uri::new(Target::Netstack { device: name, addr, prefix, port: Some(bound), gw, mtu, dst: None })
         .with_options(*o);
     tracing::debug!(local = %local, "netstack listening");
-    Ok(Listener::new(local, Accepting { incoming, _claim: claim, _device: device }))
+    let framing = framing_of(uri, ctx);
+    Ok(Listener::new(local, Accepting { incoming, framing, _claim: claim, _device: device }))
 }
 
 /// The in-context stack named `name`, if the context has one.
@@ -542,18 +560,39 @@ async fn in_context(ctx: &Ctx, name: &str, registry: &WeakRegistry) -> Result<Op
 /// what must live as long as the listener.
 struct Accepting {
     incoming: Incoming<NetStack>,
+    framing: FramingOf,
     _claim: PortClaim,
     _device: NetstackDevice,
+}
+
+#[cfg(feature = "hvsock")]
+type FramingOf = Option<conflux_hvsock::FramingConfig>;
+#[cfg(not(feature = "hvsock"))]
+type FramingOf = Option<std::convert::Infallible>;
+
+/// The framing's settings when the URI says `framing=shutdown`: the
+/// context's, or the defaults.
+#[cfg(feature = "hvsock")]
+fn framing_of(uri: &Uri, ctx: &Ctx) -> FramingOf {
+    uri.options().framing.map(|_| ctx.get(&crate::FramingKeys::get().config).copied().unwrap_or_default())
+}
+
+#[cfg(not(feature = "hvsock"))]
+fn framing_of(_uri: &Uri, _ctx: &Ctx) -> FramingOf {
+    None
 }
 
 impl Stream for Accepting {
     type Item = io::Result<Accepted>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Accepted>>> {
-        Pin::new(&mut self.incoming).poll_next(cx).map(|flow| {
-            flow.map(|flow| {
-                let peer = flow.dst().to_string();
-                Ok(Accepted { flow: conflux_flow::BoxFlow::new(flow), peer })
-            })
-        })
+        let Some(flow) = ready!(Pin::new(&mut self.incoming).poll_next(cx)) else { return Poll::Ready(None) };
+        let peer = flow.dst().to_string();
+        #[cfg(feature = "hvsock")]
+        if let Some(config) = self.framing {
+            let flow = crate::framing::frame(BoxFlow::new(flow), &peer, config);
+            return Poll::Ready(Some(Ok(Accepted { flow, peer })));
+        }
+        let _ = &self.framing;
+        Poll::Ready(Some(Ok(Accepted { flow: BoxFlow::new(flow), peer })))
     }
 }

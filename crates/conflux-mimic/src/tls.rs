@@ -3,17 +3,21 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use conflux_flow::{BoxFlow, Bytes, Flow, FlowError, FlowIo, FromTokio, Shutdown};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use futures_core::Stream;
+
 use crate::{
-    Ctx, FromUriError, Handle, Key, Protocol, RegisterOptions, Registry, ResolveError, WeakRegistry, check_modifiers,
-    opt, req,
+    Accepted, Ctx, FromUriError, Handle, Key, ListenError, Listener, Protocol, RegisterOptions, Registry, ResolveError,
+    WeakRegistry, check_listen_modifiers, check_modifiers, opt, req,
 };
 use conflux_uri::{Host, Scheme, Target, Uri, UriError, UriPart};
 
@@ -270,32 +274,31 @@ pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEn
     let (key, handle) = registry.register_with("tls", options, Tls { registry: registry.downgrade() });
     let weak = registry.downgrade();
     let k = key.clone();
-    registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &weak));
+    let w = weak.clone();
+    registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &w));
+    registry.register_listener(Scheme::Tls, move |uri, ctx| Box::pin(listen(weak.clone(), uri.clone(), ctx.clone())));
     (key, handle)
 }
 
 fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakRegistry) -> Result<Ctx, FromUriError> {
     let t = TlsKeys::get();
     check_modifiers(uri, "tls", &["connect_timeout", "keepalive", "framing"])?;
-    let Target::Tls { host, port, sni, ca, over } = uri.target() else { return Ok(ctx) };
-    // The modifiers belong to the stream under TLS; those `over=` sets itself win.
-    let outer = uri.options();
-    let lower = match over {
-        Some(o) => {
-            let mut opts = *o.options();
-            opts.framing = opts.framing.or(outer.framing);
-            opts.connect_timeout = opts.connect_timeout.or(outer.connect_timeout);
-            opts.keepalive = opts.keepalive.or(outer.keepalive);
-            (**o).clone().with_options(opts)
-        }
-        None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
+    let Target::Tls { host, port, sni, ca, cert, key: cert_key, over } = uri.target() else { return Ok(ctx) };
+    let client_cert = match (cert, cert_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        (Some(_), None) => return Err(missing("key", "`cert=` needs the private key of that certificate").into()),
+        (None, Some(_)) => return Err(missing("cert", "`key=` needs the certificate it belongs to").into()),
     };
+    // The modifiers belong to the stream under TLS; those `over=` sets itself win.
+    let lower = lower_uri(uri, host, *port, over.as_deref());
     let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
     let over = registry.ctx_from_uri(&lower)?;
     let mut ctx = ctx;
-    let config = match ca {
-        Some(path) => Some(client_config(load_roots(path)?)),
-        None => default_config(),
+    let config = match (ca, client_cert) {
+        (Some(path), cc) => Some(client_config(load_roots(path)?, cc)?),
+        (None, Some(cc)) => Some(client_config(default_roots(), Some(cc))?),
+        (None, None) => default_config(),
     };
     if let Some(config) = config {
         ctx = ctx.add(&t.config, config);
@@ -310,22 +313,70 @@ fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakReg
     }))
 }
 
-/// A client config (ring provider, safe default versions) trusting `roots`.
-fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+fn missing(param: &str, why: &str) -> UriError {
+    UriError::new(UriPart::Query, param, format!("missing: {why}"))
+}
+
+/// The URI of the stream under TLS: `over=` (with the outer modifiers it
+/// does not set itself), or `tcp://host:port` with the outer modifiers.
+fn lower_uri(uri: &Uri, host: &Host, port: Option<u16>, over: Option<&Uri>) -> Uri {
+    let outer = uri.options();
+    match over {
+        Some(o) => {
+            let mut opts = *o.options();
+            opts.framing = opts.framing.or(outer.framing);
+            opts.connect_timeout = opts.connect_timeout.or(outer.connect_timeout);
+            opts.keepalive = opts.keepalive.or(outer.keepalive);
+            o.clone().with_options(opts)
+        }
+        None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client config (ring provider, safe default versions) trusting `roots`,
+/// presenting the certificate and key of `client_cert` when given.
+fn client_config(roots: RootCertStore, client_cert: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, FromUriError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let file = |param: &'static str, path: &Path| {
+                let path = path.to_path_buf();
+                move |source| FromUriError::File { param, path, source }
+            };
+            let chain = load_certs(cert).map_err(file("cert", cert))?;
+            let private = load_key(key).map_err(file("key", key))?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| file("key", key)(invalid(e)))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+fn invalid(e: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The roots of a config made without `ca=`: the webpki roots with the
+/// `tls-webpki-roots` feature, none otherwise.
+fn default_roots() -> RootCertStore {
+    #[cfg(feature = "tls-webpki-roots")]
+    return webpki_roots();
+    #[cfg(not(feature = "tls-webpki-roots"))]
+    RootCertStore::empty()
 }
 
 /// The config a `tls://` URI without `ca=` gets: one trusting the webpki roots
 /// with the `tls-webpki-roots` feature, none otherwise (the caller adds one).
 fn default_config() -> Option<Arc<ClientConfig>> {
     #[cfg(feature = "tls-webpki-roots")]
-    return Some(client_config(webpki_roots()));
+    return client_config(webpki_roots(), None).ok();
     #[cfg(not(feature = "tls-webpki-roots"))]
     None
 }
@@ -335,29 +386,177 @@ fn webpki_roots() -> RootCertStore {
     RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
+fn pem_error(e: rustls::pki_types::pem::Error) -> io::Error {
+    match e {
+        rustls::pki_types::pem::Error::Io(e) => e,
+        e => invalid(e),
+    }
+}
+
+/// The certificates of the PEM file at `path`, at least one.
+fn load_certs(path: &Path) -> io::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(pem_error)?.collect::<Result<Vec<_>, _>>().map_err(pem_error)?;
+    if certs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "no CERTIFICATE section in it"));
+    }
+    Ok(certs)
+}
+
+/// The private key of the PEM file at `path` (PKCS#8, PKCS#1 or SEC1).
+fn load_key(path: &Path) -> io::Result<rustls::pki_types::PrivateKeyDer<'static>> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            io::Error::new(io::ErrorKind::InvalidData, "no PRIVATE KEY section in it")
+        }
+        e => pem_error(e),
+    })
+}
+
 /// The certificates of the PEM file at `path` (and the webpki roots with the
 /// `tls-webpki-roots` feature).
 fn load_roots(path: &Path) -> Result<RootCertStore, FromUriError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::{self, PemObject};
     let fail = |source: io::Error| FromUriError::Ca { path: path.to_path_buf(), source };
-    let pem_error = |e: pem::Error| match e {
-        pem::Error::Io(e) => e,
-        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>().map_err(pem_error))
-        .map_err(fail)?;
-    if certs.is_empty() {
-        return Err(fail(io::Error::new(io::ErrorKind::InvalidData, "no CERTIFICATE section in it")));
-    }
-    #[cfg(feature = "tls-webpki-roots")]
-    let mut roots = webpki_roots();
-    #[cfg(not(feature = "tls-webpki-roots"))]
-    let mut roots = RootCertStore::empty();
+    let certs = load_certs(path).map_err(fail)?;
+    let mut roots = default_roots();
     for cert in certs {
-        roots.add(cert).map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+        roots.add(cert).map_err(|e| fail(invalid(e)))?;
     }
     Ok(roots)
+}
+
+/// How long a client may take over its handshake before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many handshakes run at once; the lower listener waits beyond.
+const MAX_HANDSHAKES: usize = 64;
+
+async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result<Listener, ListenError> {
+    check_listen_modifiers(&uri, "tls", &["keepalive", "framing"])?;
+    let Target::Tls { host, port, sni, ca, cert, key, over } = uri.target() else {
+        return Err(
+            UriError::new(UriPart::Scheme, uri.scheme().as_str(), "the tls listener listens on tls only").into()
+        );
+    };
+    if sni.is_some() {
+        return Err(UriError::new(
+            UriPart::Query,
+            "sni",
+            "a listener does not use it (`sni=` names the server to a client)",
+        )
+        .into());
+    }
+    let cert = cert.as_deref().ok_or_else(|| missing("cert", "a TLS listener needs `cert=PATH` (PEM)"))?;
+    let key = key.as_deref().ok_or_else(|| missing("key", "a TLS listener needs `key=PATH` (PEM)"))?;
+    let config = server_config(cert, key, ca.as_deref())?;
+    let lower = lower_uri(&uri, host, *port, over.as_deref());
+    let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
+    let inner = registry.listen_with(&lower, &ctx).await?;
+    let local = match (over, inner.local_uri().target()) {
+        (None, Target::Tcp { host, port }) => Target::Tls {
+            host: host.clone(),
+            port: Some(*port),
+            sni: None,
+            ca: None,
+            cert: None,
+            key: None,
+            over: None,
+        },
+        _ => Target::Tls {
+            host: match host {
+                Host::Any => Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
+                h => h.clone(),
+            },
+            port: *port,
+            sni: None,
+            ca: None,
+            cert: None,
+            key: None,
+            over: Some(Box::new(inner.local_uri().clone())),
+        },
+    };
+    let local = Uri::new(local).with_options(if over.is_some() { Default::default() } else { *uri.options() });
+    Ok(Listener::new(local, TlsAccepts { inner, config, handshakes: Vec::new(), inner_done: false }))
+}
+
+/// The server config of a listener: its certificate chain and key, and the
+/// clients' roots when `ca=` requires client certificates.
+fn server_config(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Arc<ServerConfig>, ListenError> {
+    let file = |param: &str, path: &Path| {
+        let what = format!("`{param}={}`", path.display());
+        move |e| ListenError::io(&what, e)
+    };
+    let chain = load_certs(cert).map_err(file("cert", cert))?;
+    let private = load_key(key).map_err(file("key", key))?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions");
+    let builder = match ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in load_certs(ca).map_err(file("ca", ca))? {
+                roots.add(c).map_err(|e| file("ca", ca)(invalid(e)))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| file("ca", ca)(invalid(e)))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, private).map_err(|e| file("key", key)(invalid(e)))?;
+    Ok(Arc::new(config))
+}
+
+type Handshake = Pin<Box<dyn Future<Output = (String, io::Result<TlsFlow>)> + Send>>;
+
+/// The accepted flows of a TLS listener: the lower listener's flows, each
+/// after its handshake. Handshakes run side by side (a slow client holds up
+/// nobody); one that fails or times out is logged and dropped.
+struct TlsAccepts {
+    inner: Listener,
+    config: Arc<ServerConfig>,
+    handshakes: Vec<Handshake>,
+    inner_done: bool,
+}
+
+impl Stream for TlsAccepts {
+    type Item = io::Result<Accepted>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while !this.inner_done && this.handshakes.len() < MAX_HANDSHAKES {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(Accepted { flow, peer }))) => {
+                    let config = this.config.clone();
+                    this.handshakes.push(Box::pin(async move {
+                        let r = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsFlow::accept(config, flow)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                        };
+                        (peer, r)
+                    }));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.inner_done = true,
+                Poll::Pending => break,
+            }
+        }
+        let mut i = 0;
+        while i < this.handshakes.len() {
+            if let Poll::Ready((peer, r)) = this.handshakes[i].as_mut().poll(cx) {
+                drop(this.handshakes.swap_remove(i));
+                match r {
+                    Ok(flow) => return Poll::Ready(Some(Ok(Accepted { flow: BoxFlow::new(flow), peer }))),
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed; flow dropped"),
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if this.inner_done && this.handshakes.is_empty() { Poll::Ready(None) } else { Poll::Pending }
+    }
 }

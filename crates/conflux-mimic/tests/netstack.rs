@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use conflux_conformance::{Caps, FlowFactory, PairFuture, flow_conformance};
 use conflux_flow::{BoxFlow, FlowError, FlowExt};
+use conflux_hvsock::FramingConfig;
 use conflux_mimic::{
-    Ctx, ListenError, NetstackDevice, NetstackEndpoint, NetstackKeys, RegisterOptions, Registry, register_netstack,
+    Ctx, FramingKeys, ListenError, NetstackDevice, NetstackEndpoint, NetstackKeys, RegisterOptions, Registry,
+    register_netstack,
 };
 use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
 use conflux_tcp::TcpStack;
@@ -42,32 +44,46 @@ fn uri(s: &str) -> Uri {
 
 /// Connects by URI through the registry, with `ctx`'s in-process stacks.
 async fn dial(registry: &Registry, text: &str, ctx: &Ctx) -> Result<BoxFlow, String> {
-    let c = registry.ctx_from_uri(&uri(text)).map_err(|e| e.to_string())?.merge(ctx);
-    registry.resolve(&c).await.map_err(|e| e.to_string())
+    registry.dial_with(&uri(text), ctx).await.map_err(|e| e.to_string())
 }
 
 /// Pairs made the way a user would: listen on `netstack://mem1/...:0`,
-/// connect with `netstack://mem0/...?dst=`, both through one registry.
+/// connect with `netstack://mem0/...?dst=`, both through one registry;
+/// with `query` (`&framing=shutdown`) on both URIs.
 #[derive(Default)]
 struct RegistryPairs {
+    query: &'static str,
     stacks: Mutex<Vec<NetStack>>,
 }
+
+/// The framing's close timeout in the framed pairs: short, so the kit's close cases stay fast.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl FlowFactory for RegistryPairs {
     type Flow = BoxFlow;
 
     fn caps(&self) -> Caps {
-        Caps::in_memory()
+        if self.query.is_empty() {
+            Caps::in_memory()
+        } else {
+            // As for the framing over kernel TCP: our ShutdownRead marker only
+            // reaches a peer that reads, and close waits (bounded) for the peer's Close.
+            Caps { peer_sees_read_shutdown: false, close_waits_for_peer: true, ..Caps::in_memory() }
+        }
     }
 
     fn pair(&self) -> PairFuture<'_, BoxFlow> {
         Box::pin(async move {
             let (ctx, s0, s1) = two_stacks();
+            let ctx = ctx.add(&FramingKeys::get().config, FramingConfig::new().close_timeout(CLOSE_TIMEOUT));
             let registry = registry();
-            let mut listener =
-                registry.listen_with(&uri("netstack://mem1/10.0.0.2/24"), &ctx).await.map_err(FlowError::other)?;
+            let q = self.query;
+            let mut listener = registry
+                .listen_with(&uri(&format!("netstack://mem1/10.0.0.2/24?{q}")), &ctx)
+                .await
+                .map_err(FlowError::other)?;
             let port = listener.local_uri().port().ok_or_else(FlowError::closed)?;
-            let client = dial(&registry, &format!("netstack://mem0/10.0.0.1/24?dst=10.0.0.2:{port}"), &ctx)
+            let client = dial(&registry, &format!("netstack://mem0/10.0.0.1/24?dst=10.0.0.2:{port}&{q}"), &ctx)
                 .await
                 .map_err(FlowError::other)?;
             let server = listener.accept().await.map_err(FlowError::other)?;
@@ -82,6 +98,21 @@ impl FlowFactory for RegistryPairs {
 }
 
 flow_conformance!(registry_mem, RegistryPairs::default());
+flow_conformance!(registry_mem_framed, RegistryPairs { query: "framing=shutdown", ..RegistryPairs::default() });
+
+#[tokio::test(start_paused = true)]
+async fn register_all_serves_netstack_both_ways() {
+    let (ctx, _s0, _s1) = two_stacks();
+    let registry = Registry::new();
+    conflux_mimic::register_all(&registry);
+    assert!(registry.listen_schemes().contains(&conflux_uri::Scheme::Netstack));
+    let mut listener = registry.listen_with(&uri("netstack://mem1/10.0.0.2/24:99"), &ctx).await.unwrap();
+    let mut f = registry.dial_with(&uri("netstack://mem0/10.0.0.1/24?dst=10.0.0.2:99"), &ctx).await.unwrap();
+    let mut server = within("accept", TIMEOUT, listener.accept()).await.unwrap().flow;
+    f.write("ping").await.unwrap();
+    f.close().await.unwrap();
+    assert_eq!(server.read_to_end().await.unwrap(), b"ping");
+}
 
 #[tokio::test(start_paused = true)]
 async fn listen_and_connect_by_uri_carry_data_both_ways() {
@@ -158,7 +189,6 @@ async fn listening_errors_name_the_wrong_part() {
         ("netstack://mem1/10.0.0.2/24:80?mtu=1400", UriPart::Query, "mtu", "configured by its maker"),
         ("netstack://mem1/10.0.0.2/24:80?dst=10.0.0.1:80", UriPart::Query, "dst", "takes no destination"),
         ("netstack://mem1/10.0.0.2/24:80?connect_timeout=1s", UriPart::Query, "connect_timeout", "does not use it"),
-        ("netstack://mem1/10.0.0.2/24:80?framing=shutdown", UriPart::Query, "framing", "does not use it"),
     ];
     for (text, part, value, needle) in cases {
         let err = registry.listen_with(&uri(text), &ctx).await.unwrap_err();
@@ -198,7 +228,6 @@ fn connecting_errors_name_the_wrong_part() {
     let cases: &[(&str, UriPart, &str, &str)] = &[
         ("netstack://mem0/10.0.0.1/24", UriPart::Query, "dst", "needs `dst=ADDR:PORT`"),
         ("netstack://mem0/10.0.0.1/24:80?dst=10.0.0.2:80", UriPart::Port, "80", "the stack's pick"),
-        ("netstack://mem0/10.0.0.1/24?dst=10.0.0.2:80&framing=shutdown", UriPart::Query, "framing", "does not use it"),
         (
             "netstack-listen://mem0/10.0.0.1/24?dst=10.0.0.2:80",
             UriPart::Scheme,
