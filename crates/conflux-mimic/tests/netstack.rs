@@ -262,3 +262,25 @@ async fn dropping_the_listener_stops_listening() {
     let err = dial(&registry, "netstack://mem0/10.0.0.1/24?dst=10.0.0.2:90", &ctx).await.unwrap_err();
     assert!(err.contains("refused"), "{err}");
 }
+
+/// IPv6 addresses in the URI (`dst=[..]:port`), and a listener on the older
+/// of two in-context stacks (found by unfolding the context).
+#[tokio::test(start_paused = true)]
+async fn ipv6_and_an_older_in_context_stack() {
+    let (a, b) = link_pair(LinkConfig::ethernet());
+    let s0 = NetStack::new(StackConfig::new().ipv6("fd00::1".parse().unwrap(), 64), a);
+    let s1 = NetStack::new(StackConfig::new().ipv6("fd00::2".parse().unwrap(), 64).mac([2, 0, 0, 0, 0, 2]), b);
+    let devices = &NetstackKeys::get().devices;
+    // The listening stack is the older value: not what `Ctx::get` returns.
+    let ctx = Ctx::new().add(devices, NetstackDevice::new("v6b", s1)).add(devices, NetstackDevice::new("v6a", s0));
+    let registry = registry();
+    let mut listener = registry.listen_with(&uri("netstack://v6b/fd00::2/64:443"), &ctx).await.unwrap();
+    assert_eq!(listener.local_uri().to_string(), "netstack://v6b/fd00::2/64:443");
+    let mut f = dial(&registry, "netstack://v6a/fd00::1/64?dst=[fd00::2]:443", &ctx).await.unwrap();
+    let accepted = within("accept", TIMEOUT, listener.accept()).await.unwrap();
+    assert!(accepted.peer.starts_with("[fd00::1]:"), "peer {}", accepted.peer);
+    let mut server = accepted.flow;
+    f.write("over v6").await.unwrap();
+    f.close().await.unwrap();
+    assert_eq!(server.read_to_end().await.unwrap(), b"over v6");
+}
