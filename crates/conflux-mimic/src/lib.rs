@@ -28,25 +28,39 @@
 //!   [`Registry::plan`] as text or Graphviz; a tracing span per resolve with
 //!   an event per function and per attempt.
 //!
+//! By URI: [`Registry::dial`] (the context from the URI, then resolve; a
+//! one-line [`DialError`] naming the wrong part or the address that refused)
+//! and [`Registry::listen`] (a [`Listener`]: accepted flows with their peer,
+//! as a `Stream` or one [`accept`](Listener::accept) at a time, and the
+//! [`local_uri`](Listener::local_uri) a client dials); [`register_all`]
+//! registers every binding the build has. The grammar and what each scheme
+//! does on each side: `docs/uri.md`.
+//!
 //! Bindings, each behind a feature (the transport crates never know the
-//! registry exists; the bindings use this crate's public API only): `tcp`
-//! (kernel TCP through conflux-tcp-host, with
-//! `connect_timeout` and `keepalive` from the URI or the context), `tls`
-//! (rustls over any flow, `?ca=` loaded; `TlsFlow` also wraps accepted flows;
-//! `tls-webpki-roots` adds the webpki roots), `hvsock`
-//! (`unix`, `vsock`, `fc-vsock`, `hyperkit` over conflux-hvsock, raw or
-//! framed with `framing=shutdown`), `netstack` (`netstack://` over
-//! conflux-netstack's userspace stack on a TAP or TUN device, one stack per
-//! device and process, or on an in-process stack put in the context: see
-//! `NetstackKeys`), `stdio` and `dns`. A binding refuses, naming it,
-//! any query parameter of a URI it does not use. Not bound yet:
-//! `hvsock://` (Windows AF_HYPERV).
+//! registry exists; the bindings use this crate's public API only), each
+//! connecting and listening: `tcp` (kernel TCP through conflux-tcp-host,
+//! with `connect_timeout` and `keepalive` from the URI or the context; the
+//! bind address honoured, an empty host meaning 127.0.0.1), `tls` (rustls
+//! over any flow; `?ca=` loaded, `?cert=&key=` a listener's certificate or a
+//! client's, `ca=` on a listener requiring client certificates;
+//! `tls-webpki-roots` adds the webpki roots), `hvsock` (`unix`, `vsock`,
+//! `fc-vsock`, `hyperkit` over conflux-hvsock, raw or framed with
+//! `framing=shutdown`; with it the framing also runs over tcp and stdio
+//! flows), `stdio` (stdin and stdout as one flow), `netstack` (`netstack://`
+//! over conflux-netstack's userspace stack on a TAP or TUN device, one stack
+//! per device and process, or on an in-process stack put in the context: see
+//! `NetstackKeys`) and `dns`. A binding refuses, naming it, any query
+//! parameter of a URI it does not use. Not bound yet: `hvsock://` (Windows
+//! AF_HYPERV).
 //!
 //! Modules, bottom up (each uses only those before it): keys (`key`), function
 //! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
-//! (`report`), the registry (`registry`), unfolding (`unfold`), resolving
-//! (`resolve`: the candidates' policy in `schedule`, its driver in `race`),
-//! plans (`plan`), then the bindings (`tcp`, `tls`, `hvsock`, `netstack`, `dns`).
+//! (`report`), listeners (`listen`: [`Listener`], [`ListenError`]), the
+//! registry (`registry`), unfolding (`unfold`), resolving (`resolve`: the
+//! candidates' policy in `schedule`, its driver in `race`), dialling and
+//! listening by URI (`by_uri`), plans (`plan`), then the bindings (`tcp`,
+//! `tls`, `hvsock` and its listeners `hvlisten`, the framing over any flow
+//! `framing`, `stdio`, `netstack`, `dns`).
 //!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.

@@ -159,7 +159,11 @@ pub fn register_tcp_with(
 
 /// A `framing` refused because the `hvsock` feature is off says so.
 fn no_framing(e: conflux_uri::UriError) -> conflux_uri::UriError {
-    if cfg!(feature = "hvsock") || e.value() != "framing" {
+    refused_framing(e, cfg!(feature = "hvsock"))
+}
+
+fn refused_framing(e: conflux_uri::UriError, built_in: bool) -> conflux_uri::UriError {
+    if built_in || e.value() != "framing" {
         return e;
     }
     conflux_uri::UriError::new(
@@ -277,4 +281,20 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
                 .collect::<Vec<_>>()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_without_the_hvsock_feature_names_it_and_the_feature() {
+        let refused = UriError::new(UriPart::Query, "framing", "the tcp binding does not use it");
+        let e = refused_framing(refused.clone(), false);
+        assert_eq!((e.part(), e.value()), (UriPart::Query, "framing"));
+        assert!(e.to_string().contains("`hvsock` feature"), "{e}");
+        assert_eq!(refused_framing(refused.clone(), true), refused);
+        let other = UriError::new(UriPart::Query, "connect_timeout", "x");
+        assert_eq!(refused_framing(other.clone(), false), other);
+    }
 }

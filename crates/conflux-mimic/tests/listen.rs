@@ -137,6 +137,9 @@ async fn a_path_replaced_after_listening_is_not_removed() {
 #[tokio::test]
 async fn bad_listen_input_names_its_part() {
     let registry = registry();
+    // An unknown parameter: the parser names it before any listener sees it.
+    let err = "tcp-listen://:0?colour=blue".parse::<Uri>().unwrap_err();
+    assert_eq!((err.part(), err.value()), (UriPart::Query, "colour"), "{err}");
     // A parameter the listener does not use.
     let err = registry.listen(&uri("tcp-listen://:0?connect_timeout=1s")).await.unwrap_err();
     let ListenError::Uri(e) = &err else { panic!("{err:?}") };
@@ -156,6 +159,9 @@ async fn bad_listen_input_names_its_part() {
     let err = Registry::new().listen(&uri("unix:///tmp/x.sock")).await.unwrap_err();
     let ListenError::Uri(e) = &err else { panic!("{err:?}") };
     assert_eq!((e.part(), e.value()), (UriPart::Scheme, "unix"), "{err}");
+    let err = registry.listen(&uri("stdio:?keepalive=1s,1s,1")).await.unwrap_err();
+    let ListenError::Uri(e) = &err else { panic!("{err:?}") };
+    assert_eq!(e.value(), "keepalive", "{err}");
     let err = registry.listen(&uri("hvsock:///0b95756a-9985-48ad-9470-78e060895be7")).await.unwrap_err();
     assert!(err.to_string().contains("hvsock"), "{err}");
 }
@@ -168,10 +174,28 @@ async fn bad_dial_input_names_its_part() {
     let err = registry.dial(&uri("unix:///x.sock?keepalive=1s,1s,1")).await.unwrap_err();
     let e = err.from_uri_error().and_then(|e| e.uri()).unwrap();
     assert_eq!(e.value(), "keepalive");
+    let err = registry.dial(&uri("stdio:?connect_timeout=1s")).await.unwrap_err();
+    assert_eq!(err.from_uri_error().and_then(|e| e.uri()).map(|e| e.value()), Some("connect_timeout"), "{err}");
     let dir = TempDir::new("dial-missing");
     let missing = dir.path().join("nobody.sock");
     let err = registry.dial(&uri(&format!("unix://{}", missing.display()))).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("nobody.sock") && !text.contains('\n'), "{text}");
     assert!(err.resolve_error().is_some());
+}
+
+#[tokio::test]
+async fn a_connect_that_times_out_says_so_naming_the_uri() {
+    // A VMM socket that accepts and never answers the hybrid vsock handshake.
+    let dir = TempDir::new("dial-mute");
+    let mute = dir.path().join("mute.sock");
+    let registry = registry();
+    let listener = registry.listen(&uri(&format!("unix://{}", mute.display()))).await.unwrap();
+    let target = uri(&format!("fc-vsock://{}?port=5&connect_timeout=200ms", mute.display()));
+    let err = within("dial", TIMEOUT, registry.dial(&target)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(text.contains("mute.sock") && text.contains("timed out"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+    drop(listener);
 }
