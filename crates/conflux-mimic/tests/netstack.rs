@@ -48,8 +48,8 @@ async fn dial(registry: &Registry, text: &str, ctx: &Ctx) -> Result<BoxFlow, Str
 }
 
 /// Pairs made the way a user would: listen on `netstack://mem1/...:0`,
-/// connect with `netstack://mem0/...?dst=`, both through one registry;
-/// with `query` (`&framing=shutdown`) on both URIs.
+/// connect with `netstack://mem0/...?dst=`, both through one registry made
+/// by `register_all`; with `query` (`&framing=shutdown`) on both URIs.
 #[derive(Default)]
 struct RegistryPairs {
     query: &'static str,
@@ -76,7 +76,8 @@ impl FlowFactory for RegistryPairs {
         Box::pin(async move {
             let (ctx, s0, s1) = two_stacks();
             let ctx = ctx.add(&FramingKeys::get().config, FramingConfig::new().close_timeout(CLOSE_TIMEOUT));
-            let registry = registry();
+            let registry = Registry::new();
+            conflux_mimic::register_all(&registry);
             let q = self.query;
             let mut listener = registry
                 .listen_with(&uri(&format!("netstack://mem1/10.0.0.2/24?{q}")), &ctx)
