@@ -11,7 +11,6 @@ mod cat;
 mod demo;
 mod endpoints;
 mod error;
-mod listen;
 mod meter;
 mod progress;
 mod relay;
