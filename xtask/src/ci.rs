@@ -13,8 +13,8 @@ pub(crate) const REQUIRED_IN_CI: &[&str] =
     &["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "nc", "p9fs", "ping"];
 
 /// The library crates: each builds alone (README's promise) and is
-/// publishable. Must be the members without `publish = false` (a tidy test
-/// checks).
+/// publishable. With [`BINARY_CRATES`], must be the members without
+/// `publish = false` (a tidy test checks).
 pub(crate) const LIBRARY_CRATES: &[&str] = &[
     "conflux-flow",
     "conflux-tcp",
@@ -26,17 +26,20 @@ pub(crate) const LIBRARY_CRATES: &[&str] = &[
     "conflux-9p",
 ];
 
+/// The binary crates: each builds alone and is publishable (`cargo install`).
+pub(crate) const BINARY_CRATES: &[&str] = &["conflux"];
+
 /// conflux-mimic's binding features, each checked on its own. Must be every
 /// feature of its manifest (a tidy test checks).
 pub(crate) const MIMIC_FEATURES: &[&str] = &["dns", "hvsock", "tcp", "tls", "tls-webpki-roots"];
 
-/// The `cargo check` runs that show each library crate builds alone: every
+/// The `cargo check` runs that show each library (and binary) crate builds alone: every
 /// crate with its default features and nothing else selected (so no
 /// sibling's features unify into it), then conflux-mimic with each binding
 /// feature alone.
 pub(crate) fn alone_checks() -> Vec<Vec<String>> {
     let check = |krate: &str| vec!["check".to_owned(), "-p".to_owned(), krate.to_owned()];
-    let mut runs: Vec<Vec<String>> = LIBRARY_CRATES.iter().map(|c| check(c)).collect();
+    let mut runs: Vec<Vec<String>> = LIBRARY_CRATES.iter().chain(BINARY_CRATES).map(|c| check(c)).collect();
     for feature in MIMIC_FEATURES {
         let mut run = check("conflux-mimic");
         run.extend(["--features".to_owned(), (*feature).to_owned()]);
@@ -52,7 +55,7 @@ pub(crate) fn alone_checks() -> Vec<Vec<String>> {
 /// siblings up on crates.io.
 pub(crate) fn package_args() -> Vec<String> {
     let mut args: Vec<String> = ["package", "--no-verify", "--allow-dirty"].map(str::to_owned).into();
-    for krate in LIBRARY_CRATES {
+    for krate in LIBRARY_CRATES.iter().chain(BINARY_CRATES) {
         args.extend(["-p".to_owned(), (*krate).to_owned()]);
     }
     args
@@ -394,7 +397,8 @@ mod tests {
     #[test]
     fn alone_checks_cover_every_library_crate_and_mimic_feature() {
         let runs: Vec<String> = alone_checks().iter().map(|a| a.join(" ")).collect();
-        assert_eq!(runs.len(), LIBRARY_CRATES.len() + MIMIC_FEATURES.len());
+        assert_eq!(runs.len(), LIBRARY_CRATES.len() + BINARY_CRATES.len() + MIMIC_FEATURES.len());
+        assert!(runs.contains(&"check -p conflux".to_owned()), "the binary");
         assert!(runs.contains(&"check -p conflux-uri".to_owned()));
         assert!(runs.contains(&"check -p conflux-mimic".to_owned()), "mimic with no features");
         assert!(runs.contains(&"check -p conflux-mimic --features tls".to_owned()));
@@ -405,7 +409,8 @@ mod tests {
     fn packages_every_library_crate_in_one_run() {
         let args = package_args().join(" ");
         assert!(args.starts_with("package --no-verify --allow-dirty -p conflux-flow -p conflux-tcp "));
-        assert_eq!(args.matches(" -p ").count(), LIBRARY_CRATES.len());
+        assert_eq!(args.matches(" -p ").count(), LIBRARY_CRATES.len() + BINARY_CRATES.len());
+        assert!(args.ends_with(" -p conflux"), "the binary too: {args}");
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! `conflux`: relay, cat and serve between endpoint URIs of every scheme
+//! (tcp, tls, unix, vsock, fc-vsock, hyperkit, stdio; `?framing=shutdown` on
+//! any stream), and an in-process demo that needs no root and no network.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (refused, reset, an I/O
+//! error); 2 usage or bad input (a bad URI, an unknown option). Errors are
+//! one line on stderr, prefixed `conflux:`, naming what was wrong.
+#![forbid(unsafe_code)]
+
+mod cat;
+mod demo;
+mod endpoints;
+mod error;
+mod listen;
+mod meter;
+mod progress;
+mod relay;
+mod serve9p;
+mod signals;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use conflux_uri::Uri;
+
+use crate::endpoints::Endpoints;
+use crate::error::CliError;
+
+const EXAMPLES: &str = "\
+Examples:
+  conflux demo                                   # what conflux does, in-process, in a few seconds
+  conflux relay tcp://:8080 unix:///run/app.sock # forward a local TCP port to a Unix socket
+  conflux relay tcp-listen://127.0.0.1:2222 'fc-vsock:///srv/vm1/v.sock?port=22&framing=shutdown'
+  echo hello | conflux cat tcp://127.0.0.1:8080  # netcat: stdin to the peer, the peer to stdout
+  conflux cat 'unix-listen:///tmp/s.sock?framing=shutdown'
+  conflux serve-9p tcp://:5640 ./shared --read-only
+
+Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
+fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, stdio:; add ?framing=shutdown for the
+hvsock shutdown framing, ?connect_timeout=5s to bound a connect. A `-listen` suffix
+(tcp-listen://) makes an endpoint listen; listening on a port without a host means 127.0.0.1.";
+
+const RELAY_EXAMPLES: &str = "\
+Examples:
+  conflux relay tcp://:8080 unix:///run/app.sock
+  conflux relay --once tcp://127.0.0.1:0 'unix:///tmp/echo.sock?framing=shutdown'
+  conflux relay --max-flows 64 --idle-timeout 10m tcp://0.0.0.0:2222 vsock://3:22
+
+Each flow's Eof is passed on as a half-close; a reset on one side aborts the other
+(an RST on TCP; a framed peer reads a reset). One log line per flow when it ends:
+id, from, to, bytes each way (up = FROM to TO), duration, end (eof, reset, timeout,
+error, aborted).";
+
+const CAT_EXAMPLES: &str = "\
+Examples:
+  echo hello | conflux cat tcp://127.0.0.1:8080
+  conflux cat 'fc-vsock:///srv/vm1/v.sock?port=52&framing=shutdown' < request.bin > reply.bin
+  conflux cat tcp-listen://:9000 > received.bin     # accept one flow, then exit
+
+stdin's end half-closes the flow (shutdown write); conflux exits once both directions ended.";
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  conflux demo
+  conflux demo --json | jq '.steps[] | {name, ok}'
+
+Everything runs in this process on in-memory links: no root, no setup, no network.";
+
+const SERVE_9P_EXAMPLES: &str = "\
+Examples:
+  conflux serve-9p tcp://:5640 ./shared
+  conflux serve-9p 'unix:///tmp/9p.sock' /srv/export --read-only
+  sudo mount -t 9p -o trans=tcp,port=5640,version=9p2000.u 127.0.0.1 /mnt
+
+9P2000 and 9P2000.u; paths never escape DIR (no `..`, no symlink out).";
+
+/// Relay, cat and serve between endpoint URIs of every scheme.
+#[derive(Debug, Parser)]
+#[command(name = "conflux", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// More logging on stderr: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what conflux does, in-process: userspace stacks, the registry, the framing and its fault model.
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo {
+        /// The same facts as JSON on stdout, every step with a success flag.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept flows on FROM, connect each to TO, proxy both ways.
+    #[command(after_help = RELAY_EXAMPLES)]
+    Relay {
+        /// Where to listen (a URI; it listens whether or not the scheme says -listen).
+        from: String,
+        /// Where to connect each accepted flow (a URI).
+        to: String,
+        /// At most N flows at once; more wait to be accepted.
+        #[arg(long, value_name = "N")]
+        max_flows: Option<usize>,
+        /// Abort a flow that moved no byte for this long (500ms, 30s, 10m, 1h).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        idle_timeout: Option<Duration>,
+        /// Bound each connect to TO (unless TO has ?connect_timeout=).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        connect_timeout: Option<Duration>,
+        /// Relay one flow, then exit: 0 when it ended with eof, 1 otherwise.
+        #[arg(long)]
+        once: bool,
+        /// A live line on stderr (bytes/s each way, flows open): only when stderr
+        /// is a terminal, unless `--progress=always`.
+        #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+        progress: Option<When>,
+        /// After SIGINT/SIGTERM: stop accepting, let open flows finish this long, then abort them.
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s")]
+        grace: Duration,
+    },
+    /// One flow between stdin/stdout and URI (connect, or accept one with a -listen URI).
+    #[command(after_help = CAT_EXAMPLES)]
+    Cat {
+        /// The endpoint.
+        uri: String,
+        /// Bound the connect (unless URI has ?connect_timeout=).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        connect_timeout: Option<Duration>,
+    },
+    /// Serve DIR over 9P2000(.u) to every flow accepted on LISTEN_URI.
+    #[command(name = "serve-9p", after_help = SERVE_9P_EXAMPLES)]
+    Serve9p {
+        /// Where to listen (a URI).
+        listen_uri: String,
+        /// The directory to serve; nothing outside it is reachable.
+        dir: PathBuf,
+        /// Refuse every change (create, write, remove, wstat).
+        #[arg(long)]
+        read_only: bool,
+    },
+}
+
+/// When to show `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum When {
+    /// Only when stderr is a terminal.
+    Auto,
+    /// Always.
+    Always,
+}
+
+/// `500ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration (500ms, 5s, 2m, 1h)"))?;
+    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    }
+}
+
+/// Parses an endpoint argument; a bad one is a usage error naming the part.
+fn parse_uri(what: &str, text: &str) -> Result<Uri, CliError> {
+    text.parse().map_err(|e| CliError::usage(format!("bad {what}URI `{text}`: {e}")))
+}
+
+/// Logs to stderr: by default one line per relayed flow (info from this
+/// binary, warnings from the libraries); `-v` debug, `-vv` trace; `RUST_LOG`
+/// (`target=level,...`) replaces all of that.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<Targets>().ok());
+    let filter = from_env.unwrap_or_else(|| {
+        let (ours, theirs) = match verbose {
+            0 => (LevelFilter::INFO, LevelFilter::WARN),
+            1 => (LevelFilter::DEBUG, LevelFilter::DEBUG),
+            _ => (LevelFilter::TRACE, LevelFilter::TRACE),
+        };
+        Targets::new().with_default(theirs).with_target("conflux", ours)
+    });
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 0)
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+}
+
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Demo { json } => demo::run(json).await,
+        Command::Relay { from, to, max_flows, idle_timeout, connect_timeout, once, progress, grace } => {
+            let (from, to) = (parse_uri("FROM ", &from)?, parse_uri("TO ", &to)?);
+            let progress = match progress {
+                None => false,
+                Some(When::Always) => true,
+                Some(When::Auto) => std::io::stderr().is_terminal(),
+            };
+            let opts = relay::RelayOptions { max_flows, idle_timeout, connect_timeout, once, progress, grace };
+            relay::run(Endpoints::new(), from, to, opts).await
+        }
+        Command::Cat { uri, connect_timeout } => {
+            let uri = parse_uri("", &uri)?;
+            cat::run(Endpoints::new(), uri, connect_timeout).await
+        }
+        Command::Serve9p { listen_uri, dir, read_only } => {
+            let uri = parse_uri("LISTEN-", &listen_uri)?;
+            serve9p::run(Endpoints::new(), uri, dir, read_only).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                // Help and version go to stdout, exit 0.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("conflux: {first} (see `conflux --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("conflux: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    // A read of stdin may still be blocked in its thread: do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conflux: {e}");
+            e.code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
