@@ -121,10 +121,12 @@ pub(crate) fn svg(records: &[Record]) -> String {
         let Some(ratio) = r.ratio else { continue };
         let top = TOP + ROW * i as f64;
         let mid = top + ROW / 2.0;
-        let colour = match r.goal_met {
-            Some(true) => MET,
-            Some(false) => NOT_MET,
-            None => NO_GOAL,
+        // Only a ratio goal is judged on the ratio drawn; a goal on the value
+        // is told in the text.
+        let colour = match (goal_ratio(r.goal), r.goal_met) {
+            (Some(_), Some(true)) => MET,
+            (Some(_), Some(false)) => NOT_MET,
+            _ => NO_GOAL,
         };
         let label = format!("{} vs {}", r.scenario, r.baseline.as_deref().unwrap_or("?"));
         let _ =
@@ -157,6 +159,9 @@ pub(crate) fn svg(records: &[Record]) -> String {
             );
             let op = if matches!(r.goal, Goal::RatioAtLeast(_)) { "&gt;=" } else { "&lt;=" };
             let _ = write!(text, " (goal {op} {g})");
+        } else if let (Goal::ValueAtMost(_) | Goal::ValueAtLeast(_), Some(met)) = (r.goal, r.goal_met) {
+            let goal = escape(&r.goal.to_string());
+            let _ = write!(text, " (goal {goal} {}: {})", r.unit, if met { "met" } else { "NOT met" });
         }
         let _ = writeln!(s, r#"<text x="{TEXT_LEFT}" y="{:.1}" fill="{colour}">{text}</text>"#, mid + 4.0);
     }
@@ -179,15 +184,20 @@ mod tests {
             .with_baseline("socat-relay", &[1.0; 3]);
         let none = Record::new("relay", Metric::Throughput, &[1.0; 3]).with_baseline("direct-echo", &[2.0; 3]);
         let solo = Record::new("flow-rss", Metric::Rss, &[5.0; 3]);
-        let svg = svg(&[met, not_met, none, solo]);
+        let value_goal = Record::new("mimic-resolve", Metric::Latency, &[3.0; 3])
+            .with_goal(Goal::ValueAtMost(5.0))
+            .with_baseline("direct", &[0.1; 3]);
+        let svg = svg(&[met, not_met, none, solo, value_goal]);
         assert!(svg.starts_with("<svg "), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect x=").count(), 3, "{svg}");
+        assert_eq!(svg.matches("<rect x=").count(), 4, "{svg}");
         assert!(svg.contains(&format!("fill=\"{MET}\"><title>relay vs socat-relay")));
         assert!(svg.contains(&format!("fill=\"{NOT_MET}\"><title>relay-churn vs socat-relay")));
         assert!(svg.contains(&format!("fill=\"{NO_GOAL}\"><title>relay vs direct-echo: 0.500")));
         assert!(svg.contains("1.00 (goal &gt;= 2)"));
         assert!(!svg.contains("flow-rss"));
+        assert!(svg.contains(&format!("fill=\"{NO_GOAL}\"><title>mimic-resolve vs direct")));
+        assert!(svg.contains("30.00 (goal value &lt;= 5 us: met)"), "{svg}");
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub fn markdown(records: &[Record], machine: &Machine) -> String {
             fmt_num(r.max),
             baseline,
             ratio,
-            r.goal.to_string().replace('>', "&gt;").replace('<', "&lt;"),
+            r.goal,
             met_text(r.goal_met),
         );
     }
@@ -233,9 +233,9 @@ mod tests {
         assert_eq!(rows.len(), 3, "{md}");
         assert_eq!(
             rows[0],
-            "| relay | throughput | 1.000 GB/s (3 runs, 0.800-1.200) | socat-relay: 1.000 GB/s | 1.000 (0.900-1.100) | ratio &gt;= 0.9 | yes |"
+            "| relay | throughput | 1.000 GB/s (3 runs, 0.800-1.200) | socat-relay: 1.000 GB/s | 1.000 (0.900-1.100) | ratio >= 0.9 | yes |"
         );
-        assert!(rows[1].ends_with("| 1.500 (1.500-1.500) | ratio &gt;= 2 | NO |"), "{}", rows[1]);
+        assert!(rows[1].ends_with("| 1.500 (1.500-1.500) | ratio >= 2 | NO |"), "{}", rows[1]);
         assert!(rows[2].contains("| - | - | - | - |"), "{}", rows[2]);
         assert!(md.contains("1 goals met, 1 not met (relay-churn)."));
         assert!(md.contains("](benchmarks.svg)"));
