@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{GateFs, RawConn, Transport, pair};
 use conflux_9p::fs::{ORDWR, OREAD};
 use conflux_9p::{Client, ClientError, MemFs, Msg, NOTAG, ParseError, ServeError, Server, Stat};
-use conflux_flow::BoxFlow;
+use conflux_flow::{BoxFlow, FlowExt};
 use tokio::task::JoinHandle;
 
 fn serve<F: conflux_9p::Filesystem>(server: Server<F>, flow: BoxFlow) -> JoinHandle<Result<(), ServeError>> {
@@ -46,7 +46,8 @@ async fn version_negotiation(t: Transport) {
     c.handshake().await;
     c.rpc(NOTAG, Msg::Tversion { msize: 8192, version: "9P2000.u".into() }).await;
     assert!(matches!(c.rpc(2, Msg::Tstat { fid: 1 }).await, Msg::Rerror { .. }));
-    drop(c);
+    // A clean end (a framed flow dropped without Close reads as a reset).
+    c.flow.close().await.unwrap();
     srv.await.unwrap().unwrap();
 }
 
@@ -62,7 +63,8 @@ async fn handshake_errors(t: Transport) {
     c.handshake().await;
     let r = c.rpc(3, Msg::Tattach { fid: 1, afid: !0, uname: "u".into(), aname: "".into(), n_uname: Some(0) }).await;
     assert!(matches!(&r, Msg::Rerror { ename, .. } if ename.contains("in use")), "{r:?}");
-    drop(c);
+    // A clean end (a framed flow dropped without Close reads as a reset).
+    c.flow.close().await.unwrap();
     srv.await.unwrap().unwrap();
 }
 
@@ -81,7 +83,8 @@ async fn unknown_fid_and_partial_walk(t: Transport) {
     let r = c.rpc(6, Msg::Twalk { fid: 1, newfid: 3, wnames: vec![] }).await;
     assert_eq!(r, Msg::Rwalk { wqids: vec![] });
     assert!(matches!(c.rpc(7, Msg::Tstat { fid: 3 }).await, Msg::Rstat { .. }));
-    drop(c);
+    // A clean end (a framed flow dropped without Close reads as a reset).
+    c.flow.close().await.unwrap();
     srv.await.unwrap().unwrap();
 }
 
@@ -113,7 +116,8 @@ async fn flush(t: Transport) {
     assert_eq!(c.rpc(25, Msg::Tflush { oldtag: 24 }).await, Msg::Rflush);
     // Flushing an unknown tag is answered too; nothing stray arrived in between.
     assert_eq!(c.rpc(26, Msg::Tflush { oldtag: 999 }).await, Msg::Rflush);
-    drop(c);
+    // A clean end (a framed flow dropped without Close reads as a reset).
+    c.flow.close().await.unwrap();
     srv.await.unwrap().unwrap();
 }
 
@@ -211,7 +215,8 @@ async fn dir_reads_hold_whole_entries() {
     // Mid-entry offsets and counts below one entry are refused.
     assert!(matches!(c.rpc(5, Msg::Tread { fid: 2, offset: 3, count: 1000 }).await, Msg::Rerror { .. }));
     assert!(matches!(c.rpc(6, Msg::Tread { fid: 2, offset: 0, count: 10 }).await, Msg::Rerror { .. }));
-    drop(c);
+    // A clean end (a framed flow dropped without Close reads as a reset).
+    c.flow.close().await.unwrap();
     srv.await.unwrap().unwrap();
 }
 

@@ -298,17 +298,27 @@ impl Endpoint {
     }
 
     /// The transport reached Eof; `rest` is what is left undecoded in the buffer.
+    ///
+    /// Before the peer's ShutdownWrite or Close that is a reset (the framing
+    /// has no reset marker: a peer that aborts or dies just drops its
+    /// transport), inside a frame a truncation; after them, the plain end.
     pub fn handle_eof(&mut self, rest: &[u8]) {
         if self.transport_eof {
             return;
         }
         self.transport_eof = true;
+        let reading = self.close == CloseState::Open && !self.read_shut;
         if let Err(e) = self.decoder.decode_eof(rest)
-            && self.close == CloseState::Open
-            && !self.read_shut
+            && reading
         {
             tracing::debug!(error = %e, "transport ended inside a frame");
             self.read_error = Some(EndpointError::Protocol(e));
+        } else if reading && !self.peer_eof {
+            // Neither ShutdownWrite nor Close came: the peer did not end its
+            // side, it lost its transport (crashed, aborted, dropped). The
+            // framing has no reset marker; this is one.
+            tracing::debug!("transport ended without ShutdownWrite or Close: a reset");
+            self.read_error = Some(EndpointError::Reset);
         }
         if self.close != CloseState::Open {
             self.close = CloseState::Done;

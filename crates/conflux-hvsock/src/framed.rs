@@ -37,8 +37,10 @@ const WRITE_BUDGET: usize = 256 * 1024;
 /// - Errors latch and keep their kinds: reset, protocol error (including a
 ///   truncated frame at Eof), timeout; or read as Eof with
 ///   [`errors_as_eof`](FramingConfig::errors_as_eof).
-/// - Dropping the flow without closing releases the socket at once (the peer
-///   reads Eof); abort does the same without sending anything.
+/// - Dropping the flow without closing releases the socket at once; abort
+///   does the same without sending anything. Either way the peer's transport
+///   ends with no ShutdownWrite or Close, which a framed peer reads as a
+///   reset (the framing has no reset marker): a relay passes it on as one.
 #[derive(Debug)]
 pub struct FramedFlow<S: Socket> {
     sock: Option<S>,

@@ -311,6 +311,35 @@ async fn injected_reset_is_a_reset_not_eof() {
     assert!(e.is_reset(), "{e}");
 }
 
+/// The framing has no reset marker: a framed peer that drops or aborts its
+/// flow (no ShutdownWrite, no Close) reads as a reset on our side, after the
+/// data it did send; after a ShutdownWrite the same loss is a clean Eof.
+#[tokio::test]
+async fn a_peer_gone_without_a_marker_is_a_reset() {
+    for abort in [false, true] {
+        let (a, b) = mem_pair().await;
+        let (mut a, mut b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+        a.write("partial").await.unwrap();
+        if abort {
+            a.abort().await.unwrap();
+        } else {
+            drop(a);
+        }
+        if !abort {
+            // (An abort of the in-memory socket drops what is in flight, as an RST does.)
+            assert_eq!(within("data before the loss", TIMEOUT, b.read()).await.unwrap().unwrap(), "partial");
+        }
+        let e = within("the loss", TIMEOUT, b.read_to_end()).await.unwrap_err();
+        assert!(e.is_reset(), "abort {abort}: {e}");
+    }
+    let (a, b) = mem_pair().await;
+    let (mut a, mut b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+    a.write("whole").await.unwrap();
+    a.shutdown(Shutdown::Write).await.unwrap();
+    drop(a);
+    assert_eq!(within("after ShutdownWrite", TIMEOUT, b.read_to_end()).await.unwrap(), b"whole");
+}
+
 #[tokio::test]
 async fn bad_lengths_from_the_peer_are_protocol_errors() {
     let dir = TempDir::new("bad");

@@ -32,6 +32,15 @@ impl Endpoints {
         Endpoints { registry }
     }
 
+    /// Checks that `uri` can be connected to (its scheme is bound, every
+    /// parameter is used) without connecting.
+    pub(crate) fn check_connect(&self, uri: &Uri) -> Result<(), CliError> {
+        if matches!(uri.target(), Target::Stdio) {
+            return Ok(());
+        }
+        self.registry.ctx_from_uri(uri).map(|_| ()).map_err(|e| CliError::usage(format!("{uri}: {e}")))
+    }
+
     /// Connects to `uri` (`connect_timeout` bounds it unless the URI has its own).
     pub(crate) async fn connect(&self, uri: &Uri, connect_timeout: Option<Duration>) -> Result<BoxFlow, CliError> {
         if matches!(uri.target(), Target::Stdio) {

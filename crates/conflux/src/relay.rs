@@ -83,6 +83,7 @@ struct FlowEnd {
 /// Runs the relay until the listener ends, `--once` is done, or a signal
 /// stopped it and every flow finished (or the grace period ran out).
 pub(crate) async fn run(ep: Endpoints, from: Uri, to: Uri, opts: RelayOptions) -> Result<(), CliError> {
+    ep.check_connect(&to)?;
     let mut signals = Signals::new()?;
     let mut listener = ep.listen(&from).await?;
     tracing::info!("listening on {}, relaying to {to}", listener.local_uri());

@@ -174,10 +174,19 @@ fn errors_latch_and_keep_their_kinds() {
         panic!("truncation reported")
     };
 
+    // The transport ends without ShutdownWrite or Close: the peer lost it.
     let mut d = Side::new();
     d.ep.handle_eof(&[]);
-    assert_eq!(d.read(), ReadEvent::Eof, "clean Eof");
-    assert_eq!(d.ep.write_allowed(), Err(EndpointError::Closed));
+    assert_eq!(d.read(), ReadEvent::Error(EndpointError::Reset), "no marker came: a reset");
+    assert_eq!(d.read(), ReadEvent::Error(EndpointError::Reset), "latched");
+
+    // After the peer's ShutdownWrite it is the plain end.
+    let mut e = Side::new();
+    e.rx.extend_from_slice(&Header::ShutdownWrite.to_bytes());
+    assert_eq!(e.read(), ReadEvent::Eof);
+    e.ep.handle_eof(&e.rx);
+    assert_eq!(e.read(), ReadEvent::Eof, "clean Eof");
+    assert_eq!(e.ep.write_allowed(), Err(EndpointError::Closed));
 }
 
 #[test]

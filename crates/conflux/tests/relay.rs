@@ -1,0 +1,199 @@
+//! `conflux relay`, the binary spawned as a process: tcp -> unix with the
+//! half-close seen end to end, `--once` exit codes, a reset passed on both
+//! ways (TCP RST <-> a framed peer's lost transport), and SIGTERM: stop
+//! accepting, let open flows finish, abort them after `--grace`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Running, WAIT};
+use conflux_flow::FlowExt;
+use conflux_hvsock::{FramingConfig, Listener, UnixAddr, UnixFamily};
+use conflux_testkit::{TempDir, payload, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixListener};
+
+/// A Unix server that reads until Eof, and only then answers with what it
+/// read: the answer proves the client's half-close crossed the relay.
+fn echo_after_eof(path: &Path) -> tokio::task::JoinHandle<usize> {
+    echo_after_eof_telling(path, tokio::sync::oneshot::channel().0)
+}
+
+/// As [`echo_after_eof`], saying when it accepted.
+fn echo_after_eof_telling(path: &Path, accepted: tokio::sync::oneshot::Sender<()>) -> tokio::task::JoinHandle<usize> {
+    let listener = UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = accepted.send(());
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(&got).await.unwrap();
+        s.shutdown().await.unwrap();
+        got.len()
+    })
+}
+
+fn relay(args: &[&str]) -> (Running, u16) {
+    let mut all = vec!["relay"];
+    all.extend_from_slice(args);
+    let mut r = Running::spawn(&all);
+    let port = r.tcp_port();
+    (r, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_to_unix_half_close_end_to_end_then_once_exits_0() {
+    let dir = TempDir::new("relay-hc");
+    let path = dir.path().join("echo.sock");
+    let server = echo_after_eof(&path);
+    let (mut relay, port) = relay(&["--once", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+
+    let data = payload(5, 300_000);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let back = within("the echo after our Eof", WAIT, async {
+        client.write_all(&data).await.unwrap();
+        client.shutdown().await.unwrap(); // half-close: we still read
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        back
+    })
+    .await;
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the echo is the data");
+    assert_eq!(within("server", WAIT, server).await.unwrap(), data.len());
+
+    assert_eq!(relay.wait(WAIT), Some(0), "--once, ended with eof:\n{}", relay.stderr());
+    let log = relay.stderr();
+    let line = log.lines().find(|l| l.contains("flow ended")).expect("one line per flow");
+    for field in [
+        "id=1",
+        "from=127.0.0.1:",
+        &format!("to=unix://{}", path.display()),
+        "up=300000",
+        "down=300000",
+        "end=eof",
+        "duration=",
+    ] {
+        assert!(line.contains(field), "`{field}` in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_1_when_the_flow_fails() {
+    let dir = TempDir::new("relay-fail");
+    let path = dir.path().join("nobody.sock");
+    let (mut relay, port) = relay(&["--once", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = Vec::new();
+    // The far side is unreachable: our flow is aborted (a reset) or ends.
+    let got = within("the relay gives up", WAIT, client.read_to_end(&mut buf)).await;
+    assert!(got.is_err() || buf.is_empty(), "{got:?}");
+    assert_eq!(relay.wait(WAIT), Some(1), "{}", relay.stderr());
+    let log = relay.stderr();
+    assert!(log.contains("end=error"), "{log}");
+    let last = log.lines().last().unwrap();
+    assert!(last.starts_with("conflux: flow 1 ended with error") && last.contains("nobody.sock"), "{last}");
+}
+
+/// A framed listener on a Unix socket (conflux-hvsock), as a VM's service would be.
+fn framed_listener(path: &Path) -> Listener<conflux_hvsock::UnixListener> {
+    Listener::bind(&UnixFamily, &UnixAddr::new(path)).unwrap()
+}
+
+fn framing() -> FramingConfig {
+    FramingConfig::new().close_timeout(Duration::from_secs(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_reset_reaches_the_framed_peer_as_a_reset() {
+    let dir = TempDir::new("relay-rst1");
+    let path = dir.path().join("framed.sock");
+    let listener = framed_listener(&path);
+    let (mut relay, port) =
+        relay(&["--once", "tcp://127.0.0.1:0", &format!("unix://{}?framing=shutdown", path.display())]);
+
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"before the reset").await.unwrap();
+    let (raw, _) = within("accept", WAIT, listener.accept()).await.unwrap();
+    let mut peer = raw.into_framed(framing());
+    let first = within("data", WAIT, peer.read()).await.unwrap().unwrap();
+    assert!(b"before the reset".starts_with(&first));
+    client.set_zero_linger().unwrap();
+    drop(client); // an RST
+    let e = within("the reset, passed on", WAIT, peer.read_to_end()).await.unwrap_err();
+    assert!(e.is_reset(), "the framed peer reads a reset, not a clean Eof: {e}");
+    assert_eq!(relay.wait(WAIT), Some(1), "--once: the flow ended with a reset");
+    assert!(relay.stderr().contains("end=reset"), "{}", relay.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framed_peer_lost_without_close_reaches_tcp_as_an_rst() {
+    let dir = TempDir::new("relay-rst2");
+    let path = dir.path().join("framed.sock");
+    let listener = framed_listener(&path);
+    let (mut relay, port) =
+        relay(&["--once", "tcp://127.0.0.1:0", &format!("unix://{}?framing=shutdown", path.display())]);
+
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let (raw, _) = within("accept", WAIT, listener.accept()).await.unwrap();
+    let mut peer = raw.into_framed(framing());
+    assert_eq!(within("data", WAIT, peer.read()).await.unwrap().unwrap(), "hello");
+    peer.write("partial answer").await.unwrap();
+    drop(peer); // gone without ShutdownWrite or Close: the service crashed
+    let mut buf = Vec::new();
+    let got = within("the reset, passed on", WAIT, client.read_to_end(&mut buf)).await;
+    let e = got.expect_err("an RST, not a clean end: the answer is incomplete");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    assert_eq!(relay.wait(WAIT), Some(1));
+    assert!(relay.stderr().contains("end=reset"), "{}", relay.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_and_lets_open_flows_finish() {
+    let dir = TempDir::new("relay-term");
+    let path = dir.path().join("echo.sock");
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+    let server = echo_after_eof_telling(&path, accepted_tx);
+    let (mut relay, port) = relay(&["--grace", "20s", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"in flight").await.unwrap();
+    // The flow is open end to end before the signal.
+    within("the flow to open", WAIT, accepted).await.unwrap();
+    relay.sigterm();
+    relay.wait_line("stopping");
+    // No new flows: the listener is gone.
+    let refused = TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(refused.is_err(), "new connections are refused after SIGTERM");
+    // The open flow still completes, both ways.
+    client.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within("the echo", WAIT, client.read_to_end(&mut back)).await.unwrap();
+    assert_eq!(back, b"in flight");
+    assert_eq!(within("server", WAIT, server).await.unwrap(), 9);
+    assert_eq!(relay.wait(WAIT), Some(0), "all flows finished: exit 0\n{}", relay.stderr());
+    assert!(relay.stderr().contains("end=eof"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_aborts_what_is_left_after_the_grace_period() {
+    let dir = TempDir::new("relay-grace");
+    let path = dir.path().join("echo.sock");
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+    let _server = echo_after_eof_telling(&path, accepted_tx);
+    let (mut relay, port) = relay(&["--grace", "300ms", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"never finished").await.unwrap();
+    within("the flow to open", WAIT, accepted).await.unwrap();
+    let started = std::time::Instant::now();
+    relay.sigterm();
+    assert_eq!(relay.wait(WAIT), Some(1), "a flow had to be aborted\n{}", relay.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = relay.stderr();
+    assert!(log.contains("end=aborted") && log.contains("grace period"), "{log}");
+    let mut buf = Vec::new();
+    let got = within("our flow's end", WAIT, client.read_to_end(&mut buf)).await;
+    assert!(got.is_err(), "aborted: an RST, {got:?}");
+}
