@@ -13,10 +13,13 @@
 
 mod e2e_support;
 
+use std::io::ErrorKind;
 use std::process::Command;
 
-use conflux_testkit::{TempDir, have_command, payload, skip};
-use e2e_support::{End, FramedEcho, Mode, Relay, assert_success, run_client, sha256_hex, write_input};
+use conflux_testkit::{TempDir, have_command, payload, skip, within};
+use e2e_support::{DEADLINE, End, Event, FramedEcho, Mode, Relay, assert_success, run_client, sha256_hex, write_input};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const LEN: usize = 4 << 20;
 
@@ -63,4 +66,33 @@ async fn nc_through_the_relay_sees_its_echo_after_its_own_eof() {
         cmd
     })
     .await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_reaches_the_echo_as_a_reset() {
+    let mut echo = FramedEcho::start(Mode::EchoAfterEof);
+    let relay = Relay::start(&echo.uri, &[]);
+    let mut client = within("connect", DEADLINE, TcpStream::connect(relay.addr())).await.expect("connect");
+    client.write_all(&payload(3, 1024)).await.expect("write");
+    // The flow reached the echo before the reset.
+    assert!(matches!(echo.next().await, Event::FirstBytes));
+    client.set_zero_linger().expect("SO_LINGER 0");
+    drop(client); // RST
+    let seen = echo.done().await;
+    assert_eq!(seen.end, End::Reset, "the echo's read after the client's RST (saw {} bytes)", seen.bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_vanishing_without_close_reaches_the_client_as_a_reset() {
+    let mut echo = FramedEcho::start(Mode::AbortAfter(1024));
+    let relay = Relay::start(&echo.uri, &[]);
+    let mut client = within("connect", DEADLINE, TcpStream::connect(relay.addr())).await.expect("connect");
+    client.write_all(&payload(4, 1024)).await.expect("write");
+    let seen = echo.done().await;
+    assert_eq!(seen.bytes, 1024);
+    let mut buf = [0u8; 64];
+    let read = within("the client's read after the far side vanished", DEADLINE, client.read(&mut buf)).await;
+    match read {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the client read {other:?}, not ECONNRESET"),
+    }
 }
