@@ -6,7 +6,10 @@
 //! live in a fresh directory removed on drop; TCP only on 127.0.0.1.
 #![allow(dead_code, unreachable_pub)] // each e2e test binary uses part of this
 
+pub mod http;
+
 use std::io::Read;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -44,8 +47,14 @@ pub fn framing() -> FramingConfig {
 /// `/proc/net/tcp`), found without connecting (a probe would reach the far
 /// side as a flow of its own).
 pub fn listening(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+    listening_in("/proc/net/tcp", Ipv4Addr::LOCALHOST, port)
+}
+
+/// Whether a LISTEN line for `addr:port` is in `table` (`/proc/net/tcp`, or
+/// `/proc/<pid>/net/tcp` for the namespace of process `pid`).
+pub fn listening_in(table: &str, addr: Ipv4Addr, port: u16) -> bool {
+    let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(addr.octets()));
+    std::fs::read_to_string(table).is_ok_and(|t| {
         t.lines().skip(1).any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 3 && f[1] == want && f[3] == "0A"
@@ -71,9 +80,23 @@ impl Relay {
     /// Starts the relay to `to` with `extra` options and waits (bounded) until
     /// it listens.
     pub fn start(to: &str, extra: &[&str]) -> Relay {
+        Relay::start_in(None, to, extra)
+    }
+
+    /// [`Relay::start`] inside network namespace `netns` (under `ip netns
+    /// exec`, which execs the binary: the child's pid is the relay's).
+    pub fn start_in(netns: Option<&str>, to: &str, extra: &[&str]) -> Relay {
         let port = free_port();
         let from = format!("tcp-listen://127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .arg("relay")
             .args(extra)
             .args([from.as_str(), to])
@@ -94,9 +117,10 @@ impl Relay {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
+        let table = format!("/proc/{}/net/tcp", child.id());
         let mut relay = Relay { child, port, stderr };
         let started = Instant::now();
-        while !listening(port) {
+        while !listening_in(&table, Ipv4Addr::LOCALHOST, port) {
             if let Ok(Some(status)) = relay.child.try_wait() {
                 panic!("conflux relay {from} {to} exited ({status}) before listening:\n{}", relay.stderr());
             }
@@ -320,4 +344,72 @@ pub fn write_input(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// The guest listener of port `port` on `vmm`, for a far side of a test's own.
 pub fn guest(vmm: &FakeVmm, port: u32) -> GuestListener {
     vmm.guest_listener(port, 64)
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace `cfxe<pid><n>` with the TAP device `cfxt<pid><n>`
+/// inside it (names at most 15 bytes), both removed on drop.
+pub struct NetnsTap {
+    /// The namespace's name.
+    pub netns: String,
+    /// The TAP device's name (inside the namespace).
+    pub tap: String,
+}
+
+impl NetnsTap {
+    /// Creates the namespace, its loopback up, and the TAP in it, its kernel
+    /// side `kernel_addr` (e.g. `10.77.0.1/24`) and up.
+    pub fn new(kernel_addr: &str) -> NetnsTap {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let guard = NetnsTap { netns: format!("cfxe{id}"), tap: format!("cfxt{id}") };
+        ip(&["netns", "add", &guard.netns]);
+        let exec = |args: &[&str]| {
+            let mut v = vec!["netns", "exec", guard.netns.as_str(), "ip"];
+            v.extend_from_slice(args);
+            ip(&v);
+        };
+        exec(&["link", "set", "lo", "up"]);
+        exec(&["tuntap", "add", "dev", &guard.tap, "mode", "tap"]);
+        exec(&["addr", "add", kernel_addr, "dev", &guard.tap]);
+        exec(&["link", "set", &guard.tap, "up"]);
+        guard
+    }
+}
+
+impl Drop for NetnsTap {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the TAP in it.
+        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).output();
+    }
+}
+
+/// A child process killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) until process `child` has a TCP listener on
+/// `addr:port` in its network namespace.
+pub fn wait_listening_in(what: &str, child: &mut Child, addr: Ipv4Addr, port: u16) {
+    let table = format!("/proc/{}/net/tcp", child.id());
+    let started = Instant::now();
+    while !listening_in(&table, addr, port) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on {addr}:{port}");
+        }
+        assert!(started.elapsed() < DEADLINE, "{what} not listening on {addr}:{port} after {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
