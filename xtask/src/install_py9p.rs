@@ -1,6 +1,6 @@
 //! The real 9P client for conflux-9p's tests: py9p from PyPI `p9fs==0.0.4`,
 //! installed with `pip install --no-deps` into a virtual environment at
-//! `<target>/py9p-venv` (where `crates/conflux-9p/tests/p9fs.rs` looks for it).
+//! `<target>/py9p-venv` (where `crates/conflux/tests/p9fs.rs` looks for it).
 
 use std::path::Path;
 use std::process::{Command, Stdio};

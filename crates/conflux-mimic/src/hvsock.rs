@@ -28,12 +28,14 @@ use conflux_uri::{Framing, Scheme, Target, UriError, UriPart};
 pub struct HvEndpoint<A> {
     addr: A,
     timeout: Option<Duration>,
+    /// The framing's config from the context, over the binding's default.
+    framing: Option<FramingConfig>,
 }
 
 impl<A> HvEndpoint<A> {
     /// `addr` with the family's default connect timeout.
     pub fn new(addr: A) -> HvEndpoint<A> {
-        HvEndpoint { addr, timeout: None }
+        HvEndpoint { addr, timeout: None, framing: None }
     }
 
     /// Bounds the connect (and, for hybrid vsock, its handshake).
@@ -77,7 +79,7 @@ impl<F: Family> Protocol for Framed<F> {
     type Flow = FramedFlow<F::Socket>;
     type Error = io::Error;
     fn connect(&self, e: Self::Endpoint) -> impl Future<Output = io::Result<Self::Flow>> + Send {
-        let (family, config) = (self.family.clone(), self.config);
+        let (family, config) = (self.family.clone(), e.framing.unwrap_or(self.config));
         async move { Ok(conflux_hvsock::connect(&family, &e.addr, e.timeout).await?.into_framed(config)) }
     }
 }
@@ -127,7 +129,22 @@ pub struct Hvsock {
 /// A `vsock://:port` URI (any CID) is refused (naming the host): it only makes sense for
 /// listening. `hvsock://` (Windows AF_HYPERV) is not bound: this build has no
 /// AF_HYPERV sockets.
+///
+/// Listening ([`Registry::listen`]): `unix://` binds the path, `fc-vsock://`
+/// binds `<path>_<port>` (where a Firecracker VMM delivers the guest's
+/// connections to that port), `hyperkit://` binds `<dir>/00000002.<port>`,
+/// `vsock://` binds the CID (any when empty) and port (0 picks one). A path
+/// holding a stale socket is reused, one with a live listener is `AddrInUse`,
+/// one that is not a socket is never replaced; the listener removes the
+/// socket it created when dropped. The listener's
+/// [`local_uri`](crate::Listener::local_uri) is the `unix://` path bound
+/// (`vsock://cid:port` for vsock). `framing=shutdown` frames each accepted
+/// flow; any other modifier is an error naming it.
+///
+/// A [`FramingConfig`] in the context under [`FramingKeys::config`](crate::FramingKeys)
+/// overrides `framing` for that dial or listen.
 pub fn register_hvsock(registry: &Registry, options: RegisterOptions, framing: FramingConfig) -> Hvsock {
+    crate::hvlisten::register_listeners(registry, framing);
     Hvsock {
         unix: register_family(registry, Scheme::Unix, UnixFamily, options, framing, |t| match t {
             Target::Unix { path } => Some(UnixAddr::new(path.clone())),
@@ -173,20 +190,26 @@ fn register_family<F: Family>(
             .into());
         }
         let u = UriKeys::get();
-        let args = || (req(&u.uri), opt(&u.connect_timeout), opt(&u.framing));
+        let cfg = &crate::FramingKeys::get().config;
+        let args = || (req(&u.uri), opt(&u.connect_timeout), opt(&u.framing), opt(cfg));
         Ok(ctx
-            .fold(&raw_k, args(), move |(uri, timeout, framing)| {
-                endpoint(framing.is_none(), addr(uri.target()), timeout)
+            .fold(&raw_k, args(), move |(uri, timeout, framing, _)| {
+                endpoint(framing.is_none(), addr(uri.target()), timeout, None)
             })
-            .fold(&framed_k, args(), move |(uri, timeout, framing)| {
-                endpoint(framing == Some(Framing::Shutdown), addr(uri.target()), timeout)
+            .fold(&framed_k, args(), move |(uri, timeout, framing, config)| {
+                endpoint(framing == Some(Framing::Shutdown), addr(uri.target()), timeout, config)
             }))
     });
     HvsockProtocols { raw, raw_handle, framed, framed_handle }
 }
 
-fn endpoint<A>(wanted: bool, addr: Option<A>, timeout: Option<Duration>) -> Option<HvEndpoint<A>> {
-    let e = HvEndpoint::new(addr.filter(|_| wanted)?);
+fn endpoint<A>(
+    wanted: bool,
+    addr: Option<A>,
+    timeout: Option<Duration>,
+    framing: Option<FramingConfig>,
+) -> Option<HvEndpoint<A>> {
+    let e = HvEndpoint { framing, ..HvEndpoint::new(addr.filter(|_| wanted)?) };
     Some(match timeout {
         Some(t) => e.connect_timeout(t),
         None => e,

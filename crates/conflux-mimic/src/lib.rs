@@ -28,22 +28,36 @@
 //!   [`Registry::plan`] as text or Graphviz; a tracing span per resolve with
 //!   an event per function and per attempt.
 //!
+//! By URI: [`Registry::dial`] (the context from the URI, then resolve; a
+//! one-line [`DialError`] naming the wrong part or the address that refused)
+//! and [`Registry::listen`] (a [`Listener`]: accepted flows with their peer,
+//! as a `Stream` or one [`accept`](Listener::accept) at a time, and the
+//! [`local_uri`](Listener::local_uri) a client dials); [`register_all`]
+//! registers every binding the build has. The grammar and what each scheme
+//! does on each side: `docs/uri.md`.
+//!
 //! Bindings, each behind a feature (the transport crates never know the
-//! registry exists; the bindings use this crate's public API only): `tcp`
-//! (kernel TCP through conflux-tcp-host, with
-//! `connect_timeout` and `keepalive` from the URI or the context), `tls`
-//! (rustls over any flow, `?ca=` loaded; `TlsFlow` also wraps accepted flows;
-//! `tls-webpki-roots` adds the webpki roots), `hvsock`
-//! (`unix`, `vsock`, `fc-vsock`, `hyperkit` over conflux-hvsock, raw or
-//! framed with `framing=shutdown`) and `dns`. A binding refuses, naming it,
-//! any query parameter of a URI it does not use. Not bound yet: `netstack`,
-//! `stdio`, and `hvsock://` (Windows AF_HYPERV).
+//! registry exists; the bindings use this crate's public API only), each
+//! connecting and listening: `tcp` (kernel TCP through conflux-tcp-host,
+//! with `connect_timeout` and `keepalive` from the URI or the context; the
+//! bind address honoured, an empty host meaning 127.0.0.1), `tls` (rustls
+//! over any flow; `?ca=` loaded, `?cert=&key=` a listener's certificate or a
+//! client's, `ca=` on a listener requiring client certificates;
+//! `tls-webpki-roots` adds the webpki roots), `hvsock` (`unix`, `vsock`,
+//! `fc-vsock`, `hyperkit` over conflux-hvsock, raw or framed with
+//! `framing=shutdown`; with it the framing also runs over tcp and stdio
+//! flows), `stdio` (stdin and stdout as one flow) and `dns`. A binding
+//! refuses, naming it, any query parameter of a URI it does not use. Not
+//! bound yet: `netstack` and `hvsock://` (Windows AF_HYPERV).
 //!
 //! Modules, bottom up (each uses only those before it): keys (`key`), function
 //! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
-//! (`report`), the registry (`registry`), unfolding (`unfold`), resolving
-//! (`resolve`: the candidates' policy in `schedule`, its driver in `race`),
-//! plans (`plan`), then the bindings (`tcp`, `tls`, `hvsock`, `dns`).
+//! (`report`), listeners (`listen`: [`Listener`], [`ListenError`]), the
+//! registry (`registry`), unfolding (`unfold`), resolving (`resolve`: the
+//! candidates' policy in `schedule`, its driver in `race`), dialling and
+//! listening by URI (`by_uri`), plans (`plan`), then the bindings (`tcp`,
+//! `tls`, `hvsock` and its listeners `hvlisten`, the framing over any flow
+//! `framing`, `stdio`, `dns`).
 //!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.
@@ -77,10 +91,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
+mod by_uri;
 mod catch;
 mod ctx;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "hvsock")]
+mod framing;
+#[cfg(feature = "hvsock")]
+mod hvlisten;
 #[cfg(feature = "hvsock")]
 mod hvsock;
 mod key;
@@ -89,6 +108,8 @@ pub mod plan;
 mod registry;
 pub mod report;
 mod resolve;
+#[cfg(feature = "stdio")]
+mod stdio;
 #[cfg(feature = "tcp")]
 mod tcp;
 #[cfg(feature = "tls")]
@@ -105,24 +126,55 @@ pub mod arg {
 
 pub use crate::{
     args::{all, dft, map, opt, req},
+    by_uri::DialError,
     ctx::{Ctx, FnOutput},
     key::{BoxError, Key},
     listen::{Accepted, ListenError, ListenFuture, Listener},
     registry::{FnProtocol, Handle, Protocol, RegisterOptions, Registry, ResolveOptions, WeakRegistry, protocol_fn},
     resolve::ResolveError,
     unfold::{Binding, Unfolded},
-    uri::{FromUriError, UriKeys, check_modifiers},
+    uri::{FromUriError, UriKeys, check_listen_modifiers, check_modifiers},
 };
 
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use crate::dns::dns_lookup;
-#[cfg(feature = "hvsock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
-pub use crate::hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock};
+#[cfg(feature = "stdio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stdio")))]
+pub use crate::stdio::{StdioFlow, register_stdio};
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use crate::tcp::{Tcp, TcpEndpoint, register_tcp, register_tcp_with, tcp_endpoints};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use crate::tls::{TlsConnectError, TlsEndpoint, TlsFlow, TlsKeys, register_tls};
+#[cfg(feature = "hvsock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hvsock")))]
+pub use crate::{
+    framing::FramingKeys,
+    hvsock::{HvEndpoint, Hvsock, HvsockProtocols, register_hvsock},
+};
+
+/// Registers every binding this build has, with its defaults, so that
+/// [`Registry::dial`] and [`Registry::listen`] serve every scheme compiled
+/// in: `tcp` (feature `tcp`, DNS included), `tls` (feature `tls`; priority
+/// 10, no fallback), `unix`, `vsock`, `fc-vsock` and `hyperkit` (feature
+/// `hvsock`, the default framing config), and `stdio` (feature `stdio`).
+///
+/// ```
+/// let registry = conflux_mimic::Registry::new();
+/// conflux_mimic::register_all(&registry);
+/// # #[cfg(feature = "tcp")]
+/// assert!(registry.listen_schemes().contains(&conflux_uri::Scheme::Tcp));
+/// ```
+pub fn register_all(registry: &Registry) {
+    let _ = registry; // a build without bindings registers nothing
+    #[cfg(feature = "tcp")]
+    register_tcp(registry, None);
+    #[cfg(feature = "tls")]
+    register_tls(registry, RegisterOptions::new().priority(10).no_fallback());
+    #[cfg(feature = "hvsock")]
+    register_hvsock(registry, RegisterOptions::new(), conflux_hvsock::FramingConfig::new());
+    #[cfg(feature = "stdio")]
+    register_stdio(registry, RegisterOptions::new());
+}

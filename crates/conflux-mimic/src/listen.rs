@@ -1,7 +1,7 @@
 //! Listening by URI: the accept side of every binding.
 //!
-//! A binding declares, per scheme, how to listen ([`Registry::register_listener`]);
-//! [`Registry::listen`] parses nothing itself: it finds the binding of the
+//! A binding declares, per scheme, how to listen ([`Registry::register_listener`](crate::Registry::register_listener));
+//! [`Registry::listen`](crate::Registry::listen) parses nothing itself: it finds the binding of the
 //! URI's scheme and hands back a [`Listener`], an accept loop as a
 //! [`Stream`] of [`Accepted`] flows (and an [`accept`](Listener::accept) method).
 
@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use conflux_flow::BoxFlow;
-use conflux_uri::{Uri, UriError, UriPart};
+use conflux_uri::{Uri, UriError};
 use futures_core::Stream;
 
 use crate::ctx::Ctx;
-use crate::registry::Registry;
 
 /// A flow a [`Listener`] accepted, and who is on the other end.
 pub struct Accepted {
@@ -80,7 +79,7 @@ impl Stream for Listener {
     }
 }
 
-/// Why [`Registry::listen`] could not listen.
+/// Why [`Registry::listen`](crate::Registry::listen) could not listen.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListenError {
@@ -113,38 +112,3 @@ pub type ListenFuture = Pin<Box<dyn Future<Output = Result<Listener, ListenError
 /// How a binding listens on one scheme: from the URI and the caller's
 /// context (which may hold values the binding uses, such as a stack).
 pub(crate) type ListenFn = Arc<dyn Fn(&Uri, &Ctx) -> ListenFuture + Send + Sync>;
-
-impl Registry {
-    /// Declares that this registry can listen on URIs of `scheme` with
-    /// `listen`. As with [`register_scheme`](Registry::register_scheme), the
-    /// function must refuse, naming it, a query parameter it does not use.
-    /// A later registration for the same scheme replaces the earlier one.
-    pub fn register_listener(
-        &self,
-        scheme: conflux_uri::Scheme,
-        listen: impl Fn(&Uri, &Ctx) -> ListenFuture + Send + Sync + 'static,
-    ) {
-        self.set_listener(scheme, Arc::new(listen));
-    }
-
-    /// Listens on `uri` (listening whether or not the scheme says `-listen`),
-    /// through the binding registered for its scheme.
-    pub async fn listen(&self, uri: &Uri) -> Result<Listener, ListenError> {
-        self.listen_with(uri, &Ctx::new()).await
-    }
-
-    /// As [`listen`](Registry::listen), with a context of values the binding
-    /// may use (such as an in-process stack).
-    pub async fn listen_with(&self, uri: &Uri, ctx: &Ctx) -> Result<Listener, ListenError> {
-        let Some(f) = self.listener(uri.scheme()) else {
-            let known: Vec<&str> = self.listen_schemes().iter().map(|s| s.as_str()).collect();
-            return Err(UriError::new(
-                UriPart::Scheme,
-                uri.scheme().as_str(),
-                format!("no binding of this registry listens on it (listening: {})", known.join(", ")),
-            )
-            .into());
-        };
-        f(uri, ctx).await
-    }
-}

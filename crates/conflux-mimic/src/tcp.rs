@@ -1,13 +1,21 @@
 //! `tcp://` over kernel TCP (feature `tcp`): conflux-tcp-host's [`HostStack`].
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
+use conflux_flow::BoxFlow;
+use conflux_tcp::{ConnectError, ConnectOptions, Incoming, TcpFlow, TcpStack};
 use conflux_tcp_host::{HostFlow, HostStack};
+use futures_core::Stream;
 
-use crate::{Ctx, Handle, Key, Protocol, RegisterOptions, Registry, UriKeys, all, check_modifiers, opt, req};
-use conflux_uri::{Keepalive, Scheme};
+use crate::{
+    Accepted, Ctx, Handle, Key, ListenError, Listener, Protocol, RegisterOptions, Registry, UriKeys, all,
+    check_listen_modifiers, check_modifiers, opt, req,
+};
+use conflux_uri::{Host, Keepalive, Scheme, Target, Uri, UriError, UriPart};
 
 /// Where a TCP connect goes, and how: the address plus the connect options
 /// (keepalive, connect timeout) the context asked for.
@@ -91,8 +99,11 @@ impl Protocol for Tcp {
 
 /// Registers kernel TCP (a new [`HostStack`]) as `tcp` and binds the `tcp`
 /// scheme: a context made by [`Registry::ctx_from_uri`] from a `tcp://` URI
-/// gets [`tcp_endpoints`]. The binding uses `connect_timeout=` and
-/// `keepalive=`; any other modifier (`framing=`) is an error naming it.
+/// gets [`tcp_endpoints`]; [`Registry::listen`] on a `tcp://` URI listens
+/// through the same stack. The binding uses `connect_timeout=` and
+/// `keepalive=`, and `framing=shutdown` with the `hvsock` feature (the
+/// framing over the TCP flow; without the feature it is an error naming
+/// it); any other modifier is an error naming it.
 pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpoint>, Handle<HostFlow>) {
     let mut options = RegisterOptions::new();
     if let Some(p) = priority {
@@ -101,19 +112,146 @@ pub fn register_tcp(registry: &Registry, priority: Option<u32>) -> (Key<TcpEndpo
     register_tcp_with(registry, Tcp::default(), options)
 }
 
+/// The modifiers the tcp binding uses.
+#[cfg(feature = "hvsock")]
+const TCP_MODIFIERS: &[&str] = &["connect_timeout", "keepalive", "framing"];
+#[cfg(not(feature = "hvsock"))]
+const TCP_MODIFIERS: &[&str] = &["connect_timeout", "keepalive"];
+
 /// As [`register_tcp`], through a given stack and with every registration option.
+///
+/// Listening (`tcp://host:port`, `tcp-listen://host:port`): the address as
+/// written, an empty host meaning 127.0.0.1 (every address only when written:
+/// `0.0.0.0`, `[::]`), a domain name its first address; port 0 picks one,
+/// which [`Listener::local_uri`](crate::Listener::local_uri) gives.
+/// `keepalive=` applies to each accepted flow, `framing=shutdown` frames it;
+/// `connect_timeout=` is an error naming it.
 pub fn register_tcp_with(
     registry: &Registry,
     tcp: Tcp,
     options: RegisterOptions,
 ) -> (Key<TcpEndpoint>, Handle<HostFlow>) {
+    let stack = tcp.stack.clone();
+    #[cfg(feature = "hvsock")]
+    let (framed, _) = registry.register_with("tcp+framing", options, crate::framing::FramedProtocol(tcp.clone()));
     let (key, handle) = registry.register_with("tcp", options, tcp);
     let k = key.clone();
     registry.register_scheme(Scheme::Tcp, move |uri, ctx| {
-        check_modifiers(uri, "tcp", &["connect_timeout", "keepalive"])?;
+        check_modifiers(uri, "tcp", TCP_MODIFIERS).map_err(no_framing)?;
+        #[cfg(feature = "hvsock")]
+        if uri.options().framing.is_some() {
+            let unframed = Key::new("tcp.unframed");
+            let cfg = &crate::FramingKeys::get().config;
+            return Ok(tcp_endpoints(&ctx, &unframed).fold(
+                &framed,
+                (all(&unframed), opt(cfg)),
+                |(endpoints, config): (Vec<TcpEndpoint>, Option<_>)| {
+                    let config = config.unwrap_or_default();
+                    endpoints.into_iter().map(move |e| (e, config)).collect::<Vec<_>>()
+                },
+            ));
+        }
         Ok(tcp_endpoints(&ctx, &k))
     });
+    registry.register_listener(Scheme::Tcp, move |uri, ctx| Box::pin(listen(stack.clone(), uri.clone(), ctx.clone())));
     (key, handle)
+}
+
+/// A `framing` refused because the `hvsock` feature is off says so.
+fn no_framing(e: conflux_uri::UriError) -> conflux_uri::UriError {
+    refused_framing(e, cfg!(feature = "hvsock"))
+}
+
+fn refused_framing(e: conflux_uri::UriError, built_in: bool) -> conflux_uri::UriError {
+    if built_in || e.value() != "framing" {
+        return e;
+    }
+    conflux_uri::UriError::new(
+        conflux_uri::UriPart::Query,
+        "framing",
+        "the shutdown framing over tcp needs conflux-mimic's `hvsock` feature, not built in",
+    )
+}
+
+async fn listen(stack: HostStack, uri: Uri, ctx: Ctx) -> Result<Listener, ListenError> {
+    check_listen_modifiers(&uri, "tcp", &TCP_MODIFIERS[1..]).map_err(no_framing)?;
+    let Target::Tcp { host, port } = uri.target() else {
+        return Err(
+            UriError::new(UriPart::Scheme, uri.scheme().as_str(), "the tcp listener listens on tcp only").into()
+        );
+    };
+    let ip = match host {
+        Host::Any => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Host::Ip(ip) => *ip,
+        Host::Domain(d) => tokio::net::lookup_host((d.as_str(), *port))
+            .await
+            .map_err(|e| ListenError::io(d, e))?
+            .next()
+            .ok_or_else(|| ListenError::io(d, io::Error::new(io::ErrorKind::NotFound, "the name has no address")))?
+            .ip(),
+    };
+    let addr = SocketAddr::new(ip, *port);
+    // A stack of its own (same config): a second listen on the same address
+    // is then the kernel's AddrInUse, not a silent replacement of the first
+    // listener, which is what one stack does with its own listen keys.
+    let stack = HostStack::with_config(stack.config().clone());
+    let incoming = Incoming::bind(&stack, addr, uri.options().keepalive, BACKLOG).map_err(|e| {
+        let kind = match &e {
+            conflux_tcp::ListenError::AddrInUse(_) => io::ErrorKind::AddrInUse,
+            conflux_tcp::ListenError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+            conflux_tcp::ListenError::AddrNotAvailable(_) => io::ErrorKind::AddrNotAvailable,
+            _ => io::ErrorKind::Other,
+        };
+        let source = match kind {
+            io::ErrorKind::Other => io::Error::other(e),
+            kind => io::Error::from(kind),
+        };
+        ListenError::io(addr, source)
+    })?;
+    let local = incoming.local_addr();
+    let local_uri =
+        Uri::new(Target::Tcp { host: Host::Ip(local.ip()), port: local.port() }).with_options(*uri.options());
+    let framing = framing_of(&uri, &ctx);
+    Ok(Listener::new(local_uri, Accepts { incoming, framing }))
+}
+
+/// How many established flows wait for `accept`.
+const BACKLOG: usize = 128;
+
+#[cfg(feature = "hvsock")]
+type FramingOf = Option<conflux_hvsock::FramingConfig>;
+#[cfg(not(feature = "hvsock"))]
+type FramingOf = Option<std::convert::Infallible>;
+
+#[cfg(feature = "hvsock")]
+fn framing_of(uri: &Uri, ctx: &Ctx) -> FramingOf {
+    uri.options().framing.map(|_| ctx.get(&crate::FramingKeys::get().config).copied().unwrap_or_default())
+}
+
+#[cfg(not(feature = "hvsock"))]
+fn framing_of(_uri: &Uri, _ctx: &Ctx) -> FramingOf {
+    None
+}
+
+/// The accepted flows of a TCP listener, framed when the URI says so.
+struct Accepts {
+    incoming: Incoming<HostStack>,
+    framing: FramingOf,
+}
+
+impl Stream for Accepts {
+    type Item = io::Result<Accepted>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(flow) = ready!(Pin::new(&mut self.incoming).poll_next(cx)) else { return Poll::Ready(None) };
+        let peer = flow.dst().to_string();
+        #[cfg(feature = "hvsock")]
+        if let Some(config) = self.framing {
+            let flow = crate::framing::frame(BoxFlow::new(flow), &peer, config);
+            return Poll::Ready(Some(Ok(Accepted { flow, peer })));
+        }
+        let _ = &self.framing;
+        Poll::Ready(Some(Ok(Accepted { flow: BoxFlow::new(flow), peer })))
+    }
 }
 
 /// Adds the function building TCP endpoints from a URI's context: one per
@@ -143,4 +281,20 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
                 .collect::<Vec<_>>()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_without_the_hvsock_feature_names_it_and_the_feature() {
+        let refused = UriError::new(UriPart::Query, "framing", "the tcp binding does not use it");
+        let e = refused_framing(refused.clone(), false);
+        assert_eq!((e.part(), e.value()), (UriPart::Query, "framing"));
+        assert!(e.to_string().contains("`hvsock` feature"), "{e}");
+        assert_eq!(refused_framing(refused.clone(), true), refused);
+        let other = UriError::new(UriPart::Query, "connect_timeout", "x");
+        assert_eq!(refused_framing(other.clone(), false), other);
+    }
 }

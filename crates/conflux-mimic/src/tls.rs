@@ -1,4 +1,7 @@
-//! `tls://`: rustls (ring provider) over any flow (feature `tls`).
+//! `tls://`: rustls (ring provider) over any flow (feature `tls`); its
+//! listener in `listen`.
+
+mod listen;
 
 use std::fmt;
 use std::io;
@@ -270,32 +273,33 @@ pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEn
     let (key, handle) = registry.register_with("tls", options, Tls { registry: registry.downgrade() });
     let weak = registry.downgrade();
     let k = key.clone();
-    registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &weak));
+    let w = weak.clone();
+    registry.register_scheme(Scheme::Tls, move |uri, ctx| tls_endpoints(uri, ctx, &k, &w));
+    registry.register_listener(Scheme::Tls, move |uri, ctx| {
+        Box::pin(listen::listen(weak.clone(), uri.clone(), ctx.clone()))
+    });
     (key, handle)
 }
 
 fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakRegistry) -> Result<Ctx, FromUriError> {
     let t = TlsKeys::get();
     check_modifiers(uri, "tls", &["connect_timeout", "keepalive", "framing"])?;
-    let Target::Tls { host, port, sni, ca, over } = uri.target() else { return Ok(ctx) };
-    // The modifiers belong to the stream under TLS; those `over=` sets itself win.
-    let outer = uri.options();
-    let lower = match over {
-        Some(o) => {
-            let mut opts = *o.options();
-            opts.framing = opts.framing.or(outer.framing);
-            opts.connect_timeout = opts.connect_timeout.or(outer.connect_timeout);
-            opts.keepalive = opts.keepalive.or(outer.keepalive);
-            (**o).clone().with_options(opts)
-        }
-        None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
+    let Target::Tls { host, port, sni, ca, cert, key: cert_key, over } = uri.target() else { return Ok(ctx) };
+    let client_cert = match (cert, cert_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        (Some(_), None) => return Err(missing("key", "`cert=` needs the private key of that certificate").into()),
+        (None, Some(_)) => return Err(missing("cert", "`key=` needs the certificate it belongs to").into()),
     };
+    // The modifiers belong to the stream under TLS; those `over=` sets itself win.
+    let lower = lower_uri(uri, host, *port, over.as_deref());
     let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
     let over = registry.ctx_from_uri(&lower)?;
     let mut ctx = ctx;
-    let config = match ca {
-        Some(path) => Some(client_config(load_roots(path)?)),
-        None => default_config(),
+    let config = match (ca, client_cert) {
+        (Some(path), cc) => Some(client_config(load_roots(path)?, cc)?),
+        (None, Some(cc)) => Some(client_config(default_roots(), Some(cc))?),
+        (None, None) => default_config(),
     };
     if let Some(config) = config {
         ctx = ctx.add(&t.config, config);
@@ -310,22 +314,70 @@ fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakReg
     }))
 }
 
-/// A client config (ring provider, safe default versions) trusting `roots`.
-fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+fn missing(param: &str, why: &str) -> UriError {
+    UriError::new(UriPart::Query, param, format!("missing: {why}"))
+}
+
+/// The URI of the stream under TLS: `over=` (with the outer modifiers it
+/// does not set itself), or `tcp://host:port` with the outer modifiers.
+fn lower_uri(uri: &Uri, host: &Host, port: Option<u16>, over: Option<&Uri>) -> Uri {
+    let outer = uri.options();
+    match over {
+        Some(o) => {
+            let mut opts = *o.options();
+            opts.framing = opts.framing.or(outer.framing);
+            opts.connect_timeout = opts.connect_timeout.or(outer.connect_timeout);
+            opts.keepalive = opts.keepalive.or(outer.keepalive);
+            o.clone().with_options(opts)
+        }
+        None => Uri::new(Target::Tcp { host: host.clone(), port: port.unwrap_or(443) }).with_options(*outer),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client config (ring provider, safe default versions) trusting `roots`,
+/// presenting the certificate and key of `client_cert` when given.
+fn client_config(roots: RootCertStore, client_cert: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, FromUriError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let file = |param: &'static str, path: &Path| {
+                let path = path.to_path_buf();
+                move |source| FromUriError::File { param, path, source }
+            };
+            let chain = load_certs(cert).map_err(file("cert", cert))?;
+            let private = load_key(key).map_err(file("key", key))?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| file("key", key)(invalid(e)))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+fn invalid(e: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The roots of a config made without `ca=`: the webpki roots with the
+/// `tls-webpki-roots` feature, none otherwise.
+fn default_roots() -> RootCertStore {
+    #[cfg(feature = "tls-webpki-roots")]
+    return webpki_roots();
+    #[cfg(not(feature = "tls-webpki-roots"))]
+    RootCertStore::empty()
 }
 
 /// The config a `tls://` URI without `ca=` gets: one trusting the webpki roots
 /// with the `tls-webpki-roots` feature, none otherwise (the caller adds one).
 fn default_config() -> Option<Arc<ClientConfig>> {
     #[cfg(feature = "tls-webpki-roots")]
-    return Some(client_config(webpki_roots()));
+    return client_config(webpki_roots(), None).ok();
     #[cfg(not(feature = "tls-webpki-roots"))]
     None
 }
@@ -335,29 +387,45 @@ fn webpki_roots() -> RootCertStore {
     RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
+fn pem_error(e: rustls::pki_types::pem::Error) -> io::Error {
+    match e {
+        rustls::pki_types::pem::Error::Io(e) => e,
+        e => invalid(e),
+    }
+}
+
+/// The certificates of the PEM file at `path`, at least one.
+fn load_certs(path: &Path) -> io::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(pem_error)?.collect::<Result<Vec<_>, _>>().map_err(pem_error)?;
+    if certs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "no CERTIFICATE section in it"));
+    }
+    Ok(certs)
+}
+
+/// The private key of the PEM file at `path` (PKCS#8, PKCS#1 or SEC1).
+fn load_key(path: &Path) -> io::Result<rustls::pki_types::PrivateKeyDer<'static>> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            io::Error::new(io::ErrorKind::InvalidData, "no PRIVATE KEY section in it")
+        }
+        e => pem_error(e),
+    })
+}
+
 /// The certificates of the PEM file at `path` (and the webpki roots with the
 /// `tls-webpki-roots` feature).
 fn load_roots(path: &Path) -> Result<RootCertStore, FromUriError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::{self, PemObject};
     let fail = |source: io::Error| FromUriError::Ca { path: path.to_path_buf(), source };
-    let pem_error = |e: pem::Error| match e {
-        pem::Error::Io(e) => e,
-        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>().map_err(pem_error))
-        .map_err(fail)?;
-    if certs.is_empty() {
-        return Err(fail(io::Error::new(io::ErrorKind::InvalidData, "no CERTIFICATE section in it")));
-    }
-    #[cfg(feature = "tls-webpki-roots")]
-    let mut roots = webpki_roots();
-    #[cfg(not(feature = "tls-webpki-roots"))]
-    let mut roots = RootCertStore::empty();
+    let certs = load_certs(path).map_err(fail)?;
+    let mut roots = default_roots();
     for cert in certs {
-        roots.add(cert).map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+        roots.add(cert).map_err(|e| fail(invalid(e)))?;
     }
     Ok(roots)
 }

@@ -111,6 +111,19 @@ pub enum FromUriError {
         #[source]
         source: io::Error,
     },
+    /// Another file a query parameter names (`cert=`, `key=`) could not be
+    /// loaded or used: unreadable, not PEM, nothing of the right kind in it,
+    /// or a key that does not fit the certificate.
+    #[error("cannot load `{param}={}`", path.display())]
+    File {
+        /// The query key (`cert`, `key`).
+        param: &'static str,
+        /// The file's path, as the URI gave it.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl FromUriError {
@@ -118,7 +131,7 @@ impl FromUriError {
     pub fn uri(&self) -> Option<&UriError> {
         match self {
             FromUriError::Uri(e) => Some(e),
-            FromUriError::Ca { .. } => None,
+            FromUriError::Ca { .. } | FromUriError::File { .. } => None,
         }
     }
 
@@ -126,7 +139,7 @@ impl FromUriError {
     pub fn ca_path(&self) -> Option<&Path> {
         match self {
             FromUriError::Ca { path, .. } => Some(path),
-            FromUriError::Uri(_) => None,
+            FromUriError::Uri(_) | FromUriError::File { .. } => None,
         }
     }
 }
@@ -139,6 +152,31 @@ fn modifiers(uri: &Uri) -> [(&'static str, bool); 3] {
         ("connect_timeout", o.connect_timeout.is_some()),
         ("keepalive", o.keepalive.is_some()),
     ]
+}
+
+/// For a binding's [`Registry::register_listener`](crate::Registry::register_listener)
+/// function: an error naming the first modifier of `uri` that the binding's
+/// listener does not use (`uses` lists those it does; `connect_timeout`
+/// never means anything to a listener). Listening URIs and connecting ones
+/// are both accepted: a listener listens whatever the scheme's suffix.
+///
+/// ```
+/// let uri = "tcp-listen://:0?connect_timeout=1s".parse().unwrap();
+/// let err = conflux_mimic::check_listen_modifiers(&uri, "tcp", &["keepalive"]).unwrap_err();
+/// assert_eq!(err.value(), "connect_timeout");
+/// ```
+pub fn check_listen_modifiers(uri: &Uri, binding: &str, uses: &[&str]) -> Result<(), UriError> {
+    for (name, present) in modifiers(uri) {
+        if present && !uses.contains(&name) {
+            let used = if uses.is_empty() { "none".to_string() } else { uses.join(", ") };
+            return Err(UriError::new(
+                UriPart::Query,
+                name,
+                format!("the {binding} listener does not use it (it uses: {used})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// For a binding's [`Registry::register_scheme`](crate::Registry::register_scheme)

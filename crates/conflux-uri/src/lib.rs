@@ -34,7 +34,7 @@ use std::time::Duration;
 pub enum Scheme {
     /// `tcp://host:port`, kernel TCP.
     Tcp,
-    /// `tls://host[:port]?sni=NAME&ca=PATH&over=URI`, TLS over tcp or any stream.
+    /// `tls://host[:port]?sni=NAME&ca=PATH&cert=PATH&key=PATH&over=URI`, TLS over tcp or any stream.
     Tls,
     /// `unix:///abs/path`.
     Unix,
@@ -396,7 +396,7 @@ pub enum Target {
         /// Port.
         port: u16,
     },
-    /// `tls://host[:port]?sni=&ca=&over=`.
+    /// `tls://host[:port]?sni=&ca=&cert=&key=&over=`.
     Tls {
         /// Host.
         host: Host,
@@ -404,8 +404,14 @@ pub enum Target {
         port: Option<u16>,
         /// `sni=NAME`: the server name to present and verify.
         sni: Option<String>,
-        /// `ca=PATH`: a PEM file of trusted roots.
+        /// `ca=PATH`: a PEM file of trusted roots (connecting: the server's;
+        /// listening: the clients', whose certificates are then required).
         ca: Option<PathBuf>,
+        /// `cert=PATH`: a PEM file of our certificate chain (listening: the
+        /// server's; connecting: a client certificate).
+        cert: Option<PathBuf>,
+        /// `key=PATH`: a PEM file of the private key of `cert`.
+        key: Option<PathBuf>,
         /// `over=URI`: the stream to run TLS over instead of tcp.
         over: Option<Box<Uri>>,
     },
@@ -572,8 +578,9 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
         if !(rest.is_empty() || rest == "//") {
             return Err(UriError::new(UriPart::Path, rest, "stdio takes no address"));
         }
+        let options = stream_options(&mut q)?;
         q.finish()?;
-        return Ok(Uri { target: Target::Stdio, listen, options: StreamOptions::default() });
+        return Ok(Uri { target: Target::Stdio, listen, options });
     }
     let Some(body) = rest.strip_prefix("//") else {
         return Err(UriError::new(UriPart::Scheme, s, "expected `://` after the scheme"));
@@ -592,6 +599,8 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
             } else {
                 let sni = q.take("sni").map(|v| v.to_string());
                 let ca = q.take("ca").map(PathBuf::from);
+                let cert = q.take("cert").map(PathBuf::from);
+                let key = q.take("key").map(PathBuf::from);
                 let over = match q.take("over") {
                     Some(_) if depth >= MAX_OVER_DEPTH => return Err(UriError::too_deep()),
                     Some(v) => Some(Box::new(parse(&v, depth + 1).map_err(|e| match e.kind {
@@ -600,7 +609,7 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                     })?)),
                     None => None,
                 };
-                Target::Tls { host, port, sni, ca, over }
+                Target::Tls { host, port, sni, ca, cert, key, over }
             }
         }
         Scheme::Unix => {
@@ -914,7 +923,7 @@ impl fmt::Display for Uri {
                 print_host(f, host)?;
                 write!(f, ":{port}")?;
             }
-            Target::Tls { host, port, sni, ca, over } => {
+            Target::Tls { host, port, sni, ca, cert, key, over } => {
                 f.write_str("//")?;
                 print_host(f, host)?;
                 if let Some(p) = port {
@@ -923,8 +932,10 @@ impl fmt::Display for Uri {
                 if let Some(s) = sni {
                     query.push(("sni", s.clone()));
                 }
-                if let Some(c) = ca {
-                    query.push(("ca", c.to_string_lossy().into_owned()));
+                for (k, path) in [("ca", ca), ("cert", cert), ("key", key)] {
+                    if let Some(p) = path {
+                        query.push((k, p.to_string_lossy().into_owned()));
+                    }
                 }
                 if let Some(o) = over {
                     query.push(("over", o.to_string()));

@@ -31,6 +31,10 @@ const EXAMPLES: &[&str] = &[
     "netstack://tap0/10.0.0.2/24:8080?gw=10.0.0.1",
     "netstack://tun1/fd00::2/64?mtu=1400",
     "stdio:",
+    "stdio:?framing=shutdown",
+    "tls-listen://:8443?cert=/etc/tls/cert.pem&key=/etc/tls/key%20file.pem",
+    "tls-listen://127.0.0.1:0?cert=/c.pem&key=/k.pem&ca=/clients.pem&over=unix-listen:///run/s.sock",
+    "tls://a.test?cert=/c.pem&key=/k.pem",
     "tcp://127.0.0.1:80?framing=shutdown&connect_timeout=1500ms&keepalive=30s,5s,3",
 ];
 
@@ -50,6 +54,18 @@ fn every_scheme_is_covered() {
     for scheme in Scheme::ALL {
         assert!(EXAMPLES.iter().any(|e| e.parse::<Uri>().unwrap().scheme() == scheme), "no example of {scheme}");
     }
+}
+
+#[test]
+fn tls_cert_and_key_are_typed_paths() {
+    let uri: Uri = "tls-listen://:8443?cert=/etc/c.pem&key=/etc/k.pem&ca=/etc/ca.pem".parse().unwrap();
+    let Target::Tls { cert, key, ca, sni: None, over: None, .. } = uri.target() else { panic!("{uri:?}") };
+    assert_eq!(cert.as_deref(), Some(std::path::Path::new("/etc/c.pem")));
+    assert_eq!(key.as_deref(), Some(std::path::Path::new("/etc/k.pem")));
+    assert_eq!(ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+    assert_eq!(uri.to_string(), "tls-listen://:8443?ca=/etc/ca.pem&cert=/etc/c.pem&key=/etc/k.pem");
+    let uri: Uri = "stdio:?framing=shutdown".parse().unwrap();
+    assert_eq!(uri.options().framing, Some(conflux_uri::Framing::Shutdown));
 }
 
 #[test]
@@ -111,6 +127,10 @@ fn errors_name_the_wrong_part() {
         ("tls://a.test?sni=x&sni=y", UriPart::Query, "given twice"),
         ("tls://a.test?over=ftp://x", UriPart::Query, "unknown scheme"),
         ("stdio://x", UriPart::Path, "no address"),
+        ("stdio:?keepalive=1,2", UriPart::Query, "AFTER,INTERVAL,PROBES"),
+        ("stdio:?colour=blue", UriPart::Query, "unknown for this scheme"),
+        ("tls://a.test?cert=/c.pem&cert=/d.pem", UriPart::Query, "given twice"),
+        ("tcp://a.test:1?cert=/c.pem", UriPart::Query, "unknown for this scheme"),
         // Numbers are ASCII digits only (`str::parse` would take a `+`), and
         // an escape is `%` and two hexadecimal digits (`from_str_radix` too).
         ("vsock://+3:5", UriPart::Host, "not a CID"),

@@ -1,4 +1,4 @@
-"""Drives the py9p client of PyPI p9fs==0.0.4 against a conflux-9p server.
+"""Drives the py9p client of PyPI p9fs==0.0.4 against `conflux serve-9p`.
 
 Usage: python3 py9p_client.py PORT VERSION   (VERSION: 9P2000.u or 9P2000)
 Lists, reads, creates, writes, stats and removes files; prints one JSON object.
