@@ -31,7 +31,7 @@ pub(crate) const BINARY_CRATES: &[&str] = &["conflux"];
 
 /// conflux-mimic's binding features, each checked on its own. Must be every
 /// feature of its manifest (a tidy test checks).
-pub(crate) const MIMIC_FEATURES: &[&str] = &["dns", "hvsock", "stdio", "tcp", "tls", "tls-webpki-roots"];
+pub(crate) const MIMIC_FEATURES: &[&str] = &["dns", "hvsock", "netstack", "stdio", "tcp", "tls", "tls-webpki-roots"];
 
 /// The `cargo check` runs that show each library (and binary) crate builds alone: every
 /// crate with its default features and nothing else selected (so no

@@ -1,12 +1,12 @@
 //! `framing=shutdown` over any flow (feature `hvsock`): conflux-hvsock's
 //! [`FramedFlow`] run over a [`BoxFlow`] instead of a family socket, for the
-//! bindings whose transport is not an hvsock family (`tcp`, `stdio`; `tls`
+//! bindings whose transport is not an hvsock family (`tcp`, `stdio`, `netstack`; `tls`
 //! passes the modifier to the stream under it).
 //!
 //! The hvsock families frame their own sockets (no adapter in between);
 //! everything else goes through [`frame`] and [`FramedProtocol`].
-// Without `tcp` or `stdio` only the hvsock families frame, natively.
-#![cfg_attr(not(any(feature = "tcp", feature = "stdio")), allow(dead_code))]
+// Without `tcp`, `stdio` or `netstack` only the hvsock families frame, natively.
+#![cfg_attr(not(any(feature = "tcp", feature = "stdio", feature = "netstack")), allow(dead_code))]
 
 use std::fmt;
 use std::io::{self, IoSlice};

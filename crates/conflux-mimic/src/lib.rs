@@ -46,9 +46,12 @@
 //! `tls-webpki-roots` adds the webpki roots), `hvsock` (`unix`, `vsock`,
 //! `fc-vsock`, `hyperkit` over conflux-hvsock, raw or framed with
 //! `framing=shutdown`; with it the framing also runs over tcp and stdio
-//! flows), `stdio` (stdin and stdout as one flow) and `dns`. A binding
-//! refuses, naming it, any query parameter of a URI it does not use. Not
-//! bound yet: `netstack` and `hvsock://` (Windows AF_HYPERV).
+//! flows), `stdio` (stdin and stdout as one flow), `netstack` (`netstack://`
+//! over conflux-netstack's userspace stack on a TAP or TUN device, one stack
+//! per device and process, or on an in-process stack put in the context: see
+//! `NetstackKeys`) and `dns`. A binding refuses, naming it, any query
+//! parameter of a URI it does not use. Not bound yet: `hvsock://` (Windows
+//! AF_HYPERV).
 //!
 //! Modules, bottom up (each uses only those before it): keys (`key`), function
 //! arguments (`args`), contexts (`ctx`), URIs' keys (`uri`), reports
@@ -57,7 +60,7 @@
 //! candidates' policy in `schedule`, its driver in `race`), dialling and
 //! listening by URI (`by_uri`), plans (`plan`), then the bindings (`tcp`,
 //! `tls`, `hvsock` and its listeners `hvlisten`, the framing over any flow
-//! `framing`, `stdio`, `dns`).
+//! `framing`, `stdio`, `netstack`, `dns`).
 //!
 //! What is not: the core does no networking and knows no transport (it needs
 //! tokio's `time` only, for timeouts and races); there is no global registry.
@@ -104,6 +107,8 @@ mod hvlisten;
 mod hvsock;
 mod key;
 mod listen;
+#[cfg(feature = "netstack")]
+mod netstack;
 pub mod plan;
 mod registry;
 pub mod report;
@@ -139,6 +144,9 @@ pub use crate::{
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use crate::dns::dns_lookup;
+#[cfg(feature = "netstack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "netstack")))]
+pub use crate::netstack::{NetstackDevice, NetstackEndpoint, NetstackKeys, register_netstack};
 #[cfg(feature = "stdio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "stdio")))]
 pub use crate::stdio::{StdioFlow, register_stdio};
@@ -159,7 +167,8 @@ pub use crate::{
 /// [`Registry::dial`] and [`Registry::listen`] serve every scheme compiled
 /// in: `tcp` (feature `tcp`, DNS included), `tls` (feature `tls`; priority
 /// 10, no fallback), `unix`, `vsock`, `fc-vsock` and `hyperkit` (feature
-/// `hvsock`, the default framing config), and `stdio` (feature `stdio`).
+/// `hvsock`, the default framing config), `netstack` (feature `netstack`)
+/// and `stdio` (feature `stdio`).
 ///
 /// ```
 /// let registry = conflux_mimic::Registry::new();
@@ -175,6 +184,8 @@ pub fn register_all(registry: &Registry) {
     register_tls(registry, RegisterOptions::new().priority(10).no_fallback());
     #[cfg(feature = "hvsock")]
     register_hvsock(registry, RegisterOptions::new(), conflux_hvsock::FramingConfig::new());
+    #[cfg(feature = "netstack")]
+    register_netstack(registry, RegisterOptions::new());
     #[cfg(feature = "stdio")]
     register_stdio(registry, RegisterOptions::new());
 }

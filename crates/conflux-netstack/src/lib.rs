@@ -115,7 +115,7 @@ pub use crate::{
     flow::NetFlow,
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     pcap::Pcap,
-    stack::NetStack,
+    stack::{NetStack, WeakNetStack},
     tap::{TapDevice, TunDevice},
 };
 

@@ -55,6 +55,15 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The driver holds the stack weakly: wake it so it sees the last
+        // handle gone and releases the device now, not at its next frame or
+        // timer (a TAP stays busy for another opener until then).
+        self.kick.notify_one();
+    }
+}
+
 /// A userspace TCP/IP stack over one [`FrameDevice`], driven by a tokio task.
 ///
 /// Cloning gives another handle to the same stack. The driver task runs
@@ -64,6 +73,18 @@ impl Shared {
 #[derive(Clone)]
 pub struct NetStack {
     shared: Arc<Shared>,
+}
+
+/// A reference to a [`NetStack`] that does not keep it alive
+/// ([`NetStack::downgrade`]): what a table of stacks shared by name holds.
+#[derive(Clone, Debug)]
+pub struct WeakNetStack(Weak<Shared>);
+
+impl WeakNetStack {
+    /// The stack, while any handle or flow of it exists.
+    pub fn upgrade(&self) -> Option<NetStack> {
+        self.0.upgrade().map(|shared| NetStack { shared })
+    }
 }
 
 impl std::fmt::Debug for NetStack {
@@ -88,6 +109,12 @@ impl NetStack {
         });
         tokio::spawn(drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
+    }
+
+    /// A reference that does not keep the stack alive. Once the last handle
+    /// and flow are gone the driver stops and closes the device.
+    pub fn downgrade(&self) -> WeakNetStack {
+        WeakNetStack(Arc::downgrade(&self.shared))
     }
 
     /// Our addresses (IPv4, global IPv6, link-local IPv6).

@@ -290,3 +290,51 @@ async fn the_first_connect_does_not_wait_for_the_neighbour_retry() {
         drop(f);
     }
 }
+
+/// A device that records being dropped.
+struct DropFlag(conflux_netstack::LinkEnd, Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+}
+
+impl conflux_netstack::FrameDevice for DropFlag {
+    fn caps(&self) -> conflux_netstack::DeviceCaps {
+        self.0.caps()
+    }
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<Vec<u8>>> {
+        self.0.poll_recv(cx)
+    }
+    fn poll_send_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.0.poll_send_ready(cx)
+    }
+    fn send(&mut self, frame: Vec<u8>) -> std::io::Result<()> {
+        self.0.send(frame)
+    }
+}
+
+/// Once the last handle is gone the driver stops and drops the device at
+/// once (a TAP must be free for the next opener), not at its next frame or
+/// timer; a weak handle sees the stack gone.
+#[tokio::test]
+async fn dropping_the_last_handle_releases_the_device_at_once() {
+    let (ea, _eb) = conflux_netstack::link_pair(LinkConfig::ethernet());
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stack = conflux_netstack::NetStack::new(side(true), DropFlag(ea, dropped.clone()));
+    let weak = stack.downgrade();
+    // Let the driver start and go idle.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(weak.upgrade().map(|s| s.addrs()), Some(stack.addrs()));
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop(stack);
+    assert!(weak.upgrade().is_none());
+    for _ in 0..50 {
+        if dropped.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the device was still held 500 ms after the last handle went");
+}

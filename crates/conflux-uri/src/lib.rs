@@ -23,7 +23,7 @@
 mod keepalive;
 
 use std::fmt::{self, Write as _};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub enum Scheme {
     FcVsock,
     /// `hyperkit://:port/dir`, macOS hyperkit-style Unix paths.
     Hyperkit,
-    /// `netstack://device/addr/prefix[:port]?gw=ADDR&mtu=N`, the userspace stack.
+    /// `netstack://device/addr/prefix[:port]?gw=ADDR&mtu=N&dst=ADDR:PORT`, the userspace stack.
     Netstack,
     /// `stdio:`, the process's stdin/stdout.
     Stdio,
@@ -448,20 +448,24 @@ pub enum Target {
         /// The directory.
         dir: PathBuf,
     },
-    /// `netstack://device/addr/prefix[:port]?gw=&mtu=`.
+    /// `netstack://device/addr/prefix[:port]?gw=&mtu=&dst=`.
     Netstack {
-        /// TAP or TUN device name.
+        /// The device: a TAP or TUN interface, or the name of an in-process
+        /// stack (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`; not only dots).
         device: String,
         /// Our address.
         addr: IpAddr,
         /// Prefix length.
         prefix: u8,
-        /// The service port.
+        /// The service port (listening; port 0 or none picks one).
         port: Option<u16>,
-        /// `gw=ADDR`.
+        /// `gw=ADDR`: the default gateway, of `addr`'s family.
         gw: Option<IpAddr>,
         /// `mtu=N`.
         mtu: Option<u16>,
+        /// `dst=ADDR:PORT`: where a connect through the stack goes (IPv6 in
+        /// brackets, of `addr`'s family, port not 0).
+        dst: Option<SocketAddr>,
     },
     /// `stdio:`.
     Stdio,
@@ -676,6 +680,14 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
             if authority.is_empty() {
                 return Err(UriError::new(UriPart::Host, authority, "missing device (`netstack://tap0/addr/prefix`)"));
             }
+            let name_ok = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+            if authority.len() > 15 || !authority.bytes().all(name_ok) || authority.bytes().all(|b| b == b'.') {
+                return Err(UriError::new(
+                    UriPart::Host,
+                    authority,
+                    "not a device name (1-15 bytes of ASCII letters, digits, `-`, `_`, `.`; not only dots)",
+                ));
+            }
             let spec = path.strip_prefix('/').unwrap_or(path);
             let (addr, tail) = spec
                 .rsplit_once('/')
@@ -691,15 +703,49 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                 .and_then(|p| p.parse::<u8>().ok())
                 .filter(|p| *p <= max)
                 .ok_or_else(|| UriError::new(UriPart::Path, prefix, format!("not a prefix length (0-{max})")))?;
+            let family = |ip: IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            let same_family = |key: &str, ip: IpAddr| {
+                if ip.is_ipv4() == addr.is_ipv4() {
+                    Ok(())
+                } else {
+                    let reason = format!("`{ip}` is {} but the stack's address is {}", family(ip), family(addr));
+                    Err(UriError::new(UriPart::Query, key, reason))
+                }
+            };
             let gw = match q.take("gw") {
-                Some(g) => Some(g.parse().map_err(|_| UriError::new(UriPart::Query, "gw", "not an IP address"))?),
+                Some(g) => {
+                    let gw: IpAddr = g.parse().map_err(|_| UriError::new(UriPart::Query, "gw", "not an IP address"))?;
+                    same_family("gw", gw)?;
+                    Some(gw)
+                }
                 None => None,
             };
             let mtu = match q.take("mtu") {
                 Some(m) => Some(number(&m).map_err(|e| e.in_query("mtu"))?),
                 None => None,
             };
-            Target::Netstack { device: authority.to_string(), addr, prefix, port, gw, mtu }
+            let dst = match q.take("dst") {
+                Some(d) => {
+                    let dst: SocketAddr = d.parse().map_err(|_| {
+                        UriError::new(
+                            UriPart::Query,
+                            "dst",
+                            format!("`{d}`: not ADDR:PORT (`10.0.0.1:80`, `[fd00::1]:80`)"),
+                        )
+                    })?;
+                    if dst.port() == 0 {
+                        return Err(UriError::new(
+                            UriPart::Query,
+                            "dst",
+                            format!("`{d}`: port 0 cannot be connected to"),
+                        ));
+                    }
+                    same_family("dst", dst.ip())?;
+                    Some(dst)
+                }
+                None => None,
+            };
+            Target::Netstack { device: authority.to_string(), addr, prefix, port, gw, mtu, dst }
         }
         Scheme::Stdio => Target::Stdio,
     };
@@ -962,7 +1008,7 @@ impl fmt::Display for Uri {
             Target::Hyperkit { port, dir } => {
                 write!(f, "//:{port}{}", percent_encode(&dir.to_string_lossy(), path_keep))?
             }
-            Target::Netstack { device, addr, prefix, port, gw, mtu } => {
+            Target::Netstack { device, addr, prefix, port, gw, mtu, dst } => {
                 write!(f, "//{device}/{addr}/{prefix}")?;
                 if let Some(p) = port {
                     write!(f, ":{p}")?;
@@ -972,6 +1018,9 @@ impl fmt::Display for Uri {
                 }
                 if let Some(m) = mtu {
                     query.push(("mtu", m.to_string()));
+                }
+                if let Some(d) = dst {
+                    query.push(("dst", d.to_string()));
                 }
             }
             Target::Stdio => {}

@@ -30,6 +30,9 @@ const EXAMPLES: &[&str] = &[
     "hyperkit://:80/var/run/hk",
     "netstack://tap0/10.0.0.2/24:8080?gw=10.0.0.1",
     "netstack://tun1/fd00::2/64?mtu=1400",
+    "netstack://tap0/10.0.0.2/24?gw=10.0.0.1&dst=10.0.0.1:80",
+    "netstack://mem_0.a-b/fd00::2/64?dst=[fd00::1]:8080&framing=shutdown",
+    "netstack-listen://tap0/10.0.0.2/24:0",
     "stdio:",
     "stdio:?framing=shutdown",
     "tls-listen://:8443?cert=/etc/tls/cert.pem&key=/etc/tls/key%20file.pem",
@@ -90,6 +93,19 @@ fn typed_values() {
     let Target::Tls { over: Some(over), port: None, .. } = uri.target() else { panic!() };
     assert_eq!(over.scheme(), Scheme::Vsock);
     assert_eq!(uri.port(), Some(443), "tls defaults to 443");
+    let uri: Uri = "netstack://tap0/10.0.0.2/24?gw=10.0.0.1&mtu=1400&dst=10.0.0.1:80".parse().unwrap();
+    assert_eq!(
+        uri.target(),
+        &Target::Netstack {
+            device: "tap0".into(),
+            addr: [10, 0, 0, 2].into(),
+            prefix: 24,
+            port: None,
+            gw: Some([10, 0, 0, 1].into()),
+            mtu: Some(1400),
+            dst: Some(([10, 0, 0, 1], 80).into()),
+        }
+    );
 }
 
 #[test]
@@ -119,6 +135,20 @@ fn errors_name_the_wrong_part() {
         ("fc-vsock:///v.sock?port=x", UriPart::Query, "not a number"),
         ("netstack://tap0/10.0.0.2/33", UriPart::Path, "prefix length"),
         ("netstack://tap0/10.0.0.300/24", UriPart::Host, "not an IPv4 or IPv6 address"),
+        ("netstack:///10.0.0.2/24", UriPart::Host, "missing device"),
+        ("netstack://tap0123456789abcd/10.0.0.2/24", UriPart::Host, "not a device name"),
+        ("netstack://ta%20p/10.0.0.2/24", UriPart::Host, "not a device name"),
+        ("netstack://../10.0.0.2/24", UriPart::Host, "not a device name"),
+        ("netstack://tap0", UriPart::Path, "expected `/addr/prefix[:port]`"),
+        ("netstack://tap0/10.0.0.2/24:http", UriPart::Port, "not a number"),
+        ("netstack://tap0/10.0.0.2/24?gw=fd00::1", UriPart::Query, "is IPv6 but the stack's address is IPv4"),
+        ("netstack://tap0/10.0.0.2/24?gw=gateway", UriPart::Query, "not an IP address"),
+        ("netstack://tap0/10.0.0.2/24?mtu=big", UriPart::Query, "not a number"),
+        ("netstack://tap0/10.0.0.2/24?dst=10.0.0.1", UriPart::Query, "not ADDR:PORT"),
+        ("netstack://tap0/10.0.0.2/24?dst=fd00::1:80", UriPart::Query, "not ADDR:PORT"),
+        ("netstack://tap0/10.0.0.2/24?dst=10.0.0.1:0", UriPart::Query, "port 0"),
+        ("netstack://tap0/fd00::2/64?dst=10.0.0.1:80", UriPart::Query, "is IPv4 but the stack's address is IPv6"),
+        ("netstack://tap0/10.0.0.2/24?dest=10.0.0.1:80", UriPart::Query, "unknown for this scheme"),
         ("tcp://a.test:1?colour=blue", UriPart::Query, "unknown for this scheme"),
         ("tcp://a.test:1?sni=x", UriPart::Query, "unknown for this scheme"),
         ("tcp://a.test:1?framing=lines", UriPart::Query, "only framing"),

@@ -16,10 +16,9 @@ use bytes::Bytes;
 use conflux_flow::{Flow, FlowExt, Shutdown};
 use conflux_hvsock::testing::{FaultFamily, Faults, MemAddr, MemFamily};
 use conflux_hvsock::{FramingConfig, Listener, connect};
-use conflux_mimic::{Registry, TcpEndpoint, protocol_fn, tcp_endpoints};
+use conflux_mimic::{Ctx, NetstackDevice, NetstackKeys, Registry};
 use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
 use conflux_tcp::{ConnectOptions, TcpStack};
-use conflux_uri::Scheme;
 use serde_json::{Value, json};
 
 use crate::error::CliError;
@@ -209,38 +208,35 @@ async fn stacks() -> Result<(Vec<String>, Value), String> {
     ))
 }
 
-/// Step 2: `tcp://10.0.0.2:7` resolved through a registry whose `tcp`
-/// protocol is the userspace stack.
+/// Step 2: both ends by URI through one registry (conflux-mimic's
+/// `netstack://` binding): the server listens on
+/// `netstack://mem2/10.0.0.2/24:7`, the client dials
+/// `netstack://mem1/10.0.0.1/24?dst=10.0.0.2:7`; the two in-process stacks
+/// are in the context under those device names.
 async fn registry() -> Result<(Vec<String>, Value), String> {
     let (client, server) = two_stacks();
-    server
-        .listen(7, None, |flow| async move {
-            echo(flow).await;
-        })
-        .map_err(|e| format!("listen: {e}"))?;
+    let k = NetstackKeys::get();
+    let ctx = Ctx::new()
+        .add(&k.devices, NetstackDevice::new("mem1", client.clone()))
+        .add(&k.devices, NetstackDevice::new("mem2", server.clone()));
     let registry = Registry::new();
-    let stack = client.clone();
-    let (key, handle) = registry.register(
-        "userspace-tcp",
-        None,
-        protocol_fn(move |e: TcpEndpoint| {
-            let stack = stack.clone();
-            async move { stack.create_connection(e.addr(), *e.options()).await }
-        }),
-    );
-    registry.register_scheme(Scheme::Tcp, move |_uri, ctx| Ok(tcp_endpoints(&ctx, &key)));
-    let uri_text = "tcp://10.0.0.2:7";
-    let uri = uri_text.parse().map_err(|e| format!("{uri_text}: {e}"))?;
-    let ctx = registry.ctx_from_uri(&uri).map_err(|e| format!("{uri_text}: {e}"))?;
+    conflux_mimic::register_all(&registry);
+    let listen_text = "netstack://mem2/10.0.0.2/24:7";
+    let dial_text = "netstack://mem1/10.0.0.1/24?dst=10.0.0.2:7";
+    let listen_uri = listen_text.parse().map_err(|e| format!("{listen_text}: {e}"))?;
+    let dial_uri = dial_text.parse().map_err(|e| format!("{dial_text}: {e}"))?;
+    let mut listener = registry.listen_with(&listen_uri, &ctx).await.map_err(|e| format!("listen: {e}"))?;
+    let local = listener.local_uri().to_string();
+    let serving = tokio::spawn(async move {
+        let accepted = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+        Ok::<_, String>((accepted.peer, echo(accepted.flow).await))
+    });
     let started = Instant::now();
-    let flow = registry.resolve(&ctx).await.map_err(|e| format!("resolve {uri_text}: {e}"))?;
-    let protocol = "userspace-tcp";
-    if !handle.is(&flow) {
-        return Err(format!("{uri_text} resolved to a flow of type {}, not the userspace stack's", flow.type_name()));
-    }
+    let flow = registry.dial_with(&dial_uri, &ctx).await.map_err(|e| format!("dial: {e}"))?;
     let message = Bytes::from_static(b"hello through the registry");
     let back = send_and_read_back(flow, message.clone()).await?;
     let took = started.elapsed();
+    let (peer, _) = serving.await.map_err(|e| format!("server task: {e}"))??;
     client.disconnect().await;
     server.disconnect().await;
     if back != message {
@@ -248,15 +244,16 @@ async fn registry() -> Result<(Vec<String>, Value), String> {
     }
     Ok((
         vec![
-            format!("the registry resolved {uri_text} to protocol `{protocol}` (the userspace stack of step 1)"),
+            format!("the server listens by URI: {listen_text} (listening on {local})"),
+            format!("the client dials by URI:   {dial_text} (the server saw it come from {peer})"),
             format!(
                 "\"{}\" went there and came back in {:.3} s",
                 String::from_utf8_lossy(&message),
                 took.as_secs_f64()
             ),
         ],
-        json!({"uri": uri_text, "protocol": protocol, "bytes_sent": message.len(), "bytes_back": back.len(),
-               "seconds": took.as_secs_f64()}),
+        json!({"listen_uri": listen_text, "dial_uri": dial_text, "peer": peer, "bytes_sent": message.len(),
+               "bytes_back": back.len(), "seconds": took.as_secs_f64()}),
     ))
 }
 

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use conflux_flow::{BoxFlow, FlowExt, FromTokio};
-use conflux_mimic::{Accepted, Listener, Registry, UriKeys};
-use conflux_uri::{Target, Uri};
+use conflux_flow::BoxFlow;
+use conflux_mimic::{Accepted, DialError, ListenError, Listener, Registry, UriKeys};
+use conflux_uri::Uri;
 
 use crate::error::CliError;
-use crate::listen;
 
 /// Every scheme this build connects to and listens on.
 #[derive(Debug, Clone)]
@@ -17,51 +16,38 @@ pub(crate) struct Endpoints {
 }
 
 impl Endpoints {
-    /// A registry with every binding: tcp, tls, unix, vsock, fc-vsock,
-    /// hyperkit (raw or framed), plus `stdio:` handled here.
+    /// A registry with every binding (conflux-mimic's `register_all`): tcp,
+    /// tls, unix, vsock, fc-vsock, hyperkit and stdio, each raw or framed.
     pub(crate) fn new() -> Endpoints {
         let registry = Registry::new();
-        conflux_mimic::register_tcp(&registry, None);
-        conflux_mimic::register_tls(&registry, conflux_mimic::RegisterOptions::new());
-        conflux_mimic::register_hvsock(
-            &registry,
-            conflux_mimic::RegisterOptions::new(),
-            conflux_hvsock::FramingConfig::new(),
-        );
-        listen::register_listeners(&registry);
+        conflux_mimic::register_all(&registry);
         Endpoints { registry }
     }
 
     /// Checks that `uri` can be connected to (its scheme is bound, every
     /// parameter is used) without connecting.
     pub(crate) fn check_connect(&self, uri: &Uri) -> Result<(), CliError> {
-        if matches!(uri.target(), Target::Stdio) {
-            return Ok(());
-        }
-        self.registry.ctx_from_uri(uri).map(|_| ()).map_err(|e| CliError::usage(format!("{uri}: {e}")))
+        self.registry.ctx_from_uri(uri).map(|_| ()).map_err(|e| CliError::usage(format!("{uri}: {}", chain(&e))))
     }
 
     /// Connects to `uri` (`connect_timeout` bounds it unless the URI has its own).
     pub(crate) async fn connect(&self, uri: &Uri, connect_timeout: Option<Duration>) -> Result<BoxFlow, CliError> {
-        if matches!(uri.target(), Target::Stdio) {
-            return Ok(stdio_flow());
-        }
-        let mut ctx = self.registry.ctx_from_uri(uri).map_err(|e| CliError::usage(format!("{uri}: {e}")))?;
+        let mut ctx = conflux_mimic::Ctx::new();
         if let Some(t) = connect_timeout
             && uri.options().connect_timeout.is_none()
         {
             ctx = ctx.add(&UriKeys::get().connect_timeout, t);
         }
-        self.registry.resolve(&ctx).await.map_err(|e| CliError::runtime(connect_failure(uri, &e)))
+        self.registry.dial_with(uri, &ctx).await.map_err(|e| match e {
+            DialError::Uri(e) => CliError::usage(format!("{uri}: {}", chain(&e))),
+            other => CliError::runtime(chain(&other)),
+        })
     }
 
     /// Listens on `uri` (whether or not its scheme says `-listen`).
     pub(crate) async fn listen(&self, uri: &Uri) -> Result<Listener, CliError> {
-        if matches!(uri.target(), Target::Stdio) {
-            return Ok(listen::stdio_listener(uri.clone(), stdio_flow()));
-        }
         self.registry.listen(uri).await.map_err(|e| match e {
-            conflux_mimic::ListenError::Uri(u) => CliError::usage(format!("{uri}: {u}")),
+            ListenError::Uri(u) => CliError::usage(format!("{uri}: {u}")),
             other => CliError::runtime(chain(&other)),
         })
     }
@@ -86,7 +72,7 @@ impl Endpoints {
 
 /// stdin and stdout as one flow.
 pub(crate) fn stdio_flow() -> BoxFlow {
-    FromTokio::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout())).boxed()
+    conflux_flow::FlowExt::boxed(conflux_flow::FromTokio::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout())))
 }
 
 /// `err` and its sources on one line.
@@ -102,26 +88,4 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out.replace('\n', "; ")
-}
-
-/// One line for a failed connect: the URI, then each candidate's error
-/// (the address it tried, the errno).
-fn connect_failure(uri: &Uri, err: &conflux_mimic::ResolveError) -> String {
-    use conflux_mimic::report::AttemptOutcome;
-    let Some(report) = err.not_found() else { return format!("cannot connect to {uri}: {}", chain(err)) };
-    let reasons: Vec<String> = report
-        .attempts()
-        .iter()
-        .filter_map(|a| match a.outcome() {
-            AttemptOutcome::Failed(e) => Some(chain(&**e)),
-            AttemptOutcome::TimedOut(d) => Some(format!("timed out after {d:?}")),
-            AttemptOutcome::Panicked(m) => Some(format!("panicked: {m}")),
-            _ => None,
-        })
-        .collect();
-    if reasons.is_empty() {
-        format!("cannot connect to {uri}: {}", chain(err))
-    } else {
-        format!("cannot connect to {uri}: {}", reasons.join("; "))
-    }
 }

@@ -1,5 +1,5 @@
 //! `conflux`: relay, cat and serve between endpoint URIs of every scheme
-//! (tcp, tls, unix, vsock, fc-vsock, hyperkit, stdio; `?framing=shutdown` on
+//! (tcp, tls, unix, vsock, fc-vsock, hyperkit, netstack, stdio; `?framing=shutdown` on
 //! any stream), and an in-process demo that needs no root and no network.
 //!
 //! Exit codes: 0 success; 1 a runtime failure (refused, reset, an I/O
@@ -11,7 +11,6 @@ mod cat;
 mod demo;
 mod endpoints;
 mod error;
-mod listen;
 mod meter;
 mod progress;
 mod relay;
@@ -39,7 +38,8 @@ Examples:
   conflux serve-9p tcp://:5640 ./shared --read-only
 
 Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
-fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, stdio:; add ?framing=shutdown for the
+fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, netstack://TAP/ADDR/PREFIX:PORT (a userspace
+stack on a TAP or TUN device; connect with ?dst=HOST:PORT), stdio:; add ?framing=shutdown for the
 hvsock shutdown framing, ?connect_timeout=5s to bound a connect. A `-listen` suffix
 (tcp-listen://) makes an endpoint listen; listening on a port without a host means 127.0.0.1.";
 

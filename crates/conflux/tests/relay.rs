@@ -85,11 +85,16 @@ async fn once_exits_1_when_the_flow_fails() {
     let dir = TempDir::new("relay-fail");
     let path = dir.path().join("nobody.sock");
     let (mut relay, port) = relay(&["--once", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
-    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut buf = Vec::new();
-    // The far side is unreachable: our flow is aborted (a reset) or ends.
-    let got = within("the relay gives up", WAIT, client.read_to_end(&mut buf)).await;
-    assert!(got.is_err() || buf.is_empty(), "{got:?}");
+    // The far side is unreachable: our flow is aborted (a reset, which may
+    // arrive before connect returns) or ends.
+    match TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(mut client) => {
+            let mut buf = Vec::new();
+            let got = within("the relay gives up", WAIT, client.read_to_end(&mut buf)).await;
+            assert!(got.is_err() || buf.is_empty(), "{got:?}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
     assert_eq!(relay.wait(WAIT), Some(1), "{}", relay.stderr());
     let log = relay.stderr();
     assert!(log.contains("end=error"), "{log}");
@@ -196,4 +201,65 @@ async fn sigterm_aborts_what_is_left_after_the_grace_period() {
     let mut buf = Vec::new();
     let got = within("our flow's end", WAIT, client.read_to_end(&mut buf)).await;
     assert!(got.is_err(), "aborted: an RST, {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_aborts_a_silent_flow() {
+    let dir = TempDir::new("relay-idle");
+    let path = dir.path().join("echo.sock");
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+    let _server = echo_after_eof_telling(&path, accepted_tx);
+    let (mut relay, port) =
+        relay(&["--once", "--idle-timeout", "300ms", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"then silence").await.unwrap();
+    within("the flow to open", WAIT, accepted).await.unwrap();
+    let mut buf = Vec::new();
+    let got = within("the idle timeout", WAIT, client.read_to_end(&mut buf)).await;
+    assert!(got.is_err(), "aborted: an RST, {got:?}");
+    assert_eq!(relay.wait(WAIT), Some(1), "--once: the flow timed out");
+    let log = relay.stderr();
+    assert!(log.contains("end=timeout") && log.contains("up=12"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_flows_holds_back_the_next_flow_until_one_ends() {
+    let dir = TempDir::new("relay-max");
+    let path = dir.path().join("count.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (mut relay, port) = relay(&["--max-flows", "1", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    first.write_all(b"1").await.unwrap();
+    let (mut s1, _) = within("the first flow", WAIT, listener.accept()).await.unwrap();
+    let mut second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    second.write_all(b"2").await.unwrap();
+    // While the first is open the second is not relayed.
+    let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(early.is_err(), "a second flow was relayed beyond --max-flows 1");
+    // The first ends (both ways); then the second goes through.
+    first.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s1.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"1");
+    drop(s1);
+    let (mut s2, _) = within("the second flow, once the first ended", WAIT, listener.accept()).await.unwrap();
+    let mut b = [0u8; 1];
+    s2.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"2");
+    relay.sigterm();
+    drop((second, s2));
+    assert!(relay.wait(WAIT).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_forced_draws_the_live_line() {
+    let dir = TempDir::new("relay-progress");
+    let path = dir.path().join("echo.sock");
+    let _server = echo_after_eof(&path);
+    let (mut relay, _port) = relay(&["--progress=always", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    // Redrawn every second with `\r`: the collected stderr holds it.
+    relay.wait_line("0 accepted");
+    assert!(relay.stderr().contains("\r\x1b[2Kup 0 B/s, down 0 B/s, 0 open, 0 accepted"), "{:?}", relay.stderr());
+    relay.sigterm();
+    assert_eq!(relay.wait(WAIT), Some(0));
 }
