@@ -1,7 +1,7 @@
 //! End to end through conflux's userspace stack on a TAP device: in a
 //! network namespace the test creates (and removes), curl -> `conflux relay`
 //! (tcp-listen on the namespace's 127.0.0.1 -> `netstack://TAP/10.77.0.2/24?
-//! dst=10.77.0.1:8080`, the relay's far side a userspace stack on the TAP)
+//! dst=10.77.0.1:PORT`, the relay's far side a userspace stack on the TAP)
 //! -> the namespace's kernel TCP -> socat -> a Unix socket -> a hyper server
 //! in the test process: a 64 MiB upload checked by SHA-256, then a second
 //! request on the kept-alive connection. Needs root (skipped visibly
@@ -41,14 +41,14 @@ async fn curl_through_a_relay_whose_far_side_is_a_userspace_stack_on_a_tap_in_a_
     let net = NetnsTap::new("10.77.0.1/24");
     let mut socat = KillOnDrop(
         Command::new("ip")
-            .args(["netns", "exec", &net.netns, "socat", "-t", "30", "TCP-LISTEN:8080,bind=10.77.0.1,reuseaddr,fork"])
+            .args(["netns", "exec", &net.netns, "socat", "-t", "30", "TCP-LISTEN:0,bind=10.77.0.1,fork"])
             .arg(format!("UNIX-CONNECT:{}", sock.display()))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn socat in the namespace"),
     );
-    wait_listening_in("socat in the namespace", &mut socat.0, Ipv4Addr::new(10, 77, 0, 1), 8080);
-    let to = format!("netstack://{}/10.77.0.2/24?dst=10.77.0.1:8080", net.tap);
+    let port = wait_listening_in("socat in the namespace", &mut socat.0, Ipv4Addr::new(10, 77, 0, 1));
+    let to = format!("netstack://{}/10.77.0.2/24?dst=10.77.0.1:{port}", net.tap);
     let relay = Relay::start_in(Some(&net.netns), &to, &[]);
     curl_upload_then_hello(Some(&net.netns), relay.port, connections).await;
     drop(relay);

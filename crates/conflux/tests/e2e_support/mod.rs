@@ -43,31 +43,25 @@ pub fn framing() -> FramingConfig {
     FramingConfig::new().close_timeout(Duration::from_secs(2))
 }
 
-/// Whether something listens on TCP `127.0.0.1:port` (a LISTEN line of
-/// `/proc/net/tcp`), found without connecting (a probe would reach the far
-/// side as a flow of its own).
-pub fn listening(port: u16) -> bool {
-    listening_in("/proc/net/tcp", Ipv4Addr::LOCALHOST, port)
-}
-
-/// Whether a LISTEN line for `addr:port` is in `table` (`/proc/net/tcp`, or
-/// `/proc/<pid>/net/tcp` for the namespace of process `pid`).
-pub fn listening_in(table: &str, addr: Ipv4Addr, port: u16) -> bool {
-    let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(addr.octets()));
-    std::fs::read_to_string(table).is_ok_and(|t| {
-        t.lines().skip(1).any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want && f[3] == "0A"
-        })
+/// The port of a TCP listener on `addr` in `table` (`/proc/<pid>/net/tcp`,
+/// the table of process `pid`'s network namespace), if there is one.
+pub fn listening_port_in(table: &str, addr: Ipv4Addr) -> Option<u16> {
+    let want = format!("{:08X}", u32::from_le_bytes(addr.octets()));
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (a, port) = f.get(1)?.split_once(':')?;
+        (a == want && f.get(3) == Some(&"0A")).then(|| u16::from_str_radix(port, 16).ok()).flatten()
     })
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+/// The port of the first `listening on tcp://127.0.0.1:PORT` in `log`.
+fn listening_port(log: &str) -> Option<u16> {
+    let rest = log.split("listening on tcp://127.0.0.1:").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// `conflux relay tcp-listen://127.0.0.1:PORT TO ...` as a child process,
+/// `conflux relay tcp-listen://127.0.0.1:0 TO ...` as a child process,
 /// killed on drop; its stderr is collected (shown when a test fails).
 pub struct Relay {
     child: Child,
@@ -84,10 +78,10 @@ impl Relay {
     }
 
     /// [`Relay::start`] inside network namespace `netns` (under `ip netns
-    /// exec`, which execs the binary: the child's pid is the relay's).
+    /// exec`). The relay listens on port 0; the port is read from its
+    /// `listening on tcp://127.0.0.1:PORT` log line.
     pub fn start_in(netns: Option<&str>, to: &str, extra: &[&str]) -> Relay {
-        let port = free_port();
-        let from = format!("tcp-listen://127.0.0.1:{port}");
+        let from = "tcp-listen://127.0.0.1:0";
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -99,7 +93,7 @@ impl Relay {
         let mut child = cmd
             .arg("relay")
             .args(extra)
-            .args([from.as_str(), to])
+            .args([from, to])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -117,17 +111,19 @@ impl Relay {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let table = format!("/proc/{}/net/tcp", child.id());
-        let mut relay = Relay { child, port, stderr };
+        let mut relay = Relay { child, port: 0, stderr };
         let started = Instant::now();
-        while !listening_in(&table, Ipv4Addr::LOCALHOST, port) {
+        loop {
+            if let Some(port) = listening_port(&relay.stderr()) {
+                relay.port = port;
+                return relay;
+            }
             if let Ok(Some(status)) = relay.child.try_wait() {
                 panic!("conflux relay {from} {to} exited ({status}) before listening:\n{}", relay.stderr());
             }
-            assert!(started.elapsed() < DEADLINE, "conflux relay not listening on {port}:\n{}", relay.stderr());
+            assert!(started.elapsed() < DEADLINE, "conflux relay not listening:\n{}", relay.stderr());
             std::thread::sleep(Duration::from_millis(10));
         }
-        relay
     }
 
     /// What it wrote to stderr so far.
@@ -400,16 +396,19 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Waits (bounded) until process `child` has a TCP listener on
-/// `addr:port` in its network namespace.
-pub fn wait_listening_in(what: &str, child: &mut Child, addr: Ipv4Addr, port: u16) {
+/// Waits (bounded) until process `child` has a TCP listener on `addr` in
+/// its network namespace; returns its port.
+pub fn wait_listening_in(what: &str, child: &mut Child, addr: Ipv4Addr) -> u16 {
     let table = format!("/proc/{}/net/tcp", child.id());
     let started = Instant::now();
-    while !listening_in(&table, addr, port) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}) before listening on {addr}:{port}");
+    loop {
+        if let Some(port) = listening_port_in(&table, addr) {
+            return port;
         }
-        assert!(started.elapsed() < DEADLINE, "{what} not listening on {addr}:{port} after {DEADLINE:?}");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on {addr}");
+        }
+        assert!(started.elapsed() < DEADLINE, "{what} not listening on {addr} after {DEADLINE:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
