@@ -6,9 +6,10 @@
 //! cargo run -p conflux-9p --example serve_9p -- --listen 127.0.0.1:5640 DIR
 //! ```
 //!
-//! A stand-in for the future `conflux serve-9p LISTEN-URI DIR [--read-only]`:
-//! TCP through `conflux-tcp-host`, Unix sockets through tokio, both as flows
-//! handed to [`Server::serve`].
+//! The library alone, without the registry: TCP through `conflux-tcp-host`,
+//! Unix sockets through tokio, both as flows handed to [`Server::serve`].
+//! The command is `conflux serve-9p LISTEN-URI DIR [--read-only]`
+//! (crates/conflux), which listens on any endpoint URI.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -263,3 +263,30 @@ async fn progress_forced_draws_the_live_line() {
     relay.sigterm();
     assert_eq!(relay.wait(WAIT), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_the_connect_to_to() {
+    // A hybrid vsock VMM that accepts and never answers the CONNECT.
+    let dir = TempDir::new("relay-mute");
+    let path = dir.path().join("v.sock");
+    let mute = UnixListener::bind(&path).unwrap();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let (mut relay, port) = relay(&[
+        "--once",
+        "--connect-timeout",
+        "300ms",
+        "tcp://127.0.0.1:0",
+        &format!("fc-vsock://{}?port=5", path.display()),
+    ]);
+    let started = std::time::Instant::now();
+    let _client = TcpStream::connect(("127.0.0.1", port)).await;
+    assert_eq!(relay.wait(WAIT), Some(1), "{}", relay.stderr());
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by --connect-timeout: {:?}", started.elapsed());
+    let log = relay.stderr();
+    assert!(log.contains("end=error") && log.contains("timed out"), "{log}");
+}
