@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::harness::{Goal, Record};
 
-const WIDTH: f64 = 900.0;
+const WIDTH: f64 = 940.0;
 const LABEL_RIGHT: f64 = 290.0;
 const PLOT_LEFT: f64 = 300.0;
 const PLOT_RIGHT: f64 = 720.0;
@@ -161,7 +161,7 @@ pub(crate) fn svg(records: &[Record]) -> String {
             let _ = write!(text, " (goal {op} {g})");
         } else if let (Goal::ValueAtMost(_) | Goal::ValueAtLeast(_), Some(met)) = (r.goal, r.goal_met) {
             let goal = escape(&r.goal.to_string());
-            let _ = write!(text, " (goal {goal} {}: {})", r.unit, if met { "met" } else { "NOT met" });
+            let _ = write!(text, " ({goal} {}: {})", r.unit, if met { "met" } else { "NOT met" });
         }
         let _ = writeln!(s, r#"<text x="{TEXT_LEFT}" y="{:.1}" fill="{colour}">{text}</text>"#, mid + 4.0);
     }
@@ -197,7 +197,7 @@ mod tests {
         assert!(svg.contains("1.00 (goal &gt;= 2)"));
         assert!(!svg.contains("flow-rss"));
         assert!(svg.contains(&format!("fill=\"{NO_GOAL}\"><title>mimic-resolve vs direct")));
-        assert!(svg.contains("30.00 (goal value &lt;= 5 us: met)"), "{svg}");
+        assert!(svg.contains("30.00 (value &lt;= 5 us: met)"), "{svg}");
     }
 
     #[test]
