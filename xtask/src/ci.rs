@@ -10,7 +10,7 @@ use crate::{install, util};
 /// Skip kinds that fail the run under `CI=true`: CI has what they lack.
 /// Must match `conflux_testkit::SkipKind::required_in_ci` (a test checks).
 pub(crate) const REQUIRED_IN_CI: &[&str] =
-    &["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "p9fs", "ping"];
+    &["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "nc", "p9fs", "ping"];
 
 /// The library crates: each builds alone (README's promise) and is
 /// publishable. With [`BINARY_CRATES`], must be the members without

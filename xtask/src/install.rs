@@ -84,6 +84,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn installs_what_the_end_to_end_tests_run() {
+        // crates/conflux/tests/e2e_*.rs: socat, nc -N, curl, ip netns.
+        for pkg in ["socat", "netcat-openbsd", "curl", "iproute2"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+    }
+
+    #[test]
     fn parses_ip_output() {
         assert_eq!(stale_netns("cfx1a (id: 0)\nother\ncfx2b\n"), ["cfx1a", "cfx2b"]);
         let links = "1: lo: <LOOPBACK,UP> mtu 65536\n\

@@ -7,8 +7,10 @@
 //!   errors, the skip report and a final `N passed, N failed, N skipped` line.
 //! - `install`: the system packages tests use, and removal of stale `cfx*`
 //!   namespaces and links (needs root).
-//! - `bench [--quick] [SCENARIO...]`: builds `conflux-bench` in release and
-//!   runs it, writing `target/bench/latest.json`.
+//! - `bench [--quick] [SCENARIO...]`: builds the `conflux` binary and
+//!   `conflux-bench` in release and runs the latter, writing
+//!   `target/bench/latest.json`; a full run (no `--quick`, no names) also
+//!   writes `docs/benchmarks.md` and its chart `docs/benchmarks.svg`.
 //!
 //! The tidy checks (lints opt-in, `//!` lines, unsafe quarantine, MSRV,
 //! packaging metadata) are `#[test]`s in `tidy.rs`, so plain `cargo test`
@@ -31,7 +33,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                        fmt, clippy, crates alone, package, tests, doctests, docs, skip report
   install                   apt packages for tests; remove stale cfx* netns/links (root)
-  bench [--quick] [NAME..]  run benchmark scenarios in release (target/bench/latest.json)";
+  bench [--quick] [NAME..]  run benchmark scenarios in release (target/bench/latest.json;
+                            a full run, no --quick and no NAME, also writes docs/benchmarks.md)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

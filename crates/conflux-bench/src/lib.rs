@@ -41,8 +41,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod chart;
 pub mod data;
 mod harness;
+mod machine;
 mod report;
 
 pub mod flow;
@@ -50,10 +52,12 @@ pub mod hvsock;
 pub mod mimic;
 pub mod netstack;
 pub mod ninep;
+pub mod relay;
 pub mod tcp_host;
 
 pub use crate::harness::{
     Ctx, Goal, Metric, Pair, PairRatios, Record, RunFn, Scenario, Skip, measure, measure_pair, micros, quantile,
     rate_per_sec, rss_mib, throughput_gbps,
 };
-pub use crate::report::{print_table, write_json};
+pub use crate::machine::Machine;
+pub use crate::report::{CHART_FILE, markdown, print_table, write_json, write_report};

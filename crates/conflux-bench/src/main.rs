@@ -1,17 +1,19 @@
 //! `conflux-bench`: runs the selected benchmark scenarios, prints a table and
 //! writes the figures as JSON.
 //!
-//! Usage: `conflux-bench [--quick] [--out PATH] [--list] [GROUP|SCENARIO...]`.
-//! Without names every scenario runs. Normally started by
-//! `cargo xtask bench`, which builds in release and passes
-//! `--out target/bench/latest.json`.
+//! Usage: `conflux-bench [--quick] [--out PATH] [--report PATH] [--list] [GROUP|SCENARIO...]`.
+//! Without names every scenario runs. `--report` writes the Markdown report
+//! and its SVG chart beside it (refused with `--quick`: a quick run's figures
+//! never replace a full run's). Normally started by `cargo xtask bench`, which
+//! builds in release, passes `--out target/bench/latest.json`, and on a full
+//! run (no `--quick`, no names) `--report docs/benchmarks.md`.
 #![forbid(unsafe_code)]
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use conflux_bench::{Ctx, Record, Scenario, flow, hvsock, mimic, netstack, ninep, tcp_host};
+use conflux_bench::{Ctx, Record, Scenario, flow, hvsock, mimic, netstack, ninep, relay, tcp_host};
 
 /// A scenario group: its command-line name and its scenarios.
 type Group = (&'static str, fn() -> Vec<Scenario>);
@@ -24,30 +26,36 @@ const GROUPS: &[Group] = &[
     ("hvsock", hvsock::scenarios),
     ("mimic", mimic::scenarios),
     ("9p", ninep::scenarios),
+    ("relay", relay::scenarios),
 ];
 
 struct Args {
     quick: bool,
     list: bool,
     out: Option<PathBuf>,
+    report: Option<PathBuf>,
     names: Vec<String>,
 }
 
-const USAGE: &str = "usage: conflux-bench [--quick] [--out PATH] [--list] [GROUP|SCENARIO...]";
+const USAGE: &str = "usage: conflux-bench [--quick] [--out PATH] [--report PATH] [--list] [GROUP|SCENARIO...]";
 
 /// The arguments, or `None` for `--help`.
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args { quick: false, list: false, out: None, names: Vec::new() };
+    let mut args = Args { quick: false, list: false, out: None, report: None, names: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--list" => args.list = true,
             "--out" => args.out = Some(it.next().ok_or("--out needs a path")?.into()),
+            "--report" => args.report = Some(it.next().ok_or("--report needs a path")?.into()),
             "-h" | "--help" => return Ok(None),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => args.names.push(arg),
         }
+    }
+    if args.quick && args.report.is_some() {
+        return Err("--report is for full runs: a --quick run never writes the report".to_owned());
     }
     Ok(Some(args))
 }
@@ -131,6 +139,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         eprintln!("wrote {}", out.display());
+    }
+    if let Some(report) = &args.report {
+        let machine = conflux_bench::Machine::probe();
+        if let Err(e) = conflux_bench::write_report(report, &records, &machine) {
+            eprintln!("cannot write {}: {e}", report.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {} and {}", report.display(), conflux_bench::CHART_FILE);
     }
     let unmet: Vec<_> = records.iter().filter(|r| r.goal_met == Some(false)).map(|r| r.scenario.as_str()).collect();
     if !unmet.is_empty() {

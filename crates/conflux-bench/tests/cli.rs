@@ -24,3 +24,10 @@ fn an_unknown_option_exits_2() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
 }
+
+#[test]
+fn a_quick_run_never_writes_the_report() {
+    let out = Command::new(BIN).args(["--quick", "--report", "/nonexistent/benchmarks.md", "flow"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--report is for full runs"));
+}

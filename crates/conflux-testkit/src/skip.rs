@@ -24,6 +24,8 @@ pub enum SkipKind {
     Socat,
     /// The `curl` command is missing.
     Curl,
+    /// The `nc` command (netcat-openbsd) is missing.
+    Netcat,
     /// The 9p filesystem is unavailable.
     P9fs,
     /// The `ping` command is missing or not permitted.
@@ -36,7 +38,7 @@ pub enum SkipKind {
 
 impl SkipKind {
     /// Every kind, in declaration order.
-    pub const ALL: [SkipKind; 11] = [
+    pub const ALL: [SkipKind; 12] = [
         SkipKind::Root,
         SkipKind::Netns,
         SkipKind::Tap,
@@ -44,6 +46,7 @@ impl SkipKind {
         SkipKind::Iperf3,
         SkipKind::Socat,
         SkipKind::Curl,
+        SkipKind::Netcat,
         SkipKind::P9fs,
         SkipKind::Ping,
         SkipKind::NoVsockLoopback,
@@ -60,6 +63,7 @@ impl SkipKind {
             SkipKind::Iperf3 => "iperf3",
             SkipKind::Socat => "socat",
             SkipKind::Curl => "curl",
+            SkipKind::Netcat => "nc",
             SkipKind::P9fs => "p9fs",
             SkipKind::Ping => "ping",
             SkipKind::NoVsockLoopback => "no-vsock-loopback",

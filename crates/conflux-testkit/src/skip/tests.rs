@@ -33,7 +33,7 @@ fn kinds_round_trip_and_ci_requirement() {
         assert_eq!(kind.to_string().parse::<SkipKind>(), Ok(kind));
     }
     let required: Vec<_> = SkipKind::ALL.into_iter().filter(SkipKind::required_in_ci).map(SkipKind::as_str).collect();
-    assert_eq!(required, ["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "p9fs", "ping"]);
+    assert_eq!(required, ["root", "netns", "tap", "iproute2", "iperf3", "socat", "curl", "nc", "p9fs", "ping"]);
     assert!("bogus".parse::<SkipKind>().is_err());
 }
 
