@@ -82,10 +82,12 @@ struct Active<F> {
 impl<F> Active<F> {
     fn stop(&self) {
         *self.gate.write().unwrap_or_else(PoisonError::into_inner) = false;
+        // Stopped first: an accept failing because `stop` shut the socket
+        // down then reads as the end of listening, not as an accept error.
+        self.stopped.send_replace(true);
         if let Some(stop) = lock(&self.stop).take() {
             stop();
         }
-        self.stopped.send_replace(true);
         tracing::trace!(key = %self.key, "listener stopped");
     }
 }

@@ -148,3 +148,27 @@ async fn disconnect_waits_then_aborts_stragglers() {
         Err(ListenError::Disconnected)
     ));
 }
+
+/// The accept loop tells "the socket was shut down by unlisten" from an
+/// accept error by `is_stopped`: it must already be true while the stop
+/// function (the socket's shutdown) runs.
+#[tokio::test]
+async fn the_listener_reads_stopped_before_its_socket_is_shut_down() {
+    let listeners = Listeners::<u32>::new();
+    let slot: Arc<Mutex<Option<Listener<u32>>>> = Arc::new(Mutex::new(None));
+    let seen = Arc::new(Mutex::new(None));
+    let (s, v) = (slot.clone(), seen.clone());
+    let open = move |key: SocketAddr| {
+        Ok((
+            key,
+            Box::new(move || {
+                let stopped = lock(&s).as_ref().map(|l: &Listener<u32>| l.is_stopped());
+                *lock(&v) = Some(stopped);
+            }) as StopFn,
+        ))
+    };
+    let (_, listener) = listeners.listen(addr(5001), Callback::new(|_n: u32| async {}), open).unwrap();
+    *lock(&slot) = Some(listener);
+    assert!(listeners.unlisten(addr(5001)));
+    assert_eq!(*lock(&seen), Some(Some(true)), "is_stopped was false while the socket was being shut down");
+}
