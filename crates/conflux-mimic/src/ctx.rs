@@ -164,6 +164,11 @@ impl Ctx {
         &self.inner.map
     }
 
+    /// The keys, in creation order (what a NotFound report lists).
+    pub(crate) fn keys(&self) -> Vec<Arc<KeyInfo>> {
+        self.inner.map.iter().map(|e| e.key.clone()).collect()
+    }
+
     /// The keys in evaluation order and the cycles among them (computed once per context).
     pub(crate) fn order(&self) -> &Order {
         self.inner.order.get_or_init(|| Order::new(&self.inner.map))

@@ -16,6 +16,11 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// The error a protocol's connect gives, kept as is in reports.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A key's place in candidate order: protocols with a priority (lower
+/// first), then those without, then every other key; on a tie the most
+/// recently registered protocol first.
+pub(crate) type Rank = (u8, u32, std::cmp::Reverse<u64>);
+
 /// A type-erased value held by a context.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
@@ -58,7 +63,7 @@ impl fmt::Debug for ProtocolEntry {
 impl ProtocolEntry {
     /// Candidate order: protocols with a priority (lower first), then those
     /// without; the most recently registered first on a tie.
-    pub(crate) fn rank(&self) -> (u8, u32, std::cmp::Reverse<u64>) {
+    pub(crate) fn rank(&self) -> Rank {
         match self.priority {
             Some(p) => (0, p, std::cmp::Reverse(self.seq)),
             None => (1, 0, std::cmp::Reverse(self.seq)),
