@@ -8,7 +8,36 @@ use crate::args::{Args, Dep, Env, KEY_MARK, Missing};
 use crate::key::{BoxFuture, Key, KeyInfo, Value};
 
 /// What a function gave: its values, or the text of the error it returned.
-pub(crate) type Produced = Result<Vec<Value>, String>;
+pub(crate) type Produced = Result<Values, String>;
+
+/// A function's values, most preferred first; one (the usual case) without
+/// a vector of its own.
+pub(crate) enum Values {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Values {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Values::One(_) => 1,
+            Values::Many(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, least preferred first.
+    pub(crate) fn into_rev(self) -> impl Iterator<Item = Value> {
+        let (one, many) = match self {
+            Values::One(v) => (Some(v), Vec::new()),
+            Values::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.into_iter().rev())
+    }
+}
 
 /// What applying a function gave: values at once, or a future of them.
 pub(crate) enum Step {
@@ -57,7 +86,10 @@ impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result
 }
 
 fn to_values<T: Send + Sync + 'static>(out: Result<Vec<T>, String>) -> Produced {
-    out.map(|v| v.into_iter().map(|v| Arc::new(v) as Value).collect())
+    out.map(|mut v| match (v.pop(), v.is_empty()) {
+        (Some(one), true) => Values::One(Arc::new(one)),
+        (last, _) => Values::Many(v.into_iter().chain(last).map(|v| Arc::new(v) as Value).collect()),
+    })
 }
 
 type RunFn = dyn Fn(&Env<'_>) -> Result<Step, Missing> + Send + Sync;

@@ -105,7 +105,7 @@ trait Source {
     /// True when the overall timeout ran out while unfolding.
     fn overall_expired(&self) -> bool;
     /// Every endpoint value of `registry`'s protocols, in candidate order.
-    fn candidates<'a>(&'a self, registry: &Registry) -> Vec<Cand<'a>>;
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>>;
     /// The protocols of every endpoint value (of any registry), in candidate order.
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry>;
     /// The functions' reports.
@@ -121,15 +121,12 @@ impl Source for Unfolding<'_> {
     fn overall_expired(&self) -> bool {
         self.overall_expired.is_some()
     }
-    fn candidates<'a>(&'a self, registry: &Registry) -> Vec<Cand<'a>> {
-        self.slots
-            .iter()
-            .filter_map(|s| {
-                let key = self.key(s);
-                let entry = key.protocol.as_deref().filter(|p| registry.owns(p))?;
-                Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s) })
-            })
-            .collect()
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
+        self.slots.iter().filter_map(|s| {
+            let key = self.key(s);
+            let entry = key.protocol.as_deref().filter(|p| registry.owns(p))?;
+            Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s) })
+        })
     }
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
         self.slots.iter().filter_map(|s| self.key(s).protocol.as_deref())
@@ -149,14 +146,11 @@ impl Source for Unfolded {
     fn overall_expired(&self) -> bool {
         self.overall_expired.is_some()
     }
-    fn candidates<'a>(&'a self, registry: &Registry) -> Vec<Cand<'a>> {
-        self.bindings
-            .iter()
-            .filter_map(|b| {
-                let entry = b.protocol_entry().map(|p| &**p).filter(|p| registry.owns(p))?;
-                Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref() })
-            })
-            .collect()
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
+        self.bindings.iter().filter_map(|b| {
+            let entry = b.protocol_entry().map(|p| &**p).filter(|p| registry.owns(p))?;
+            Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref() })
+        })
     }
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
         self.bindings.iter().filter_map(|b| b.protocol_entry().map(|p| &**p))
@@ -190,48 +184,60 @@ async fn connect(
     if unfolded.is_empty_ctx() {
         return Err(not_found(Reason::EmptyContext, Vec::new()));
     }
-    let mut cands = unfolded.candidates(registry);
-    if cands.is_empty() {
-        let mut foreign: Vec<String> = Vec::new();
-        for p in unfolded.protocols() {
-            if !foreign.iter().any(|n| **n == *p.name) {
-                foreign.push(p.name.to_string());
+    let mut found = unfolded.candidates(registry);
+    let (first, second) = (found.next(), found.next());
+    let (expired, mut attempts, cut, guard) = match (first, second) {
+        (None, _) => {
+            let mut foreign: Vec<String> = Vec::new();
+            for p in unfolded.protocols() {
+                if !foreign.iter().any(|n| **n == *p.name) {
+                    foreign.push(p.name.to_string());
+                }
             }
+            let reason = if unfolded.overall_expired() {
+                Reason::OverallTimeout(options.overall_timeout)
+            } else if !registry.has_protocols() {
+                Reason::NoProtocols
+            } else if !foreign.is_empty() {
+                Reason::ForeignEndpoints { protocols: foreign }
+            } else {
+                Reason::NoCandidates
+            };
+            return Err(not_found(reason, Vec::new()));
         }
-        let reason = if unfolded.overall_expired() {
-            Reason::OverallTimeout(options.overall_timeout)
-        } else if !registry.has_protocols() {
-            Reason::NoProtocols
-        } else if !foreign.is_empty() {
-            Reason::ForeignEndpoints { protocols: foreign }
-        } else {
-            Reason::NoCandidates
-        };
-        return Err(not_found(reason, Vec::new()));
-    }
-    // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
-    let mut cut: Vec<Cand<'_>> = Vec::new();
-    let mut guard = None;
-    if let Some(first) = cands.iter().position(|c| c.entry.no_fallback) {
-        let seq = cands[first].entry.seq;
-        let end = cands[first..].iter().position(|c| c.entry.seq != seq).map_or(cands.len(), |p| first + p);
-        cut = cands.split_off(end);
-        if !cut.is_empty() {
-            guard = Some(cands[first].entry.name.to_string());
-        }
-    }
-    let (expired, mut attempts) = if let [only] = &cands[..] {
-        // One candidate (a `tcp://` URI with an IP address): no race to run.
-        match single(only, options, deadline).await {
+        // One candidate (a `tcp://` URI with an IP address): no race to run,
+        // and nothing after it for a guard to cut off.
+        (Some(only), None) => match single(&only, options, deadline).await {
             Ok(flow) => return Ok(flow),
-            Err((attempt, expired)) => (expired, vec![attempt]),
+            Err((attempt, expired)) => (expired, vec![attempt], Vec::new(), None),
+        },
+        (Some(first), Some(second)) => {
+            let mut cands: Vec<Cand<'_>> = [first, second].into_iter().chain(found).collect();
+            // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
+            let mut cut: Vec<Cand<'_>> = Vec::new();
+            let mut guard = None;
+            if let Some(first) = cands.iter().position(|c| c.entry.no_fallback) {
+                let seq = cands[first].entry.seq;
+                let end = cands[first..].iter().position(|c| c.entry.seq != seq).map_or(cands.len(), |p| first + p);
+                cut = cands.split_off(end);
+                if !cut.is_empty() {
+                    guard = Some(cands[first].entry.name.to_string());
+                }
+            }
+            let (expired, attempts) = if let [only] = &cands[..] {
+                match single(only, options, deadline).await {
+                    Ok(flow) => return Ok(flow),
+                    Err((attempt, expired)) => (expired, vec![attempt]),
+                }
+            } else {
+                let mut race = Race::new(&cands, options, deadline);
+                if let Some(flow) = (&mut race).await {
+                    return Ok(flow);
+                }
+                (race.expired, race.into_attempts())
+            };
+            (expired, attempts, cut, guard)
         }
-    } else {
-        let mut race = Race::new(&cands, options, deadline);
-        if let Some(flow) = (&mut race).await {
-            return Ok(flow);
-        }
-        (race.expired, race.into_attempts())
     };
     let expired = expired || unfolded.overall_expired();
     for c in &cut {
