@@ -101,34 +101,45 @@ pub(super) async fn single(
     }
     let attempt_deadline = started + options.attempt_timeout;
     let mut connecting = c.launch();
-    // Made only once the connect has to wait, as in a race.
-    let mut timer = std::pin::pin!(None::<Sleep>);
-    // The first poll runs at `started`: the clock is read once per wake-up.
-    let mut first = Some(started);
-    let result = std::future::poll_fn(|cx| {
-        loop {
-            let now = first.take().unwrap_or_else(Instant::now);
-            if now >= deadline {
-                return Poll::Ready(Err(AttemptOutcome::Cancelled));
-            }
-            if now >= attempt_deadline {
-                return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
-            }
-            if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
-                return Poll::Ready(outcome_of(r));
-            }
-            if timer.is_none() {
-                timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
-            }
-            if let Some(t) = timer.as_mut().as_pin_mut()
-                && t.poll(cx).is_pending()
-            {
-                return Poll::Pending;
-            }
-            timer.set(None);
+    // Polled once at once, as a race polls an attempt it starts.
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut connecting).poll(cx))).await;
+    let result = match first {
+        Poll::Ready(r) => outcome_of(r),
+        Poll::Pending => {
+            // A connect that did not complete at once (a kernel connect, even
+            // on loopback) often has by the runtime's next look at I/O: let it
+            // look once before making the attempt's timer, which a connect
+            // done by then never needs (a timer that becomes the runtime's
+            // earliest costs it a wake-up, a system call). The deadlines stay
+            // as they were, counted from `started`.
+            tokio::task::yield_now().await;
+            let mut timer = std::pin::pin!(None::<Sleep>);
+            std::future::poll_fn(|cx| {
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Poll::Ready(Err(AttemptOutcome::Cancelled));
+                    }
+                    if now >= attempt_deadline {
+                        return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
+                    }
+                    if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
+                        return Poll::Ready(outcome_of(r));
+                    }
+                    if timer.is_none() {
+                        timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
+                    }
+                    if let Some(t) = timer.as_mut().as_pin_mut()
+                        && t.poll(cx).is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                    timer.set(None);
+                }
+            })
+            .await
         }
-    })
-    .await;
+    };
     // Dropping a pending connect closes whatever it opened.
     drop(connecting);
     match result {
