@@ -63,14 +63,15 @@ impl<'a> Env<'a> {
         Env { ranges, values }
     }
 
-    fn values(&self, key: &KeyInfo) -> &'a [Slot<'a>] {
-        match self.ranges.binary_search_by_key(&key.id, |(id, _)| *id) {
+    /// The values of the key with id `key`.
+    fn values(&self, key: u64) -> &'a [Slot<'a>] {
+        match self.ranges.binary_search_by_key(&key, |(id, _)| *id) {
             Ok(i) => &self.values[self.ranges[i].1.clone()],
             Err(_) => &[],
         }
     }
 
-    fn newest<T: Clone + 'static>(&self, key: &KeyInfo) -> Option<T> {
+    fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {
         self.values(key).first().and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
     }
 }
@@ -215,7 +216,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Req<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
-        env.newest(&self.0.info).ok_or_else(|| Missing { key: self.0.info.clone() })
+        env.newest(self.0.id).ok_or_else(|| Missing { key: self.0.info.clone() })
     }
 }
 
@@ -229,7 +230,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Opt<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Option<T>, Missing> {
-        Ok(env.newest(&self.0.info))
+        Ok(env.newest(self.0.id))
     }
 }
 
@@ -243,7 +244,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Dft<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
-        Ok(env.newest(&self.0.info).unwrap_or_else(|| self.1.clone()))
+        Ok(env.newest(self.0.id).unwrap_or_else(|| self.1.clone()))
     }
 }
 
@@ -257,7 +258,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
-        Ok(env.values(&self.0.info).iter().filter_map(|s| s.value.get().downcast_ref::<T>()).cloned().collect())
+        Ok(env.values(self.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>()).cloned().collect())
     }
 }
 

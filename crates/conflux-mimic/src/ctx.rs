@@ -149,6 +149,10 @@ impl FnDef {
 
 #[derive(Clone)]
 pub(crate) struct Entry {
+    /// `key.id`, and whether the key is a protocol's endpoint key, kept
+    /// here too: an unfold walks the entries without a trip to each `KeyInfo`.
+    pub(crate) id: u64,
+    pub(crate) endpoint: bool,
     pub(crate) key: Arc<KeyInfo>,
     /// Oldest first.
     pub(crate) binds: Vec<Bind>,
@@ -228,10 +232,13 @@ impl Ctx {
 
     fn update(&self, key: &Arc<KeyInfo>, f: impl FnOnce(&mut Vec<Bind>)) -> Ctx {
         let mut map = self.inner.map.clone();
-        let i = match map.binary_search_by_key(&key.id, |e| e.key.id) {
+        let i = match map.binary_search_by_key(&key.id, |e| e.id) {
             Ok(i) => i,
             Err(i) => {
-                map.insert(i, Entry { key: key.clone(), binds: Vec::new() });
+                map.insert(
+                    i,
+                    Entry { id: key.id, endpoint: key.protocol.is_some(), key: key.clone(), binds: Vec::new() },
+                );
                 i
             }
         };
@@ -255,7 +262,7 @@ impl Ctx {
     /// The newest plain value of `key` (functions are not run: see
     /// [`Registry::unfold`](crate::Registry::unfold)).
     pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &Key<T>) -> Option<&T> {
-        let entry = self.entry(key.info.id)?;
+        let entry = self.entry(key.id)?;
         entry.binds.iter().rev().find_map(|b| match b {
             Bind::Value(v) => v.downcast_ref::<T>(),
             Bind::Fun(_) => None,
@@ -329,7 +336,7 @@ impl Ctx {
         }
         let mut map = self.inner.map.clone();
         for entry in other.inner.map.iter() {
-            match map.binary_search_by_key(&entry.key.id, |e| e.key.id) {
+            match map.binary_search_by_key(&entry.id, |e| e.id) {
                 Ok(i) => {
                     for bind in &entry.binds {
                         if !map[i].binds.iter().any(|b| b.same(bind)) {
@@ -345,7 +352,7 @@ impl Ctx {
 
     fn entry(&self, id: u64) -> Option<&Entry> {
         let map = &self.inner.map;
-        map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &map[i])
+        map.binary_search_by_key(&id, |e| e.id).ok().map(|i| &map[i])
     }
 }
 
@@ -480,5 +487,5 @@ impl Order {
 
 /// The index of the entry of key `id`.
 pub(crate) fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
-    entries.binary_search_by_key(&id, |e| e.key.id).ok()
+    entries.binary_search_by_key(&id, |e| e.id).ok()
 }

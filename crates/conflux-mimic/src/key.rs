@@ -110,6 +110,9 @@ impl fmt::Debug for KeyInfo {
 /// ```
 pub struct Key<T> {
     pub(crate) info: Arc<KeyInfo>,
+    /// `info.id`, kept here too: reading a function's arguments while
+    /// unfolding compares ids without a trip to each key's `KeyInfo`.
+    pub(crate) id: u64,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -122,7 +125,7 @@ impl<T: Clone + Send + Sync + 'static> Key<T> {
 
 impl<T> Key<T> {
     pub(crate) fn from_info(info: Arc<KeyInfo>) -> Key<T> {
-        Key { info, _value: PhantomData }
+        Key { id: info.id, info, _value: PhantomData }
     }
 
     /// The name given at creation.
@@ -132,7 +135,7 @@ impl<T> Key<T> {
 
     /// A process-unique number identifying this key (shown in reports as `name#id`).
     pub fn id(&self) -> u64 {
-        self.info.id
+        self.id
     }
 
     /// The name of the protocol this key is the endpoint of, if it is one.
@@ -143,13 +146,13 @@ impl<T> Key<T> {
 
 impl<T> Clone for Key<T> {
     fn clone(&self) -> Self {
-        Key { info: self.info.clone(), _value: PhantomData }
+        Key { info: self.info.clone(), id: self.id, _value: PhantomData }
     }
 }
 
 impl<T> PartialEq for Key<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.info.id == other.info.id
+        self.id == other.id
     }
 }
 
@@ -157,7 +160,7 @@ impl<T> Eq for Key<T> {}
 
 impl<T> std::hash::Hash for Key<T> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.info.id.hash(state);
+        self.id.hash(state);
     }
 }
 

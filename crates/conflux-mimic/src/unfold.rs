@@ -27,7 +27,7 @@ pub struct Binding {
 impl Binding {
     /// True when this binds `key` (key equality, upstream's `equal`).
     pub fn is<T>(&self, key: &Key<T>) -> bool {
-        self.key.id == key.info.id
+        self.key.id == key.id
     }
 
     /// The value, when this binds `key`.
@@ -137,11 +137,14 @@ impl<'a> IntoIterator for &'a Unfolded {
     }
 }
 
+/// The rank of every key that is not an endpoint of this registry's protocols.
+const OTHER: Rank = (2, 0, std::cmp::Reverse(0));
+
 /// Candidate rank of a binding's key, for this registry.
 pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> Rank {
     match &key.protocol {
         Some(p) if registry.owns(p) => p.rank(),
-        _ => (2, 0, std::cmp::Reverse(0)),
+        _ => OTHER,
     }
 }
 
@@ -233,12 +236,12 @@ pub(crate) async fn unfold<'c>(
         &mut heap
     };
     for (r, e) in ranges.iter_mut().zip(entries) {
-        r.0 = e.key.id;
+        r.0 = e.id;
     }
     let mut functions: Vec<FnRecord<'c>> = Vec::new();
     let mut overall_expired = None;
     for &i in &order.keys {
-        let rank = rank(registry, &entries[i].key);
+        let rank = if entries[i].endpoint { rank(registry, &entries[i].key) } else { OTHER };
         // Oldest first while collecting; reversed to newest first below.
         let start = values.len();
         for bind in &entries[i].binds {
