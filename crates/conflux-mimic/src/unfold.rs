@@ -225,19 +225,8 @@ pub(crate) async fn unfold<'c>(
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
     let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
-    // Per key (in key order): where its values are in `values` (on the
-    // stack for a context of up to 16 keys).
-    let mut inline: [(u64, Range<usize>); 16] = std::array::from_fn(|_| (0, 0..0));
-    let mut heap: Vec<(u64, Range<usize>)> = Vec::new();
-    let ranges: &mut [(u64, Range<usize>)] = if entries.len() <= inline.len() {
-        &mut inline[..entries.len()]
-    } else {
-        heap.resize(entries.len(), (0, 0..0));
-        &mut heap
-    };
-    for (r, e) in ranges.iter_mut().zip(entries) {
-        r.0 = e.id;
-    }
+    // Per key (in key order): where its values are in `values`.
+    let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.id, 0..0)).collect();
     let mut functions: Vec<FnRecord<'c>> = Vec::new();
     let mut overall_expired = None;
     for &i in &order.keys {
@@ -258,7 +247,7 @@ pub(crate) async fn unfold<'c>(
             }
             // A panic in the function (or an argument's `map`) is its failure.
             let mut missing = None;
-            let step = catch::call(|| (def.run)(&Env::new(ranges, &values)));
+            let step = catch::call(|| (def.run)(&Env::new(&ranges, &values)));
             let outcome = match step {
                 Err(message) => FnOutcome::Panicked(message),
                 Ok(Err(Missing { key })) => {
