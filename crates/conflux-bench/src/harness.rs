@@ -175,14 +175,21 @@ pub struct Pair {
     pub baseline: Vec<f64>,
 }
 
-/// Runs `measured` then `baseline`, `runs` times each, alternating
-/// (measured, baseline, measured, baseline, ...), so drift in the machine's
-/// state affects both alike.
+/// Runs `measured` and `baseline` `runs` times each, interleaved, the order
+/// flipping every pair (measured, baseline, baseline, measured, measured,
+/// baseline, ...): drift in the machine's state affects both alike, and
+/// whatever the first run of a pair leaves behind for the second (warm
+/// caches, socket memory, a frequency step) favours neither side.
 pub fn measure_pair(runs: usize, mut measured: impl FnMut() -> f64, mut baseline: impl FnMut() -> f64) -> Pair {
     let mut pair = Pair { measured: Vec::with_capacity(runs), baseline: Vec::with_capacity(runs) };
-    for _ in 0..runs {
-        pair.measured.push(measured());
-        pair.baseline.push(baseline());
+    for i in 0..runs {
+        if i % 2 == 0 {
+            pair.measured.push(measured());
+            pair.baseline.push(baseline());
+        } else {
+            pair.baseline.push(baseline());
+            pair.measured.push(measured());
+        }
     }
     pair
 }
@@ -464,7 +471,8 @@ mod tests {
                 2.0
             },
         );
-        assert_eq!(log.into_inner(), ['m', 'b', 'm', 'b', 'm', 'b']);
+        // Pairs in order, each pair's order flipped from the last's (ABBA).
+        assert_eq!(log.into_inner(), ['m', 'b', 'b', 'm', 'm', 'b']);
         assert_eq!(pair.baseline, [2.0; 3]);
     }
 

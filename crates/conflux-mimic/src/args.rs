@@ -5,19 +5,45 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::key::{Key, KeyInfo, Value};
+use crate::key::{Key, KeyInfo, Rank, Value};
+
+/// A value while unfolding: one the context holds (borrowed, not cloned:
+/// a resolve that connects copies nothing out of its context) or one a
+/// function made.
+pub(crate) enum Val<'c> {
+    Ctx(&'c Value),
+    Made(Value),
+}
+
+impl Val<'_> {
+    pub(crate) fn get(&self) -> &Value {
+        match self {
+            Val::Ctx(v) => v,
+            Val::Made(v) => v,
+        }
+    }
+
+    pub(crate) fn into_owned(self) -> Value {
+        match self {
+            Val::Ctx(v) => v.clone(),
+            Val::Made(v) => v,
+        }
+    }
+}
 
 /// One value of a key while unfolding.
-pub(crate) struct Slot {
-    pub(crate) value: Value,
+pub(crate) struct Slot<'c> {
+    pub(crate) value: Val<'c>,
     /// The index, among the unfold's functions, of the one that computed it
     /// (`None` for a plain value).
     pub(crate) origin: Option<usize>,
     /// The key's index among the context's entries.
     pub(crate) key: usize,
+    /// The key's candidate rank (see [`ProtocolEntry::rank`](crate::key::ProtocolEntry::rank)).
+    pub(crate) rank: Rank,
 }
 
-impl fmt::Debug for Slot {
+impl fmt::Debug for Slot<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Slot").field("key", &self.key).field("origin", &self.origin).finish_non_exhaustive()
     }
@@ -29,23 +55,24 @@ impl fmt::Debug for Slot {
 pub struct Env<'a> {
     /// Per key id (sorted), where its values are in `values`.
     ranges: &'a [(u64, Range<usize>)],
-    values: &'a [Slot],
+    values: &'a [Slot<'a>],
 }
 
 impl<'a> Env<'a> {
-    pub(crate) fn new(ranges: &'a [(u64, Range<usize>)], values: &'a [Slot]) -> Env<'a> {
+    pub(crate) fn new(ranges: &'a [(u64, Range<usize>)], values: &'a [Slot<'a>]) -> Env<'a> {
         Env { ranges, values }
     }
 
-    fn values(&self, key: &KeyInfo) -> &'a [Slot] {
-        match self.ranges.binary_search_by_key(&key.id, |(id, _)| *id) {
+    /// The values of the key with id `key`.
+    fn values(&self, key: u64) -> &'a [Slot<'a>] {
+        match self.ranges.binary_search_by_key(&key, |(id, _)| *id) {
             Ok(i) => &self.values[self.ranges[i].1.clone()],
             Err(_) => &[],
         }
     }
 
-    fn newest<T: Clone + 'static>(&self, key: &KeyInfo) -> Option<T> {
-        self.values(key).first().and_then(|s| s.value.downcast_ref::<T>()).cloned()
+    fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {
+        self.values(key).first().and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
     }
 }
 
@@ -189,7 +216,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Req<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
-        env.newest(&self.0.info).ok_or_else(|| Missing { key: self.0.info.clone() })
+        env.newest(self.0.id).ok_or_else(|| Missing { key: self.0.info.clone() })
     }
 }
 
@@ -203,7 +230,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Opt<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Option<T>, Missing> {
-        Ok(env.newest(&self.0.info))
+        Ok(env.newest(self.0.id))
     }
 }
 
@@ -217,7 +244,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for Dft<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<T, Missing> {
-        Ok(env.newest(&self.0.info).unwrap_or_else(|| self.1.clone()))
+        Ok(env.newest(self.0.id).unwrap_or_else(|| self.1.clone()))
     }
 }
 
@@ -231,7 +258,7 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
         out.push(KEY_MARK);
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
-        Ok(env.values(&self.0.info).iter().filter_map(|s| s.value.downcast_ref::<T>()).cloned().collect())
+        Ok(env.values(self.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>()).cloned().collect())
     }
 }
 

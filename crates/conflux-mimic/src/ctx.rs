@@ -8,7 +8,36 @@ use crate::args::{Args, Dep, Env, KEY_MARK, Missing};
 use crate::key::{BoxFuture, Key, KeyInfo, Value};
 
 /// What a function gave: its values, or the text of the error it returned.
-pub(crate) type Produced = Result<Vec<Value>, String>;
+pub(crate) type Produced = Result<Values, String>;
+
+/// A function's values, most preferred first; one (the usual case) without
+/// a vector of its own.
+pub(crate) enum Values {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Values {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Values::One(_) => 1,
+            Values::Many(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, least preferred first.
+    pub(crate) fn into_rev(self) -> impl Iterator<Item = Value> {
+        let (one, many) = match self {
+            Values::One(v) => (Some(v), Vec::new()),
+            Values::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.into_iter().rev())
+    }
+}
 
 /// What applying a function gave: values at once, or a future of them.
 pub(crate) enum Step {
@@ -57,7 +86,10 @@ impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result
 }
 
 fn to_values<T: Send + Sync + 'static>(out: Result<Vec<T>, String>) -> Produced {
-    out.map(|v| v.into_iter().map(|v| Arc::new(v) as Value).collect())
+    out.map(|mut v| match (v.pop(), v.is_empty()) {
+        (Some(one), true) => Values::One(Arc::new(one)),
+        (last, _) => Values::Many(v.into_iter().chain(last).map(|v| Arc::new(v) as Value).collect()),
+    })
 }
 
 type RunFn = dyn Fn(&Env<'_>) -> Result<Step, Missing> + Send + Sync;
@@ -117,6 +149,10 @@ impl FnDef {
 
 #[derive(Clone)]
 pub(crate) struct Entry {
+    /// `key.id`, and whether the key is a protocol's endpoint key, kept
+    /// here too: an unfold walks the entries without a trip to each `KeyInfo`.
+    pub(crate) id: u64,
+    pub(crate) endpoint: bool,
     pub(crate) key: Arc<KeyInfo>,
     /// Oldest first.
     pub(crate) binds: Vec<Bind>,
@@ -164,6 +200,11 @@ impl Ctx {
         &self.inner.map
     }
 
+    /// The keys, in creation order (what a NotFound report lists).
+    pub(crate) fn keys(&self) -> Vec<Arc<KeyInfo>> {
+        self.inner.map.iter().map(|e| e.key.clone()).collect()
+    }
+
     /// The keys in evaluation order and the cycles among them (computed once per context).
     pub(crate) fn order(&self) -> &Order {
         self.inner.order.get_or_init(|| Order::new(&self.inner.map))
@@ -191,10 +232,13 @@ impl Ctx {
 
     fn update(&self, key: &Arc<KeyInfo>, f: impl FnOnce(&mut Vec<Bind>)) -> Ctx {
         let mut map = self.inner.map.clone();
-        let i = match map.binary_search_by_key(&key.id, |e| e.key.id) {
+        let i = match map.binary_search_by_key(&key.id, |e| e.id) {
             Ok(i) => i,
             Err(i) => {
-                map.insert(i, Entry { key: key.clone(), binds: Vec::new() });
+                map.insert(
+                    i,
+                    Entry { id: key.id, endpoint: key.protocol.is_some(), key: key.clone(), binds: Vec::new() },
+                );
                 i
             }
         };
@@ -218,7 +262,7 @@ impl Ctx {
     /// The newest plain value of `key` (functions are not run: see
     /// [`Registry::unfold`](crate::Registry::unfold)).
     pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &Key<T>) -> Option<&T> {
-        let entry = self.entry(key.info.id)?;
+        let entry = self.entry(key.id)?;
         entry.binds.iter().rev().find_map(|b| match b {
             Bind::Value(v) => v.downcast_ref::<T>(),
             Bind::Fun(_) => None,
@@ -292,7 +336,7 @@ impl Ctx {
         }
         let mut map = self.inner.map.clone();
         for entry in other.inner.map.iter() {
-            match map.binary_search_by_key(&entry.key.id, |e| e.key.id) {
+            match map.binary_search_by_key(&entry.id, |e| e.id) {
                 Ok(i) => {
                     for bind in &entry.binds {
                         if !map[i].binds.iter().any(|b| b.same(bind)) {
@@ -308,7 +352,7 @@ impl Ctx {
 
     fn entry(&self, id: u64) -> Option<&Entry> {
         let map = &self.inner.map;
-        map.binary_search_by_key(&id, |e| e.key.id).ok().map(|i| &map[i])
+        map.binary_search_by_key(&id, |e| e.id).ok().map(|i| &map[i])
     }
 }
 
@@ -443,5 +487,5 @@ impl Order {
 
 /// The index of the entry of key `id`.
 pub(crate) fn index_of(entries: &[Entry], id: u64) -> Option<usize> {
-    entries.binary_search_by_key(&id, |e| e.key.id).ok()
+    entries.binary_search_by_key(&id, |e| e.id).ok()
 }

@@ -16,6 +16,11 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// The error a protocol's connect gives, kept as is in reports.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A key's place in candidate order: protocols with a priority (lower
+/// first), then those without, then every other key; on a tie the most
+/// recently registered protocol first.
+pub(crate) type Rank = (u8, u32, std::cmp::Reverse<u64>);
+
 /// A type-erased value held by a context.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
@@ -58,7 +63,7 @@ impl fmt::Debug for ProtocolEntry {
 impl ProtocolEntry {
     /// Candidate order: protocols with a priority (lower first), then those
     /// without; the most recently registered first on a tie.
-    pub(crate) fn rank(&self) -> (u8, u32, std::cmp::Reverse<u64>) {
+    pub(crate) fn rank(&self) -> Rank {
         match self.priority {
             Some(p) => (0, p, std::cmp::Reverse(self.seq)),
             None => (1, 0, std::cmp::Reverse(self.seq)),
@@ -105,6 +110,9 @@ impl fmt::Debug for KeyInfo {
 /// ```
 pub struct Key<T> {
     pub(crate) info: Arc<KeyInfo>,
+    /// `info.id`, kept here too: reading a function's arguments while
+    /// unfolding compares ids without a trip to each key's `KeyInfo`.
+    pub(crate) id: u64,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -117,7 +125,7 @@ impl<T: Clone + Send + Sync + 'static> Key<T> {
 
 impl<T> Key<T> {
     pub(crate) fn from_info(info: Arc<KeyInfo>) -> Key<T> {
-        Key { info, _value: PhantomData }
+        Key { id: info.id, info, _value: PhantomData }
     }
 
     /// The name given at creation.
@@ -127,7 +135,7 @@ impl<T> Key<T> {
 
     /// A process-unique number identifying this key (shown in reports as `name#id`).
     pub fn id(&self) -> u64 {
-        self.info.id
+        self.id
     }
 
     /// The name of the protocol this key is the endpoint of, if it is one.
@@ -138,13 +146,13 @@ impl<T> Key<T> {
 
 impl<T> Clone for Key<T> {
     fn clone(&self) -> Self {
-        Key { info: self.info.clone(), _value: PhantomData }
+        Key { info: self.info.clone(), id: self.id, _value: PhantomData }
     }
 }
 
 impl<T> PartialEq for Key<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.info.id == other.info.id
+        self.id == other.id
     }
 }
 
@@ -152,7 +160,7 @@ impl<T> Eq for Key<T> {}
 
 impl<T> std::hash::Hash for Key<T> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.info.id.hash(state);
+        self.id.hash(state);
     }
 }
 

@@ -4,6 +4,7 @@
 mod race;
 mod schedule;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use conflux_flow::BoxFlow;
@@ -11,10 +12,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::ctx::Ctx;
+use crate::key::{KeyInfo, ProtocolEntry};
 use crate::registry::{Registry, ResolveOptions};
-use crate::report::{AttemptOutcome, Cycle, NotFound, Reason};
-use crate::unfold::{Unfolded, unfold};
-use race::{Cand, Race};
+use crate::report::{AttemptOutcome, Cycle, FnReport, NotFound, Reason};
+use crate::unfold::{Unfolded, Unfolding, unfold};
+use race::{Cand, Race, single};
 
 /// Why [`Registry::resolve`](crate::Registry::resolve) (or `unfold`, `connect`, `plan`) failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +65,10 @@ impl Registry {
         async move {
             let start = Instant::now();
             let deadline = start + options.overall_timeout;
-            let unfolded = unfold(self, ctx, options.attempt_timeout, deadline).await?;
-            connect(self, &unfolded, options, start, deadline).await.map_err(ResolveError::NotFound)
+            // The unfold borrows the context: nothing is copied out of it
+            // unless a report needs it.
+            let unfolding = unfold(self, ctx, options.attempt_timeout, deadline).await?;
+            connect(self, &unfolding, options, start, deadline).await.map_err(ResolveError::NotFound)
         }
         .instrument(span)
         .await
@@ -76,7 +80,10 @@ impl Registry {
     pub async fn unfold(&self, ctx: &Ctx) -> Result<Unfolded, Cycle> {
         let options = self.options();
         let span = tracing::trace_span!("unfold", registry = self.id(), keys = ctx.len());
-        unfold(self, ctx, options.attempt_timeout, Instant::now() + options.overall_timeout).instrument(span).await
+        unfold(self, ctx, options.attempt_timeout, Instant::now() + options.overall_timeout)
+            .instrument(span)
+            .await
+            .map(Unfolding::into_unfolded)
     }
 
     /// Connects to the first candidate of `unfolded` that succeeds (or races
@@ -90,11 +97,77 @@ impl Registry {
     }
 }
 
+/// What [`connect`] needs of an unfold: the candidates, and what a NotFound
+/// report says about the unfold (built only when nothing connected).
+trait Source {
+    /// True when the context holds nothing.
+    fn is_empty_ctx(&self) -> bool;
+    /// True when the overall timeout ran out while unfolding.
+    fn overall_expired(&self) -> bool;
+    /// Every endpoint value of `registry`'s protocols, in candidate order.
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>>;
+    /// The protocols of every endpoint value (of any registry), in candidate order.
+    fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry>;
+    /// The functions' reports.
+    fn functions(&self) -> Vec<FnReport>;
+    /// The context's keys, in creation order.
+    fn keys(&self) -> Vec<Arc<KeyInfo>>;
+}
+
+impl Source for Unfolding<'_> {
+    fn is_empty_ctx(&self) -> bool {
+        self.ctx.is_empty()
+    }
+    fn overall_expired(&self) -> bool {
+        self.overall_expired.is_some()
+    }
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
+        self.slots.iter().filter_map(|s| {
+            let key = self.key(s);
+            let entry = key.protocol.as_deref().filter(|p| registry.owns(p))?;
+            Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s) })
+        })
+    }
+    fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
+        self.slots.iter().filter_map(|s| self.key(s).protocol.as_deref())
+    }
+    fn functions(&self) -> Vec<FnReport> {
+        self.reports()
+    }
+    fn keys(&self) -> Vec<Arc<KeyInfo>> {
+        self.ctx.keys()
+    }
+}
+
+impl Source for Unfolded {
+    fn is_empty_ctx(&self) -> bool {
+        self.ctx.is_empty()
+    }
+    fn overall_expired(&self) -> bool {
+        self.overall_expired.is_some()
+    }
+    fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
+        self.bindings.iter().filter_map(|b| {
+            let entry = b.protocol_entry().map(|p| &**p).filter(|p| registry.owns(p))?;
+            Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref() })
+        })
+    }
+    fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
+        self.bindings.iter().filter_map(|b| b.protocol_entry().map(|p| &**p))
+    }
+    fn functions(&self) -> Vec<FnReport> {
+        self.functions.clone()
+    }
+    fn keys(&self) -> Vec<Arc<KeyInfo>> {
+        self.ctx.keys()
+    }
+}
+
 /// Tries the candidates of `unfolded`: this registry's endpoints, in order,
 /// up to the first no-fallback protocol's last one.
 async fn connect(
     registry: &Registry,
-    unfolded: &Unfolded,
+    unfolded: &impl Source,
     options: ResolveOptions,
     start: Instant,
     deadline: Instant,
@@ -103,54 +176,70 @@ async fn connect(
         Box::new(NotFound {
             reason,
             attempts,
-            functions: unfolded.functions.clone(),
+            functions: unfolded.functions(),
             elapsed: start.elapsed(),
-            keys: unfolded.keys.clone(),
+            keys: unfolded.keys(),
         })
     };
-    if unfolded.keys.is_empty() {
+    if unfolded.is_empty_ctx() {
         return Err(not_found(Reason::EmptyContext, Vec::new()));
     }
-    let mut cands: Vec<Cand<'_>> = unfolded
-        .bindings
-        .iter()
-        .filter_map(|b| b.protocol_entry().filter(|p| registry.owns(p)).map(|entry| Cand { entry, binding: b }))
-        .collect();
-    if cands.is_empty() {
-        let mut foreign: Vec<String> = Vec::new();
-        for p in unfolded.bindings.iter().filter_map(|b| b.protocol_entry()) {
-            if !foreign.iter().any(|n| **n == *p.name) {
-                foreign.push(p.name.to_string());
+    let mut found = unfolded.candidates(registry);
+    let (first, second) = (found.next(), found.next());
+    let (expired, mut attempts, cut, guard) = match (first, second) {
+        (None, _) => {
+            let mut foreign: Vec<String> = Vec::new();
+            for p in unfolded.protocols() {
+                if !foreign.iter().any(|n| **n == *p.name) {
+                    foreign.push(p.name.to_string());
+                }
             }
+            let reason = if unfolded.overall_expired() {
+                Reason::OverallTimeout(options.overall_timeout)
+            } else if !registry.has_protocols() {
+                Reason::NoProtocols
+            } else if !foreign.is_empty() {
+                Reason::ForeignEndpoints { protocols: foreign }
+            } else {
+                Reason::NoCandidates
+            };
+            return Err(not_found(reason, Vec::new()));
         }
-        let reason = if unfolded.overall_expired.is_some() {
-            Reason::OverallTimeout(options.overall_timeout)
-        } else if !registry.has_protocols() {
-            Reason::NoProtocols
-        } else if !foreign.is_empty() {
-            Reason::ForeignEndpoints { protocols: foreign }
-        } else {
-            Reason::NoCandidates
-        };
-        return Err(not_found(reason, Vec::new()));
-    }
-    // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
-    let mut cut: Vec<Cand<'_>> = Vec::new();
-    let mut guard = None;
-    if let Some(first) = cands.iter().position(|c| c.entry.no_fallback) {
-        let seq = cands[first].entry.seq;
-        let end = cands[first..].iter().position(|c| c.entry.seq != seq).map_or(cands.len(), |p| first + p);
-        cut = cands.split_off(end);
-        if !cut.is_empty() {
-            guard = Some(cands[first].entry.name.to_string());
+        // One candidate (a `tcp://` URI with an IP address): no race to run,
+        // and nothing after it for a guard to cut off.
+        (Some(only), None) => match single(&only, options, deadline).await {
+            Ok(flow) => return Ok(flow),
+            Err((attempt, expired)) => (expired, vec![attempt], Vec::new(), None),
+        },
+        (Some(first), Some(second)) => {
+            let mut cands: Vec<Cand<'_>> = [first, second].into_iter().chain(found).collect();
+            // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
+            let mut cut: Vec<Cand<'_>> = Vec::new();
+            let mut guard = None;
+            if let Some(first) = cands.iter().position(|c| c.entry.no_fallback) {
+                let seq = cands[first].entry.seq;
+                let end = cands[first..].iter().position(|c| c.entry.seq != seq).map_or(cands.len(), |p| first + p);
+                cut = cands.split_off(end);
+                if !cut.is_empty() {
+                    guard = Some(cands[first].entry.name.to_string());
+                }
+            }
+            let (expired, attempts) = if let [only] = &cands[..] {
+                match single(only, options, deadline).await {
+                    Ok(flow) => return Ok(flow),
+                    Err((attempt, expired)) => (expired, vec![attempt]),
+                }
+            } else {
+                let mut race = Race::new(&cands, options, deadline);
+                if let Some(flow) = (&mut race).await {
+                    return Ok(flow);
+                }
+                (race.expired, race.into_attempts())
+            };
+            (expired, attempts, cut, guard)
         }
-    }
-    let mut race = Race::new(&cands, options, deadline);
-    if let Some(flow) = (&mut race).await {
-        return Ok(flow);
-    }
-    let expired = race.expired || unfolded.overall_expired.is_some();
-    let mut attempts = race.into_attempts();
+    };
+    let expired = expired || unfolded.overall_expired();
     for c in &cut {
         attempts.push(c.attempt(AttemptOutcome::NotTried, Duration::ZERO));
     }

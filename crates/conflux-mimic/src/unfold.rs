@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::args::{DepKind, Env, Missing, Slot};
+use crate::args::{DepKind, Env, Missing, Slot, Val};
 use crate::catch::{self, CatchPanic};
 use crate::ctx::{Bind, Ctx, FnDef, Step, index_of};
-use crate::key::{Key, KeyInfo, ProtocolEntry, Value};
+use crate::key::{Key, KeyInfo, ProtocolEntry, Rank, Value};
 use crate::registry::Registry;
 use crate::report::{Cycle, FnOutcome, FnReport};
 
@@ -27,7 +27,7 @@ pub struct Binding {
 impl Binding {
     /// True when this binds `key` (key equality, upstream's `equal`).
     pub fn is<T>(&self, key: &Key<T>) -> bool {
-        self.key.id == key.info.id
+        self.key.id == key.id
     }
 
     /// The value, when this binds `key`.
@@ -82,8 +82,8 @@ impl fmt::Debug for Binding {
 pub struct Unfolded {
     pub(crate) bindings: Vec<Binding>,
     pub(crate) functions: Vec<FnReport>,
-    /// The context's keys, in creation order (empty for an empty context).
-    pub(crate) keys: Vec<Arc<KeyInfo>>,
+    /// The context unfolded (its keys go into a report).
+    pub(crate) ctx: Ctx,
     pub(crate) overall_expired: Option<Duration>,
 }
 
@@ -137,21 +137,86 @@ impl<'a> IntoIterator for &'a Unfolded {
     }
 }
 
+/// The rank of every key that is not an endpoint of this registry's protocols.
+const OTHER: Rank = (2, 0, std::cmp::Reverse(0));
+
 /// Candidate rank of a binding's key, for this registry.
-pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> (u8, u32, std::cmp::Reverse<u64>) {
+pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> Rank {
     match &key.protocol {
         Some(p) if registry.owns(p) => p.rank(),
-        _ => (2, 0, std::cmp::Reverse(0)),
+        _ => OTHER,
+    }
+}
+
+/// One function of the context and its outcome, as an unfold records it (a
+/// public [`FnReport`] is made of it only for a report or [`Unfolded`]).
+pub(crate) struct FnRecord<'c> {
+    pub(crate) def: &'c Arc<FnDef>,
+    pub(crate) outcome: FnOutcome,
+    pub(crate) missing: Option<Arc<KeyInfo>>,
+}
+
+impl FnRecord<'_> {
+    fn report(&self) -> FnReport {
+        FnReport { def: self.def.clone(), outcome: self.outcome.clone(), missing: self.missing.clone() }
+    }
+}
+
+/// An unfolded context that borrows it: what `resolve` connects from. The
+/// context's own values are not cloned out of it, and the public
+/// [`Unfolded`] (or a report) is made of it only when asked for.
+pub(crate) struct Unfolding<'c> {
+    pub(crate) ctx: &'c Ctx,
+    /// Every value, in candidate order (see [`Unfolded`]).
+    pub(crate) slots: Vec<Slot<'c>>,
+    pub(crate) functions: Vec<FnRecord<'c>>,
+    pub(crate) overall_expired: Option<Duration>,
+}
+
+impl<'c> Unfolding<'c> {
+    /// The key a slot binds.
+    pub(crate) fn key(&self, slot: &Slot<'_>) -> &'c Arc<KeyInfo> {
+        &self.ctx.entries()[slot.key].key
+    }
+
+    /// The function that computed a slot's value.
+    pub(crate) fn origin(&self, slot: &Slot<'_>) -> Option<&'c FnDef> {
+        slot.origin.map(|f| &**self.functions[f].def)
+    }
+
+    /// The functions' reports, in evaluation order.
+    pub(crate) fn reports(&self) -> Vec<FnReport> {
+        self.functions.iter().map(FnRecord::report).collect()
+    }
+
+    /// The public form, owning (sharing) what it holds.
+    pub(crate) fn into_unfolded(self) -> Unfolded {
+        let functions: Vec<FnReport> = self
+            .functions
+            .into_iter()
+            .map(|r| FnReport { def: r.def.clone(), outcome: r.outcome, missing: r.missing })
+            .collect();
+        let entries = self.ctx.entries();
+        let bindings = self
+            .slots
+            .into_iter()
+            .map(|s| Binding {
+                key: entries[s.key].key.clone(),
+                value: s.value.into_owned(),
+                origin: s.origin.map(|f| functions[f].def.clone()),
+            })
+            .collect();
+        Unfolded { bindings, functions, ctx: self.ctx.clone(), overall_expired: self.overall_expired }
     }
 }
 
 /// Unfolds `ctx`: each function runs once, after the keys it reads.
-pub(crate) async fn unfold(
+pub(crate) async fn unfold<'c>(
     registry: &Registry,
-    ctx: &Ctx,
+    ctx: &'c Ctx,
     attempt_timeout: Duration,
     deadline: Instant,
-) -> Result<Unfolded, Cycle> {
+) -> Result<Unfolding<'c>, Cycle> {
     let entries = ctx.entries();
     let order = ctx.order();
     let cyclic = order
@@ -159,24 +224,25 @@ pub(crate) async fn unfold(
         .map_err(|keys| Cycle { keys })?;
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
-    let mut values: Vec<Slot> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
+    let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
     // Per key (in key order): where its values are in `values`.
-    let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.key.id, 0..0)).collect();
-    let mut functions = Vec::new();
+    let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.id, 0..0)).collect();
+    let mut functions: Vec<FnRecord<'c>> = Vec::new();
     let mut overall_expired = None;
     for &i in &order.keys {
+        let rank = if entries[i].endpoint { rank(registry, &entries[i].key) } else { OTHER };
         // Oldest first while collecting; reversed to newest first below.
         let start = values.len();
         for bind in &entries[i].binds {
             let def = match bind {
                 Bind::Value(v) => {
-                    values.push(Slot { value: v.clone(), origin: None, key: i });
+                    values.push(Slot { value: Val::Ctx(v), origin: None, key: i, rank });
                     continue;
                 }
                 Bind::Fun(def) => def,
             };
             if cyclic.get(i).copied().unwrap_or(false) {
-                functions.push(FnReport { def: def.clone(), outcome: FnOutcome::InCycle, missing: None });
+                functions.push(FnRecord { def, outcome: FnOutcome::InCycle, missing: None });
                 continue;
             }
             // A panic in the function (or an argument's `map`) is its failure.
@@ -186,8 +252,9 @@ pub(crate) async fn unfold(
                 Err(message) => FnOutcome::Panicked(message),
                 Ok(Err(Missing { key })) => {
                     let provided = index_of(entries, key.id).is_some();
-                    missing = Some(key.clone());
-                    FnOutcome::Dropped { missing: key.name.to_string(), provided }
+                    let name = key.name.to_string();
+                    missing = Some(key);
+                    FnOutcome::Dropped { missing: name, provided }
                 }
                 Ok(Ok(step)) => {
                     let produced = match step {
@@ -212,10 +279,12 @@ pub(crate) async fn unfold(
                         Ok(Ok(v)) if v.is_empty() => FnOutcome::ReturnedNone,
                         Ok(Ok(v)) => {
                             let n = v.len();
-                            values.extend(v.into_iter().rev().map(|value| Slot {
-                                value,
-                                origin: Some(functions.len()),
+                            let origin = Some(functions.len());
+                            values.extend(v.into_rev().map(|value| Slot {
+                                value: Val::Made(value),
+                                origin,
                                 key: i,
+                                rank,
                             }));
                             FnOutcome::Produced(n)
                         }
@@ -229,23 +298,14 @@ pub(crate) async fn unfold(
                 outcome = ?outcome,
                 "function applied"
             );
-            functions.push(FnReport { def: def.clone(), outcome, missing });
+            functions.push(FnRecord { def, outcome, missing });
         }
         values[start..].reverse();
         ranges[i].1 = start..values.len();
     }
     // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
-    values.sort_by_key(|s| (rank(registry, &entries[s.key].key), s.key));
-    let bindings = values
-        .into_iter()
-        .map(|s| Binding {
-            key: entries[s.key].key.clone(),
-            value: s.value,
-            origin: s.origin.map(|f| functions[f].def.clone()),
-        })
-        .collect();
-    let keys = entries.iter().map(|e| e.key.clone()).collect();
-    Ok(Unfolded { bindings, functions, keys, overall_expired })
+    values.sort_by_key(|s| (s.rank, s.key));
+    Ok(Unfolding { ctx, slots: values, functions, overall_expired })
 }
 
 /// Whether a dependency kind is required (used by plans).

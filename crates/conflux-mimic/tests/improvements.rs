@@ -182,6 +182,47 @@ async fn a_hanging_attempt_times_out_and_the_next_is_tried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lone_candidate_is_bounded_like_one_in_a_race() {
+    // One candidate takes a path of its own (no race to run): the same
+    // deadlines, outcomes and report as a candidate among several.
+    let attempt =
+        ResolveOptions::new().attempt_timeout(Duration::from_secs(2)).overall_timeout(Duration::from_secs(30));
+    let overall =
+        ResolveOptions::new().attempt_timeout(Duration::from_secs(10)).overall_timeout(Duration::from_secs(3));
+    for (opts, racing) in [(attempt, false), (attempt.race(Duration::from_secs(1)), true), (overall, false)] {
+        let registry = Registry::with_options(opts);
+        let (one, dropped) = hanging(&registry, "one", RegisterOptions::new().priority(1));
+        let started = Instant::now();
+        let err = registry.resolve(&Ctx::new().add(&one, ())).await.unwrap_err();
+        let report = err.not_found().unwrap();
+        assert_eq!(report.attempts().len(), 1, "{err}");
+        let a = &report.attempts()[0];
+        assert!(dropped.load(Ordering::SeqCst), "the pending connect was dropped");
+        if opts == overall {
+            assert_eq!(started.elapsed(), Duration::from_secs(3));
+            assert_eq!(report.reason(), &Reason::OverallTimeout(Duration::from_secs(3)));
+            assert!(matches!(a.outcome(), AttemptOutcome::Cancelled), "{err}");
+        } else {
+            assert_eq!(started.elapsed(), Duration::from_secs(2), "racing: {racing}");
+            assert_eq!(report.reason(), &Reason::Exhausted);
+            assert!(matches!(a.outcome(), AttemptOutcome::TimedOut(t) if *t == Duration::from_secs(2)), "{err}");
+        }
+        assert_eq!(a.elapsed(), started.elapsed(), "{err}");
+        assert_eq!((a.protocol(), a.priority()), ("one", Some(1)));
+    }
+    // A failure is reported with its error, and a fallback-forbidding lone
+    // candidate still names the candidates it cut off.
+    let registry = Registry::new();
+    let tls = failing(&registry, "tls", RegisterOptions::new().priority(1).no_fallback());
+    let tcp = failing(&registry, "tcp", RegisterOptions::new().priority(2));
+    let err = registry.resolve(&Ctx::new().add(&tls, ()).add(&tcp, ())).await.unwrap_err();
+    let report = err.not_found().unwrap();
+    assert_eq!(report.reason(), &Reason::FallbackForbidden { protocol: "tls".into() });
+    assert!(matches!(report.attempts()[0].outcome(), AttemptOutcome::Failed(e) if e.to_string() == "refused"), "{err}");
+    assert!(matches!(report.attempts()[1].outcome(), AttemptOutcome::NotTried), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_overall_timeout_bounds_the_whole_resolve() {
     let opts = ResolveOptions::new().attempt_timeout(Duration::from_secs(10)).overall_timeout(Duration::from_secs(3));
     let registry = Registry::with_options(opts);

@@ -12,15 +12,18 @@ use tokio::time::{Instant, Sleep};
 
 use super::schedule::Schedule;
 use crate::catch::{self, CatchPanic};
-use crate::key::{BoxError, BoxFuture, ProtocolEntry};
+use crate::ctx::FnDef;
+use crate::key::{BoxError, BoxFuture, KeyInfo, ProtocolEntry, Value};
 use crate::registry::ResolveOptions;
 use crate::report::{Attempt, AttemptOutcome};
-use crate::unfold::Binding;
 
-/// One candidate: a binding of an endpoint key of this registry.
+/// One candidate: a value of an endpoint key of this registry.
 pub(super) struct Cand<'a> {
-    pub(super) entry: &'a Arc<ProtocolEntry>,
-    pub(super) binding: &'a Binding,
+    pub(super) entry: &'a ProtocolEntry,
+    pub(super) key: &'a Arc<KeyInfo>,
+    pub(super) value: &'a Value,
+    /// The function that computed the value (`None` for a plain value).
+    pub(super) origin: Option<&'a FnDef>,
 }
 
 impl Cand<'_> {
@@ -30,9 +33,30 @@ impl Cand<'_> {
             priority: self.entry.priority,
             outcome,
             elapsed,
-            computed_by: self.binding.computed_by().map(str::to_owned),
-            key: self.binding.key.clone(),
+            computed_by: self.origin.map(|d| d.label.clone()),
+            key: self.key.clone(),
         }
+    }
+
+    /// Starts the connect; a panic before it gives a future is its failure.
+    fn launch(&self) -> Connecting {
+        let fut: BoxFuture<Result<BoxFlow, BoxError>> = match catch::call(|| (self.entry.connect)(self.value)) {
+            Ok(fut) => fut,
+            Err(message) => Box::pin(std::future::ready(Err(Box::new(Panic(message)) as BoxError))),
+        };
+        CatchPanic::new(fut)
+    }
+
+    /// The trace event of an attempt that ended (`elapsed` is read only when it is enabled).
+    fn trace(&self, elapsed: impl FnOnce() -> Duration, outcome: &dyn std::fmt::Display) {
+        tracing::trace!(
+            target: "conflux_mimic::attempt",
+            protocol = %self.entry.name,
+            priority = self.entry.priority,
+            outcome = %outcome,
+            elapsed_us = elapsed().as_micros() as u64,
+            "connect attempt"
+        );
     }
 }
 
@@ -49,7 +73,88 @@ impl std::fmt::Display for Panic {
 impl std::error::Error for Panic {}
 
 /// A connect in progress; a panic while polling it is `Err(message)`.
-type Connecting = Pin<Box<CatchPanic<dyn Future<Output = Result<BoxFlow, BoxError>> + Send>>>;
+type Connecting = CatchPanic<dyn Future<Output = Result<BoxFlow, BoxError>> + Send>;
+
+/// What a finished connect gave: the flow, or the attempt's failure.
+fn outcome_of(result: Result<Result<BoxFlow, BoxError>, String>) -> Result<BoxFlow, AttemptOutcome> {
+    match result {
+        Ok(Ok(flow)) => Ok(flow),
+        Ok(Err(e)) => Err(match e.downcast::<Panic>() {
+            Ok(p) => AttemptOutcome::Panicked(p.0),
+            Err(e) => AttemptOutcome::Failed(e),
+        }),
+        Err(message) => Err(AttemptOutcome::Panicked(message)),
+    }
+}
+
+/// Connects to `c`, the only candidate: what a [`Race`] of one does (same
+/// deadlines, same outcomes, same trace events), without its bookkeeping.
+/// On failure, the attempt and whether the overall deadline ran out.
+pub(super) async fn single(
+    c: &Cand<'_>,
+    options: ResolveOptions,
+    deadline: Instant,
+) -> Result<BoxFlow, (Attempt, bool)> {
+    let started = Instant::now();
+    if started >= deadline {
+        return Err((c.attempt(AttemptOutcome::NotTried, Duration::ZERO), true));
+    }
+    let attempt_deadline = started + options.attempt_timeout;
+    let mut connecting = c.launch();
+    // Polled once at once, as a race polls an attempt it starts.
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut connecting).poll(cx))).await;
+    let result = match first {
+        Poll::Ready(r) => outcome_of(r),
+        Poll::Pending => {
+            // A connect that did not complete at once (a kernel connect, even
+            // on loopback) often has by the runtime's next look at I/O: let it
+            // look once before making the attempt's timer, which a connect
+            // done by then never needs (a timer that becomes the runtime's
+            // earliest costs it a wake-up, a system call). The deadlines stay
+            // as they were, counted from `started`.
+            tokio::task::yield_now().await;
+            let mut timer = std::pin::pin!(None::<Sleep>);
+            std::future::poll_fn(|cx| {
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Poll::Ready(Err(AttemptOutcome::Cancelled));
+                    }
+                    if now >= attempt_deadline {
+                        return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
+                    }
+                    if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
+                        return Poll::Ready(outcome_of(r));
+                    }
+                    if timer.is_none() {
+                        timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
+                    }
+                    if let Some(t) = timer.as_mut().as_pin_mut()
+                        && t.poll(cx).is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                    timer.set(None);
+                }
+            })
+            .await
+        }
+    };
+    // Dropping a pending connect closes whatever it opened.
+    drop(connecting);
+    match result {
+        Ok(flow) => {
+            c.trace(|| started.elapsed(), &"connected");
+            Ok(flow)
+        }
+        Err(outcome) => {
+            let elapsed = started.elapsed();
+            c.trace(|| elapsed, &outcome_label(&outcome));
+            let expired = matches!(outcome, AttemptOutcome::Cancelled);
+            Err((c.attempt(outcome, elapsed), expired))
+        }
+    }
+}
 
 struct Slot {
     started: Option<Instant>,
@@ -92,13 +197,8 @@ impl<'a> Race<'a> {
     }
 
     fn launch(&mut self, i: usize, now: Instant) {
-        let c = &self.cands[i];
         self.slots[i].started = Some(now);
-        let fut: BoxFuture<Result<BoxFlow, BoxError>> = match catch::call(|| (c.entry.connect)(&c.binding.value)) {
-            Ok(fut) => fut,
-            Err(message) => Box::pin(std::future::ready(Err(Box::new(Panic(message)) as BoxError))),
-        };
-        self.running.push((i, Box::pin(CatchPanic::new(fut))));
+        self.running.push((i, self.cands[i].launch()));
     }
 
     fn elapsed(&self, i: usize) -> Duration {
@@ -106,15 +206,7 @@ impl<'a> Race<'a> {
     }
 
     fn trace(&self, i: usize, outcome: &dyn std::fmt::Display) {
-        let c = &self.cands[i];
-        tracing::trace!(
-            target: "conflux_mimic::attempt",
-            protocol = %c.entry.name,
-            priority = c.entry.priority,
-            outcome = %outcome,
-            elapsed_us = self.elapsed(i).as_micros() as u64,
-            "connect attempt"
-        );
+        self.cands[i].trace(|| self.elapsed(i), outcome);
     }
 
     fn finish(&mut self, i: usize, outcome: AttemptOutcome) {
@@ -141,23 +233,21 @@ impl<'a> Race<'a> {
         while k < self.running.len() {
             let (i, fut) = &mut self.running[k];
             let i = *i;
-            let outcome = match fut.as_mut().poll(cx) {
+            let outcome = match Pin::new(fut).poll(cx) {
                 Poll::Pending => {
                     k += 1;
                     continue;
                 }
-                Poll::Ready(Ok(Ok(flow))) => {
-                    drop(self.running.swap_remove(k));
-                    self.trace(i, &"connected");
-                    // Losers are cancelled: dropping a pending connect closes whatever it opened.
-                    self.cancel_running();
-                    return Polled::Won(flow);
-                }
-                Poll::Ready(Ok(Err(e))) => match e.downcast::<Panic>() {
-                    Ok(p) => AttemptOutcome::Panicked(p.0),
-                    Err(e) => AttemptOutcome::Failed(e),
+                Poll::Ready(r) => match outcome_of(r) {
+                    Ok(flow) => {
+                        drop(self.running.swap_remove(k));
+                        self.trace(i, &"connected");
+                        // Losers are cancelled: dropping a pending connect closes whatever it opened.
+                        self.cancel_running();
+                        return Polled::Won(flow);
+                    }
+                    Err(outcome) => outcome,
                 },
-                Poll::Ready(Err(message)) => AttemptOutcome::Panicked(message),
             };
             drop(self.running.swap_remove(k));
             self.finish(i, outcome);
