@@ -115,7 +115,13 @@ fn one_line_reason(e: &ResolveError) -> String {
         (Reason::OverallTimeout(d), _) => format!("timed out after {d:?}"),
         (_, Some(last)) if tried > 1 => format!("all {tried} candidates failed, the last: {last}"),
         (_, Some(last)) => last,
-        (_, None) => e.to_string().lines().next().unwrap_or_default().to_string(),
+        (_, None) => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            match nf.missing_keys() {
+                missing if missing.is_empty() => first,
+                missing => format!("{first}; never provided: {}", missing.join(", ")),
+            }
+        }
     };
     flatten(&text)
 }

@@ -100,7 +100,9 @@ impl Protocol for Tcp {
 /// Registers kernel TCP (a new [`HostStack`]) as `tcp` and binds the `tcp`
 /// scheme: a context made by [`Registry::ctx_from_uri`] from a `tcp://` URI
 /// gets [`tcp_endpoints`]; [`Registry::listen`] on a `tcp://` URI listens
-/// through the same stack. The binding uses `connect_timeout=` and
+/// through a kernel stack of the same config (one per listener, so that a
+/// second listen on a bound address is `AddrInUse` rather than a silent
+/// takeover of the first listener). The binding uses `connect_timeout=` and
 /// `keepalive=`, and `framing=shutdown` with the `hvsock` feature (the
 /// framing over the TCP flow; without the feature it is an error naming
 /// it); any other modifier is an error naming it.

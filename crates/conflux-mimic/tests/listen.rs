@@ -71,6 +71,18 @@ async fn tcp_honours_the_bind_address() {
 }
 
 #[tokio::test]
+async fn tcp_listens_on_a_domain_names_address() {
+    let registry = registry();
+    let listener = registry.listen(&uri("tcp-listen://localhost:0")).await.unwrap();
+    let local = listener.local_uri().clone();
+    let Some(Host::Ip(ip)) = local.host() else { panic!("{local}") };
+    assert!(ip.is_loopback(), "{local}");
+    let server = echo_one(listener);
+    ping(registry.dial(&local).await.unwrap(), "localhost").await;
+    within("server", TIMEOUT, server).await.unwrap();
+}
+
+#[tokio::test]
 async fn tcp_with_framing_on_both_sides() {
     let registry = registry();
     let listener = registry.listen(&uri("tcp-listen://127.0.0.1:0?framing=shutdown")).await.unwrap();
@@ -182,6 +194,14 @@ async fn bad_dial_input_names_its_part() {
     let text = err.to_string();
     assert!(text.contains("nobody.sock") && !text.contains('\n'), "{text}");
     assert!(err.resolve_error().is_some());
+    // No TLS config (no `ca=`, and no webpki roots unless a workspace build
+    // unified that feature in): the key never provided is named.
+    let tls = uri("tls://127.0.0.1:1");
+    if registry.ctx_from_uri(&tls).unwrap().get(&conflux_mimic::TlsKeys::get().config).is_none() {
+        let err = registry.dial(&tls).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("tls.config") && !text.contains('\n'), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -198,4 +218,33 @@ async fn a_connect_that_times_out_says_so_naming_the_uri() {
     assert!(text.contains("mute.sock") && text.contains("timed out"), "{text}");
     assert!(!text.contains('\n'), "one line: {text}");
     drop(listener);
+}
+
+/// G5 for the framing over a TCP flow: closing the framed flow closes the
+/// TCP flow under it (the dialling stack counts none left open).
+#[tokio::test]
+async fn the_framing_over_tcp_closes_the_tcp_flow_under_it() {
+    use conflux_mimic::{FramingKeys, RegisterOptions, Tcp, register_hvsock, register_tcp_with};
+    use conflux_tcp::TcpStack;
+    use conflux_tcp_host::HostStack;
+    let stack = HostStack::new();
+    let dialler = Registry::new();
+    register_tcp_with(&dialler, Tcp::new(stack.clone()), RegisterOptions::new());
+    let framing = conflux_hvsock::FramingConfig::new().close_timeout(std::time::Duration::from_secs(2));
+    register_hvsock(&dialler, RegisterOptions::new(), framing);
+    let ctx = conflux_mimic::Ctx::new().add(&FramingKeys::get().config, framing);
+    let listener = registry().listen_with(&uri("tcp://127.0.0.1:0?framing=shutdown"), &ctx).await.unwrap();
+    let local = listener.local_uri().clone();
+    let server = echo_one(listener);
+    let flow = dialler.dial_with(&local, &ctx).await.unwrap();
+    assert_eq!(stack.open_flows(), 1);
+    ping(flow, "g5").await;
+    within("server", TIMEOUT, server).await.unwrap();
+    // The framing hands the TCP flow to a background close once its own close is done.
+    within("the tcp flow closes", TIMEOUT, async {
+        while stack.open_flows() != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }

@@ -57,6 +57,12 @@ async fn a_tls_listener_serves_a_client_that_trusts_its_certificate() {
     let local = listener.local_uri().to_string();
     assert!(local.starts_with("tls://127.0.0.1:") && !local.contains('?'), "no cert or key in {local}");
     let server = echo_one(listener);
+    // A client that does not trust the certificate: one line naming the URI and why.
+    write_cert(dir.path(), "other");
+    let err = registry.dial(&uri(&format!("{local}?ca={d}/other.pem"))).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&local) && text.contains("certificate") && !text.contains('\n'), "{text}");
+    // The listener dropped that one and serves the next.
     ping(registry.dial(&uri(&format!("{local}?ca={d}/server.pem"))).await.unwrap(), "tls").await;
     within("server", TIMEOUT, server).await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! `stdio:` through [`register_all`], in a child process: this test binary
 //! runs itself with its stdin and stdout as pipes. Listening yields exactly
 //! one flow (stdin and stdout) and then ends; dialling gives that flow too;
-//! `framing=shutdown` frames it.
+//! `framing=shutdown` frames it (the child's stdin and stdout then a Unix
+//! socket pair, framed on this side too).
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -9,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use conflux_flow::{FlowExt, Shutdown};
 use conflux_mimic::{Registry, register_all};
+use conflux_testkit::{TIMEOUT, within};
 
 /// Set in the child: which side of `stdio:` it runs.
 const CHILD: &str = "CONFLUX_STDIO_CHILD";
@@ -54,6 +56,51 @@ fn dialling_stdio_gives_stdin_and_stdout() {
     assert_eq!(between_markers(&out), b"echo: dialled");
 }
 
+/// `stdio:?framing=shutdown`: the child's stdin and stdout are one end of a
+/// Unix socket pair, whose other end this test frames too. The child first
+/// prints a marker line (the test harness writes before it).
+#[tokio::test]
+async fn listening_on_framed_stdio_speaks_the_framing() {
+    use conflux_hvsock::{FramingConfig, RawFlow, UnixSocket};
+    use std::os::fd::OwnedFd;
+    use tokio::io::AsyncReadExt;
+
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let stdin: OwnedFd = theirs.try_clone().unwrap().into();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "stdio_child", "--test-threads=1", "--quiet", "--nocapture"])
+        .env(CHILD, "framed-listen")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    ours.set_nonblocking(true).unwrap();
+    // Kept open to drain what the child's test harness writes after the flow.
+    let harness = tokio::net::UnixStream::from_std(ours.try_clone().unwrap()).unwrap();
+    let mut stream = tokio::net::UnixStream::from_std(ours).unwrap();
+    // Up to the marker, byte by byte: what follows is framed.
+    let mut seen = Vec::new();
+    within("marker", TIMEOUT, async {
+        while !seen.ends_with(b"<<FRAMED>>\n") {
+            seen.push(stream.read_u8().await.unwrap());
+        }
+    })
+    .await;
+    let config = FramingConfig::new().close_timeout(std::time::Duration::from_secs(2));
+    let mut flow = RawFlow::new(UnixSocket::from_tokio(stream).unwrap()).into_framed(config);
+    flow.write("framed stdio").await.unwrap();
+    flow.shutdown(Shutdown::Write).await.unwrap();
+    assert_eq!(within("echo", TIMEOUT, flow.read_to_end()).await.unwrap(), b"echo: framed stdio");
+    within("close", TIMEOUT, flow.close()).await.unwrap();
+    assert!(!flow.close_timed_out(), "the child answered our Close");
+    let mut rest = Vec::new();
+    let mut harness = harness;
+    within("the child's harness", TIMEOUT, harness.read_to_end(&mut rest)).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
 /// The child: echoes stdin to stdout between markers, through `stdio:`.
 #[tokio::test]
 #[ignore = "run by the other tests of this file, as a child process"]
@@ -61,6 +108,19 @@ async fn stdio_child() {
     let Ok(mode) = std::env::var(CHILD) else { return };
     let registry = Registry::new();
     register_all(&registry);
+    if mode == "framed-listen" {
+        println!("<<FRAMED>>");
+        std::io::stdout().flush().unwrap();
+        let mut listener = registry.listen(&"stdio:?framing=shutdown".parse().unwrap()).await.unwrap();
+        let mut a = listener.accept().await.unwrap();
+        let got = a.flow.read_to_end().await.unwrap();
+        let mut reply = b"echo: ".to_vec();
+        reply.extend_from_slice(&got);
+        a.flow.write(reply).await.unwrap();
+        a.flow.shutdown(Shutdown::Write).await.unwrap();
+        a.flow.close().await.unwrap();
+        return;
+    }
     let uri = "stdio:".parse().unwrap();
     let (mut flow, mut listener) = if mode == "listen" {
         let mut listener = registry.listen(&uri).await.unwrap();
