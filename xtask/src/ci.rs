@@ -24,6 +24,7 @@ pub(crate) const LIBRARY_CRATES: &[&str] = &[
     "conflux-mimic",
     "conflux-uri",
     "conflux-9p",
+    "conflux-hyper",
 ];
 
 /// conflux-mimic's binding features, each checked on its own. Must be every
