@@ -46,6 +46,7 @@ mod harness;
 mod report;
 
 pub mod flow;
+pub mod http;
 pub mod hvsock;
 pub mod mimic;
 pub mod netstack;

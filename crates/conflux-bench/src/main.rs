@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use conflux_bench::{Ctx, Record, Scenario, flow, hvsock, mimic, netstack, ninep, tcp_host};
+use conflux_bench::{Ctx, Record, Scenario, flow, http, hvsock, mimic, netstack, ninep, tcp_host};
 
 /// A scenario group: its command-line name and its scenarios.
 type Group = (&'static str, fn() -> Vec<Scenario>);
@@ -24,6 +24,7 @@ const GROUPS: &[Group] = &[
     ("hvsock", hvsock::scenarios),
     ("mimic", mimic::scenarios),
     ("9p", ninep::scenarios),
+    ("http", http::scenarios),
 ];
 
 struct Args {
