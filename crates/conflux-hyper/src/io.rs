@@ -77,6 +77,9 @@ impl<F: Flow> HyperFlow<F> {
     /// Ready with bytes in `rest`, or with `rest` empty at Eof.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.rest.is_empty() {
+            // Let go of the spent chunk first: a flow reading into one growing
+            // buffer (a socket's) can then reuse its memory instead of allocating.
+            self.rest = Bytes::new();
             match ready!(self.flow.poll_read(cx)) {
                 Ok(Some(chunk)) => self.rest = chunk,
                 Ok(None) => {}
