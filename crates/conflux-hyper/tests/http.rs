@@ -232,3 +232,36 @@ async fn curl_over_unix() {
     assert_eq!(out.stdout, b"hello");
     task.abort();
 }
+
+/// `https://127.0.0.1:PORT` by authority to `tls://127.0.0.1:PORT?ca=..`
+/// (plus `query`), against axum on `tls-listen://` with a self-signed
+/// certificate (plus `query`).
+async fn over_tls(query: &str) {
+    let dir = conflux_testkit::TempDir::new("hyper-tls");
+    let d = dir.path().display();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("k.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let registry = registry();
+    let listen = format!("tls-listen://127.0.0.1:0?cert={d}/c.pem&key={d}/k.pem{query}");
+    let (uri, accepted, task) = serve(registry.listen(&listen.parse().unwrap()).await.unwrap());
+    let port = uri.to_string().split('?').next().unwrap().rsplit(':').next().unwrap().to_string();
+    let connector = Connector::by_authority(registry, &format!("ca={d}/c.pem{query}"));
+    let base = format!("https://127.0.0.1:{port}");
+    assert_eq!(
+        connector.endpoint(&base.parse().unwrap()).unwrap().to_string(),
+        format!("tls://127.0.0.1:{port}?ca={d}/c.pem{query}")
+    );
+    tokio::time::timeout(LIMIT, suite(connector, &base, &accepted)).await.unwrap();
+    task.abort();
+}
+
+#[tokio::test]
+async fn over_tls_by_authority() {
+    over_tls("").await;
+}
+
+#[tokio::test]
+async fn over_tls_framed_by_authority() {
+    over_tls("&framing=shutdown").await;
+}
