@@ -214,3 +214,79 @@ impl<F: Flow> Connection for HyperFlow<F> {
         if self.h2 { connected.negotiated_h2() } else { connected }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use conflux_flow::FlowError;
+
+    use super::*;
+
+    /// A flow that takes at most `room` bytes a call (then `Pending`) and
+    /// records each `poll_writev` call's buffers, by their addresses.
+    struct Recorder {
+        room: usize,
+        calls: Arc<Mutex<Vec<Vec<(usize, usize)>>>>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Flow for Recorder {
+        fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+            Poll::Ready(Ok(None))
+        }
+        fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+            self.poll_writev(cx, std::slice::from_mut(buf))
+        }
+        fn poll_writev(&mut self, _cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+            self.calls.lock().unwrap().push(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect());
+            let mut room = self.room;
+            for b in bufs.iter_mut() {
+                let n = b.len().min(room);
+                self.got.lock().unwrap().extend_from_slice(&b[..n]);
+                b.advance(n);
+                room -= n;
+            }
+            if bufs.iter().all(Bytes::is_empty) { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+        fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A vectored write reaches the flow as one `poll_writev` of one buffer
+    /// per slice, in one allocation; what the flow could not take yet is
+    /// offered again from where it stopped (never copied again), before the
+    /// next write's bytes, and a flush finishes it.
+    #[test]
+    fn a_vectored_write_is_one_writev_and_each_byte_is_copied_once() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut io = HyperFlow::new(Recorder { room: 5, calls: calls.clone(), got: got.clone() });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let slices = [IoSlice::new(b"head"), IoSlice::new(b""), IoSlice::new(b"body-bytes")];
+        let wrote = Write::poll_write_vectored(Pin::new(&mut io), &mut cx, &slices);
+        assert!(matches!(wrote, Poll::Ready(Ok(14))), "{wrote:?}");
+        {
+            let calls = calls.lock().unwrap();
+            assert_eq!(calls.len(), 1, "one writev");
+            let first = &calls[0];
+            assert_eq!(first.iter().map(|c| c.1).collect::<Vec<_>>(), [4, 10], "one buffer per non-empty slice");
+            assert_eq!(first[0].0 + 4, first[1].0, "one allocation, cut in two");
+        }
+        // The next write first finishes the previous one (from where it stopped).
+        assert!(Write::poll_write(Pin::new(&mut io), &mut cx, b"next").is_pending());
+        assert!(Write::poll_flush(Pin::new(&mut io), &mut cx).is_ready());
+        {
+            let calls = calls.lock().unwrap();
+            let (ptr, len) = calls[1][0];
+            assert_eq!((ptr, len), (calls[0][1].0 + 1, 9), "the rest of the same buffer, not a copy");
+        }
+        assert!(matches!(Write::poll_write(Pin::new(&mut io), &mut cx, b"next"), Poll::Ready(Ok(4))));
+        while Write::poll_flush(Pin::new(&mut io), &mut cx).is_pending() {}
+        assert_eq!(&got.lock().unwrap()[..], b"headbody-bytesnext");
+    }
+}

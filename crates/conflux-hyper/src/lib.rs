@@ -8,6 +8,29 @@
 //!   tokio adapter), for the connector and hyper's server connections.
 //! - [`AxumListener`] (feature `axum`, on by default): axum 0.8's
 //!   `serve::Listener` for any URI the registry listens on.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use conflux_hyper::{AxumListener, Connector};
+//! use hyper_util::client::legacy::Client;
+//!
+//! let registry = conflux_mimic::Registry::new();
+//! conflux_mimic::register_all(&registry);
+//!
+//! // In the guest: axum on vsock port 8080.
+//! let listener = AxumListener::bind(&registry, &"vsock://:8080".parse()?).await?;
+//! let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! // On the host: hyper-util's pooled client through the VMM's hybrid vsock socket.
+//! let connector = Connector::new(registry, "fc-vsock:///srv/vm1/v.sock?port=8080".parse()?);
+//! let client: Client<_, http_body_util::Empty<bytes::Bytes>> =
+//!     Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+//! let response = client.get("http://vm1/hello".parse()?).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod connect;
