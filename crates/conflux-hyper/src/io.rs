@@ -223,11 +223,14 @@ mod tests {
 
     use super::*;
 
+    /// Each `poll_writev` call's buffers, as (address, length).
+    type Calls = Arc<Mutex<Vec<Vec<(usize, usize)>>>>;
+
     /// A flow that takes at most `room` bytes a call (then `Pending`) and
     /// records each `poll_writev` call's buffers, by their addresses.
     struct Recorder {
         room: usize,
-        calls: Arc<Mutex<Vec<Vec<(usize, usize)>>>>,
+        calls: Calls,
         got: Arc<Mutex<Vec<u8>>>,
     }
 
