@@ -50,7 +50,9 @@ enum Default {
 /// so requests to one authority share connections (keep-alive).
 ///
 /// A [`Ctx`] given with [`with_ctx`](Connector::with_ctx) goes to every dial
-/// ([`Registry::dial_with`]): a TLS config, a stack.
+/// ([`Registry::dial_with`]): a TLS config, a stack. With the `tls` feature,
+/// a `tls://` connection whose handshake agreed on `h2` by ALPN (a TLS config
+/// whose `alpn_protocols` offer it) is HTTP/2 to hyper-util's client.
 #[derive(Clone)]
 pub struct Connector {
     registry: Registry,
@@ -165,6 +167,12 @@ impl tower_service::Service<http::Uri> for Connector {
         Box::pin(async move {
             let endpoint = endpoint?;
             let flow = registry.dial_with(&endpoint, &ctx).await?;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = flow.downcast_ref::<conflux_mimic::TlsFlow>()
+                && tls.alpn_protocol() == Some(b"h2")
+            {
+                return Ok(HyperFlow::new(flow).negotiated_h2());
+            }
             Ok(HyperFlow::new(flow))
         })
     }

@@ -48,6 +48,13 @@ impl<F: Flow> HyperFlow<F> {
         HyperFlow { flow, rest: Bytes::new(), unsent: Vec::new(), h2: false }
     }
 
+    /// Tells hyper-util's client the connection speaks HTTP/2 (ALPN said `h2`).
+    #[cfg(feature = "tls")]
+    pub(crate) fn negotiated_h2(mut self) -> HyperFlow<F> {
+        self.h2 = true;
+        self
+    }
+
     /// Hands whatever was reported written but not yet taken to the flow.
     fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.unsent.iter().any(|b| !b.is_empty()) {

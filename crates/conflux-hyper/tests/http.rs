@@ -265,3 +265,67 @@ async fn over_tls_by_authority() {
 async fn over_tls_framed_by_authority() {
     over_tls("&framing=shutdown").await;
 }
+
+/// HTTP/2 over `tls://`: the server's TLS config offers `h2` by ALPN, the
+/// client's config (in the connector's context) too; the handshake picks
+/// `h2`, the connector says so, and hyper-util's client speaks HTTP/2 on
+/// one connection.
+#[tokio::test]
+async fn h2_over_tls_by_alpn() {
+    use std::sync::Arc;
+
+    use conflux_mimic::{TlsFlow, TlsKeys};
+    use futures_util::StreamExt;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let server = Arc::new(server);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+    let registry = registry();
+    let tcp = registry.listen(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = tcp.local_uri().to_string().rsplit(':').next().unwrap().to_string();
+    let handshakes = tcp.then(move |accepted| {
+        let server = server.clone();
+        async move {
+            let accepted = accepted?;
+            let flow = TlsFlow::accept(server, accepted.flow).await?;
+            Ok(Accepted { flow: conflux_flow::BoxFlow::new(flow), peer: accepted.peer })
+        }
+    });
+    let (_, accepted, task) = serve(Listener::new(format!("tls://127.0.0.1:{port}").parse().unwrap(), handshakes));
+
+    let ctx = conflux_mimic::Ctx::new().add(&TlsKeys::get().config, Arc::new(client));
+    let connector = Connector::by_authority(registry, "").with_ctx(ctx);
+    let base = format!("https://127.0.0.1:{port}");
+    let h2: Client<Connector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector.clone());
+    let resp = tokio::time::timeout(
+        LIMIT,
+        h2.request(hyper::Request::get(format!("{base}/hello")).body(Full::default()).unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2, "ALPN h2 makes the pooled client speak HTTP/2");
+    drop((resp, h2));
+    // The suite's own client counts its connections from zero.
+    accepted.store(0, Ordering::SeqCst);
+    tokio::time::timeout(LIMIT, suite(connector, &base, &accepted)).await.unwrap();
+    task.abort();
+}
