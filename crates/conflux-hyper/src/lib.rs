@@ -8,6 +8,8 @@
 //!   tokio adapter), for the connector and hyper's server connections.
 //! - [`AxumListener`] (feature `axum`, on by default): axum 0.8's
 //!   `serve::Listener` for any URI the registry listens on.
+//! - Feature `tls`: a `tls://` connection whose handshake agreed on `h2` by
+//!   ALPN is HTTP/2 to hyper-util's client (tonic clients work over it).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
