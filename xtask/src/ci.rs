@@ -24,6 +24,7 @@ pub(crate) const LIBRARY_CRATES: &[&str] = &[
     "conflux-mimic",
     "conflux-uri",
     "conflux-9p",
+    "conflux-hyper",
 ];
 
 /// The binary crates: each builds alone and is publishable (`cargo install`).

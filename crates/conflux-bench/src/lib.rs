@@ -48,6 +48,7 @@ mod machine;
 mod report;
 
 pub mod flow;
+pub mod http;
 pub mod hvsock;
 pub mod mimic;
 pub mod netstack;

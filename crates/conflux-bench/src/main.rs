@@ -13,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use conflux_bench::{Ctx, Record, Scenario, flow, hvsock, mimic, netstack, ninep, relay, tcp_host};
+use conflux_bench::{Ctx, Record, Scenario, flow, http, hvsock, mimic, netstack, ninep, relay, tcp_host};
 
 /// A scenario group: its command-line name and its scenarios.
 type Group = (&'static str, fn() -> Vec<Scenario>);
@@ -27,6 +27,7 @@ const GROUPS: &[Group] = &[
     ("mimic", mimic::scenarios),
     ("9p", ninep::scenarios),
     ("relay", relay::scenarios),
+    ("http", http::scenarios),
 ];
 
 struct Args {

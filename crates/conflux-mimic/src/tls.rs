@@ -154,6 +154,12 @@ impl TlsFlow {
         self.inner.get_ref().map(|tls| tls.get_ref().0.get_ref())
     }
 
+    /// The application protocol the handshake agreed on by ALPN (`h2`,
+    /// `http/1.1`...), if any; `None` once the flow is closed.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.inner.get_ref().and_then(|tls| tls.get_ref().1.alpn_protocol())
+    }
+
     /// Whether the lower flow was closed (the session fully shut down, or closed).
     pub fn is_lower_closed(&self) -> bool {
         self.lower_closed
