@@ -228,6 +228,81 @@ impl Decoder {
         }
     }
 
+    /// Like [`decode`](Decoder::decode), but a data result also takes the
+    /// payloads of the data frames that follow it in `buf` (up to the next
+    /// marker, invalid header or incomplete header), moved in place over
+    /// their headers so they come out as one contiguous chunk.
+    ///
+    /// One `read` of a socket carrying 4 KiB frames then gives one chunk of
+    /// up to the whole read, not one per frame: the reader's next write (or
+    /// a relay's) is one syscall, not one per frame. The move is one copy
+    /// within the read buffer, cheaper by far than a syscall per frame.
+    /// Frame boundaries are not kept (they carry no meaning in the framing).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use conflux_hvsock::framing::{Decoder, Frame};
+    ///
+    /// let mut dec = Decoder::new();
+    /// let mut buf = BytesMut::from(&b"\x02\0\0\0ab\x03\0\0\0cde\xad\xde\xef\xbe"[..]);
+    /// assert_eq!(dec.decode_coalesced(&mut buf), Ok(Some(Frame::Data("abcde".into()))));
+    /// assert_eq!(dec.decode_coalesced(&mut buf), Ok(Some(Frame::ShutdownWrite)));
+    /// ```
+    pub fn decode_coalesced(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        // Skip to the first payload byte (or return what is not data).
+        loop {
+            if self.remaining > 0 {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                break;
+            }
+            if buf.len() < Header::LEN {
+                return Ok(None);
+            }
+            let header = Header::parse(buf, self.max_frame)?;
+            buf.advance(Header::LEN);
+            match header {
+                Header::Data(0) => continue,
+                Header::Data(n) => self.remaining = n,
+                Header::ShutdownRead => return Ok(Some(Frame::ShutdownRead)),
+                Header::ShutdownWrite => return Ok(Some(Frame::ShutdownWrite)),
+                Header::Close => return Ok(Some(Frame::Close)),
+            }
+        }
+        // `w`: end of the contiguous payload so far; `r`: next unread byte.
+        let len = buf.len();
+        let first = len.min(self.remaining as usize);
+        self.remaining -= first as u32;
+        let (mut w, mut r) = (first, first);
+        while r < len {
+            if self.remaining > 0 {
+                let n = (len - r).min(self.remaining as usize);
+                if w != r {
+                    buf.copy_within(r..r + n, w);
+                }
+                w += n;
+                r += n;
+                self.remaining -= n as u32;
+                continue;
+            }
+            if len - r < Header::LEN {
+                break;
+            }
+            // A marker or a bad header is left for the next call.
+            match Header::parse(&buf[r..], self.max_frame) {
+                Ok(Header::Data(n)) => {
+                    r += Header::LEN;
+                    self.remaining = n;
+                }
+                _ => break,
+            }
+        }
+        let data = buf.split_to(w).freeze();
+        buf.advance(r - w);
+        Ok(Some(Frame::Data(data)))
+    }
+
     /// Whether the stream may end here: `Err(Truncated)` when the transport's
     /// Eof came inside a header or a payload. `buf` is what is left undecoded.
     pub fn decode_eof(&self, buf: &[u8]) -> Result<(), DecodeError> {

@@ -223,7 +223,7 @@ impl Endpoint {
                 buf.clear();
                 return None;
             }
-            let frame = match self.decoder.decode(buf) {
+            let frame = match self.decoder.decode_coalesced(buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => return None,
                 Err(e) => {

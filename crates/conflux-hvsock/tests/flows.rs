@@ -52,6 +52,26 @@ async fn exchange<F: Flow>(mut a: F, mut b: F, size: usize) {
     assert_eq!(back, expect);
 }
 
+/// Frames already read come out of one framed read as one chunk, so the
+/// reader's next write (a relay's, an echo's) is one syscall, not one per
+/// 4 KiB frame.
+#[tokio::test]
+async fn one_framed_read_gives_every_frame_already_read() {
+    let dir = TempDir::new("coalesce");
+    let (a, b) = unix_pair(&dir).await;
+    let (mut a, mut b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+    let data = payload(11, 12 * 4096);
+    within("write", TIMEOUT, a.write(data.clone())).await.unwrap();
+    within("shutdown", TIMEOUT, a.shutdown(Shutdown::Write)).await.unwrap();
+    let first = within("read", TIMEOUT, b.read()).await.unwrap().expect("data");
+    assert_eq!(first.len(), data.len(), "12 frames in the socket, one read");
+    assert_eq!(first, data);
+    assert_eq!(within("eof", TIMEOUT, b.read()).await.unwrap(), None);
+    let (ra, rb) = within("close", TIMEOUT, async { tokio::join!(a.close(), b.close()) }).await;
+    ra.unwrap();
+    rb.unwrap();
+}
+
 #[tokio::test]
 async fn raw_and_framed_over_every_family() {
     let dir = TempDir::new("fam");

@@ -180,6 +180,37 @@ fn push_data_respects_the_budget() {
     assert_eq!(enc.push_data(&mut buf, 0), 4096);
 }
 
+#[test]
+fn coalesced_reads_join_frames_up_to_a_marker() {
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut enc = Encoder::new();
+    enc.push_data(&mut Bytes::copy_from_slice(&data), usize::MAX);
+    enc.push_marker(Header::ShutdownWrite);
+    let wire = enc.to_vec();
+    let mut dec = Decoder::new();
+    // The first read ends inside the third frame's payload.
+    let cut = 3 * 4100 + 1000;
+    let mut buf = BytesMut::from(&wire[..cut]);
+    let Ok(Some(Frame::Data(first))) = dec.decode_coalesced(&mut buf) else { panic!("no data") };
+    assert!(first[..] == data[..3 * 4096 + 996], "{} bytes", first.len());
+    assert!(buf.is_empty());
+    assert_eq!(dec.decode_coalesced(&mut buf), Ok(None));
+    buf.extend_from_slice(&wire[cut..]);
+    let Ok(Some(Frame::Data(rest))) = dec.decode_coalesced(&mut buf) else { panic!("no data") };
+    assert!(rest[..] == data[3 * 4096 + 996..], "{} bytes", rest.len());
+    assert_eq!(dec.decode_coalesced(&mut buf), Ok(Some(Frame::ShutdownWrite)));
+    assert_eq!(dec.decode_coalesced(&mut buf), Ok(None));
+    assert_eq!(dec.decode_eof(&buf), Ok(()));
+}
+
+#[test]
+fn coalesced_reads_stop_before_a_bad_header() {
+    let mut buf = BytesMut::from(&b"\x01\0\0\0a\x01\0\0\0b\xff\xff\xff\xff"[..]);
+    let mut dec = Decoder::new();
+    assert_eq!(dec.decode_coalesced(&mut buf), Ok(Some(Frame::Data("ab".into()))));
+    assert_eq!(dec.decode_coalesced(&mut buf), Err(DecodeError::Header(HeaderError::Invalid(u32::MAX))));
+}
+
 /// One step of a writer: data, or a marker.
 #[derive(Debug, Clone)]
 enum Op {
@@ -196,7 +227,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #[test]
-    fn any_sequence_round_trips(ops in proptest::collection::vec(op(), 0..12), max in 1u32..5000, cuts in proptest::collection::vec(1usize..3000, 1..20)) {
+    fn any_sequence_round_trips(ops in proptest::collection::vec(op(), 0..12), max in 1u32..5000, cuts in proptest::collection::vec(1usize..3000, 1..20), coalesce in any::<bool>()) {
         let mut enc = Encoder::with_max_frame(max);
         let mut want = Vec::new();
         for op in &ops {
@@ -224,7 +255,8 @@ proptest! {
             i += 1;
             buf.extend_from_slice(&wire[at..at + n]);
             at += n;
-            while let Some(f) = dec.decode(&mut buf).unwrap() {
+            let next = |dec: &mut Decoder, buf: &mut BytesMut| if coalesce { dec.decode_coalesced(buf) } else { dec.decode(buf) };
+            while let Some(f) = next(&mut dec, &mut buf).unwrap() {
                 if let Frame::Data(d) = &f { prop_assert!(!d.is_empty()); }
                 got.push(f);
             }
@@ -245,13 +277,14 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), cut in 0usize..200) {
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), cut in 0usize..200, coalesce in any::<bool>()) {
         let mut dec = Decoder::new();
         let cut = cut.min(bytes.len());
         let mut buf = BytesMut::from(&bytes[..cut]);
         let mut failed = false;
         loop {
-            match dec.decode(&mut buf) {
+            let next = if coalesce { dec.decode_coalesced(&mut buf) } else { dec.decode(&mut buf) };
+            match next {
                 Ok(Some(Frame::Data(d))) => prop_assert!(!d.is_empty()),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
