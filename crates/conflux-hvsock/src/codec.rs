@@ -204,26 +204,33 @@ impl Decoder {
     ///
     /// After an error the stream is unusable; the decoder does not resynchronise.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        if let Some(done) = self.skip_to_payload(buf)? {
+            return Ok(done);
+        }
+        let n = buf.len().min(self.remaining as usize);
+        self.remaining -= n as u32;
+        Ok(Some(Frame::Data(buf.split_to(n).freeze())))
+    }
+
+    /// Reads headers off the front of `buf` until a payload byte is next
+    /// (`Ok(None)`: `self.remaining > 0` and `buf` is not empty), or says
+    /// what to return instead: a marker, or `None` for "need more bytes".
+    fn skip_to_payload(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame>>, DecodeError> {
         loop {
             if self.remaining > 0 {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let n = buf.len().min(self.remaining as usize);
-                self.remaining -= n as u32;
-                return Ok(Some(Frame::Data(buf.split_to(n).freeze())));
+                return Ok(if buf.is_empty() { Some(None) } else { None });
             }
             if buf.len() < Header::LEN {
-                return Ok(None);
+                return Ok(Some(None));
             }
             let header = Header::parse(buf, self.max_frame)?;
             buf.advance(Header::LEN);
             match header {
                 Header::Data(0) => continue,
                 Header::Data(n) => self.remaining = n,
-                Header::ShutdownRead => return Ok(Some(Frame::ShutdownRead)),
-                Header::ShutdownWrite => return Ok(Some(Frame::ShutdownWrite)),
-                Header::Close => return Ok(Some(Frame::Close)),
+                Header::ShutdownRead => return Ok(Some(Some(Frame::ShutdownRead))),
+                Header::ShutdownWrite => return Ok(Some(Some(Frame::ShutdownWrite))),
+                Header::Close => return Ok(Some(Some(Frame::Close))),
             }
         }
     }
@@ -249,26 +256,8 @@ impl Decoder {
     /// assert_eq!(dec.decode_coalesced(&mut buf), Ok(Some(Frame::ShutdownWrite)));
     /// ```
     pub fn decode_coalesced(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        // Skip to the first payload byte (or return what is not data).
-        loop {
-            if self.remaining > 0 {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                break;
-            }
-            if buf.len() < Header::LEN {
-                return Ok(None);
-            }
-            let header = Header::parse(buf, self.max_frame)?;
-            buf.advance(Header::LEN);
-            match header {
-                Header::Data(0) => continue,
-                Header::Data(n) => self.remaining = n,
-                Header::ShutdownRead => return Ok(Some(Frame::ShutdownRead)),
-                Header::ShutdownWrite => return Ok(Some(Frame::ShutdownWrite)),
-                Header::Close => return Ok(Some(Frame::Close)),
-            }
+        if let Some(done) = self.skip_to_payload(buf)? {
+            return Ok(done);
         }
         // `w`: end of the contiguous payload so far; `r`: next unread byte.
         let len = buf.len();
