@@ -48,6 +48,12 @@ impl FramingKeys {
 }
 
 /// The framing over `flow`, whose peer prints as `peer`.
+/// The framing's settings when `uri` says `framing=shutdown`: the
+/// context's ([`FramingKeys::config`]), or `default`.
+pub(crate) fn framing_of(uri: &conflux_uri::Uri, ctx: &crate::Ctx, default: FramingConfig) -> Option<FramingConfig> {
+    uri.options().framing.map(|_| ctx.get(&FramingKeys::get().config).copied().unwrap_or(default))
+}
+
 pub(crate) fn frame(flow: BoxFlow, peer: &str, config: FramingConfig) -> BoxFlow {
     BoxFlow::new(FramedFlow::new(FlowSocket::new(flow, peer), config))
 }

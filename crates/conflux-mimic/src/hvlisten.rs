@@ -26,7 +26,7 @@ use conflux_hvsock::{
 use conflux_uri::{Scheme, Target, Uri, UriError, UriPart};
 use futures_core::Stream;
 
-use crate::{Accepted, Ctx, FramingKeys, ListenError, Listener, Registry, check_listen_modifiers};
+use crate::{Accepted, ListenError, Listener, Registry, check_listen_modifiers};
 
 /// The backlog of every listener here.
 const BACKLOG: u32 = 128;
@@ -102,9 +102,7 @@ fn not_mine(uri: &Uri, scheme: &str) -> ListenError {
         .into()
 }
 
-fn framing_of(uri: &Uri, ctx: &Ctx, default: FramingConfig) -> Option<FramingConfig> {
-    uri.options().framing.map(|_| ctx.get(&FramingKeys::get().config).copied().unwrap_or(default))
-}
+use crate::framing::framing_of;
 
 /// What an accept loop owns: the family's listener, the framing, the path's guard.
 struct Accepting<L> {

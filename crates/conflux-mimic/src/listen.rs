@@ -112,3 +112,23 @@ pub type ListenFuture = Pin<Box<dyn Future<Output = Result<Listener, ListenError
 /// How a binding listens on one scheme: from the URI and the caller's
 /// context (which may hold values the binding uses, such as a stack).
 pub(crate) type ListenFn = Arc<dyn Fn(&Uri, &Ctx) -> ListenFuture + Send + Sync>;
+
+/// What a listener over a stream that is not a socket family (tcp,
+/// netstack) frames its accepted flows with: without the `hvsock` feature,
+/// never anything (the URI's `framing=` was refused before).
+#[cfg(all(any(feature = "tcp", feature = "netstack"), feature = "hvsock"))]
+pub(crate) type FramingOf = Option<conflux_hvsock::FramingConfig>;
+#[cfg(all(any(feature = "tcp", feature = "netstack"), not(feature = "hvsock")))]
+pub(crate) type FramingOf = Option<std::convert::Infallible>;
+
+/// The framing's settings when `uri` says `framing=shutdown`: the
+/// context's, or the defaults.
+#[cfg(all(any(feature = "tcp", feature = "netstack"), feature = "hvsock"))]
+pub(crate) fn framing_of(uri: &Uri, ctx: &Ctx) -> FramingOf {
+    crate::framing::framing_of(uri, ctx, Default::default())
+}
+
+#[cfg(all(any(feature = "tcp", feature = "netstack"), not(feature = "hvsock")))]
+pub(crate) fn framing_of(_uri: &Uri, _ctx: &Ctx) -> FramingOf {
+    None
+}

@@ -534,7 +534,7 @@ async fn listen(uri: &Uri, ctx: &Ctx, registry: &WeakRegistry) -> Result<Listene
     let local = Uri::new(Target::Netstack { device: name, addr, prefix, port: Some(bound), gw, mtu, dst: None })
         .with_options(*o);
     tracing::debug!(local = %local, "netstack listening");
-    let framing = framing_of(uri, ctx);
+    let framing = crate::listen::framing_of(uri, ctx);
     Ok(Listener::new(local, Accepting { incoming, framing, _claim: claim, _device: device }))
 }
 
@@ -560,26 +560,9 @@ async fn in_context(ctx: &Ctx, name: &str, registry: &WeakRegistry) -> Result<Op
 /// what must live as long as the listener.
 struct Accepting {
     incoming: Incoming<NetStack>,
-    framing: FramingOf,
+    framing: crate::listen::FramingOf,
     _claim: PortClaim,
     _device: NetstackDevice,
-}
-
-#[cfg(feature = "hvsock")]
-type FramingOf = Option<conflux_hvsock::FramingConfig>;
-#[cfg(not(feature = "hvsock"))]
-type FramingOf = Option<std::convert::Infallible>;
-
-/// The framing's settings when the URI says `framing=shutdown`: the
-/// context's, or the defaults.
-#[cfg(feature = "hvsock")]
-fn framing_of(uri: &Uri, ctx: &Ctx) -> FramingOf {
-    uri.options().framing.map(|_| ctx.get(&crate::FramingKeys::get().config).copied().unwrap_or_default())
-}
-
-#[cfg(not(feature = "hvsock"))]
-fn framing_of(_uri: &Uri, _ctx: &Ctx) -> FramingOf {
-    None
 }
 
 impl Stream for Accepting {

@@ -213,32 +213,17 @@ async fn listen(stack: HostStack, uri: Uri, ctx: Ctx) -> Result<Listener, Listen
     let local = incoming.local_addr();
     let local_uri =
         Uri::new(Target::Tcp { host: Host::Ip(local.ip()), port: local.port() }).with_options(*uri.options());
-    let framing = framing_of(&uri, &ctx);
+    let framing = crate::listen::framing_of(&uri, &ctx);
     Ok(Listener::new(local_uri, Accepts { incoming, framing }))
 }
 
 /// How many established flows wait for `accept`.
 const BACKLOG: usize = 128;
 
-#[cfg(feature = "hvsock")]
-type FramingOf = Option<conflux_hvsock::FramingConfig>;
-#[cfg(not(feature = "hvsock"))]
-type FramingOf = Option<std::convert::Infallible>;
-
-#[cfg(feature = "hvsock")]
-fn framing_of(uri: &Uri, ctx: &Ctx) -> FramingOf {
-    uri.options().framing.map(|_| ctx.get(&crate::FramingKeys::get().config).copied().unwrap_or_default())
-}
-
-#[cfg(not(feature = "hvsock"))]
-fn framing_of(_uri: &Uri, _ctx: &Ctx) -> FramingOf {
-    None
-}
-
 /// The accepted flows of a TCP listener, framed when the URI says so.
 struct Accepts {
     incoming: Incoming<HostStack>,
-    framing: FramingOf,
+    framing: crate::listen::FramingOf,
 }
 
 impl Stream for Accepts {
