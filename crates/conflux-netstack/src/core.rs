@@ -177,6 +177,10 @@ struct Conn {
     snd_max: Option<u32>,
     /// The highest acknowledgment we sent (RCV.NXT as the peer last heard it).
     rcv_nxt: Option<u32>,
+    /// RCV.NXT itself: `rcv_nxt` moved on by what smoltcp queued in
+    /// sequence since (a delayed ACK may not be out yet). For RFC 5961's
+    /// exact-RST check.
+    rcv_next: Option<u32>,
     /// When the SYN arrived (held and half-open sockets).
     since: Instant,
     /// On the dirty list.
@@ -591,6 +595,7 @@ impl Core {
             peer_ack: None,
             snd_max: None,
             rcv_nxt: None,
+            rcv_next: None,
             since: now,
             dirty: false,
             timer: None,
@@ -1120,6 +1125,42 @@ impl Core {
             self.mark_dirty(id);
             return;
         }
+        if (seg.rst || seg.syn)
+            && let Some(nxt) = conn.rcv_next
+            && let Some(ack) = conn.peer_ack
+            && matches!(conn.phase, Phase::Open | Phase::Orphan)
+            && synchronized(conn.socket().state())
+        {
+            // RFC 5961 3.2 and 4.2: an RST inside the window but not exactly
+            // at RCV.NXT, and a SYN (bare, or in the window), get a
+            // challenge ACK. smoltcp would
+            // take the RST as a reset and drop the SYN silently, but it
+            // answers an out-of-window segment with its rate-limited
+            // challenge ACK: the segment becomes one.
+            let window = conn.socket().recv_capacity() as u32;
+            let offset = seg.seq_number.wrapping_sub(nxt);
+            // A SYN-ACK repeated by a peer that missed our handshake ACK
+            // (at RCV.NXT - 1) is left to smoltcp, which acknowledges it.
+            let in_window = offset < window;
+            if (seg.syn && (!seg.ack || in_window)) || (seg.rst && offset != 0 && in_window) {
+                tracing::debug!(rst = seg.rst, syn = seg.syn, "RFC 5961: challenge ACK");
+                rewrite::into_challenge(&mut frame, &seg, nxt.wrapping_add(1 << 30), ack);
+                let seg = match wire::inspect(&frame, self.medium, false) {
+                    Inspected::Tcp(seg) => seg,
+                    _ => return,
+                };
+                let before = Snapshot::of(conn.socket());
+                let from = out.len();
+                if conn.nat.is_some() {
+                    rewrite::nat(&mut frame, &seg, false, conn.local);
+                }
+                let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
+                let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut conn.set);
+                self.sent(now, id, out, from);
+                self.changed(now, id, before);
+                return;
+            }
+        }
         let mut in_sync = false;
         if seg.ack && !seg.rst {
             if let Some(max) = conn.snd_max
@@ -1159,6 +1200,15 @@ impl Core {
         let after = Snapshot::of(conn.socket());
         if seg.rst && after.state == tcp::State::Closed {
             conn.end.reset = true;
+        }
+        // RCV.NXT moves by what smoltcp queued in sequence (and a FIN),
+        // before our ACK for it goes out (a delayed ACK may wait).
+        let fin = u32::from(received_fin(after.state) && !received_fin(before.state));
+        let delta = after.recv_queue.saturating_sub(before.recv_queue) as u32 + fin;
+        if delta > 0
+            && let Some(nxt) = conn.rcv_next
+        {
+            conn.rcv_next = Some(nxt.wrapping_add(delta));
         }
         // Record the acknowledgment only once smoltcp has taken the segment
         // (it moved the state, freed sent bytes or queued received ones): a
@@ -1226,6 +1276,9 @@ impl Core {
                 }
                 if seg.ack && conn.rcv_nxt.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
                     conn.rcv_nxt = Some(seg.ack_number);
+                }
+                if seg.ack && conn.rcv_next.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
+                    conn.rcv_next = Some(seg.ack_number);
                 }
                 if let Some(mss) = conn.real_mss
                     && seg.payload_len > usize::from(mss)
@@ -1311,6 +1364,18 @@ impl Core {
             None => self.clear_timer(id),
         }
     }
+}
+
+/// A state reached only after the peer's FIN.
+fn received_fin(state: tcp::State) -> bool {
+    use tcp::State::*;
+    matches!(state, CloseWait | Closing | LastAck | TimeWait)
+}
+
+/// A state in which both sequence spaces are synchronized (RFC 793).
+fn synchronized(state: tcp::State) -> bool {
+    use tcp::State::*;
+    matches!(state, Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck | TimeWait)
 }
 
 /// Keepalive with Linux's deadline: probes every `interval` of silence,

@@ -40,15 +40,18 @@
 //! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
 //! addresses on any medium and its IPv6 addresses on IP links).
 //!
-//! Design: one driver task per stack owns the device. Each round it takes
-//! the stack's lock once, feeds received frames to smoltcp and runs egress,
-//! then releases the lock and sends the produced frames; no lock is held
-//! while a frame is read or written. Sockets are spread over several small
-//! smoltcp socket sets by a hash of their 4-tuple ([`StackConfig::shards`]):
-//! the driver demultiplexes ingress itself and polls only the sets with
-//! frames, writes or due timers, because smoltcp walks every socket of a set
-//! on every poll. Flows lock, act on their socket, register their waker and
-//! kick the driver.
+//! Design: a sans-IO core (smoltcp's interface, one socket set per
+//! connection, the connection table, listeners and ports; frames and the
+//! time in, frames, events and the next deadline out; no async, locks or
+//! tokio types) behind a thin async shell. The driver task owns the
+//! device, feeds the core received frames in batches, sends its frames in
+//! one batch and sleeps until its next deadline; flows lock the shell's
+//! state only to move bytes and register wakers. Frames are pooled [`FrameBuf`]s, never zeroed after
+//! their first allocation, parsed once with smoltcp's checked views. Because
+//! smoltcp walks every socket of a set on each poll, every connection has
+//! its own set: a frame is one hash lookup and one socket's poll, egress
+//! touches only connections with writes or due timers, so a flow's cost does
+//! not grow with idle flows.
 //!
 //! Received frames are checked (lengths; IPv4 and TCP checksums where the
 //! device computes them) before the driver takes any decision on them: a
@@ -59,11 +62,13 @@
 //! RFC 5961: out-of-window RSTs are dropped, out-of-window SYNs and data get
 //! a (rate-limited) challenge ACK, an RST must match exactly in SYN_SENT, an
 //! ACK beyond SND.NXT is discarded, and data with an old but acceptable ACK
-//! is delivered (the driver raises such an ACK to the highest one smoltcp
-//! accepted, as smoltcp would drop the segment). Known
-//! gaps, from smoltcp 0.14: an in-window RST that is not exactly RCV.NXT
-//! resets the connection instead of drawing a challenge ACK, and a SYN
-//! without ACK on an established connection is dropped without one.
+//! is delivered (the core raises such an ACK to the highest one smoltcp
+//! accepted, as smoltcp would drop the segment). An in-window RST that is not
+//! exactly RCV.NXT and a SYN on a synchronized connection (bare, or in the
+//! window) draw a challenge ACK too: smoltcp 0.14 would reset on the first
+//! and drop the second silently, so the core turns such a segment into an
+//! out-of-window pure ACK, which smoltcp answers with its own rate-limited
+//! challenge ACK.
 //!
 //! Keepalive timing: the stack probes every `interval` of silence and
 //! declares the peer dead `after + probes * interval` after the last

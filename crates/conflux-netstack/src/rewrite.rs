@@ -17,6 +17,11 @@
 //! - [`set_seq`]: the RST sequence number. smoltcp's RST on abort carries
 //!   SND.UNA, which a peer that received more than we know it acknowledged
 //!   drops as out of window; Linux sends SND.MAX, what the peer expects.
+//! - [`into_challenge`]: RFC 5961's challenge ACK. smoltcp resets on any
+//!   in-window RST (RFC 5961 3.2 wants a challenge ACK unless it is exactly
+//!   RCV.NXT) and drops a SYN on a synchronized connection without a reply
+//!   (4.2 wants a challenge ACK). Such a segment becomes an out-of-window
+//!   pure ACK, which smoltcp answers with its own rate-limited challenge ACK.
 //! - [`raise_mss`]: segmentation offload. smoltcp never sends a segment
 //!   larger than the peer's MSS, so with a device that cuts super-segments
 //!   (`DeviceCaps::tso`) the MSS option of a received SYN is raised to what
@@ -108,6 +113,22 @@ pub(crate) fn set_seq(frame: &mut [u8], seg: &Segment, seq: u32) {
     fix_tcp(frame, seg, &seg.seq_number.to_be_bytes(), &seq.to_be_bytes());
 }
 
+/// Turns `seg` into a pure ACK (SYN, RST, FIN and PSH cleared) with
+/// sequence number `seq` and acknowledgment `ack`.
+pub(crate) fn into_challenge(frame: &mut [u8], seg: &Segment, seq: u32, ack: u32) {
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[seg.tcp_at..seg.tcp_end]);
+    let old_flags = [tcp.as_ref()[12], tcp.as_ref()[13]];
+    tcp.set_syn(false);
+    tcp.set_rst(false);
+    tcp.set_fin(false);
+    tcp.set_psh(false);
+    tcp.set_ack(true);
+    let new_flags = [tcp.as_ref()[12], tcp.as_ref()[13]];
+    fix_tcp(frame, seg, &old_flags, &new_flags);
+    set_seq(frame, seg, seq);
+    set_ack(frame, seg, ack);
+}
+
 /// Raises the MSS option of the SYN `seg` in `frame` to `mss` when it is
 /// lower; returns the MSS the peer announced (`None`: no MSS option, the
 /// segment is left alone and smoltcp uses the default of 536).
@@ -182,6 +203,10 @@ mod tests {
         assert_eq!(raise_mss(&mut p, &s, 65_000), Some(1460));
         let s = seg(&p);
         assert_eq!(raise_mss(&mut p, &s, 1000), Some(65_000), "raised, and never lowered");
+        let s = seg(&p);
+        into_challenge(&mut p, &s, 77, 88);
+        let s = seg(&p);
+        assert_eq!((s.syn, s.ack, s.rst, s.fin, s.seq_number, s.ack_number), (false, true, false, false, 77, 88));
         // `seg` above verified every checksum after each step.
     }
 
