@@ -107,6 +107,7 @@ mod stack;
 #[allow(unsafe_code)]
 mod sys;
 mod tap;
+mod vnet;
 mod wire;
 
 pub use crate::{
@@ -116,7 +117,7 @@ pub use crate::{
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     pcap::Pcap,
     stack::{NetStack, WeakNetStack},
-    tap::{TapDevice, TunDevice},
+    tap::{TapDevice, TapStats, TunDevice},
 };
 
 /// When this stack declares a silent peer dead under `keepalive`, counted

@@ -1,40 +1,71 @@
 //! Linux TAP (Ethernet) and TUN (IP) devices, with readiness from tokio.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::unix::AsyncFd;
 
 use crate::device::{DeviceCaps, FrameDevice, Medium};
+use crate::vnet::{self, RxCsumState, VnetHdr};
+
+/// The receive buffer of an offload TAP: the largest coalesced frame the
+/// kernel builds (an IPv6 packet with a 65535-byte payload) and a VLAN tag.
+const RX_MAX: usize = 14 + 4 + 40 + 65535;
 
 /// A `/dev/net/tun` descriptor attached to an interface.
 struct TunFd {
     fd: AsyncFd<File>,
     name: String,
     caps: DeviceCaps,
+    /// Whether every frame carries a virtio net header (offloads on).
+    vnet: bool,
+    stats: TapStats,
 }
 
 impl TunFd {
-    fn open(name: &str, tap: bool, mtu: usize) -> io::Result<TunFd> {
+    fn open(name: &str, tap: bool, mtu: usize, offloads: bool) -> io::Result<TunFd> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
-        crate::sys::tun_set_iff(&file, name, tap)?;
+        crate::sys::tun_set_iff(&file, name, tap, offloads)?;
+        if offloads {
+            crate::sys::tun_set_offloads(&file, vnet::HDR_LEN)?;
+        }
         let medium = if tap { Medium::Ethernet } else { Medium::Ip };
-        Ok(TunFd { fd: crate::sys::async_fd(file)?, name: name.to_owned(), caps: DeviceCaps::new(medium, mtu) })
+        let caps = DeviceCaps::new(medium, mtu);
+        Ok(TunFd {
+            fd: crate::sys::async_fd(file)?,
+            name: name.to_owned(),
+            caps,
+            vnet: offloads,
+            stats: TapStats::default(),
+        })
+    }
+
+    fn l2(&self) -> vnet::L2 {
+        match self.caps.medium {
+            Medium::Ethernet => vnet::L2::Ethernet,
+            Medium::Ip => vnet::L2::Ip,
+        }
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
+        if self.vnet {
+            return self.poll_recv_vnet(cx);
+        }
         let mut buf = vec![0; self.caps.mtu + 14 + 4];
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
                 Ok(Ok(n)) => {
                     buf.truncate(n);
+                    self.stats.0.rx_frames.fetch_add(1, Ordering::Relaxed);
                     return Poll::Ready(Ok(buf));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
@@ -43,8 +74,73 @@ impl TunFd {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        match self.fd.get_ref().write(frame) {
+    /// Reads header and frame in one `readv`; drops (and counts) frames
+    /// whose header is malformed.
+    fn poll_recv_vnet(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
+        let mut buf = vec![0; RX_MAX];
+        let mut hdr = [0u8; vnet::HDR_LEN];
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let n = match guard
+                .try_io(|fd| fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)]))
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            };
+            let frame = &mut buf[..n.saturating_sub(vnet::HDR_LEN)];
+            let state = VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| Ok((h, h.rx_state(frame)?)));
+            let s = &self.stats.0;
+            match state {
+                Ok((h, (csum, mss))) => {
+                    s.rx_frames.fetch_add(1, Ordering::Relaxed);
+                    if mss.is_some() {
+                        s.rx_gso_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match csum {
+                        RxCsumState::Partial => {
+                            s.rx_partial_csum.fetch_add(1, Ordering::Relaxed);
+                            // Checked in rx_state: the field lies in the frame.
+                            let _ = vnet::complete_partial(frame, h.csum_start, h.csum_offset);
+                        }
+                        RxCsumState::Verified => {
+                            s.rx_data_valid.fetch_add(1, Ordering::Relaxed);
+                        }
+                        RxCsumState::Unknown => {}
+                    }
+                    buf.truncate(n - vnet::HDR_LEN);
+                    return Poll::Ready(Ok(buf));
+                }
+                Err(e) => {
+                    s.rx_bad_header.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(tap = %self.name, error = %e, "dropped a received frame");
+                }
+            }
+        }
+    }
+
+    /// Sends `frame`, as a GSO super-segment of `gso_mss`-byte segments if
+    /// given and the frame is longer than one (offloads on).
+    fn send(&mut self, frame: &mut [u8], gso_mss: Option<u16>) -> io::Result<()> {
+        let s = &self.stats.0;
+        s.tx_frames.fetch_add(1, Ordering::Relaxed);
+        let res = if self.vnet {
+            let hdr = match gso_mss {
+                Some(mss) => vnet::gso_header(frame, self.l2(), mss).unwrap_or_else(|e| {
+                    tracing::debug!(tap = %self.name, error = %e, "sent a frame without segmentation");
+                    VnetHdr::default()
+                }),
+                None => VnetHdr::default(),
+            };
+            if hdr.gso != vnet::Gso::None {
+                s.tx_gso_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            let hdr = hdr.to_bytes();
+            self.fd.get_ref().write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+        } else {
+            self.fd.get_ref().write(frame)
+        };
+        match res {
             Ok(_) => Ok(()),
             // A full device queue drops the frame, as a busy NIC would.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -55,11 +151,64 @@ impl TunFd {
     }
 }
 
+/// Counters of a [`TapDevice`], shared with it: take them with
+/// [`TapDevice::stats`] before the device moves into a stack.
+#[derive(Debug, Clone, Default)]
+pub struct TapStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_gso_frames: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_gso_frames: AtomicU64,
+    rx_partial_csum: AtomicU64,
+    rx_data_valid: AtomicU64,
+    rx_bad_header: AtomicU64,
+}
+
+impl TapStats {
+    /// Frames handed to the kernel.
+    pub fn tx_frames(&self) -> u64 {
+        self.0.tx_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, TCP super-segments the kernel cut (GSO, offloads only).
+    pub fn tx_gso_frames(&self) -> u64 {
+        self.0.tx_gso_frames.load(Ordering::Relaxed)
+    }
+    /// Frames received and handed to the stack.
+    pub fn rx_frames(&self) -> u64 {
+        self.0.rx_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, coalesced TCP super-segments (GSO from the kernel).
+    pub fn rx_gso_frames(&self) -> u64 {
+        self.0.rx_gso_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, frames whose L4 checksum was partial (`NEEDS_CSUM`).
+    pub fn rx_partial_csum(&self) -> u64 {
+        self.0.rx_partial_csum.load(Ordering::Relaxed)
+    }
+    /// Of those, frames the kernel had verified (`DATA_VALID`).
+    pub fn rx_data_valid(&self) -> u64 {
+        self.0.rx_data_valid.load(Ordering::Relaxed)
+    }
+    /// Frames dropped for a malformed virtio net header.
+    pub fn rx_bad_header(&self) -> u64 {
+        self.0.rx_bad_header.load(Ordering::Relaxed)
+    }
+}
+
 /// A Linux TAP device (Ethernet frames), created or attached by name.
 ///
 /// Needs `CAP_NET_ADMIN`. The interface starts down: bring it up (and move
-/// it to a namespace) with `ip link`. Checksums are computed and checked by
-/// the stack (no virtio net headers).
+/// it to a namespace) with `ip link`.
+///
+/// [`TapDevice::open`]: checksums are computed and checked by the stack,
+/// every frame fits the MTU (no virtio net headers).
+/// [`TapDevice::open_with_offloads`]: every frame carries a virtio net
+/// header (`IFF_VNET_HDR`) and the kernel takes TCP super-segments up to
+/// 64 KiB with partial checksums and cuts them itself (TSO/GSO, IPv4 and
+/// IPv6), and hands over coalesced ones with partial or verified checksums.
 pub struct TapDevice(TunFd);
 
 impl std::fmt::Debug for TapDevice {
@@ -72,7 +221,23 @@ impl TapDevice {
     /// Opens TAP interface `name` (at most 15 bytes) with an MTU of `mtu`
     /// bytes of IP packet. Must be called within a tokio runtime.
     pub fn open(name: &str, mtu: usize) -> io::Result<TapDevice> {
-        TunFd::open(name, true, mtu).map(TapDevice)
+        TunFd::open(name, true, mtu, false).map(TapDevice)
+    }
+
+    /// As [`open`](TapDevice::open), with virtio net headers and the
+    /// kernel's checksum and segmentation offloads (`TUNSETOFFLOAD` with
+    /// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`): the stack
+    /// sends TCP segments of up to 64 KiB that the kernel cuts to the
+    /// peer's MSS, and receives the kernel's coalesced ones; `mtu` stays the
+    /// limit of every other frame. The interface must not be attached
+    /// elsewhere without virtio net headers.
+    pub fn open_with_offloads(name: &str, mtu: usize) -> io::Result<TapDevice> {
+        TunFd::open(name, true, mtu, true).map(TapDevice)
+    }
+
+    /// The device's counters (frames, super-segments, partial checksums).
+    pub fn stats(&self) -> TapStats {
+        self.0.stats.clone()
     }
 
     /// The interface's name.
@@ -91,8 +256,8 @@ impl FrameDevice for TapDevice {
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        self.0.send(&frame)
+    fn send(&mut self, mut frame: Vec<u8>) -> io::Result<()> {
+        self.0.send(&mut frame, None)
     }
 }
 
@@ -111,7 +276,7 @@ impl TunDevice {
     /// Opens TUN interface `name` (at most 15 bytes) with an MTU of `mtu`.
     /// Must be called within a tokio runtime.
     pub fn open(name: &str, mtu: usize) -> io::Result<TunDevice> {
-        TunFd::open(name, false, mtu).map(TunDevice)
+        TunFd::open(name, false, mtu, false).map(TunDevice)
     }
 
     /// The interface's name.
@@ -130,7 +295,7 @@ impl FrameDevice for TunDevice {
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        self.0.send(&frame)
+    fn send(&mut self, mut frame: Vec<u8>) -> io::Result<()> {
+        self.0.send(&mut frame, None)
     }
 }
