@@ -5,13 +5,17 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::device::{DeviceCaps, FrameDevice, Medium};
+use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum};
 use crate::vnet::{self, RxCsumState, VnetHdr};
 
+/// The largest IP packet an offload TAP takes or hands over
+/// ([`DeviceCaps::tso`]): what fits a 16-bit length with the Ethernet
+/// header (the kernel's GSO limit is 64 KiB).
+const TSO_MAX: u16 = 65535 - 14;
 /// The receive buffer of an offload TAP: the largest coalesced frame the
 /// kernel builds (an IPv6 packet with a 65535-byte payload) and a VLAN tag.
 const RX_MAX: usize = 14 + 4 + 40 + 65535;
@@ -24,6 +28,7 @@ struct TunFd {
     /// Whether every frame carries a virtio net header (offloads on).
     vnet: bool,
     stats: TapStats,
+    pool: FramePool,
 }
 
 impl TunFd {
@@ -38,13 +43,17 @@ impl TunFd {
             crate::sys::tun_set_offloads(&file, vnet::HDR_LEN)?;
         }
         let medium = if tap { Medium::Ethernet } else { Medium::Ip };
-        let caps = DeviceCaps::new(medium, mtu);
+        let mut caps = DeviceCaps::new(medium, mtu);
+        if offloads {
+            caps.tso = Some(TSO_MAX);
+        }
         Ok(TunFd {
             fd: crate::sys::async_fd(file)?,
             name: name.to_owned(),
             caps,
             vnet: offloads,
             stats: TapStats::default(),
+            pool: FramePool::new(),
         })
     }
 
@@ -55,68 +64,67 @@ impl TunFd {
         }
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        if self.vnet {
-            return self.poll_recv_vnet(cx);
-        }
-        let mut buf = vec![0; self.caps.mtu + 14 + 4];
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
-                Ok(Ok(n)) => {
-                    buf.truncate(n);
-                    self.stats.0.rx_frames.fetch_add(1, Ordering::Relaxed);
-                    return Poll::Ready(Ok(buf));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Reads header and frame in one `readv`; drops (and counts) frames
-    /// whose header is malformed.
-    fn poll_recv_vnet(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        let mut buf = vec![0; RX_MAX];
+    /// Reads frames until the device has none or `max` were read. With
+    /// offloads, header and frame come in one `readv`; a frame whose header
+    /// is malformed is dropped (and counted).
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        let from = frames.len();
+        let cap = if self.vnet { RX_MAX } else { self.caps.mtu + 14 + 4 };
+        let mut buf = self.pool.take(cap);
         let mut hdr = [0u8; vnet::HDR_LEN];
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let n = match guard
-                .try_io(|fd| fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)]))
-            {
+        let s = &self.stats.0;
+        while frames.len() - from < max.max(1) {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            };
+            let read = guard.try_io(|fd| {
+                if self.vnet {
+                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)])
+                } else {
+                    fd.get_ref().read(&mut buf)
+                }
+            });
+            let n = match read {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
             };
-            let frame = &mut buf[..n.saturating_sub(vnet::HDR_LEN)];
-            let state = VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| Ok((h, h.rx_state(frame)?)));
-            let s = &self.stats.0;
-            match state {
-                Ok((h, (csum, mss))) => {
-                    s.rx_frames.fetch_add(1, Ordering::Relaxed);
-                    if mss.is_some() {
-                        s.rx_gso_frames.fetch_add(1, Ordering::Relaxed);
-                    }
-                    match csum {
-                        RxCsumState::Partial => {
-                            s.rx_partial_csum.fetch_add(1, Ordering::Relaxed);
-                            // Checked in rx_state: the field lies in the frame.
-                            let _ = vnet::complete_partial(frame, h.csum_start, h.csum_offset);
+            if self.vnet {
+                buf.set_len(n.saturating_sub(vnet::HDR_LEN));
+                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(&buf)) {
+                    Ok((csum, gso_mss)) => {
+                        let csum = match csum {
+                            RxCsumState::Unknown => RxCsum::Unknown,
+                            RxCsumState::Verified => {
+                                s.rx_data_valid.fetch_add(1, Ordering::Relaxed);
+                                RxCsum::Verified
+                            }
+                            RxCsumState::Partial => {
+                                s.rx_partial_csum.fetch_add(1, Ordering::Relaxed);
+                                RxCsum::Partial
+                            }
+                        };
+                        if gso_mss.is_some() {
+                            s.rx_gso_frames.fetch_add(1, Ordering::Relaxed);
                         }
-                        RxCsumState::Verified => {
-                            s.rx_data_valid.fetch_add(1, Ordering::Relaxed);
-                        }
-                        RxCsumState::Unknown => {}
+                        buf.meta = FrameMeta { csum, gso_mss };
                     }
-                    buf.truncate(n - vnet::HDR_LEN);
-                    return Poll::Ready(Ok(buf));
+                    Err(e) => {
+                        s.rx_bad_header.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(tap = %self.name, error = %e, "dropped a received frame");
+                        buf.set_len(cap);
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    s.rx_bad_header.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(tap = %self.name, error = %e, "dropped a received frame");
-                }
+            } else {
+                buf.set_len(n);
             }
+            s.rx_frames.fetch_add(1, Ordering::Relaxed);
+            frames.push(std::mem::replace(&mut buf, self.pool.take(cap)));
         }
+        if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
 
     /// Sends `frame`, as a GSO super-segment of `gso_mss`-byte segments if
@@ -250,14 +258,18 @@ impl FrameDevice for TapDevice {
     fn caps(&self) -> DeviceCaps {
         self.0.caps
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        self.0.poll_recv(cx)
+    fn set_pool(&mut self, pool: FramePool) {
+        self.0.pool = pool;
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        self.0.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, mut frame: Vec<u8>) -> io::Result<()> {
-        self.0.send(&mut frame, None)
+    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
+        let mss = frame.meta.gso_mss;
+        self.0.send(&mut frame, mss)
     }
 }
 
@@ -289,13 +301,17 @@ impl FrameDevice for TunDevice {
     fn caps(&self) -> DeviceCaps {
         self.0.caps
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        self.0.poll_recv(cx)
+    fn set_pool(&mut self, pool: FramePool) {
+        self.0.pool = pool;
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        self.0.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, mut frame: Vec<u8>) -> io::Result<()> {
-        self.0.send(&mut frame, None)
+    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
+        let mss = frame.meta.gso_mss;
+        self.0.send(&mut frame, mss)
     }
 }
