@@ -12,7 +12,7 @@ use conflux_netstack::TapStats;
 use conflux_tcp::TcpStack;
 use sha2::{Digest, Sha256};
 
-use crate::support::tapns::{KERNEL4, OURS4, TapNs, ip, stack_on};
+use crate::support::tapns::{KERNEL4, OURS4, OURS6, TapNs, ip, stack_on};
 use crate::{rt, support};
 
 const MIB16: usize = 16 << 20;
@@ -57,10 +57,11 @@ fn report(what: &str, stats: &TapStats) {
     );
 }
 
-/// A kernel client sends 16 MiB to our server: the kernel hands the TAP
-/// coalesced super-segments with partial checksums, which the stack takes.
+/// Kernel clients send 16 MiB to our server over IPv4 and over IPv6: the
+/// kernel hands the TAP coalesced super-segments with partial checksums,
+/// which the stack takes.
 #[test]
-fn kernel_sends_16mib_as_coalesced_partial_checksum_frames() {
+fn kernel_sends_16mib_as_coalesced_partial_checksum_frames_v4_and_v6() {
     need_tap_socat!();
     rt().block_on(async {
         let (ns, dev) = TapNs::create_with(1500, true).expect("offload TAP in a namespace");
@@ -80,17 +81,21 @@ fn kernel_sends_16mib_as_coalesced_partial_checksum_frames() {
                 }
             })
             .unwrap();
-        let mut cmd = ns.cmd("socat");
-        cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), &format!("TCP:{OURS4}:5001")]);
-        assert!(run(cmd).await.status.success(), "socat client");
-        let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap().unwrap();
-        report("kernel -> ours", &stats);
-        assert_eq!(got, sha(&data), "kernel client -> our server");
-        assert!(stats.rx_gso_frames() > 0, "no coalesced frame came from the kernel");
-        assert!(stats.rx_partial_csum() > 0, "no partial checksum came from the kernel");
+        for to in [format!("TCP:{OURS4}:5001"), format!("TCP6:[{OURS6}]:5001")] {
+            let (frames, coalesced, partial) = (stats.rx_frames(), stats.rx_gso_frames(), stats.rx_partial_csum());
+            let mut cmd = ns.cmd("socat");
+            cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), &to]);
+            assert!(run(cmd).await.status.success(), "socat client to {to}");
+            let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap().unwrap();
+            report(&format!("kernel -> ours ({to})"), &stats);
+            assert_eq!(got, sha(&data), "kernel client -> our server ({to})");
+            assert!(stats.rx_gso_frames() > coalesced, "no coalesced frame came from the kernel ({to})");
+            assert!(stats.rx_partial_csum() > partial, "no partial checksum came from the kernel ({to})");
+            // 16 MiB in far fewer frames than 1448-byte segments would take.
+            let n = stats.rx_frames() - frames;
+            assert!(n < (MIB16 / 1448) as u64 / 2, "{n} frames ({to})");
+        }
         assert_eq!(stats.rx_bad_header(), 0);
-        // 16 MiB in far fewer frames than 1448-byte segments would take.
-        assert!(stats.rx_frames() < (MIB16 / 1448) as u64 / 2, "{} frames", stats.rx_frames());
     });
 }
 
