@@ -1,3 +1,7 @@
+//! Unit tests of the virtio net header: golden bytes, malformed headers,
+//! the GSO partial-checksum conversion (completed and compared with the full
+//! checksum), and arbitrary input.
+
 use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use super::*;
