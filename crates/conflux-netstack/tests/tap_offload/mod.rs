@@ -1,18 +1,21 @@
 //! TAP offloads (`TapDevice::open_with_offloads`): our stack and kernel
 //! sockets in a test namespace (MTU 1500 on the kernel's side) move 16 MiB
-//! each way, verified by hash, over TCP segments of up to 64 KiB that the
-//! kernel cuts (GSO) and coalesces, with partial checksums; and a corrupted
+//! each way over IPv4 and IPv6, verified by hash, over TCP segments of up to
+//! 64 KiB that the kernel coalesces (rx, partial checksums) and cuts (tx,
+//! GSO); through the namespace's router to a second stack of ours behind a
+//! plain TAP, so the kernel really segments what we send; and a corrupted
 //! frame the kernel did not mark `NEEDS_CSUM` is still dropped.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use conflux_flow::FlowExt;
-use conflux_netstack::TapStats;
-use conflux_tcp::TcpStack;
+use conflux_netstack::{NetStack, TapStats};
+use conflux_tcp::{ConnectOptions, TcpStack};
 use sha2::{Digest, Sha256};
 
-use crate::support::tapns::{KERNEL4, OURS4, OURS6, TapNs, ip, stack_on};
+use crate::support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, ip, stack_on};
 use crate::{rt, support};
 
 const MIB16: usize = 16 << 20;
@@ -32,6 +35,18 @@ async fn run(cmd: std::process::Command) -> std::process::Output {
         eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     out
+}
+
+/// Connects, retrying while the kernel-side listener is not up yet.
+async fn connect_retrying(stack: &NetStack, addr: SocketAddr) -> conflux_netstack::NetFlow {
+    for _ in 0..100 {
+        match stack.create_connection(addr, ConnectOptions::new().timeout(Duration::from_secs(5))).await {
+            Ok(f) => return f,
+            Err(conflux_tcp::ConnectError::Refused { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("connect to {addr}: {e}"),
+        }
+    }
+    panic!("{addr} never listened");
 }
 
 /// Skips (visibly) unless an offload TAP can be made and socat run.
@@ -96,6 +111,118 @@ fn kernel_sends_16mib_as_coalesced_partial_checksum_frames_v4_and_v6() {
             assert!(n < (MIB16 / 1448) as u64 / 2, "{n} frames ({to})");
         }
         assert_eq!(stats.rx_bad_header(), 0);
+    });
+}
+
+/// Our client sends 16 MiB to kernel servers over IPv4 and IPv6: the stack
+/// hands the TAP super-segments (GSO) that the kernel cuts to its MSS.
+#[test]
+#[ignore = "needs the core's side of DeviceCaps::tso (MSS raise, gso_mss tagging; issue 12 item 6): remove once it is in"]
+fn ours_sends_16mib_as_gso_super_segments_v4_and_v6() {
+    need_tap_socat!();
+    rt().block_on(async {
+        let (ns, dev) = TapNs::create_with(1500, true).expect("offload TAP in a namespace");
+        let stats = dev.stats();
+        let tmp = conflux_testkit::TempDir::new("offload-tx");
+        let data = conflux_testkit::payload(79, MIB16);
+        let stack = stack_on(dev, None);
+        for (at, port) in [(KERNEL4, 5002), (KERNEL6, 5003)] {
+            let before = stats.tx_gso_frames();
+            let output = tmp.path().join(format!("out{port}"));
+            let listen = if at == KERNEL4 { "TCP-LISTEN" } else { "TCP6-LISTEN" };
+            let mut cmd = ns.cmd("socat");
+            cmd.args([
+                "-t",
+                "30",
+                "-u",
+                &format!("{listen}:{port},reuseaddr"),
+                &format!("CREATE:{}", output.display()),
+            ]);
+            let server = tokio::spawn(run(cmd));
+            let mut f = connect_retrying(&stack, support::addr(at, port)).await;
+            tokio::time::timeout(Duration::from_secs(60), async {
+                f.write(data.clone()).await.unwrap();
+                f.close().await.unwrap();
+            })
+            .await
+            .expect("sending 16 MiB took over 60 s");
+            assert!(server.await.unwrap().status.success(), "socat server on {at}");
+            report(&format!("ours -> kernel {at}"), &stats);
+            assert_eq!(sha(&std::fs::read(&output).unwrap()), sha(&data), "our client -> kernel server {at}");
+            assert!(stats.tx_gso_frames() > before, "no super-segment sent to {at}");
+        }
+        assert!(stats.tx_frames() < (2 * MIB16 / 1448) as u64 / 2, "{} frames", stats.tx_frames());
+    });
+}
+
+/// Our stack on an offload TAP sends 16 MiB over IPv4 and over IPv6 to a
+/// second stack of ours behind a plain TAP (no offloads, MTU 1500), the
+/// namespace's kernel routing between them: the kernel must cut every
+/// super-segment into segments that fit the plain TAP's MTU, with complete
+/// checksums (the receiving stack checks them) — the tx conversion's
+/// `gso_size`, `csum_start` and partial checksum as the kernel reads them.
+#[test]
+#[ignore = "needs the core's side of DeviceCaps::tso (MSS raise, gso_mss tagging; issue 12 item 6): remove once it is in"]
+fn forwarded_super_segments_are_cut_by_the_kernel_to_the_mtu() {
+    need_tap_socat!();
+    rt().block_on(async {
+        let (ns, dev) = TapNs::create_with(1500, true).expect("offload TAP in a namespace");
+        let stats = dev.stats();
+        let far_name = format!("{}f", &ns.tap[..ns.tap.len() - 1]);
+        let far = conflux_netstack::TapDevice::open(&far_name, 1500).expect("the plain TAP");
+        let far_stats = far.stats();
+        let n = ns.ns.as_str();
+        ip(&["link", "set", "dev", &far_name, "netns", n]).expect("move the plain TAP");
+        ip(&["-n", n, "link", "set", "dev", &far_name, "mtu", "1500"]).expect("mtu");
+        ip(&["-n", n, "addr", "add", "10.79.0.1/24", "dev", &far_name]).expect("address");
+        ip(&["-n", n, "addr", "add", "fd79::1/64", "dev", &far_name, "nodad"]).expect("address");
+        ip(&["-n", n, "link", "set", "dev", &far_name, "up"]).expect("up");
+        let mut cmd = ns.cmd("sysctl");
+        cmd.args(["-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        assert!(run(cmd).await.status.success(), "sysctl forwarding");
+
+        let near = NetStack::new(
+            crate::support::tapns::stack_config()
+                .gateway_v4(KERNEL4.parse().unwrap())
+                .gateway_v6(KERNEL6.parse().unwrap()),
+            dev,
+        );
+        let far_stack = NetStack::new(
+            conflux_netstack::StackConfig::new()
+                .ipv4("10.79.0.2".parse().unwrap(), 24)
+                .ipv6("fd79::2".parse().unwrap(), 64)
+                .mac([0x02, 0, 0, 0, 0x79, 0x02])
+                .gateway_v4("10.79.0.1".parse().unwrap())
+                .gateway_v6("fd79::1".parse().unwrap())
+                .buffers(256 * 1024, 256 * 1024),
+            far,
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        far_stack
+            .listen(6001, None, move |mut f| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
+                }
+            })
+            .unwrap();
+        let data = conflux_testkit::payload(80, MIB16);
+        for to in ["10.79.0.2", "fd79::2"] {
+            let (gso, cut) = (stats.tx_gso_frames(), far_stats.rx_frames());
+            let mut f = connect_retrying(&near, support::addr(to, 6001)).await;
+            tokio::time::timeout(Duration::from_secs(60), async {
+                f.write(data.clone()).await.unwrap();
+                f.close().await.unwrap();
+            })
+            .await
+            .expect("sending 16 MiB took over 60 s");
+            let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap().unwrap();
+            report(&format!("ours -> kernel -> plain TAP -> ours ({to})"), &stats);
+            assert_eq!(got, sha(&data), "16 MiB through the kernel's router to {to}");
+            assert!(stats.tx_gso_frames() > gso, "no super-segment sent toward {to}");
+            let segments = far_stats.rx_frames() - cut;
+            assert!(segments >= (MIB16 / 1460) as u64, "only {segments} frames reached the plain TAP ({to})");
+        }
     });
 }
 
