@@ -100,10 +100,12 @@
 mod config;
 mod core;
 mod device;
+mod driver;
 mod flow;
 mod link;
 mod pcap;
 mod ports;
+mod rewrite;
 mod stack;
 #[allow(unsafe_code)]
 mod sys;
