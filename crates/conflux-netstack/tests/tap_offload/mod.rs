@@ -117,7 +117,6 @@ fn kernel_sends_16mib_as_coalesced_partial_checksum_frames_v4_and_v6() {
 /// Our client sends 16 MiB to kernel servers over IPv4 and IPv6: the stack
 /// hands the TAP super-segments (GSO) that the kernel cuts to its MSS.
 #[test]
-#[ignore = "needs the core's side of DeviceCaps::tso (MSS raise, gso_mss tagging; issue 12 item 6): remove once it is in"]
 fn ours_sends_16mib_as_gso_super_segments_v4_and_v6() {
     need_tap_socat!();
     rt().block_on(async {
@@ -162,7 +161,6 @@ fn ours_sends_16mib_as_gso_super_segments_v4_and_v6() {
 /// checksums (the receiving stack checks them) — the tx conversion's
 /// `gso_size`, `csum_start` and partial checksum as the kernel reads them.
 #[test]
-#[ignore = "needs the core's side of DeviceCaps::tso (MSS raise, gso_mss tagging; issue 12 item 6): remove once it is in"]
 fn forwarded_super_segments_are_cut_by_the_kernel_to_the_mtu() {
     need_tap_socat!();
     rt().block_on(async {
