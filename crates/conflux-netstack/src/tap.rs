@@ -134,7 +134,7 @@ impl TunFd {
         s.tx_frames.fetch_add(1, Ordering::Relaxed);
         let res = if self.vnet {
             let hdr = match gso_mss {
-                Some(mss) => vnet::gso_header(frame, self.l2(), mss).unwrap_or_else(|e| {
+                Some(mss) => vnet::gso_header(frame, self.l2(), mss, self.caps.mtu).unwrap_or_else(|e| {
                     tracing::debug!(tap = %self.name, error = %e, "sent a frame without segmentation");
                     VnetHdr::default()
                 }),

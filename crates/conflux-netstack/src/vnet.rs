@@ -217,10 +217,13 @@ pub(crate) enum L2 {
 /// complete and valid) as a GSO super-segment of `mss`-byte segments:
 /// rewrites the TCP checksum field to the pseudo-header sum (the partial
 /// form) and returns `NEEDS_CSUM` + TCPV4/TCPV6 with `csum_start`,
-/// `csum_offset`, `hdr_len` and `gso_size` set. A frame whose payload fits
-/// one segment needs no header: `Ok(VnetHdr::default())`, frame untouched.
-/// On error the frame is untouched.
-pub(crate) fn gso_header(frame: &mut [u8], l2: L2, mss: u16) -> Result<VnetHdr, VnetError> {
+/// `csum_offset`, `hdr_len` and `gso_size` set. `gso_size` is `mss`, or
+/// less where the frame's IP and TCP headers (options included) would make
+/// a segment longer than `mtu`: every segment the kernel cuts fits the
+/// link. A frame whose payload fits one segment needs no header:
+/// `Ok(VnetHdr::default())`, frame untouched. On error the frame is
+/// untouched.
+pub(crate) fn gso_header(frame: &mut [u8], l2: L2, mss: u16, mtu: usize) -> Result<VnetHdr, VnetError> {
     if mss == 0 {
         return Err(VnetError::GsoSize(Gso::TcpV4));
     }
@@ -267,7 +270,12 @@ pub(crate) fn gso_header(frame: &mut [u8], l2: L2, mss: u16) -> Result<VnetHdr, 
     let tcp_len = frame.len() - tcp_at;
     let tcp = TcpPacket::new_checked(&frame[tcp_at..]).map_err(|_| VnetError::Frame("malformed TCP header"))?;
     let tcp_hdr = usize::from(tcp.header_len());
-    if tcp_len - tcp_hdr <= usize::from(mss) {
+    let fits = mtu.saturating_sub(ip_hdr + tcp_hdr);
+    let seg = u16::try_from(fits).map_or(mss, |fits| fits.min(mss));
+    if seg == 0 {
+        return Err(VnetError::Frame("the headers leave no payload within the MTU"));
+    }
+    if tcp_len - tcp_hdr <= usize::from(seg) {
         return Ok(VnetHdr::default());
     }
     let ecn = tcp.cwr();
@@ -288,7 +296,7 @@ pub(crate) fn gso_header(frame: &mut [u8], l2: L2, mss: u16) -> Result<VnetHdr, 
         gso,
         ecn,
         hdr_len,
-        gso_size: mss,
+        gso_size: seg,
         csum_start,
         csum_offset: TCP_CSUM_OFFSET,
     })

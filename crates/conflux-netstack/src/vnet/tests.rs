@@ -147,7 +147,7 @@ fn gso_conversion_completes_to_the_full_checksum() {
         for payload in [1449, 2896, 9000, 65535 - 60 - 20] {
             let full = tcp_frame(v6, eth, payload);
             let mut frame = full.clone();
-            let hdr = gso_header(&mut frame, if eth { L2::Ethernet } else { L2::Ip }, 1448).unwrap();
+            let hdr = gso_header(&mut frame, if eth { L2::Ethernet } else { L2::Ip }, 1448, 9000).unwrap();
             let l3 = if eth { 14 } else { 0 };
             let ip_hdr = if v6 { 40 } else { 20 };
             let expect = VnetHdr {
@@ -178,21 +178,44 @@ fn gso_conversion_completes_to_the_full_checksum() {
 fn one_segment_needs_no_header_and_cwr_sets_ecn() {
     let full = tcp_frame(false, true, 1448);
     let mut frame = full.clone();
-    assert_eq!(gso_header(&mut frame, L2::Ethernet, 1448), Ok(VnetHdr::default()));
+    assert_eq!(gso_header(&mut frame, L2::Ethernet, 1448, 1500), Ok(VnetHdr::default()));
     assert_eq!(frame, full);
 
     let mut frame = tcp_frame(true, true, 3000);
     TcpPacket::new_unchecked(&mut frame[14 + 40..]).set_cwr(true);
-    let hdr = gso_header(&mut frame, L2::Ethernet, 1000).unwrap();
+    let hdr = gso_header(&mut frame, L2::Ethernet, 1000, 1500).unwrap();
     assert!(hdr.ecn);
     assert_eq!(hdr.to_bytes()[1], 0x84);
+}
+
+/// Segments never outgrow the MTU: TCP options (here 12 bytes) come off the
+/// segment size.
+#[test]
+fn segments_fit_the_mtu_with_tcp_options() {
+    for v6 in [false, true] {
+        let ip_hdr = if v6 { 40 } else { 20 };
+        let mut frame = tcp_frame(v6, true, 5000);
+        TcpPacket::new_unchecked(&mut frame[14 + ip_hdr..]).set_header_len(32);
+        let mss = 1500 - ip_hdr as u16 - 20;
+        let hdr = gso_header(&mut frame, L2::Ethernet, mss, 1500).unwrap();
+        assert_eq!(usize::from(hdr.gso_size), 1500 - ip_hdr - 32, "v6 {v6}");
+        assert_eq!(usize::from(hdr.hdr_len), 14 + ip_hdr + 32);
+        // A smaller MSS stays as it is.
+        let mut frame = tcp_frame(v6, true, 5000);
+        assert_eq!(gso_header(&mut frame, L2::Ethernet, 1000, 1500).unwrap().gso_size, 1000);
+    }
+    let mut frame = tcp_frame(false, true, 5000);
+    assert_eq!(
+        gso_header(&mut frame, L2::Ethernet, 1000, 40),
+        Err(VnetError::Frame("the headers leave no payload within the MTU"))
+    );
 }
 
 #[test]
 fn frames_that_cannot_be_segmented_are_errors_and_untouched() {
     let check = |mut frame: Vec<u8>, l2: L2, what: &str| {
         let before = frame.clone();
-        let err = gso_header(&mut frame, l2, 500).unwrap_err();
+        let err = gso_header(&mut frame, l2, 500, 1500).unwrap_err();
         assert!(err.to_string().contains(what), "{err} should say {what:?}");
         assert_eq!(frame, before);
     };
@@ -217,7 +240,10 @@ fn frames_that_cannot_be_segmented_are_errors_and_untouched() {
     let mut bad_tcp = tcp_frame(false, false, 20);
     bad_tcp[20 + 12] = 0xf0; // data offset 60 bytes, beyond the 40-byte segment
     check(bad_tcp, L2::Ip, "TCP");
-    assert_eq!(gso_header(&mut tcp_frame(false, true, 9000), L2::Ethernet, 0), Err(VnetError::GsoSize(Gso::TcpV4)));
+    assert_eq!(
+        gso_header(&mut tcp_frame(false, true, 9000), L2::Ethernet, 0, 1500),
+        Err(VnetError::GsoSize(Gso::TcpV4))
+    );
     assert!(complete_partial(&mut [0; 4], 2, 1).is_err());
 }
 
@@ -251,6 +277,6 @@ fn arbitrary_bytes_never_panic() {
             let _ = complete_partial(&mut frame, hdr.csum_start, hdr.csum_offset);
         }
         let l2 = if i % 3 == 2 { L2::Ip } else { L2::Ethernet };
-        let _ = gso_header(&mut frame, l2, (next() % 2000) as u16);
+        let _ = gso_header(&mut frame, l2, (next() % 2000) as u16, (next() % 3000) as usize);
     }
 }
