@@ -22,8 +22,9 @@
 //!   closed sockets (TIME_WAIT included) reaped and their ports freed;
 //! - devices behind [`FrameDevice`], a trait users implement to bring their
 //!   own; shipped: an in-memory [`link_pair`] with seeded [`Faults`], Linux
-//!   [`TapDevice`] (Ethernet) and TUN (IP) devices, and [`Pcap`] capture of
-//!   any device;
+//!   [`TapDevice`] (Ethernet; with [`TapDevice::open_with_offloads`], TCP
+//!   segmentation and checksum offload to the kernel through virtio net
+//!   headers) and TUN (IP) devices, and [`Pcap`] capture of any device;
 //! - time from tokio's clock: under `tokio::time::pause()` the stack runs in
 //!   virtual time (keepalive hours in milliseconds);
 //! - transparent ("any-address") listening for tun2socks- and vpnkit-style
@@ -114,6 +115,7 @@ mod stack;
 #[allow(unsafe_code)]
 mod sys;
 mod tap;
+mod vnet;
 mod wire;
 
 pub use crate::{
@@ -123,7 +125,7 @@ pub use crate::{
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     pcap::Pcap,
     stack::{NetStack, WeakNetStack},
-    tap::{TapDevice, TunDevice},
+    tap::{TapDevice, TapStats, TunDevice},
 };
 
 /// When this stack declares a silent peer dead under `keepalive`, counted

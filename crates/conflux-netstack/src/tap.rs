@@ -1,63 +1,154 @@
 //! Linux TAP (Ethernet) and TUN (IP) devices, with readiness from tokio.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FramePool, Medium};
+use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum};
+use crate::vnet::{self, RxCsumState, VnetHdr};
+
+/// The largest IP packet an offload TAP takes or hands over
+/// ([`DeviceCaps::tso`]): what fits a 16-bit length with the Ethernet
+/// header (the kernel's GSO limit is 64 KiB).
+const TSO_MAX: u16 = 65535 - 14;
+/// The receive buffer of an offload TAP: the largest coalesced frame the
+/// kernel builds (an IPv6 packet with a 65535-byte payload) and a VLAN tag.
+const RX_MAX: usize = 14 + 4 + 40 + 65535;
 
 /// A `/dev/net/tun` descriptor attached to an interface.
 struct TunFd {
     fd: AsyncFd<File>,
     name: String,
     caps: DeviceCaps,
+    /// Whether every frame carries a virtio net header (offloads on).
+    vnet: bool,
+    stats: TapStats,
     pool: FramePool,
 }
 
 impl TunFd {
-    fn open(name: &str, tap: bool, mtu: usize) -> io::Result<TunFd> {
+    fn open(name: &str, tap: bool, mtu: usize, offloads: bool) -> io::Result<TunFd> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
-        crate::sys::tun_set_iff(&file, name, tap)?;
+        crate::sys::tun_set_iff(&file, name, tap, offloads)?;
+        if offloads {
+            crate::sys::tun_set_offloads(&file, vnet::HDR_LEN)?;
+        }
         let medium = if tap { Medium::Ethernet } else { Medium::Ip };
+        let mut caps = DeviceCaps::new(medium, mtu);
+        if offloads {
+            caps.tso = Some(TSO_MAX);
+        }
         Ok(TunFd {
             fd: crate::sys::async_fd(file)?,
             name: name.to_owned(),
-            caps: DeviceCaps::new(medium, mtu),
+            caps,
+            vnet: offloads,
+            stats: TapStats::default(),
             pool: FramePool::new(),
         })
     }
 
-    /// Reads frames until the device has none or `max` were read.
+    fn l2(&self) -> vnet::L2 {
+        match self.caps.medium {
+            Medium::Ethernet => vnet::L2::Ethernet,
+            Medium::Ip => vnet::L2::Ip,
+        }
+    }
+
+    /// Reads frames until the device has none or `max` were read. With
+    /// offloads, header and frame come in one `readv`; a frame whose header
+    /// is malformed is dropped (and counted).
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         let from = frames.len();
-        let mut buf = self.pool.take(self.caps.mtu + 14 + 4);
+        let cap = if self.vnet { RX_MAX } else { self.caps.mtu + 14 + 4 };
+        let mut buf = self.pool.take(cap);
+        let mut hdr = [0u8; vnet::HDR_LEN];
+        let s = &self.stats.0;
         while frames.len() - from < max.max(1) {
             let mut guard = match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             };
-            match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
-                Ok(Ok(n)) => {
-                    buf.set_len(n);
-                    frames.push(std::mem::replace(&mut buf, self.pool.take(self.caps.mtu + 14 + 4)));
+            let read = guard.try_io(|fd| {
+                if self.vnet {
+                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)])
+                } else {
+                    fd.get_ref().read(&mut buf)
                 }
+            });
+            let n = match read {
+                Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
+            };
+            if self.vnet {
+                buf.set_len(n.saturating_sub(vnet::HDR_LEN));
+                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(&buf)) {
+                    Ok((csum, gso_mss)) => {
+                        let csum = match csum {
+                            RxCsumState::Unknown => RxCsum::Unknown,
+                            RxCsumState::Verified => {
+                                s.rx_data_valid.fetch_add(1, Ordering::Relaxed);
+                                RxCsum::Verified
+                            }
+                            RxCsumState::Partial => {
+                                s.rx_partial_csum.fetch_add(1, Ordering::Relaxed);
+                                RxCsum::Partial
+                            }
+                        };
+                        if gso_mss.is_some() {
+                            s.rx_gso_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        buf.meta = FrameMeta { csum, gso_mss };
+                    }
+                    Err(e) => {
+                        s.rx_bad_header.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(tap = %self.name, error = %e, "dropped a received frame");
+                        buf.set_len(cap);
+                        continue;
+                    }
+                }
+            } else {
+                buf.set_len(n);
             }
+            s.rx_frames.fetch_add(1, Ordering::Relaxed);
+            frames.push(std::mem::replace(&mut buf, self.pool.take(cap)));
         }
         if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        match self.fd.get_ref().write(frame) {
+    /// Sends `frame`, as a GSO super-segment of `gso_mss`-byte segments if
+    /// given and the frame is longer than one (offloads on).
+    fn send(&mut self, frame: &mut [u8], gso_mss: Option<u16>) -> io::Result<()> {
+        let s = &self.stats.0;
+        s.tx_frames.fetch_add(1, Ordering::Relaxed);
+        let res = if self.vnet {
+            let hdr = match gso_mss {
+                Some(mss) => vnet::gso_header(frame, self.l2(), mss, self.caps.mtu).unwrap_or_else(|e| {
+                    tracing::debug!(tap = %self.name, error = %e, "sent a frame without segmentation");
+                    VnetHdr::default()
+                }),
+                None => VnetHdr::default(),
+            };
+            if hdr.gso != vnet::Gso::None {
+                s.tx_gso_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            let hdr = hdr.to_bytes();
+            self.fd.get_ref().write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+        } else {
+            self.fd.get_ref().write(frame)
+        };
+        match res {
             Ok(_) => Ok(()),
             // A full device queue drops the frame, as a busy NIC would.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -68,11 +159,64 @@ impl TunFd {
     }
 }
 
+/// Counters of a [`TapDevice`], shared with it: take them with
+/// [`TapDevice::stats`] before the device moves into a stack.
+#[derive(Debug, Clone, Default)]
+pub struct TapStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_gso_frames: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_gso_frames: AtomicU64,
+    rx_partial_csum: AtomicU64,
+    rx_data_valid: AtomicU64,
+    rx_bad_header: AtomicU64,
+}
+
+impl TapStats {
+    /// Frames handed to the kernel.
+    pub fn tx_frames(&self) -> u64 {
+        self.0.tx_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, TCP super-segments the kernel cut (GSO, offloads only).
+    pub fn tx_gso_frames(&self) -> u64 {
+        self.0.tx_gso_frames.load(Ordering::Relaxed)
+    }
+    /// Frames received and handed to the stack.
+    pub fn rx_frames(&self) -> u64 {
+        self.0.rx_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, coalesced TCP super-segments (GSO from the kernel).
+    pub fn rx_gso_frames(&self) -> u64 {
+        self.0.rx_gso_frames.load(Ordering::Relaxed)
+    }
+    /// Of those, frames whose L4 checksum was partial (`NEEDS_CSUM`).
+    pub fn rx_partial_csum(&self) -> u64 {
+        self.0.rx_partial_csum.load(Ordering::Relaxed)
+    }
+    /// Of those, frames the kernel had verified (`DATA_VALID`).
+    pub fn rx_data_valid(&self) -> u64 {
+        self.0.rx_data_valid.load(Ordering::Relaxed)
+    }
+    /// Frames dropped for a malformed virtio net header.
+    pub fn rx_bad_header(&self) -> u64 {
+        self.0.rx_bad_header.load(Ordering::Relaxed)
+    }
+}
+
 /// A Linux TAP device (Ethernet frames), created or attached by name.
 ///
 /// Needs `CAP_NET_ADMIN`. The interface starts down: bring it up (and move
-/// it to a namespace) with `ip link`. Checksums are computed and checked by
-/// the stack (no virtio net headers).
+/// it to a namespace) with `ip link`.
+///
+/// [`TapDevice::open`]: checksums are computed and checked by the stack,
+/// every frame fits the MTU (no virtio net headers).
+/// [`TapDevice::open_with_offloads`]: every frame carries a virtio net
+/// header (`IFF_VNET_HDR`) and the kernel takes TCP super-segments up to
+/// 64 KiB with partial checksums and cuts them itself (TSO/GSO, IPv4 and
+/// IPv6), and hands over coalesced ones with partial or verified checksums.
 pub struct TapDevice(TunFd);
 
 impl std::fmt::Debug for TapDevice {
@@ -85,7 +229,23 @@ impl TapDevice {
     /// Opens TAP interface `name` (at most 15 bytes) with an MTU of `mtu`
     /// bytes of IP packet. Must be called within a tokio runtime.
     pub fn open(name: &str, mtu: usize) -> io::Result<TapDevice> {
-        TunFd::open(name, true, mtu).map(TapDevice)
+        TunFd::open(name, true, mtu, false).map(TapDevice)
+    }
+
+    /// As [`open`](TapDevice::open), with virtio net headers and the
+    /// kernel's checksum and segmentation offloads (`TUNSETOFFLOAD` with
+    /// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`): the stack
+    /// sends TCP segments of up to 64 KiB that the kernel cuts to the
+    /// peer's MSS, and receives the kernel's coalesced ones; `mtu` stays the
+    /// limit of every other frame. The interface must not be attached
+    /// elsewhere without virtio net headers.
+    pub fn open_with_offloads(name: &str, mtu: usize) -> io::Result<TapDevice> {
+        TunFd::open(name, true, mtu, true).map(TapDevice)
+    }
+
+    /// The device's counters (frames, super-segments, partial checksums).
+    pub fn stats(&self) -> TapStats {
+        self.0.stats.clone()
     }
 
     /// The interface's name.
@@ -107,8 +267,9 @@ impl FrameDevice for TapDevice {
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
-        self.0.send(&frame)
+    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
+        let mss = frame.meta.gso_mss;
+        self.0.send(&mut frame, mss)
     }
 }
 
@@ -127,7 +288,7 @@ impl TunDevice {
     /// Opens TUN interface `name` (at most 15 bytes) with an MTU of `mtu`.
     /// Must be called within a tokio runtime.
     pub fn open(name: &str, mtu: usize) -> io::Result<TunDevice> {
-        TunFd::open(name, false, mtu).map(TunDevice)
+        TunFd::open(name, false, mtu, false).map(TunDevice)
     }
 
     /// The interface's name.
@@ -149,7 +310,8 @@ impl FrameDevice for TunDevice {
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
-        self.0.send(&frame)
+    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
+        let mss = frame.meta.gso_mss;
+        self.0.send(&mut frame, mss)
     }
 }

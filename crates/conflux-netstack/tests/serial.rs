@@ -187,6 +187,8 @@ macro_rules! need_tap {
     };
 }
 
+mod tap_offload;
+
 mod tap {
     use super::*;
     use sha2::{Digest, Sha256};

@@ -34,10 +34,17 @@ impl TapNs {
     /// Opens a TAP, moves it into a new namespace and configures the
     /// kernel's side. Must run within a tokio runtime.
     pub fn create(mtu: usize) -> Result<(TapNs, TapDevice), String> {
+        TapNs::create_with(mtu, false)
+    }
+
+    /// As [`TapNs::create`], the TAP opened with virtio net headers and the
+    /// kernel's offloads if `offloads`.
+    pub fn create_with(mtu: usize, offloads: bool) -> Result<(TapNs, TapDevice), String> {
         let base = format!("cfx{:x}t{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let me = TapNs { ns: format!("{base}n"), tap: format!("{base}d") };
         assert!(me.ns.len() <= 15 && me.tap.len() <= 15, "names too long: {}", me.tap);
-        let dev = TapDevice::open(&me.tap, mtu).map_err(|e| format!("open TAP {}: {e}", me.tap))?;
+        let dev = if offloads { TapDevice::open_with_offloads(&me.tap, mtu) } else { TapDevice::open(&me.tap, mtu) }
+            .map_err(|e| format!("open TAP {}: {e}", me.tap))?;
         ip(&["netns", "add", &me.ns])?;
         let mtu_s = mtu.to_string();
         ip(&["link", "set", "dev", &me.tap, "netns", &me.ns])?;
