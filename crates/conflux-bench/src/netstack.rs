@@ -35,8 +35,9 @@
 //!   baseline `smoltcp-tuntap`; goals >= 1.5 (tx) and >= 1.0 (rx, stretch
 //!   1.5). Root only; skipped with the reason otherwise.
 //!
-//! `--quick`: 3 runs (5 for `netstack-mt` and the TAP scenarios), the TAP
-//! scenarios move 64 MiB instead of 256 MiB; the other sizes stay.
+//! `--quick`: 3 runs (5 for `netstack-mt` and the TAP scenarios);
+//! `netstack-mt` and `netstack-idle10k` move 128 MiB per run and the TAP
+//! scenarios 64 MiB instead of 256 MiB; the other sizes stay.
 //!
 //! Every byte is cut from the shared 1 MiB source (`crate::data`) and folded
 //! into a checksum at the reader, compared with the writer's. Measured and baseline runs alternate.
@@ -292,11 +293,11 @@ fn runtime_mt() -> tokio::runtime::Runtime {
 /// (`netstack-mt-tokio-smoltcp`) is tokio-smoltcp's multi_thread figure
 /// against its own current_thread one, same work.
 fn mt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
-    const TOTAL: u64 = 256 << 20;
     const CHUNK: usize = 64 * 1024;
+    let total: u64 = if ctx.quick { 128 << 20 } else { 256 << 20 };
     let (ct, mt) = (runtime(), runtime_mt());
     let src = source();
-    let want = expected(&src, TOTAL, CHUNK);
+    let want = expected(&src, total, CHUNK);
     let mut on_ct = ct.block_on(async {
         let (a, b) = stacks(LinkConfig::ip(), CHUNK);
         NetStream::new(a, &b)
@@ -308,15 +309,15 @@ fn mt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let runs = ctx.runs_mt(7, 5);
     let pair = measure_pair(
         runs,
-        || on_mt.run_spawned(&mt, &src, TOTAL, CHUNK, want),
-        || on_ct.run_spawned(&ct, &src, TOTAL, CHUNK, want),
+        || on_mt.run_spawned(&mt, &src, total, CHUNK, want),
+        || on_ct.run_spawned(&ct, &src, total, CHUNK, want),
     );
     let ts_ct = std::sync::Arc::new(ct.block_on(async { tokio_smoltcp_pair(CHUNK) }));
     let ts_mt = std::sync::Arc::new(mt.block_on(async { tokio_smoltcp_pair(CHUNK) }));
     let ts_run = |rt: &tokio::runtime::Runtime, nets: &std::sync::Arc<(tokio_smoltcp::Net, tokio_smoltcp::Net)>| {
         let (nets, src) = (nets.clone(), src.clone());
         rt.block_on(async move {
-            tokio::spawn(async move { tokio_smoltcp_run(&nets.0, &nets.1, &src, TOTAL, CHUNK, want).await })
+            tokio::spawn(async move { tokio_smoltcp_run(&nets.0, &nets.1, &src, total, CHUNK, want).await })
                 .await
                 .expect("the tokio-smoltcp writer task")
         })
@@ -668,4 +669,48 @@ fn churn(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     );
     assert_eq!(left, (0, 0, 0), "netstack-churn: flows, sockets or ports left 11 s after the churn");
     Ok(vec![ctx.record(&pair.measured).with_baseline("kernel-loopback", &pair.baseline)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_metrics_and_goals_are_the_issues() {
+        let all = scenarios();
+        let goal = |name: &str, metric: Metric| {
+            all.iter().find(|s| s.name == name && s.metric == metric).unwrap_or_else(|| panic!("{name} {metric}")).goal
+        };
+        assert_eq!(goal("netstack-mem-lo", Metric::Throughput), Goal::RatioAtLeast(2.0));
+        assert_eq!(goal("netstack-mem-1500", Metric::Throughput), Goal::RatioAtLeast(0.85));
+        assert_eq!(MEM_1500_VS_TOKIO_SMOLTCP, Goal::RatioAtLeast(2.0));
+        assert_eq!(goal("netstack-mt", Metric::Throughput), Goal::RatioAtLeast(0.7));
+        assert_eq!(goal("netstack-rtt", Metric::Rtt), Goal::RatioAtMost(0.3));
+        assert_eq!(goal("netstack-idle10k", Metric::Throughput), Goal::RatioAtLeast(0.8));
+        assert_eq!(goal("netstack-idle10k", Metric::Rss), Goal::ValueAtMost(208.0));
+        assert_eq!(goal("netstack-churn", Metric::Rate), Goal::RatioAtLeast(0.9));
+        assert_eq!(goal("netstack-tap-tx", Metric::Throughput), Goal::RatioAtLeast(1.5));
+        assert_eq!(goal("netstack-tap-rx", Metric::Throughput), Goal::RatioAtLeast(1.0));
+        assert_eq!(all.len(), 9);
+    }
+
+    #[test]
+    fn only_the_hidden_flag_is_a_child_invocation() {
+        assert!(child_main(&[]).is_none());
+        assert!(child_main(&["--quick".to_owned(), "netstack".to_owned()]).is_none());
+        // An unknown role is refused (exit 2), not run as a scenario.
+        assert!(child_main(&[CHILD_FLAG.to_owned(), "nonsense".to_owned()]).is_some());
+    }
+
+    #[test]
+    fn idle_connections_stay_open_after_a_byte_each_way() {
+        let rt = runtime();
+        rt.block_on(async {
+            let (a, b) = stacks(LinkConfig::ip(), 4096);
+            let addr = scale::listen_idle(&b);
+            let flows = scale::open_idle(&a, addr, 20).await;
+            assert_eq!((flows.len(), a.open_flows(), b.open_flows()), (20, 20, 20));
+            drop(flows);
+        });
+    }
 }

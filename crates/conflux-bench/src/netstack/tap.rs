@@ -283,11 +283,18 @@ impl RawTap {
         smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }
 
-    /// Polls the interface, then waits for a frame or the next timer (at
-    /// most 1 ms: the peer's sum arrives on a channel, not on the TAP).
-    fn poll_and_wait(&mut self, sockets: &mut SocketSet<'_>) {
+    /// Polls the interface: frames in, frames out.
+    fn poll(&mut self, sockets: &mut SocketSet<'_>) {
         let now = self.now();
         self.iface.poll(now, &mut self.dev, sockets);
+    }
+
+    /// Polls, then waits for a frame or the next timer (at most 1 ms: the
+    /// peer's sum arrives on a channel, not on the TAP). Call it after the
+    /// socket's reads and writes, so a window they opened or data they
+    /// queued goes out before the wait.
+    fn poll_and_wait(&mut self, sockets: &mut SocketSet<'_>) {
+        self.poll(sockets);
         let cap = smoltcp::time::Duration::from_millis(1);
         let delay = self.iface.poll_delay(self.now(), sockets).map_or(cap, |d| d.min(cap));
         if delay > smoltcp::time::Duration::ZERO {
@@ -319,7 +326,7 @@ impl RawTap {
         let (mut sum, mut received, mut closed) = (0u64, 0u64, false);
         let finished = loop {
             assert!(start.elapsed() < RUN_TIMEOUT, "smoltcp-tuntap: a run timed out");
-            self.poll_and_wait(&mut sockets);
+            self.poll(&mut sockets);
             let s = sockets.get_mut::<tcp::Socket<'_>>(h);
             match dir {
                 Dir::Tx => {
@@ -368,6 +375,7 @@ impl RawTap {
                     assert!(s.is_open() || received >= total, "smoltcp-tuntap: the connection ended early");
                 }
             }
+            self.poll_and_wait(&mut sockets);
         };
         assert_eq!(sum, want, "smoltcp-tuntap: checksum differs");
         // Finish the close so the kernel peer is not left in LAST_ACK.
