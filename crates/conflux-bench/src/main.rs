@@ -88,6 +88,11 @@ fn select(all: &[(&'static str, Vec<Scenario>)], names: &[String]) -> Result<Vec
 }
 
 fn main() -> ExitCode {
+    // A hidden child invocation (the netstack group's RSS measurement and TAP peer).
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = netstack::child_main(&raw) {
+        return code;
+    }
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {

@@ -1,8 +1,13 @@
 //! Timing-sensitive and root tests: the TCP kit over the in-memory link (in
-//! real time), and the TAP, namespace, ping, kernel-interop and iperf3
-//! tests. xtask runs this target with `--test-threads=1`.
+//! real time, on a current_thread and on a 2-worker multi_thread runtime),
+//! the flow kit on a multi_thread runtime (`serial/multi_thread.rs`), and
+//! the TAP, namespace, ping, kernel-interop and iperf3 tests. xtask runs
+//! this target with `--test-threads=1`.
 
 mod support;
+
+#[path = "serial/multi_thread.rs"]
+mod multi_thread;
 
 #[path = "../examples/iperf3_server.rs"]
 #[allow(dead_code)]
@@ -147,6 +152,11 @@ macro_rules! kit_cases {
         mod kit_mem {
             use super::*;
             $( #[test] fn $case() { rt().block_on(kit::$case(&MemFixture::new())) } )*
+        }
+        /// The same cases on a 2-worker multi_thread runtime (see `serial/multi_thread.rs`).
+        mod kit_mem_mt {
+            use super::*;
+            $( #[test] fn $case() { multi_thread::rt_mt().block_on(kit::$case(&MemFixture::new())) } )*
         }
     };
 }
