@@ -1,0 +1,53 @@
+//! User-mode networking for conflux: what vpnkit, slirp4netns, passt and
+//! gvisor-tap-vsock do. A guest (a network namespace or a VM) reaches the
+//! network through conflux's userspace TCP/IP stack: every flow the guest
+//! opens ends in that stack and is opened again as an ordinary host socket,
+//! with no root on the host path, no NAT rules and no bridge.
+//!
+//! What is here so far (the sans-IO parts, no I/O and no clock: time is an
+//! argument):
+//! - [`UsernetConfig`]: the guest network's addresses with slirp4netns's
+//!   defaults (10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, guest 10.0.2.100;
+//!   fd00::/64), MTU, `--host-loopback`, `--allow CIDR`, the DNS upstream and
+//!   inbound port forwards ([`PortForward`], docker's `-p` syntax);
+//! - [`Policy`]: where a guest's connection or datagram goes on the host
+//!   (the gateway mapped to the host's loopback only when asked, the DNS
+//!   address to the upstream resolver, `--allow` matched against the
+//!   host-side destination) or why it is refused ([`Refusal`]);
+//! - [`UdpTable`]: the bounded UDP NAT table (one entry per guest source and
+//!   destination, idle timeout, the least recently used entry evicted when
+//!   full);
+//! - [`resolv_conf_upstream`]: the host resolver from `/etc/resolv.conf`;
+//! - [`Stats`]: the counters a user and a test read.
+//!
+//! What is not here yet: the forwarder itself (it builds on the netstack
+//! engine's held SYNs and UDP sockets), the `conflux usernet` subcommand,
+//! DHCP and the VM frame carriers.
+//!
+//! ```
+//! use conflux_usernet::{Policy, UsernetConfig};
+//!
+//! let config: UsernetConfig = UsernetConfig::new().host_loopback(true).allow("127.0.0.0/8".parse()?);
+//! let policy = Policy::new(&config);
+//! // The guest dials the gateway: the host's loopback, allowed.
+//! assert_eq!(policy.route("10.0.2.2:8080".parse()?)?, "127.0.0.1:8080".parse()?);
+//! // Anything else is outside the allow list.
+//! assert!(policy.route("192.0.2.1:80".parse()?).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod nat;
+mod policy;
+mod resolv;
+mod stats;
+
+pub use crate::{
+    config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
+    nat::{UdpKey, UdpTable},
+    policy::{Policy, Refusal},
+    resolv::resolv_conf_upstream,
+    stats::{Stats, StatsSnapshot},
+};
