@@ -17,7 +17,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
 use crate::config::StackConfig;
-use crate::device::{Checksums, DeviceCaps, Medium};
+use crate::device::{Checksums, DeviceCaps, FrameBuf, FramePool, Medium, RxCsum};
 use crate::flow::NetFlow;
 use crate::ports::Ports;
 use crate::wire;
@@ -108,13 +108,14 @@ pub(crate) struct Accepted {
 /// smoltcp's view of our device for one poll: at most one received frame,
 /// transmitted frames collected into a vector.
 struct Bridge<'a> {
-    rx: Option<Vec<u8>>,
-    tx: &'a mut Vec<Vec<u8>>,
-    caps: DeviceCapabilities,
+    rx: Option<FrameBuf>,
+    tx: &'a mut Vec<FrameBuf>,
+    pool: &'a FramePool,
+    caps: &'a DeviceCapabilities,
 }
 
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+struct RxToken(FrameBuf);
+struct TxToken<'a>(&'a mut Vec<FrameBuf>, &'a FramePool);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -124,7 +125,8 @@ impl phy::RxToken for RxToken {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
+        // A pooled buffer: not zeroed, smoltcp writes every byte of it.
+        let mut frame = self.1.take(len);
         let r = f(&mut frame);
         self.0.push(frame);
         r
@@ -143,11 +145,11 @@ impl phy::Device for Bridge<'_> {
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
         let frame = self.rx.take()?;
-        Some((RxToken(frame), TxToken(self.tx)))
+        Some((RxToken(frame), TxToken(self.tx, self.pool)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(self.tx))
+        Some(TxToken(self.tx, self.pool))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -195,6 +197,7 @@ pub(crate) struct Core {
     iface: Interface,
     medium: Medium,
     caps: DeviceCapabilities,
+    pool: FramePool,
     shards: Vec<Shard>,
     pub(crate) conns: HashMap<ConnId, Conn>,
     tuples: HashMap<Tuple, ConnId>,
@@ -220,7 +223,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(config: StackConfig, caps: DeviceCaps, now: Instant) -> Core {
+    pub(crate) fn new(config: StackConfig, caps: DeviceCaps, pool: FramePool, now: Instant) -> Core {
         let smol = smol_caps(caps);
         let hw = match caps.medium {
             Medium::Ethernet => HardwareAddress::Ethernet(EthernetAddress(config.mac)),
@@ -229,7 +232,7 @@ impl Core {
         let mut iface_config = Config::new(hw);
         iface_config.random_seed = config.seed;
         let mut tx = Vec::new();
-        let mut bridge = Bridge { rx: None, tx: &mut tx, caps: smol.clone() };
+        let mut bridge = Bridge { rx: None, tx: &mut tx, pool: &pool, caps: &smol };
         let mut iface = Interface::new(iface_config, &mut bridge, now);
         let mut cidrs = Vec::new();
         if let Some((a, p)) = config.ipv4 {
@@ -261,6 +264,7 @@ impl Core {
             iface,
             medium: caps.medium,
             caps: smol,
+            pool,
             shards,
             conns: HashMap::new(),
             tuples: HashMap::new(),
@@ -510,8 +514,9 @@ impl Core {
     /// checksums where the device computes them): a corrupted frame must
     /// not admit a SYN, abort an orphan, mark a reset or move the highest
     /// acknowledgment seen.
-    fn ingress(&mut self, now: Instant, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        let seg = match wire::inspect(&frame, self.medium, self.caps.checksum.tcp.tx()) {
+    fn ingress(&mut self, now: Instant, mut frame: FrameBuf, out: &mut Vec<FrameBuf>) {
+        let verify = self.caps.checksum.tcp.tx() && frame.meta.csum == RxCsum::Unknown;
+        let seg = match wire::inspect(&frame, self.medium, verify) {
             wire::Inspected::Tcp(seg) => Some(seg),
             wire::Inspected::Other => None,
             wire::Inspected::Bad => {
@@ -606,7 +611,7 @@ impl Core {
                 wire::rewrite(&mut frame, self.medium, false, conn.local);
             }
         }
-        let mut bridge = Bridge { rx: Some(frame), tx: out, caps: self.caps.clone() };
+        let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
         let sh = &mut self.shards[shard];
         let _: PollIngressSingleResult = self.iface.poll_ingress_single(now, &mut bridge, &mut sh.sockets);
         sh.dirty = true;
@@ -775,13 +780,13 @@ impl Core {
     }
 
     /// Runs egress on every set that has work or a due timer.
-    fn egress(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+    fn egress(&mut self, now: Instant, out: &mut Vec<FrameBuf>) {
         for i in 0..self.shards.len() {
             let due = self.shards[i].next_at.is_some_and(|t| t <= now);
             if !self.shards[i].dirty && !due {
                 continue;
             }
-            let mut bridge = Bridge { rx: None, tx: out, caps: self.caps.clone() };
+            let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
             let sh = &mut self.shards[i];
             sh.dirty = false;
             for _ in 0..EGRESS_ROUNDS {
@@ -799,8 +804,8 @@ impl Core {
     pub(crate) fn process(
         &mut self,
         now: Instant,
-        rx: &mut Vec<Vec<u8>>,
-        tx: &mut Vec<Vec<u8>>,
+        rx: &mut Vec<FrameBuf>,
+        tx: &mut Vec<FrameBuf>,
         device_full: bool,
     ) -> Vec<Accepted> {
         let mut out = Vec::new();

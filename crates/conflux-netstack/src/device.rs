@@ -1,6 +1,11 @@
-//! The frame-device trait users implement to bring their own device.
+//! The frame-device trait users implement to bring their own device, and
+//! the pooled frame buffers it moves.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::io;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 /// What a device's frames start with.
@@ -15,7 +20,8 @@ pub enum Medium {
 /// Who computes and checks IP/TCP/ICMP checksums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Checksums {
-    /// The stack computes them on transmit and checks them on receive.
+    /// The stack computes them on transmit and checks them on receive
+    /// (unless a frame's [`FrameMeta::csum`] says the device checked it).
     Compute,
     /// The link is trusted (an in-memory link, like the kernel's loopback):
     /// neither computed nor checked.
@@ -32,48 +38,292 @@ pub struct DeviceCaps {
     pub mtu: usize,
     /// Checksum handling.
     pub checksums: Checksums,
+    /// `Some(n)`: the device takes TCP super-segments of up to `n` bytes of
+    /// IP packet and cuts them itself (GSO, see [`FrameMeta::gso_mss`]), and
+    /// may deliver coalesced ones of up to `n` bytes (GRO). `None`: every
+    /// frame fits [`mtu`](DeviceCaps::mtu).
+    pub tso: Option<u16>,
 }
 
 impl DeviceCaps {
-    /// The caps of a device with the given medium and MTU, checksums computed.
+    /// The caps of a device with the given medium and MTU, checksums
+    /// computed, no segmentation offload.
     pub const fn new(medium: Medium, mtu: usize) -> DeviceCaps {
-        DeviceCaps { medium, mtu, checksums: Checksums::Compute }
+        DeviceCaps { medium, mtu, checksums: Checksums::Compute, tso: None }
+    }
+}
+
+/// What a device knows about a received frame's checksums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RxCsum {
+    /// Nothing: the stack verifies them when the device's caps say
+    /// [`Checksums::Compute`].
+    #[default]
+    Unknown,
+    /// The device (or the kernel behind it) checked them: the stack does not.
+    Verified,
+    /// The kernel's `CHECKSUM_PARTIAL`: the L4 checksum field holds only the
+    /// pseudo-header sum. The frame counts as verified and is not checked.
+    Partial,
+}
+
+/// Per-frame offload metadata, carried by every [`FrameBuf`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FrameMeta {
+    /// Receive: what the device knows about the frame's checksums.
+    pub csum: RxCsum,
+    /// Transmit: `Some(m)` marks a TCP frame longer than one segment that the
+    /// device must cut into segments of `m` bytes of payload (only with
+    /// [`DeviceCaps::tso`]). The stack's checksums are complete and valid;
+    /// a device whose GSO needs partial ones converts them. Receive: `Some`
+    /// when the device coalesced segments of that size (informational).
+    pub gso_mss: Option<u16>,
+}
+
+/// Buffers a pool keeps at most (more are freed when returned).
+const POOL_KEEP: usize = 4096;
+
+struct PoolInner {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+/// A shared pool of frame buffers: [`FramePool::take`] hands out a
+/// [`FrameBuf`], dropping it gives the memory back. Cloning gives another
+/// handle to the same pool; frames may be dropped on any thread (a frame
+/// crossing an in-memory link returns to its sender's pool).
+///
+/// The driver of a [`NetStack`](crate::NetStack) makes one pool per stack,
+/// builds every transmitted frame in it and gives it to its device with
+/// [`FrameDevice::set_pool`] for received frames. Buffers are zeroed only
+/// when first allocated (or grown), never when reused.
+#[derive(Clone)]
+pub struct FramePool {
+    inner: Arc<PoolInner>,
+}
+
+impl fmt::Debug for FramePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let free = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("FramePool").field("free", &free).field("keep", &self.inner.keep).finish()
+    }
+}
+
+impl Default for FramePool {
+    fn default() -> FramePool {
+        FramePool::new()
+    }
+}
+
+impl FramePool {
+    /// A pool that keeps up to 4096 returned buffers.
+    pub fn new() -> FramePool {
+        FramePool::keeping(POOL_KEEP)
+    }
+
+    /// A pool that keeps up to `keep` returned buffers.
+    pub fn keeping(keep: usize) -> FramePool {
+        FramePool { inner: Arc::new(PoolInner { free: Mutex::new(Vec::new()), keep }) }
+    }
+
+    /// A frame of `len` bytes. Its contents are unspecified (whatever the
+    /// buffer held last, or zeros when fresh): the caller overwrites them.
+    pub fn take(&self, len: usize) -> FrameBuf {
+        let data = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+        let mut buf = FrameBuf { data, len: 0, pool: Some(self.inner.clone()), meta: FrameMeta::default() };
+        buf.set_len(len);
+        buf
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn idle(&self) -> usize {
+        self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// One frame (an Ethernet frame or an IP packet), usually from a
+/// [`FramePool`]: derefs to the frame's bytes and carries its offload
+/// metadata in [`meta`](FrameBuf::meta). Dropping it returns its memory to
+/// its pool.
+pub struct FrameBuf {
+    /// Initialized bytes (the frame is the first `len`); never shrunk, so a
+    /// reused buffer is not zeroed again.
+    data: Vec<u8>,
+    len: usize,
+    pool: Option<Arc<PoolInner>>,
+    /// Offload metadata (checksum state on receive, GSO size on transmit).
+    pub meta: FrameMeta,
+}
+
+impl FrameBuf {
+    /// A frame holding `bytes`, from no pool.
+    pub fn from_vec(bytes: Vec<u8>) -> FrameBuf {
+        let len = bytes.len();
+        FrameBuf { data: bytes, len, pool: None, meta: FrameMeta::default() }
+    }
+
+    /// Sets the frame's length: shorter drops the tail, longer appends bytes
+    /// whose contents are unspecified (zeros the first time the buffer grows
+    /// that far, old frame bytes afterwards).
+    pub fn set_len(&mut self, len: usize) {
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+        self.len = len;
+    }
+
+    /// Appends `bytes` to the frame.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let at = self.len;
+        self.set_len(at + bytes.len());
+        self.data[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// The frame's bytes as a vector (a copy unless the buffer is exactly the frame).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.data);
+        data.truncate(self.len);
+        data
+    }
+}
+
+impl Deref for FrameBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+impl DerefMut for FrameBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.data[..self.len]
+    }
+}
+
+impl From<Vec<u8>> for FrameBuf {
+    fn from(bytes: Vec<u8>) -> FrameBuf {
+        FrameBuf::from_vec(bytes)
+    }
+}
+
+impl fmt::Debug for FrameBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameBuf").field("len", &self.len).field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take()
+            && self.data.capacity() > 0
+        {
+            let mut free = pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+            if free.len() < pool.keep {
+                free.push(std::mem::take(&mut self.data));
+            }
+        }
     }
 }
 
 /// An asynchronous frame device: what the stack's driver task sends frames
 /// to and receives frames from.
 ///
-/// The driver calls these from one task only, never while it holds the
-/// stack's lock. Frames are whole (one Ethernet frame or one IP packet per
-/// call). A device that cannot take a frame right now returns `Pending` from
-/// [`poll_send_ready`](FrameDevice::poll_send_ready); a device that drops a
-/// frame it accepted behaves like a lossy wire (TCP retransmits).
+/// The driver calls these from one task only, never while it holds any
+/// lock of the stack. Frames are whole (one Ethernet frame or one IP packet
+/// each; with [`DeviceCaps::tso`] a TCP frame may be a super-segment). A
+/// device that cannot take a frame right now returns `Pending` from
+/// [`poll_send_ready`](FrameDevice::poll_send_ready) (or leaves frames in
+/// [`poll_send_batch`](FrameDevice::poll_send_batch)'s queue); a device that
+/// drops a frame it accepted behaves like a lossy wire (TCP retransmits).
+///
+/// Call order: [`set_pool`](FrameDevice::set_pool) once, before anything
+/// else; then any interleaving of the polls and sends.
 pub trait FrameDevice: Send + 'static {
-    /// The device's medium, MTU and checksum handling.
+    /// The device's medium, MTU, checksum handling and offloads.
     fn caps(&self) -> DeviceCaps;
 
-    /// The next received frame. `Err` ends the driver (the device is gone).
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>>;
+    /// The pool the driver builds its frames in: a device that makes its
+    /// received frames itself takes them from it. The default ignores it.
+    fn set_pool(&mut self, pool: FramePool) {
+        let _ = pool;
+    }
+
+    /// Appends up to `max` received frames to `frames` (at least 1 when
+    /// `max > 0`); `Ready(Ok(()))` once at least one was appended, `Pending`
+    /// (the waker registered) when none is waiting. `Err` ends the driver
+    /// (the device is gone).
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>>;
 
     /// Ready once [`send`](FrameDevice::send) would accept a frame.
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
     /// Sends one frame (called after `poll_send_ready` returned ready).
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()>;
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()>;
+
+    /// Sends frames from the front of `frames` while the device takes them:
+    /// `Ready(Ok(()))` once `frames` is empty, `Pending` (the waker
+    /// registered) with the rest left in it. The default calls
+    /// `poll_send_ready` and `send` per frame; a device with a cheaper batch
+    /// path (one lock, one syscall) overrides it. A frame `send` fails on
+    /// is dropped (logged), as a lossy wire would.
+    fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
+        while !frames.is_empty() {
+            match self.poll_send_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            if let Some(frame) = frames.pop_front()
+                && let Err(e) = self.send(frame)
+            {
+                tracing::debug!(error = %e, "device send failed: frame dropped");
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
     fn caps(&self) -> DeviceCaps {
         (**self).caps()
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        (**self).poll_recv(cx)
+    fn set_pool(&mut self, pool: FramePool) {
+        (**self).set_pool(pool)
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        (**self).poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_send_ready(cx)
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         (**self).send(frame)
+    }
+    fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
+        (**self).poll_send_batch(cx, frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_buffers_are_reused_without_zeroing() {
+        let pool = FramePool::keeping(2);
+        let mut a = pool.take(4);
+        a.copy_from_slice(&[1, 2, 3, 4]);
+        let ptr = a.as_ptr();
+        drop(a);
+        assert_eq!(pool.idle(), 1);
+        let b = pool.take(3);
+        assert_eq!((b.as_ptr(), &b[..]), (ptr, &[1, 2, 3][..]), "the same memory, not zeroed");
+        let mut c = FrameBuf::from(vec![9]);
+        c.extend_from_slice(&[8, 7]);
+        assert_eq!(c.into_vec(), [9, 8, 7]);
+        let many: Vec<FrameBuf> = (0..5).map(|_| pool.take(10)).collect();
+        drop(many);
+        drop(b);
+        assert_eq!(pool.idle(), 2, "the pool keeps at most its cap");
     }
 }

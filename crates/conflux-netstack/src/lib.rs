@@ -111,7 +111,7 @@ mod wire;
 
 pub use crate::{
     config::StackConfig,
-    device::{Checksums, DeviceCaps, FrameDevice, Medium},
+    device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
     flow::NetFlow,
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     pcap::Pcap,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::device::{Checksums, DeviceCaps, FrameDevice, Medium};
+use crate::device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, Medium};
 
 /// Faults a link applies to every frame it carries, in each direction
 /// independently, drawn from a seeded generator (runs are reproducible).
@@ -99,7 +99,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Default)]
 struct QueueState {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<FrameBuf>,
     rx_waker: Option<Waker>,
     tx_waker: Option<Waker>,
     closed: bool,
@@ -176,7 +176,7 @@ pub fn link_pair(config: LinkConfig) -> (LinkEnd, LinkEnd) {
     let ab = Arc::new(Queue::new(config.queue_frames));
     let ba = Arc::new(Queue::new(config.queue_frames));
     let switch = LinkSwitch { shared: Arc::new(Shared { up: AtomicBool::new(true), dropped: AtomicU64::new(0) }) };
-    let caps = DeviceCaps { medium: config.medium, mtu: config.mtu, checksums: config.checksums };
+    let caps = DeviceCaps { medium: config.medium, mtu: config.mtu, checksums: config.checksums, tso: None };
     let end = |tx: &Arc<Queue>, rx: &Arc<Queue>, salt: u64| LinkEnd {
         tx: tx.clone(),
         rx: rx.clone(),
@@ -225,7 +225,7 @@ impl LinkEnd {
     }
 
     /// Applies the faults; `None` drops the frame.
-    fn impair(&mut self, mut frame: Vec<u8>) -> Option<Vec<u8>> {
+    fn impair(&mut self, mut frame: FrameBuf) -> Option<FrameBuf> {
         if !self.switch.is_up() {
             return None;
         }
@@ -250,7 +250,7 @@ impl LinkEnd {
         }
         for _ in 0..self.faults.trailing_junk {
             let b = self.next_random() as u8;
-            frame.push(b);
+            frame.extend_from_slice(&[b]);
         }
         Some(frame)
     }
@@ -273,19 +273,21 @@ impl FrameDevice for LinkEnd {
         self.caps
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         let mut s = lock(&self.rx.state);
-        if let Some(frame) = s.frames.pop_front() {
-            let waker = s.tx_waker.take();
-            drop(s);
-            if let Some(w) = waker {
-                w.wake();
-            }
-            return Poll::Ready(Ok(frame));
+        if s.frames.is_empty() {
+            // A gone peer is an unplugged cable: nothing more arrives.
+            s.rx_waker = Some(cx.waker().clone());
+            return Poll::Pending;
         }
-        // A gone peer is an unplugged cable: nothing more arrives.
-        s.rx_waker = Some(cx.waker().clone());
-        Poll::Pending
+        let n = s.frames.len().min(max.max(1));
+        frames.extend(s.frames.drain(..n));
+        let waker = s.tx_waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -297,7 +299,7 @@ impl FrameDevice for LinkEnd {
         Poll::Pending
     }
 
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         let Some(frame) = self.impair(frame) else {
             self.switch.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -315,6 +317,40 @@ impl FrameDevice for LinkEnd {
         }
         Ok(())
     }
+
+    /// The whole batch under one lock and at most one wake-up of the peer.
+    fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
+        let tx = self.tx.clone();
+        let mut s = lock(&tx.state);
+        let mut pushed = false;
+        while let Some(frame) = frames.pop_front() {
+            if s.closed {
+                // The other end is gone: the wire swallows the frames.
+                frames.clear();
+                break;
+            }
+            if s.frames.len() >= tx.cap {
+                frames.push_front(frame);
+                s.tx_waker = Some(cx.waker().clone());
+                break;
+            }
+            match self.impair(frame) {
+                Some(frame) => {
+                    s.frames.push_back(frame);
+                    pushed = true;
+                }
+                None => {
+                    self.switch.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let waker = if pushed { s.rx_waker.take() } else { None };
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if frames.is_empty() { Poll::Ready(Ok(())) } else { Poll::Pending }
+    }
 }
 
 #[cfg(test)]
@@ -326,14 +362,23 @@ mod tests {
         Context::from_waker(Waker::noop())
     }
 
+    /// The next received frame, if one is waiting.
+    fn recv(end: &mut LinkEnd) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        match end.poll_recv(&mut cx(), &mut got, 1) {
+            Poll::Ready(Ok(())) => got.pop().map(FrameBuf::into_vec),
+            _ => None,
+        }
+    }
+
     #[test]
     fn frames_cross_and_the_switch_drops() {
         let (mut a, mut b) = link_pair(LinkConfig::ip());
-        a.send(vec![1, 2, 3]).unwrap();
-        assert!(matches!(b.poll_recv(&mut cx()), Poll::Ready(Ok(f)) if f == [1, 2, 3]));
+        a.send(vec![1, 2, 3].into()).unwrap();
+        assert_eq!(recv(&mut b), Some(vec![1, 2, 3]));
         a.switch().set_up(false);
-        a.send(vec![4]).unwrap();
-        assert!(b.poll_recv(&mut cx()).is_pending());
+        a.send(vec![4].into()).unwrap();
+        assert_eq!(recv(&mut b), None);
         assert_eq!(b.switch().dropped(), 1);
     }
 
@@ -341,26 +386,24 @@ mod tests {
     fn mtu_junk_and_drop_after() {
         let faults = Faults { trailing_junk: 3, drop_after_bytes: Some(10), ..Faults::NONE };
         let (mut a, mut b) = link_pair(LinkConfig::ip().mtu(8).faults(faults));
-        a.send(vec![0; 9]).unwrap();
-        assert!(b.poll_recv(&mut cx()).is_pending(), "over the MTU");
-        a.send(vec![0; 8]).unwrap();
-        assert!(matches!(b.poll_recv(&mut cx()), Poll::Ready(Ok(f)) if f.len() == 11));
-        a.send(vec![0; 4]).unwrap();
-        a.send(vec![0; 4]).unwrap();
-        assert!(matches!(b.poll_recv(&mut cx()), Poll::Ready(Ok(f)) if f.len() == 7));
-        assert!(b.poll_recv(&mut cx()).is_pending(), "after 10 bytes everything drops");
+        a.send(vec![0; 9].into()).unwrap();
+        assert_eq!(recv(&mut b), None, "over the MTU");
+        a.send(vec![0; 8].into()).unwrap();
+        assert_eq!(recv(&mut b).map(|f| f.len()), Some(11));
+        let mut batch: VecDeque<FrameBuf> = [vec![0; 4].into(), vec![0; 4].into()].into();
+        assert!(a.poll_send_batch(&mut cx(), &mut batch).is_ready());
+        assert_eq!(recv(&mut b).map(|f| f.len()), Some(7));
+        assert_eq!(recv(&mut b), None, "after 10 bytes everything drops");
     }
 
     #[test]
     fn loss_is_seeded() {
         let run = |seed| {
             let (mut a, mut b) = link_pair(LinkConfig::ip().faults(Faults { loss: 0.5, seed, ..Faults::NONE }));
-            (0..100u8).for_each(|i| a.send(vec![i]).unwrap());
+            (0..100u8).for_each(|i| a.send(vec![i].into()).unwrap());
             let mut got = Vec::new();
-            while let Poll::Ready(Ok(f)) = b.poll_recv(&mut cx()) {
-                got.push(f[0]);
-            }
-            got
+            while let Poll::Ready(Ok(())) = b.poll_recv(&mut cx(), &mut got, 7) {}
+            got.iter().map(|f| f[0]).collect::<Vec<u8>>()
         };
         assert_eq!(run(7), run(7));
         assert!((20..80).contains(&run(7).len()));

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::device::{DeviceCaps, FrameDevice, Medium};
+use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FramePool, Medium};
 
 /// Wraps a device and writes every frame it sends or receives to a pcap
 /// file (readable by tcpdump and Wireshark). The file is flushed after every
@@ -72,11 +72,15 @@ impl<D: FrameDevice> FrameDevice for Pcap<D> {
         self.inner.caps()
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        let res = self.inner.poll_recv(cx);
-        if let Poll::Ready(Ok(frame)) = &res {
-            let frame = frame.clone();
-            self.record(&frame);
+    fn set_pool(&mut self, pool: FramePool) {
+        self.inner.set_pool(pool);
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        let from = frames.len();
+        let res = self.inner.poll_recv(cx, frames, max);
+        for frame in &frames[from..] {
+            self.record(frame);
         }
         res
     }
@@ -85,7 +89,7 @@ impl<D: FrameDevice> FrameDevice for Pcap<D> {
         self.inner.poll_send_ready(cx)
     }
 
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         self.record(&frame);
         self.inner.send(frame)
     }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::config::StackConfig;
 use crate::core::{Accepted, ConnId, Core, Phase};
-use crate::device::FrameDevice;
+use crate::device::{FrameBuf, FrameDevice, FramePool};
 use crate::flow::NetFlow;
 
 /// What flows and the driver share.
@@ -96,9 +96,11 @@ impl std::fmt::Debug for NetStack {
 impl NetStack {
     /// A stack with `config` over `device`; spawns the driver task, so it must
     /// be called within a tokio runtime.
-    pub fn new<D: FrameDevice>(config: StackConfig, device: D) -> NetStack {
+    pub fn new<D: FrameDevice>(config: StackConfig, mut device: D) -> NetStack {
         let base = tokio::time::Instant::now();
-        let core = Core::new(config, device.caps(), smoltcp::time::Instant::ZERO);
+        let pool = FramePool::new();
+        device.set_pool(pool.clone());
+        let core = Core::new(config, device.caps(), pool, smoltcp::time::Instant::ZERO);
         let kick = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -335,9 +337,9 @@ const RX_BATCH: usize = 256;
 /// received frames and timers, then sends outside the lock and sleeps on
 /// the device, a kick, or the next smoltcp deadline.
 async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device: D) {
-    let mut rx: Vec<Vec<u8>> = Vec::new();
-    let mut produced: Vec<Vec<u8>> = Vec::new();
-    let mut tx: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut rx: Vec<FrameBuf> = Vec::new();
+    let mut produced: Vec<FrameBuf> = Vec::new();
+    let mut tx: VecDeque<FrameBuf> = VecDeque::new();
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let mut sleep = pin!(tokio::time::sleep_until(far()));
     loop {
@@ -362,31 +364,20 @@ async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device
         }
         let backlog = !tx.is_empty();
         let alive = poll_fn(|cx| {
-            while let Some(frame) = tx.pop_front() {
-                match device.poll_send_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if let Err(e) = device.send(frame) {
-                            tracing::debug!(error = %e, "device send failed: frame dropped");
-                        }
-                    }
-                    Poll::Ready(Err(e)) => {
-                        tracing::warn!(error = %e, "device failed: the stack stops");
-                        return Poll::Ready(false);
-                    }
-                    Poll::Pending => {
-                        tx.push_front(frame);
-                        break;
-                    }
-                }
+            if !tx.is_empty()
+                && let Poll::Ready(Err(e)) = device.poll_send_batch(cx, &mut tx)
+            {
+                tracing::warn!(error = %e, "device failed: the stack stops");
+                return Poll::Ready(false);
             }
-            while rx.len() < RX_BATCH {
-                match device.poll_recv(cx) {
-                    Poll::Ready(Ok(frame)) => rx.push(frame),
+            if rx.len() < RX_BATCH {
+                let room = RX_BATCH - rx.len();
+                match device.poll_recv(cx, &mut rx, room) {
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "device closed: the stack stops");
                         return Poll::Ready(false);
                     }
-                    Poll::Pending => break,
                 }
             }
             if !rx.is_empty() || (backlog && tx.is_empty()) {

@@ -3,17 +3,18 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::device::{DeviceCaps, FrameDevice, Medium};
+use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FramePool, Medium};
 
 /// A `/dev/net/tun` descriptor attached to an interface.
 struct TunFd {
     fd: AsyncFd<File>,
     name: String,
     caps: DeviceCaps,
+    pool: FramePool,
 }
 
 impl TunFd {
@@ -25,22 +26,34 @@ impl TunFd {
             .open("/dev/net/tun")?;
         crate::sys::tun_set_iff(&file, name, tap)?;
         let medium = if tap { Medium::Ethernet } else { Medium::Ip };
-        Ok(TunFd { fd: crate::sys::async_fd(file)?, name: name.to_owned(), caps: DeviceCaps::new(medium, mtu) })
+        Ok(TunFd {
+            fd: crate::sys::async_fd(file)?,
+            name: name.to_owned(),
+            caps: DeviceCaps::new(medium, mtu),
+            pool: FramePool::new(),
+        })
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        let mut buf = vec![0; self.caps.mtu + 14 + 4];
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+    /// Reads frames until the device has none or `max` were read.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        let from = frames.len();
+        let mut buf = self.pool.take(self.caps.mtu + 14 + 4);
+        while frames.len() - from < max.max(1) {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            };
             match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
                 Ok(Ok(n)) => {
-                    buf.truncate(n);
-                    return Poll::Ready(Ok(buf));
+                    buf.set_len(n);
+                    frames.push(std::mem::replace(&mut buf, self.pool.take(self.caps.mtu + 14 + 4)));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
             }
         }
+        if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -85,13 +98,16 @@ impl FrameDevice for TapDevice {
     fn caps(&self) -> DeviceCaps {
         self.0.caps
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        self.0.poll_recv(cx)
+    fn set_pool(&mut self, pool: FramePool) {
+        self.0.pool = pool;
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        self.0.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         self.0.send(&frame)
     }
 }
@@ -124,13 +140,16 @@ impl FrameDevice for TunDevice {
     fn caps(&self) -> DeviceCaps {
         self.0.caps
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        self.0.poll_recv(cx)
+    fn set_pool(&mut self, pool: FramePool) {
+        self.0.pool = pool;
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        self.0.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         self.0.send(&frame)
     }
 }

@@ -126,7 +126,7 @@ async fn ack_beyond_snd_nxt(corrupt: bool) {
     if corrupt {
         bogus[36] ^= 0xff; // the TCP checksum
     }
-    peer.end.send(bogus).unwrap();
+    peer.end.send(bogus.into()).unwrap();
     tokio::time::sleep(SECOND).await;
 
     peer.send(seq, snd_nxt, ACK | PSH, b"hello");

@@ -304,13 +304,18 @@ impl conflux_netstack::FrameDevice for DropFlag {
     fn caps(&self) -> conflux_netstack::DeviceCaps {
         self.0.caps()
     }
-    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<Vec<u8>>> {
-        self.0.poll_recv(cx)
+    fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        frames: &mut Vec<conflux_netstack::FrameBuf>,
+        max: usize,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         self.0.poll_send_ready(cx)
     }
-    fn send(&mut self, frame: Vec<u8>) -> std::io::Result<()> {
+    fn send(&mut self, frame: conflux_netstack::FrameBuf) -> std::io::Result<()> {
         self.0.send(frame)
     }
 }

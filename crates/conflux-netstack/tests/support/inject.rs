@@ -4,7 +4,7 @@
 use std::io;
 use std::task::{Context, Poll};
 
-use conflux_netstack::{DeviceCaps, FrameDevice, LinkEnd};
+use conflux_netstack::{DeviceCaps, FrameBuf, FrameDevice, FramePool, LinkEnd};
 use tokio::sync::mpsc;
 
 /// Frames sent on the returned sender reach the stack as if they came off
@@ -35,25 +35,32 @@ impl FrameDevice for Merge {
     fn caps(&self) -> DeviceCaps {
         self.inner.caps()
     }
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
-        if let Poll::Ready(Some(frame)) = self.injected.poll_recv(cx) {
-            return Poll::Ready(Ok(frame));
+    fn set_pool(&mut self, pool: FramePool) {
+        self.inner.set_pool(pool);
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        let from = frames.len();
+        while frames.len() - from < max {
+            match self.injected.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => frames.push(frame.into()),
+                _ => break,
+            }
         }
-        let r = self.inner.poll_recv(cx);
-        if let Poll::Ready(Ok(f)) = &r
-            && f.len() >= 40
-            && f[0] == 0x45
-            && f[9] == 6
-        {
+        let left = max - (frames.len() - from);
+        let mid = frames.len();
+        if left > 0 {
+            let _ = self.inner.poll_recv(cx, frames, left);
+        }
+        if let Some(f) = frames[mid..].iter().rev().find(|f| f.len() >= 40 && f[0] == 0x45 && f[9] == 6) {
             let word = |at: usize| u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
             *self.last.lock().unwrap() = (word(24), word(28));
         }
-        r
+        if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_send_ready(cx)
     }
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
         self.inner.send(frame)
     }
 }

@@ -112,7 +112,7 @@ impl Peer {
 
     pub fn send(&mut self, seq: u32, ack: u32, flags: u8, payload: &[u8]) {
         let frame = self.segment(seq, ack, flags, payload);
-        self.end.send(frame).unwrap();
+        self.end.send(frame.into()).unwrap();
     }
 
     /// The next segment from the stack within `limit` (virtual time).
@@ -120,10 +120,13 @@ impl Peer {
         let end = &mut self.end;
         tokio::time::timeout(
             limit,
-            poll_fn(|cx| match end.poll_recv(cx) {
-                Poll::Ready(Ok(frame)) => Poll::Ready(parse(&frame)),
-                Poll::Ready(Err(e)) => panic!("link: {e}"),
-                Poll::Pending => Poll::Pending,
+            poll_fn(|cx| {
+                let mut got = Vec::new();
+                match end.poll_recv(cx, &mut got, 1) {
+                    Poll::Ready(Ok(())) => Poll::Ready(parse(&got[0])),
+                    Poll::Ready(Err(e)) => panic!("link: {e}"),
+                    Poll::Pending => Poll::Pending,
+                }
             }),
         )
         .await
