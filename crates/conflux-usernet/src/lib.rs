@@ -18,11 +18,16 @@
 //!   destination, idle timeout, the least recently used entry evicted when
 //!   full);
 //! - [`resolv_conf_upstream`]: the host resolver from `/etc/resolv.conf`;
-//! - [`Stats`]: the counters a user and a test read.
+//! - [`Stats`]: the counters a user and a test read;
+//! - VM frame carriers: QEMU's stream framing (each Ethernet frame after its
+//!   4-byte big-endian length; QEMU `-netdev stream`, passt,
+//!   gvisor-tap-vsock) as a sans-IO codec ([`StreamHeader`],
+//!   [`StreamDecoder`]), and [`StreamDevice`], a netstack `FrameDevice` in
+//!   that framing over any `conflux_flow::Flow` (unix, TCP, vsock, ...).
 //!
 //! What is not here yet: the forwarder itself (it builds on the netstack
-//! engine's held SYNs and UDP sockets), the `conflux usernet` subcommand,
-//! DHCP and the VM frame carriers.
+//! engine's held SYNs and UDP sockets), the `conflux usernet` subcommand
+//! and DHCP.
 //!
 //! ```
 //! use conflux_usernet::{Policy, UsernetConfig};
@@ -41,13 +46,19 @@
 mod config;
 mod nat;
 mod policy;
+mod qemu;
 mod resolv;
 mod stats;
+mod stream;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
+    qemu::{
+        ETHERNET_HEADER, FramePiece, StreamDecodeError, StreamDecoder, StreamHeader, StreamHeaderError, max_frame_len,
+    },
     resolv::resolv_conf_upstream,
     stats::{Stats, StatsSnapshot},
+    stream::{StreamDevice, StreamDeviceError},
 };
