@@ -44,6 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod dhcp;
 mod nat;
 mod policy;
 mod qemu;
@@ -53,6 +54,7 @@ mod stream;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
+    dhcp::{DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpReply, DhcpServer, DhcpTo, Mac},
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
     qemu::{
