@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::{DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr};
 
-use crate::UsernetConfig;
+use crate::{Cidr, UsernetConfig};
 
 /// The server's UDP port.
 pub const DHCP_SERVER_PORT: u16 = 67;
@@ -136,7 +136,11 @@ impl DhcpServer {
     /// the router, the DNS forwarder the DNS server, leases of
     /// [`DEFAULT_LEASE_TIME`].
     pub fn new(config: &UsernetConfig) -> DhcpServer {
-        let (network, prefix) = cidr_v4(config);
+        let (network, prefix) = match cidr_parts(&config.network4) {
+            Some((IpAddr::V4(a), p)) => (a, p),
+            // Not an IPv4 network: a pool of the guest address alone.
+            _ => (config.guest4, 32),
+        };
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let broadcast = u32::from(network) | !mask;
         let first = u32::from(config.guest4);
@@ -300,15 +304,11 @@ impl DhcpServer {
     }
 }
 
-/// The IPv4 network of `config` and its prefix length (from `Cidr`'s text form).
-fn cidr_v4(config: &UsernetConfig) -> (Ipv4Addr, u8) {
-    let text = config.network4.to_string();
-    let parsed = text.split_once('/').and_then(|(a, p)| Some((a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?)));
-    match parsed {
-        Some((IpAddr::V4(a), p)) => (a, p),
-        // Not an IPv4 network: a pool of the guest address alone.
-        _ => (config.guest4, 32),
-    }
+/// The network address and prefix length of `cidr` (from its text form).
+pub(crate) fn cidr_parts(cidr: &Cidr) -> Option<(IpAddr, u8)> {
+    let text = cidr.to_string();
+    let (addr, prefix) = text.split_once('/')?;
+    Some((addr.parse().ok()?, prefix.parse().ok()?))
 }
 
 #[cfg(test)]

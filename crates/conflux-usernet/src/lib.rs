@@ -23,11 +23,17 @@
 //!   4-byte big-endian length; QEMU `-netdev stream`, passt,
 //!   gvisor-tap-vsock) as a sans-IO codec ([`StreamHeader`],
 //!   [`StreamDecoder`]), and [`StreamDevice`], a netstack `FrameDevice` in
-//!   that framing over any `conflux_flow::Flow` (unix, TCP, vsock, ...).
+//!   that framing over any `conflux_flow::Flow` (unix, TCP, vsock, ...);
+//! - a VM guest's addresses: [`DhcpServer`], a DHCPv4 server (RFC 2131
+//!   minimal: leases per hardware address, NAK for a foreign address), and
+//!   [`RouterAdvertiser`], IPv6 router advertisements for SLAAC (the
+//!   network's prefix, the router lifetime and the MTU), answering router
+//!   solicitations.
 //!
 //! What is not here yet: the forwarder itself (it builds on the netstack
-//! engine's held SYNs and UDP sockets), the `conflux usernet` subcommand
-//! and DHCP.
+//! engine's held SYNs and UDP sockets; it will pass DHCP datagrams and
+//! router solicitations to the two above), the `conflux usernet`
+//! subcommand and the AF_UNIX datagram carrier.
 //!
 //! ```
 //! use conflux_usernet::{Policy, UsernetConfig};
@@ -48,6 +54,7 @@ mod dhcp;
 mod nat;
 mod policy;
 mod qemu;
+mod ra;
 mod resolv;
 mod stats;
 mod stream;
@@ -60,6 +67,7 @@ pub use crate::{
     qemu::{
         ETHERNET_HEADER, FramePiece, StreamDecodeError, StreamDecoder, StreamHeader, StreamHeaderError, max_frame_len,
     },
+    ra::{DEFAULT_ROUTER_LIFETIME, RouterAdvertiser},
     resolv::resolv_conf_upstream,
     stats::{Stats, StatsSnapshot},
     stream::{StreamDevice, StreamDeviceError},
