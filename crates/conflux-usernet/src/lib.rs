@@ -24,6 +24,7 @@
 //!   gvisor-tap-vsock) as a sans-IO codec ([`StreamHeader`],
 //!   [`StreamDecoder`]), and [`StreamDevice`], a netstack `FrameDevice` in
 //!   that framing over any `conflux_flow::Flow` (unix, TCP, vsock, ...);
+//!   and [`DgramDevice`], one frame per AF_UNIX datagram (vfkit style);
 //! - a VM guest's addresses: [`DhcpServer`], a DHCPv4 server (RFC 2131
 //!   minimal: leases per hardware address, NAK for a foreign address), and
 //!   [`RouterAdvertiser`], IPv6 router advertisements for SLAAC (the
@@ -33,7 +34,7 @@
 //! What is not here yet: the forwarder itself (it builds on the netstack
 //! engine's held SYNs and UDP sockets; it will pass DHCP datagrams and
 //! router solicitations to the two above), the `conflux usernet`
-//! subcommand and the AF_UNIX datagram carrier.
+//! subcommand.
 //!
 //! ```
 //! use conflux_usernet::{Policy, UsernetConfig};
@@ -50,6 +51,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod dgram;
 mod dhcp;
 mod nat;
 mod policy;
@@ -61,6 +63,7 @@ mod stream;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
+    dgram::DgramDevice,
     dhcp::{DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpReply, DhcpServer, DhcpTo, Mac},
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
