@@ -8,7 +8,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress,
+    IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
 
 use crate::{Cidr, UsernetConfig};
 
@@ -52,6 +56,23 @@ pub struct DhcpReply {
     pub payload: Vec<u8>,
     /// Where it goes.
     pub to: DhcpTo,
+}
+
+/// What [`DhcpServer::handle_frame`] made of a guest's Ethernet frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpFrame {
+    /// Not a UDP datagram to port 67 of the server or of 255.255.255.255:
+    /// the frame is the stack's.
+    NotDhcp,
+    /// A DHCP message, answered by this Ethernet frame (from the server's
+    /// MAC and address, port 67, to port 68; broadcast or unicast per
+    /// [`DhcpTo`]).
+    Reply(Vec<u8>),
+    /// A DHCP message that needs no answer (RELEASE, DECLINE, a REQUEST for
+    /// another server).
+    NoReply,
+    /// A datagram to port 67 the server could not use.
+    Failed(DhcpError),
 }
 
 /// A received datagram the server could not use.
@@ -116,8 +137,11 @@ const OFFER_HOLD: Duration = Duration::from_secs(60);
 ///
 /// Call order: [`handle_input`](DhcpServer::handle_input) for each UDP
 /// datagram received on port 67, with the current time; send the reply it
-/// returns from the gateway address, port 67, to port 68. Nothing else: there
-/// is no timer (expiry is checked against the `now` of later calls).
+/// returns from the gateway address, port 67, to port 68. Or, in front of
+/// a stack, [`handle_frame`](DhcpServer::handle_frame) for each Ethernet
+/// frame from the guest, which picks out the DHCP datagrams and answers
+/// with whole frames. Nothing else: there is no timer (expiry is checked
+/// against the `now` of later calls).
 #[derive(Debug, Clone)]
 pub struct DhcpServer {
     server: Ipv4Addr,
@@ -200,6 +224,77 @@ impl DhcpServer {
             DhcpMessageType::Inform => Ok(Some(self.reply(&msg, DhcpMessageType::Ack, Ipv4Addr::UNSPECIFIED))),
             _ => Err(malformed),
         }
+    }
+
+    /// Handles one Ethernet frame from the guest: a DHCP client's datagram
+    /// (to port 67 of the server's address or of 255.255.255.255, valid
+    /// IPv4 and UDP checksums) is answered with a whole Ethernet frame from
+    /// `server_mac`; any other frame is [`DhcpFrame::NotDhcp`].
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], server_mac: [u8; 6]) -> DhcpFrame {
+        let Some(payload) = self.client_datagram(frame) else { return DhcpFrame::NotDhcp };
+        match self.handle_input(now, payload) {
+            Ok(Some(reply)) => DhcpFrame::Reply(self.reply_frame(&reply, server_mac)),
+            Ok(None) => DhcpFrame::NoReply,
+            Err(e) => {
+                tracing::debug!(error = %e, "dhcp datagram dropped");
+                DhcpFrame::Failed(e)
+            }
+        }
+    }
+
+    /// The UDP payload of `frame` if it is a datagram to our port 67.
+    fn client_datagram<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        let caps = ChecksumCapabilities::default();
+        let ip = Ipv4Packet::new_checked(&frame[EthernetFrame::<&[u8]>::header_len()..]).ok()?;
+        let ip_repr = Ipv4Repr::parse(&ip, &caps).ok()?;
+        if ip_repr.next_header != IpProtocol::Udp
+            || !(ip_repr.dst_addr == Ipv4Addr::BROADCAST || ip_repr.dst_addr == self.server)
+        {
+            return None;
+        }
+        let udp_bytes = ip.payload();
+        let udp = UdpPacket::new_checked(udp_bytes).ok()?;
+        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
+        let udp_repr = UdpRepr::parse(&udp, &src, &dst, &caps).ok()?;
+        if udp_repr.dst_port != DHCP_SERVER_PORT {
+            return None;
+        }
+        let len = usize::from(udp.len()).checked_sub(8)?;
+        udp_bytes.get(8..8 + len)
+    }
+
+    /// `reply` as an Ethernet frame from `server_mac` and the server's address.
+    fn reply_frame(&self, reply: &DhcpReply, server_mac: [u8; 6]) -> Vec<u8> {
+        let (dst_ip, dst_mac) = match reply.to {
+            DhcpTo::Broadcast => (Ipv4Addr::BROADCAST, [0xff; 6]),
+            DhcpTo::Unicast { ip, mac } => (ip, mac),
+        };
+        let udp = UdpRepr { src_port: DHCP_SERVER_PORT, dst_port: DHCP_CLIENT_PORT };
+        let udp_len = udp.header_len() + reply.payload.len();
+        let ip = Ipv4Repr {
+            src_addr: self.server,
+            dst_addr: dst_ip,
+            next_header: IpProtocol::Udp,
+            payload_len: udp_len,
+            hop_limit: 64,
+        };
+        let eth_len = EthernetFrame::<&[u8]>::header_len();
+        let mut frame = vec![0; eth_len + ip.buffer_len() + udp_len];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(EthernetAddress(dst_mac));
+        eth.set_src_addr(EthernetAddress(server_mac));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        let caps = ChecksumCapabilities::default();
+        let mut ip_packet = Ipv4Packet::new_unchecked(&mut frame[eth_len..]);
+        ip.emit(&mut ip_packet, &caps);
+        let mut udp_packet = UdpPacket::new_unchecked(ip_packet.payload_mut());
+        let (src, dst) = (IpAddress::Ipv4(self.server), IpAddress::Ipv4(dst_ip));
+        udp.emit(&mut udp_packet, &src, &dst, reply.payload.len(), |buf| buf.copy_from_slice(&reply.payload), &caps);
+        frame
     }
 
     fn handle_request(&mut self, now: Instant, mac: Mac, msg: &DhcpRepr<'_>) -> Option<DhcpReply> {

@@ -64,7 +64,10 @@ mod stream;
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
     dgram::DgramDevice,
-    dhcp::{DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpReply, DhcpServer, DhcpTo, Mac},
+    dhcp::{
+        DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpFrame, DhcpReply, DhcpServer, DhcpTo,
+        Mac,
+    },
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
     qemu::{

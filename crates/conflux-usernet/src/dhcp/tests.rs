@@ -287,3 +287,99 @@ fn malformed_datagrams_are_typed_errors() {
     assert_eq!(Mac(MAC).to_string(), "52:54:00:12:34:56");
     assert_eq!((DHCP_SERVER_PORT, DHCP_CLIENT_PORT), (67, 68));
 }
+
+/// The ones' complement sum of `parts` (RFC 1071), folded.
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for p in parts {
+        for c in p.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `payload` in UDP `sport -> dport`, IPv4 `src -> dst` (TTL 64, both
+/// checksums computed here), Ethernet from `mac` to `dst_mac`.
+fn udp_frame(
+    mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let ck = csum(&[&ip]);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&ports.0.to_be_bytes());
+    udp.extend_from_slice(&ports.1.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let ck = csum(&[&src.octets(), &dst.octets(), &[0, 17], &udp_len.to_be_bytes(), &udp]);
+    udp[6..8].copy_from_slice(&ck.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&udp);
+    f
+}
+
+const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+#[test]
+fn frames_from_the_guest_are_picked_out_and_answered_with_frames() {
+    let mut s = server();
+    let now = Instant::now();
+    let discover = hex(UDHCPC_DISCOVER);
+    let frame = udp_frame(MAC, [0xff; 6], Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &discover);
+    let want_payload = s.clone().handle_input(now, &discover).unwrap().unwrap().payload;
+    let DhcpFrame::Reply(reply) = s.handle_frame(now, &frame, GATEWAY_MAC) else { panic!("an answer") };
+    // Ethernet: unicast to the client's MAC (udhcpc asked for unicast), from the gateway's.
+    assert_eq!((&reply[..6], &reply[6..12], &reply[12..14]), (&MAC[..], &GATEWAY_MAC[..], &[0x08, 0x00][..]));
+    let iph = &reply[14..34];
+    assert_eq!((iph[0], iph[8], iph[9]), (0x45, 64, 17), "IPv4, TTL 64, UDP");
+    assert_eq!((&iph[12..16], &iph[16..20]), (&[10, 0, 2, 2][..], &[10, 0, 2, 100][..]), "gateway to the offer");
+    assert_eq!(csum(&[iph]), 0, "a valid IPv4 header checksum");
+    let udp = &reply[34..];
+    assert_eq!((&udp[..2], &udp[2..4]), (&67u16.to_be_bytes()[..], &68u16.to_be_bytes()[..]));
+    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, udp.len());
+    assert_eq!(
+        csum(&[&[10, 0, 2, 2], &[10, 0, 2, 100], &[0, 17], &(udp.len() as u16).to_be_bytes(), udp]),
+        0,
+        "a valid UDP checksum"
+    );
+    assert_eq!(udp[8..], want_payload);
+    // A NAK goes to the Ethernet and IP broadcast addresses.
+    let nak = request(5, MAC, Some(ip("192.168.1.1")), None, Ipv4Addr::UNSPECIFIED);
+    let frame = udp_frame(MAC, [0xff; 6], Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &nak);
+    let DhcpFrame::Reply(reply) = s.handle_frame(now, &frame, GATEWAY_MAC) else { panic!("a NAK") };
+    assert_eq!((&reply[..6], &reply[30..34]), (&[0xff; 6][..], &[255, 255, 255, 255][..]));
+    // A RELEASE unicast to the server is consumed without an answer.
+    let release = client_msg(7, 6, MAC, ip("10.0.2.100"), 0, &[]);
+    let frame = udp_frame(MAC, GATEWAY_MAC, ip("10.0.2.100"), ip("10.0.2.2"), (68, 67), &release);
+    assert_eq!(s.handle_frame(now, &frame, GATEWAY_MAC), DhcpFrame::NoReply);
+    // Garbage to port 67 is a typed failure; other traffic is the stack's.
+    let frame = udp_frame(MAC, [0xff; 6], Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &[1, 2, 3]);
+    assert_eq!(s.handle_frame(now, &frame, GATEWAY_MAC), DhcpFrame::Failed(DhcpError::Malformed { len: 3 }));
+    let dns = udp_frame(MAC, GATEWAY_MAC, ip("10.0.2.100"), ip("10.0.2.3"), (5353, 53), b"query");
+    assert_eq!(s.handle_frame(now, &dns, GATEWAY_MAC), DhcpFrame::NotDhcp);
+    let elsewhere = udp_frame(MAC, GATEWAY_MAC, ip("10.0.2.100"), ip("192.0.2.1"), (68, 67), &discover);
+    assert_eq!(s.handle_frame(now, &elsewhere, GATEWAY_MAC), DhcpFrame::NotDhcp, "port 67 of another host");
+    let mut bad = udp_frame(MAC, [0xff; 6], Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &discover);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(s.handle_frame(now, &bad, GATEWAY_MAC), DhcpFrame::NotDhcp, "a bad UDP checksum");
+    assert_eq!(s.handle_frame(now, &[0; 20], GATEWAY_MAC), DhcpFrame::NotDhcp);
+}
