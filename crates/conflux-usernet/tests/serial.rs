@@ -1,0 +1,223 @@
+//! Root tests against a real QEMU-stream peer: passt (nobody here wrote
+//! it), run inside a namespace the test makes whose only link is a veth
+//! pair with both ends inside it, so nothing it forwards leaves the machine. xtask runs this target with
+//! `--test-threads=1`.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use conflux_flow::{FlowExt, FromTokio};
+use conflux_netstack::{FrameBuf, FrameDevice, NetStack, StackConfig};
+use conflux_tcp::{ConnectOptions, TcpStack};
+use conflux_testkit::{TIMEOUT, TempDir, have_command, is_root, skip, within};
+use conflux_usernet::StreamDevice;
+
+/// The guest's MAC (QEMU's default).
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The namespace's interface address: what passt gives the guest.
+const NS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// The namespace's default gateway: passt maps it to the namespace's loopback.
+const NS_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 254);
+
+fn run(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A namespace with an interface 10.200.0.1/24 (one end of a veth pair
+/// whose other end is in the namespace too) and a default route via
+/// 10.200.0.254, and passt serving a unix socket from inside it; both go on drop.
+struct Passt {
+    ns: String,
+    child: Option<Child>,
+    sock: PathBuf,
+    server: Option<Child>,
+    _dir: TempDir,
+}
+
+impl Passt {
+    fn start() -> Option<Passt> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let ns = format!("cfx{:x}u{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        if !run(&["ip", "netns", "add", &ns]) {
+            return None;
+        }
+        let dir = TempDir::new("passt");
+        let sock = dir.path().join("passt.sock");
+        let mut p = Passt { ns, child: None, sock, server: None, _dir: dir };
+        // A veth pair with both ends inside (the `dummy` module may be missing).
+        let ok = [
+            "ip link set lo up",
+            "ip link add d0 type veth peer name d1",
+            "ip addr add 10.200.0.1/24 dev d0",
+            "ip link set d1 up",
+            "ip link set d0 up",
+            "ip route add default via 10.200.0.254",
+        ]
+        .iter()
+        .all(|cmd| run(&[&["ip", "netns", "exec", &p.ns][..], &cmd.split(' ').collect::<Vec<_>>()[..]].concat()));
+        assert!(ok, "namespace {} set up", p.ns);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &p.ns, "passt", "--runas", "0", "-f", "-s"])
+            .arg(&p.sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn passt");
+        p.child = Some(child);
+        Some(p)
+    }
+
+    /// A one-shot TCP server on the namespace's 127.0.0.1:`port` sending `len` bytes of `i % 251`.
+    fn serve(&mut self, port: u16, len: usize) {
+        let script = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{port}))\ns.listen(1)\nprint('up',flush=True)\nc,_=s.accept()\nc.sendall(bytes(i%251 for i in range({len})))\nc.close()\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "up");
+        self.server = Some(child);
+    }
+
+    async fn connect(&self) -> StreamDevice {
+        let stream = within("passt's socket", TIMEOUT, async {
+            loop {
+                match tokio::net::UnixStream::connect(&self.sock).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        StreamDevice::new(FromTokio::new(stream), 65520)
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        for child in [self.child.as_mut(), self.server.as_mut()].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        run(&["ip", "netns", "del", &self.ns]);
+    }
+}
+
+/// Skips the test (visibly) unless it can run passt in a namespace.
+macro_rules! require_passt {
+    () => {
+        if !is_root() {
+            skip!(Root, "namespaces need root");
+        }
+        if !have_command("ip") {
+            skip!(Iproute2, "ip not on PATH");
+        }
+        if !have_command("passt") || !have_command("python3") {
+            skip!(Capability, "passt or python3 not on PATH (apt-get install passt)");
+        }
+    };
+}
+
+/// The ones' complement sum of `parts`, folded and inverted.
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for p in parts {
+        for c in p.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A DHCPDISCOVER from `MAC` as a broadcast Ethernet frame (0.0.0.0:68 -> 255.255.255.255:67).
+fn discover_frame(xid: u32) -> Vec<u8> {
+    let mut dhcp = vec![0u8; 240];
+    dhcp[..4].copy_from_slice(&[1, 1, 6, 0]);
+    dhcp[4..8].copy_from_slice(&xid.to_be_bytes());
+    dhcp[28..34].copy_from_slice(&MAC);
+    dhcp[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    dhcp.extend_from_slice(&[53, 1, 1, 55, 4, 1, 3, 6, 26, 255]);
+    dhcp.resize(300, 0);
+    let udp_len = (8 + dhcp.len()) as u16;
+    let mut udp = [&68u16.to_be_bytes()[..], &67u16.to_be_bytes(), &udp_len.to_be_bytes(), &[0, 0], &dhcp].concat();
+    let ck = csum(&[&[0; 4], &[255; 4], &[0, 17], &udp_len.to_be_bytes(), &udp]);
+    udp[6..8].copy_from_slice(&ck.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
+    ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    let ck = csum(&[&ip]);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    [&[0xff; 6][..], &MAC, &[0x08, 0x00], &ip, &udp].concat()
+}
+
+/// The DHCP message in `frame` if it is an IPv4 UDP datagram to port 68 for `xid`.
+fn dhcp_reply(frame: &[u8], xid: u32) -> Option<&[u8]> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [0x08, 0x00] || ip[9] != 17 {
+        return None;
+    }
+    let udp = &ip[usize::from(ip[0] & 15) * 4..];
+    let dhcp = udp.get(8..)?;
+    (udp[2..4] == 68u16.to_be_bytes() && dhcp.get(4..8)? == xid.to_be_bytes()).then_some(dhcp)
+}
+
+#[tokio::test]
+async fn passt_answers_a_dhcp_discover_sent_through_the_stream_device() {
+    require_passt!();
+    let Some(passt) = Passt::start() else { skip!(Netns, "ip netns add failed") };
+    let mut dev = passt.connect().await;
+    let mut tx: VecDeque<FrameBuf> = [FrameBuf::from(discover_frame(0x1234_5678))].into();
+    within("send", TIMEOUT, poll_fn(|cx| dev.poll_send_batch(cx, &mut tx))).await.unwrap();
+    let offer = within("passt's offer", TIMEOUT, async {
+        loop {
+            let mut frames = Vec::new();
+            poll_fn(|cx| dev.poll_recv(cx, &mut frames, 64)).await.expect("the stream stays up");
+            if let Some(dhcp) = frames.iter().find_map(|f| dhcp_reply(f, 0x1234_5678)) {
+                break dhcp.to_vec();
+            }
+        }
+    })
+    .await;
+    assert_eq!(offer[0], 2, "a BOOTREPLY");
+    assert_eq!(offer[16..20], NS_ADDR.octets(), "passt offers the namespace interface's address");
+    assert_eq!(offer[28..34], MAC);
+    let opts = &offer[240..];
+    assert!(opts.windows(3).any(|w| w == [53, 1, 2]), "message type OFFER in {opts:02x?}");
+}
+
+#[tokio::test]
+async fn a_netstack_fetches_data_through_passt() {
+    require_passt!();
+    let Some(mut passt) = Passt::start() else { skip!(Netns, "ip netns add failed") };
+    let len = 4 << 20;
+    passt.serve(5555, len);
+    let dev = passt.connect().await;
+    let config = StackConfig::new().ipv4(NS_ADDR, 24).gateway_v4(NS_GATEWAY).mac(MAC);
+    let stack = NetStack::new(config, dev);
+    // passt maps the namespace's gateway address to its loopback.
+    let dst = SocketAddr::new(NS_GATEWAY.into(), 5555);
+    let mut flow = within("connect through passt", TIMEOUT, stack.create_connection(dst, ConnectOptions::new()))
+        .await
+        .expect("connect");
+    let got = within("download", TIMEOUT, flow.read_to_end()).await.expect("read");
+    assert_eq!(got.len(), len);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "the bytes the server sent");
+    let _ = flow.close().await;
+}
