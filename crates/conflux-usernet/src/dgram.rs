@@ -58,6 +58,26 @@ impl DgramDevice {
         }
     }
 
+    /// Serves a VM on `sock` (bound to a path, not connected), as
+    /// gvisor-tap-vsock's `--listen-vfkit` does: waits for the VM's first
+    /// datagram (vfkit's `VFKT` greeting; anything else there is dropped),
+    /// connects `sock` to its sender's path and returns the device. A
+    /// sender without a path (an unbound socket) cannot be answered: an
+    /// `InvalidInput` error.
+    pub async fn accept(sock: UnixDatagram, mtu: usize) -> io::Result<DgramDevice> {
+        let mut buf = [0u8; 64];
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        let Some(path) = from.as_pathname() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unixgram: the VM's socket has no path (unbound): it cannot be answered",
+            ));
+        };
+        tracing::debug!(peer = %path.display(), greeting = buf[..n] == *b"VFKT", "unixgram: VM connected");
+        sock.connect(path)?;
+        Ok(DgramDevice::new(sock, mtu))
+    }
+
     /// Datagrams received and dropped (shorter than an Ethernet header, or
     /// above the MTU plus the Ethernet header) and frames not sent (too big).
     pub fn dropped(&self) -> u64 {

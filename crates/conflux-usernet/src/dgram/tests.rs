@@ -81,6 +81,32 @@ async fn sends_are_one_datagram_per_frame_and_a_vanished_peer_ends_the_device() 
 }
 
 #[tokio::test]
+async fn accept_connects_to_the_vm_that_greeted() {
+    let dir = conflux_testkit::TempDir::new("unixgram");
+    let server = UnixDatagram::bind(dir.path().join("net.sock")).unwrap();
+    let vm = UnixDatagram::bind(dir.path().join("vm.sock")).unwrap();
+    vm.connect(dir.path().join("net.sock")).unwrap();
+    vm.send(b"VFKT").await.unwrap();
+    let mut dev = within("accept", TIMEOUT, DgramDevice::accept(server, 1500)).await.unwrap();
+    vm.send(&frame(1, 60)).await.unwrap();
+    let mut got = Vec::new();
+    within("poll_recv", TIMEOUT, poll_fn(|cx| dev.poll_recv(cx, &mut got, 8))).await.unwrap();
+    assert_eq!(got[0].to_vec(), frame(1, 60));
+    let mut tx: VecDeque<FrameBuf> = [FrameBuf::from(frame(2, 70))].into();
+    within("send", TIMEOUT, poll_fn(|cx| dev.poll_send_batch(cx, &mut tx))).await.unwrap();
+    let mut buf = [0; 2000];
+    let n = within("recv", TIMEOUT, vm.recv(&mut buf)).await.unwrap();
+    assert_eq!(buf[..n], frame(2, 70), "answered at the VM's path");
+    // A VM socket without a path cannot be answered.
+    let server = UnixDatagram::bind(dir.path().join("net2.sock")).unwrap();
+    let anon = UnixDatagram::unbound().unwrap();
+    anon.send_to(b"VFKT", dir.path().join("net2.sock")).await.unwrap();
+    let err = within("accept", TIMEOUT, DgramDevice::accept(server, 1500)).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("no path"), "{err}");
+}
+
+#[tokio::test]
 async fn two_netstacks_exchange_tcp_through_two_dgram_devices() {
     let (sa, sb) = UnixDatagram::pair().unwrap();
     let config = |ip: &str, mac: u8| {
