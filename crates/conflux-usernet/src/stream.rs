@@ -103,6 +103,8 @@ pub struct StreamDevice {
     scratch: BytesMut,
     /// Frames queued by [`send`](FrameDevice::send) for the next batch.
     queued: VecDeque<FrameBuf>,
+    /// Told once, when the device ends.
+    on_end: Option<Box<dyn FnOnce(&StreamDeviceError) + Send>>,
 }
 
 impl fmt::Debug for StreamDevice {
@@ -132,7 +134,16 @@ impl StreamDevice {
             out: Vec::new(),
             scratch: BytesMut::new(),
             queued: VecDeque::new(),
+            on_end: None,
         }
+    }
+
+    /// Calls `f` once, with the reason, when the device ends (the stack's
+    /// driver then stops): how the owner of a stack learns that its guest
+    /// left or broke the framing, after the device moved into the stack.
+    pub fn on_end(mut self, f: impl FnOnce(&StreamDeviceError) + Send + 'static) -> StreamDevice {
+        self.on_end = Some(Box::new(f));
+        self
     }
 
     /// Why the device ended, once it did.
@@ -143,7 +154,12 @@ impl StreamDevice {
     fn end(&mut self, err: StreamDeviceError) -> io::Error {
         tracing::debug!(error = %err, "qemu stream device ended");
         let io = err.to_io();
-        self.ended.get_or_insert(err);
+        if self.ended.is_none() {
+            if let Some(f) = self.on_end.take() {
+                f(&err);
+            }
+            self.ended = Some(err);
+        }
         io
     }
 

@@ -278,14 +278,24 @@ async fn two_netstacks_exchange_tcp_through_two_stream_devices() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_stack_whose_peer_vanishes_mid_frame_stops() {
+async fn a_stack_whose_peer_vanishes_mid_frame_stops_and_says_why() {
     let (fa, mut peer) = pipe(256 * 1024);
-    let a = stack(fa, A, 1);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = StackConfig::new().ipv4(A.parse().unwrap(), 24).mac([2, 0, 0, 0, 0, 1]);
+    let dev = StreamDevice::new(fa, 1500).on_end(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    let a = NetStack::new(config, dev);
     let port = a.listen(7, None, |_| async {}).unwrap().port();
     assert_eq!(port, 7);
     peer.write(Bytes::from_static(&[0, 0, 0, 60, 1, 2, 3])).await.unwrap();
     peer.shutdown(Shutdown::Write).await.unwrap();
-    // The driver ends: the device's end of the pipe is dropped, so the peer reads Eof.
+    let why = within("the device's end", TIMEOUT, rx).await.expect("on_end called");
+    assert!(
+        matches!(why, StreamDeviceError::Decode(StreamDecodeError::Truncated { header_bytes: 0, payload_missing: 57 })),
+        "{why}"
+    );
+    // The driver ended: the device's end of the pipe is dropped, so the peer reads Eof.
     let end = within("device dropped", TIMEOUT, peer.read()).await;
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
