@@ -104,7 +104,7 @@ pub struct StreamDevice {
     /// Frames queued by [`send`](FrameDevice::send) for the next batch.
     queued: VecDeque<FrameBuf>,
     /// Told once, when the device ends.
-    on_end: Option<Box<dyn FnOnce(&StreamDeviceError) + Send>>,
+    on_end: Option<OnEnd>,
 }
 
 impl fmt::Debug for StreamDevice {
@@ -245,6 +245,9 @@ impl StreamDevice {
         }
     }
 }
+
+/// What [`StreamDevice::on_end`] keeps.
+type OnEnd = Box<dyn FnOnce(&StreamDeviceError) + Send>;
 
 /// A frame lent to the flow as a `Bytes`: back to its pool once written.
 struct Owned(FrameBuf);
