@@ -4,8 +4,8 @@
 //! opens ends in that stack and is opened again as an ordinary host socket,
 //! with no root on the host path, no NAT rules and no bridge.
 //!
-//! What is here so far (the sans-IO parts, no I/O and no clock: time is an
-//! argument):
+//! What is here so far (sans-IO, no I/O and no clock: time is an argument;
+//! except the two frame devices, which do their socket's I/O):
 //! - [`UsernetConfig`]: the guest network's addresses with slirp4netns's
 //!   defaults (10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, guest 10.0.2.100;
 //!   fd00::/64), MTU, `--host-loopback`, `--allow CIDR`, the DNS upstream and
@@ -32,8 +32,9 @@
 //!   solicitations.
 //!
 //! What is not here yet: the forwarder itself (it builds on the netstack
-//! engine's held SYNs and UDP sockets; it will pass DHCP datagrams and
-//! router solicitations to the two above), the `conflux usernet`
+//! engine's held SYNs and UDP sockets; in front of the stack it will hand
+//! the guest's frames to [`DhcpServer::handle_frame`] and
+//! [`RouterAdvertiser::handle_frame`]) and the `conflux usernet`
 //! subcommand.
 //!
 //! ```
