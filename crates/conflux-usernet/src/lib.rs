@@ -17,11 +17,15 @@
 //! - [`UdpTable`]: the bounded UDP NAT table (one entry per guest source and
 //!   destination, idle timeout, the least recently used entry evicted when
 //!   full);
+//! - [`TcpForwarder`]: a guest connection's host connection (through any
+//!   `conflux_tcp::TcpStack`), made before the guest is answered, then the
+//!   relay with half-closes and resets passed on both ways, counted, and
+//!   one log line per flow;
 //! - [`resolv_conf_upstream`]: the host resolver from `/etc/resolv.conf`;
 //! - [`Stats`]: the counters a user and a test read.
 //!
-//! What is not here yet: the forwarder itself (it builds on the netstack
-//! engine's held SYNs and UDP sockets), the `conflux usernet` subcommand,
+//! What is not here yet: the forwarder's guest side (it builds on the
+//! netstack engine's held SYNs and UDP sockets), the `conflux usernet` subcommand,
 //! DHCP and the VM frame carriers.
 //!
 //! ```
@@ -39,6 +43,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod forward;
 mod nat;
 mod policy;
 mod resolv;
@@ -46,6 +51,7 @@ mod stats;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
+    forward::{FlowEnd, ForwardError, Relayed, TcpForwarder},
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
     resolv::resolv_conf_upstream,
