@@ -107,28 +107,41 @@ impl<S: TcpStack> TcpForwarder<S> {
     /// bytes each way, duration, how it ended).
     pub async fn relay<G: Flow>(
         &self,
-        mut guest_flow: G,
-        mut host_flow: S::Flow,
+        guest_flow: G,
+        host_flow: S::Flow,
         guest: SocketAddr,
         dst: SocketAddr,
     ) -> Relayed {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.stats.flow_opened();
-        let started = std::time::Instant::now();
-        let result = proxy(&mut guest_flow, &mut host_flow).await;
-        let (out, inn, end) = match result {
-            Ok(s) => (s.a_to_b.bytes, s.b_to_a.bytes, FlowEnd::Closed),
-            Err(e) => (e.stats.a_to_b.bytes, e.stats.b_to_a.bytes, FlowEnd::Failed(e)),
-        };
-        let _ = guest_flow.close().await;
-        let _ = host_flow.close().await;
-        self.stats.flow_closed(out, inn);
-        let how = match &end {
-            FlowEnd::Closed => "eof".to_owned(),
-            FlowEnd::Failed(e) if e.source.is_reset() => format!("reset ({})", e.direction),
-            FlowEnd::Failed(e) => format!("error: {e}"),
-        };
-        tracing::info!(id, %guest, %dst, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
-        Relayed { out, inn, end }
+        relay(guest_flow, host_flow, &self.stats, id, guest, dst).await
     }
+}
+
+/// Relays between `a` (the guest's side: bytes from it count as out) and
+/// `b` until both directions end, then closes both; counts and logs it.
+pub(crate) async fn relay<A: Flow, B: Flow>(
+    mut a: A,
+    mut b: B,
+    stats: &Stats,
+    id: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Relayed {
+    stats.flow_opened();
+    let started = std::time::Instant::now();
+    let result = proxy(&mut a, &mut b).await;
+    let (out, inn, end) = match result {
+        Ok(s) => (s.a_to_b.bytes, s.b_to_a.bytes, FlowEnd::Closed),
+        Err(e) => (e.stats.a_to_b.bytes, e.stats.b_to_a.bytes, FlowEnd::Failed(e)),
+    };
+    let _ = a.close().await;
+    let _ = b.close().await;
+    stats.flow_closed(out, inn);
+    let how = match &end {
+        FlowEnd::Closed => "eof".to_owned(),
+        FlowEnd::Failed(e) if e.source.is_reset() => format!("reset ({})", e.direction),
+        FlowEnd::Failed(e) => format!("error: {e}"),
+    };
+    tracing::info!(id, %from, %to, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
+    Relayed { out, inn, end }
 }

@@ -21,6 +21,8 @@
 //!   `conflux_tcp::TcpStack`), made before the guest is answered, then the
 //!   relay with half-closes and resets passed on both ways, counted, and
 //!   one log line per flow;
+//! - [`TcpPortForward`]: an inbound forward (`-p`), a host listener whose
+//!   connections are relayed into the guest through the stack;
 //! - [`resolv_conf_upstream`]: the host resolver from `/etc/resolv.conf`;
 //! - [`Stats`]: the counters a user and a test read.
 //!
@@ -44,6 +46,7 @@
 
 mod config;
 mod forward;
+mod inbound;
 mod nat;
 mod policy;
 mod resolv;
@@ -52,6 +55,7 @@ mod stats;
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
     forward::{FlowEnd, ForwardError, Relayed, TcpForwarder},
+    inbound::TcpPortForward,
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
     resolv::resolv_conf_upstream,
