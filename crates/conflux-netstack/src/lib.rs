@@ -22,8 +22,8 @@
 //!   closed sockets (TIME_WAIT included) reaped and their ports freed;
 //! - devices behind [`FrameDevice`], a trait users implement to bring their
 //!   own; shipped: an in-memory [`link_pair`] with seeded [`Faults`], Linux
-//!   [`TapDevice`] (Ethernet) and TUN (IP) devices, and [`Pcap`] capture of
-//!   any device;
+//!   [`TapDevice`] (Ethernet) and TUN (IP) devices (created inside another
+//!   network namespace with [`in_netns`]), and [`Pcap`] capture of any device;
 //! - time from tokio's clock: under `tokio::time::pause()` the stack runs in
 //!   virtual time (keepalive hours in milliseconds);
 //! - transparent ("any-address") listening for tun2socks- and vpnkit-style
@@ -101,6 +101,7 @@ mod core;
 mod device;
 mod flow;
 mod link;
+mod netns;
 mod pcap;
 mod ports;
 mod stack;
@@ -114,6 +115,7 @@ pub use crate::{
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
     flow::NetFlow,
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
+    netns::in_netns,
     pcap::Pcap,
     stack::{NetStack, WeakNetStack},
     tap::{TapDevice, TunDevice},

@@ -17,6 +17,12 @@
 //! - [`UdpTable`]: the bounded UDP NAT table (one entry per guest source and
 //!   destination, idle timeout, the least recently used entry evicted when
 //!   full);
+//! - [`TcpForwarder`]: a guest connection's host connection (through any
+//!   `conflux_tcp::TcpStack`), made before the guest is answered, then the
+//!   relay with half-closes and resets passed on both ways, counted, and
+//!   one log line per flow;
+//! - [`TcpPortForward`]: an inbound forward (`-p`), a host listener whose
+//!   connections are relayed into the guest through the stack;
 //! - [`resolv_conf_upstream`]: the host resolver from `/etc/resolv.conf`;
 //! - [`Stats`]: the counters a user and a test read;
 //! - VM frame carriers: QEMU's stream framing (each Ethernet frame after its
@@ -31,9 +37,9 @@
 //!   network's prefix, the router lifetime and the MTU), answering router
 //!   solicitations.
 //!
-//! What is not here yet: the forwarder itself (it builds on the netstack
-//! engine's held SYNs and UDP sockets; in front of the stack it will hand
-//! the guest's frames to [`DhcpServer::handle_frame`] and
+//! What is not here yet: the forwarder's guest side (it builds on the
+//! netstack engine's held SYNs and UDP sockets; in front of the stack it
+//! will hand the guest's frames to [`DhcpServer::handle_frame`] and
 //! [`RouterAdvertiser::handle_frame`]) and the `conflux usernet`
 //! subcommand.
 //!
@@ -54,6 +60,8 @@
 mod config;
 mod dgram;
 mod dhcp;
+mod forward;
+mod inbound;
 mod nat;
 mod policy;
 mod qemu;
@@ -69,6 +77,8 @@ pub use crate::{
         DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpFrame, DhcpReply, DhcpServer, DhcpTo,
         Mac,
     },
+    forward::{FlowEnd, ForwardError, Relayed, TcpForwarder},
+    inbound::TcpPortForward,
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},
     qemu::{

@@ -7,14 +7,14 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use conflux_flow::{FlowExt, FromTokio};
 use conflux_netstack::{FrameBuf, FrameDevice, NetStack, StackConfig};
 use conflux_tcp::{ConnectOptions, TcpStack};
-use conflux_testkit::{TIMEOUT, TempDir, have_command, is_root, skip, within};
+use conflux_testkit::{Netns, TIMEOUT, TempDir, have_command, is_root, skip, within};
 use conflux_usernet::StreamDevice;
 
 /// The guest's MAC (QEMU's default).
@@ -24,66 +24,50 @@ const NS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// The namespace's default gateway: passt maps it to the namespace's loopback.
 const NS_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 254);
 
-fn run(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// A namespace with an interface 10.200.0.1/24 (one end of a veth pair
 /// whose other end is in the namespace too) and a default route via
-/// 10.200.0.254, and passt serving a unix socket from inside it; both go on drop.
+/// 10.200.0.254, and passt serving a unix socket from inside it; the
+/// namespace (with passt and the servers in it) goes on drop.
 struct Passt {
-    ns: String,
-    child: Option<Child>,
     sock: PathBuf,
-    server: Option<Child>,
+    /// passt and the servers: killed and reaped on drop.
+    procs: Mutex<Vec<Child>>,
+    // Dropped first: its drop kills what runs inside.
+    ns: Netns,
     _dir: TempDir,
 }
 
 impl Passt {
-    fn start() -> Option<Passt> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let ns = format!("cfx{:x}u{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        if !run(&["ip", "netns", "add", &ns]) {
-            return None;
-        }
+    fn start() -> Result<Passt, String> {
+        let ns = Netns::create("p")?;
+        // A veth pair with both ends inside (the `dummy` module may be missing).
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])?;
+        ns.ip(&["addr", "add", "10.200.0.1/24", "dev", "d0"])?;
+        ns.ip(&["link", "set", "d1", "up"])?;
+        ns.ip(&["link", "set", "d0", "up"])?;
+        ns.ip(&["route", "add", "default", "via", "10.200.0.254"])?;
         let dir = TempDir::new("passt");
         let sock = dir.path().join("passt.sock");
-        let mut p = Passt { ns, child: None, sock, server: None, _dir: dir };
-        // A veth pair with both ends inside (the `dummy` module may be missing).
-        let ok = [
-            "ip link set lo up",
-            "ip link add d0 type veth peer name d1",
-            "ip addr add 10.200.0.1/24 dev d0",
-            "ip link set d1 up",
-            "ip link set d0 up",
-            "ip route add default via 10.200.0.254",
-        ]
-        .iter()
-        .all(|cmd| run(&[&["ip", "netns", "exec", &p.ns][..], &cmd.split(' ').collect::<Vec<_>>()[..]].concat()));
-        assert!(ok, "namespace {} set up", p.ns);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &p.ns, "passt", "--runas", "0", "-f", "-s"])
-            .arg(&p.sock)
+        let passt = ns
+            .cmd("passt")
+            .args(["--runas", "0", "-f", "-s"])
+            .arg(&sock)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn passt");
-        p.child = Some(child);
-        Some(p)
+            .map_err(|e| format!("spawn passt: {e}"))?;
+        Ok(Passt { sock, procs: Mutex::new(vec![passt]), ns, _dir: dir })
     }
 
     /// A one-shot TCP server on the namespace's 127.0.0.1:`port` sending `len` bytes of `i % 251`.
-    fn serve(&mut self, port: u16, len: usize) {
+    fn serve(&self, port: u16, len: usize) {
         let script = format!(
             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{port}))\ns.listen(1)\nprint('up',flush=True)\nc,_=s.accept()\nc.sendall(bytes(i%251 for i in range({len})))\nc.close()\n"
         );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", &script])
+        let mut child = self
+            .ns
+            .cmd("python3")
+            .args(["-c", &script])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -91,7 +75,7 @@ impl Passt {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert_eq!(line.trim(), "up");
-        self.server = Some(child);
+        self.procs.lock().unwrap().push(child);
     }
 
     async fn connect(&self) -> StreamDevice {
@@ -110,11 +94,10 @@ impl Passt {
 
 impl Drop for Passt {
     fn drop(&mut self) {
-        for child in [self.child.as_mut(), self.server.as_mut()].into_iter().flatten() {
+        for child in self.procs.get_mut().unwrap().iter_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        run(&["ip", "netns", "del", &self.ns]);
     }
 }
 
@@ -181,7 +164,10 @@ fn dhcp_reply(frame: &[u8], xid: u32) -> Option<&[u8]> {
 #[tokio::test]
 async fn passt_answers_a_dhcp_discover_sent_through_the_stream_device() {
     require_passt!();
-    let Some(passt) = Passt::start() else { skip!(Netns, "ip netns add failed") };
+    let passt = match Passt::start() {
+        Ok(p) => p,
+        Err(e) => skip!(Netns, "{e}"),
+    };
     let mut dev = passt.connect().await;
     let mut tx: VecDeque<FrameBuf> = [FrameBuf::from(discover_frame(0x1234_5678))].into();
     within("send", TIMEOUT, poll_fn(|cx| dev.poll_send_batch(cx, &mut tx))).await.unwrap();
@@ -205,7 +191,10 @@ async fn passt_answers_a_dhcp_discover_sent_through_the_stream_device() {
 #[tokio::test]
 async fn a_netstack_fetches_data_through_passt() {
     require_passt!();
-    let Some(mut passt) = Passt::start() else { skip!(Netns, "ip netns add failed") };
+    let passt = match Passt::start() {
+        Ok(p) => p,
+        Err(e) => skip!(Netns, "{e}"),
+    };
     let len = 4 << 20;
     passt.serve(5555, len);
     let dev = passt.connect().await;
