@@ -32,10 +32,9 @@ pub struct StackConfig {
     pub rx_buffer: usize,
     /// Send buffer per socket.
     pub tx_buffer: usize,
-    /// How many socket sets sockets are spread over (by 4-tuple hash): a poll
-    /// walks only the sets with frames, writes or due timers. The default,
-    /// 256, keeps thousands of sockets (TIME_WAIT included) to a few dozen
-    /// per set; the driver's per-round bookkeeping is linear in this number.
+    /// Kept for compatibility and ignored: every connection has its own
+    /// smoltcp socket set, so a poll touches only connections with frames,
+    /// writes or due timers, however many there are.
     pub shards: usize,
     /// Half-open (SYN received, handshake unfinished) sockets per listener.
     /// A SYN beyond the cap evicts the listener's oldest unfinished

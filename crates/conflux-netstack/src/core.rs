@@ -1,112 +1,244 @@
-//! The stack's state behind its lock: the smoltcp interface, the socket
-//! sets, the connection table, listeners and ports. Sans-IO: the driver
-//! hands it frames and the time, it hands back frames to send, the next
-//! deadline and the handshakes that finished.
+//! The stack's sans-IO state machine: the smoltcp interface, one socket set
+//! per connection, the connection table, listeners and ports.
+//!
+//! [`Core`] takes frames and the time and gives back frames, [`Event`]s and
+//! its next deadline. It has no async, no locks, no tokio types and never
+//! reads a clock: the shell (`stack.rs`, `flow.rs`) owns it behind a mutex,
+//! moves bytes between it and the device and flows, and turns its events
+//! into wake-ups.
+//!
+//! Call order, each time anything happens (frames arrived, a flow acted, a
+//! deadline passed):
+//! 1. [`handle_frames`](Core::handle_frames) with the received frames;
+//! 2. [`handle_timeout`](Core::handle_timeout) with the time;
+//! 3. [`poll_transmit`](Core::poll_transmit) for the frames to send (frames
+//!    to our own addresses are delivered inside);
+//! 4. [`poll_event`](Core::poll_event) until `None`;
+//! 5. [`poll_timeout`](Core::poll_timeout): call again no later than that.
+//!
+//! Connection operations (`send`, `recv`, `close_write`, `release`, ...)
+//! may come in between; they take effect at the next `poll_transmit`.
+//!
+//! Per-flow cost does not grow with idle flows: each connection has its own
+//! smoltcp socket set (smoltcp walks every socket of a set on each poll), a
+//! frame is demultiplexed by a hash lookup, egress polls only connections
+//! with something to do (a `dirty` list) and due timers (one ordered set of
+//! deadlines). Nothing walks all connections except `close_all` and the
+//! rare neighbour answer (ARP/NDP), which unblocks sockets waiting for it.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use conflux_tcp::{Keepalive, Listener};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use conflux_tcp::Keepalive;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
 
 use crate::config::StackConfig;
 use crate::device::{Checksums, DeviceCaps, FrameBuf, FramePool, Medium, RxCsum};
-use crate::flow::NetFlow;
 use crate::ports::Ports;
-use crate::wire;
+use crate::rewrite;
+use crate::wire::{self, Inspected, seq_after};
 
-/// A connection's key in the table.
+/// A connection's key.
 pub(crate) type ConnId = u64;
 
-/// (local, remote): how ingress finds a connection.
-type Tuple = (SocketAddr, SocketAddr);
+/// A listener's identity, chosen by the shell (a new one per `listen`).
+pub(crate) type ListenId = u64;
 
 /// A listener's key: the address it listens on (ours, or unspecified for
 /// all of ours) and its port.
 pub(crate) type ListenKey = SocketAddr;
 
-/// Where a connection is in its life, as the stack sees it.
+/// (local as the peer sees it, remote): how ingress finds a connection.
+type Tuple = (SocketAddr, SocketAddr);
+
+/// What the core tells the shell.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A SYN for a holding listener: nothing was answered yet. The shell
+    /// calls [`Core::accept_syn`] (the handshake proceeds) or
+    /// [`Core::refuse_syn`] (an RST goes back).
+    Syn { id: ConnId, listen: ListenId, local: SocketAddr, remote: SocketAddr },
+    /// A handshake on a listener finished: the connection is the shell's
+    /// (`local` is what the peer dialled).
+    Accepted { id: ConnId, listen: ListenId, local: SocketAddr, remote: SocketAddr },
+    /// Our connect finished its handshake.
+    Established(ConnId),
+    /// Data (or the end of the stream) arrived.
+    Readable(ConnId),
+    /// Sent data was acknowledged: room to write.
+    Writable(ConnId),
+    /// The connection closed (reset, timed out, or finished).
+    Closed(ConnId),
+}
+
+/// How a connection ended, when not cleanly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct End {
+    /// An RST arrived.
+    pub(crate) reset: bool,
+    /// Sent data went unacknowledged for the user timeout.
+    pub(crate) timed_out: bool,
+}
+
+/// Where a connect stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Our SYN is out; a `create_connection` future watches it.
+pub(crate) enum ConnectState {
+    /// SYN out, no answer yet.
+    Pending,
+    /// The handshake finished.
+    Established,
+    /// Refused (an RST) or otherwise closed.
+    Failed,
+}
+
+/// A read's outcome.
+#[derive(Debug)]
+pub(crate) enum Recv<R> {
+    /// What the reader returned for the bytes it took.
+    Data(R),
+    /// Nothing buffered yet.
+    Empty,
+    /// The peer finished (FIN) and everything was read.
+    Finished,
+    /// The connection is closed; `End` says whether by reset or timeout.
+    Closed(End),
+}
+
+/// Why a write took nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendRefused {
+    /// The buffer is full: wait for [`Event::Writable`].
+    Full,
+    /// The connection can no longer send.
+    Closed(End),
+}
+
+/// Why a listen could not be reserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindRefused {
+    /// The stack was disconnected.
+    Disconnected,
+    /// The address is not ours.
+    NotOurs(SocketAddr),
+    /// No ephemeral port is free.
+    Exhausted,
+}
+
+/// The transparent listener: which SYNs it takes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transparent {
+    /// The listener (registered under `any_addr(port)`).
+    pub(crate) port: u16,
+    /// Also every port of these addresses of ours (a gateway address),
+    /// unless a listener on that address and port exists.
+    pub(crate) own: Vec<IpAddr>,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Our SYN is out.
     Connecting,
-    /// A peer's SYN made this socket; the handshake is not finished. `port`
-    /// is the key (address and port) of the listener it came to.
+    /// A peer's SYN for a holding listener waits for the shell's decision.
+    Held { port: ListenKey },
+    /// A peer's SYN made this socket; the handshake is not finished.
     HalfOpen { port: ListenKey },
-    /// A flow owns it.
+    /// The shell owns it.
     Open,
-    /// Its flow was closed or dropped (or its connect abandoned): the socket
-    /// finishes (FIN, TIME_WAIT) and is then reaped.
+    /// The shell let go (closed, dropped, connect abandoned): the socket
+    /// finishes (FIN, TIME_WAIT) and is reaped once closed.
     Orphan,
 }
 
-pub(crate) struct Conn {
-    pub(crate) shard: usize,
-    pub(crate) handle: SocketHandle,
-    pub(crate) local: SocketAddr,
-    pub(crate) remote: SocketAddr,
-    pub(crate) phase: Phase,
-    /// An RST for this 4-tuple arrived and the socket closed on it.
-    pub(crate) rst_seen: bool,
-    /// Aborted by the user timeout.
-    pub(crate) timed_out: bool,
-    /// The last sign of life of the peer while our data is outstanding: an
-    /// acknowledgment moving forward, or a segment in sequence.
-    progress_at: Instant,
+struct Conn {
+    /// This connection's own socket set (one socket).
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    /// Our address as smoltcp sees it.
+    local: SocketAddr,
+    remote: SocketAddr,
+    phase: Phase,
+    end: End,
+    /// Accepted by the transparent listener: the destination the peer
+    /// dialled (not ours). Ingress is rewritten from it to `local`, egress back.
+    nat: Option<SocketAddr>,
     /// The local port came from the allocator (freed when reaped).
     ephemeral: bool,
-    /// Accepted by the transparent listener: the destination the peer
-    /// dialled (not ours). Ingress is rewritten from it to `local`, egress
-    /// back.
-    pub(crate) nat: Option<SocketAddr>,
-    /// The highest acknowledgment number of the peer that smoltcp took
-    /// (SND.UNA as far as segments carrying data go; for old-ACK data).
+    /// The last sign of life of the peer while our data is outstanding.
+    progress_at: Instant,
+    /// The highest acknowledgment number of the peer that smoltcp took.
     peer_ack: Option<u32>,
-    /// The sequence number just past the last segment we sent (SND.MAX):
-    /// an acknowledgment beyond it acknowledges nothing we sent.
+    /// The sequence number just past the last segment we sent (SND.MAX).
     snd_max: Option<u32>,
-    /// The highest acknowledgment we sent (RCV.NXT as the peer last heard
-    /// it): data ending at or before it is a retransmission.
+    /// The highest acknowledgment we sent (RCV.NXT as the peer last heard it).
     rcv_nxt: Option<u32>,
-    /// When the SYN arrived (half-open sockets).
+    /// When the SYN arrived (held and half-open sockets).
     since: Instant,
-}
-
-struct Shard {
-    sockets: SocketSet<'static>,
-    /// Something happened (frames in, a write, a read, a close): run egress.
+    /// On the dirty list.
     dirty: bool,
-    /// When smoltcp next wants this set polled.
-    next_at: Option<Instant>,
+    /// Its entry in the timer set.
+    timer: Option<Instant>,
+    /// The peer's real MSS when smoltcp was shown a larger one (TSO).
+    real_mss: Option<u16>,
+    /// A held SYN, fed to smoltcp once accepted.
+    held: Option<FrameBuf>,
 }
 
-pub(crate) struct Listen {
-    pub(crate) listener: Arc<Listener<NetFlow>>,
+impl Conn {
+    fn socket(&self) -> &tcp::Socket<'static> {
+        self.set.get::<tcp::Socket<'static>>(self.handle)
+    }
+
+    fn socket_mut(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket<'static>>(self.handle)
+    }
+
+    /// The tuple ingress finds it by.
+    fn tuple(&self) -> Tuple {
+        (self.nat.unwrap_or(self.local), self.remote)
+    }
+
+    /// Sent data waits for its acknowledgment on an open connection (the
+    /// user timeout runs).
+    fn outstanding(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.end.timed_out
+            && self.snd_max.is_some()
+            && self.peer_ack != self.snd_max
+            && self.socket().state() != tcp::State::Closed
+    }
+}
+
+/// What changes of a socket the shell hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    state: tcp::State,
+    recv_queue: usize,
+    send_queue: usize,
+}
+
+impl Snapshot {
+    fn of(sock: &tcp::Socket<'_>) -> Snapshot {
+        Snapshot { state: sock.state(), recv_queue: sock.recv_queue(), send_queue: sock.send_queue() }
+    }
+}
+
+struct Listen {
+    id: ListenId,
     keepalive: Option<Keepalive>,
-    half_open: usize,
-    generation: u64,
+    hold: bool,
+    /// Unfinished handshakes, oldest first (held ones included).
+    half_open: VecDeque<ConnId>,
     owns_port: bool,
 }
 
-/// A handshake that finished: the driver makes its flow and dispatches it.
-pub(crate) struct Accepted {
-    pub(crate) listener: Arc<Listener<NetFlow>>,
-    pub(crate) id: ConnId,
-    pub(crate) shard: usize,
-    pub(crate) handle: SocketHandle,
-    pub(crate) local: SocketAddr,
-    pub(crate) remote: SocketAddr,
-}
-
 /// smoltcp's view of our device for one poll: at most one received frame,
-/// transmitted frames collected into a vector.
+/// transmitted frames built in the pool and collected.
 struct Bridge<'a> {
     rx: Option<FrameBuf>,
     tx: &'a mut Vec<FrameBuf>,
@@ -125,7 +257,7 @@ impl phy::RxToken for RxToken {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // A pooled buffer: not zeroed, smoltcp writes every byte of it.
+        // A pooled buffer, not zeroed: smoltcp writes every byte of it.
         let mut frame = self.1.take(len);
         let r = f(&mut frame);
         self.0.push(frame);
@@ -163,13 +295,14 @@ fn smol_caps(caps: DeviceCaps) -> DeviceCapabilities {
         Medium::Ethernet => phy::Medium::Ethernet,
         Medium::Ip => phy::Medium::Ip,
     };
+    let mtu = caps.tso.map_or(caps.mtu, |n| caps.mtu.max(usize::from(n)));
     c.max_transmission_unit = match caps.medium {
-        Medium::Ethernet => caps.mtu + 14,
-        Medium::Ip => caps.mtu,
+        Medium::Ethernet => mtu + 14,
+        Medium::Ip => mtu,
     };
     c.checksum = match caps.checksums {
         Checksums::Compute => {
-            // The driver verifies IPv4 header and TCP checksums of every
+            // The core verifies IPv4 header and TCP checksums of every
             // received frame before anything else looks at it (see
             // `wire::inspect`): smoltcp only computes them on transmit.
             let mut sums = ChecksumCapabilities::default();
@@ -188,41 +321,44 @@ fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
 }
 
-/// How often orphaned sockets are checked for reaping.
-const REAP_EVERY: Duration = Duration::from_millis(100);
-/// Egress rounds per shard per poll before yielding to ingress.
+/// Egress rounds per connection per poll (each sends at most one segment).
 const EGRESS_ROUNDS: usize = 128;
+/// Local-delivery rounds per `poll_transmit`.
+const LOCAL_ROUNDS: usize = 16;
 
+/// The stack's state machine (see the module docs for the call order).
 pub(crate) struct Core {
     iface: Interface,
     medium: Medium,
     caps: DeviceCapabilities,
+    verify: bool,
+    /// The MSS smoltcp is shown with segmentation offload (IPv4, IPv6).
+    tso_mss: Option<(u16, u16)>,
     pool: FramePool,
-    shards: Vec<Shard>,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    /// An empty set: ingress for no connection (smoltcp answers RST, ICMP, ARP).
+    spare: SocketSet<'static>,
+    conns: HashMap<ConnId, Conn>,
     tuples: HashMap<Tuple, ConnId>,
-    pub(crate) listens: HashMap<ListenKey, Listen>,
-    pub(crate) ports: Ports,
-    half_open: Vec<ConnId>,
-    orphans: Vec<ConnId>,
+    listens: HashMap<ListenKey, Listen>,
+    transparent: Option<Transparent>,
+    ports: Ports,
+    dirty: Vec<ConnId>,
+    timers: BTreeSet<(Instant, ConnId)>,
+    events: VecDeque<Event>,
+    /// Frames to our own addresses, waiting for ingress.
+    local: Vec<FrameBuf>,
+    /// Frames made outside `poll_transmit` (refused SYNs), waiting for it.
+    pending: Vec<FrameBuf>,
     next_id: ConnId,
-    next_generation: u64,
-    pub(crate) disconnected: bool,
+    disconnected: bool,
     /// Our addresses (what local delivery and SYN matching compare against).
-    pub(crate) addrs: Vec<IpAddr>,
+    addrs: Vec<IpAddr>,
     cidrs: Vec<IpCidr>,
-    pub(crate) config: StackConfig,
-    last_reap: Instant,
-    /// The port under which the transparent listener is registered.
-    pub(crate) transparent_port: Option<u16>,
-    /// (internal local, remote) -> the original destination, for rewriting
-    /// egress of transparently accepted connections.
-    nat_out: HashMap<Tuple, SocketAddr>,
-    /// Open connections with sent data not yet acknowledged (user timeout).
-    outstanding: HashSet<ConnId>,
+    config: StackConfig,
 }
 
 impl Core {
+    /// A core for a device with `caps`, building frames in `pool`.
     pub(crate) fn new(config: StackConfig, caps: DeviceCaps, pool: FramePool, now: Instant) -> Core {
         let smol = smol_caps(caps);
         let hw = match caps.medium {
@@ -256,58 +392,63 @@ impl Core {
         if let Some(gw) = config.gateway_v6 {
             let _ = iface.routes_mut().add_default_ipv6_route(gw);
         }
-        let shards = (0..config.shards.max(1))
-            .map(|_| Shard { sockets: SocketSet::new(Vec::new()), dirty: false, next_at: None })
-            .collect();
         let addrs = cidrs.iter().map(|c| IpAddr::from(c.address())).collect();
+        let tso_mss = caps.tso.map(|n| (n.saturating_sub(40), n.saturating_sub(60)));
         Core {
             iface,
             medium: caps.medium,
+            verify: smol.checksum.tcp.tx(),
             caps: smol,
+            tso_mss,
             pool,
-            shards,
+            spare: SocketSet::new(Vec::new()),
             conns: HashMap::new(),
             tuples: HashMap::new(),
             listens: HashMap::new(),
+            transparent: None,
             ports: Ports::new(config.ephemeral_ports.clone(), config.seed),
-            half_open: Vec::new(),
-            orphans: Vec::new(),
+            dirty: Vec::new(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+            local: Vec::new(),
+            pending: Vec::new(),
             next_id: 1,
-            next_generation: 1,
             disconnected: false,
             addrs,
             cidrs,
             config,
-            last_reap: now,
-            transparent_port: None,
-            nat_out: HashMap::new(),
-            outstanding: HashSet::new(),
         }
     }
 
-    fn shard_of(&self, tuple: &Tuple) -> usize {
-        let mut h = std::hash::DefaultHasher::new();
-        tuple.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+    // ---- queries ----
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &StackConfig {
+        &self.config
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
-        )
+    /// Our addresses (IPv4, global IPv6, link-local IPv6).
+    pub(crate) fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
     }
 
-    /// The socket of a live connection.
-    pub(crate) fn socket(&mut self, shard: usize, handle: SocketHandle) -> &mut tcp::Socket<'static> {
-        let s = &mut self.shards[shard];
-        s.dirty = true;
-        s.sockets.get_mut::<tcp::Socket<'static>>(handle)
+    /// Sockets in the table (open, half-open, held, closing, TIME_WAIT).
+    pub(crate) fn sockets(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Ports taken (ephemeral and listening).
+    pub(crate) fn ports_in_use(&self) -> usize {
+        self.ports.in_use()
+    }
+
+    /// `close_all` ran.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.disconnected
     }
 
     /// Our source address for reaching `dst`, or `None` when there is no route.
     pub(crate) fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
-        let same_family = |a: &IpAddr| a.is_ipv4() == dst.is_ipv4();
         if self.addrs.contains(&dst) {
             return Some(dst);
         }
@@ -320,409 +461,536 @@ impl Core {
             return None;
         }
         // Prefer the global address of the family (the first one configured).
-        self.addrs.iter().copied().find(same_family)
+        self.addrs.iter().copied().find(|a| a.is_ipv4() == dst.is_ipv4())
     }
 
-    /// Starts a connection from `local` to `remote`.
+    // ---- the state machine's inputs and outputs ----
+
+    /// Feeds received frames (drained from `frames`).
+    pub(crate) fn handle_frames(&mut self, now: Instant, frames: &mut Vec<FrameBuf>) {
+        let mut out = Vec::new();
+        for frame in frames.drain(..) {
+            self.ingress(now, frame, &mut out);
+        }
+        self.pending.append(&mut out);
+    }
+
+    /// Runs what is due at `now`: smoltcp timers (retransmission, delayed
+    /// ACK, keepalive, TIME_WAIT), handshake and user timeouts.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            conn.timer = None;
+            let handshake_over = now >= conn.since + self.config.handshake_timeout.into();
+            match conn.phase {
+                Phase::Held { .. } if handshake_over => {
+                    tracing::trace!(local = %conn.local, remote = %conn.remote, "held SYN expired");
+                    self.drop_handshake(id);
+                    self.events.push_back(Event::Closed(id));
+                    continue;
+                }
+                Phase::HalfOpen { .. }
+                    if handshake_over
+                        && matches!(conn.socket().state(), tcp::State::Listen | tcp::State::SynReceived) =>
+                {
+                    tracing::trace!(local = %conn.local, remote = %conn.remote, "handshake abandoned");
+                    self.abort_half_open(id);
+                    continue;
+                }
+                _ => {}
+            }
+            if conn.outstanding() && now >= conn.progress_at + self.config.user_timeout.into() {
+                conn.end.timed_out = true;
+                tracing::debug!(local = %conn.local, remote = %conn.remote, "user timeout: sent data unacknowledged, aborted");
+                conn.socket_mut().abort();
+                self.events.push_back(Event::Closed(id));
+            }
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Appends the frames to send to `out`: egress of every connection with
+    /// something to do, frames to our own addresses delivered meanwhile.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<FrameBuf>) {
+        let mut produced = std::mem::take(&mut self.pending);
+        for _ in 0..LOCAL_ROUNDS {
+            let mut local = std::mem::take(&mut self.local);
+            for frame in local.drain(..) {
+                self.ingress(now, frame, &mut produced);
+            }
+            self.local = local;
+            self.egress(now, &mut produced);
+            for frame in produced.drain(..) {
+                let ours = wire::inspect(&frame, self.medium, false)
+                    .destination()
+                    .is_some_and(|dst| self.addrs.contains(&dst));
+                if ours { self.local.push(frame) } else { out.push(frame) }
+            }
+            if self.local.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// The next event for the shell.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Flow operations or frames wait for [`poll_transmit`](Core::poll_transmit).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty()
+    }
+
+    /// A listener is registered under `key`.
+    pub(crate) fn is_listening(&self, key: ListenKey) -> bool {
+        self.listens.contains_key(&key)
+    }
+
+    /// When [`handle_timeout`](Core::handle_timeout) next has work (absent
+    /// frames and flow operations).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.has_work() {
+            return Some(Instant::ZERO);
+        }
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    // ---- connections ----
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
+        )
+    }
+
+    fn insert(&mut self, conn: Conn) -> ConnId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tuples.insert(conn.tuple(), id);
+        self.conns.insert(id, conn);
+        id
+    }
+
+    fn conn(local: SocketAddr, remote: SocketAddr, phase: Phase, now: Instant) -> Conn {
+        Conn {
+            set: SocketSet::new(Vec::<SocketStorage<'static>>::with_capacity(1)),
+            handle: SocketHandle::default(),
+            local,
+            remote,
+            phase,
+            end: End::default(),
+            nat: None,
+            ephemeral: false,
+            progress_at: now,
+            peer_ack: None,
+            snd_max: None,
+            rcv_nxt: None,
+            since: now,
+            dirty: false,
+            timer: None,
+            real_mss: None,
+            held: None,
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Starts a connection from `local_ip` to `remote`: its SYN goes out at
+    /// the next `poll_transmit`. Returns its id and local address.
     pub(crate) fn connect(
         &mut self,
         local_ip: IpAddr,
         remote: SocketAddr,
         keepalive: Option<Keepalive>,
-    ) -> Result<(ConnId, usize, SocketHandle, SocketAddr), &'static str> {
+    ) -> Result<(ConnId, SocketAddr), &'static str> {
         let port = self.ports.allocate().ok_or("the ephemeral port range is exhausted")?;
         let local = SocketAddr::new(local_ip, port);
-        let tuple = (local, remote);
-        let shard = self.shard_of(&tuple);
         let mut sock = self.new_socket();
         apply_keepalive(&mut sock, keepalive);
         if sock.connect(self.iface.context(), remote, local).is_err() {
             self.ports.free(port);
             return Err("the address cannot be connected to");
         }
-        let handle = self.shards[shard].sockets.add(sock);
-        self.shards[shard].dirty = true;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.conns.insert(
-            id,
-            Conn {
-                shard,
-                handle,
-                local,
-                remote,
-                phase: Phase::Connecting,
-                rst_seen: false,
-                timed_out: false,
-                progress_at: Instant::ZERO,
-                ephemeral: true,
-                nat: None,
-                peer_ack: None,
-                snd_max: None,
-                rcv_nxt: None,
-                since: Instant::ZERO,
-            },
-        );
-        self.tuples.insert(tuple, id);
-        Ok((id, shard, handle, local))
+        let mut conn = Core::conn(local, remote, Phase::Connecting, Instant::ZERO);
+        conn.ephemeral = true;
+        conn.handle = conn.set.add(sock);
+        let id = self.insert(conn);
+        self.mark_dirty(id);
+        Ok((id, local))
     }
 
-    /// A connection whose flow is gone (closed, dropped, connect abandoned):
-    /// its socket finishes on its own, is aborted after the orphan timeout of
-    /// silence, and is reaped once closed.
-    pub(crate) fn orphan(&mut self, id: ConnId) {
-        let timeout = self.config.orphan_timeout;
-        if let Some(conn) = self.conns.get_mut(&id)
-            && conn.phase != Phase::Orphan
-        {
-            conn.phase = Phase::Orphan;
-            let (shard, handle) = (conn.shard, conn.handle);
-            let sock = self.socket(shard, handle);
-            if sock.timeout().is_none() {
-                sock.set_timeout(Some(timeout.into()));
-            }
-            self.orphans.push(id);
+    /// Where connect `id` stands.
+    pub(crate) fn connect_state(&self, id: ConnId) -> ConnectState {
+        match self.conns.get(&id) {
+            None => ConnectState::Failed,
+            Some(c) => match c.socket().state() {
+                tcp::State::SynSent | tcp::State::SynReceived => ConnectState::Pending,
+                tcp::State::Closed | tcp::State::Listen => ConnectState::Failed,
+                _ => ConnectState::Established,
+            },
         }
     }
 
-    pub(crate) fn new_listen_generation(&mut self) -> u64 {
-        self.next_generation += 1;
-        self.next_generation
+    /// How connection `id` ended, when not cleanly.
+    pub(crate) fn end(&self, id: ConnId) -> End {
+        self.conns.get(&id).map_or(End::default(), |c| c.end)
     }
 
-    /// Registers a listener under `key`; `owns_port` says whether it took
-    /// the port from the allocator (the first listener on a port does).
-    pub(crate) fn add_listen(
-        &mut self,
-        key: ListenKey,
-        listener: Arc<Listener<NetFlow>>,
-        keepalive: Option<Keepalive>,
-        generation: u64,
-        owns_port: bool,
-    ) {
-        self.listens.insert(key, Listen { listener, keepalive, half_open: 0, generation, owns_port });
-    }
-
-    /// The key of the listener that takes a SYN to `dst` (one of our
-    /// addresses): the one on exactly that address wins, then `0.0.0.0`
-    /// (IPv4 destinations), then `[::]` (every address).
-    fn listen_key(&self, dst: SocketAddr) -> Option<ListenKey> {
-        let any4 = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), dst.port());
-        let any6 = conflux_tcp::any_addr(dst.port());
-        let candidates = [Some(dst), dst.is_ipv4().then_some(any4), Some(any6)];
-        candidates.into_iter().flatten().find(|k| self.listens.contains_key(k))
-    }
-
-    /// Removes the listener of `generation` under `key` (not a newer one) and
-    /// drops its half-open handshakes. The port goes back to the allocator
-    /// with the last listener on it.
-    pub(crate) fn remove_listen(&mut self, key: ListenKey, generation: u64) {
-        if self.listens.get(&key).is_some_and(|l| l.generation == generation) {
-            if self.transparent_port == Some(key.port()) && key == conflux_tcp::any_addr(key.port()) {
-                self.transparent_port = None;
+    /// Queues bytes of `data` for sending: how many fit.
+    pub(crate) fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, SendRefused> {
+        let Some(conn) = self.conns.get_mut(&id) else { return Err(SendRefused::Closed(End::default())) };
+        let end = conn.end;
+        let sock = conn.socket_mut();
+        if !sock.may_send() {
+            return Err(SendRefused::Closed(end));
+        }
+        match sock.send_slice(data) {
+            Ok(0) | Err(_) => Err(SendRefused::Full),
+            Ok(n) => {
+                self.mark_dirty(id);
+                Ok(n)
             }
-            if let Some(l) = self.listens.remove(&key)
-                && l.owns_port
-            {
-                match self.listens.iter_mut().find(|(k, _)| k.port() == key.port()) {
-                    Some((_, other)) => other.owns_port = true,
-                    None => self.ports.free(key.port()),
+        }
+    }
+
+    /// Reads from connection `id`: `reader` gets the buffered bytes (at
+    /// least one) and says how many it took.
+    pub(crate) fn recv<R>(&mut self, id: ConnId, reader: impl FnOnce(&[u8]) -> (usize, R)) -> Recv<R> {
+        let Some(conn) = self.conns.get_mut(&id) else { return Recv::Closed(End::default()) };
+        let end = conn.end;
+        let sock = conn.socket_mut();
+        let window_was_low = sock.recv_capacity() - sock.recv_queue() < sock.recv_capacity() / 2;
+        let mut reader = Some(reader);
+        let res = sock.recv(|buf| {
+            if buf.is_empty() {
+                return (0, None);
+            }
+            let (n, r) = (reader.take().expect("called once"))(buf);
+            (n, Some(r))
+        });
+        match res {
+            Ok(Some(r)) => {
+                if window_was_low {
+                    // The window opens: tell the peer.
+                    self.mark_dirty(id);
                 }
+                Recv::Data(r)
             }
-            let doomed: Vec<ConnId> = self
-                .half_open
-                .iter()
-                .copied()
-                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port: key }))
-                .collect();
-            for id in doomed {
+            Ok(None) => Recv::Empty,
+            Err(tcp::RecvError::Finished) => Recv::Finished,
+            Err(tcp::RecvError::InvalidState) => Recv::Closed(end),
+        }
+    }
+
+    /// Bytes sent and not acknowledged yet (0 once gone).
+    pub(crate) fn send_queue(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.socket().send_queue())
+    }
+
+    /// The socket is closed (nothing more will be acknowledged).
+    pub(crate) fn is_closed(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_none_or(|c| c.socket().state() == tcp::State::Closed)
+    }
+
+    /// Sets Nagle's algorithm; returns the previous setting.
+    pub(crate) fn set_nagle(&mut self, id: ConnId, on: bool) -> Option<bool> {
+        let sock = self.conns.get_mut(&id)?.socket_mut();
+        let was = sock.nagle_enabled();
+        sock.set_nagle_enabled(on);
+        Some(was)
+    }
+
+    /// Sends FIN once everything queued left (reading goes on).
+    pub(crate) fn close_write(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.socket_mut().close();
+            self.mark_dirty(id);
+        }
+    }
+
+    /// The shell lets go of connection `id`: `abort` (or unread data when
+    /// the write side is still open, as the kernel does) sends RST,
+    /// otherwise a FIN goes out unless `write_shut` already sent it. The
+    /// socket finishes on its own, is aborted after the orphan timeout of
+    /// silence and reaped once closed.
+    pub(crate) fn release(&mut self, id: ConnId, abort: bool, write_shut: bool) {
+        let timeout = self.config.orphan_timeout;
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if conn.phase == Phase::Orphan {
+            return;
+        }
+        let sock = conn.socket_mut();
+        if abort || (!write_shut && sock.recv_queue() > 0) {
+            sock.abort();
+        } else if !write_shut {
+            sock.close();
+        }
+        if sock.timeout().is_none() {
+            sock.set_timeout(Some(timeout.into()));
+        }
+        conn.phase = Phase::Orphan;
+        self.mark_dirty(id);
+    }
+
+    // ---- listeners ----
+
+    /// Reserves the port of a listener on `addr` (port 0: an ephemeral
+    /// one). Returns its key and whether the port was free (the listener
+    /// owns it then).
+    pub(crate) fn reserve(&mut self, addr: SocketAddr) -> Result<(ListenKey, bool), BindRefused> {
+        if self.disconnected {
+            return Err(BindRefused::Disconnected);
+        }
+        if !addr.ip().is_unspecified() && !self.addrs.contains(&addr.ip()) {
+            return Err(BindRefused::NotOurs(addr));
+        }
+        let (port, owns) = match addr.port() {
+            0 => (self.ports.allocate().ok_or(BindRefused::Exhausted)?, true),
+            p => (p, self.ports.take(p)),
+        };
+        Ok((SocketAddr::new(addr.ip(), port), owns))
+    }
+
+    /// Gives back a reserved port that no listener took.
+    pub(crate) fn unreserve(&mut self, port: u16) {
+        self.ports.free(port);
+    }
+
+    /// Registers listener `id` under `key` (from [`reserve`](Core::reserve)).
+    /// `hold`: its SYNs wait for [`accept_syn`](Core::accept_syn).
+    pub(crate) fn listen(&mut self, key: ListenKey, id: ListenId, keepalive: Option<Keepalive>, owns_port: bool) {
+        let listen = Listen { id, keepalive, hold: false, half_open: VecDeque::new(), owns_port };
+        if let Some(old) = self.listens.insert(key, listen) {
+            self.drop_half_open_of(old);
+        }
+    }
+
+    /// Makes the listener under `key` hold its SYNs (or not).
+    #[allow(dead_code, reason = "for the user-mode forwarder (issue 13); tested in core/tests.rs")]
+    pub(crate) fn set_hold(&mut self, key: ListenKey, hold: bool) {
+        if let Some(l) = self.listens.get_mut(&key) {
+            l.hold = hold;
+        }
+    }
+
+    /// Removes listener `id` under `key` (not a newer one) and drops its
+    /// unfinished handshakes. The port goes back to the allocator with the
+    /// last listener on it.
+    pub(crate) fn unlisten(&mut self, key: ListenKey, id: ListenId) {
+        if self.listens.get(&key).is_none_or(|l| l.id != id) {
+            return;
+        }
+        if self.transparent.as_ref().is_some_and(|t| key == conflux_tcp::any_addr(t.port)) {
+            self.transparent = None;
+        }
+        let Some(l) = self.listens.remove(&key) else { return };
+        if l.owns_port {
+            match self.listens.iter_mut().find(|(k, _)| k.port() == key.port()) {
+                Some((_, other)) => other.owns_port = true,
+                None => self.ports.free(key.port()),
+            }
+        }
+        self.drop_half_open_of(l);
+    }
+
+    fn drop_half_open_of(&mut self, l: Listen) {
+        for id in l.half_open {
+            if self.conns.get(&id).is_some_and(|c| matches!(c.phase, Phase::Held { .. } | Phase::HalfOpen { .. })) {
                 self.abort_half_open(id);
             }
         }
     }
 
-    fn abort_half_open(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.get(&id) {
-            let (shard, handle, phase) = (conn.shard, conn.handle, conn.phase);
-            self.leave_half_open(id, phase);
-            self.socket(shard, handle).abort();
-            self.orphan(id);
+    /// Sets the transparent listener (`None`: none).
+    pub(crate) fn set_transparent(&mut self, t: Option<Transparent>) {
+        self.transparent = t;
+    }
+
+    /// The port the transparent listener is registered under.
+    pub(crate) fn transparent_port(&self) -> Option<u16> {
+        self.transparent.as_ref().map(|t| t.port)
+    }
+
+    /// Lets a held SYN's handshake proceed (a SYN-ACK goes out).
+    #[allow(dead_code, reason = "for the user-mode forwarder (issue 13); tested in core/tests.rs")]
+    pub(crate) fn accept_syn(&mut self, now: Instant, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Phase::Held { port } = conn.phase else { return };
+        let Some(syn) = conn.held.take() else { return };
+        let keepalive = self.listens.get(&port).and_then(|l| l.keepalive);
+        let mut sock = self.new_socket();
+        apply_keepalive(&mut sock, keepalive);
+        let conn = self.conns.get_mut(&id).expect("present");
+        let local = conn.local;
+        // Listening on exactly this address and port: only this SYN's peer
+        // gets it (the socket leaves LISTEN as soon as the SYN is processed).
+        let _ = sock.listen(IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() });
+        conn.handle = conn.set.add(sock);
+        conn.phase = Phase::HalfOpen { port };
+        let mut out = Vec::new();
+        self.ingress(now, syn, &mut out);
+        self.pending.append(&mut out);
+    }
+
+    /// Refuses a held SYN: an RST goes back, the connection is forgotten.
+    pub(crate) fn refuse_syn(&mut self, now: Instant, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if !matches!(conn.phase, Phase::Held { .. }) {
+            return;
+        }
+        let Some(mut syn) = conn.held.take() else { return };
+        let (local, nat) = (conn.local, conn.nat);
+        self.drop_handshake(id);
+        let Inspected::Tcp(seg) = wire::inspect(&syn, self.medium, false) else { return };
+        if nat.is_some() {
+            rewrite::nat(&mut syn, &seg, false, local);
+        }
+        // smoltcp answers a SYN no socket takes with an RST.
+        let mut out = Vec::new();
+        let mut bridge = Bridge { rx: Some(syn), tx: &mut out, pool: &self.pool, caps: &self.caps };
+        let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut self.spare);
+        for mut frame in out {
+            if let (Some(dialled), Inspected::Tcp(seg)) = (nat, wire::inspect(&frame, self.medium, false)) {
+                rewrite::nat(&mut frame, &seg, true, dialled);
+            }
+            self.pending.push(frame);
         }
     }
 
-    /// Takes `id` off the half-open list and its listener's count.
-    fn leave_half_open(&mut self, id: ConnId, phase: Phase) {
-        if let Phase::HalfOpen { port } = phase
-            && let Some(l) = self.listens.get_mut(&port)
-        {
-            l.half_open = l.half_open.saturating_sub(1);
-        }
-        self.half_open.retain(|h| *h != id);
-    }
-
-    /// Forgets a half-open handshake at once: its socket, table entries
-    /// and port go, and no RST is sent (the SYN's source may be forged).
-    fn evict_half_open(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.remove(&id) else { return };
-        self.leave_half_open(id, conn.phase);
-        self.forget(&conn);
-    }
-
-    /// Drops a removed connection's socket, table entries and port.
-    fn forget(&mut self, conn: &Conn) {
-        self.shards[conn.shard].sockets.remove(conn.handle);
-        self.tuples.remove(&(conn.nat.unwrap_or(conn.local), conn.remote));
-        if conn.nat.is_some() {
-            self.nat_out.remove(&(conn.local, conn.remote));
-        }
-        if conn.ephemeral {
-            self.ports.free(conn.local.port());
-        }
-    }
-
-    /// Closes every open and half-open connection gracefully (disconnect).
+    /// Closes every open connection gracefully and drops every listener
+    /// and unfinished handshake (disconnect).
     pub(crate) fn close_all(&mut self) {
         self.disconnected = true;
-        let ids: Vec<(ConnId, Phase, usize, SocketHandle)> =
-            self.conns.iter().map(|(id, c)| (*id, c.phase, c.shard, c.handle)).collect();
-        for (id, phase, shard, handle) in ids {
+        let ids: Vec<(ConnId, Phase)> = self.conns.iter().map(|(id, c)| (*id, c.phase)).collect();
+        for (id, phase) in ids {
             match phase {
-                Phase::Open => self.socket(shard, handle).close(),
-                Phase::HalfOpen { .. } => self.abort_half_open(id),
+                Phase::Open => self.close_write(id),
+                Phase::Held { .. } | Phase::HalfOpen { .. } => self.abort_half_open(id),
                 Phase::Connecting => {
-                    self.socket(shard, handle).abort();
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.socket_mut().abort();
+                    }
+                    self.mark_dirty(id);
                 }
                 Phase::Orphan => {}
             }
         }
-        self.transparent_port = None;
-        for (key, l) in self.listens.drain() {
+        self.transparent = None;
+        for (key, l) in std::mem::take(&mut self.listens) {
             if l.owns_port {
                 self.ports.free(key.port());
             }
         }
     }
 
-    fn is_local(&self, frame: &[u8]) -> bool {
-        wire::destination(frame, self.medium).is_some_and(|dst| self.addrs.contains(&dst))
-    }
+    // ---- internals ----
 
-    /// Feeds one received frame to the socket set its 4-tuple belongs to,
-    /// making a fresh socket for a SYN to a listened port.
-    ///
-    /// Nothing is decided on a frame before it is checked (lengths, and
-    /// checksums where the device computes them): a corrupted frame must
-    /// not admit a SYN, abort an orphan, mark a reset or move the highest
-    /// acknowledgment seen.
-    fn ingress(&mut self, now: Instant, mut frame: FrameBuf, out: &mut Vec<FrameBuf>) {
-        let verify = self.caps.checksum.tcp.tx() && frame.meta.csum == RxCsum::Unknown;
-        let seg = match wire::inspect(&frame, self.medium, verify) {
-            wire::Inspected::Tcp(seg) => Some(seg),
-            wire::Inspected::Other => None,
-            wire::Inspected::Bad => {
-                tracing::debug!(len = frame.len(), "malformed or corrupted frame dropped");
-                return;
-            }
-        };
-        let mut conn_id = None;
-        let shard = match seg {
-            None => 0,
-            Some(seg) => {
-                let tuple = (seg.dst, seg.src);
-                if let Some(&id) = self.tuples.get(&tuple) {
-                    conn_id = Some(id);
-                    self.conns[&id].shard
-                } else if seg.syn && !seg.ack && !seg.rst && !self.disconnected {
-                    let ours = self.addrs.contains(&seg.dst.ip());
-                    let port = if ours {
-                        self.listen_key(seg.dst)
-                    } else if seg.dst.ip().is_multicast() || seg.dst.ip().is_unspecified() {
-                        None
-                    } else {
-                        self.transparent_port.map(conflux_tcp::any_addr)
-                    };
-                    match port.filter(|p| self.listens.contains_key(p)) {
-                        Some(port) => match self.accept_syn(now, tuple, port, !ours) {
-                            Some(id) => {
-                                conn_id = Some(id);
-                                self.conns[&id].shard
-                            }
-                            None => return,
-                        },
-                        None => self.shard_of(&tuple),
-                    }
-                } else {
-                    self.shard_of(&tuple)
-                }
-            }
-        };
-        if let (Some(seg), Some(id)) = (seg, conn_id)
-            && seg.payload_len > 0
-            && let Some(conn) = self.conns.get(&id)
-            && conn.phase == Phase::Orphan
-            && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.seq_number.wrapping_add(seg.payload_len as u32), nxt))
-        {
-            // New data for a closed flow: nobody will read it. Reset, as
-            // the kernel does, so the peer's writes fail instead of
-            // stalling. (A retransmission of data we already acknowledged
-            // goes to smoltcp, which acknowledges it again.)
-            let (shard, handle) = (conn.shard, conn.handle);
-            let sock = self.socket(shard, handle);
-            if !matches!(sock.state(), tcp::State::TimeWait | tcp::State::Closed) {
-                sock.abort();
-            }
+    /// Aborts an unfinished handshake; a held one is simply forgotten.
+    fn abort_half_open(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if matches!(conn.phase, Phase::Held { .. }) {
+            self.drop_handshake(id);
+            self.events.push_back(Event::Closed(id));
             return;
         }
-        let mut before = None;
-        if let (Some(seg), Some(id)) = (seg, conn_id)
-            && let Some(conn) = self.conns.get_mut(&id)
+        let phase = conn.phase;
+        conn.socket_mut().abort();
+        self.leave_half_open(id, phase);
+        self.release(id, true, true);
+    }
+
+    /// Takes `id` off its listener's unfinished handshakes.
+    fn leave_half_open(&mut self, id: ConnId, phase: Phase) {
+        if let Phase::HalfOpen { port } | Phase::Held { port } = phase
+            && let Some(l) = self.listens.get_mut(&port)
+            && let Some(at) = l.half_open.iter().position(|h| *h == id)
         {
-            if seg.ack && !seg.rst {
-                if let Some(max) = conn.snd_max
-                    && wire::seq_after(seg.ack_number, max)
-                {
-                    // RFC 5961 5.2: an ACK for data we never sent is
-                    // discarded. (smoltcp would take one that falls in its
-                    // unsent buffer as acknowledging it: bytes lost.)
-                    tracing::debug!(ack = seg.ack_number, snd_max = max, "ACK beyond SND.NXT dropped");
-                    return;
-                }
-                // RFC 5961 5.2: data with an old but acceptable ACK is
-                // processed. smoltcp drops any segment whose ACK is below
-                // SND.UNA, data included; the old ACK acknowledges nothing
-                // new, so it is raised to the highest one smoltcp took (a
-                // no-op for the acknowledgment) and the data goes through.
-                if let Some(max) = conn.peer_ack
-                    && wire::seq_after(max, seg.ack_number)
-                    && seg.payload_len > 0
-                    && max.wrapping_sub(seg.ack_number) < 1 << 30
-                {
-                    wire::rewrite_ack(&mut frame, self.medium, max);
-                }
-                let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
-                // In sequence with what we acknowledged, and acknowledging
-                // nothing older than what smoltcp took: a live peer in sync
-                // with us (a zero-window probe's answer is one).
-                let in_sync = conn.rcv_nxt == Some(seg.seq_number)
-                    && conn.peer_ack.is_none_or(|una| !wire::seq_after(una, seg.ack_number));
-                before = Some((sock.state(), sock.send_queue(), sock.recv_queue(), in_sync));
-            }
-            if conn.nat.is_some() {
-                wire::rewrite(&mut frame, self.medium, false, conn.local);
-            }
-        }
-        let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
-        let sh = &mut self.shards[shard];
-        let _: PollIngressSingleResult = self.iface.poll_ingress_single(now, &mut bridge, &mut sh.sockets);
-        sh.dirty = true;
-        if seg.is_none() {
-            // ARP and NDP answers unblock sockets of every set waiting for
-            // a neighbour: let them all send (such frames are rare).
-            self.shards.iter_mut().for_each(|s| s.dirty = true);
-        }
-        let (Some(seg), Some(id)) = (seg, conn_id) else { return };
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
-        if seg.rst && sock.state() == tcp::State::Closed {
-            conn.rst_seen = true;
-        }
-        // Record the acknowledgment only once smoltcp has taken the segment
-        // (it moved the state, freed sent bytes or queued received ones):
-        // a segment it rejected (out of window, say) must not raise later
-        // segments' acknowledgments.
-        let Some((state, send_queue, recv_queue, in_sync)) = before else { return };
-        if (state, send_queue, recv_queue) != (sock.state(), sock.send_queue(), sock.recv_queue())
-            && conn.peer_ack.is_none_or(|max| wire::seq_after(seg.ack_number, max))
-        {
-            conn.peer_ack = Some(seg.ack_number);
-            conn.progress_at = now;
-            if conn.peer_ack == conn.snd_max {
-                self.outstanding.remove(&id);
-            }
-        } else if in_sync {
-            conn.progress_at = now;
+            l.half_open.remove(at);
         }
     }
 
-    /// Aborts open connections whose sent data went unacknowledged, with no
-    /// segment in sequence from the peer, for the user timeout.
-    fn expire_unacknowledged(&mut self, now: Instant) {
-        let timeout = self.config.user_timeout.into();
-        let mut expired = Vec::new();
-        self.outstanding.retain(|id| match self.conns.get(id) {
-            Some(c) if c.phase == Phase::Open => {
-                if now >= c.progress_at + timeout {
-                    expired.push(*id);
-                    false
-                } else {
-                    true
-                }
-            }
-            _ => false,
-        });
-        for id in expired {
-            let Some(conn) = self.conns.get_mut(&id) else { continue };
-            conn.timed_out = true;
-            let (shard, handle) = (conn.shard, conn.handle);
-            tracing::debug!(local = %conn.local, remote = %conn.remote, "user timeout: sent data unacknowledged, aborted");
-            self.socket(shard, handle).abort();
+    /// Forgets an unfinished handshake at once: its socket, table entries
+    /// and port go, and no RST is sent (the SYN's source may be forged).
+    fn drop_handshake(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(&id) else { return };
+        let phase = conn.phase;
+        self.leave_half_open(id, phase);
+        self.forget(id);
+    }
+
+    /// Removes a connection: socket, table entries, timer, port.
+    fn forget(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else { return };
+        self.tuples.remove(&conn.tuple());
+        if let Some(at) = conn.timer {
+            self.timers.remove(&(at, id));
+        }
+        if conn.ephemeral {
+            self.ports.free(conn.local.port());
         }
     }
 
-    /// Notes what we sent on a connection: SND.MAX for the ACK checks,
-    /// RCV.NXT as we acknowledged it, and data now outstanding. For an RST
-    /// of a connection (an abort), returns the sequence number it must
-    /// carry: smoltcp sends SND.UNA, which the peer drops as out of window
-    /// when it received more than we know it acknowledged; SND.MAX, as Linux
-    /// sends, is what the peer expects next.
-    fn sent(&mut self, now: Instant, seg: &wire::Segment) -> Option<u32> {
-        let tuple = match self.nat_out.get(&(seg.src, seg.dst)) {
-            Some(original) => (*original, seg.dst),
-            None => (seg.src, seg.dst),
-        };
-        let id = *self.tuples.get(&tuple)?;
-        let conn = self.conns.get_mut(&id)?;
-        if seg.rst {
-            return conn.snd_max.filter(|max| wire::seq_after(*max, seg.seq_number));
-        }
-        {
-            let end = seg.seq_end();
-            if conn.snd_max.is_none_or(|max| wire::seq_after(end, max)) {
-                conn.snd_max = Some(end);
-            }
-            if seg.ack && conn.rcv_nxt.is_none_or(|nxt| wire::seq_after(seg.ack_number, nxt)) {
-                conn.rcv_nxt = Some(seg.ack_number);
-            }
-            if conn.phase == Phase::Open && conn.peer_ack != conn.snd_max && self.outstanding.insert(id) {
-                conn.progress_at = now;
+    /// The listener that takes a SYN to `dst` and whether it needs NAT:
+    /// the one on exactly that address wins, then `0.0.0.0` (IPv4), then
+    /// `[::]`; then the transparent listener for foreign destinations and
+    /// its own addresses.
+    fn listener_for(&self, dst: SocketAddr) -> Option<(ListenKey, bool)> {
+        let ours = self.addrs.contains(&dst.ip());
+        if ours {
+            let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), dst.port());
+            let any6 = conflux_tcp::any_addr(dst.port());
+            let candidates = [Some(dst), dst.is_ipv4().then_some(any4), Some(any6)];
+            if let Some(k) = candidates.into_iter().flatten().find(|k| self.listens.contains_key(k)) {
+                return Some((k, false));
             }
         }
-        None
+        let t = self.transparent.as_ref()?;
+        let key = conflux_tcp::any_addr(t.port);
+        if !self.listens.contains_key(&key) {
+            return None;
+        }
+        if ours {
+            return t.own.contains(&dst.ip()).then_some((key, false));
+        }
+        if dst.ip().is_multicast() || dst.ip().is_unspecified() {
+            return None;
+        }
+        Some((key, true))
     }
 
-    /// Makes a socket for a SYN to `tuple`, for the listener on `port`;
-    /// `nat` (transparent listening) gives it one of our addresses and a
-    /// port of its own, the original destination kept for rewriting.
+    /// Makes a connection for a SYN to `tuple` on the listener under `port`;
+    /// `nat` gives it one of our addresses and a port of its own.
     ///
-    /// At the listener's half-open cap the oldest of its unfinished
-    /// handshakes is evicted first: under a flood of SYNs whose SYN-ACKs are
-    /// never answered, a legitimate handshake still gets a slot and keeps it
-    /// for the time `cap` more SYNs take to arrive. (SYN cookies would need
-    /// control of the initial sequence number, which smoltcp 0.14 does not
-    /// give.)
-    fn accept_syn(&mut self, now: Instant, tuple: Tuple, port: ListenKey, nat: bool) -> Option<ConnId> {
+    /// At the listener's half-open cap its oldest unfinished handshake is
+    /// evicted first: under a flood of SYNs whose SYN-ACKs are never
+    /// answered, a legitimate handshake still gets a slot. (SYN cookies
+    /// would need control of the initial sequence number, which smoltcp
+    /// 0.14 does not give.)
+    fn admit_syn(&mut self, now: Instant, tuple: Tuple, port: ListenKey, nat: bool) -> Option<ConnId> {
         let cap = self.config.max_half_open;
-        if self.listens.get(&port).is_some_and(|l| l.half_open >= cap) {
-            let oldest = self
-                .half_open
-                .iter()
-                .copied()
-                .filter(|id| self.conns.get(id).is_some_and(|c| c.phase == Phase::HalfOpen { port }))
-                .min_by_key(|id| (self.conns[id].since, *id));
-            match oldest {
-                Some(id) => {
+        let l = self.listens.get(&port)?;
+        if l.half_open.len() >= cap {
+            match l.half_open.front().copied() {
+                Some(oldest) => {
                     tracing::debug!(%port, "half-open cap reached: oldest handshake evicted");
-                    self.evict_half_open(id);
+                    let held = self.conns.get(&oldest).is_some_and(|c| matches!(c.phase, Phase::Held { .. }));
+                    self.drop_handshake(oldest);
+                    if held {
+                        self.events.push_back(Event::Closed(oldest));
+                    }
                 }
                 None => {
                     tracing::debug!(%port, "half-open cap reached: SYN dropped");
@@ -730,213 +998,324 @@ impl Core {
                 }
             }
         }
+        let l = self.listens.get(&port)?;
+        let (hold, keepalive, listen) = (l.hold, l.keepalive, l.id);
         let (dialled, remote) = tuple;
         let (local, original) = if nat {
             let ip = self.addrs.iter().copied().find(|a| a.is_ipv4() == dialled.is_ipv4())?;
-            let p = self.ports.allocate()?;
-            (SocketAddr::new(ip, p), Some(dialled))
+            (SocketAddr::new(ip, self.ports.allocate()?), Some(dialled))
         } else {
             (dialled, None)
         };
-        let shard = self.shard_of(&tuple);
-        let mut sock = self.new_socket();
-        let keepalive = self.listens.get(&port).and_then(|l| l.keepalive);
-        apply_keepalive(&mut sock, keepalive);
-        // Listening on exactly this address and port: only this SYN's peer
-        // gets it (the socket leaves LISTEN as soon as the SYN is processed).
-        let _ = sock.listen(smoltcp::wire::IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() });
-        let handle = self.shards[shard].sockets.add(sock);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.conns.insert(
-            id,
-            Conn {
-                shard,
-                handle,
-                local,
-                remote,
-                phase: Phase::HalfOpen { port },
-                rst_seen: false,
-                timed_out: false,
-                progress_at: now,
-                ephemeral: nat,
-                nat: original,
-                peer_ack: None,
-                snd_max: None,
-                rcv_nxt: None,
-                since: now,
-            },
-        );
-        self.tuples.insert(tuple, id);
-        if original.is_some() {
-            self.nat_out.insert((local, remote), dialled);
+        let phase = if hold { Phase::Held { port } } else { Phase::HalfOpen { port } };
+        let mut conn = Core::conn(local, remote, phase, now);
+        conn.nat = original;
+        conn.ephemeral = nat;
+        if !hold {
+            let mut sock = self.new_socket();
+            apply_keepalive(&mut sock, keepalive);
+            // Listening on exactly this address and port: only this SYN's
+            // peer gets it (the socket leaves LISTEN with the SYN).
+            let _ = sock.listen(IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() });
+            conn.handle = conn.set.add(sock);
         }
-        self.half_open.push(id);
+        let id = self.insert(conn);
         if let Some(l) = self.listens.get_mut(&port) {
-            l.half_open += 1;
+            l.half_open.push_back(id);
         }
-        tracing::trace!(%dialled, %remote, nat, "SYN: new socket");
+        self.set_timer(id, now + self.config.handshake_timeout.into());
+        tracing::trace!(%dialled, %remote, nat, hold, "SYN: new connection");
+        if hold {
+            self.events.push_back(Event::Syn { id, listen, local: dialled, remote });
+        }
         Some(id)
     }
 
-    /// Runs egress on every set that has work or a due timer.
+    fn set_timer(&mut self, id: ConnId, at: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if conn.timer == Some(at) {
+            return;
+        }
+        if let Some(old) = conn.timer.take() {
+            self.timers.remove(&(old, id));
+        }
+        conn.timer = Some(at);
+        self.timers.insert((at, id));
+    }
+
+    fn clear_timer(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id)
+            && let Some(old) = conn.timer.take()
+        {
+            self.timers.remove(&(old, id));
+        }
+    }
+
+    /// Feeds one received frame to its connection's socket set (a fresh
+    /// connection for a SYN to a listened port; the spare empty set for
+    /// everything else, so smoltcp answers RST, ARP, NDP and pings).
+    ///
+    /// Nothing is decided on a frame before it is checked (lengths, and
+    /// checksums where the device computes them): a corrupted frame must
+    /// not admit a SYN, abort an orphan, mark a reset or move the highest
+    /// acknowledgment seen.
+    fn ingress(&mut self, now: Instant, mut frame: FrameBuf, out: &mut Vec<FrameBuf>) {
+        let verify = self.verify && frame.meta.csum == RxCsum::Unknown;
+        let seg = match wire::inspect(&frame, self.medium, verify) {
+            Inspected::Tcp(seg) => seg,
+            Inspected::Other { .. } => {
+                let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
+                let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut self.spare);
+                // On Ethernet, an ARP or NDP answer unblocks sockets waiting
+                // for a neighbour: let them all send (such frames are rare;
+                // an IP link has no neighbours).
+                if self.medium == Medium::Ethernet {
+                    let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                    ids.into_iter().for_each(|id| self.mark_dirty(id));
+                }
+                return;
+            }
+            Inspected::Bad => {
+                tracing::debug!(len = frame.len(), "malformed or corrupted frame dropped");
+                return;
+            }
+        };
+        let tuple = (seg.dst, seg.src);
+        let id = match self.tuples.get(&tuple) {
+            Some(&id) => Some(id),
+            None if seg.syn && !seg.ack && !seg.rst && !self.disconnected => match self.listener_for(seg.dst) {
+                Some((port, nat)) => match self.admit_syn(now, tuple, port, nat) {
+                    Some(id) => Some(id),
+                    None => return,
+                },
+                None => None,
+            },
+            None => None,
+        };
+        let Some(id) = id else {
+            let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
+            let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut self.spare);
+            return;
+        };
+        let conn = self.conns.get_mut(&id).expect("in the table");
+        if let Phase::Held { .. } = conn.phase {
+            // The shell has not decided: keep the first SYN, drop repeats.
+            if conn.held.is_none() {
+                conn.held = Some(frame);
+            }
+            return;
+        }
+        if conn.phase == Phase::Orphan
+            && seg.payload_len > 0
+            && conn.rcv_nxt.is_none_or(|nxt| seq_after(seg.seq_number.wrapping_add(seg.payload_len as u32), nxt))
+        {
+            // New data for a closed flow: nobody will read it. Reset, as the
+            // kernel does, so the peer's writes fail instead of stalling. (A
+            // retransmission of data we already acknowledged goes to
+            // smoltcp, which acknowledges it again.)
+            let sock = conn.socket_mut();
+            if !matches!(sock.state(), tcp::State::TimeWait | tcp::State::Closed) {
+                sock.abort();
+            }
+            self.mark_dirty(id);
+            return;
+        }
+        let mut in_sync = false;
+        if seg.ack && !seg.rst {
+            if let Some(max) = conn.snd_max
+                && seq_after(seg.ack_number, max)
+            {
+                // RFC 5961 5.2: an ACK for data we never sent is discarded.
+                // (smoltcp would take one that falls in its unsent buffer as
+                // acknowledging it: bytes lost.)
+                tracing::debug!(ack = seg.ack_number, snd_max = max, "ACK beyond SND.NXT dropped");
+                return;
+            }
+            if let Some(max) = conn.peer_ack
+                && seq_after(max, seg.ack_number)
+                && seg.payload_len > 0
+                && max.wrapping_sub(seg.ack_number) < 1 << 30
+            {
+                rewrite::set_ack(&mut frame, &seg, max);
+            }
+            // In sequence with what we acknowledged, and acknowledging
+            // nothing older than what smoltcp took: a live peer in sync with
+            // us (a zero-window probe's answer is one).
+            in_sync =
+                conn.rcv_nxt == Some(seg.seq_number) && conn.peer_ack.is_none_or(|una| !seq_after(una, seg.ack_number));
+        }
+        if seg.syn
+            && let Some((v4, v6)) = self.tso_mss
+        {
+            conn.real_mss = rewrite::raise_mss(&mut frame, &seg, if seg.is_ipv4() { v4 } else { v6 });
+        }
+        if conn.nat.is_some() {
+            rewrite::nat(&mut frame, &seg, false, conn.local);
+        }
+        let before = Snapshot::of(conn.socket());
+        let from = out.len();
+        let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
+        let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut conn.set);
+        let after = Snapshot::of(conn.socket());
+        if seg.rst && after.state == tcp::State::Closed {
+            conn.end.reset = true;
+        }
+        // Record the acknowledgment only once smoltcp has taken the segment
+        // (it moved the state, freed sent bytes or queued received ones): a
+        // segment it rejected (out of window, say) must not raise later
+        // segments' acknowledgments.
+        if seg.ack && !seg.rst {
+            if before != after && conn.peer_ack.is_none_or(|max| seq_after(seg.ack_number, max)) {
+                conn.peer_ack = Some(seg.ack_number);
+                conn.progress_at = now;
+            } else if in_sync {
+                conn.progress_at = now;
+            }
+        }
+        self.sent(now, id, out, from);
+        self.mark_dirty(id);
+        self.changed(now, id, before);
+    }
+
+    /// Runs egress on every connection with something to do.
     fn egress(&mut self, now: Instant, out: &mut Vec<FrameBuf>) {
-        for i in 0..self.shards.len() {
-            let due = self.shards[i].next_at.is_some_and(|t| t <= now);
-            if !self.shards[i].dirty && !due {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            conn.dirty = false;
+            if matches!(conn.phase, Phase::Held { .. }) {
                 continue;
             }
+            let before = Snapshot::of(conn.socket());
+            let from = out.len();
             let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
-            let sh = &mut self.shards[i];
-            sh.dirty = false;
             for _ in 0..EGRESS_ROUNDS {
-                if self.iface.poll_egress(now, &mut bridge, &mut sh.sockets) == PollResult::None {
+                if self.iface.poll_egress(now, &mut bridge, &mut conn.set) == smoltcp::iface::PollResult::None {
                     break;
                 }
             }
-            sh.next_at = self.iface.poll_at(now, &sh.sockets);
+            self.sent(now, id, out, from);
+            self.changed(now, id, before);
         }
+        dirty.clear();
+        // Keep the allocation; ids marked meanwhile (by `changed`) stay.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
     }
 
-    /// One round of work: frames in, frames out (local ones looped back),
-    /// finished handshakes, reaping. `device_full` skips egress (the device
-    /// has a backlog).
-    pub(crate) fn process(
-        &mut self,
-        now: Instant,
-        rx: &mut Vec<FrameBuf>,
-        tx: &mut Vec<FrameBuf>,
-        device_full: bool,
-    ) -> Vec<Accepted> {
-        let mut out = Vec::new();
-        let mut local = Vec::new();
-        for _ in 0..16 {
-            for frame in rx.drain(..) {
-                self.ingress(now, frame, &mut out);
-            }
-            if !device_full {
-                self.egress(now, &mut out);
-            }
-            for mut frame in out.drain(..) {
-                if let Some(seg) = wire::tcp_segment(&frame, self.medium) {
-                    if let Some(seq) = self.sent(now, &seg) {
-                        wire::rewrite_seq(&mut frame, self.medium, seq);
-                    }
-                    if let Some(original) = self.nat_out.get(&(seg.src, seg.dst)) {
-                        wire::rewrite(&mut frame, self.medium, true, *original);
-                    }
-                }
-                if self.is_local(&frame) { local.push(frame) } else { tx.push(frame) }
-            }
-            if local.is_empty() {
-                break;
-            }
-            std::mem::swap(rx, &mut local);
-        }
-        let accepted = self.finish_handshakes(now);
-        self.expire_unacknowledged(now);
-        if now >= self.last_reap + REAP_EVERY.into() {
-            self.reap();
-            self.last_reap = now;
-        }
-        accepted
-    }
-
-    fn finish_handshakes(&mut self, now: Instant) -> Vec<Accepted> {
-        let mut accepted = Vec::new();
-        let mut i = 0;
-        while i < self.half_open.len() {
-            let id = self.half_open[i];
-            let Some(conn) = self.conns.get(&id) else {
-                self.half_open.swap_remove(i);
+    /// Notes what connection `id` sent (`out[from..]`): SND.MAX for the ACK
+    /// checks, RCV.NXT as we acknowledged it, data now outstanding; fixes
+    /// an abort's RST sequence number, rewrites transparent connections'
+    /// source back and tags super-segments for GSO.
+    fn sent(&mut self, now: Instant, id: ConnId, out: &mut [FrameBuf], from: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let was_outstanding = conn.outstanding();
+        for frame in &mut out[from..] {
+            let Inspected::Tcp(seg) = wire::inspect(frame, self.medium, false) else { continue };
+            if (seg.src, seg.dst) != (conn.local, conn.remote) {
                 continue;
-            };
-            let Phase::HalfOpen { port } = conn.phase else {
-                self.half_open.swap_remove(i);
-                continue;
-            };
-            let state = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle).state();
-            let expired = now >= conn.since + self.config.handshake_timeout.into();
-            match state {
-                tcp::State::Listen | tcp::State::SynReceived if !expired => i += 1,
-                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed => {
-                    tracing::trace!(local = %conn.local, remote = %conn.remote, ?state, "handshake abandoned");
-                    self.abort_half_open(id);
+            }
+            if seg.rst {
+                if let Some(max) = conn.snd_max.filter(|max| seq_after(*max, seg.seq_number)) {
+                    rewrite::set_seq(frame, &seg, max);
                 }
-                _ => {
-                    let (shard, handle, local, remote) =
-                        (conn.shard, conn.handle, conn.nat.unwrap_or(conn.local), conn.remote);
-                    self.half_open.swap_remove(i);
-                    let listen = self.listens.get_mut(&port);
-                    match listen {
-                        Some(l) => {
-                            l.half_open = l.half_open.saturating_sub(1);
-                            if let Some(c) = self.conns.get_mut(&id) {
-                                c.phase = Phase::Open;
-                            }
-                            accepted.push(Accepted { listener: l.listener.clone(), id, shard, handle, local, remote });
-                        }
-                        None => {
-                            self.socket(shard, handle).abort();
-                            self.orphan(id);
-                        }
-                    }
+            } else {
+                let end = seg.seq_end();
+                if conn.snd_max.is_none_or(|max| seq_after(end, max)) {
+                    conn.snd_max = Some(end);
+                }
+                if seg.ack && conn.rcv_nxt.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
+                    conn.rcv_nxt = Some(seg.ack_number);
+                }
+                if let Some(mss) = conn.real_mss
+                    && seg.payload_len > usize::from(mss)
+                {
+                    frame.meta.gso_mss = Some(mss);
                 }
             }
+            if let Some(dialled) = conn.nat {
+                rewrite::nat(frame, &seg, true, dialled);
+            }
         }
-        accepted
-    }
-
-    /// Removes closed orphans and frees their ports.
-    fn reap(&mut self) {
-        let mut i = 0;
-        while i < self.orphans.len() {
-            let id = self.orphans[i];
-            let Some(conn) = self.conns.get(&id) else {
-                self.orphans.swap_remove(i);
-                continue;
-            };
-            let sock = self.shards[conn.shard].sockets.get::<tcp::Socket<'static>>(conn.handle);
-            if sock.state() != tcp::State::Closed {
-                i += 1;
-                continue;
-            }
-            self.orphans.swap_remove(i);
-            if let Some(conn) = self.conns.remove(&id) {
-                self.forget(&conn);
-            }
+        if !was_outstanding && conn.outstanding() {
+            // The user timeout counts from when data became outstanding.
+            conn.progress_at = now;
         }
     }
 
-    /// When the driver should run next (absent frames and kicks).
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut next = self.shards.iter().filter_map(|s| s.next_at).min();
+    /// After connection `id`'s socket was polled: events for what changed
+    /// since `before`, phase changes, reaping, and its next deadline.
+    fn changed(&mut self, now: Instant, id: ConnId, before: Snapshot) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let after = Snapshot::of(conn.socket());
+        let state_moved = after.state != before.state;
+        if after.recv_queue > before.recv_queue || state_moved {
+            self.events.push_back(Event::Readable(id));
+        }
+        if after.send_queue < before.send_queue || state_moved {
+            self.events.push_back(Event::Writable(id));
+        }
+        let closed = after.state == tcp::State::Closed;
+        match conn.phase {
+            Phase::Connecting if closed => self.events.push_back(Event::Closed(id)),
+            Phase::Connecting if !matches!(after.state, tcp::State::SynSent | tcp::State::SynReceived) => {
+                conn.phase = Phase::Open;
+                self.events.push_back(Event::Established(id));
+            }
+            Phase::HalfOpen { .. } if closed => {
+                tracing::trace!(local = %conn.local, remote = %conn.remote, "handshake reset");
+                self.abort_half_open(id);
+                return;
+            }
+            Phase::HalfOpen { port } if !matches!(after.state, tcp::State::Listen | tcp::State::SynReceived) => {
+                self.leave_half_open(id, Phase::HalfOpen { port });
+                let conn = self.conns.get_mut(&id).expect("present");
+                match self.listens.get(&port) {
+                    Some(l) => {
+                        conn.phase = Phase::Open;
+                        let (local, remote) = (conn.nat.unwrap_or(conn.local), conn.remote);
+                        self.events.push_back(Event::Accepted { id, listen: l.id, local, remote });
+                    }
+                    None => {
+                        conn.socket_mut().abort();
+                        self.release(id, true, true);
+                    }
+                }
+            }
+            Phase::Open if closed && state_moved => self.events.push_back(Event::Closed(id)),
+            Phase::Orphan if closed => {
+                self.forget(id);
+                return;
+            }
+            _ => {}
+        }
+        self.update_timer(now, id);
+    }
+
+    /// Sets connection `id`'s deadline: smoltcp's next poll, the handshake
+    /// timeout, the user timeout.
+    fn update_timer(&mut self, now: Instant, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let mut next = self.iface.poll_at(now, &conn.set);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        for id in &self.half_open {
-            if let Some(c) = self.conns.get(id) {
-                consider(c.since + self.config.handshake_timeout.into());
-            }
+        match conn.phase {
+            Phase::HalfOpen { .. } | Phase::Held { .. } => consider(conn.since + self.config.handshake_timeout.into()),
+            _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
+            _ => {}
         }
-        if !self.orphans.is_empty() {
-            consider(self.last_reap + REAP_EVERY.into());
+        match next {
+            // Just polled: what smoltcp still wants at once (a socket past
+            // its egress round limit, a neighbour not answering) waits a
+            // millisecond rather than spinning the driver.
+            Some(at) => self.set_timer(id, at.max(now + smoltcp::time::Duration::from_millis(1))),
+            None => self.clear_timer(id),
         }
-        for id in &self.outstanding {
-            if let Some(c) = self.conns.get(id) {
-                consider(c.progress_at + self.config.user_timeout.into());
-            }
-        }
-        next
-    }
-
-    /// Sockets in the table (open, half-open, closing, TIME_WAIT).
-    pub(crate) fn sockets(&self) -> usize {
-        self.conns.len()
     }
 }
 
 /// Keepalive with Linux's deadline: probes every `interval` of silence,
 /// death at `after + probes * interval` after the last received segment.
-pub(crate) fn apply_keepalive(sock: &mut tcp::Socket<'static>, keepalive: Option<Keepalive>) {
+fn apply_keepalive(sock: &mut tcp::Socket<'static>, keepalive: Option<Keepalive>) {
     match keepalive {
         Some(ka) => {
             sock.set_keep_alive(Some(ka.interval.max(Duration::from_millis(1)).into()));
@@ -948,3 +1327,6 @@ pub(crate) fn apply_keepalive(sock: &mut tcp::Socket<'static>, keepalive: Option
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

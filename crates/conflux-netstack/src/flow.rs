@@ -7,10 +7,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use conflux_flow::{Flow, FlowError, Shutdown};
 use conflux_tcp::{TcpFlow, canonical_addr};
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
 
-use crate::core::ConnId;
+use crate::core::{ConnId, End, Recv, SendRefused};
 use crate::stack::Shared;
 
 /// The largest chunk one read returns.
@@ -31,8 +29,6 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct NetFlow {
     shared: Arc<Shared>,
     id: ConnId,
-    shard: usize,
-    handle: SocketHandle,
     local: SocketAddr,
     remote: SocketAddr,
     read_shut: bool,
@@ -49,28 +45,10 @@ impl std::fmt::Debug for NetFlow {
 }
 
 impl NetFlow {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        id: ConnId,
-        shard: usize,
-        handle: SocketHandle,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> NetFlow {
+    pub(crate) fn new(shared: Arc<Shared>, id: ConnId, local: SocketAddr, remote: SocketAddr) -> NetFlow {
         shared.flow_opened();
         tracing::trace!(src = %local, dst = %remote, "flow open");
-        NetFlow {
-            shared,
-            id,
-            shard,
-            handle,
-            local,
-            remote,
-            read_shut: false,
-            write_shut: false,
-            closed: false,
-            read_end: None,
-        }
+        NetFlow { shared, id, local, remote, read_shut: false, write_shut: false, closed: false, read_end: None }
     }
 
     /// Bytes written that the peer has not acknowledged yet (0 once closed).
@@ -78,23 +56,11 @@ impl NetFlow {
         if self.closed {
             return Ok(0);
         }
-        let mut core = self.shared.lock();
-        Ok(core.socket(self.shard, self.handle).send_queue())
-    }
-
-    /// Runs `f` on our socket with the stack locked; `None` once closed.
-    fn with<R>(&mut self, f: impl FnOnce(&mut tcp::Socket<'static>, End) -> R) -> Option<R> {
-        if self.closed {
-            return None;
-        }
-        let mut core = self.shared.lock();
-        let end =
-            core.conns.get(&self.id).map_or(End::default(), |c| End { reset: c.rst_seen, timed_out: c.timed_out });
-        Some(f(core.socket(self.shard, self.handle), end))
+        Ok(self.shared.lock().core.send_queue(self.id))
     }
 
     fn write_error(end: End) -> FlowError {
-        end.error().unwrap_or_else(FlowError::closed)
+        end_error(end).unwrap_or_else(FlowError::closed)
     }
 
     /// Writes as much of `bufs` as fits; ready once all of it was accepted.
@@ -106,47 +72,40 @@ impl NetFlow {
             return Poll::Ready(Err(FlowError::closed()));
         }
         let mut sent = 0;
-        let res = self.with(|sock, end| {
-            if !sock.may_send() {
-                return Poll::Ready(Err(Self::write_error(end)));
-            }
+        let mut st = self.shared.lock();
+        let res = 'fill: {
             for buf in bufs.iter_mut() {
                 while !buf.is_empty() {
-                    match sock.send_slice(buf) {
-                        Ok(0) | Err(_) => {
-                            sock.register_send_waker(cx.waker());
-                            return Poll::Pending;
-                        }
+                    match st.core.send(self.id, buf) {
                         Ok(n) => {
                             sent += n;
                             buf.advance(n);
                         }
+                        Err(SendRefused::Full) => {
+                            st.register_write(self.id, cx.waker());
+                            break 'fill Poll::Pending;
+                        }
+                        Err(SendRefused::Closed(end)) => break 'fill Poll::Ready(Err(Self::write_error(end))),
                     }
                 }
             }
             Poll::Ready(Ok(()))
-        });
+        };
+        drop(st);
         if sent > 0 {
             self.shared.kick();
         }
-        res.unwrap_or(Poll::Ready(Err(FlowError::closed())))
+        res
     }
 
     fn finish(&mut self, abort: bool) {
         if self.closed {
             return;
         }
-        let write_shut = self.write_shut;
         {
-            let mut core = self.shared.lock();
-            let sock = core.socket(self.shard, self.handle);
-            // Closing with unread data resets, as the kernel does.
-            if abort || (!write_shut && sock.recv_queue() > 0) {
-                sock.abort();
-            } else if !write_shut {
-                sock.close();
-            }
-            core.orphan(self.id);
+            let mut st = self.shared.lock();
+            st.forget_wakers(self.id);
+            st.core.release(self.id, abort, self.write_shut);
         }
         self.closed = true;
         self.write_shut = true;
@@ -174,28 +133,23 @@ impl Flow for NetFlow {
         if self.read_shut || self.closed {
             return Poll::Ready(Ok(None));
         }
-        let res = self
-            .with(|sock, end| {
-                let window_was_low = sock.recv_capacity() - sock.recv_queue() < sock.recv_capacity() / 2;
-                match sock.recv(|buf| {
-                    let n = buf.len().min(READ_CHUNK);
-                    (n, Bytes::copy_from_slice(&buf[..n]))
-                }) {
-                    Ok(chunk) if !chunk.is_empty() => (Poll::Ready(Ok(Some(chunk))), window_was_low),
-                    Ok(_) => {
-                        sock.register_recv_waker(cx.waker());
-                        (Poll::Pending, false)
-                    }
-                    Err(tcp::RecvError::Finished) => (Poll::Ready(Ok(None)), false),
-                    Err(tcp::RecvError::InvalidState) => match end.error() {
-                        Some(e) => (Poll::Ready(Err(e)), false),
-                        // Closed without a reset: keepalive expiry or our own abort.
-                        None => (Poll::Ready(Ok(None)), false),
-                    },
+        let (poll, kick) = {
+            let mut st = self.shared.lock();
+            let poll = match st.core.recv(self.id, |buf| {
+                let n = buf.len().min(READ_CHUNK);
+                (n, Bytes::copy_from_slice(&buf[..n]))
+            }) {
+                Recv::Data(chunk) => Poll::Ready(Ok(Some(chunk))),
+                Recv::Empty => {
+                    st.register_read(self.id, cx.waker());
+                    Poll::Pending
                 }
-            })
-            .unwrap_or((Poll::Ready(Ok(None)), false));
-        let (poll, kick) = res;
+                Recv::Finished => Poll::Ready(Ok(None)),
+                // Closed without a reset: keepalive expiry or our own abort.
+                Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(None), Err)),
+            };
+            (poll, st.core.has_work())
+        };
         if kick {
             self.shared.kick();
         }
@@ -221,7 +175,9 @@ impl Flow for NetFlow {
         }
         if how.writes() && !self.write_shut {
             self.write_shut = true;
-            self.with(|sock, _| sock.close());
+            if !self.closed {
+                self.shared.lock().core.close_write(self.id);
+            }
             self.shared.kick();
         }
         Poll::Ready(Ok(()))
@@ -248,58 +204,48 @@ impl TcpFlow for NetFlow {
     }
 
     fn set_nodelay(&mut self, nodelay: bool) -> Result<(), FlowError> {
-        self.with(|sock, _| sock.set_nagle_enabled(!nodelay)).ok_or_else(FlowError::closed)
+        if self.closed {
+            return Err(FlowError::closed());
+        }
+        self.shared.lock().core.set_nagle(self.id, !nodelay).map(drop).ok_or_else(FlowError::closed)
     }
 
     fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
         if !bufs.iter().all(Bytes::is_empty) {
             // Nagle off for these bytes, restored once they are queued.
-            let nagle = self.with(|sock, _| {
-                let was = sock.nagle_enabled();
-                sock.set_nagle_enabled(false);
-                was
-            });
+            let nagle = if self.closed { None } else { self.shared.lock().core.set_nagle(self.id, false) };
             let res = self.poll_send(cx, bufs);
             if let Some(was) = nagle {
-                self.with(|sock, _| sock.set_nagle_enabled(was));
+                self.shared.lock().core.set_nagle(self.id, was);
             }
             match res {
                 Poll::Ready(Ok(())) => {}
                 other => return other,
             }
         }
-        // Every byte acknowledged: smoltcp's send queue is empty.
-        self.with(|sock, end| {
-            if sock.send_queue() == 0 {
-                Poll::Ready(Ok(()))
-            } else if sock.state() == tcp::State::Closed {
-                Poll::Ready(Err(Self::write_error(end)))
-            } else {
-                sock.register_send_waker(cx.waker());
-                Poll::Pending
-            }
-        })
-        .unwrap_or(Poll::Ready(Err(FlowError::closed())))
+        if self.closed {
+            return Poll::Ready(Err(FlowError::closed()));
+        }
+        // Every byte acknowledged: the send queue is empty.
+        let mut st = self.shared.lock();
+        if st.core.send_queue(self.id) == 0 {
+            Poll::Ready(Ok(()))
+        } else if st.core.is_closed(self.id) {
+            Poll::Ready(Err(Self::write_error(st.core.end(self.id))))
+        } else {
+            st.register_write(self.id, cx.waker());
+            Poll::Pending
+        }
     }
 }
 
-/// How a connection ended, when not cleanly.
-#[derive(Debug, Clone, Copy, Default)]
-struct End {
-    /// An RST arrived.
-    reset: bool,
-    /// Sent data went unacknowledged for the user timeout.
-    timed_out: bool,
-}
-
-impl End {
-    fn error(self) -> Option<FlowError> {
-        if self.reset {
-            Some(FlowError::reset())
-        } else if self.timed_out {
-            Some(FlowError::timed_out("sent data unacknowledged for the user timeout"))
-        } else {
-            None
-        }
+/// The error a connection that ended uncleanly reads as.
+fn end_error(end: End) -> Option<FlowError> {
+    if end.reset {
+        Some(FlowError::reset())
+    } else if end.timed_out {
+        Some(FlowError::timed_out("sent data unacknowledged for the user timeout"))
+    } else {
+        None
     }
 }

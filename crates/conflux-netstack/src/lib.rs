@@ -99,11 +99,13 @@
 mod config;
 mod core;
 mod device;
+mod driver;
 mod flow;
 mod link;
 mod netns;
 mod pcap;
 mod ports;
+mod rewrite;
 mod stack;
 #[allow(unsafe_code)]
 mod sys;

@@ -1,26 +1,110 @@
-//! [`NetStack`]: the handle, the driver task and the `TcpStack` contract.
+//! [`NetStack`]: the handle, the shell's shared state and the `TcpStack`
+//! contract. The shell moves bytes and wakers: the core decides.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use conflux_tcp::{Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listeners, Listening, TcpStack};
-use smoltcp::socket::tcp;
+use conflux_tcp::{
+    Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listener, Listeners, Listening, TcpStack,
+};
 use tokio::sync::Notify;
 
 use crate::config::StackConfig;
-use crate::core::{Accepted, ConnId, Core, Phase};
-use crate::device::{FrameBuf, FrameDevice, FramePool};
+use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, ListenId, Transparent};
+use crate::device::{FrameDevice, FramePool};
 use crate::flow::NetFlow;
+
+/// A flow's (or connect future's) wakers.
+#[derive(Default)]
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+fn store(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}
+
+/// What the lock guards: the core, the wakers of its connections and the
+/// listeners by id.
+pub(crate) struct State {
+    pub(crate) core: Core,
+    wakers: HashMap<ConnId, Wakers>,
+    listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
+    next_listen: ListenId,
+}
+
+/// A handshake that finished on a listener: made into a flow outside the lock.
+pub(crate) struct Accepted {
+    listener: Arc<Listener<NetFlow>>,
+    id: ConnId,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl State {
+    pub(crate) fn register_read(&mut self, id: ConnId, waker: &Waker) {
+        store(&mut self.wakers.entry(id).or_default().read, waker);
+    }
+
+    pub(crate) fn register_write(&mut self, id: ConnId, waker: &Waker) {
+        store(&mut self.wakers.entry(id).or_default().write, waker);
+    }
+
+    /// Drops connection `id`'s wakers, waking them (a read or write pending
+    /// elsewhere sees the flow closed).
+    pub(crate) fn forget_wakers(&mut self, id: ConnId) {
+        if let Some(w) = self.wakers.remove(&id) {
+            w.read.into_iter().chain(w.write).for_each(Waker::wake);
+        }
+    }
+
+    /// Turns the core's events into wakers to wake and flows to dispatch
+    /// (both done by the caller once the lock is released).
+    pub(crate) fn drain_events(
+        &mut self,
+        now: smoltcp::time::Instant,
+        wake: &mut Vec<Waker>,
+        accepted: &mut Vec<Accepted>,
+    ) {
+        while let Some(event) = self.core.poll_event() {
+            let (id, read, write) = match event {
+                Event::Readable(id) => (id, true, false),
+                Event::Writable(id) => (id, false, true),
+                Event::Established(id) | Event::Closed(id) => (id, true, true),
+                Event::Accepted { id, listen, local, remote } => {
+                    match self.listens.get(&listen) {
+                        Some(l) => accepted.push(Accepted { listener: l.clone(), id, local, remote }),
+                        None => self.core.release(id, true, true),
+                    }
+                    continue;
+                }
+                Event::Syn { id, listen, local, remote } => {
+                    // No listener of this shell holds SYNs yet.
+                    tracing::debug!(listen, %local, %remote, "held SYN refused");
+                    self.core.refuse_syn(now, id);
+                    continue;
+                }
+            };
+            if let Some(w) = self.wakers.get_mut(&id) {
+                wake.extend(read.then(|| w.read.take()).flatten());
+                wake.extend(write.then(|| w.write.take()).flatten());
+            }
+        }
+    }
+}
 
 /// What flows and the driver share.
 pub(crate) struct Shared {
-    core: Mutex<Core>,
+    state: Mutex<State>,
     kick: Arc<Notify>,
     pub(crate) listeners: Listeners<NetFlow>,
     open_flows: AtomicUsize,
@@ -28,8 +112,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes the driver (something to send, a window to update, a close).
@@ -42,7 +126,7 @@ impl Shared {
         smoltcp::time::Instant::from_micros(self.base.elapsed().as_micros().min(i64::MAX as u128) as i64)
     }
 
-    fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
+    pub(crate) fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
         self.base + Duration::from_micros(t.total_micros().max(0) as u64)
     }
 
@@ -102,14 +186,15 @@ impl NetStack {
         device.set_pool(pool.clone());
         let core = Core::new(config, device.caps(), pool, smoltcp::time::Instant::ZERO);
         let kick = Arc::new(Notify::new());
+        let state = State { core, wakers: HashMap::new(), listens: HashMap::new(), next_listen: 1 };
         let shared = Arc::new(Shared {
-            core: Mutex::new(core),
+            state: Mutex::new(state),
             kick: kick.clone(),
             listeners: Listeners::new(),
             open_flows: AtomicUsize::new(0),
             base,
         });
-        tokio::spawn(drive(Arc::downgrade(&shared), kick, device));
+        tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
     }
 
@@ -121,19 +206,19 @@ impl NetStack {
 
     /// Our addresses (IPv4, global IPv6, link-local IPv6).
     pub fn addrs(&self) -> Vec<IpAddr> {
-        self.shared.lock().addrs.clone()
+        self.shared.lock().core.addrs().to_vec()
     }
 
     /// Sockets the stack holds right now, whether or not a flow owns them:
     /// open, half-open, closing and in TIME_WAIT (10 s). Reaped sockets
     /// are gone from this count and their ports are free again.
     pub fn sockets(&self) -> usize {
-        self.shared.lock().sockets()
+        self.shared.lock().core.sockets()
     }
 
     /// Ephemeral and listening ports taken right now.
     pub fn ports_in_use(&self) -> usize {
-        self.shared.lock().ports.in_use()
+        self.shared.lock().core.ports_in_use()
     }
 
     /// Transparent ("any-address") listening, as tun2socks- and vpnkit-style
@@ -159,23 +244,26 @@ impl NetStack {
         C: Fn(NetFlow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let old = self.shared.lock().transparent_port;
+        let old = self.shared.lock().core.transparent_port();
         if let Some(port) = old {
             self.unlisten(port);
         }
         let listening = self.listen(0, keepalive, callback)?;
-        let mut core = self.shared.lock();
-        if core.listens.contains_key(&listening.local_addr()) {
-            core.transparent_port = Some(listening.port());
+        let mut st = self.shared.lock();
+        if st.core.is_listening(listening.local_addr()) {
+            st.core.set_transparent(Some(Transparent { port: listening.port(), own: Vec::new() }));
         }
         Ok(listening)
     }
 
-    fn stop_fn(&self, key: SocketAddr, generation: u64) -> conflux_tcp::StopFn {
+    fn stop_fn(&self, key: SocketAddr, id: ListenId) -> conflux_tcp::StopFn {
         let weak = Arc::downgrade(&self.shared);
         Box::new(move || {
             if let Some(shared) = weak.upgrade() {
-                shared.lock().remove_listen(key, generation);
+                let mut st = shared.lock();
+                st.core.unlisten(key, id);
+                st.listens.remove(&id);
+                drop(st);
                 shared.kick();
             }
         })
@@ -191,13 +279,10 @@ struct ConnectGuard<'a> {
 impl Drop for ConnectGuard<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let mut core = self.shared.lock();
-            if let Some(c) = core.conns.get(&id) {
-                let (shard, handle) = (c.shard, c.handle);
-                core.socket(shard, handle).abort();
-            }
-            core.orphan(id);
-            drop(core);
+            let mut st = self.shared.lock();
+            st.forget_wakers(id);
+            st.core.release(id, true, true);
+            drop(st);
             self.shared.kick();
         }
     }
@@ -208,45 +293,37 @@ impl TcpStack for NetStack {
 
     async fn create_connection(&self, addr: SocketAddr, options: ConnectOptions) -> Result<NetFlow, ConnectError> {
         let addr = conflux_tcp::canonical_addr(addr);
-        let (id, shard, handle, local, timeout) = {
-            let mut core = self.shared.lock();
-            if core.disconnected {
+        let (id, local, timeout) = {
+            let mut st = self.shared.lock();
+            if st.core.is_disconnected() {
                 return Err(ConnectError::Disconnected);
             }
             if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
                 return Err(ConnectError::other(addr, "not an address one can connect to"));
             }
-            let src = core.source_for(addr.ip()).ok_or(ConnectError::NoRoute { addr })?;
-            let timeout = options.timeout.unwrap_or(core.config.connect_timeout);
-            let (id, shard, handle, local) =
-                core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::other(addr, e))?;
-            (id, shard, handle, local, timeout)
+            let src = st.core.source_for(addr.ip()).ok_or(ConnectError::NoRoute { addr })?;
+            let timeout = options.timeout.unwrap_or(st.core.config().connect_timeout);
+            let (id, local) =
+                st.core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::other(addr, e))?;
+            (id, local, timeout)
         };
         self.shared.kick();
         let mut guard = ConnectGuard { shared: &self.shared, id: Some(id) };
         let established = poll_fn(|cx| {
-            let mut core = self.shared.lock();
-            let rst = core.conns.get(&id).is_some_and(|c| c.rst_seen);
-            let sock = core.socket(shard, handle);
-            match sock.state() {
-                tcp::State::SynSent | tcp::State::SynReceived => {
-                    sock.register_send_waker(cx.waker());
+            let mut st = self.shared.lock();
+            match st.core.connect_state(id) {
+                ConnectState::Pending => {
+                    st.register_write(id, cx.waker());
                     Poll::Pending
                 }
-                tcp::State::Closed if rst => Poll::Ready(Err(ConnectError::Refused { addr })),
-                tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(ConnectError::Refused { addr })),
-                _ => {
-                    if let Some(c) = core.conns.get_mut(&id) {
-                        c.phase = Phase::Open;
-                    }
-                    Poll::Ready(Ok(()))
-                }
+                ConnectState::Failed => Poll::Ready(Err(ConnectError::Refused { addr })),
+                ConnectState::Established => Poll::Ready(Ok(())),
             }
         });
         match tokio::time::timeout(timeout, established).await {
             Ok(Ok(())) => {
                 guard.id = None;
-                Ok(NetFlow::new(self.shared.clone(), id, shard, handle, local, addr))
+                Ok(NetFlow::new(self.shared.clone(), id, local, addr))
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::Timeout { addr }),
@@ -264,38 +341,29 @@ impl TcpStack for NetStack {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut owns_port = false;
-        let mut generation = 0;
+        let mut id = 0;
         let (listening, listener) = self.shared.listeners.listen(addr, Callback::new(callback), |addr| {
-            let mut core = self.shared.lock();
-            if core.disconnected {
-                return Err(ListenError::Disconnected);
-            }
-            if !addr.ip().is_unspecified() && !core.addrs.contains(&addr.ip()) {
-                return Err(ListenError::AddrNotAvailable(addr));
-            }
-            let port = addr.port();
-            let port = if port == 0 {
-                owns_port = true;
-                core.ports
-                    .allocate()
-                    .ok_or_else(|| ListenError::Other("the ephemeral port range is exhausted".into()))?
-            } else {
-                owns_port = core.ports.take(port);
-                port
-            };
-            generation = core.new_listen_generation();
-            drop(core);
-            let key = SocketAddr::new(addr.ip(), port);
-            Ok((key, self.stop_fn(key, generation)))
+            let mut st = self.shared.lock();
+            let (key, owns) = st.core.reserve(addr).map_err(|e| match e {
+                BindRefused::Disconnected => ListenError::Disconnected,
+                BindRefused::NotOurs(a) => ListenError::AddrNotAvailable(a),
+                BindRefused::Exhausted => ListenError::Other("the ephemeral port range is exhausted".into()),
+            })?;
+            owns_port = owns;
+            id = st.next_listen;
+            st.next_listen += 1;
+            drop(st);
+            Ok((key, self.stop_fn(key, id)))
         })?;
-        let mut core = self.shared.lock();
+        let mut st = self.shared.lock();
         if listener.is_stopped() {
             // Replaced or unlistened before we got here (or disconnected).
             if owns_port {
-                core.ports.free(listening.port());
+                st.core.unreserve(listening.port());
             }
         } else {
-            core.add_listen(listening.local_addr(), Arc::new(listener), keepalive, generation, owns_port);
+            st.listens.insert(id, Arc::new(listener));
+            st.core.listen(listening.local_addr(), id, keepalive, owns_port);
         }
         Ok(listening)
     }
@@ -305,11 +373,11 @@ impl TcpStack for NetStack {
     }
 
     async fn disconnect(&self) {
-        let grace = self.shared.lock().config.disconnect_grace;
+        let grace = self.shared.lock().core.config().disconnect_grace;
         self.shared
             .listeners
             .disconnect(grace, || {
-                self.shared.lock().close_all();
+                self.shared.lock().core.close_all();
                 self.shared.kick();
             })
             .await;
@@ -321,76 +389,11 @@ impl TcpStack for NetStack {
 }
 
 /// Hands finished handshakes to their listeners (outside the lock).
-fn dispatch(shared: &Arc<Shared>, accepted: Vec<Accepted>) {
-    for a in accepted {
-        let flow = NetFlow::new(shared.clone(), a.id, a.shard, a.handle, a.local, a.remote);
+pub(crate) fn dispatch(shared: &Arc<Shared>, accepted: &mut Vec<Accepted>) {
+    for a in accepted.drain(..) {
+        let flow = NetFlow::new(shared.clone(), a.id, a.local, a.remote);
         if let Err(flow) = a.listener.dispatch(flow) {
             drop(flow);
-        }
-    }
-}
-
-/// Frames received per driver round before the stack processes them.
-const RX_BATCH: usize = 256;
-
-/// The driver: owns the device; each round takes the lock once to process
-/// received frames and timers, then sends outside the lock and sleeps on
-/// the device, a kick, or the next smoltcp deadline.
-async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device: D) {
-    let mut rx: Vec<FrameBuf> = Vec::new();
-    let mut produced: Vec<FrameBuf> = Vec::new();
-    let mut tx: VecDeque<FrameBuf> = VecDeque::new();
-    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-    let mut sleep = pin!(tokio::time::sleep_until(far()));
-    loop {
-        let notified = kick.notified();
-        let mut notified = pin!(notified);
-        notified.as_mut().enable();
-        {
-            let Some(shared) = weak.upgrade() else { return };
-            let now = shared.now();
-            let (accepted, deadline) = {
-                let mut core = shared.lock();
-                let accepted = core.process(now, &mut rx, &mut produced, !tx.is_empty());
-                (accepted, core.next_deadline())
-            };
-            tx.extend(produced.drain(..));
-            dispatch(&shared, accepted);
-            let wake_at = match deadline {
-                Some(t) if tx.is_empty() => shared.instant(t),
-                _ => far(),
-            };
-            sleep.as_mut().reset(wake_at);
-        }
-        let backlog = !tx.is_empty();
-        let alive = poll_fn(|cx| {
-            if !tx.is_empty()
-                && let Poll::Ready(Err(e)) = device.poll_send_batch(cx, &mut tx)
-            {
-                tracing::warn!(error = %e, "device failed: the stack stops");
-                return Poll::Ready(false);
-            }
-            if rx.len() < RX_BATCH {
-                let room = RX_BATCH - rx.len();
-                match device.poll_recv(cx, &mut rx, room) {
-                    Poll::Ready(Ok(())) | Poll::Pending => {}
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "device closed: the stack stops");
-                        return Poll::Ready(false);
-                    }
-                }
-            }
-            if !rx.is_empty() || (backlog && tx.is_empty()) {
-                return Poll::Ready(true);
-            }
-            if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(true);
-            }
-            Poll::Pending
-        })
-        .await;
-        if !alive {
-            return;
         }
     }
 }

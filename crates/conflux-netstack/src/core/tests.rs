@@ -1,0 +1,259 @@
+//! Two cores joined in a loop, no runtime: frames move between them and
+//! virtual time advances only when a test says so.
+
+use std::time::Duration;
+
+use super::*;
+
+const A: &str = "10.0.0.1";
+const B: &str = "10.0.0.2";
+
+fn config(ip: &str) -> StackConfig {
+    StackConfig::new()
+        .ipv4(ip.parse().unwrap(), 24)
+        .gateway_v4(if ip == A { B } else { A }.parse().unwrap())
+        .seed(7)
+        .buffers(8 * 1024, 8 * 1024)
+        .user_timeout(Duration::from_secs(3))
+        .max_half_open(256)
+}
+
+/// Two cores on an IP link (checksums computed and verified), the time, and
+/// every event each one gave.
+struct Pair {
+    a: Core,
+    b: Core,
+    now: Instant,
+    ea: Vec<Event>,
+    eb: Vec<Event>,
+    /// While false, frames are lost in both directions.
+    link_up: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let caps = DeviceCaps::new(Medium::Ip, 1500);
+        Pair {
+            a: Core::new(config(A), caps, FramePool::new(), Instant::ZERO),
+            b: Core::new(config(B), caps, FramePool::new(), Instant::ZERO),
+            now: Instant::ZERO,
+            ea: Vec::new(),
+            eb: Vec::new(),
+            link_up: true,
+        }
+    }
+
+    /// Moves frames both ways until neither core has anything to send.
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let (mut ab, mut ba) = (Vec::new(), Vec::new());
+            self.a.handle_timeout(self.now);
+            self.a.poll_transmit(self.now, &mut ab);
+            self.b.handle_timeout(self.now);
+            self.b.poll_transmit(self.now, &mut ba);
+            self.ea.extend(std::iter::from_fn(|| self.a.poll_event()));
+            self.eb.extend(std::iter::from_fn(|| self.b.poll_event()));
+            if ab.is_empty() && ba.is_empty() && !self.a.has_work() && !self.b.has_work() {
+                return;
+            }
+            if !self.link_up {
+                ab.clear();
+                ba.clear();
+            }
+            self.b.handle_frames(self.now, &mut ab);
+            self.a.handle_frames(self.now, &mut ba);
+        }
+        panic!("the cores never went quiet");
+    }
+
+    /// Advances virtual time by `d` in steps of at most the nearer deadline.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d.into();
+        loop {
+            self.run();
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= end => self.now = t.max(self.now + smoltcp::time::Duration::from_micros(1)),
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.run();
+    }
+
+    /// A listener on B's `port` (id 1) and a connect from A, handshake done.
+    fn connected(&mut self, port: u16) -> (ConnId, ConnId) {
+        let (key, owns) = self.b.reserve(addr(B, port)).unwrap();
+        self.b.listen(key, 1, None, owns);
+        let (ca, _) = self.a.connect(A.parse().unwrap(), addr(B, port), None).unwrap();
+        self.run();
+        assert!(self.ea.iter().any(|e| matches!(e, Event::Established(id) if *id == ca)), "{:?}", self.ea);
+        let cb = self.accepted().expect("accepted on B");
+        (ca, cb)
+    }
+
+    fn accepted(&mut self) -> Option<ConnId> {
+        let at = self.eb.iter().position(|e| matches!(e, Event::Accepted { .. }))?;
+        match self.eb.remove(at) {
+            Event::Accepted { id, .. } => Some(id),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn read_all(core: &mut Core, id: ConnId) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Recv::Data(chunk) = core.recv(id, |b| (b.len(), b.to_vec())) {
+        got.extend(chunk);
+    }
+    got
+}
+
+#[test]
+fn handshake_data_both_ways_close_and_reap() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    assert_eq!(p.a.send(ca, b"hello").unwrap(), 5);
+    p.run();
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Readable(id) if *id == cb)));
+    assert_eq!(read_all(&mut p.b, cb), b"hello");
+    // More than the 8 KiB buffers: written as room appears.
+    let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+    let (mut sent, mut got) = (0, Vec::new());
+    while got.len() < data.len() {
+        if let Ok(n) = p.b.send(cb, &data[sent..]) {
+            sent += n;
+        }
+        // Delayed ACKs go out as time passes.
+        p.advance(Duration::from_millis(20));
+        got.extend(read_all(&mut p.a, ca));
+    }
+    assert_eq!(got, data);
+    p.a.close_write(ca);
+    p.run();
+    assert!(matches!(p.b.recv(cb, |b| (b.len(), ())), Recv::Finished));
+    p.b.release(cb, false, false);
+    p.a.release(ca, false, true);
+    p.run();
+    assert_eq!(p.b.sockets(), 0, "B's side closed on the last ACK");
+    assert_eq!(p.a.sockets(), 1, "A is in TIME_WAIT");
+    p.advance(Duration::from_secs(11));
+    assert_eq!((p.a.sockets(), p.a.ports_in_use()), (0, 0), "reaped, port freed");
+}
+
+#[test]
+fn an_abort_resets_the_peer() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    p.a.release(ca, true, false);
+    p.run();
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Closed(id) if *id == cb)), "{:?}", p.eb);
+    assert!(matches!(p.b.recv(cb, |b| (b.len(), ())), Recv::Closed(End { reset: true, .. })));
+    assert_eq!(p.b.send(cb, b"x"), Err(SendRefused::Closed(End { reset: true, timed_out: false })));
+    assert_eq!(p.a.sockets(), 0);
+}
+
+#[test]
+fn a_syn_to_no_listener_is_refused() {
+    let mut p = Pair::new();
+    let (ca, _) = p.a.connect(A.parse().unwrap(), addr(B, 81), None).unwrap();
+    p.run();
+    assert_eq!(p.a.connect_state(ca), ConnectState::Failed);
+    assert_eq!(p.a.end(ca), End { reset: true, timed_out: false });
+}
+
+#[test]
+fn held_syns_wait_for_accept_or_refuse() {
+    let mut p = Pair::new();
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    p.b.set_hold(key, true);
+    let (ca, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    p.run();
+    let held = match p.eb.as_slice() {
+        [Event::Syn { id, listen: 1, local, .. }] if *local == addr(B, 80) => *id,
+        other => panic!("expected one held SYN: {other:?}"),
+    };
+    assert_eq!(p.a.connect_state(ca), ConnectState::Pending, "nothing answered yet");
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.a.connect_state(ca), ConnectState::Pending, "the retransmitted SYN is held too");
+    p.b.accept_syn(p.now, held);
+    p.run();
+    assert_eq!(p.a.connect_state(ca), ConnectState::Established);
+    assert_eq!(p.accepted(), Some(held));
+
+    p.eb.clear();
+    let (refused, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    p.run();
+    let Some(Event::Syn { id, .. }) = p.eb.pop() else { panic!("a held SYN") };
+    p.b.refuse_syn(p.now, id);
+    p.run();
+    assert_eq!(p.a.connect_state(refused), ConnectState::Failed, "refused with an RST");
+    assert_eq!(p.b.sockets(), 1, "only the accepted connection is left");
+
+    // Undecided for the handshake timeout: forgotten.
+    let (late, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    p.run();
+    assert!(matches!(p.eb.last(), Some(Event::Syn { .. })));
+    p.advance(Duration::from_secs(11));
+    assert!(matches!(p.eb.last(), Some(Event::Closed(_))), "{:?}", p.eb.last());
+    assert_eq!(p.b.sockets(), 1);
+    assert_eq!(p.a.connect_state(late), ConnectState::Pending, "never answered");
+}
+
+#[test]
+fn the_transparent_listener_takes_foreign_and_own_addresses() {
+    let mut p = Pair::new();
+    let (key, owns) = p.b.reserve(conflux_tcp::any_addr(0)).unwrap();
+    p.b.listen(key, 9, None, owns);
+    p.b.set_transparent(Some(Transparent { port: key.port(), own: vec![B.parse().unwrap()] }));
+    for dst in [addr("192.168.5.5", 443), addr(B, 9999)] {
+        let (ca, _) = p.a.connect(A.parse().unwrap(), dst, None).unwrap();
+        p.run();
+        assert_eq!(p.a.connect_state(ca), ConnectState::Established, "to {dst}");
+        let at = p.eb.iter().position(|e| matches!(e, Event::Accepted { .. })).expect("accepted");
+        let Event::Accepted { id, listen: 9, local, .. } = p.eb.remove(at) else { panic!() };
+        assert_eq!(local, dst, "the flow reports what the peer dialled");
+        p.a.send(ca, b"via nat").unwrap();
+        p.run();
+        assert_eq!(read_all(&mut p.b, id), b"via nat");
+        p.b.send(id, b"back").unwrap();
+        p.run();
+        assert_eq!(read_all(&mut p.a, ca), b"back", "egress rewritten back to {dst}");
+    }
+}
+
+#[test]
+fn the_user_timeout_fails_a_flow_whose_data_goes_unacknowledged() {
+    let mut p = Pair::new();
+    let (ca, _) = p.connected(80);
+    p.advance(Duration::from_secs(60));
+    assert_eq!(p.a.end(ca), End::default(), "idle is not a timeout");
+    p.link_up = false;
+    p.a.send(ca, b"lost").unwrap();
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.a.end(ca), End::default());
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.a.end(ca), End { reset: false, timed_out: true });
+    assert!(p.ea.iter().any(|e| matches!(e, Event::Closed(id) if *id == ca)));
+}
+
+#[test]
+fn idle_connections_cost_nothing_per_round() {
+    let mut p = Pair::new();
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    for _ in 0..200 {
+        p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    }
+    p.run();
+    assert_eq!(p.b.sockets(), 200);
+    p.advance(Duration::from_secs(1));
+    // Nothing is due or dirty: a round touches no connection.
+    assert!(!p.a.has_work() && !p.b.has_work());
+    assert!(p.a.dirty.is_empty() && p.b.timers.is_empty(), "no timer for an idle connection");
+}

@@ -1,0 +1,88 @@
+//! The driver task: owns the device and runs the core's call order once per
+//! wake-up, holding the lock only for that (never while reading or writing
+//! the device); wakers are woken and accepted flows dispatched after the
+//! lock is released.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::device::{FrameBuf, FrameDevice};
+use crate::stack::{Shared, dispatch};
+
+/// Frames received per driver round before the core processes them.
+const RX_BATCH: usize = 256;
+
+/// Runs until the device fails or the last handle and flow are gone. Each
+/// round: received frames and due timers into the core, egress out (unless
+/// the device still has a backlog), events into wake-ups; then the backlog
+/// goes to the device in one batch and the task sleeps on the device, a
+/// kick or the core's next deadline.
+pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device: D) {
+    let mut rx: Vec<FrameBuf> = Vec::new();
+    let mut produced: Vec<FrameBuf> = Vec::new();
+    let mut tx: VecDeque<FrameBuf> = VecDeque::new();
+    let mut wake = Vec::new();
+    let mut accepted = Vec::new();
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut sleep = pin!(tokio::time::sleep_until(far()));
+    loop {
+        let notified = kick.notified();
+        let mut notified = pin!(notified);
+        notified.as_mut().enable();
+        {
+            let Some(shared) = weak.upgrade() else { return };
+            let now = shared.now();
+            let deadline = {
+                let mut st = shared.lock();
+                st.core.handle_frames(now, &mut rx);
+                st.core.handle_timeout(now);
+                if tx.is_empty() {
+                    st.core.poll_transmit(now, &mut produced);
+                }
+                st.drain_events(now, &mut wake, &mut accepted);
+                st.core.poll_timeout()
+            };
+            tx.extend(produced.drain(..));
+            wake.drain(..).for_each(|w: std::task::Waker| w.wake());
+            dispatch(&shared, &mut accepted);
+            let wake_at = match deadline {
+                Some(t) if tx.is_empty() => shared.instant(t),
+                _ => far(),
+            };
+            sleep.as_mut().reset(wake_at);
+        }
+        let backlog = !tx.is_empty();
+        let alive = poll_fn(|cx| {
+            if !tx.is_empty()
+                && let Poll::Ready(Err(e)) = device.poll_send_batch(cx, &mut tx)
+            {
+                tracing::warn!(error = %e, "device failed: the stack stops");
+                return Poll::Ready(false);
+            }
+            if rx.len() < RX_BATCH {
+                let room = RX_BATCH - rx.len();
+                if let Poll::Ready(Err(e)) = device.poll_recv(cx, &mut rx, room) {
+                    tracing::debug!(error = %e, "device closed: the stack stops");
+                    return Poll::Ready(false);
+                }
+            }
+            if !rx.is_empty() || (backlog && tx.is_empty()) {
+                return Poll::Ready(true);
+            }
+            if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            Poll::Pending
+        })
+        .await;
+        if !alive {
+            return;
+        }
+    }
+}
