@@ -1,7 +1,9 @@
-//! Root tests against a real QEMU-stream peer: passt (nobody here wrote
-//! it), run inside a namespace the test makes whose only link is a veth
-//! pair with both ends inside it, so nothing it forwards leaves the machine. xtask runs this target with
-//! `--test-threads=1`.
+//! Root tests with peers nobody here wrote: passt, a real QEMU-stream
+//! peer, run inside a namespace the test makes whose only link is a veth
+//! pair with both ends inside it (nothing it forwards leaves the machine);
+//! and the kernel as a guest on a TAP inside a namespace, configured by
+//! busybox udhcpc (with a script of the test's that only records) and by
+//! SLAAC. xtask runs this target with `--test-threads=1`.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -9,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use conflux_flow::{FlowExt, FromTokio};
@@ -209,4 +212,125 @@ async fn a_netstack_fetches_data_through_passt() {
     assert_eq!(got.len(), len);
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "the bytes the server sent");
     let _ = flow.close().await;
+}
+
+/// The gateway's MAC in the kernel-guest test (slirp's for 10.0.2.2).
+const GW_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+/// Serves DHCP and router advertisements on `tap` until it fails; counts
+/// the DHCP replies and the advertisements sent.
+async fn serve_guest_link(
+    mut tap: conflux_netstack::TapDevice,
+    replies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    adverts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = conflux_usernet::UsernetConfig::new();
+    let mut dhcp = conflux_usernet::DhcpServer::new(&config);
+    let ra = conflux_usernet::RouterAdvertiser::new(&config, GW_MAC);
+    loop {
+        let mut frames = Vec::new();
+        if poll_fn(|cx| tap.poll_recv(cx, &mut frames, 64)).await.is_err() {
+            return;
+        }
+        let mut out = VecDeque::new();
+        for f in &frames {
+            if let conflux_usernet::DhcpFrame::Reply(r) = dhcp.handle_frame(std::time::Instant::now(), f, GW_MAC) {
+                replies.fetch_add(1, Relaxed);
+                out.push_back(FrameBuf::from(r));
+            }
+            if let Some(r) = ra.handle_frame(f) {
+                adverts.fetch_add(1, Relaxed);
+                out.push_back(FrameBuf::from(r));
+            }
+        }
+        if !out.is_empty() && poll_fn(|cx| tap.poll_send_batch(cx, &mut out)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The kernel as the guest: busybox udhcpc on a TAP inside a namespace gets
+/// its address, router, DNS, MTU and lease from `DhcpServer`, and the
+/// kernel configures an fd00::/64 address by SLAAC from `RouterAdvertiser`'s
+/// answer to its router solicitation.
+#[tokio::test]
+async fn udhcpc_and_the_kernels_slaac_configure_a_guest_from_our_dhcp_server_and_advertisements() {
+    if !is_root() {
+        skip!(Root, "namespaces and TAP devices need root");
+    }
+    if !have_command("ip") {
+        skip!(Iproute2, "ip not on PATH");
+    }
+    if !have_command("udhcpc") {
+        skip!(Capability, "udhcpc not on PATH (apt-get install udhcpc)");
+    }
+    let ns = match Netns::create("g") {
+        Ok(ns) => ns,
+        Err(e) => skip!(Netns, "{e}"),
+    };
+    let name = conflux_testkit::unique_name("t");
+    let tap_name = name.clone();
+    let tap = conflux_netstack::in_netns(&ns.path(), move || {
+        let tap = conflux_netstack::TapDevice::open(&tap_name, 1500)?;
+        conflux_testkit::ip(&["link", "set", "dev", &tap_name, "up"]).map_err(std::io::Error::other)?;
+        Ok(tap)
+    });
+    let tap = match tap {
+        Ok(tap) => tap,
+        Err(e) => skip!(Tap, "a TAP inside the namespace: {e}"),
+    };
+    let replies = std::sync::Arc::new(AtomicUsize::new(0));
+    let adverts = std::sync::Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn(serve_guest_link(tap, replies.clone(), adverts.clone()));
+
+    // udhcpc with a script of ours that only records what it was given.
+    let dir = TempDir::new("udhcpc");
+    let script = dir.path().join("script.sh");
+    let record = dir.path().join("record");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = ns.cmd("udhcpc");
+    cmd.args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", &name, "-s"]).arg(&script);
+    let out = within("udhcpc", Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .unwrap()
+        .unwrap();
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(out.status.success(), "udhcpc failed: {}\nrecorded: {recorded}", String::from_utf8_lossy(&out.stderr));
+    let bound =
+        recorded.lines().find(|l| l.starts_with("bound")).unwrap_or_else(|| panic!("no bound event: {recorded}"));
+    assert_eq!(
+        bound,
+        "bound ip=10.0.2.100 subnet=255.255.255.0 router=10.0.2.2 dns=10.0.2.3 mtu=1500 lease=3600 serverid=10.0.2.2"
+    );
+    assert!(replies.load(Ordering::Relaxed) >= 2, "an OFFER and an ACK");
+
+    // SLAAC: the kernel solicits, we advertise fd00::/64, it forms an address.
+    let slaac = within("a SLAAC address", Duration::from_secs(20), async {
+        loop {
+            let out =
+                ns.cmd("ip").args(["-6", "-o", "addr", "show", "dev", &name, "scope", "global"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("inet6 fd00::") {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(slaac.contains("/64"), "{slaac}");
+    assert!(adverts.load(Ordering::Relaxed) >= 1, "a solicitation was answered");
+    let route = ns.cmd("ip").args(["-6", "route", "show", "default"]).output().unwrap();
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(route.contains("via fe80::5055:aff:fe00:202"), "the default route is our router: {route}");
+    server.abort();
+    drop(ns);
 }
