@@ -25,6 +25,7 @@ pub(crate) const LIBRARY_CRATES: &[&str] = &[
     "conflux-uri",
     "conflux-9p",
     "conflux-hyper",
+    "conflux-usernet",
 ];
 
 /// The binary crates: each builds alone and is publishable (`cargo install`).

@@ -4,8 +4,9 @@ use std::process::{Command, Stdio};
 
 use crate::util;
 
-/// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`, `curl`).
-const PACKAGES: &[&str] = &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl"];
+/// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`,
+/// `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier tests).
+const PACKAGES: &[&str] = &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl", "passt", "udhcpc"];
 
 /// The prefix of every namespace and link the tests create.
 const NAME_PREFIX: &str = "cfx";
@@ -87,6 +88,10 @@ mod tests {
     fn installs_what_the_end_to_end_tests_run() {
         // crates/conflux/tests/e2e_*.rs: socat, nc -N, curl, ip netns.
         for pkg in ["socat", "netcat-openbsd", "curl", "iproute2"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+        // crates/conflux-usernet/tests/serial.rs: a real QEMU-stream peer, a real DHCP client.
+        for pkg in ["passt", "udhcpc"] {
             assert!(PACKAGES.contains(&pkg), "{pkg}");
         }
     }

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use conflux_flow::{BoxFlow, FlowExt};
@@ -33,27 +32,23 @@ macro_rules! need_tap {
     };
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().expect("ip runs");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    conflux_testkit::ip(args).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A persistent TAP or TUN device made in the root namespace and a
 /// namespace for its kernel side; both are removed on drop.
 struct Device {
     name: String,
-    ns: String,
+    ns: conflux_testkit::Netns,
 }
 
 impl Device {
     /// Makes device `mode` (`tap` or `tun`); it stays in the root namespace
     /// until [`move_to_ns`](Device::move_to_ns).
     fn new(mode: &str) -> Device {
-        let base = format!("cfx{:x}m{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let d = Device { name: format!("{base}d"), ns: format!("{base}n") };
-        assert!(d.name.len() <= 15 && d.ns.len() <= 15, "names too long: {}", d.name);
+        let ns = conflux_testkit::Netns::create("m").expect("a test namespace");
+        let d = Device { name: format!("{}d", ns.name()), ns };
         ip(&["tuntap", "add", "dev", &d.name, "mode", mode]);
         d
     }
@@ -61,31 +56,25 @@ impl Device {
     /// Moves the device into the namespace with `addr` (`10.x.y.1/24`) on
     /// the kernel's side, up.
     fn move_to_ns(&self, addr: &str) {
-        ip(&["netns", "add", &self.ns]);
-        ip(&["link", "set", "dev", &self.name, "netns", &self.ns]);
-        ip(&["-n", &self.ns, "addr", "add", addr, "dev", &self.name]);
-        ip(&["-n", &self.ns, "link", "set", "dev", &self.name, "up"]);
-        ip(&["-n", &self.ns, "link", "set", "dev", "lo", "up"]);
+        let up = |args: &[&str]| self.ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
+        self.ns.take_link(&self.name).unwrap_or_else(|e| panic!("{e}"));
+        up(&["addr", "add", addr, "dev", &self.name]);
+        up(&["link", "set", "dev", &self.name, "up"]);
     }
 
     /// A command run inside the namespace.
     fn cmd(&self, program: &str) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns, program]).kill_on_drop(true);
+        let mut c = tokio::process::Command::from(self.ns.cmd(program));
+        c.kill_on_drop(true);
         c
     }
 }
 
 impl Drop for Device {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.ns]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let quiet = |args: &[&str]| Command::new("ip").args(args).stderr(Stdio::null()).status();
-        let _ = quiet(&["netns", "del", &self.ns]);
-        let _ = quiet(&["link", "del", "dev", &self.name]);
+        // Still in the root namespace if never moved (the namespace, dropped
+        // next, takes it along otherwise).
+        let _ = Command::new("ip").args(["link", "del", "dev", &self.name]).stderr(Stdio::null()).status();
     }
 }
 

@@ -24,7 +24,8 @@
 //!   own; shipped: an in-memory [`link_pair`] with seeded [`Faults`], Linux
 //!   [`TapDevice`] (Ethernet; with [`TapDevice::open_with_offloads`], TCP
 //!   segmentation and checksum offload to the kernel through virtio net
-//!   headers) and TUN (IP) devices, and [`Pcap`] capture of any device;
+//!   headers) and TUN (IP) devices (created inside another network namespace
+//!   with [`in_netns`]), and [`Pcap`] capture of any device;
 //! - time from tokio's clock: under `tokio::time::pause()` the stack runs in
 //!   virtual time (keepalive hours in milliseconds);
 //! - transparent ("any-address") listening for tun2socks- and vpnkit-style
@@ -108,6 +109,7 @@ mod device;
 mod driver;
 mod flow;
 mod link;
+mod netns;
 mod pcap;
 mod ports;
 mod rewrite;
@@ -123,6 +125,7 @@ pub use crate::{
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
     flow::NetFlow,
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
+    netns::in_netns,
     pcap::Pcap,
     stack::{NetStack, WeakNetStack},
     tap::{TapDevice, TapStats, TunDevice},

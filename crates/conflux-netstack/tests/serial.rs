@@ -240,6 +240,53 @@ mod tap {
         });
     }
 
+    #[test]
+    fn a_tap_opened_inside_a_namespace_lives_there_and_answers_pings() {
+        need_tap!();
+        if !conflux_testkit::have_command("ping") {
+            conflux_testkit::skip!(Ping, "ping is not on PATH");
+        }
+        let err = conflux_netstack::in_netns("/nonexistent/ns/net".as_ref(), || Ok(())).expect_err("no such namespace");
+        assert!(err.to_string().contains("/nonexistent/ns/net"), "{err}");
+        rt().block_on(async {
+            let base = format!("cfx{:x}i", std::process::id());
+            let (ns, tap) = (format!("{base}n"), format!("{base}d"));
+            support::tapns::ip(&["netns", "add", &ns]).expect("ip netns add");
+            struct Gone(String);
+            impl Drop for Gone {
+                fn drop(&mut self) {
+                    let _ = support::tapns::ip(&["netns", "del", &self.0]);
+                }
+            }
+            let _gone = Gone(ns.clone());
+            let name = tap.clone();
+            // Created and configured from inside: `ip` runs in the namespace too.
+            let dev = conflux_netstack::in_netns(format!("/run/netns/{ns}").as_ref(), move || {
+                let dev = conflux_netstack::TapDevice::open(&name, 1500)?;
+                for args in [
+                    &["addr", "add", "10.78.0.1/24", "dev", name.as_str()][..],
+                    &["link", "set", "dev", name.as_str(), "up"],
+                    &["link", "set", "dev", "lo", "up"],
+                ] {
+                    support::tapns::ip(args).map_err(std::io::Error::other)?;
+                }
+                Ok(dev)
+            })
+            .expect("a TAP inside the namespace");
+            assert!(
+                support::tapns::ip(&["-n", &ns, "link", "show", "dev", &tap]).is_ok(),
+                "the TAP is in the namespace"
+            );
+            assert!(support::tapns::ip(&["link", "show", "dev", &tap]).is_err(), "and not in ours");
+            let _stack = stack_on(dev, None);
+            let mut cmd = std::process::Command::new("ip");
+            cmd.args(["netns", "exec", &ns, "ping", "-4", "-c", "2", "-i", "0.2", "-W", "2", OURS4]);
+            let out = run(cmd).await;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains("2 received"), "ping {OURS4}: {text}");
+        });
+    }
+
     fn sha(data: &[u8]) -> Vec<u8> {
         Sha256::digest(data).to_vec()
     }

@@ -8,10 +8,13 @@
 //!   returning, for conformance kits that skip one case and go on;
 //! - deterministic payloads ([`payload`]), a test timeout ([`within`],
 //!   [`TIMEOUT`]) and probes of the environment ([`is_root`],
-//!   [`have_command`], [`open_fds`]).
+//!   [`have_command`], [`open_fds`]);
+//! - test network namespaces ([`Netns`]: made through iproute2's `ip`,
+//!   removed with every process left in them on drop) and [`ip`].
 //!
 //! What it does not do: it never installs anything, never changes process
-//! state (no `setns`, no environment mutation) and never decides whether a
+//! state (no `setns`: commands run inside a namespace through `ip netns
+//! exec`; no environment mutation) and never decides whether a
 //! skip is acceptable; `cargo xtask ci` reads the skip log and decides that
 //! (see [`SkipKind::required_in_ci`]).
 //!
@@ -29,12 +32,14 @@
 #![forbid(unsafe_code)]
 
 mod env;
+mod netns;
 mod payload;
 mod skip;
 mod tempdir;
 mod time;
 
 pub use crate::env::{have_command, is_root, open_fds};
+pub use crate::netns::{Netns, ip, unique_name};
 pub use crate::payload::payload;
 pub use crate::skip::{
     ParseSkipKindError, SkipKind, SkipReturn, current_test_name, qualified_test_name, report_skip, skip_log_path,

@@ -9,7 +9,6 @@
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use conflux_conformance::tcp::Unavailable;
@@ -20,41 +19,27 @@ use super::HostFixture;
 /// Set in the child: the names of A, B and B's veth, separated by spaces.
 const CHILD_ENV: &str = "CFX_TCP_HOST_NETNS";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
+use conflux_testkit::ip;
 
 /// The two namespaces, removed (with every process left in them) on drop.
 pub(crate) struct Netns {
-    a: String,
-    b: String,
+    a: conflux_testkit::Netns,
+    b: conflux_testkit::Netns,
     vb: String,
 }
 
 impl Netns {
     /// Creates A and B and the veth pair between them.
     pub(crate) fn create() -> Result<Netns, String> {
-        let base = format!("cfx{:x}n{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let ns = Netns { a: format!("{base}a"), b: format!("{base}b"), vb: format!("{base}vb") };
-        let va = format!("{base}va");
-        assert!(va.len() <= 15 && ns.vb.len() <= 15, "interface names too long: {va}");
-        ip(&["netns", "add", &ns.a])?;
-        ip(&["netns", "add", &ns.b])?;
-        ip(&["-n", &ns.a, "link", "add", &va, "type", "veth", "peer", "name", &ns.vb, "netns", &ns.b])?;
-        for (n, dev, addr) in [(&ns.a, &va, "10.77.0.1/24"), (&ns.b, &ns.vb, "10.77.0.2/24")] {
-            ip(&["-n", n, "addr", "add", addr, "dev", dev])?;
-            ip(&["-n", n, "link", "set", "dev", dev, "up"])?;
-            ip(&["-n", n, "link", "set", "dev", "lo", "up"])?;
+        let (a, b) = (conflux_testkit::Netns::create("a")?, conflux_testkit::Netns::create("b")?);
+        let (va, vb) = (format!("{}v", a.name()), format!("{}v", b.name()));
+        a.ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", b.name()])?;
+        for (n, dev, addr) in [(&a, &va, "10.77.0.1/24"), (&b, &vb, "10.77.0.2/24")] {
+            n.ip(&["addr", "add", addr, "dev", dev])?;
+            n.ip(&["link", "set", "dev", dev, "up"])?;
         }
-        ip(&["-n", &ns.a, "neigh", "add", "10.77.0.3", "lladdr", "02:00:00:00:00:09", "dev", &va, "nud", "permanent"])?;
-        Ok(ns)
+        a.ip(&["neigh", "add", "10.77.0.3", "lladdr", "02:00:00:00:00:09", "dev", &va, "nud", "permanent"])?;
+        Ok(Netns { a, b, vb })
     }
 
     /// Runs test `name` of this binary inside A; panics if it fails, hangs
@@ -62,10 +47,10 @@ impl Netns {
     fn run_child(&self, name: &str) {
         let exe = std::env::current_exe().expect("current_exe");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.a])
+            .args(["netns", "exec", self.a.name()])
             .arg(exe)
             .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{} {} {}", self.a, self.b, self.vb))
+            .env(CHILD_ENV, format!("{} {} {}", self.a.name(), self.b.name(), self.vb))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -78,29 +63,13 @@ impl Netns {
             Ok(out) => out.expect("wait for the child"),
             Err(_) => {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("the child running {name} in {} hung", self.a);
+                panic!("the child running {name} in {} hung", self.a.name());
             }
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("--- child {name} in {} ---\n{stdout}{}", self.a, String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{name} failed inside namespace {}", self.a);
-        assert!(stdout.contains("1 passed"), "{name} did not run inside namespace {}", self.a);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            // Processes the test started in the namespace (socat peers).
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
+        eprintln!("--- child {name} in {} ---\n{stdout}{}", self.a.name(), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{name} failed inside namespace {}", self.a.name());
+        assert!(stdout.contains("1 passed"), "{name} did not run inside namespace {}", self.a.name());
     }
 }
 

@@ -342,47 +342,30 @@ pub fn guest(vmm: &FakeVmm, port: u32) -> GuestListener {
     vmm.guest_listener(port, 64)
 }
 
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// A network namespace `cfxe<pid><n>` with the TAP device `cfxt<pid><n>`
-/// inside it (names at most 15 bytes), both removed on drop.
+/// A test namespace with the TAP device `<namespace>t` inside it (names at
+/// most 15 bytes), both removed on drop.
 pub struct NetnsTap {
     /// The namespace's name.
     pub netns: String,
     /// The TAP device's name (inside the namespace).
     pub tap: String,
+    _ns: conflux_testkit::Netns,
 }
 
 impl NetnsTap {
     /// Creates the namespace, its loopback up, and the TAP in it, its kernel
     /// side `kernel_addr` (e.g. `10.77.0.1/24`) and up.
     pub fn new(kernel_addr: &str) -> NetnsTap {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}{n}", std::process::id() % 100_000);
-        let guard = NetnsTap { netns: format!("cfxe{id}"), tap: format!("cfxt{id}") };
-        ip(&["netns", "add", &guard.netns]);
-        let exec = |args: &[&str]| {
-            let mut v = vec!["netns", "exec", guard.netns.as_str(), "ip"];
-            v.extend_from_slice(args);
-            ip(&v);
-        };
-        exec(&["link", "set", "lo", "up"]);
-        exec(&["tuntap", "add", "dev", &guard.tap, "mode", "tap"]);
-        exec(&["addr", "add", kernel_addr, "dev", &guard.tap]);
-        exec(&["link", "set", &guard.tap, "up"]);
-        guard
-    }
-}
-
-impl Drop for NetnsTap {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the TAP in it.
-        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).output();
+        let ns = conflux_testkit::Netns::create("e").expect("a test namespace");
+        let tap = format!("{}t", ns.name());
+        for args in [
+            &["tuntap", "add", "dev", tap.as_str(), "mode", "tap"][..],
+            &["addr", "add", kernel_addr, "dev", &tap],
+            &["link", "set", &tap, "up"],
+        ] {
+            ns.ip(args).expect("set up the TAP");
+        }
+        NetnsTap { netns: ns.name().to_owned(), tap, _ns: ns }
     }
 }
 

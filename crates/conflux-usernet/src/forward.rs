@@ -1,0 +1,147 @@
+//! The TCP side of the forwarder: a guest connection's host connection
+//! first, then the relay between the two.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use conflux_flow::{Flow, FlowExt, ProxyError, proxy};
+use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
+
+use crate::policy::{Policy, Refusal};
+use crate::stats::Stats;
+
+/// Why a guest connection got no host connection: the guest is answered
+/// with an RST either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The policy refused the destination; nothing was dialled.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The host connect failed (refused, timed out, no route).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// How a relayed flow ended.
+#[derive(Debug)]
+pub enum FlowEnd {
+    /// Both directions reached Eof (half-closes passed on).
+    Closed,
+    /// A reset or another error on one side ended it; a reset was passed on
+    /// to the other side as an abort.
+    Failed(ProxyError),
+}
+
+/// What a relay moved, and how it ended.
+#[derive(Debug)]
+pub struct Relayed {
+    /// Bytes from the guest to the host side.
+    pub out: u64,
+    /// Bytes from the host side to the guest.
+    pub inn: u64,
+    /// How it ended.
+    pub end: FlowEnd,
+}
+
+/// The forwarder's TCP half over any host-side [`TcpStack`] (the kernel's
+/// through conflux-tcp-host, or another userspace stack).
+///
+/// For each guest connection the caller first calls
+/// [`connect`](TcpForwarder::connect) (before the guest's SYN is answered,
+/// so a refused host port is refused to the guest, not a connection that
+/// resets at once), then accepts the guest's flow and hands both to
+/// [`relay`](TcpForwarder::relay), which passes data, half-closes and resets
+/// on both ways, counts in [`Stats`] and logs one line per flow.
+pub struct TcpForwarder<S> {
+    policy: Policy,
+    host: S,
+    stats: Arc<Stats>,
+    options: ConnectOptions,
+    next_id: AtomicU64,
+}
+
+impl<S> std::fmt::Debug for TcpForwarder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpForwarder").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl<S: TcpStack> TcpForwarder<S> {
+    /// A forwarder deciding with `policy`, connecting through `host`,
+    /// counting in `stats`; host connects time out after 10 s.
+    pub fn new(policy: Policy, host: S, stats: Arc<Stats>) -> TcpForwarder<S> {
+        let options = ConnectOptions { timeout: Some(Duration::from_secs(10)), ..ConnectOptions::new() };
+        TcpForwarder { policy, host, stats, options, next_id: AtomicU64::new(1) }
+    }
+
+    /// Host connects give up after `timeout` (the guest then gets an RST).
+    pub fn connect_timeout(mut self, timeout: Duration) -> TcpForwarder<S> {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The host connection for the guest's connection from `guest` to `dst`:
+    /// where the policy sends it, connected. A refusal or failure is counted
+    /// (and logged at debug).
+    pub async fn connect(&self, guest: SocketAddr, dst: SocketAddr) -> Result<S::Flow, ForwardError> {
+        let result = match self.policy.route(dst) {
+            Ok(host) => self.host.create_connection(host, self.options).await.map_err(ForwardError::from),
+            Err(refusal) => Err(refusal.into()),
+        };
+        if let Err(e) = &result {
+            self.stats.refused();
+            tracing::debug!(%guest, %dst, error = %e, "guest connection refused");
+        }
+        result
+    }
+
+    /// Relays between the guest's flow and its host connection until both
+    /// directions end, then closes both. Logs one line (id, guest, dst,
+    /// bytes each way, duration, how it ended).
+    pub async fn relay<G: Flow>(
+        &self,
+        guest_flow: G,
+        host_flow: S::Flow,
+        guest: SocketAddr,
+        dst: SocketAddr,
+    ) -> Relayed {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        relay(guest_flow, host_flow, &self.stats, id, guest, dst).await
+    }
+}
+
+/// Relays between `a` (the guest's side: bytes from it count as out) and
+/// `b` until both directions end, then closes both; counts and logs it.
+pub(crate) async fn relay<A: Flow, B: Flow>(
+    mut a: A,
+    mut b: B,
+    stats: &Stats,
+    id: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Relayed {
+    stats.flow_opened();
+    let started = std::time::Instant::now();
+    let result = proxy(&mut a, &mut b).await;
+    let (out, inn, end) = match result {
+        Ok(s) => (s.a_to_b.bytes, s.b_to_a.bytes, FlowEnd::Closed),
+        Err(e) => (e.stats.a_to_b.bytes, e.stats.b_to_a.bytes, FlowEnd::Failed(e)),
+    };
+    let _ = a.close().await;
+    let _ = b.close().await;
+    stats.flow_closed(out, inn);
+    let how = match &end {
+        FlowEnd::Closed => "eof".to_owned(),
+        FlowEnd::Failed(e) if e.source.is_reset() => format!("reset ({})", e.direction),
+        FlowEnd::Failed(e) => format!("error: {e}"),
+    };
+    tracing::info!(id, %from, %to, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
+    Relayed { out, inn, end }
+}
