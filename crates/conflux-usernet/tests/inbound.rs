@@ -21,6 +21,20 @@ fn stacks() -> (NetStack, NetStack) {
     (gateway, guest)
 }
 
+/// A forward from an ephemeral port on 127.0.0.1 to `to` through `gateway`.
+fn forward(gateway: NetStack, to: &str) -> (TcpPortForward<HostStack, NetStack>, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let fwd = TcpPortForward::bind(
+        &HostStack::new(),
+        "127.0.0.1:0".parse().unwrap(),
+        gateway,
+        to.parse().unwrap(),
+        stats.clone(),
+    )
+    .unwrap();
+    (fwd, stats)
+}
+
 #[tokio::test]
 async fn a_host_connection_reaches_the_guest_server_and_half_closes() {
     let (gateway, guest) = stacks();
@@ -32,15 +46,7 @@ async fn a_host_connection_reaches_the_guest_server_and_half_closes() {
             let _ = flow.close().await;
         })
         .unwrap();
-    let stats = Arc::new(Stats::default());
-    let fwd = TcpPortForward::bind(
-        &HostStack::new(),
-        "127.0.0.1:0".parse().unwrap(),
-        gateway,
-        "10.0.2.100:80".parse().unwrap(),
-        stats.clone(),
-    )
-    .unwrap();
+    let (fwd, stats) = forward(gateway, "10.0.2.100:80");
     let addr = fwd.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     let serving = tokio::spawn(fwd.serve());
@@ -66,15 +72,7 @@ async fn a_host_connection_reaches_the_guest_server_and_half_closes() {
 #[tokio::test]
 async fn a_refusing_guest_port_resets_the_host_connection() {
     let (gateway, _guest) = stacks();
-    let stats = Arc::new(Stats::default());
-    let fwd = TcpPortForward::bind(
-        &HostStack::new(),
-        "127.0.0.1:0".parse().unwrap(),
-        gateway,
-        "10.0.2.100:81".parse().unwrap(),
-        stats.clone(),
-    )
-    .unwrap();
+    let (fwd, stats) = forward(gateway, "10.0.2.100:81");
     let addr = fwd.local_addr();
     let serving = tokio::spawn(fwd.serve());
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
