@@ -98,7 +98,7 @@ impl<S: Socket> RawFlow<S> {
         }
         let polled = self.sock.poll_writev(cx, slices);
         if polled.is_pending() {
-            self.writer = Some(cx.waker().clone());
+            remember(&mut self.writer, cx);
         }
         Poll::Ready(match ready!(polled) {
             Ok(0) => Err(self.fail_write(io::ErrorKind::WriteZero.into())),
@@ -111,6 +111,14 @@ impl<S: Socket> RawFlow<S> {
         let e = FlowError::from(e);
         self.write_err = Some(e.latched());
         e
+    }
+}
+
+/// Keeps `cx`'s waker in `slot` (no clone when the one there wakes the same task).
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -136,7 +144,7 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         let polled = self.sock.poll_read_buf(cx, &mut self.rbuf);
         if polled.is_pending() {
-            self.reader = Some(cx.waker().clone());
+            remember(&mut self.reader, cx);
         }
         match ready!(polled) {
             Ok(0) => {

@@ -683,3 +683,38 @@ fn a_borrowed_vectored_write_is_one_writev_of_the_callers_slices() {
     let calls = calls.lock().unwrap();
     assert_eq!(*calls, [vec![(head.as_ptr() as usize, 4), (body.as_ptr() as usize, 4)]]);
 }
+
+/// The framed flow frames a caller's borrowed slices and writes them straight
+/// to the socket too: a 16 MiB write over a Unix socket is partly taken (a
+/// frame cut mid-way goes out first, copied), every byte arrives in order.
+#[tokio::test]
+async fn a_borrowed_write_to_a_framed_unix_flow_is_partly_taken_and_completes() {
+    let dir = TempDir::new("borrowed-framed");
+    let (a, b) = unix_pair(&dir).await;
+    let (a, b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+    assert!(a.is_write_borrowed());
+    let data = payload(12, 16 << 20);
+    let (got, partial) = borrowed_exchange(a, b, &data).await;
+    assert!(partial, "a Unix socket buffer takes less than 16 MiB at once");
+    assert!(got == data[..], "every byte in order");
+}
+
+/// A borrowed framed write is one `writev` of header, slice, header, slice
+/// (the caller's own slices); a frame the socket cut is accepted whole, and
+/// its rest (copied) goes out before anything else.
+#[test]
+fn a_borrowed_framed_write_is_one_writev_and_a_cut_frame_is_finished_first() {
+    let calls = Calls::default();
+    let mut flow = RawFlow::new(Recording { room: 6, calls: calls.clone() }).into_framed(cfg());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let (head, body) = (b"head".to_vec(), b"body".to_vec());
+    let slices = [std::io::IoSlice::new(&head), std::io::IoSlice::new(b""), std::io::IoSlice::new(&body)];
+    let wrote = flow.poll_write_borrowed(&mut cx, &slices);
+    assert!(matches!(wrote, std::task::Poll::Ready(Ok(4))), "the cut first frame counts whole: {wrote:?}");
+    let calls = calls.lock().unwrap();
+    let first = &calls[0];
+    assert_eq!(first.iter().map(|c| c.1).collect::<Vec<_>>(), [4, 4, 4, 4], "header, head, header, body");
+    assert_eq!((first[1].0, first[3].0), (head.as_ptr() as usize, body.as_ptr() as usize), "the caller's slices");
+    assert_eq!(calls[1].len(), 1, "then the rest of the cut frame: {calls:?}");
+    assert_eq!(calls[1][0].1, 2, "two bytes of `head` were left");
+}

@@ -16,9 +16,10 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 ///
 /// It is conflux-flow's [`FlowIo`] under hyper's traits: reads copy the
 /// flow's owned chunks into hyper's buffer; a write costs at most one copy.
-/// A flow over a socket ([`Flow::is_write_borrowed`]: the raw `unix://`,
-/// `vsock://`, `fc-vsock://` flows, kernel `tcp://`) writes hyper's borrowed
-/// slices straight to it, a vectored write as one `writev`, with no copy.
+/// A flow over a socket ([`Flow::is_write_borrowed`]: the `unix://`,
+/// `vsock://`, `fc-vsock://` flows, raw or framed, and kernel `tcp://`)
+/// writes hyper's borrowed slices straight to it, a vectored write as one
+/// `writev`, with no copy.
 /// Any other flow gets one copy (one allocation, one owned buffer per slice,
 /// so [`Flow::poll_writev`] still sends them together); what it has not
 /// taken yet stays here and goes out before the next write, by a flush and
