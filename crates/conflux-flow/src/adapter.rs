@@ -13,15 +13,29 @@ use crate::{Flow, FlowError, Shutdown, bufs};
 /// tokio-rustls and tokio-util codecs run over it.
 ///
 /// Reading through [`AsyncBufRead`] hands out the flow's own buffers without
-/// copying; `AsyncRead` copies into the caller's buffer. Writes copy the
-/// caller's slice once into an owned buffer. `poll_shutdown` is the flow's
-/// `shutdown(Write)` (idempotent); `poll_flush` polls an empty write, which
-/// finishes a flush the flow still owes (and is `Ok` at once otherwise).
+/// copying; `AsyncRead` copies into the caller's buffer.
+///
+/// Writes cost at most one copy. A flow that writes borrowed slices straight
+/// to its socket ([`Flow::is_write_borrowed`]) gets the caller's slices as
+/// they are (no copy; a vectored write stays one `writev`) and the caller
+/// learns how much it took. Any other flow gets one copy of them (one
+/// allocation, one owned buffer per slice, so [`Flow::poll_writev`] can still
+/// send them together), and the whole write is reported written: what the
+/// flow has not taken yet stays here, is never copied again, and goes out
+/// before the next write, on `poll_flush` and on `poll_shutdown` (as with a
+/// `BufWriter`, flush before waiting for an answer; at most one write's
+/// bytes wait here).
+///
+/// `poll_shutdown` is the flow's `shutdown(Write)` (idempotent); `poll_flush`
+/// polls an empty write, which finishes a flush the flow still owes (and is
+/// `Ok` at once otherwise).
 #[derive(Debug)]
 pub struct FlowIo<F> {
     flow: F,
     /// Read but not yet consumed.
     rest: Bytes,
+    /// Reported written to the caller, not yet taken by the flow (in order).
+    unsent: Vec<Bytes>,
 }
 
 // Nothing here relies on `F` staying put: every flow method takes `&mut self`.
@@ -30,7 +44,7 @@ impl<F> Unpin for FlowIo<F> {}
 impl<F: Flow> FlowIo<F> {
     /// Wraps `flow`.
     pub fn new(flow: F) -> FlowIo<F> {
-        FlowIo { flow, rest: Bytes::new() }
+        FlowIo { flow, rest: Bytes::new(), unsent: Vec::new() }
     }
 
     /// The flow underneath.
@@ -39,18 +53,23 @@ impl<F: Flow> FlowIo<F> {
     }
 
     /// The flow underneath, mutably. Reading from it directly skips bytes
-    /// already buffered here.
+    /// already buffered here; writing to it directly overtakes bytes a write
+    /// left here (flush first).
     pub fn get_mut(&mut self) -> &mut F {
         &mut self.flow
     }
 
-    /// The flow and any bytes read from it but not yet consumed.
+    /// The flow and any bytes read from it but not yet consumed. Bytes a
+    /// write left here are dropped: flush first.
     pub fn into_parts(self) -> (F, Bytes) {
         (self.flow, self.rest)
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.rest.is_empty() {
+            // Let go of the spent chunk first: a flow reading into one growing
+            // buffer (a socket's) can then reuse its memory instead of allocating.
+            self.rest = Bytes::new();
             match ready!(self.flow.poll_read(cx)) {
                 Ok(Some(chunk)) => self.rest = chunk,
                 Ok(None) => {}
@@ -59,19 +78,78 @@ impl<F: Flow> FlowIo<F> {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// Copies what was read into `put` (which takes at most `room` bytes):
+    /// the body of `AsyncRead::poll_read` for any read-buffer type (hyper's
+    /// own too).
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<()>> {
+        if room == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_fill(cx))?;
+        let n = self.rest.len().min(room);
+        put(&self.rest[..n]);
+        self.rest.advance(n);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands whatever was reported written but not yet taken to the flow.
+    fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.unsent.is_empty() {
+            ready!(self.flow.poll_writev(cx, &mut self.unsent)).map_err(io::Error::from)?;
+            self.unsent.clear();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `slices`, in order: the body of `AsyncWrite::poll_write` and
+    /// `poll_write_vectored` (at most one copy, as described on [`FlowIo`]).
+    pub fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_unsent(cx))?;
+        if self.flow.is_write_borrowed() {
+            return self.flow.poll_write_borrowed(cx, slices).map_err(io::Error::from);
+        }
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut bufs = crate::flow::copy_slices(slices, total);
+        match self.flow.poll_writev(cx, &mut bufs) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(total)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            // The flow registered `cx` for the rest; the next write or a flush drives it.
+            Poll::Pending => {
+                bufs.retain(|b| !b.is_empty());
+                self.unsent = bufs;
+                Poll::Ready(Ok(total))
+            }
+        }
+    }
+
+    /// The body of `AsyncWrite::poll_flush`: what a write left here, then an
+    /// empty write, which finishes a flush the flow still owes.
+    pub fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_unsent(cx))?;
+        self.flow.poll_write(cx, &mut Bytes::new()).map_err(io::Error::from)
+    }
+
+    /// The body of `AsyncWrite::poll_shutdown`: what a write left here, then
+    /// the flow's `shutdown(Write)`.
+    pub fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_unsent(cx))?;
+        self.flow.poll_shutdown(cx, Shutdown::Write).map_err(io::Error::from)
+    }
 }
 
 impl<F: Flow> AsyncRead for FlowIo<F> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        ready!(this.poll_fill(cx))?;
-        let n = this.rest.len().min(buf.remaining());
-        buf.put_slice(&this.rest[..n]);
-        this.rest.advance(n);
-        Poll::Ready(Ok(()))
+        let room = buf.remaining();
+        self.get_mut().poll_read_with(cx, room, |b| buf.put_slice(b))
     }
 }
 
@@ -88,25 +166,9 @@ impl<F: Flow> AsyncBufRead for FlowIo<F> {
     }
 }
 
-impl<F: Flow> FlowIo<F> {
-    /// Offers `buf` to the flow; reports how much it accepted, pending only when nothing was.
-    fn offer(&mut self, cx: &mut Context<'_>, mut buf: Bytes) -> Poll<io::Result<usize>> {
-        let len = buf.len();
-        match self.flow.poll_write(cx, &mut buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(len)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Pending if buf.len() < len => Poll::Ready(Ok(len - buf.len())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 impl<F: Flow> AsyncWrite for FlowIo<F> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        self.get_mut().offer(cx, Bytes::copy_from_slice(buf))
+        self.get_mut().poll_write_slices(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -114,29 +176,22 @@ impl<F: Flow> AsyncWrite for FlowIo<F> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if total == 0 {
-            return Poll::Ready(Ok(0));
-        }
-        let mut joined = BytesMut::with_capacity(total);
-        for b in bufs {
-            joined.extend_from_slice(b);
-        }
-        self.get_mut().offer(cx, joined.freeze())
+        self.get_mut().poll_write_slices(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    /// Polls an empty write, which finishes any write the flow accepted but
-    /// has not flushed yet (a layered stream); for other flows it is `Ok` at once.
+    /// Writes what a write left here, then polls an empty write, which
+    /// finishes any write the flow accepted but has not flushed yet (a
+    /// layered stream); for other flows it is `Ok` at once.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().flow.poll_write(cx, &mut Bytes::new()).map_err(io::Error::from)
+        self.get_mut().poll_flush_all(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().flow.poll_shutdown(cx, Shutdown::Write).map_err(io::Error::from)
+        self.get_mut().poll_shutdown_write(cx)
     }
 }
 
@@ -358,5 +413,131 @@ where
         self.io = None;
         self.wake_pending_read();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Each `poll_writev` call's buffers, as (address, length).
+    type Calls = Arc<Mutex<Vec<Vec<(usize, usize)>>>>;
+
+    /// A flow that takes at most `room` bytes a call (then `Pending`) and
+    /// records each `poll_writev` call's buffers, by their addresses.
+    struct Recorder {
+        room: usize,
+        calls: Calls,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Flow for Recorder {
+        fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+            Poll::Ready(Ok(None))
+        }
+        fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+            self.poll_writev(cx, std::slice::from_mut(buf))
+        }
+        fn poll_writev(&mut self, _cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+            self.calls.lock().unwrap().push(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect());
+            let mut room = self.room;
+            for b in bufs.iter_mut() {
+                let n = b.len().min(room);
+                self.got.lock().unwrap().extend_from_slice(&b[..n]);
+                b.advance(n);
+                room -= n;
+            }
+            if bufs.iter().all(Bytes::is_empty) { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+        fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn recorder(room: usize) -> (Recorder, Calls, Arc<Mutex<Vec<u8>>>) {
+        let (calls, got) = (Calls::default(), Arc::default());
+        (Recorder { room, calls: calls.clone(), got: Arc::clone(&got) }, calls, got)
+    }
+
+    /// A vectored write reaches a copying flow as one `poll_writev` of one
+    /// buffer per slice, in one allocation; what the flow could not take yet
+    /// is offered again from where it stopped (never copied again), before
+    /// the next write's bytes, and a flush finishes it.
+    #[test]
+    fn a_vectored_write_is_one_writev_and_each_byte_is_copied_once() {
+        let (flow, calls, got) = recorder(5);
+        let mut io = FlowIo::new(flow);
+        let mut cx = Context::from_waker(Waker::noop());
+        let slices = [IoSlice::new(b"head"), IoSlice::new(b""), IoSlice::new(b"body-bytes")];
+        let wrote = Pin::new(&mut io).poll_write_vectored(&mut cx, &slices);
+        assert!(matches!(wrote, Poll::Ready(Ok(14))), "{wrote:?}");
+        {
+            let calls = calls.lock().unwrap();
+            assert_eq!(calls.len(), 1, "one writev");
+            let first = &calls[0];
+            assert_eq!(first.iter().map(|c| c.1).collect::<Vec<_>>(), [4, 10], "one buffer per non-empty slice");
+            assert_eq!(first[0].0 + 4, first[1].0, "one allocation, cut in two");
+        }
+        // The next write first finishes the previous one (from where it stopped).
+        assert!(Pin::new(&mut io).poll_write(&mut cx, b"next").is_pending());
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        {
+            let calls = calls.lock().unwrap();
+            let (ptr, len) = calls[1][0];
+            assert_eq!((ptr, len), (calls[0][1].0 + 1, 9), "the rest of the same buffer, not a copy");
+        }
+        assert!(matches!(Pin::new(&mut io).poll_write(&mut cx, b"next"), Poll::Ready(Ok(4))));
+        while Pin::new(&mut io).poll_flush(&mut cx).is_pending() {}
+        assert_eq!(&got.lock().unwrap()[..], b"headbody-bytesnext");
+    }
+
+    /// hyper-style callers offer what a write did not take again: a flow
+    /// taking 4 KiB a call gets 1 MiB in 256 offers of the same one copy
+    /// (before, each offer copied the whole rest: 128 MiB of copies).
+    #[test]
+    fn a_large_write_is_copied_once_however_often_the_flow_takes_a_little() {
+        let (flow, calls, got) = recorder(4096);
+        let mut io = FlowIo::new(flow);
+        let mut cx = Context::from_waker(Waker::noop());
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let mut at = 0;
+        while at < data.len() {
+            match Pin::new(&mut io).poll_write(&mut cx, &data[at..]) {
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => panic!("{e}"),
+                Poll::Pending => {}
+            }
+        }
+        while Pin::new(&mut io).poll_flush(&mut cx).is_pending() {}
+        assert_eq!(*got.lock().unwrap(), data);
+        let calls = calls.lock().unwrap();
+        let base = calls[0][0].0;
+        for (i, call) in calls.iter().filter(|c| !c.is_empty() && c[0].1 > 0).enumerate() {
+            assert_eq!(call[0].0, base + i * 4096, "offer {i} is the same copy, further on");
+        }
+    }
+
+    /// The default `poll_write_borrowed` (a copying flow): reports what the
+    /// flow took (a part), `Pending` when it took nothing, 0 for no bytes.
+    #[test]
+    fn the_default_borrowed_write_reports_a_partial_take() {
+        let (mut flow, calls, got) = recorder(3);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(!flow.is_write_borrowed());
+        let slices = [IoSlice::new(b"ab"), IoSlice::new(b"cdef")];
+        assert!(matches!(flow.poll_write_borrowed(&mut cx, &slices), Poll::Ready(Ok(3))));
+        assert_eq!(calls.lock().unwrap()[0].len(), 2, "one writev of both slices");
+        assert!(matches!(
+            flow.poll_write_borrowed(&mut cx, &[IoSlice::new(b""), IoSlice::new(b"")]),
+            Poll::Ready(Ok(0))
+        ));
+        flow.room = 0;
+        assert!(flow.poll_write_borrowed(&mut cx, &[IoSlice::new(b"def")]).is_pending());
+        assert_eq!(&got.lock().unwrap()[..], b"abc");
     }
 }

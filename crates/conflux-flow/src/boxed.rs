@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::io::IoSlice;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -99,6 +100,12 @@ impl Flow for BoxFlow {
     }
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
         (*self.inner).poll_writev(cx, bufs)
+    }
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        (*self.inner).poll_write_borrowed(cx, bufs)
+    }
+    fn is_write_borrowed(&self) -> bool {
+        (*self.inner).is_write_borrowed()
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         (*self.inner).poll_shutdown(cx, how)

@@ -1,6 +1,6 @@
-//! Helpers for flows that hand a `&mut [Bytes]` of pending writes to a
-//! vectored socket write: gather the non-empty buffers, then advance past what
-//! the socket took.
+//! Helpers for flows that hand a `&mut [Bytes]` of pending writes (or a
+//! caller's borrowed slices) to a vectored socket write: gather the non-empty
+//! buffers, then advance past what the socket took.
 
 use std::io::IoSlice;
 
@@ -16,6 +16,19 @@ pub fn gather<'a>(bufs: &'a [Bytes], out: &mut [IoSlice<'a>]) -> usize {
     let mut n = 0;
     for (slot, b) in out.iter_mut().zip(bufs.iter().filter(|b| !b.is_empty())) {
         *slot = IoSlice::new(b);
+        n += 1;
+    }
+    n
+}
+
+/// As [`gather`] for borrowed slices (a [`poll_write_borrowed`] caller's):
+/// fills `out` with the non-empty ones, in order, and returns how many.
+///
+/// [`poll_write_borrowed`]: crate::Flow::poll_write_borrowed
+pub fn gather_slices<'a>(bufs: &[IoSlice<'a>], out: &mut [IoSlice<'a>]) -> usize {
+    let mut n = 0;
+    for (slot, b) in out.iter_mut().zip(bufs.iter().filter(|b| !b.is_empty())) {
+        *slot = *b;
         n += 1;
     }
     n
@@ -49,5 +62,16 @@ mod tests {
         assert_eq!(bufs, [Bytes::new(), Bytes::new(), Bytes::from_static(b"de")]);
         let mut one = [IoSlice::new(&[])];
         assert_eq!(gather(&bufs, &mut one), 1, "no more than out holds");
+    }
+
+    #[test]
+    fn gather_slices_skips_empty_slices() {
+        let bufs = [IoSlice::new(b""), IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"c")];
+        let mut out = [IoSlice::new(&[]); 4];
+        let n = gather_slices(&bufs, &mut out);
+        assert_eq!(n, 2);
+        assert_eq!((&*out[0], &*out[1]), (&b"ab"[..], &b"c"[..]));
+        let mut one = [IoSlice::new(&[])];
+        assert_eq!(gather_slices(&bufs, &mut one), 1, "no more than out holds");
     }
 }

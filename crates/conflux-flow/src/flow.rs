@@ -1,10 +1,11 @@
 //! The core `Flow` trait (poll-based, dyn-compatible) and its async sugar.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::FlowError;
 
@@ -59,6 +60,11 @@ impl Shutdown {
 ///   separate wakers for the two directions (as tokio's `AsyncRead`/`AsyncWrite`
 ///   pairs do), which is what [`split`](FlowExt::split) relies on.
 /// - Reads are cancel-safe: a `Pending` read loses nothing.
+/// - [`poll_write_borrowed`](Flow::poll_write_borrowed) writes from the
+///   caller's borrowed slices (hyper and tokio callers hold `&[u8]`): a flow
+///   over a socket writes them straight to it (one `writev`, no copy) and says
+///   so with [`is_write_borrowed`](Flow::is_write_borrowed); the default
+///   copies them once into owned buffers for [`poll_writev`](Flow::poll_writev).
 pub trait Flow: Send + 'static {
     /// Polls for the next chunk of data: `Some(bytes)` (never empty) or `None` at Eof.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>>;
@@ -80,6 +86,45 @@ pub trait Flow: Send + 'static {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes from borrowed slices, in order, as tokio's
+    /// `poll_write_vectored` does: `Ready(Ok(n))` once the flow accepted the
+    /// first `n` bytes (`n > 0` unless every slice is empty), `Pending` (with
+    /// `cx` registered) while it accepts none. What was not accepted is the
+    /// caller's to offer again. As with [`poll_write`](Flow::poll_write),
+    /// accepted bytes may still owe a flush, which an empty
+    /// [`poll_write`](Flow::poll_write) finishes.
+    ///
+    /// The default copies the slices into one allocation (one owned buffer
+    /// per slice, so a vectored flow still sends them in one `writev`) and
+    /// hands them to [`poll_writev`](Flow::poll_writev), reporting what it
+    /// took; the copy of what it did not take is dropped, so a caller that
+    /// offers a large buffer again and again to such a flow copies its rest
+    /// each time: callers with large writes check
+    /// [`is_write_borrowed`](Flow::is_write_borrowed) and otherwise copy once
+    /// and keep the rest themselves (as [`FlowIo`](crate::FlowIo) does).
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut owned = copy_slices(bufs, total);
+        let polled = self.poll_writev(cx, &mut owned);
+        let left: usize = owned.iter().map(Bytes::len).sum();
+        match polled {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(total)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if left < total => Poll::Ready(Ok(total - left)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// True when [`poll_write_borrowed`](Flow::poll_write_borrowed) writes the
+    /// caller's slices without copying them (a flow over a socket); the
+    /// default is `false` (it copies).
+    fn is_write_borrowed(&self) -> bool {
+        false
+    }
+
     /// Shuts one or both directions. Idempotent.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>>;
 
@@ -94,6 +139,20 @@ pub trait Flow: Send + 'static {
     }
 }
 
+/// `bufs` (`total` bytes in all) copied into one allocation, one owned buffer
+/// per non-empty slice.
+pub(crate) fn copy_slices(bufs: &[IoSlice<'_>], total: usize) -> Vec<Bytes> {
+    if let [one] = bufs {
+        return vec![Bytes::copy_from_slice(one)];
+    }
+    let mut joined = BytesMut::with_capacity(total);
+    for b in bufs {
+        joined.extend_from_slice(b);
+    }
+    let mut joined = joined.freeze();
+    bufs.iter().filter(|b| !b.is_empty()).map(|b| joined.split_to(b.len())).collect()
+}
+
 impl<F: Flow + ?Sized> Flow for Box<F> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         (**self).poll_read(cx)
@@ -103,6 +162,12 @@ impl<F: Flow + ?Sized> Flow for Box<F> {
     }
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
         (**self).poll_writev(cx, bufs)
+    }
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        (**self).poll_write_borrowed(cx, bufs)
+    }
+    fn is_write_borrowed(&self) -> bool {
+        (**self).is_write_borrowed()
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         (**self).poll_shutdown(cx, how)

@@ -378,6 +378,22 @@ impl Encoder {
         taken
     }
 
+    /// The most payload bytes a frame carries.
+    pub(crate) fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Queues (a copy of) the rest of a data frame of `payload` whose first
+    /// `sent` bytes, header included, a vectored write already took.
+    pub(crate) fn push_partial_data(&mut self, payload: &[u8], sent: usize) {
+        let header_sent = sent.min(Header::LEN);
+        let payload_sent = (sent - header_sent).min(payload.len());
+        let rest = Bytes::copy_from_slice(&payload[payload_sent..]);
+        self.queued += Header::LEN - header_sent + rest.len();
+        let header = Header::Data(payload.len() as u32).to_bytes();
+        self.queue.push_back(OutFrame { header, header_sent: header_sent as u8, payload: rest });
+    }
+
     /// Queues a marker (or any header without payload).
     pub fn push_marker(&mut self, header: Header) {
         self.queue.push_back(OutFrame { header: header.to_bytes(), header_sent: 0, payload: Bytes::new() });

@@ -3,14 +3,14 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
 use tokio::time::Sleep;
 
-use crate::codec::Encoder;
+use crate::codec::{Encoder, Header};
 use crate::endpoint::{Endpoint, FramingConfig, ReadEvent};
 use crate::family::Socket;
 use crate::raw::{MAX_IOV, READ_CHUNK};
@@ -129,6 +129,22 @@ impl<S: Socket> FramedFlow<S> {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// The writer's flush: `Pending` marks the writer as waiting (other
+    /// paths then leave the write side alone) with its waker.
+    fn poll_flush_writer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        match self.poll_flush(cx) {
+            Poll::Pending => {
+                self.writer_waiting = true;
+                self.writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                self.writer_waiting = false;
+                Poll::Ready(r.map_err(FlowError::from))
+            }
+        }
     }
 
     /// Flushes markers from a path other than the writer's, unless a writer waits
@@ -298,6 +314,90 @@ impl<S: Socket> Flow for FramedFlow<S> {
                 }
             }
         }
+    }
+
+    /// Frames the caller's borrowed slices (a frame never spans two slices)
+    /// and writes headers and slices with one `writev` straight to the
+    /// socket, once the frames of earlier writes are out. A frame the socket
+    /// took only part of is copied into the queue (at most one frame) and
+    /// counts as accepted; it goes out before anything else.
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        self.ep.write_allowed()?;
+        self.queue_markers();
+        if !self.enc.is_empty() {
+            ready!(self.poll_flush_writer(cx))?;
+            self.ep.write_allowed()?;
+        }
+        let max = self.enc.max_frame_len();
+        let mut headers = [[0u8; Header::LEN]; MAX_IOV / 2];
+        // Each frame's payload: (slice, offset, length).
+        let mut frames = [(0usize, 0usize, 0usize); MAX_IOV / 2];
+        let (mut count, mut budget) = (0, WRITE_BUDGET);
+        'slices: for (i, b) in bufs.iter().enumerate() {
+            let mut at = 0;
+            while at < b.len() {
+                if count == frames.len() || budget == 0 {
+                    break 'slices;
+                }
+                let n = (b.len() - at).min(max).min(budget);
+                headers[count] = Header::Data(n as u32).to_bytes();
+                frames[count] = (i, at, n);
+                count += 1;
+                at += n;
+                budget -= n;
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
+            slices[2 * k] = IoSlice::new(&headers[k]);
+            slices[2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
+        }
+        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed().into())) };
+        let wrote = match sock.poll_writev(cx, &slices[..2 * count]) {
+            Poll::Pending => {
+                self.writer_waiting = true;
+                self.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(0)) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e.into()));
+            }
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e.into()));
+            }
+            Poll::Ready(Ok(w)) => w,
+        };
+        self.writer_waiting = false;
+        let (mut left, mut accepted) = (wrote, 0);
+        for &(i, at, n) in &frames[..count] {
+            if left >= Header::LEN + n {
+                left -= Header::LEN + n;
+                accepted += n;
+                continue;
+            }
+            if left > 0 {
+                // Cut mid-frame: the rest must follow before any other byte.
+                self.enc.push_partial_data(&bufs[i][at..at + n], left);
+                accepted += n;
+                // Sent now, or by the next write or flush (an empty write
+                // finds the queue and this writer's registration).
+                if let Poll::Ready(Err(e)) = self.poll_flush_writer(cx) {
+                    tracing::trace!(error = %e, "flushing the rest of a cut frame");
+                }
+            }
+            break;
+        }
+        Poll::Ready(Ok(accepted))
+    }
+
+    fn is_write_borrowed(&self) -> bool {
+        true
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {

@@ -87,10 +87,38 @@ impl<S: Socket> RawFlow<S> {
         }
     }
 
+    /// One vectored write of `slices` (non-empty, at most `MAX_IOV`): how
+    /// many bytes the socket took (at least one).
+    fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        if let Some(e) = &self.write_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.write_shut || self.closed {
+            return Poll::Ready(Err(FlowError::closed()));
+        }
+        let polled = self.sock.poll_writev(cx, slices);
+        if polled.is_pending() {
+            remember(&mut self.writer, cx);
+        }
+        Poll::Ready(match ready!(polled) {
+            Ok(0) => Err(self.fail_write(io::ErrorKind::WriteZero.into())),
+            Ok(w) => Ok(w),
+            Err(e) => Err(self.fail_write(e)),
+        })
+    }
+
     fn fail_write(&mut self, e: io::Error) -> FlowError {
         let e = FlowError::from(e);
         self.write_err = Some(e.latched());
         e
+    }
+}
+
+/// Keeps `cx`'s waker in `slot` (no clone when the one there wakes the same task).
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -116,7 +144,7 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
         let polled = self.sock.poll_read_buf(cx, &mut self.rbuf);
         if polled.is_pending() {
-            self.reader = Some(cx.waker().clone());
+            remember(&mut self.reader, cx);
         }
         match ready!(polled) {
             Ok(0) => {
@@ -140,27 +168,27 @@ impl<S: Socket> Flow for RawFlow<S> {
         if bufs.iter().all(Bytes::is_empty) {
             return Poll::Ready(Ok(()));
         }
-        if let Some(e) = &self.write_err {
-            return Poll::Ready(Err(e.latched()));
-        }
-        if self.write_shut || self.closed {
-            return Poll::Ready(Err(FlowError::closed()));
-        }
         while let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let n = bufs::gather(&bufs[first..], &mut slices);
-            let polled = self.sock.poll_writev(cx, &slices[..n]);
-            if polled.is_pending() {
-                self.writer = Some(cx.waker().clone());
-            }
-            let wrote = match ready!(polled) {
-                Ok(0) => return Poll::Ready(Err(self.fail_write(io::ErrorKind::WriteZero.into()))),
-                Ok(w) => w,
-                Err(e) => return Poll::Ready(Err(self.fail_write(e))),
-            };
+            let wrote = ready!(self.poll_write_slices(cx, &slices[..n]))?;
             bufs::advance(&mut bufs[first..], wrote);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// One `writev` of the caller's slices, straight to the socket.
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = bufs::gather_slices(bufs, &mut slices);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        self.poll_write_slices(cx, &slices[..n])
+    }
+
+    fn is_write_borrowed(&self) -> bool {
+        true
     }
 
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {

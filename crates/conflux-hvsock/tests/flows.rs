@@ -589,3 +589,132 @@ async fn vsock_smoke_without_a_peer() {
     assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "CLOEXEC");
     assert_ne!(flags & libc::O_NONBLOCK as u32, 0, "non-blocking");
 }
+
+/// Writes `data` through `poll_write_borrowed` (hyper's way: offer the rest
+/// again after a partial take) while `reader` reads it all; returns what was
+/// read and whether some write was only partly taken.
+async fn borrowed_exchange<F: Flow>(mut writer: F, mut reader: F, data: &[u8]) -> (Vec<u8>, bool) {
+    let write = async move {
+        let (mut at, mut partial) = (0, false);
+        while at < data.len() {
+            let half = (data.len() - at) / 2;
+            let slices = [std::io::IoSlice::new(&data[at..at + half]), std::io::IoSlice::new(&data[at + half..])];
+            let n = std::future::poll_fn(|cx| writer.poll_write_borrowed(cx, &slices)).await.unwrap();
+            assert!(n > 0, "a ready borrowed write takes something");
+            partial |= n < data.len() - at;
+            at += n;
+        }
+        writer.shutdown(Shutdown::Write).await.unwrap();
+        partial
+    };
+    let (partial, got) = within("borrowed writes", TIMEOUT, async { tokio::join!(write, reader.read_to_end()) }).await;
+    (got.unwrap(), partial)
+}
+
+/// The raw flow writes a caller's borrowed slices straight to the socket:
+/// a 16 MiB write over a Unix socket is partly taken (the socket buffer is
+/// smaller), the rest offered again, and every byte arrives in order.
+#[tokio::test]
+async fn a_borrowed_write_to_a_raw_unix_flow_is_partly_taken_and_completes() {
+    let dir = TempDir::new("borrowed");
+    let (a, b) = unix_pair(&dir).await;
+    assert!(a.is_write_borrowed());
+    let data = payload(11, 16 << 20);
+    let (got, partial) = borrowed_exchange(a, b, &data).await;
+    assert!(partial, "a Unix socket buffer takes less than 16 MiB at once");
+    assert!(got == data[..], "every byte in order");
+}
+
+/// Each `poll_writev` call's slices, as (address, length).
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<Vec<(usize, usize)>>>>;
+
+/// A socket that records each `poll_writev` call's slices and takes at most
+/// `room` bytes a call.
+struct Recording {
+    room: usize,
+    calls: Calls,
+}
+
+impl Socket for Recording {
+    type Addr = UnixAddr;
+    fn poll_read_buf(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut bytes::BytesMut,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(0))
+    }
+    fn poll_writev(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.calls.lock().unwrap().push(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect());
+        std::task::Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum::<usize>().min(self.room)))
+    }
+    fn shutdown_read(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn close(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn local_addr(&self) -> std::io::Result<UnixAddr> {
+        Ok(UnixAddr::unnamed())
+    }
+    fn peer_addr(&self) -> std::io::Result<UnixAddr> {
+        Ok(UnixAddr::unnamed())
+    }
+}
+
+/// A borrowed vectored write is one `writev` of the caller's own non-empty
+/// slices (no copy), and a partial take is reported as such.
+#[test]
+fn a_borrowed_vectored_write_is_one_writev_of_the_callers_slices() {
+    let calls = Calls::default();
+    let mut flow = RawFlow::new(Recording { room: 6, calls: calls.clone() });
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let (head, body) = (b"head".to_vec(), b"body".to_vec());
+    let slices = [std::io::IoSlice::new(&head), std::io::IoSlice::new(b""), std::io::IoSlice::new(&body)];
+    let wrote = flow.poll_write_borrowed(&mut cx, &slices);
+    assert!(matches!(wrote, std::task::Poll::Ready(Ok(6))), "partly taken: {wrote:?}");
+    let calls = calls.lock().unwrap();
+    assert_eq!(*calls, [vec![(head.as_ptr() as usize, 4), (body.as_ptr() as usize, 4)]]);
+}
+
+/// The framed flow frames a caller's borrowed slices and writes them straight
+/// to the socket too: a 16 MiB write over a Unix socket is partly taken (a
+/// frame cut mid-way goes out first, copied), every byte arrives in order.
+#[tokio::test]
+async fn a_borrowed_write_to_a_framed_unix_flow_is_partly_taken_and_completes() {
+    let dir = TempDir::new("borrowed-framed");
+    let (a, b) = unix_pair(&dir).await;
+    let (a, b) = (a.into_framed(cfg()), b.into_framed(cfg()));
+    assert!(a.is_write_borrowed());
+    let data = payload(12, 16 << 20);
+    let (got, partial) = borrowed_exchange(a, b, &data).await;
+    assert!(partial, "a Unix socket buffer takes less than 16 MiB at once");
+    assert!(got == data[..], "every byte in order");
+}
+
+/// A borrowed framed write is one `writev` of header, slice, header, slice
+/// (the caller's own slices); a frame the socket cut is accepted whole, and
+/// its rest (copied) goes out before anything else.
+#[test]
+fn a_borrowed_framed_write_is_one_writev_and_a_cut_frame_is_finished_first() {
+    let calls = Calls::default();
+    let mut flow = RawFlow::new(Recording { room: 6, calls: calls.clone() }).into_framed(cfg());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let (head, body) = (b"head".to_vec(), b"body".to_vec());
+    let slices = [std::io::IoSlice::new(&head), std::io::IoSlice::new(b""), std::io::IoSlice::new(&body)];
+    let wrote = flow.poll_write_borrowed(&mut cx, &slices);
+    assert!(matches!(wrote, std::task::Poll::Ready(Ok(4))), "the cut first frame counts whole: {wrote:?}");
+    let calls = calls.lock().unwrap();
+    let first = &calls[0];
+    assert_eq!(first.iter().map(|c| c.1).collect::<Vec<_>>(), [4, 4, 4, 4], "header, head, header, body");
+    assert_eq!((first[1].0, first[3].0), (head.as_ptr() as usize, body.as_ptr() as usize), "the caller's slices");
+    assert_eq!(calls[1].len(), 1, "then the rest of the cut frame: {calls:?}");
+    assert_eq!(calls[1][0].1, 2, "two bytes of `head` were left");
+}

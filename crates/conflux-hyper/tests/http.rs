@@ -266,6 +266,38 @@ async fn over_tls_framed_by_authority() {
     over_tls("&framing=shutdown").await;
 }
 
+/// HTTP/2 over `tls://` by URI alone: a listener on
+/// `tls-listen://..?alpn=h2,http/1.1` and a connector whose endpoints say
+/// `alpn=h2,http/1.1` agree on `h2`, so hyper-util's pooled client speaks
+/// HTTP/2 (one connection for every request of the suite); a client that
+/// offers only `http/1.1` gets HTTP/1.1 from the same listener.
+#[tokio::test]
+async fn h2_over_tls_by_alpn_in_the_uri() {
+    let dir = conflux_testkit::TempDir::new("hyper-h2");
+    let d = dir.path().display();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("k.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let registry = registry();
+    let listen = format!("tls-listen://127.0.0.1:0?cert={d}/c.pem&key={d}/k.pem&alpn=h2,http/1.1");
+    let (uri, accepted, task) = serve(registry.listen(&listen.parse().unwrap()).await.unwrap());
+    assert!(uri.to_string().contains("alpn=h2,http/1.1"), "the local URI offers the same: {uri}");
+    let port = uri.to_string().split('?').next().unwrap().rsplit(':').next().unwrap().to_string();
+    let base = format!("https://127.0.0.1:{port}");
+    let version = |alpn: &str| {
+        let connector = Connector::by_authority(registry.clone(), &format!("ca={d}/c.pem&alpn={alpn}"));
+        let client: Client<Connector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let req = hyper::Request::get(format!("{base}/hello")).body(Full::default()).unwrap();
+        async move { tokio::time::timeout(LIMIT, client.request(req)).await.unwrap().unwrap().version() }
+    };
+    assert_eq!(version("h2,http/1.1").await, hyper::Version::HTTP_2, "ALPN agreed on h2");
+    assert_eq!(version("http/1.1").await, hyper::Version::HTTP_11, "a client offering http/1.1 only");
+    accepted.store(0, Ordering::SeqCst);
+    let connector = Connector::by_authority(registry, &format!("ca={d}/c.pem&alpn=h2,http/1.1"));
+    tokio::time::timeout(LIMIT, suite(connector, &base, &accepted)).await.unwrap();
+    task.abort();
+}
+
 /// HTTP/2 over `tls://`: the server's TLS config offers `h2` by ALPN, the
 /// client's config (in the connector's context) too; the handshake picks
 /// `h2`, the connector says so, and hyper-util's client speaks HTTP/2 on

@@ -268,6 +268,10 @@ impl Protocol for Tls {
 /// `framing=`) apply to that stream under TLS, and its binding refuses those
 /// it does not use.
 ///
+/// `?alpn=h2,http/1.1` makes the client offer those protocols by ALPN
+/// (whichever config it uses, the caller's too); [`TlsFlow::alpn_protocol`]
+/// says which one the handshake agreed on.
+///
 /// Roots: `?ca=PATH` (PEM, one or more certificates) is loaded when the
 /// context is made, into a config trusting exactly those roots (plus the
 /// webpki roots with the `tls-webpki-roots` feature); an unreadable file, or
@@ -290,7 +294,7 @@ pub fn register_tls(registry: &Registry, options: RegisterOptions) -> (Key<TlsEn
 fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakRegistry) -> Result<Ctx, FromUriError> {
     let t = TlsKeys::get();
     check_modifiers(uri, "tls", &["connect_timeout", "keepalive", "framing"])?;
-    let Target::Tls { host, port, sni, ca, cert, key: cert_key, over } = uri.target() else { return Ok(ctx) };
+    let Target::Tls { host, port, sni, ca, cert, key: cert_key, alpn, over } = uri.target() else { return Ok(ctx) };
     let client_cert = match (cert, cert_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         (None, None) => None,
@@ -307,6 +311,8 @@ fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakReg
         (None, Some(cc)) => Some(client_config(default_roots(), Some(cc))?),
         (None, None) => default_config(),
     };
+    let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let config = config.map(|c| with_alpn(c, &alpn));
     if let Some(config) = config {
         ctx = ctx.add(&t.config, config);
     }
@@ -316,8 +322,19 @@ fn tls_endpoints(uri: &Uri, ctx: Ctx, key: &Key<TlsEndpoint>, registry: &WeakReg
         Host::Any => None,
     });
     Ok(ctx.fold(key, (req(&t.config), opt(&t.server_name)), move |(config, name)| {
-        TlsEndpoint::new(config, &name.or_else(|| default_name.clone())?, over.clone())
+        TlsEndpoint::new(with_alpn(config, &alpn), &name.or_else(|| default_name.clone())?, over.clone())
     }))
+}
+
+/// `config` offering the protocols of `alpn=` (a copy, unless it offers
+/// them already or the URI names none: then the caller's config as it is).
+fn with_alpn(config: Arc<ClientConfig>, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+    if alpn.is_empty() || config.alpn_protocols == alpn {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.alpn_protocols = alpn.to_vec();
+    Arc::new(config)
 }
 
 fn missing(param: &str, why: &str) -> UriError {

@@ -125,7 +125,16 @@ fn tls(extra: &'static str) -> ListenDial {
     .dialling(|local, dir| {
         let Target::Tls { host, port, .. } = local.target() else { panic!("{local}") };
         let ca = Some(dir.path().join("cert.pem"));
-        let target = Target::Tls { host: host.clone(), port: *port, sni: None, ca, cert: None, key: None, over: None };
+        let target = Target::Tls {
+            host: host.clone(),
+            port: *port,
+            sni: None,
+            ca,
+            cert: None,
+            key: None,
+            alpn: Vec::new(),
+            over: None,
+        };
         Uri::new(target).with_options(*local.options())
     });
     write_cert(f.dir.path());

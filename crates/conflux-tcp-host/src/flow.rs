@@ -366,6 +366,36 @@ impl Flow for HostFlow {
         self.poll_writev_inner(cx, bufs)
     }
 
+    /// One `write`/`writev` of the caller's slices, straight to the socket.
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        self.finish_nodelay();
+        let mut slices = [IoSlice::new(&[]); bufs::MAX_IOV];
+        let n = bufs::gather_slices(bufs, &mut slices);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let io = self.write_gate()?.clone();
+        loop {
+            let ready = io.poll_write_ready(cx);
+            if ready.is_pending() {
+                remember(&mut self.write_waker, cx);
+            }
+            if let Err(e) = ready!(ready) {
+                return self.write_error(e).map_ok(|()| 0);
+            }
+            let res = if n == 1 { io.try_write(&slices[0]) } else { io.try_write_vectored(&slices[..n]) };
+            match res {
+                Ok(wrote) => return Poll::Ready(Ok(wrote)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return self.write_error(e).map_ok(|()| 0),
+            }
+        }
+    }
+
+    fn is_write_borrowed(&self) -> bool {
+        true
+    }
+
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         if how.writes() && !self.write_shut {
             self.write_shut = true;

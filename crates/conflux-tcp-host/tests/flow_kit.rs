@@ -1,4 +1,5 @@
-//! The flow conformance kit over kernel TCP ([`HostFlow`]) on 127.0.0.1 and ::1.
+//! The flow conformance kit over kernel TCP ([`HostFlow`]) on 127.0.0.1 and
+//! ::1, and its borrowed-slice writes.
 //!
 //! Each pair is a connect to a fresh listener of the factory's own stack (the
 //! listener is stopped once the pair exists; established flows keep running),
@@ -55,3 +56,32 @@ impl FlowFactory for HostPairs {
 
 flow_conformance!(host_v4, HostPairs::new("127.0.0.1"));
 flow_conformance!(host_v6, HostPairs::new("::1"));
+
+/// A kernel TCP flow writes a caller's borrowed slices straight to the
+/// socket: a 16 MiB vectored write is partly taken (more than the socket
+/// buffers hold), the rest offered again, every byte arrives in order.
+#[tokio::test]
+async fn a_borrowed_write_is_partly_taken_and_completes() {
+    use conflux_flow::{Flow, FlowExt, Shutdown};
+    use conflux_testkit::{TIMEOUT, payload, within};
+
+    let (mut client, mut server) = HostPairs::new("127.0.0.1").pair().await.expect("a pair");
+    assert!(client.is_write_borrowed());
+    let data = payload(5, 16 << 20);
+    let write = async {
+        let (mut at, mut partial) = (0, false);
+        while at < data.len() {
+            let half = (data.len() - at) / 2;
+            let slices = [std::io::IoSlice::new(&data[at..at + half]), std::io::IoSlice::new(&data[at + half..])];
+            let n = std::future::poll_fn(|cx| client.poll_write_borrowed(cx, &slices)).await.expect("write");
+            assert!(n > 0, "a ready borrowed write takes something");
+            partial |= n < data.len() - at;
+            at += n;
+        }
+        client.shutdown(Shutdown::Write).await.expect("shutdown");
+        partial
+    };
+    let (partial, got) = within("borrowed writes", TIMEOUT, async { tokio::join!(write, server.read_to_end()) }).await;
+    assert!(partial, "the socket takes less than 16 MiB at once");
+    assert!(got.expect("read") == data[..], "every byte in order");
+}

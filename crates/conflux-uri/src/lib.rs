@@ -396,7 +396,7 @@ pub enum Target {
         /// Port.
         port: u16,
     },
-    /// `tls://host[:port]?sni=&ca=&cert=&key=&over=`.
+    /// `tls://host[:port]?sni=&ca=&cert=&key=&alpn=&over=`.
     Tls {
         /// Host.
         host: Host,
@@ -412,6 +412,9 @@ pub enum Target {
         cert: Option<PathBuf>,
         /// `key=PATH`: a PEM file of the private key of `cert`.
         key: Option<PathBuf>,
+        /// `alpn=h2,http/1.1`: the application protocols offered by ALPN, in
+        /// order of preference (empty: no ALPN).
+        alpn: Vec<String>,
         /// `over=URI`: the stream to run TLS over instead of tcp.
         over: Option<Box<Uri>>,
     },
@@ -605,6 +608,10 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                 let ca = q.take("ca").map(PathBuf::from);
                 let cert = q.take("cert").map(PathBuf::from);
                 let key = q.take("key").map(PathBuf::from);
+                let alpn = match q.take("alpn") {
+                    Some(v) => alpn_list(&v)?,
+                    None => Vec::new(),
+                };
                 let over = match q.take("over") {
                     Some(_) if depth >= MAX_OVER_DEPTH => return Err(UriError::too_deep()),
                     Some(v) => Some(Box::new(parse(&v, depth + 1).map_err(|e| match e.kind {
@@ -613,7 +620,7 @@ fn parse(s: &str, depth: usize) -> Result<Uri, UriError> {
                     })?)),
                     None => None,
                 };
-                Target::Tls { host, port, sni, ca, cert, key, over }
+                Target::Tls { host, port, sni, ca, cert, key, alpn, over }
             }
         }
         Scheme::Unix => {
@@ -758,6 +765,18 @@ impl UriError {
     fn in_query(self, key: &str) -> UriError {
         UriError::new(UriPart::Query, key, format!("`{}`: {}", self.value, self.reason))
     }
+}
+
+/// `alpn=h2,http/1.1`: protocol names (1 to 255 bytes each, no empty
+/// name), in order of preference.
+fn alpn_list(v: &str) -> Result<Vec<String>, UriError> {
+    v.split(',')
+        .map(|name| match name.len() {
+            0 => Err(UriError::new(UriPart::Query, "alpn", "an empty protocol name (`alpn=h2,http/1.1`)")),
+            1..=255 => Ok(name.to_string()),
+            _ => Err(UriError::new(UriPart::Query, "alpn", "a protocol name longer than 255 bytes")),
+        })
+        .collect()
 }
 
 fn no_path(path: &str) -> Result<(), UriError> {
@@ -969,7 +988,7 @@ impl fmt::Display for Uri {
                 print_host(f, host)?;
                 write!(f, ":{port}")?;
             }
-            Target::Tls { host, port, sni, ca, cert, key, over } => {
+            Target::Tls { host, port, sni, ca, cert, key, alpn, over } => {
                 f.write_str("//")?;
                 print_host(f, host)?;
                 if let Some(p) = port {
@@ -982,6 +1001,9 @@ impl fmt::Display for Uri {
                     if let Some(p) = path {
                         query.push((k, p.to_string_lossy().into_owned()));
                     }
+                }
+                if !alpn.is_empty() {
+                    query.push(("alpn", alpn.join(",")));
                 }
                 if let Some(o) = over {
                     query.push(("over", o.to_string()));

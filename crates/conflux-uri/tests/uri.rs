@@ -38,6 +38,8 @@ const EXAMPLES: &[&str] = &[
     "tls-listen://:8443?cert=/etc/tls/cert.pem&key=/etc/tls/key%20file.pem",
     "tls-listen://127.0.0.1:0?cert=/c.pem&key=/k.pem&ca=/clients.pem&over=unix-listen:///run/s.sock",
     "tls://a.test?cert=/c.pem&key=/k.pem",
+    "tls://a.test:8443?ca=/ca.pem&alpn=h2,http/1.1",
+    "tls-listen://:8443?cert=/c.pem&key=/k.pem&alpn=h2",
     "tcp://127.0.0.1:80?framing=shutdown&connect_timeout=1500ms&keepalive=30s,5s,3",
 ];
 
@@ -69,6 +71,23 @@ fn tls_cert_and_key_are_typed_paths() {
     assert_eq!(uri.to_string(), "tls-listen://:8443?ca=/etc/ca.pem&cert=/etc/c.pem&key=/etc/k.pem");
     let uri: Uri = "stdio:?framing=shutdown".parse().unwrap();
     assert_eq!(uri.options().framing, Some(conflux_uri::Framing::Shutdown));
+}
+
+#[test]
+fn tls_alpn_is_a_list_of_protocol_names() {
+    let uri: Uri = "tls://a.test?alpn=h2,http/1.1".parse().unwrap();
+    let Target::Tls { alpn, .. } = uri.target() else { panic!("{uri:?}") };
+    assert_eq!(alpn, &["h2", "http/1.1"]);
+    assert_eq!(uri.to_string(), "tls://a.test?alpn=h2,http/1.1");
+    let uri: Uri = "tls://a.test".parse().unwrap();
+    assert!(matches!(uri.target(), Target::Tls { alpn, .. } if alpn.is_empty()), "no alpn= offers none");
+    for bad in ["tls://a.test?alpn=", "tls://a.test?alpn=h2,,http/1.1", "tls://a.test?alpn=h2,"] {
+        let e = bad.parse::<Uri>().unwrap_err();
+        assert_eq!((e.part(), e.value()), (UriPart::Query, "alpn"), "{bad}: {e}");
+    }
+    let long = format!("tls://a.test?alpn={}", "x".repeat(256));
+    assert_eq!(long.parse::<Uri>().unwrap_err().part(), UriPart::Query);
+    assert!("tcp://a.test:1?alpn=h2".parse::<Uri>().is_err(), "alpn= is tls's only");
 }
 
 #[test]

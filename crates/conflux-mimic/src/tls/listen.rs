@@ -24,7 +24,7 @@ const MAX_HANDSHAKES: usize = 64;
 
 pub(super) async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result<Listener, ListenError> {
     check_listen_modifiers(&uri, "tls", &["keepalive", "framing"])?;
-    let Target::Tls { host, port, sni, ca, cert, key, over } = uri.target() else {
+    let Target::Tls { host, port, sni, ca, cert, key, alpn, over } = uri.target() else {
         return Err(
             UriError::new(UriPart::Scheme, uri.scheme().as_str(), "the tls listener listens on tls only").into()
         );
@@ -39,7 +39,7 @@ pub(super) async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result
     }
     let cert = cert.as_deref().ok_or_else(|| missing("cert", "a TLS listener needs `cert=PATH` (PEM)"))?;
     let key = key.as_deref().ok_or_else(|| missing("key", "a TLS listener needs `key=PATH` (PEM)"))?;
-    let config = server_config(cert, key, ca.as_deref())?;
+    let config = server_config(cert, key, ca.as_deref(), alpn)?;
     let lower = lower_uri(&uri, host, *port, over.as_deref());
     let registry = registry.upgrade().ok_or_else(|| UriError::new(UriPart::Scheme, "tls", "the registry is gone"))?;
     let inner = registry.listen_with(&lower, &ctx).await?;
@@ -51,6 +51,7 @@ pub(super) async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result
             ca: None,
             cert: None,
             key: None,
+            alpn: alpn.clone(),
             over: None,
         },
         _ => Target::Tls {
@@ -63,6 +64,7 @@ pub(super) async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result
             ca: None,
             cert: None,
             key: None,
+            alpn: alpn.clone(),
             over: Some(Box::new(inner.local_uri().clone())),
         },
     };
@@ -70,9 +72,15 @@ pub(super) async fn listen(registry: WeakRegistry, uri: Uri, ctx: Ctx) -> Result
     Ok(Listener::new(local, TlsAccepts { inner, config, handshakes: Vec::new(), inner_done: false }))
 }
 
-/// The server config of a listener: its certificate chain and key, and the
-/// clients' roots when `ca=` requires client certificates.
-fn server_config(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Arc<ServerConfig>, ListenError> {
+/// The server config of a listener: its certificate chain and key, the
+/// clients' roots when `ca=` requires client certificates, the protocols of
+/// `alpn=` (rustls picks the first of them the client offers).
+fn server_config(
+    cert: &Path,
+    key: &Path,
+    ca: Option<&Path>,
+    alpn: &[String],
+) -> Result<Arc<ServerConfig>, ListenError> {
     let file = |param: &str, path: &Path| {
         let what = format!("`{param}={}`", path.display());
         move |e| ListenError::io(&what, e)
@@ -95,7 +103,8 @@ fn server_config(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Arc<Serve
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(chain, private).map_err(|e| file("key", key)(invalid(e)))?;
+    let mut config = builder.with_single_cert(chain, private).map_err(|e| file("key", key)(invalid(e)))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }
 
