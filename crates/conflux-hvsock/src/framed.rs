@@ -134,17 +134,18 @@ impl<S: Socket> FramedFlow<S> {
     /// The writer's flush: `Pending` marks the writer as waiting (other
     /// paths then leave the write side alone) with its waker.
     fn poll_flush_writer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        match self.poll_flush(cx) {
-            Poll::Pending => {
-                self.writer_waiting = true;
-                self.writer = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                self.writer_waiting = false;
-                Poll::Ready(r.map_err(FlowError::from))
-            }
+        self.poll_flush_marking(cx).map_err(FlowError::from)
+    }
+
+    /// [`poll_flush`](Self::poll_flush), marking the writer as waiting
+    /// (with its waker) while it is `Pending`.
+    fn poll_flush_marking(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.poll_flush(cx);
+        self.writer_waiting = r.is_pending();
+        if r.is_pending() {
+            self.writer = Some(cx.waker().clone());
         }
+        r
     }
 
     /// Flushes markers from a path other than the writer's, unless a writer waits
@@ -415,23 +416,13 @@ impl<S: Socket> Flow for FramedFlow<S> {
             }
         }
         self.queue_markers();
-        match self.poll_flush(cx) {
-            Poll::Pending => {
-                self.writer_waiting = true;
-                self.writer = Some(cx.waker().clone());
-                Poll::Pending
+        match ready!(self.poll_flush_marking(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            // Nobody left to signal.
+            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::NotConnected) => {
+                Poll::Ready(Ok(()))
             }
-            Poll::Ready(r) => {
-                self.writer_waiting = false;
-                match r {
-                    Ok(()) => Poll::Ready(Ok(())),
-                    // Nobody left to signal.
-                    Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::NotConnected) => {
-                        Poll::Ready(Ok(()))
-                    }
-                    Err(e) => Poll::Ready(Err(e.into())),
-                }
-            }
+            Err(e) => Poll::Ready(Err(e.into())),
         }
     }
 

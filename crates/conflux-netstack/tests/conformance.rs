@@ -6,9 +6,8 @@ mod support;
 use std::sync::Mutex;
 
 use conflux_conformance::{Boxed, Caps, FlowFactory, PairFuture, flow_conformance};
-use conflux_flow::FlowError;
 use conflux_netstack::{LinkConfig, NetFlow, NetStack};
-use conflux_tcp::{ConnectOptions, TcpStack};
+use conflux_tcp::TcpStack;
 
 /// Makes a fresh pair of stacks per connected pair of flows.
 #[derive(Default)]
@@ -31,25 +30,7 @@ impl FlowFactory for NetFactory {
     }
 
     fn pair(&self) -> PairFuture<'_, NetFlow> {
-        Box::pin(async move {
-            let (a, b, _) = support::pair_with(self.link.unwrap_or(LinkConfig::ethernet()), |c| c);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let port = b
-                .listen(0, None, move |f| {
-                    let _ = tx.send(f);
-                    async {}
-                })
-                .map_err(FlowError::other)?
-                .port();
-            let client = a
-                .create_connection(support::addr(support::B4, port), ConnectOptions::new())
-                .await
-                .map_err(FlowError::other)?;
-            let server = rx.recv().await.ok_or_else(FlowError::closed)?;
-            b.unlisten(port);
-            self.stacks.lock().unwrap().extend([a, b]);
-            Ok((client, server))
-        })
+        Box::pin(support::flow_pair(self.link.unwrap_or(LinkConfig::ethernet()), &self.stacks))
     }
 
     fn open_resources(&self) -> Option<usize> {

@@ -249,19 +249,11 @@ mod tap {
         let err = conflux_netstack::in_netns("/nonexistent/ns/net".as_ref(), || Ok(())).expect_err("no such namespace");
         assert!(err.to_string().contains("/nonexistent/ns/net"), "{err}");
         rt().block_on(async {
-            let base = format!("cfx{:x}i", std::process::id());
-            let (ns, tap) = (format!("{base}n"), format!("{base}d"));
-            support::tapns::ip(&["netns", "add", &ns]).expect("ip netns add");
-            struct Gone(String);
-            impl Drop for Gone {
-                fn drop(&mut self) {
-                    let _ = support::tapns::ip(&["netns", "del", &self.0]);
-                }
-            }
-            let _gone = Gone(ns.clone());
+            let netns = conflux_testkit::Netns::create("i").expect("a test namespace");
+            let (ns, tap) = (netns.name().to_owned(), format!("{}d", netns.name()));
             let name = tap.clone();
             // Created and configured from inside: `ip` runs in the namespace too.
-            let dev = conflux_netstack::in_netns(format!("/run/netns/{ns}").as_ref(), move || {
+            let dev = conflux_netstack::in_netns(&netns.path(), move || {
                 let dev = conflux_netstack::TapDevice::open(&name, 1500)?;
                 for args in [
                     &["addr", "add", "10.78.0.1/24", "dev", name.as_str()][..],
@@ -439,11 +431,10 @@ mod tap {
             conflux_testkit::skip!(Ping, "ping is not on PATH");
         }
         rt().block_on(async {
-            let name = format!("cfx{:x}u", std::process::id());
-            let ns = TapNs { ns: format!("{name}n"), tap: name.clone() };
+            let ns = TapNs::empty().expect("a test namespace");
+            let name = ns.tap.clone();
             let dev = conflux_netstack::TunDevice::open(&name, 1500).expect("open the TUN");
             let ip = support::tapns::ip;
-            ip(&["netns", "add", &ns.ns]).expect("netns");
             ip(&["link", "set", "dev", &name, "netns", &ns.ns]).expect("move the TUN");
             ip(&["-n", &ns.ns, "addr", "add", "10.80.0.1/24", "dev", &name]).expect("address");
             ip(&["-n", &ns.ns, "link", "set", "dev", &name, "up"]).expect("up");

@@ -69,6 +69,8 @@ mod ra;
 mod resolv;
 mod stats;
 mod stream;
+#[cfg(test)]
+mod test_echo;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},

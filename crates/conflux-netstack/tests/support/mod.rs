@@ -9,7 +9,11 @@ pub mod tapns;
 
 use std::net::{IpAddr, SocketAddr};
 
-use conflux_netstack::{LinkConfig, LinkSwitch, NetStack, StackConfig, link_pair};
+use std::sync::Mutex;
+
+use conflux_flow::FlowError;
+use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, StackConfig, link_pair};
+use conflux_tcp::{ConnectOptions, TcpStack};
 
 pub const A4: &str = "10.0.0.1";
 pub const B4: &str = "10.0.0.2";
@@ -45,4 +49,24 @@ pub fn pair_with(link: LinkConfig, tweak: impl Fn(StackConfig) -> StackConfig) -
 /// Stacks A and B on a plain Ethernet link.
 pub fn pair() -> (NetStack, NetStack, LinkSwitch) {
     pair_with(LinkConfig::ethernet(), |c| c)
+}
+
+/// A connected pair of flows (client on A, server on B) between two fresh
+/// stacks over `link`; the stacks are kept in `keep` (a flow factory's, for
+/// its open-flow count).
+pub async fn flow_pair(link: LinkConfig, keep: &Mutex<Vec<NetStack>>) -> Result<(NetFlow, NetFlow), FlowError> {
+    let (a, b, _) = pair_with(link, |c| c);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let port = b
+        .listen(0, None, move |f| {
+            let _ = tx.send(f);
+            async {}
+        })
+        .map_err(FlowError::other)?
+        .port();
+    let client = a.create_connection(addr(B4, port), ConnectOptions::new()).await.map_err(FlowError::other)?;
+    let server = rx.recv().await.ok_or_else(FlowError::closed)?;
+    b.unlisten(port);
+    keep.lock().unwrap().extend([a, b]);
+    Ok((client, server))
 }

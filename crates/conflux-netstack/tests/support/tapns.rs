@@ -3,8 +3,7 @@
 //! (10.78.0.1/24, fd78::1/64), our stack is on the other side (10.78.0.2,
 //! fd78::2). Kernel-side peers run under `ip netns exec`.
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 
 use conflux_netstack::{FrameDevice, NetStack, Pcap, StackConfig, TapDevice};
 
@@ -13,24 +12,26 @@ pub const KERNEL6: &str = "fd78::1";
 pub const OURS4: &str = "10.78.0.2";
 pub const OURS6: &str = "fd78::2";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
+/// Runs `ip ARGS` (testkit's).
 pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
+    conflux_testkit::ip(args)
 }
 
-/// The namespace (with every process left in it) is removed on drop.
+/// A test namespace and the name of a device for it; the namespace (with
+/// every process left in it and the devices in it) is removed on drop.
 pub struct TapNs {
     pub ns: String,
     pub tap: String,
+    netns: conflux_testkit::Netns,
 }
 
 impl TapNs {
+    /// A fresh namespace; `tap` names a device not made yet.
+    pub fn empty() -> Result<TapNs, String> {
+        let netns = conflux_testkit::Netns::create("t")?;
+        Ok(TapNs { ns: netns.name().to_owned(), tap: format!("{}d", netns.name()), netns })
+    }
+
     /// Opens a TAP, moves it into a new namespace and configures the
     /// kernel's side. Must run within a tokio runtime.
     pub fn create(mtu: usize) -> Result<(TapNs, TapDevice), String> {
@@ -40,40 +41,21 @@ impl TapNs {
     /// As [`TapNs::create`], the TAP opened with virtio net headers and the
     /// kernel's offloads if `offloads`.
     pub fn create_with(mtu: usize, offloads: bool) -> Result<(TapNs, TapDevice), String> {
-        let base = format!("cfx{:x}t{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let me = TapNs { ns: format!("{base}n"), tap: format!("{base}d") };
-        assert!(me.ns.len() <= 15 && me.tap.len() <= 15, "names too long: {}", me.tap);
+        let me = TapNs::empty()?;
         let dev = if offloads { TapDevice::open_with_offloads(&me.tap, mtu) } else { TapDevice::open(&me.tap, mtu) }
             .map_err(|e| format!("open TAP {}: {e}", me.tap))?;
-        ip(&["netns", "add", &me.ns])?;
         let mtu_s = mtu.to_string();
-        ip(&["link", "set", "dev", &me.tap, "netns", &me.ns])?;
-        ip(&["-n", &me.ns, "link", "set", "dev", &me.tap, "mtu", &mtu_s])?;
-        ip(&["-n", &me.ns, "addr", "add", "10.78.0.1/24", "dev", &me.tap])?;
-        ip(&["-n", &me.ns, "addr", "add", "fd78::1/64", "dev", &me.tap, "nodad"])?;
-        ip(&["-n", &me.ns, "link", "set", "dev", &me.tap, "up"])?;
-        ip(&["-n", &me.ns, "link", "set", "dev", "lo", "up"])?;
+        me.netns.take_link(&me.tap)?;
+        me.netns.ip(&["link", "set", "dev", &me.tap, "mtu", &mtu_s])?;
+        me.netns.ip(&["addr", "add", "10.78.0.1/24", "dev", &me.tap])?;
+        me.netns.ip(&["addr", "add", "fd78::1/64", "dev", &me.tap, "nodad"])?;
+        me.netns.ip(&["link", "set", "dev", &me.tap, "up"])?;
         Ok((me, dev))
     }
 
     /// A command run inside the namespace.
     pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, program]);
-        c
-    }
-}
-
-impl Drop for TapNs {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.ns]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        if let Err(e) = ip(&["netns", "del", &self.ns]) {
-            eprintln!("cleanup: {e}");
-        }
+        self.netns.cmd(program)
     }
 }
 

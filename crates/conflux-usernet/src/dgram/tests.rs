@@ -4,12 +4,8 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::SocketAddr;
 
-use conflux_flow::FlowExt;
-use conflux_netstack::{NetStack, StackConfig};
-use conflux_tcp::{ConnectOptions, TcpStack};
-use conflux_testkit::{TIMEOUT, payload, within};
+use conflux_testkit::{TIMEOUT, within};
 
 use super::*;
 
@@ -109,42 +105,5 @@ async fn accept_connects_to_the_vm_that_greeted() {
 #[tokio::test]
 async fn two_netstacks_exchange_tcp_through_two_dgram_devices() {
     let (sa, sb) = UnixDatagram::pair().unwrap();
-    let config = |ip: &str, mac: u8| {
-        StackConfig::new().ipv4(ip.parse().unwrap(), 24).mac([2, 0, 0, 0, 0, mac]).seed(u64::from(mac))
-    };
-    let a = NetStack::new(config("10.0.2.2", 1), DgramDevice::new(sa, 1500));
-    let b = NetStack::new(config("10.0.2.100", 2), DgramDevice::new(sb, 1500));
-    let port = b
-        .listen(0, None, |mut f| async move {
-            while let Ok(Some(c)) = f.read().await {
-                if f.write(c).await.is_err() {
-                    break;
-                }
-            }
-            let _ = f.close().await;
-        })
-        .unwrap()
-        .port();
-    let dst = SocketAddr::new("10.0.2.100".parse().unwrap(), port);
-    let f = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await.expect("connect");
-    let data = payload(5, 300_000);
-    let (mut r, mut w) = f.split();
-    let (_, got) = within("echo", TIMEOUT, async {
-        tokio::join!(
-            async {
-                w.write(data.clone()).await.unwrap();
-                w.shutdown().await.unwrap();
-            },
-            async {
-                let mut got = Vec::new();
-                while let Some(c) = r.read().await? {
-                    got.extend_from_slice(&c);
-                }
-                Ok::<_, conflux_flow::FlowError>(got)
-            }
-        )
-    })
-    .await;
-    let got = got.unwrap();
-    assert!(got == data[..], "the echo is the data ({} of {} bytes)", got.len(), data.len());
+    crate::test_echo::echo_across(DgramDevice::new(sa, 1500), DgramDevice::new(sb, 1500), 300_000).await;
 }

@@ -4,14 +4,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Duration;
 
-use conflux_flow::{FlowExt, Pipe, Shutdown, pipe};
+use conflux_flow::{FlowExt, Shutdown, pipe};
 use conflux_netstack::{FrameBuf, FrameDevice, FramePool, NetStack, StackConfig};
-use conflux_tcp::{ConnectOptions, TcpStack};
-use conflux_testkit::{TIMEOUT, payload, within};
+use conflux_tcp::TcpStack;
+use conflux_testkit::{TIMEOUT, within};
 
 use super::*;
 use crate::qemu::StreamHeaderError;
@@ -228,53 +227,12 @@ async fn sends_are_framed_in_order_with_backpressure() {
 }
 
 const A: &str = "10.0.2.2";
-const B: &str = "10.0.2.100";
-
-fn stack(flow: Pipe, ip: &str, mac: u8) -> NetStack {
-    let config = StackConfig::new().ipv4(ip.parse().unwrap(), 24).mac([2, 0, 0, 0, 0, mac]).seed(u64::from(mac));
-    NetStack::new(config, StreamDevice::new(flow, 1500))
-}
 
 #[tokio::test(start_paused = true)]
 async fn two_netstacks_exchange_tcp_through_two_stream_devices() {
-    let (fa, fb) = pipe(256 * 1024);
-    let a = stack(fa, A, 1);
-    let b = stack(fb, B, 2);
     // B echoes; A sends 1 MB and reads it back, with a half-close.
-    let port = b
-        .listen(7, None, |mut f| async move {
-            while let Ok(Some(c)) = f.read().await {
-                if f.write(c).await.is_err() {
-                    break;
-                }
-            }
-            let _ = f.close().await;
-        })
-        .unwrap()
-        .port();
-    let dst = SocketAddr::new(B.parse().unwrap(), port);
-    let f = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await.expect("connect");
-    let data = payload(3, 1_000_000);
-    let (mut r, mut w) = f.split();
-    let (_, got) = within("echo", TIMEOUT, async {
-        tokio::join!(
-            async {
-                w.write(data.clone()).await.unwrap();
-                w.shutdown().await.unwrap();
-            },
-            async {
-                let mut got = Vec::new();
-                while let Some(c) = r.read().await? {
-                    got.extend_from_slice(&c);
-                }
-                Ok::<_, conflux_flow::FlowError>(got)
-            }
-        )
-    })
-    .await;
-    let got = got.unwrap();
-    assert_eq!(got.len(), data.len());
-    assert!(got == data[..], "the echo is the data");
+    let (fa, fb) = pipe(256 * 1024);
+    crate::test_echo::echo_across(StreamDevice::new(fa, 1500), StreamDevice::new(fb, 1500), 1_000_000).await;
 }
 
 #[tokio::test(start_paused = true)]
