@@ -393,6 +393,45 @@ async fn tokio_smoltcp_run(
     throughput_gbps(total, start.elapsed())
 }
 
+/// What a plain smoltcp loop (the smoltcp-raw and smoltcp-tuntap
+/// baselines) sends: `chunk`-byte pieces of the source at the offsets
+/// given, as the socket takes them, then a close.
+struct Feeder<I> {
+    offs: I,
+    /// The piece under way: (offset, bytes of it sent).
+    current: Option<(usize, usize)>,
+    chunk: usize,
+    closed: bool,
+}
+
+impl<I: Iterator<Item = usize>> Feeder<I> {
+    fn new(offs: I, chunk: usize) -> Feeder<I> {
+        Feeder { offs, current: None, chunk, closed: false }
+    }
+
+    /// Puts into `s` what it takes now; closes it once everything went.
+    fn feed(&mut self, s: &mut smoltcp::socket::tcp::Socket<'_>, src: &[u8]) {
+        while s.can_send() && !self.closed {
+            if self.current.is_none() {
+                self.current = self.offs.next().map(|o| (o, 0));
+            }
+            let Some((off, done)) = self.current.as_mut() else {
+                s.close();
+                self.closed = true;
+                break;
+            };
+            let n = s.send_slice(&src[*off + *done..*off + self.chunk]).expect("send");
+            *done += n;
+            if *done == self.chunk {
+                self.current = None;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// A plain single-threaded smoltcp loop: two interfaces on an in-memory
 /// link with pooled frames, one socket each; client A writes `total` bytes
 /// in `chunk` slices, server B reads `chunk` at a time into a buffer and
@@ -476,32 +515,14 @@ fn smoltcp_raw(src: &Bytes, total: u64, chunk: usize, want: u64) -> f64 {
     sa.get_mut::<tcp::Socket<'_>>(ha)
         .connect(ia.context(), (std::net::Ipv4Addr::from(B), 5001), 49152)
         .expect("connect");
-    let mut offs = offsets(total, chunk);
-    let mut current: Option<(usize, usize)> = None; // (offset, sent within the chunk)
+    let mut feeder = Feeder::new(offsets(total, chunk), chunk);
     let mut buf = vec![0u8; chunk];
-    let (mut sum, mut received, mut closed) = (0u64, 0u64, false);
+    let (mut sum, mut received) = (0u64, 0u64);
     while received < total {
         let mut dev = Dev { rx: &mut ba, tx: &mut ab, pool: pool.clone(), caps: caps.clone() };
         ia.poll(now(), &mut dev, &mut sa);
         let s = sa.get_mut::<tcp::Socket<'_>>(ha);
-        while s.can_send() && !closed {
-            if current.is_none() {
-                current = offs.next().map(|o| (o, 0));
-            }
-            let Some((off, done)) = current.as_mut() else {
-                s.close();
-                closed = true;
-                break;
-            };
-            let n = s.send_slice(&src[*off + *done..*off + chunk]).expect("send");
-            *done += n;
-            if *done == chunk {
-                current = None;
-            }
-            if n == 0 {
-                break;
-            }
-        }
+        feeder.feed(s, src);
         let mut dev = Dev { rx: &mut ab, tx: &mut ba, pool: pool.clone(), caps: caps.clone() };
         ib.poll(now(), &mut dev, &mut sb);
         let s = sb.get_mut::<tcp::Socket<'_>>(hb);

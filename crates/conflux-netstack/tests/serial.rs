@@ -201,8 +201,7 @@ mod tap_offload;
 
 mod tap {
     use super::*;
-    use sha2::{Digest, Sha256};
-    use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, stack_on};
+    use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, sha, stack_on};
 
     async fn run(mut cmd: std::process::Command) -> std::process::Output {
         let out = tokio::time::timeout(
@@ -279,10 +278,6 @@ mod tap {
         });
     }
 
-    fn sha(data: &[u8]) -> Vec<u8> {
-        Sha256::digest(data).to_vec()
-    }
-
     /// Connects, retrying while the kernel-side listener is not up yet.
     async fn connect_retrying(stack: &NetStack, addr: SocketAddr) -> NetFlow {
         for _ in 0..100 {
@@ -333,15 +328,7 @@ mod tap {
             let stack = stack_on(dev, Some(&pcap));
 
             // Kernel client -> our server.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            stack
-                .listen(5001, None, move |mut f| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
-                    }
-                })
-                .unwrap();
+            let mut rx = support::tapns::hashing_listener(&stack, 5001);
             let mut cmd = ns.cmd("socat");
             cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), &format!("TCP:{OURS4}:5001")]);
             assert!(run(cmd).await.status.success(), "socat client");

@@ -319,36 +319,18 @@ impl RawTap {
         self.next_port = if self.next_port >= 60000 { 40000 } else { self.next_port + 1 };
         let start = Instant::now();
         sockets.get_mut::<tcp::Socket<'_>>(h).connect(self.iface.context(), at, self.next_port).expect("connect");
-        let mut offs = offsets(total, CHUNK);
-        let mut current: Option<(usize, usize)> = None;
+        let mut feeder = super::Feeder::new(offsets(total, CHUNK), CHUNK);
         let mut request = &total.to_le_bytes()[..];
         let mut buf = vec![0u8; CHUNK];
-        let (mut sum, mut received, mut closed) = (0u64, 0u64, false);
+        let (mut sum, mut received) = (0u64, 0u64);
         let finished = loop {
             assert!(start.elapsed() < RUN_TIMEOUT, "smoltcp-tuntap: a run timed out");
             self.poll(&mut sockets);
             let s = sockets.get_mut::<tcp::Socket<'_>>(h);
             match dir {
                 Dir::Tx => {
-                    while s.can_send() && !closed {
-                        if current.is_none() {
-                            current = offs.next().map(|o| (o, 0));
-                        }
-                        let Some((off, done)) = current.as_mut() else {
-                            s.close();
-                            closed = true;
-                            break;
-                        };
-                        let n = s.send_slice(&src[*off + *done..*off + CHUNK]).expect("send");
-                        *done += n;
-                        if *done == CHUNK {
-                            current = None;
-                        }
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    if closed {
+                    feeder.feed(s, src);
+                    if feeder.closed {
                         match sums.try_recv() {
                             Ok(got) => {
                                 sum = got;

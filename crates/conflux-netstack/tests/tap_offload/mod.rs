@@ -13,16 +13,11 @@ use std::time::Duration;
 use conflux_flow::FlowExt;
 use conflux_netstack::{NetStack, TapStats};
 use conflux_tcp::{ConnectOptions, TcpStack};
-use sha2::{Digest, Sha256};
 
-use crate::support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, ip, stack_on};
+use crate::support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, ip, sha, stack_on};
 use crate::{rt, support};
 
 const MIB16: usize = 16 << 20;
-
-fn sha(data: &[u8]) -> Vec<u8> {
-    Sha256::digest(data).to_vec()
-}
 
 /// Runs `cmd` (60 s at most), printing its output if it fails.
 async fn run(cmd: std::process::Command) -> std::process::Output {
@@ -87,15 +82,7 @@ fn kernel_sends_16mib_as_coalesced_partial_checksum_frames_v4_and_v6() {
         std::fs::write(&input, &data).unwrap();
         let stack = stack_on(dev, None);
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        stack
-            .listen(5001, None, move |mut f| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
-                }
-            })
-            .unwrap();
+        let mut rx = support::tapns::hashing_listener(&stack, 5001);
         for to in [format!("TCP:{OURS4}:5001"), format!("TCP6:[{OURS6}]:5001")] {
             let (frames, coalesced, partial) = (stats.rx_frames(), stats.rx_gso_frames(), stats.rx_partial_csum());
             let mut cmd = ns.cmd("socat");
@@ -195,15 +182,7 @@ fn forwarded_super_segments_are_cut_by_the_kernel_to_the_mtu() {
                 .buffers(256 * 1024, 256 * 1024),
             far,
         );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        far_stack
-            .listen(6001, None, move |mut f| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
-                }
-            })
-            .unwrap();
+        let mut rx = support::tapns::hashing_listener(&far_stack, 6001);
         let data = conflux_testkit::payload(80, MIB16);
         for to in ["10.79.0.2", "fd79::2"] {
             let (gso, cut) = (stats.tx_gso_frames(), far_stats.rx_frames());
