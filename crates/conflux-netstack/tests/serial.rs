@@ -23,6 +23,32 @@ use conflux_flow::{BoxFlow, FlowError, FlowExt};
 use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, keepalive_deadline, link_pair};
 use conflux_tcp::{ConnectOptions, Keepalive, TcpStack};
 
+/// The SHA-256 of `data`.
+fn sha(data: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).to_vec()
+}
+
+/// Listens on `port` of `stack`: each accepted flow is read to its end and
+/// the SHA-256 of what came (or the read's error) is sent on the channel.
+fn hashing_listener(
+    stack: &NetStack,
+    port: u16,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, conflux_flow::FlowError>> {
+    use conflux_flow::FlowExt;
+    use conflux_tcp::TcpStack;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    stack
+        .listen(port, None, move |mut f| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
+            }
+        })
+        .expect("listen");
+    rx
+}
+
 /// A current-thread runtime with I/O and time.
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
@@ -201,7 +227,7 @@ mod tap_offload;
 
 mod tap {
     use super::*;
-    use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, sha, stack_on};
+    use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, stack_on};
 
     async fn run(mut cmd: std::process::Command) -> std::process::Output {
         let out = tokio::time::timeout(
@@ -328,7 +354,7 @@ mod tap {
             let stack = stack_on(dev, Some(&pcap));
 
             // Kernel client -> our server.
-            let mut rx = support::tapns::hashing_listener(&stack, 5001);
+            let mut rx = hashing_listener(&stack, 5001);
             let mut cmd = ns.cmd("socat");
             cmd.args(["-t", "30", "-u", &format!("FILE:{}", input.display()), &format!("TCP:{OURS4}:5001")]);
             assert!(run(cmd).await.status.success(), "socat client");

@@ -37,8 +37,9 @@
 //!   network's prefix, the router lifetime and the MTU), answering router
 //!   solicitations.
 //!
-//! What is not here yet: the forwarder's guest side (it builds on the
-//! netstack engine's held SYNs and UDP sockets; in front of the stack it
+//! What is not here yet: the forwarder's guest side (it needs a public
+//! API for the netstack core's held SYNs and UDP sockets on the stack; in
+//! front of the stack it
 //! will hand the guest's frames to [`DhcpServer::handle_frame`] and
 //! [`RouterAdvertiser::handle_frame`]) and the `conflux usernet`
 //! subcommand.

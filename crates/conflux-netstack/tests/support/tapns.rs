@@ -77,29 +77,3 @@ pub fn stack_on(dev: TapDevice, pcap: Option<&std::path::Path>) -> NetStack {
         None => NetStack::new(stack_config(), dev),
     }
 }
-
-/// The SHA-256 of `data`.
-pub fn sha(data: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data).to_vec()
-}
-
-/// Listens on `port` of `stack`: each accepted flow is read to its end and
-/// the SHA-256 of what came (or the read's error) is sent on the channel.
-pub fn hashing_listener(
-    stack: &NetStack,
-    port: u16,
-) -> tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, conflux_flow::FlowError>> {
-    use conflux_flow::FlowExt;
-    use conflux_tcp::TcpStack;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    stack
-        .listen(port, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
-            }
-        })
-        .expect("listen");
-    rx
-}

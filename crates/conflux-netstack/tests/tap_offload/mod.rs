@@ -14,8 +14,8 @@ use conflux_flow::FlowExt;
 use conflux_netstack::{NetStack, TapStats};
 use conflux_tcp::{ConnectOptions, TcpStack};
 
-use crate::support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, ip, sha, stack_on};
-use crate::{rt, support};
+use crate::support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, ip, stack_on};
+use crate::{hashing_listener, rt, sha, support};
 
 const MIB16: usize = 16 << 20;
 
@@ -82,7 +82,7 @@ fn kernel_sends_16mib_as_coalesced_partial_checksum_frames_v4_and_v6() {
         std::fs::write(&input, &data).unwrap();
         let stack = stack_on(dev, None);
 
-        let mut rx = support::tapns::hashing_listener(&stack, 5001);
+        let mut rx = hashing_listener(&stack, 5001);
         for to in [format!("TCP:{OURS4}:5001"), format!("TCP6:[{OURS6}]:5001")] {
             let (frames, coalesced, partial) = (stats.rx_frames(), stats.rx_gso_frames(), stats.rx_partial_csum());
             let mut cmd = ns.cmd("socat");
@@ -182,7 +182,7 @@ fn forwarded_super_segments_are_cut_by_the_kernel_to_the_mtu() {
                 .buffers(256 * 1024, 256 * 1024),
             far,
         );
-        let mut rx = support::tapns::hashing_listener(&far_stack, 6001);
+        let mut rx = hashing_listener(&far_stack, 6001);
         let data = conflux_testkit::payload(80, MIB16);
         for to in ["10.79.0.2", "fd79::2"] {
             let (gso, cut) = (stats.tx_gso_frames(), far_stats.rx_frames());
