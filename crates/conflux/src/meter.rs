@@ -96,6 +96,16 @@ impl<F: Flow> Flow for Metered<F> {
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
         self.inner.poll_writev(cx, bufs)
     }
+    fn poll_write_borrowed(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<Result<usize, FlowError>> {
+        self.inner.poll_write_borrowed(cx, bufs)
+    }
+    fn is_write_borrowed(&self) -> bool {
+        self.inner.is_write_borrowed()
+    }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         self.inner.poll_shutdown(cx, how)
     }
