@@ -12,8 +12,8 @@ use conflux_testkit::payload;
 use crate::FlowFactory;
 use crate::case::Kit;
 use crate::util::{
-    CaseResult, Ctx, PROMPT, check_chunk, chunks, ensure, is_prefix_pair, joined, poll_once, read_to_eof, same_bytes,
-    sizes,
+    CaseResult, Ctx, PROMPT, bounded, check_chunk, chunks, ensure, is_prefix_pair, joined, poll_once, read_to_eof,
+    same_bytes, sizes,
 };
 
 const DUPLEX: usize = 8 << 20;
@@ -54,16 +54,21 @@ pub(crate) async fn e1<F: FlowFactory>(kit: &Kit<'_, F>) -> CaseResult {
     let (a, b) = kit.pair().await?;
     let (ra, wa) = a.split();
     let (rb, wb) = b.split();
-    let tasks = [
-        tokio::spawn(async move { send_half(wa, 0xE1).await.map(drop) }),
-        tokio::spawn(async move { send_half(wb, 0xE1_01).await.map(drop) }),
-        tokio::spawn(async move { receive_half(rb, 0xE1, "b".into()).await.map(drop) }),
-        tokio::spawn(async move { receive_half(ra, 0xE1_01, "a".into()).await.map(drop) }),
-    ];
-    for (task, name) in tasks.into_iter().zip(["a's writer", "b's writer", "b's reader", "a's reader"]) {
-        joined(task.await, name)??;
-    }
-    Ok(())
+    // Each task hands its half back: no end is dropped while the other still
+    // reads (a drop promises the peer Eof or an error, not the bytes in
+    // flight: over the framing, a marker that lands after the last read makes
+    // the transport reset on drop). Both ends close once everything was read.
+    let (wa, wb, rb, ra) = tokio::join!(
+        tokio::spawn(send_half(wa, 0xE1)),
+        tokio::spawn(send_half(wb, 0xE1_01)),
+        tokio::spawn(receive_half(rb, 0xE1, "b".into())),
+        tokio::spawn(receive_half(ra, 0xE1_01, "a".into())),
+    );
+    let (mut wa, mut wb) = (joined(wa, "a's writer")??, joined(wb, "b's writer")??);
+    let (_rb, _ra) = (joined(rb, "b's reader")??, joined(ra, "a's reader")??);
+    let (ca, cb) = bounded("both closes", PROMPT, async { tokio::join!(wa.close(), wb.close()) }).await?;
+    ca.ctx("a: close")?;
+    cb.ctx("b: close")
 }
 
 const WRITERS: u32 = 3;
