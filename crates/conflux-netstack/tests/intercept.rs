@@ -1,0 +1,299 @@
+//! Held SYNs ([`NetStack::intercept`]) over in-memory links, in virtual time.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use conflux_flow::FlowExt;
+use conflux_netstack::{Checksums, HeldSyn, Intercept, LinkConfig, NetStack, link_pair};
+use conflux_tcp::{ConnectError, ConnectOptions, TcpFlow, TcpStack};
+use conflux_testkit::{TIMEOUT, payload, within};
+use support::peer::{ACK, Peer, RST, SYN};
+use support::*;
+
+/// A guest (A, routing everything through B) and the intercepting side (B).
+fn guest_and_gateway() -> (NetStack, NetStack) {
+    let (ea, eb) = link_pair(LinkConfig::ethernet());
+    let a = NetStack::new(side(true).gateway_v4(B4.parse().unwrap()).gateway_v6(B6.parse().unwrap()), ea);
+    let b = NetStack::new(side(false), eb);
+    (a, b)
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+async fn next_held(i: &mut Intercept) -> HeldSyn {
+    within("a held SYN", TIMEOUT, i.next()).await.expect("the intercept ended")
+}
+
+/// No further held SYN within `d` (virtual time).
+async fn no_more(i: &mut Intercept, d: Duration) {
+    if let Ok(got) = tokio::time::timeout(d, i.next()).await {
+        panic!("expected no held SYN, got {got:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_gives_a_flow_from_the_dialled_address_with_data_both_ways() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    for dialled in ["203.0.113.7:443", "[2001:db8::7]:8080"] {
+        let dialled = sock(dialled);
+        let connect = tokio::spawn({
+            let a = a.clone();
+            async move { a.create_connection(dialled, ConnectOptions::new()).await }
+        });
+        let held = next_held(&mut intercept).await;
+        assert_eq!(held.dst(), dialled);
+        let server = within("accept", TIMEOUT, held.accept()).await.expect("accept");
+        let client = within("connect", TIMEOUT, connect).await.unwrap().expect("connect");
+        assert_eq!(server.src(), dialled, "the flow reports what the peer dialled");
+        assert_eq!(server.dst(), client.src(), "and the peer");
+        assert_eq!(client.dst(), dialled);
+        let (up, down) = (payload(3, 200_000), payload(4, 150_000));
+        let ((mut cr, mut cw), (mut sr, mut sw)) = (client.split(), server.split());
+        async fn read_all(r: &mut conflux_flow::ReadHalf<conflux_netstack::NetFlow>) -> Vec<u8> {
+            let mut got = Vec::new();
+            while let Some(c) = r.read().await.unwrap() {
+                got.extend_from_slice(&c);
+            }
+            got
+        }
+        let (_, _, got_up, got_down) = within("both ways", TIMEOUT, async {
+            tokio::join!(
+                async {
+                    cw.write(up.clone()).await.unwrap();
+                    cw.shutdown().await.unwrap();
+                },
+                async {
+                    sw.write(down.clone()).await.unwrap();
+                    sw.shutdown().await.unwrap();
+                },
+                read_all(&mut sr),
+                read_all(&mut cr),
+            )
+        })
+        .await;
+        assert_eq!(got_up, up);
+        assert_eq!(got_down, down);
+        cr.reunite(cw).expect("reunite").close().await.unwrap();
+        sr.reunite(sw).expect("reunite").close().await.unwrap();
+    }
+    assert_eq!(b.open_flows(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuse_fails_the_connect_at_once() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("198.51.100.1:22"), ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    assert_eq!(held.dst(), sock("198.51.100.1:22"));
+    held.refuse();
+    let got = within("refused", Duration::from_millis(100), connect).await.unwrap();
+    assert!(matches!(got, Err(ConnectError::Refused { .. })), "{got:?}");
+    assert_eq!(b.sockets(), 0, "a refused SYN leaves nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_answered_until_accept_and_a_retransmitted_syn_stays_one() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.9:80"), ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    // 7 s: the dialler retransmitted its SYN (1 s, 3 s); still no SYN-ACK.
+    no_more(&mut intercept, Duration::from_secs(7)).await;
+    assert!(!connect.is_finished(), "the SYN-ACK went out before accept");
+    assert_eq!(b.sockets(), 1, "one held entry for the SYN and its retransmissions");
+    let server = within("accept", TIMEOUT, held.accept()).await.expect("accept");
+    let client = within("connect after accept", TIMEOUT, connect).await.unwrap().expect("connect");
+    assert_eq!(client.dst(), server.src());
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_addresses_are_intercepted_on_every_port_unless_a_listener_is_there() {
+    let (a, b) = guest_and_gateway();
+    let listening = b
+        .listen_on(addr(B4, 80), None, |mut f| async move {
+            let _ = f.write("listener").await;
+            let _ = f.close().await;
+        })
+        .unwrap();
+    assert_eq!(listening.port(), 80);
+    let mut intercept = b.intercept(vec![ip(B4)], None).unwrap();
+    // A port of the gateway address: intercepted.
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(addr(B4, 1234), ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    assert_eq!(held.dst(), addr(B4, 1234));
+    let mut server = within("accept", TIMEOUT, held.accept()).await.unwrap();
+    assert_eq!(server.src(), addr(B4, 1234));
+    let mut client = within("connect", TIMEOUT, connect).await.unwrap().unwrap();
+    within("write", TIMEOUT, server.write("intercepted")).await.unwrap();
+    server.close().await.unwrap();
+    assert_eq!(within("read", TIMEOUT, client.read_to_end()).await.unwrap(), b"intercepted");
+    // The listener's port: the listener wins.
+    let mut f = within("connect", TIMEOUT, a.create_connection(addr(B4, 80), ConnectOptions::new())).await.unwrap();
+    assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"listener");
+    no_more(&mut intercept, Duration::from_millis(100)).await;
+    // An address of ours not in `own`: a closed port as before.
+    let other = within("connect", TIMEOUT, a.create_connection(addr(B6, 1234), ConnectOptions::new())).await;
+    assert!(matches!(other, Err(ConnectError::Refused { .. })), "{other:?}");
+    no_more(&mut intercept, Duration::from_millis(100)).await;
+    // An address not ours cannot be `own`.
+    drop(intercept);
+    let bad = b.intercept(vec![ip("10.9.9.9")], None);
+    assert!(matches!(bad, Err(conflux_tcp::ListenError::AddrNotAvailable(a)) if a.ip() == ip("10.9.9.9")), "{bad:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_held_syn_is_refused() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.1:80"), ConnectOptions::new()).await }
+    });
+    drop(next_held(&mut intercept).await);
+    let got = within("refused", Duration::from_millis(100), connect).await.unwrap();
+    assert!(matches!(got, Err(ConnectError::Refused { .. })), "{got:?}");
+    assert_eq!(b.sockets(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_intercept_stops_it() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(vec![ip(B4)], None).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.1:80"), ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    drop(intercept);
+    // The SYN still in our hands was refused with the intercept.
+    let got = within("refused", Duration::from_millis(100), connect).await.unwrap();
+    assert!(matches!(got, Err(ConnectError::Refused { .. })), "{got:?}");
+    let late = within("accept", TIMEOUT, held.accept()).await;
+    assert!(late.is_err(), "{late:?}");
+    // New SYNs to `own` get an RST as for a closed port.
+    let got =
+        within("closed port", Duration::from_millis(100), a.create_connection(addr(B4, 1234), ConnectOptions::new()))
+            .await;
+    assert!(matches!(got, Err(ConnectError::Refused { .. })), "{got:?}");
+    assert_eq!((b.sockets(), b.ports_in_use()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_intercept_replaces_the_first() {
+    let (a, b) = guest_and_gateway();
+    let mut first = b.intercept(Vec::new(), None).unwrap();
+    let mut second = b.intercept(Vec::new(), None).unwrap();
+    assert!(within("end", TIMEOUT, first.next()).await.is_none(), "the first one ended");
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.1:80"), ConnectOptions::new()).await }
+    });
+    let _flow = next_held(&mut second).await.accept().await.unwrap();
+    within("connect", TIMEOUT, connect).await.unwrap().unwrap();
+    drop(first);
+    assert_eq!(b.ports_in_use(), 2, "the second intercept's port and its flow's");
+    drop(second);
+    assert_eq!(b.ports_in_use(), 1, "the flow's");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_syn_reset_by_its_peer_is_forgotten() {
+    let (mut peer, stack) = Peer::new(40000, 80, Checksums::Compute);
+    let mut intercept = stack.intercept(vec![ip(A4)], None).unwrap();
+    peer.send(1000, 0, SYN, b"");
+    peer.send(1000, 0, SYN, b"");
+    let held = next_held(&mut intercept).await;
+    assert_eq!((held.src(), held.dst()), (peer.me, peer.stack_addr));
+    no_more(&mut intercept, Duration::from_millis(100)).await;
+    assert_eq!(stack.sockets(), 1, "the repeated SYN made no second entry");
+    // An RST that does not match the SYN is ignored.
+    peer.send(5000, 0, RST, b"");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(stack.sockets(), 1);
+    peer.send(1001, 0, RST, b"");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(stack.sockets(), 0, "the peer gave up: forgotten");
+    let got = within("accept", TIMEOUT, held.accept()).await;
+    assert!(got.is_err(), "{got:?}");
+    assert!(peer.recv_within(Duration::from_millis(100)).await.is_none(), "nothing answered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_times_out_when_the_peer_never_finishes_the_handshake() {
+    // The handshake timeout (10 s) is shorter than the connect timeout (30 s).
+    let (mut peer, stack) = Peer::new(40001, 81, Checksums::Compute);
+    let mut intercept = stack.intercept(vec![ip(A4)], None).unwrap();
+    peer.send(7000, 0, SYN, b"");
+    let held = next_held(&mut intercept).await;
+    let start = tokio::time::Instant::now();
+    let accept = tokio::spawn(held.accept());
+    let synack = peer.recv().await;
+    assert_eq!(synack.flags & (SYN | ACK), SYN | ACK, "{synack:?}");
+    assert_eq!(synack.ack, 7001);
+    let got = within("accept", Duration::from_secs(60), accept).await.unwrap();
+    assert!(matches!(got, Err(ConnectError::Timeout { .. })), "{got:?}");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(11), "the handshake timeout: {took:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((stack.sockets(), stack.ports_in_use()), (0, 1), "only the intercept's port");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hundreds_of_accepted_and_refused_syns_leave_nothing() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(vec![ip(B4)], None).unwrap();
+    let server = tokio::spawn(async move {
+        let mut served = 0;
+        while let Some(held) = intercept.next().await {
+            if held.dst().port() % 2 == 0 {
+                tokio::spawn(async move {
+                    let mut f = held.accept().await.expect("accept");
+                    let got = f.read_to_end().await.unwrap();
+                    let _ = f.write(got).await;
+                    let _ = f.close().await;
+                });
+            } else {
+                held.refuse();
+            }
+            served += 1;
+            if served == 400 {
+                return intercept;
+            }
+        }
+        panic!("the intercept ended");
+    });
+    for i in 0..400u16 {
+        let dst = if i % 4 < 2 { addr("203.0.113.50", 1000 + i) } else { addr(B4, 1000 + i) };
+        let res = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await;
+        if dst.port() % 2 == 0 {
+            let mut f = res.expect("accepted");
+            f.write(format!("{i}")).await.unwrap();
+            f.shutdown(conflux_flow::Shutdown::Write).await.unwrap();
+            assert_eq!(within("echo", TIMEOUT, f.read_to_end()).await.unwrap(), format!("{i}").as_bytes());
+            f.close().await.unwrap();
+        } else {
+            assert!(matches!(res, Err(ConnectError::Refused { .. })), "{res:?}");
+        }
+    }
+    let intercept = within("served", TIMEOUT, server).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!((b.sockets(), b.ports_in_use(), b.open_flows()), (0, 1, 0), "only the intercept's port");
+    assert_eq!((a.sockets(), a.ports_in_use(), a.open_flows()), (0, 0, 0));
+    drop(intercept);
+    assert_eq!(b.ports_in_use(), 0);
+}
