@@ -297,3 +297,100 @@ async fn hundreds_of_accepted_and_refused_syns_leave_nothing() {
     drop(intercept);
     assert_eq!(b.ports_in_use(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn intercept_and_listen_transparent_replace_each_other() {
+    let (a, b) = guest_and_gateway();
+    let listening = b
+        .listen_transparent(None, |mut f| async move {
+            let _ = f.write("transparent").await;
+            let _ = f.close().await;
+        })
+        .unwrap();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    assert!(!b.unlisten(listening.port()), "the transparent listener is gone");
+    assert_eq!(b.ports_in_use(), 1, "only the intercept's port");
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.2:80"), ConnectOptions::new()).await }
+    });
+    // As a `Stream`.
+    let held = within(
+        "held",
+        TIMEOUT,
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut intercept), cx)),
+    )
+    .await
+    .expect("a held SYN");
+    let mut server = held.accept().await.unwrap();
+    let mut client = within("connect", TIMEOUT, connect).await.unwrap().unwrap();
+    server.write("held").await.unwrap();
+    server.close().await.unwrap();
+    assert_eq!(within("read", TIMEOUT, client.read_to_end()).await.unwrap(), b"held");
+    // And back: the intercept ends.
+    let _listening = b
+        .listen_transparent(None, |mut f| async move {
+            let _ = f.write("transparent").await;
+            let _ = f.close().await;
+        })
+        .unwrap();
+    assert!(within("end", TIMEOUT, intercept.next()).await.is_none(), "the intercept ended");
+    let mut f =
+        within("connect", TIMEOUT, a.create_connection(sock("203.0.113.2:81"), ConnectOptions::new())).await.unwrap();
+    assert_eq!(within("read", TIMEOUT, f.read_to_end()).await.unwrap(), b"transparent");
+}
+
+/// A scripted peer at 10.0.0.2 dialling a stack at 10.0.0.1 whose config
+/// `tweak` changes.
+fn raw_peer(
+    port: u16,
+    tweak: impl Fn(conflux_netstack::StackConfig) -> conflux_netstack::StackConfig,
+) -> (Peer, NetStack) {
+    let (a, b) = link_pair(LinkConfig::ip().checksums(Checksums::Compute));
+    let stack = NetStack::new(tweak(side(true)), a);
+    (Peer { end: b, me: addr(B4, 40000), stack_addr: addr(A4, port), window: 0xffff }, stack)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_intercept_resets_a_handshake_being_accepted() {
+    let (mut peer, stack) = raw_peer(82, |c| c);
+    let mut intercept = stack.intercept(vec![ip(A4)], None).unwrap();
+    peer.send(3000, 0, SYN, b"");
+    let accept = tokio::spawn(next_held(&mut intercept).await.accept());
+    let synack = peer.recv().await;
+    assert_eq!(synack.flags & (SYN | ACK), SYN | ACK, "{synack:?}");
+    drop(intercept);
+    let got = within("accept", TIMEOUT, accept).await.unwrap();
+    assert!(matches!(got, Err(ConnectError::Refused { .. })), "{got:?}");
+    let rst = peer.recv().await;
+    assert_eq!(rst.flags & RST, RST, "{rst:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((stack.sockets(), stack.ports_in_use()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_leaves_the_syn_unanswered_for_its_retransmission() {
+    // At most 2 SYNs held or in their handshake; the queue holds 2.
+    let (mut peer, stack) = raw_peer(83, |c| c.max_half_open(2));
+    let mut intercept = stack.intercept(vec![ip(A4)], None).unwrap();
+    for port in [40001, 40002, 40003] {
+        peer.me = addr(B4, port);
+        peer.send(9000, 0, SYN, b"");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The third evicted the first (forgotten: still queued, skipped) and
+    // found the queue full: forgotten unanswered.
+    assert!(peer.recv_within(Duration::from_millis(100)).await.is_none(), "nothing answered, no RST");
+    assert_eq!(stack.sockets(), 1, "only the second is held");
+    let second = next_held(&mut intercept).await;
+    assert_eq!(second.src(), addr(B4, 40002), "the evicted first one is skipped");
+    no_more(&mut intercept, Duration::from_millis(100)).await;
+    // The third's retransmission is held now.
+    peer.send(9000, 0, SYN, b"");
+    let third = next_held(&mut intercept).await;
+    assert_eq!(third.src(), addr(B4, 40003));
+    drop((second, third));
+    let rsts = [peer.recv().await, peer.recv().await];
+    assert!(rsts.iter().all(|s| s.flags & RST == RST), "dropped: refused: {rsts:?}");
+    assert_eq!((stack.sockets(), stack.ports_in_use()), (0, 1));
+}
