@@ -394,3 +394,42 @@ async fn a_full_queue_leaves_the_syn_unanswered_for_its_retransmission() {
     assert!(rsts.iter().all(|s| s.flags & RST == RST), "dropped: refused: {rsts:?}");
     assert_eq!((stack.sockets(), stack.ports_in_use()), (0, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn accepted_flows_get_the_intercepts_keepalive() {
+    let (ea, eb) = link_pair(LinkConfig::ethernet());
+    let switch = ea.switch();
+    let a = NetStack::new(side(true).gateway_v4(B4.parse().unwrap()), ea);
+    let b = NetStack::new(side(false), eb);
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(10), Duration::from_secs(1), 3);
+    let mut intercept = b.intercept(Vec::new(), Some(ka)).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.3:80"), ConnectOptions::new()).await }
+    });
+    let mut server = next_held(&mut intercept).await.accept().await.unwrap();
+    let _client = within("connect", TIMEOUT, connect).await.unwrap().unwrap();
+    switch.set_up(false);
+    let start = tokio::time::Instant::now();
+    let got = within("keepalive expiry", Duration::from_secs(30), server.read()).await;
+    let took = start.elapsed();
+    assert!(got.is_err() || matches!(got, Ok(None)), "{got:?}");
+    assert!(took >= Duration::from_secs(12) && took <= Duration::from_secs(15), "after + probes * interval: {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_ends_the_intercept_and_its_held_syns() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(sock("203.0.113.4:80"), ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    within("disconnect", TIMEOUT, b.disconnect()).await;
+    assert!(within("end", TIMEOUT, intercept.next()).await.is_none());
+    let got = held.accept().await;
+    assert!(matches!(got, Err(ConnectError::Disconnected)), "{got:?}");
+    assert!(matches!(b.intercept(Vec::new(), None), Err(conflux_tcp::ListenError::Disconnected)));
+    connect.abort();
+}
