@@ -490,8 +490,9 @@ impl Core {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.timer = None;
             let handshake_over = now >= conn.since + self.config.handshake_timeout.into();
+            let hold_over = now >= conn.since + hold_timeout(&self.config).into();
             match conn.phase {
-                Phase::Held { .. } if handshake_over => {
+                Phase::Held { .. } if hold_over => {
                     tracing::trace!(local = %conn.local, remote = %conn.remote, "held SYN expired");
                     self.drop_handshake(id);
                     self.events.push_back(Event::Closed(id));
@@ -1086,7 +1087,8 @@ impl Core {
         if let Some(l) = self.listens.get_mut(&port) {
             l.half_open.push_back(id);
         }
-        self.set_timer(id, now + self.config.handshake_timeout.into());
+        let timeout = if hold { hold_timeout(&self.config) } else { self.config.handshake_timeout };
+        self.set_timer(id, now + timeout.into());
         tracing::trace!(%dialled, %remote, nat, hold, "SYN: new connection");
         if hold {
             self.events.push_back(Event::Syn { id, listen, local: dialled, remote });
@@ -1424,7 +1426,8 @@ impl Core {
         let mut next = self.iface.poll_at(now, &conn.set);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         match conn.phase {
-            Phase::HalfOpen { .. } | Phase::Held { .. } => consider(conn.since + self.config.handshake_timeout.into()),
+            Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),
+            Phase::Held { .. } => consider(conn.since + hold_timeout(&self.config).into()),
             _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
             _ => {}
         }
@@ -1436,6 +1439,13 @@ impl Core {
             None => self.clear_timer(id),
         }
     }
+}
+
+/// How long a SYN stays held undecided: the handshake timeout, or the
+/// connect timeout when longer (the decision is typically a connect
+/// elsewhere, bounded by it).
+fn hold_timeout(config: &StackConfig) -> Duration {
+    config.handshake_timeout.max(config.connect_timeout)
 }
 
 /// A state reached only after the peer's FIN.

@@ -298,9 +298,10 @@ impl NetStack {
     /// [`src`](conflux_tcp::TcpFlow::src) is what the peer dialled) or
     /// [refused](HeldSyn::refuse) (RST); dropping it undecided refuses it.
     /// A SYN the peer retransmits while it is held is the same held SYN; a
-    /// held SYN the peer resets, or leaves undecided for the handshake
-    /// timeout ([`StackConfig::handshake_timeout`](crate::StackConfig::handshake_timeout)),
-    /// is forgotten (its `accept` fails). At most
+    /// held SYN the peer resets, or one left undecided for the connect
+    /// timeout ([`StackConfig::connect_timeout`](crate::StackConfig::connect_timeout),
+    /// or the handshake timeout when longer), is forgotten (its `accept`
+    /// fails; the peer's next retransmission is a new held SYN). At most
     /// [`max_half_open`](crate::StackConfig::max_half_open) SYNs are held or
     /// in their handshake at once (a new one evicts the oldest); the queue
     /// of the `Intercept` holds as many: a SYN finding it full is forgotten

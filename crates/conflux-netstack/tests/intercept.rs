@@ -433,3 +433,22 @@ async fn disconnect_ends_the_intercept_and_its_held_syns() {
     assert!(matches!(b.intercept(Vec::new(), None), Err(conflux_tcp::ListenError::Disconnected)));
     connect.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_undecided_syn_expires_after_the_connect_timeout() {
+    let (mut peer, stack) = raw_peer(84, |c| c.connect_timeout(Duration::from_secs(20)));
+    let mut intercept = stack.intercept(vec![ip(A4)], None).unwrap();
+    peer.send(1000, 0, SYN, b"");
+    let held = next_held(&mut intercept).await;
+    tokio::time::sleep(Duration::from_secs(19)).await;
+    assert_eq!(stack.sockets(), 1, "still held after 19 s (past the 10 s handshake timeout)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((stack.sockets(), stack.ports_in_use()), (0, 1), "forgotten after 20 s");
+    let got = held.accept().await;
+    assert!(matches!(got, Err(ConnectError::Other { .. })), "{got:?}");
+    assert!(peer.recv_within(Duration::from_millis(100)).await.is_none(), "nothing answered");
+    // The peer's next retransmission is a new held SYN.
+    peer.send(1000, 0, SYN, b"");
+    let again = next_held(&mut intercept).await;
+    assert_eq!(again.src(), peer.me);
+}
