@@ -452,3 +452,77 @@ async fn an_undecided_syn_expires_after_the_connect_timeout() {
     let again = next_held(&mut intercept).await;
     assert_eq!(again.src(), peer.me);
 }
+
+/// Dials `n` connections at once through `a` to foreign addresses that `b`
+/// intercepts, each decided after a delay of its own (a forwarder's connect
+/// elsewhere); every third refused. Returns (accepted, refused).
+async fn parallel_round(a: &NetStack, intercept: &mut Intercept, n: u16) -> (usize, usize) {
+    let mut dials = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let a = a.clone();
+        dials.spawn(async move {
+            let dst = addr("198.51.100.77", 2000 + i);
+            match a.create_connection(dst, ConnectOptions::new()).await {
+                Ok(mut f) => {
+                    f.write(format!("{i}")).await.unwrap();
+                    f.shutdown(conflux_flow::Shutdown::Write).await.unwrap();
+                    assert_eq!(f.read_to_end().await.unwrap(), format!("{i}").as_bytes());
+                    f.close().await.unwrap();
+                    (1, 0)
+                }
+                Err(ConnectError::Refused { .. }) => {
+                    assert_eq!(i % 3, 0, "refused only when decided so");
+                    (0, 1)
+                }
+                Err(e) => panic!("connection {i}: {e}"),
+            }
+        });
+    }
+    let mut decisions = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let held = next_held(intercept).await;
+        decisions.spawn(async move {
+            let i = held.dst().port() - 2000;
+            tokio::time::sleep(Duration::from_millis(u64::from(i % 7) * 3)).await;
+            if i % 3 == 0 {
+                held.refuse();
+            } else {
+                let mut f = held.accept().await.expect("accept");
+                let got = f.read_to_end().await.unwrap();
+                f.write(got).await.unwrap();
+                f.close().await.unwrap();
+            }
+        });
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while let Some(r) = within("dials", TIMEOUT, dials.join_next()).await {
+        let (a, r) = r.unwrap();
+        accepted += a;
+        refused += r;
+    }
+    while let Some(r) = within("decisions", TIMEOUT, decisions.join_next()).await {
+        r.unwrap();
+    }
+    (accepted, refused)
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_held_syns_decided_in_any_order() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let (accepted, refused) = parallel_round(&a, &mut intercept, 60).await;
+    assert_eq!((accepted, refused), (40, 20));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!((a.sockets(), b.sockets(), b.ports_in_use(), b.open_flows()), (0, 0, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_held_syns_on_two_threads() {
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    for _ in 0..4 {
+        let (accepted, refused) = parallel_round(&a, &mut intercept, 48).await;
+        assert_eq!((accepted, refused), (32, 16));
+    }
+    assert_eq!(b.open_flows(), 0);
+}
