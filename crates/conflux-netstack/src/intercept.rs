@@ -205,7 +205,8 @@ impl HeldSyn {
     /// Refuses the SYN: an RST goes to the peer (its connect fails at once,
     /// as for a closed port).
     pub fn refuse(self) {
-        // Drop refuses.
+        // An undecided `HeldSyn` refuses as it drops.
+        drop(self);
     }
 
     /// Forgets the SYN unanswered (its peer will retransmit it).
