@@ -24,6 +24,11 @@ fn routed_pair(link: LinkConfig) -> (NetStack, NetStack) {
     (a, b)
 }
 
+/// The futures may move to another task (`tokio::spawn`).
+fn sendable<T: Send>(t: T) -> T {
+    t
+}
+
 /// Nothing arrives at `sock` within a second (virtual time).
 async fn nothing_for(sock: &conflux_netstack::UdpSocket) {
     let got = tokio::time::timeout(Duration::from_secs(1), sock.recv_from()).await;
@@ -43,8 +48,8 @@ async fn send_to_and_recv_from_both_ways_v4_and_v6() {
             let to_b = addr(theirs, sb.local_addr().port());
             for i in 0..3u8 {
                 let data = payload(u64::from(i), 100 + usize::from(i) * 500);
-                sa_.send_to(&data, to_b).await.unwrap();
-                let (got, from) = within("datagram at B", TIMEOUT, sb.recv_from()).await.unwrap();
+                sendable(sa_.send_to(&data, to_b)).await.unwrap();
+                let (got, from) = within("datagram at B", TIMEOUT, sendable(sb.recv_from())).await.unwrap();
                 assert_eq!((&got[..], from), (&data[..], sa_.local_addr()), "{link:?} {ours}");
                 sb.send_to(&got[..10], from).await.unwrap();
                 let (back, from_b) = within("datagram at A", TIMEOUT, sa_.recv_from()).await.unwrap();
@@ -139,9 +144,9 @@ async fn intercept_reports_the_original_destination_and_replies_come_from_it() {
             let dialled = sa(dialled);
             let data = payload(3, 700);
             client.send_to(&data, dialled).await.unwrap();
-            let d = within("intercepted datagram", TIMEOUT, icpt.recv()).await.unwrap();
+            let d = within("intercepted datagram", TIMEOUT, sendable(icpt.recv())).await.unwrap();
             assert_eq!((&d.data[..], d.src, d.dst), (&data[..], addr(src_ip, port), dialled), "{link:?}");
-            icpt.send_from(b"reply", d.dst, d.src).await.unwrap();
+            sendable(icpt.send_from(b"reply", d.dst, d.src)).await.unwrap();
             let (got, from) = within("reply at the client", TIMEOUT, client.recv_from()).await.unwrap();
             assert_eq!((&got[..], from), (&b"reply"[..], dialled), "the reply comes from the original destination");
         }
@@ -282,4 +287,34 @@ async fn disconnect_closes_sockets_and_refuses_binds() {
     assert_eq!(within("intercept", TIMEOUT, icpt.recv()).await.unwrap_err(), UdpError::Disconnected);
     assert_eq!(a.udp_bind(addr(A4, 0)).unwrap_err(), UdpError::Disconnected);
     assert_eq!(a.udp_intercept(Vec::new()).unwrap_err(), UdpError::Disconnected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcasts_reach_wildcard_sockets_else_the_intercept_and_local_delivery_works() {
+    let (a, b, _) = pair();
+    let client = a.udp_bind(addr(A4, 0)).unwrap();
+    let icpt = b.udp_intercept(Vec::new()).unwrap();
+    // Nothing bound on B's port 67: the intercept takes the broadcast.
+    client.send_to(b"discover", sa("255.255.255.255:67")).await.unwrap();
+    let d = within("broadcast at the intercept", TIMEOUT, icpt.recv()).await.unwrap();
+    assert_eq!((d.dst, d.src), (sa("255.255.255.255:67"), client.local_addr()));
+    // A wildcard socket takes broadcasts (the link's and the subnet's) first;
+    // a socket on B's address alone does not.
+    let server = b.udp_bind(sa("0.0.0.0:67")).unwrap();
+    let specific = b.udp_bind(addr(B4, 68)).unwrap();
+    for bcast in ["255.255.255.255:67", "10.0.0.255:67"] {
+        client.send_to(b"discover", sa(bcast)).await.unwrap();
+        let (got, from) = within("broadcast at the wildcard socket", TIMEOUT, server.recv_from()).await.unwrap();
+        assert_eq!((&got[..], from), (&b"discover"[..], client.local_addr()), "{bcast}");
+    }
+    client.send_to(b"to 68", sa("255.255.255.255:68")).await.unwrap();
+    let d = within("broadcast to 68 at the intercept", TIMEOUT, icpt.recv()).await.unwrap();
+    assert_eq!(d.dst, sa("255.255.255.255:68"));
+    nothing_for(&specific).await;
+    assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
+    // Local delivery: one socket of A to another of A.
+    let other = a.udp_bind(sa("0.0.0.0:0")).unwrap();
+    client.send_to(b"self", addr(A4, other.local_addr().port())).await.unwrap();
+    let (got, from) = within("local delivery", TIMEOUT, other.recv_from()).await.unwrap();
+    assert_eq!((&got[..], from), (&b"self"[..], client.local_addr()));
 }

@@ -4,7 +4,8 @@
 //! Receive: every UDP datagram is parsed here (checked views; lengths, and
 //! the UDP checksum where the device computes them) before smoltcp sees the
 //! frame, and consumed: it goes to the socket bound on its destination
-//! (exact address, then `0.0.0.0`, then `[::]`), else to the intercept when
+//! (exact address, then `0.0.0.0`, then `[::]`; a broadcast to the
+//! wildcard ones), else to the intercept when
 //! the destination is not ours (nor multicast or unspecified) or is one of
 //! the intercept's `own` addresses, else it is dropped (no ICMP port
 //! unreachable). IP fragments are dropped (no reassembly). A full queue
@@ -30,7 +31,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::raw;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
     Ipv6Repr, UdpPacket, UdpRepr,
 };
 
@@ -165,11 +166,12 @@ impl UdpCore {
         self.tx.get::<raw::Socket<'static>>(self.tx_handle).send_queue()
     }
 
-    /// The socket bound where a datagram to `dst` (ours) goes.
-    fn lookup(&self, dst: SocketAddr) -> Option<UdpId> {
+    /// The socket bound where a datagram to `dst` (ours, or a broadcast
+    /// address: wildcard sockets only) goes.
+    fn lookup(&self, dst: SocketAddr, broadcast: bool) -> Option<UdpId> {
         let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), dst.port());
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), dst.port());
-        [Some(dst), dst.is_ipv4().then_some(any4), Some(any6)]
+        [(!broadcast).then_some(dst), dst.is_ipv4().then_some(any4), Some(any6)]
             .into_iter()
             .flatten()
             .find_map(|k| self.binds.get(&k).copied())
@@ -191,6 +193,9 @@ impl UdpCore {
     fn push(&mut self, id: UdpId, r: Received) {
         let Some(sock) = self.socks.get_mut(&id) else { return };
         let q = &mut sock.queue;
+        if q.closed {
+            return;
+        }
         if q.items.len() >= QUEUE_DATAGRAMS || q.bytes + r.data.len() > QUEUE_BYTES {
             q.dropped += 1;
             tracing::trace!(id, src = %r.src, dst = %r.dst, "UDP receive queue full: datagram dropped");
@@ -502,7 +507,14 @@ impl Core {
             return None;
         }
         let ours = self.addrs.contains(&d.dst.ip());
-        let bound = if ours { self.udp.lookup(d.dst) } else { None };
+        let broadcast = match d.dst.ip() {
+            IpAddr::V4(ip) => {
+                ip.is_broadcast()
+                    || self.cidrs.iter().any(|c| matches!(c, IpCidr::Ipv4(c) if c.broadcast() == Some(ip)))
+            }
+            IpAddr::V6(_) => false,
+        };
+        let bound = if ours || broadcast { self.udp.lookup(d.dst, broadcast) } else { None };
         let target = bound.or_else(|| {
             let (id, own) = self.udp.intercept.as_ref()?;
             let ip = d.dst.ip();
@@ -535,12 +547,16 @@ impl Core {
         self.udp.tx_dirty = false;
         let before = self.udp.tx_queue();
         let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
+        let mut idle = false;
         for _ in 0..TX_ROUNDS {
             if self.iface.poll_egress(now, &mut bridge, &mut self.udp.tx) == PollResult::None {
+                idle = true;
                 break;
             }
         }
         let after = self.udp.tx_queue();
+        // Out of rounds with more to send: the next poll goes on at once.
+        self.udp.tx_dirty = !idle && after > 0;
         if after < before {
             self.udp.writable = true;
             self.udp.progress_at = now;
