@@ -318,3 +318,85 @@ async fn broadcasts_reach_wildcard_sockets_else_the_intercept_and_local_delivery
     let (got, from) = within("local delivery", TIMEOUT, other.recv_from()).await.unwrap();
     assert_eq!((&got[..], from), (&b"self"[..], client.local_addr()));
 }
+
+/// The one's complement sum of `data` folded to 16 bits (RFC 1071).
+fn sum(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// An IPv4 UDP datagram from 10.0.0.1:`sport` to 10.0.0.2:`dport` on an IP
+/// link, valid checksums.
+fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    p[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    let ip_sum = !(sum(&p, 0) as u16);
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    let pseudo = sum(&p[12..20], 17 + udp_len as u32);
+    let udp_sum = !(sum(&p[20..], pseudo) as u16);
+    p[26..28].copy_from_slice(&(if udp_sum == 0 { 0xffff } else { udp_sum }).to_be_bytes());
+    p
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_datagrams_are_dropped_and_the_rest_delivered_exactly() {
+    let (ea, eb) = link_pair(LinkConfig::ip());
+    let (merged, inject) = support::inject::Merge::new(eb);
+    let _a = NetStack::new(side(true), ea);
+    let b = NetStack::new(side(false), merged);
+    let r = b.udp_bind(addr(B4, 53)).unwrap();
+    let icpt = b.udp_intercept(vec![support::ip(B4)]).unwrap();
+    let good = udp4(1000, 53, b"good");
+    let mut bad = Vec::new();
+    let mut f = good.clone();
+    f[24..26].copy_from_slice(&40u16.to_be_bytes()); // UDP length beyond the packet
+    bad.push(("UDP length too long", f));
+    let mut f = good.clone();
+    f[24..26].copy_from_slice(&7u16.to_be_bytes());
+    bad.push(("UDP length below its header", f));
+    let mut f = good.clone();
+    f[31] ^= 0x40;
+    bad.push(("a flipped payload bit", f));
+    let mut f = udp4(1000, 53, b"frag");
+    f[6] = 0x20; // more fragments (header checksum fixed below)
+    f[10..12].copy_from_slice(&[0, 0]);
+    let s = !(sum(&f[..20], 0) as u16);
+    f[10..12].copy_from_slice(&s.to_be_bytes());
+    bad.push(("a fragment", f));
+    bad.push(("a truncated header", good[..25].to_vec()));
+    let mut f = good.clone();
+    f[2..4].copy_from_slice(&100u16.to_be_bytes());
+    bad.push(("an IP length beyond the frame", f));
+    for (what, frame) in bad {
+        inject.send(frame).unwrap();
+        inject.send(udp4(1001, 53, what.as_bytes())).unwrap();
+        let (got, from) = within(what, TIMEOUT, r.recv_from()).await.unwrap();
+        assert_eq!((&got[..], from.port()), (what.as_bytes(), 1001), "after {what}: only the good one");
+    }
+    // Trailing bytes after the IP packet and a UDP length shorter than the
+    // IP payload: the payload is what the UDP length says.
+    let mut f = good.clone();
+    f.extend_from_slice(b"junk");
+    inject.send(f).unwrap();
+    let (got, _) = within("trailing junk", TIMEOUT, r.recv_from()).await.unwrap();
+    assert_eq!(&got[..], b"good");
+    // A zero checksum means none in IPv4.
+    let mut f = udp4(1002, 54, b"no sum");
+    f[26..28].copy_from_slice(&[0, 0]);
+    inject.send(f).unwrap();
+    let d = within("no checksum, to the intercept", TIMEOUT, icpt.recv()).await.unwrap();
+    assert_eq!((&d.data[..], d.dst), (&b"no sum"[..], addr(B4, 54)));
+    nothing_for(&r).await;
+    assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
+}
