@@ -43,6 +43,9 @@ use crate::ports::Ports;
 use crate::rewrite;
 use crate::wire::{self, Inspected, seq_after};
 
+mod udp;
+pub(crate) use udp::{UdpId, UdpRecv, UdpRefused};
+
 /// A connection's key.
 pub(crate) type ConnId = u64;
 
@@ -359,6 +362,8 @@ pub(crate) struct Core {
     addrs: Vec<IpAddr>,
     cidrs: Vec<IpCidr>,
     config: StackConfig,
+    /// UDP sockets, the intercept and the transmit queue (`core/udp.rs`).
+    udp: udp::UdpCore,
 }
 
 impl Core {
@@ -398,6 +403,7 @@ impl Core {
         }
         let addrs = cidrs.iter().map(|c| IpAddr::from(c.address())).collect();
         let tso_mss = caps.tso.map(|n| (n.saturating_sub(40), n.saturating_sub(60)));
+        let udp = udp::UdpCore::new(caps, config.ephemeral_ports.clone(), config.seed);
         Core {
             iface,
             medium: caps.medium,
@@ -421,6 +427,7 @@ impl Core {
             addrs,
             cidrs,
             config,
+            udp,
         }
     }
 
@@ -441,9 +448,10 @@ impl Core {
         self.conns.len()
     }
 
-    /// Ports taken (ephemeral and listening).
+    /// Ports taken (ephemeral and listening TCP ports, plus bound UDP ports:
+    /// the two are separate spaces, each counted).
     pub(crate) fn ports_in_use(&self) -> usize {
-        self.ports.in_use()
+        self.ports.in_use() + self.udp_ports_in_use()
     }
 
     /// `close_all` ran.
@@ -516,6 +524,7 @@ impl Core {
             }
             self.mark_dirty(id);
         }
+        self.udp_handle_timeout(now);
     }
 
     /// Appends the frames to send to `out`: egress of every connection with
@@ -529,6 +538,7 @@ impl Core {
             }
             self.local = local;
             self.egress(now, &mut produced);
+            self.udp_egress(now, &mut produced);
             for frame in produced.drain(..) {
                 let ours = wire::inspect(&frame, self.medium, false)
                     .destination()
@@ -548,7 +558,7 @@ impl Core {
 
     /// Flow operations or frames wait for [`poll_transmit`](Core::poll_transmit).
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty()
+        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty() || self.udp_has_work()
     }
 
     /// A listener is registered under `key`.
@@ -562,7 +572,11 @@ impl Core {
         if self.has_work() {
             return Some(Instant::ZERO);
         }
-        self.timers.first().map(|(at, _)| *at)
+        let tcp = self.timers.first().map(|(at, _)| *at);
+        match (tcp, self.udp_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- connections ----
@@ -945,6 +959,7 @@ impl Core {
             }
         }
         self.transparent = None;
+        self.udp_disconnect();
         for (key, l) in std::mem::take(&mut self.listens) {
             if l.owns_port {
                 self.ports.free(key.port());
@@ -1129,6 +1144,9 @@ impl Core {
         let seg = match wire::inspect(&frame, self.medium, verify) {
             Inspected::Tcp(seg) => seg,
             Inspected::Other { .. } => {
+                // UDP is the core's own (core/udp.rs), not smoltcp's.
+                let Some(frame) = self.udp_ingress(frame) else { return };
+                self.udp_neighbour_news();
                 let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
                 let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut self.spare);
                 // On Ethernet, an ARP or NDP answer unblocks sockets waiting

@@ -42,7 +42,13 @@
 //!   (targets `smoltcp::...`); a subscriber with `tracing-log` (the default
 //!   of `tracing_subscriber::fmt().init()`) shows them.
 //!
-//! What it does not do (yet): UDP, DHCP, SLAAC, IP fragmentation, and
+//! - UDP ([`NetStack::udp_bind`], [`UdpSocket`]) and a transparent UDP
+//!   receive for user-mode forwarders ([`NetStack::udp_intercept`]: every
+//!   datagram to an address that is not ours, with its original
+//!   destination; replies sent from any address); datagrams up to the MTU,
+//!   bounded receive queues that drop and count when full.
+//!
+//! What it does not do (yet): DHCP, SLAAC, IP fragmentation, and
 //! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
 //! addresses on any medium and its IPv6 addresses on IP links).
 //!
@@ -122,9 +128,11 @@ mod stack;
 #[allow(unsafe_code)]
 mod sys;
 mod tap;
+mod udp;
 mod vnet;
 mod wire;
 
+pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},

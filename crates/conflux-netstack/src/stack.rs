@@ -38,6 +38,8 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
+    /// UDP sockets' wake-ups (`udp.rs`).
+    pub(crate) udp: crate::udp::UdpShell,
     wakers: HashMap<ConnId, Wakers>,
     listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
     next_listen: ListenId,
@@ -213,6 +215,7 @@ impl NetStack {
         let kick = Arc::new(Notify::new());
         let state = State {
             core,
+            udp: Default::default(),
             wakers: HashMap::new(),
             listens: HashMap::new(),
             next_listen: 1,
@@ -228,6 +231,11 @@ impl NetStack {
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
+    }
+
+    /// The shared state (for the shell's other modules: `udp.rs`).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A reference that does not keep the stack alive. Once the last handle
@@ -248,7 +256,8 @@ impl NetStack {
         self.shared.lock().core.sockets()
     }
 
-    /// Ephemeral and listening ports taken right now.
+    /// Ports taken right now: TCP's ephemeral and listening ones plus bound
+    /// UDP ones (separate spaces, both counted).
     pub fn ports_in_use(&self) -> usize {
         self.shared.lock().core.ports_in_use()
     }
