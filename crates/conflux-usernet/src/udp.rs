@@ -5,7 +5,7 @@
 //! same path: the [`Policy`] maps it to the upstream resolver.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use conflux_netstack::UdpIntercept;
@@ -119,7 +119,8 @@ async fn open(
     }
     let socket = Arc::new(socket);
     tracing::debug!(guest = %key.guest, dst = %key.dst, %host, "UDP association opened");
-    let replies = tokio::spawn(relay_replies(*key, socket.clone(), intercept.clone(), table.clone(), stats.clone()));
+    let replies =
+        tokio::spawn(relay_replies(*key, socket.clone(), intercept.clone(), Arc::downgrade(table), stats.clone()));
     let evicted = lock(table).insert(*key, Association { socket: socket.clone(), replies }, Instant::now());
     if let Some((old, _)) = evicted {
         tracing::debug!(guest = %old.guest, dst = %old.dst, "UDP table full: least recently used association closed");
@@ -129,12 +130,13 @@ async fn open(
 }
 
 /// The host socket's datagrams back to the guest, from the destination it
-/// dialled; each one keeps the association alive.
+/// dialled; each one keeps the association alive. Holds the table weakly:
+/// the table owns (and aborts) this task.
 async fn relay_replies(
     key: UdpKey,
     socket: Arc<UdpSocket>,
     intercept: Arc<UdpIntercept>,
-    table: Table,
+    table: Weak<Mutex<UdpTable<Association>>>,
     stats: Arc<Stats>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -148,7 +150,9 @@ async fn relay_replies(
                 return;
             }
         };
+        let Some(table) = table.upgrade() else { return };
         lock(&table).touch(&key, Instant::now());
+        drop(table);
         match intercept.send_from(&buf[..n], key.dst, key.guest).await {
             Ok(()) => stats.bytes(0, n as u64),
             Err(e) => tracing::debug!(guest = %key.guest, dst = %key.dst, error = %e, "UDP reply to the guest failed"),

@@ -376,3 +376,79 @@ async fn a_closed_host_port_is_refused_at_once() {
     assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
     guest.stop().await;
 }
+
+/// A UDP echo server on the host's loopback answers a datagram sent from
+/// inside the namespace to the gateway; the association shows in the
+/// counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_echo_on_the_host_answers_the_namespace() {
+    let Some(guest) = Guest::start("uu", &["python3"], |c| c) else { return };
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let mut reply = b"echo: ".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = echo.send_to(&reply, from).await;
+        }
+    });
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+for i in range(3):
+    s.sendto(b"datagram %d" % i, ("10.0.2.2", {port}))
+    data, src = s.recvfrom(65536)
+    print(data.decode(), src[0], src[1] == {port})
+"#
+    );
+    let out = guest.run("python3", &["-c", &script]).await;
+    assert_ok("the UDP client", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: datagram 0 10.0.2.2 True\necho: datagram 1 10.0.2.2 True\necho: datagram 2 10.0.2.2 True\n",
+        "the replies come from the address and port the guest sent to"
+    );
+    let s = guest.usernet().stats();
+    assert_eq!((s.udp_entries, s.bytes_out, s.bytes_in), (1, 30, 48), "{s}");
+    guest.stop().await;
+}
+
+/// `dig @10.0.2.3` inside the namespace is answered by a dnsmasq on the
+/// host's 127.0.0.1 (a test port, `--dns-upstream`) through the forwarder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
+    if is_root() && !(have_command("dnsmasq") && have_command("dig")) {
+        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+    let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(upstream)) else { return };
+    let dnsmasq = Command::new("dnsmasq")
+        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
+        .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--address=/conflux.test/192.0.2.55")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dnsmasq");
+    let _dnsmasq = KillOnDrop(dnsmasq);
+    // dnsmasq starts in milliseconds; ask until it answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+time=1", "+tries=1"]).await;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer: {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // TCP to the DNS address goes to the upstream too.
+    let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
+    assert_ok("dig +tcp", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.55");
+    guest.stop().await;
+}
