@@ -5,8 +5,20 @@ use std::process::{Command, Stdio};
 use crate::util;
 
 /// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`,
-/// `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier tests).
-const PACKAGES: &[&str] = &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl", "passt", "udhcpc"];
+/// `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier tests;
+/// `dnsmasq-base` and `bind9-dnsutils`: its DNS forwarding test).
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "iperf3",
+    "socat",
+    "netcat-openbsd",
+    "iputils-ping",
+    "curl",
+    "passt",
+    "udhcpc",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+];
 
 /// The prefix of every namespace and link the tests create.
 const NAME_PREFIX: &str = "cfx";
@@ -92,6 +104,10 @@ mod tests {
         }
         // crates/conflux-usernet/tests/serial.rs: a real QEMU-stream peer, a real DHCP client.
         for pkg in ["passt", "udhcpc"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+        // crates/conflux-usernet/tests/serial/netns.rs: a real upstream DNS server and client.
+        for pkg in ["dnsmasq-base", "bind9-dnsutils"] {
             assert!(PACKAGES.contains(&pkg), "{pkg}");
         }
     }
