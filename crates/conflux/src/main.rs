@@ -37,7 +37,7 @@ Examples:
   echo hello | conflux cat tcp://127.0.0.1:8080  # netcat: stdin to the peer, the peer to stdout
   conflux cat 'unix-listen:///tmp/s.sock?framing=shutdown'
   conflux serve-9p tcp://:5640 ./shared --read-only
-  sudo conflux usernet --netns $PID --configure     # network access for a namespace (slirp4netns's job)
+  sudo conflux usernet --netns /run/netns/box --configure  # network access for a namespace (slirp4netns's job)
 
 Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
 fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, netstack://TAP/ADDR/PREFIX:PORT (a userspace
@@ -81,8 +81,8 @@ Examples:
 
 const USERNET_EXAMPLES: &str = "\
 Examples:
-  sudo unshare --net sleep infinity & sudo conflux usernet --netns $! --configure
-  sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure --mtu 65520
+  sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure
+  sudo conflux usernet --netns $PID --configure --mtu 65520     # PID: e.g. a shell started by `unshare --net`
   sudo conflux usernet --netns $PID --configure --host-loopback --allow 127.0.0.0/8 -p 8080:80
 
 Inside the namespace: the guest is 10.0.2.100/24, the gateway 10.0.2.2 (the host's loopback
