@@ -37,8 +37,6 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
-    /// UDP sockets' wake-ups (`udp.rs`).
-    pub(crate) udp: crate::udp::UdpShell,
     wakers: HashMap<ConnId, Wakers>,
     listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
     next_listen: ListenId,
@@ -111,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Listeners<NetFlow>,
     open_flows: AtomicUsize,
     base: tokio::time::Instant,
+    /// UDP sockets' wake-ups (`udp.rs`).
+    pub(crate) udp: crate::udp::UdpShell,
 }
 
 impl Shared {
@@ -188,14 +188,14 @@ impl NetStack {
         device.set_pool(pool.clone());
         let core = Core::new(config, device.caps(), pool, smoltcp::time::Instant::ZERO);
         let kick = Arc::new(Notify::new());
-        let state =
-            State { core, udp: Default::default(), wakers: HashMap::new(), listens: HashMap::new(), next_listen: 1 };
+        let state = State { core, wakers: HashMap::new(), listens: HashMap::new(), next_listen: 1 };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             kick: kick.clone(),
             listeners: Listeners::new(),
             open_flows: AtomicUsize::new(0),
             base,
+            udp: Default::default(),
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
