@@ -400,3 +400,54 @@ async fn malformed_datagrams_are_dropped_and_the_rest_delivered_exactly() {
     nothing_for(&r).await;
     assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
 }
+
+/// Ping-pong on a 2-worker runtime (real time, an in-memory link): four
+/// clients each wait for the echo of every datagram, through a socket and
+/// through the intercept, so a lost wake-up stalls a client and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_on_two_threads_loses_no_wake_up() {
+    let (a, b) = routed_pair(LinkConfig::ethernet());
+    let server = std::sync::Arc::new(b.udp_bind(sa("[::]:7")).unwrap());
+    let icpt = std::sync::Arc::new(b.udp_intercept(Vec::new()).unwrap());
+    let echo = tokio::spawn({
+        let server = server.clone();
+        async move {
+            while let Ok((data, from)) = server.recv_from().await {
+                server.send_to(&data, from).await.unwrap();
+            }
+        }
+    });
+    let reflect = tokio::spawn({
+        let icpt = icpt.clone();
+        async move {
+            while let Ok(d) = icpt.recv().await {
+                icpt.send_from(&d.data, d.dst, d.src).await.unwrap();
+            }
+        }
+    });
+    let mut clients = Vec::new();
+    for c in 0..4u64 {
+        let a = a.clone();
+        clients.push(tokio::spawn(async move {
+            let sock = a.udp_bind(sa("[::]:0")).unwrap();
+            let to = match c {
+                0 => addr(B4, 7),
+                1 => addr(B6, 7),
+                2 => sa("203.0.113.3:7"),
+                _ => sa("[2001:db8::3]:7"),
+            };
+            for i in 0..300u64 {
+                let data = payload(c * 1000 + i, 64 + (i as usize % 900));
+                sock.send_to(&data, to).await.unwrap();
+                let (got, from) = within("the echo", TIMEOUT, sock.recv_from()).await.unwrap();
+                assert_eq!((&got[..], from), (&data[..], to), "client {c}, datagram {i}");
+            }
+        }));
+    }
+    for c in clients {
+        within("a client", Duration::from_secs(60), c).await.unwrap();
+    }
+    assert_eq!((server.dropped(), icpt.dropped()), (0, 0));
+    echo.abort();
+    reflect.abort();
+}
