@@ -16,7 +16,11 @@
 //! packet on one smoltcp raw socket in a set of its own, so smoltcp resolves
 //! the neighbour (ARP, NDP) and frames it. A packet whose neighbour never
 //! answers blocks the queue: after [`TX_STUCK`] without progress the queue
-//! is dropped (counted) rather than stalling every sender.
+//! (with the datagrams behind it) is dropped and counted rather than
+//! stalling every sender. One queue, not one per next hop: smoltcp's
+//! neighbour cache sends at most one request per second for all neighbours,
+//! so a dead neighbour's retries would starve another hop's first request
+//! anyway (tried: the live hop's queue went stuck too).
 //!
 //! Ports: UDP has its own port space and allocator (a TCP listener and a
 //! UDP socket may share a port, as on Linux).
