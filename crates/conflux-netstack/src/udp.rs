@@ -326,6 +326,33 @@ impl NetStack {
     /// [`UdpIntercept::send_from`]. One at a time: a second intercept
     /// replaces the first (whose `recv` then fails with
     /// [`UdpError::Closed`]).
+    ///
+    /// A forwarder's stack answering a guest from the address it asked:
+    ///
+    /// ```
+    /// use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = link_pair(LinkConfig::ethernet());
+    /// // The guest routes everything through the forwarder's stack (10.0.2.2).
+    /// let guest = NetStack::new(
+    ///     StackConfig::new().ipv4("10.0.2.100".parse().unwrap(), 24).gateway_v4("10.0.2.2".parse().unwrap()),
+    ///     a,
+    /// );
+    /// let forwarder =
+    ///     NetStack::new(StackConfig::new().ipv4("10.0.2.2".parse().unwrap(), 24).mac([2, 0, 0, 0, 0, 2]), b);
+    /// let intercept = forwarder.udp_intercept(vec!["10.0.2.2".parse().unwrap()]).unwrap();
+    ///
+    /// let sock = guest.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    /// sock.send_to(b"query", "192.0.2.53:53".parse().unwrap()).await.unwrap();
+    /// let d = intercept.recv().await.unwrap();
+    /// assert_eq!(d.dst, "192.0.2.53:53".parse().unwrap());
+    /// // (A forwarder would ask d.dst from a host socket here.)
+    /// intercept.send_from(b"answer", d.dst, d.src).await.unwrap();
+    /// let (answer, from) = sock.recv_from().await.unwrap();
+    /// assert_eq!((&answer[..], from), (&b"answer"[..], d.dst));
+    /// # });
+    /// ```
     pub fn udp_intercept(&self, own: Vec<IpAddr>) -> Result<UdpIntercept, UdpError> {
         let shared = self.shared();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
