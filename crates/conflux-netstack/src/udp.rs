@@ -325,7 +325,8 @@ impl NetStack {
     /// ([`UdpIntercept::recv`]); replies go out with
     /// [`UdpIntercept::send_from`]. One at a time: a second intercept
     /// replaces the first (whose `recv` then fails with
-    /// [`UdpError::Closed`]).
+    /// [`UdpError::Closed`]). An `own` address that is not ours changes
+    /// nothing: datagrams to it are intercepted anyway.
     ///
     /// A forwarder's stack answering a guest from the address it asked:
     ///

@@ -312,11 +312,17 @@ async fn broadcasts_reach_wildcard_sockets_else_the_intercept_and_local_delivery
     assert_eq!(d.dst, sa("255.255.255.255:68"));
     nothing_for(&specific).await;
     assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
-    // Local delivery: one socket of A to another of A.
-    let other = a.udp_bind(sa("0.0.0.0:0")).unwrap();
+    // Local delivery: one socket of A to another of A (IPv6 too, which
+    // smoltcp does not deliver locally on Ethernet).
+    let other = a.udp_bind(sa("[::]:0")).unwrap();
     client.send_to(b"self", addr(A4, other.local_addr().port())).await.unwrap();
     let (got, from) = within("local delivery", TIMEOUT, other.recv_from()).await.unwrap();
     assert_eq!((&got[..], from), (&b"self"[..], client.local_addr()));
+    let c6 = a.udp_bind(addr(A6, 0)).unwrap();
+    c6.send_to(b"self6", addr(A6, other.local_addr().port())).await.unwrap();
+    let (got, from) = within("local delivery (IPv6)", TIMEOUT, other.recv_from()).await.unwrap();
+    assert_eq!((&got[..], from), (&b"self6"[..], c6.local_addr()));
+    assert_eq!(a.udp_tx_dropped(), 0);
 }
 
 /// The one's complement sum of `data` folded to 16 bits (RFC 1071).

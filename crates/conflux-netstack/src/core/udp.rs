@@ -22,6 +22,9 @@
 //! so a dead neighbour's retries would starve another hop's first request
 //! anyway (tried: the live hop's queue went stuck too).
 //!
+//! A datagram to one of our own addresses is delivered at once, without a
+//! frame.
+//!
 //! Ports: UDP has its own port space and allocator (a TCP listener and a
 //! UDP socket may share a port, as on Linux).
 
@@ -431,6 +434,12 @@ impl Core {
         if data.len() > max {
             return Err(UdpRefused::TooLarge { max });
         }
+        if self.addrs.contains(&dst.ip()) {
+            // To ourselves: delivered at once, no frame (IPv6 on Ethernet
+            // has no local delivery through smoltcp).
+            self.udp_deliver(src, dst, Bytes::copy_from_slice(data));
+            return Ok(());
+        }
         let udp = &mut self.udp;
         let ip_len = if dst.is_ipv4() { 20 } else { 40 };
         let total = ip_len + 8 + data.len();
@@ -510,6 +519,15 @@ impl Core {
         {
             return None;
         }
+        let data = Bytes::copy_from_slice(&frame[d.payload.clone()]);
+        self.udp_deliver(d.src, d.dst, data);
+        None
+    }
+
+    /// Queues a datagram for the socket bound on `dst` or the intercept (or
+    /// drops it).
+    fn udp_deliver(&mut self, src: SocketAddr, dst: SocketAddr, data: Bytes) {
+        let d = Received { data, src, dst };
         let ours = self.addrs.contains(&d.dst.ip());
         let broadcast = match d.dst.ip() {
             IpAddr::V4(ip) => {
@@ -526,13 +544,9 @@ impl Core {
             takes.then_some(*id)
         });
         match target {
-            Some(id) => {
-                let data = Bytes::copy_from_slice(&frame[d.payload.clone()]);
-                self.udp.push(id, Received { data, src: d.src, dst: d.dst });
-            }
+            Some(id) => self.udp.push(id, d),
             None => tracing::trace!(src = %d.src, dst = %d.dst, "UDP datagram for no socket dropped"),
         }
-        None
     }
 
     /// A non-UDP frame that smoltcp took may have answered a neighbour
