@@ -37,7 +37,8 @@ async fn nothing_for(sock: &conflux_netstack::UdpSocket) {
 
 #[tokio::test(start_paused = true)]
 async fn send_to_and_recv_from_both_ways_v4_and_v6() {
-    for link in [LinkConfig::ethernet(), LinkConfig::ip()] {
+    let offloaded = LinkConfig::ethernet().checksums(conflux_netstack::Checksums::Offloaded);
+    for link in [LinkConfig::ethernet(), LinkConfig::ip(), offloaded] {
         let (a, b, _) = pair_with(link, |c| c);
         for (ours, theirs) in [(A4, B4), (A6, B6)] {
             let sa_ = a.udp_bind(addr(ours, 0)).unwrap();
