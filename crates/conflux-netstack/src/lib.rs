@@ -33,6 +33,10 @@
 //!   that is not ours are accepted and report the original destination as
 //!   their `src` (smoltcp 0.14 drops packets to foreign addresses even with
 //!   `any_ip`, so the stack rewrites them to its own address and back);
+//!   [`NetStack::intercept`] does the same with every SYN held until the
+//!   caller accepts or refuses it (a forwarder answers only after its own
+//!   connect to the original destination succeeded), gateway addresses
+//!   of ours included;
 //! - no process-wide state: the crate logs with `tracing` and never sets a
 //!   global logger or subscriber. smoltcp's own records are `log` records
 //!   (targets `smoltcp::...`); a subscriber with `tracing-log` (the default
@@ -114,6 +118,7 @@ mod core;
 mod device;
 mod driver;
 mod flow;
+mod intercept;
 mod link;
 mod netns;
 mod pcap;
@@ -132,6 +137,7 @@ pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
     flow::NetFlow,
+    intercept::{HeldSyn, Intercept},
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     netns::in_netns,
     pcap::Pcap,
