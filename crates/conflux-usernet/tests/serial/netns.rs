@@ -493,3 +493,44 @@ async fn a_destination_outside_allow_is_refused_at_once() {
     guest.stop().await;
     drop(other);
 }
+
+/// iperf3 inside the namespace against an iperf3 server on the host's
+/// loopback, through the gateway: out of the namespace, into it (`-R`) and
+/// four streams (`-P 4`), 2 s each (MTU 65520).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iperf3_runs_both_ways_through_the_gateway() {
+    if is_root() && !have_command("iperf3") {
+        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    }
+    let Some(guest) = Guest::start("ui", &[], |c| c.mtu(65520)) else { return };
+    let port = free_port().to_string();
+    let server = Command::new("iperf3")
+        .args(["-s", "-B", "127.0.0.1", "-p", &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iperf3 -s");
+    let _server = KillOnDrop(server);
+    for extra in [&[][..], &["-R"][..], &["-P", "4"][..]] {
+        let mut args = vec!["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"];
+        args.extend_from_slice(extra);
+        // The server needs a moment to listen: retry its first run (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            let out = guest.run("iperf3", &args).await;
+            if out.status.success() || Instant::now() > deadline {
+                break out;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_ok(&format!("iperf3 {extra:?}"), &out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("");
+        eprintln!("iperf3 {extra:?}: {}", receiver.trim());
+        assert!(!receiver.is_empty(), "{text}");
+    }
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!(s.refused, 0, "{s}");
+    guest.stop().await;
+}
