@@ -356,6 +356,7 @@ print("ok", ok)
     while open_fds() > fds_before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eprintln!("descriptors: {fds_before} before, {} after", open_fds());
     assert!(open_fds() <= fds_before, "descriptors grew: {} before, {} after", fds_before, open_fds());
     guest.stop().await;
 }
@@ -371,6 +372,7 @@ async fn a_closed_host_port_is_refused_at_once() {
     let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", &format!("http://10.0.2.2:{port}/")]).await;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(7), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("refused after {took:?} (curl under ip netns exec)");
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let s = wait_idle(guest.usernet()).await;
     assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
@@ -487,6 +489,7 @@ async fn a_destination_outside_allow_is_refused_at_once() {
     let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", "http://10.201.0.2:8080/"]).await;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(7), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("refused after {took:?} (curl under ip netns exec)");
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let s = wait_idle(guest.usernet()).await;
     assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
