@@ -10,6 +10,7 @@ use std::time::Duration;
 use conflux_netstack::{FrameDevice, HeldSyn, Intercept, NetStack, StackConfig, TapDevice, UdpError, in_netns};
 use conflux_tcp::{ListenError, TcpStack};
 use conflux_tcp_host::HostStack;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
@@ -82,6 +83,8 @@ pub struct Usernet {
     /// The TCP and UDP forwarding loops, then the port forwards: aborting
     /// one drops what it holds (flows, host sockets).
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the TCP loop to stop taking guest connections.
+    stop: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -132,12 +135,13 @@ impl Usernet {
         let intercept = stack.intercept(own.clone(), None).map_err(UsernetError::Listen)?;
         let udp = stack.udp_intercept(own).map_err(UsernetError::Udp)?;
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
+        let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder)),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks };
+        let usernet = Usernet { stack, stats, tasks, stop };
         Ok(usernet)
     }
 
@@ -176,6 +180,18 @@ impl Usernet {
     /// The counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Stops taking new connections: the guest's SYNs are refused (an RST)
+    /// and the port forwards stop listening, while open flows (and UDP)
+    /// go on until [`shutdown`](Usernet::shutdown). What `conflux usernet`
+    /// does at SIGTERM before its grace period.
+    pub fn stop_accepting(&self) {
+        self.stop.notify_one();
+        // The TCP and UDP loops come first; then the port forwards' listeners.
+        for task in self.tasks.iter().skip(2) {
+            task.abort();
+        }
     }
 
     /// The live counters, readable after [`shutdown`](Usernet::shutdown) too.
@@ -253,11 +269,19 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>) {
+async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
+    let mut stopping = false;
     loop {
         tokio::select! {
+            () = stop.notified(), if !stopping => stopping = true,
             held = intercept.next() => match held {
+                // Refused once stopping; the open flows go on.
+                Some(syn) if stopping => {
+                    forwarder.stats().refused();
+                    tracing::debug!(guest = %syn.src(), dst = %syn.dst(), "guest connection refused: stopping");
+                    syn.refuse();
+                }
                 Some(syn) => {
                     flows.spawn(forward(forwarder.clone(), syn));
                 }

@@ -173,3 +173,47 @@ fn usernet_names_a_missing_process() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("conflux: --netns 4000000000: no such process"), "{err}");
 }
+
+#[test]
+fn usernet_lets_open_flows_finish_after_sigterm_and_refuses_new_ones() {
+    let MaybeNs(Some(ns)) = prerequisites() else { return };
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in echo.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    let mut fwd = Forwarder::start(ns.path().to_str().unwrap());
+    fwd.wait_line("serving");
+    // A flow that sends, waits 1.5 s, sends again, then half-closes.
+    let slow = format!("(printf early; sleep 1.5; printf late) | nc -N -w 10 10.0.2.2 {port}");
+    let slow = ns.cmd("sh").args(["-c", &slow]).stdout(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        fwd.signal("-USR1");
+        if fwd.wait_line("usernet: flows").starts_with("usernet: flows open 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow flow never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    fwd.signal("-TERM");
+    fwd.wait_line("letting open flows finish");
+    // A new connection is refused at once.
+    let new = ns.cmd("sh").args(["-c", &format!("printf new | nc -N -w 5 10.0.2.2 {port}")]).output().unwrap();
+    assert!(!new.status.success() && new.stdout.is_empty(), "a new connection during the grace: {new:?}");
+    // The open one finishes, and conflux exits then, not at the end of the grace.
+    let slow = slow.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&slow.stdout), "earlylate");
+    let status = fwd.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(stopped.elapsed() < Duration::from_secs(4), "exited {:?} after SIGTERM", stopped.elapsed());
+    let last = fwd.wait_line("usernet: flows");
+    assert!(last.starts_with("usernet: flows open 0 (total 1), refused 1"), "{last}");
+    assert!(!has_tap(&ns), "the device is gone");
+}
