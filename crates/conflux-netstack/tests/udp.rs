@@ -103,6 +103,17 @@ async fn ports_are_distinct_taken_and_freed_on_drop() {
     // The peer's address is not ours either.
     assert!(matches!(a.udp_bind(addr(B4, 0)), Err(UdpError::AddrNotAvailable(_))));
     drop(b);
+
+    // A small range exhausts, and comes back as sockets go.
+    let (ea, _eb) = link_pair(LinkConfig::ethernet());
+    let small = NetStack::new(side(true).ephemeral_ports(50000..=50002), ea);
+    let three: Vec<_> = (0..3).map(|_| small.udp_bind(sa("[::]:0")).unwrap()).collect();
+    assert_eq!(small.udp_bind(addr(A4, 0)).unwrap_err(), UdpError::PortsExhausted);
+    // A fixed port outside the range still binds.
+    let fixed = small.udp_bind(addr(A4, 53)).unwrap();
+    drop(three);
+    assert!(small.udp_bind(addr(A4, 0)).unwrap().local_addr().port() >= 50000);
+    drop(fixed);
 }
 
 #[tokio::test(start_paused = true)]
