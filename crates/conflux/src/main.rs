@@ -171,8 +171,13 @@ enum Command {
         /// The link MTU (65520 for speed).
         #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65520))]
         mtu: u32,
-        /// Forward a host port into the namespace: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1).
-        #[arg(short = 'p', long = "publish", value_name = "FORWARD")]
+        /// Inbound port forwards (`-p`, docker's syntax).
+        #[arg(
+            short = 'p',
+            long = "publish",
+            value_name = "FORWARD",
+            help = "Forward a host port into the namespace: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1)"
+        )]
         publish: Vec<conflux_usernet::PortForward>,
         /// Let the gateway address reach the host's loopback (127.0.0.1, ::1).
         #[arg(long)]
