@@ -4,9 +4,12 @@ use std::process::{Command, Stdio};
 
 use crate::util;
 
-/// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`,
-/// `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier tests).
-const PACKAGES: &[&str] = &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl", "passt", "udhcpc"];
+/// Debian packages the tests and benches call (`ip`, `iperf3`, `socat`, `nc
+/// -N`, `ping`, `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier
+/// tests; `slirp4netns` and `passt`'s `pasta`: the `usernet` bench group's
+/// baselines).
+const PACKAGES: &[&str] =
+    &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl", "passt", "udhcpc", "slirp4netns"];
 
 /// The prefix of every namespace and link the tests create.
 const NAME_PREFIX: &str = "cfx";
@@ -92,6 +95,10 @@ mod tests {
         }
         // crates/conflux-usernet/tests/serial.rs: a real QEMU-stream peer, a real DHCP client.
         for pkg in ["passt", "udhcpc"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+        // crates/conflux-bench/src/usernet.rs: the baselines (pasta is passt's) and iperf3.
+        for pkg in ["slirp4netns", "passt", "iperf3"] {
             assert!(PACKAGES.contains(&pkg), "{pkg}");
         }
     }
