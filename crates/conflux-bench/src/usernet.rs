@@ -437,6 +437,15 @@ mod tests {
     }
 
     #[test]
+    fn sees_a_listener_in_proc_net_tcp() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(l);
+        assert!(!listening(port));
+    }
+
+    #[test]
     fn namespace_names_fit() {
         let name = format!("cfx{:x}u{}", u32::MAX >> 10, 999);
         assert!(name.len() <= 15, "{name}");

@@ -208,3 +208,39 @@ async fn one(at: SocketAddr, request: &[u8], response: &[u8]) -> std::io::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_and_server_agree_on_loopback() {
+        let server = Server::start();
+        let at = SocketAddr::from(([127, 0, 0, 1], server.port));
+        let (request, response) = messages();
+        let rt = runtime();
+        rt.block_on(connections(at, CONCURRENCY, 50, &request, &response)).unwrap();
+        // A request the server does not expect goes unanswered: the client fails.
+        let err = rt.block_on(connections(at, 2, 4, &response, &response)).unwrap_err();
+        assert!(err.contains("connection"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_response_fails_the_client() {
+        let rt = runtime();
+        let (request, response) = messages();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let at = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut conn, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; MESSAGE];
+                conn.read_exact(&mut buf).await.unwrap();
+                conn.write_all(&buf).await.unwrap();
+                let _ = conn.read(&mut buf).await;
+            });
+            let err = connections(at, 1, 1, &request, &response).await.unwrap_err();
+            assert!(err.contains("the response differs"), "{err}");
+        });
+    }
+}
