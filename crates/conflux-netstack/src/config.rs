@@ -41,7 +41,11 @@ pub struct StackConfig {
     /// handshake (silently: no RST), so a flood of unanswered SYNs cannot
     /// lock legitimate clients out; a cap of 0 admits no SYN at all.
     pub max_half_open: usize,
-    /// A handshake not finished this long after its SYN is dropped.
+    /// A handshake not finished this long after its SYN is dropped (after
+    /// [`HeldSyn::accept`](crate::HeldSyn::accept), this long after the
+    /// accept). A SYN held by an [`intercept`](crate::NetStack::intercept)
+    /// and left undecided is forgotten after this or
+    /// [`connect_timeout`](StackConfig::connect_timeout), whichever is longer.
     pub handshake_timeout: Duration,
     /// An open connection whose sent data stays unacknowledged this long,
     /// hearing nothing in sequence from its peer meanwhile, is aborted (an

@@ -43,6 +43,9 @@ use crate::ports::Ports;
 use crate::rewrite;
 use crate::wire::{self, Inspected, seq_after};
 
+mod udp;
+pub(crate) use udp::{UdpId, UdpRecv, UdpRefused};
+
 /// A connection's key.
 pub(crate) type ConnId = u64;
 
@@ -359,6 +362,8 @@ pub(crate) struct Core {
     addrs: Vec<IpAddr>,
     cidrs: Vec<IpCidr>,
     config: StackConfig,
+    /// UDP sockets, the intercept and the transmit queue (`core/udp.rs`).
+    udp: udp::UdpCore,
 }
 
 impl Core {
@@ -398,6 +403,7 @@ impl Core {
         }
         let addrs = cidrs.iter().map(|c| IpAddr::from(c.address())).collect();
         let tso_mss = caps.tso.map(|n| (n.saturating_sub(40), n.saturating_sub(60)));
+        let udp = udp::UdpCore::new(caps, config.ephemeral_ports.clone(), config.seed);
         Core {
             iface,
             medium: caps.medium,
@@ -421,6 +427,7 @@ impl Core {
             addrs,
             cidrs,
             config,
+            udp,
         }
     }
 
@@ -441,9 +448,10 @@ impl Core {
         self.conns.len()
     }
 
-    /// Ports taken (ephemeral and listening).
+    /// Ports taken (ephemeral and listening TCP ports, plus bound UDP ports:
+    /// the two are separate spaces, each counted).
     pub(crate) fn ports_in_use(&self) -> usize {
-        self.ports.in_use()
+        self.ports.in_use() + self.udp_ports_in_use()
     }
 
     /// `close_all` ran.
@@ -490,8 +498,9 @@ impl Core {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.timer = None;
             let handshake_over = now >= conn.since + self.config.handshake_timeout.into();
+            let hold_over = now >= conn.since + hold_timeout(&self.config).into();
             match conn.phase {
-                Phase::Held { .. } if handshake_over => {
+                Phase::Held { .. } if hold_over => {
                     tracing::trace!(local = %conn.local, remote = %conn.remote, "held SYN expired");
                     self.drop_handshake(id);
                     self.events.push_back(Event::Closed(id));
@@ -515,6 +524,7 @@ impl Core {
             }
             self.mark_dirty(id);
         }
+        self.udp_handle_timeout(now);
     }
 
     /// Appends the frames to send to `out`: egress of every connection with
@@ -528,6 +538,7 @@ impl Core {
             }
             self.local = local;
             self.egress(now, &mut produced);
+            self.udp_egress(now, &mut produced);
             for frame in produced.drain(..) {
                 let ours = wire::inspect(&frame, self.medium, false)
                     .destination()
@@ -547,7 +558,7 @@ impl Core {
 
     /// Flow operations or frames wait for [`poll_transmit`](Core::poll_transmit).
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty()
+        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty() || self.udp_has_work()
     }
 
     /// A listener is registered under `key`.
@@ -561,7 +572,11 @@ impl Core {
         if self.has_work() {
             return Some(Instant::ZERO);
         }
-        self.timers.first().map(|(at, _)| *at)
+        let tcp = self.timers.first().map(|(at, _)| *at);
+        match (tcp, self.udp_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- connections ----
@@ -784,7 +799,6 @@ impl Core {
     }
 
     /// Makes the listener under `key` hold its SYNs (or not).
-    #[allow(dead_code, reason = "for the user-mode forwarder (issue 13); tested in core/tests.rs")]
     pub(crate) fn set_hold(&mut self, key: ListenKey, hold: bool) {
         if let Some(l) = self.listens.get_mut(&key) {
             l.hold = hold;
@@ -829,12 +843,15 @@ impl Core {
         self.transparent.as_ref().map(|t| t.port)
     }
 
-    /// Lets a held SYN's handshake proceed (a SYN-ACK goes out).
-    #[allow(dead_code, reason = "for the user-mode forwarder (issue 13); tested in core/tests.rs")]
-    pub(crate) fn accept_syn(&mut self, now: Instant, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        let Phase::Held { port } = conn.phase else { return };
-        let Some(syn) = conn.held.take() else { return };
+    /// Lets a held SYN's handshake proceed (a SYN-ACK goes out); `false`
+    /// when `id` is not a held SYN (any more: refused, expired, evicted,
+    /// reset by its peer, its listener gone). The handshake timeout starts
+    /// again from `now`.
+    pub(crate) fn accept_syn(&mut self, now: Instant, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
+        let Phase::Held { port } = conn.phase else { return false };
+        let Some(syn) = conn.held.take() else { return false };
+        conn.since = now;
         let keepalive = self.listens.get(&port).and_then(|l| l.keepalive);
         let mut sock = self.new_socket();
         apply_keepalive(&mut sock, keepalive);
@@ -848,6 +865,54 @@ impl Core {
         let mut out = Vec::new();
         self.ingress(now, syn, &mut out);
         self.pending.append(&mut out);
+        true
+    }
+
+    /// Where the handshake of a held SYN stands: `Pending` while held or
+    /// half-open, `Established` once the shell owns it (after
+    /// [`Event::Accepted`]), `Failed` once gone (refused, reset, expired) or
+    /// let go.
+    pub(crate) fn handshake_state(&self, id: ConnId) -> ConnectState {
+        match self.conns.get(&id).map(|c| c.phase) {
+            Some(Phase::Held { .. } | Phase::HalfOpen { .. }) => ConnectState::Pending,
+            Some(Phase::Open) => ConnectState::Established,
+            Some(Phase::Connecting | Phase::Orphan) | None => ConnectState::Failed,
+        }
+    }
+
+    /// The shell gives up on a SYN it held: refused (RST) while still held,
+    /// aborted (RST) while its handshake runs, released with an RST once
+    /// accepted; nothing once gone.
+    pub(crate) fn abandon_syn(&mut self, now: Instant, id: ConnId) {
+        match self.conns.get(&id).map(|c| c.phase) {
+            Some(Phase::Held { .. }) => self.refuse_syn(now, id),
+            Some(Phase::HalfOpen { .. }) => self.abort_half_open(id),
+            Some(Phase::Open) => self.release(id, true, true),
+            _ => {}
+        }
+    }
+
+    /// Forgets a held SYN without answering it: its peer retransmits the
+    /// SYN, which is held again (the shell had no room for it).
+    pub(crate) fn forget_syn(&mut self, id: ConnId) {
+        if self.conns.get(&id).is_some_and(|c| matches!(c.phase, Phase::Held { .. })) {
+            self.drop_handshake(id);
+        }
+    }
+
+    /// Removes holding listener `id` under `key` as
+    /// [`unlisten`](Core::unlisten) does, refusing (RST) its held SYNs
+    /// first rather than forgetting them silently.
+    pub(crate) fn unlisten_refusing(&mut self, now: Instant, key: ListenKey, id: ListenId) {
+        let Some(l) = self.listens.get(&key).filter(|l| l.id == id) else { return };
+        let held: Vec<ConnId> = l.half_open.iter().copied().collect();
+        for conn in held {
+            if self.conns.get(&conn).is_some_and(|c| matches!(c.phase, Phase::Held { .. })) {
+                self.refuse_syn(now, conn);
+                self.events.push_back(Event::Closed(conn));
+            }
+        }
+        self.unlisten(key, id);
     }
 
     /// Refuses a held SYN: an RST goes back, the connection is forgotten.
@@ -894,6 +959,7 @@ impl Core {
             }
         }
         self.transparent = None;
+        self.udp_disconnect();
         for (key, l) in std::mem::take(&mut self.listens) {
             if l.owns_port {
                 self.ports.free(key.port());
@@ -915,6 +981,9 @@ impl Core {
         conn.socket_mut().abort();
         self.leave_half_open(id, phase);
         self.release(id, true, true);
+        // Its state moves to closed here, not in a later poll: tell the
+        // shell (an `accept` of a held SYN waits on it).
+        self.events.push_back(Event::Closed(id));
     }
 
     /// Takes `id` off its listener's unfinished handshakes.
@@ -954,11 +1023,16 @@ impl Core {
     /// its own addresses.
     fn listener_for(&self, dst: SocketAddr) -> Option<(ListenKey, bool)> {
         let ours = self.addrs.contains(&dst.ip());
+        let transparent_key = self.transparent.as_ref().map(|t| conflux_tcp::any_addr(t.port));
         if ours {
             let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), dst.port());
             let any6 = conflux_tcp::any_addr(dst.port());
             let candidates = [Some(dst), dst.is_ipv4().then_some(any4), Some(any6)];
-            if let Some(k) = candidates.into_iter().flatten().find(|k| self.listens.contains_key(k)) {
+            // The transparent listener's own port is not a port of ours:
+            // it takes SYNs to our addresses only by its own rules below.
+            if let Some(k) =
+                candidates.into_iter().flatten().find(|k| Some(*k) != transparent_key && self.listens.contains_key(k))
+            {
                 return Some((k, false));
             }
         }
@@ -1028,7 +1102,8 @@ impl Core {
         if let Some(l) = self.listens.get_mut(&port) {
             l.half_open.push_back(id);
         }
-        self.set_timer(id, now + self.config.handshake_timeout.into());
+        let timeout = if hold { hold_timeout(&self.config) } else { self.config.handshake_timeout };
+        self.set_timer(id, now + timeout.into());
         tracing::trace!(%dialled, %remote, nat, hold, "SYN: new connection");
         if hold {
             self.events.push_back(Event::Syn { id, listen, local: dialled, remote });
@@ -1069,6 +1144,9 @@ impl Core {
         let seg = match wire::inspect(&frame, self.medium, verify) {
             Inspected::Tcp(seg) => seg,
             Inspected::Other { .. } => {
+                // UDP is the core's own (core/udp.rs), not smoltcp's.
+                let Some(frame) = self.udp_ingress(frame) else { return };
+                self.udp_neighbour_news();
                 let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
                 let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut self.spare);
                 // On Ethernet, an ARP or NDP answer unblocks sockets waiting
@@ -1104,6 +1182,20 @@ impl Core {
         };
         let conn = self.conns.get_mut(&id).expect("in the table");
         if let Phase::Held { .. } = conn.phase {
+            if seg.rst {
+                // The peer gave up on its SYN (an RST with the sequence
+                // number just past the SYN's, or the SYN's own): forget it.
+                let syn_seq = conn.held.as_ref().and_then(|f| match wire::inspect(f, self.medium, false) {
+                    Inspected::Tcp(s) => Some(s.seq_number),
+                    _ => None,
+                });
+                if syn_seq.is_some_and(|s| seg.seq_number == s.wrapping_add(1) || seg.seq_number == s) {
+                    tracing::trace!(local = %conn.local, remote = %conn.remote, "held SYN reset by its peer");
+                    self.drop_handshake(id);
+                    self.events.push_back(Event::Closed(id));
+                }
+                return;
+            }
             // The shell has not decided: keep the first SYN, drop repeats.
             if conn.held.is_none() {
                 conn.held = Some(frame);
@@ -1352,7 +1444,8 @@ impl Core {
         let mut next = self.iface.poll_at(now, &conn.set);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         match conn.phase {
-            Phase::HalfOpen { .. } | Phase::Held { .. } => consider(conn.since + self.config.handshake_timeout.into()),
+            Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),
+            Phase::Held { .. } => consider(conn.since + hold_timeout(&self.config).into()),
             _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
             _ => {}
         }
@@ -1364,6 +1457,13 @@ impl Core {
             None => self.clear_timer(id),
         }
     }
+}
+
+/// How long a SYN stays held undecided: the handshake timeout, or the
+/// connect timeout when longer (the decision is typically a connect
+/// elsewhere, bounded by it).
+fn hold_timeout(config: &StackConfig) -> Duration {
+    config.handshake_timeout.max(config.connect_timeout)
 }
 
 /// A state reached only after the peer's FIN.

@@ -29,6 +29,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
     let mut tx: VecDeque<FrameBuf> = VecDeque::new();
     let mut wake = Vec::new();
     let mut accepted = Vec::new();
+    let mut udp_wake = Vec::new();
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let mut sleep = pin!(tokio::time::sleep_until(far()));
     loop {
@@ -46,10 +47,12 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
                     st.core.poll_transmit(now, &mut produced);
                 }
                 st.drain_events(now, &mut wake, &mut accepted);
+                crate::udp::drain(&mut st, &mut udp_wake);
                 st.core.poll_timeout()
             };
             tx.extend(produced.drain(..));
             wake.drain(..).for_each(|w: std::task::Waker| w.wake());
+            udp_wake.drain(..).for_each(|n: Arc<Notify>| n.notify_waiters());
             dispatch(&shared, &mut accepted);
             let wake_at = match deadline {
                 Some(t) if tx.is_empty() => shared.instant(t),

@@ -33,12 +33,22 @@
 //!   that is not ours are accepted and report the original destination as
 //!   their `src` (smoltcp 0.14 drops packets to foreign addresses even with
 //!   `any_ip`, so the stack rewrites them to its own address and back);
+//!   [`NetStack::intercept`] does the same with every SYN held until the
+//!   caller accepts or refuses it (a forwarder answers only after its own
+//!   connect to the original destination succeeded), gateway addresses
+//!   of ours included;
 //! - no process-wide state: the crate logs with `tracing` and never sets a
 //!   global logger or subscriber. smoltcp's own records are `log` records
 //!   (targets `smoltcp::...`); a subscriber with `tracing-log` (the default
 //!   of `tracing_subscriber::fmt().init()`) shows them.
 //!
-//! What it does not do (yet): UDP, DHCP, SLAAC, IP fragmentation, and
+//! - UDP ([`NetStack::udp_bind`], [`UdpSocket`]) and a transparent UDP
+//!   receive for user-mode forwarders ([`NetStack::udp_intercept`]: every
+//!   datagram to an address that is not ours, with its original
+//!   destination; replies sent from any address); datagrams up to the MTU,
+//!   bounded receive queues that drop and count when full.
+//!
+//! What it does not do (yet): DHCP, SLAAC, IP fragmentation, and
 //! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
 //! addresses on any medium and its IPv6 addresses on IP links).
 //!
@@ -108,6 +118,7 @@ mod core;
 mod device;
 mod driver;
 mod flow;
+mod intercept;
 mod link;
 mod netns;
 mod pcap;
@@ -117,13 +128,16 @@ mod stack;
 #[allow(unsafe_code)]
 mod sys;
 mod tap;
+mod udp;
 mod vnet;
 mod wire;
 
+pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
     flow::NetFlow,
+    intercept::{HeldSyn, Intercept},
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     netns::in_netns,
     pcap::Pcap,

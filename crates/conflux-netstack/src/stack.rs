@@ -15,9 +15,10 @@ use conflux_tcp::{
 use tokio::sync::Notify;
 
 use crate::config::StackConfig;
-use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, ListenId, Transparent};
+use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, ListenId, ListenKey, Transparent};
 use crate::device::{FrameDevice, FramePool};
 use crate::flow::NetFlow;
+use crate::intercept::{HeldSyn, Intercept};
 
 /// A flow's (or connect future's) wakers.
 #[derive(Default)]
@@ -37,17 +38,31 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
+    /// UDP sockets' wake-ups (`udp.rs`).
+    pub(crate) udp: crate::udp::UdpShell,
     wakers: HashMap<ConnId, Wakers>,
     listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
     next_listen: ListenId,
+    /// The intercept, if any: its holding listener and its queue.
+    pub(crate) intercept: Option<InterceptReg>,
+    /// Held SYNs whose `accept` runs: `true` once their handshake finished
+    /// (the accepting future makes the flow).
+    pub(crate) accepting: HashMap<ConnId, bool>,
 }
 
-/// A handshake that finished on a listener: made into a flow outside the lock.
-pub(crate) struct Accepted {
-    listener: Arc<Listener<NetFlow>>,
-    id: ConnId,
-    local: SocketAddr,
-    remote: SocketAddr,
+/// The registered intercept.
+pub(crate) struct InterceptReg {
+    pub(crate) id: ListenId,
+    pub(crate) key: ListenKey,
+    tx: tokio::sync::mpsc::Sender<HeldSyn>,
+}
+
+/// What the driver hands out once the lock is released: a handshake that
+/// finished on a listener (made into a flow), or a held SYN for the
+/// intercept's queue.
+pub(crate) enum Accepted {
+    Flow { listener: Arc<Listener<NetFlow>>, id: ConnId, local: SocketAddr, remote: SocketAddr },
+    Held { tx: tokio::sync::mpsc::Sender<HeldSyn>, id: ConnId, local: SocketAddr, remote: SocketAddr },
 }
 
 impl State {
@@ -81,16 +96,28 @@ impl State {
                 Event::Writable(id) => (id, false, true),
                 Event::Established(id) | Event::Closed(id) => (id, true, true),
                 Event::Accepted { id, listen, local, remote } => {
-                    match self.listens.get(&listen) {
-                        Some(l) => accepted.push(Accepted { listener: l.clone(), id, local, remote }),
-                        None => self.core.release(id, true, true),
+                    if let Some(done) = self.accepting.get_mut(&id) {
+                        // A held SYN's `accept` waits for this.
+                        *done = true;
+                        (id, true, true)
+                    } else {
+                        match self.listens.get(&listen) {
+                            Some(l) => accepted.push(Accepted::Flow { listener: l.clone(), id, local, remote }),
+                            None => self.core.release(id, true, true),
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 Event::Syn { id, listen, local, remote } => {
-                    // No listener of this shell holds SYNs yet.
-                    tracing::debug!(listen, %local, %remote, "held SYN refused");
-                    self.core.refuse_syn(now, id);
+                    match &self.intercept {
+                        Some(reg) if reg.id == listen => {
+                            accepted.push(Accepted::Held { tx: reg.tx.clone(), id, local, remote });
+                        }
+                        _ => {
+                            tracing::debug!(listen, %local, %remote, "SYN for no intercept refused");
+                            self.core.refuse_syn(now, id);
+                        }
+                    }
                     continue;
                 }
             };
@@ -186,7 +213,15 @@ impl NetStack {
         device.set_pool(pool.clone());
         let core = Core::new(config, device.caps(), pool, smoltcp::time::Instant::ZERO);
         let kick = Arc::new(Notify::new());
-        let state = State { core, wakers: HashMap::new(), listens: HashMap::new(), next_listen: 1 };
+        let state = State {
+            core,
+            udp: Default::default(),
+            wakers: HashMap::new(),
+            listens: HashMap::new(),
+            next_listen: 1,
+            intercept: None,
+            accepting: HashMap::new(),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             kick: kick.clone(),
@@ -196,6 +231,11 @@ impl NetStack {
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
+    }
+
+    /// The shared state (for the shell's other modules: `udp.rs`).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A reference that does not keep the stack alive. Once the last handle
@@ -216,7 +256,8 @@ impl NetStack {
         self.shared.lock().core.sockets()
     }
 
-    /// Ephemeral and listening ports taken right now.
+    /// Ports taken right now: TCP's ephemeral and listening ones plus bound
+    /// UDP ones (separate spaces, both counted).
     pub fn ports_in_use(&self) -> usize {
         self.shared.lock().core.ports_in_use()
     }
@@ -244,6 +285,7 @@ impl NetStack {
         C: Fn(NetFlow) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.stop_intercept();
         let old = self.shared.lock().core.transparent_port();
         if let Some(port) = old {
             self.unlisten(port);
@@ -254,6 +296,118 @@ impl NetStack {
             st.core.set_transparent(Some(Transparent { port: listening.port(), own: Vec::new() }));
         }
         Ok(listening)
+    }
+
+    /// Transparent listening where each SYN waits for a decision: the
+    /// returned [`Intercept`] yields a [`HeldSyn`] per SYN to any address
+    /// not ours (any port), and to every port of the addresses in `own` (a
+    /// gateway's: they must be ours) unless a listener exists on that
+    /// address and port. Nothing is answered until the held SYN is
+    /// [accepted](HeldSyn::accept) (SYN-ACK, then the flow, whose
+    /// [`src`](conflux_tcp::TcpFlow::src) is what the peer dialled) or
+    /// [refused](HeldSyn::refuse) (RST); dropping it undecided refuses it.
+    /// A SYN the peer retransmits while it is held is the same held SYN; a
+    /// held SYN the peer resets, or one left undecided for the connect
+    /// timeout ([`StackConfig::connect_timeout`](crate::StackConfig::connect_timeout),
+    /// or the handshake timeout when longer), is forgotten (its `accept`
+    /// fails; the peer's next retransmission is a new held SYN). At most
+    /// [`max_half_open`](crate::StackConfig::max_half_open) SYNs are held or
+    /// in their handshake at once (a new one evicts the oldest); the queue
+    /// of the `Intercept` holds as many: a SYN finding it full is forgotten
+    /// unanswered, so its peer retransmits it (as a kernel does with a full
+    /// accept queue).
+    ///
+    /// A second intercept (or [`listen_transparent`](NetStack::listen_transparent))
+    /// replaces the first. Dropping the `Intercept` stops intercepting: SYNs
+    /// still held (queued or in the caller's hands) are refused with an RST,
+    /// handshakes whose `accept` still runs are reset (that `accept`
+    /// fails), and later SYNs are answered as for a closed port. Flows
+    /// already accepted are not affected.
+    ///
+    /// Errors: [`ListenError::AddrNotAvailable`] when an `own` address is
+    /// not one of ours, [`ListenError::Disconnected`] after
+    /// [`disconnect`](TcpStack::disconnect).
+    ///
+    /// The usernet pattern: decide after connecting to the original
+    /// destination elsewhere.
+    ///
+    /// ```
+    /// use conflux_flow::FlowExt;
+    /// use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
+    /// use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = link_pair(LinkConfig::ethernet());
+    /// let guest = NetStack::new(
+    ///     StackConfig::new().ipv4("10.0.2.100".parse().unwrap(), 24).gateway_v4("10.0.2.2".parse().unwrap()),
+    ///     a,
+    /// );
+    /// let gateway = NetStack::new(StackConfig::new().ipv4("10.0.2.2".parse().unwrap(), 24).mac([2, 0, 0, 0, 0, 2]), b);
+    /// let mut intercept = gateway.intercept(vec!["10.0.2.2".parse().unwrap()], None).unwrap();
+    /// tokio::spawn(async move {
+    ///     while let Some(syn) = intercept.next().await {
+    ///         // Connect to `syn.dst()` elsewhere first; here: port 80 is "up", others refused.
+    ///         if syn.dst().port() != 80 {
+    ///             syn.refuse();
+    ///             continue;
+    ///         }
+    ///         tokio::spawn(async move {
+    ///             let Ok(mut flow) = syn.accept().await else { return };
+    ///             let to = flow.src();
+    ///             let _ = flow.write(format!("you dialled {to}")).await;
+    ///             let _ = flow.close().await;
+    ///         });
+    ///     }
+    /// });
+    /// let mut flow = guest.create_connection("93.184.215.14:80".parse().unwrap(), ConnectOptions::new()).await.unwrap();
+    /// assert_eq!(flow.read_to_end().await.unwrap(), b"you dialled 93.184.215.14:80");
+    /// let refused = guest.create_connection("10.0.2.2:22".parse().unwrap(), ConnectOptions::new()).await;
+    /// assert!(matches!(refused, Err(conflux_tcp::ConnectError::Refused { .. })));
+    /// # });
+    /// ```
+    pub fn intercept(&self, own: Vec<IpAddr>, keepalive: Option<Keepalive>) -> Result<Intercept, ListenError> {
+        self.stop_intercept();
+        let old = self.shared.lock().core.transparent_port();
+        if let Some(port) = old {
+            // A transparent listener (`listen_transparent`) goes.
+            self.unlisten(port);
+        }
+        let now = self.shared.now();
+        let mut st = self.shared.lock();
+        if let Some(ip) = own.iter().find(|ip| !st.core.addrs().contains(ip)) {
+            return Err(ListenError::AddrNotAvailable(SocketAddr::new(*ip, 0)));
+        }
+        let (key, owns) = st.core.reserve(conflux_tcp::any_addr(0)).map_err(|e| match e {
+            BindRefused::Disconnected => ListenError::Disconnected,
+            BindRefused::NotOurs(a) => ListenError::AddrNotAvailable(a),
+            BindRefused::Exhausted => ListenError::Other("the ephemeral port range is exhausted".into()),
+        })?;
+        // Another intercept registered meanwhile (a race of two callers):
+        // the last one wins, as with two calls in a row.
+        if let Some(reg) = st.intercept.take() {
+            st.core.unlisten_refusing(now, reg.key, reg.id);
+        }
+        let id = st.next_listen;
+        st.next_listen += 1;
+        st.core.listen(key, id, keepalive, owns);
+        st.core.set_hold(key, true);
+        st.core.set_transparent(Some(Transparent { port: key.port(), own }));
+        let (tx, rx) = tokio::sync::mpsc::channel(st.core.config().max_half_open.max(1));
+        st.intercept = Some(InterceptReg { id, key, tx });
+        drop(st);
+        self.shared.kick();
+        Ok(Intercept::new(self.shared.clone(), id, rx))
+    }
+
+    /// Stops the intercept, if any (its held SYNs are refused).
+    fn stop_intercept(&self) {
+        let now = self.shared.now();
+        let mut st = self.shared.lock();
+        if let Some(reg) = st.intercept.take() {
+            st.core.unlisten_refusing(now, reg.key, reg.id);
+            drop(st);
+            self.shared.kick();
+        }
     }
 
     fn stop_fn(&self, key: SocketAddr, id: ListenId) -> conflux_tcp::StopFn {
@@ -377,7 +531,11 @@ impl TcpStack for NetStack {
         self.shared
             .listeners
             .disconnect(grace, || {
-                self.shared.lock().core.close_all();
+                let mut st = self.shared.lock();
+                st.core.close_all();
+                // The intercept's queue ends (its `next` returns `None`).
+                st.intercept = None;
+                drop(st);
                 self.shared.kick();
             })
             .await;
@@ -391,9 +549,25 @@ impl TcpStack for NetStack {
 /// Hands finished handshakes to their listeners (outside the lock).
 pub(crate) fn dispatch(shared: &Arc<Shared>, accepted: &mut Vec<Accepted>) {
     for a in accepted.drain(..) {
-        let flow = NetFlow::new(shared.clone(), a.id, a.local, a.remote);
-        if let Err(flow) = a.listener.dispatch(flow) {
-            drop(flow);
+        match a {
+            Accepted::Flow { listener, id, local, remote } => {
+                let flow = NetFlow::new(shared.clone(), id, local, remote);
+                if let Err(flow) = listener.dispatch(flow) {
+                    drop(flow);
+                }
+            }
+            Accepted::Held { tx, id, local, remote } => {
+                use tokio::sync::mpsc::error::TrySendError;
+                match tx.try_send(HeldSyn::new(shared.clone(), id, remote, local)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(held)) => {
+                        tracing::debug!(%local, %remote, "intercept queue full: SYN left unanswered");
+                        held.forget();
+                    }
+                    // The intercept is gone: refused as it drops.
+                    Err(TrySendError::Closed(held)) => drop(held),
+                }
+            }
         }
     }
 }

@@ -225,6 +225,9 @@ macro_rules! need_tap {
 
 mod tap_offload;
 
+#[path = "serial/udp_tap.rs"]
+mod udp_tap;
+
 mod tap {
     use super::*;
     use support::tapns::{KERNEL4, KERNEL6, OURS4, OURS6, TapNs, stack_on};

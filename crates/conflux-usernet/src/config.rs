@@ -51,6 +51,16 @@ impl Cidr {
         (prefix <= bits).then(|| Cidr { addr: mask(addr, prefix), prefix })
     }
 
+    /// The network's first address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address
     /// counts as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -186,6 +196,13 @@ pub struct UsernetConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// Inbound port forwards.
     pub forwards: Vec<PortForward>,
+    /// The TAP interface's name in a namespace (`tap0`, as slirp4netns).
+    pub interface: String,
+    /// Whether [`Usernet::spawn_netns`](crate::Usernet::spawn_netns)
+    /// configures the interface (`--configure`: the guest's IPv4 address
+    /// and prefix, the default route via the gateway, the MTU, up; the
+    /// namespace's loopback up).
+    pub configure: bool,
 }
 
 impl Default for UsernetConfig {
@@ -211,6 +228,8 @@ impl UsernetConfig {
             allow: Vec::new(),
             dns_upstream: None,
             forwards: Vec::new(),
+            interface: "tap0".to_owned(),
+            configure: false,
         }
     }
 
@@ -236,6 +255,18 @@ impl UsernetConfig {
     /// Adds an inbound port forward (`-p`).
     pub fn forward(mut self, forward: PortForward) -> UsernetConfig {
         self.forwards.push(forward);
+        self
+    }
+
+    /// Names the TAP interface made in a namespace.
+    pub fn interface(mut self, name: impl Into<String>) -> UsernetConfig {
+        self.interface = name.into();
+        self
+    }
+
+    /// Configures the interface made in a namespace (`--configure`).
+    pub fn configure(mut self, on: bool) -> UsernetConfig {
+        self.configure = on;
         self
     }
 

@@ -68,6 +68,7 @@ mod policy;
 mod qemu;
 mod ra;
 mod resolv;
+mod runtime;
 mod stats;
 mod stream;
 #[cfg(test)]
@@ -89,6 +90,7 @@ pub use crate::{
     },
     ra::{DEFAULT_ROUTER_LIFETIME, RouterAdvertiser},
     resolv::resolv_conf_upstream,
+    runtime::{Usernet, UsernetError},
     stats::{Stats, StatsSnapshot},
     stream::{StreamDevice, StreamDeviceError},
 };

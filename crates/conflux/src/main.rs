@@ -16,6 +16,7 @@ mod progress;
 mod relay;
 mod serve9p;
 mod signals;
+mod usernet;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ Examples:
   echo hello | conflux cat tcp://127.0.0.1:8080  # netcat: stdin to the peer, the peer to stdout
   conflux cat 'unix-listen:///tmp/s.sock?framing=shutdown'
   conflux serve-9p tcp://:5640 ./shared --read-only
+  sudo conflux usernet --netns $PID --configure     # network access for a namespace (slirp4netns's job)
 
 Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
 fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, netstack://TAP/ADDR/PREFIX:PORT (a userspace
@@ -76,6 +78,18 @@ Examples:
   sudo mount -t 9p -o trans=tcp,port=5640,version=9p2000.u 127.0.0.1 /mnt
 
 9P2000 and 9P2000.u; paths never escape DIR (no `..`, no symlink out).";
+
+const USERNET_EXAMPLES: &str = "\
+Examples:
+  sudo unshare --net sleep infinity & sudo conflux usernet --netns $! --configure
+  sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure --mtu 65520
+  sudo conflux usernet --netns $PID --configure --host-loopback --allow 127.0.0.0/8 -p 8080:80
+
+Inside the namespace: the guest is 10.0.2.100/24, the gateway 10.0.2.2 (the host's loopback
+with --host-loopback), the DNS forwarder 10.0.2.3 (to --dns-upstream or the host's first
+nameserver). --allow matches the host-side destination, after the gateway's mapping.
+SIGUSR1 prints the counters on stderr (and so does the exit); SIGTERM closes the flows and
+removes the device; with --netns PID, conflux exits when that process does.";
 
 /// Relay, cat and serve between endpoint URIs of every scheme.
 #[derive(Debug, Parser)]
@@ -143,6 +157,34 @@ enum Command {
         /// Refuse every change (create, write, remove, wstat).
         #[arg(long)]
         read_only: bool,
+    },
+    /// Network access for a network namespace: a TAP device in it, served by a userspace stack here.
+    #[command(after_help = USERNET_EXAMPLES)]
+    Usernet {
+        /// The namespace: a PID (served until that process exits) or a path (/run/netns/NAME).
+        #[arg(long, value_name = "PID|PATH")]
+        netns: String,
+        /// Configure the device: the guest address, the default route via the gateway, the MTU, up.
+        #[arg(long)]
+        configure: bool,
+        /// The link MTU (65520 for speed).
+        #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65520))]
+        mtu: u32,
+        /// Forward a host port into the namespace: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1).
+        #[arg(short = 'p', long = "publish", value_name = "FORWARD")]
+        publish: Vec<conflux_usernet::PortForward>,
+        /// Let the gateway address reach the host's loopback (127.0.0.1, ::1).
+        #[arg(long)]
+        host_loopback: bool,
+        /// Allow only these host-side destinations (repeatable; matched after the gateway's mapping).
+        #[arg(long, value_name = "CIDR")]
+        allow: Vec<conflux_usernet::Cidr>,
+        /// Where DNS queries to 10.0.2.3 go (default: the host's first nameserver).
+        #[arg(long, value_name = "ADDR:PORT")]
+        dns_upstream: Option<std::net::SocketAddr>,
+        /// The TAP interface's name inside the namespace.
+        #[arg(long, value_name = "NAME", default_value = "tap0")]
+        interface: String,
     },
 }
 
@@ -218,6 +260,22 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Serve9p { listen_uri, dir, read_only } => {
             let uri = parse_uri("LISTEN-", &listen_uri)?;
             serve9p::run(Endpoints::new(), uri, dir, read_only).await
+        }
+        Command::Usernet { netns, configure, mtu, publish, host_loopback, allow, dns_upstream, interface } => {
+            if interface.is_empty() || interface.len() > 15 {
+                return Err(CliError::usage(format!("--interface {interface:?}: 1 to 15 bytes")));
+            }
+            let mut config = conflux_usernet::UsernetConfig::new()
+                .configure(configure)
+                .mtu(mtu as usize)
+                .host_loopback(host_loopback)
+                .interface(interface);
+            config = allow.into_iter().fold(config, conflux_usernet::UsernetConfig::allow);
+            config = publish.into_iter().fold(config, conflux_usernet::UsernetConfig::forward);
+            if let Some(up) = dns_upstream {
+                config = config.dns_upstream(up);
+            }
+            usernet::run(usernet::Target::parse(&netns), config).await
         }
     }
 }

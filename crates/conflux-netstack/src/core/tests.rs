@@ -195,12 +195,17 @@ fn held_syns_wait_for_accept_or_refuse() {
     assert_eq!(p.a.connect_state(refused), ConnectState::Failed, "refused with an RST");
     assert_eq!(p.b.sockets(), 1, "only the accepted connection is left");
 
-    // Undecided for the handshake timeout: forgotten.
+    // Undecided for the connect timeout (longer than the handshake timeout): forgotten.
+    // (A's SYN retransmissions meanwhile are the same held SYN.)
+    p.eb.clear();
     let (late, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
     p.run();
-    assert!(matches!(p.eb.last(), Some(Event::Syn { .. })));
-    p.advance(Duration::from_secs(11));
-    assert!(matches!(p.eb.last(), Some(Event::Closed(_))), "{:?}", p.eb.last());
+    let Some(&Event::Syn { id: first, .. }) = p.eb.last() else { panic!("{:?}", p.eb) };
+    p.advance(Duration::from_secs(29));
+    assert_eq!(p.eb.len(), 1, "held for the connect timeout (30 s): {:?}", p.eb);
+    assert_eq!(p.b.sockets(), 2);
+    p.advance(Duration::from_millis(1500));
+    assert!(matches!(p.eb[1], Event::Closed(id) if id == first), "{:?}", p.eb);
     assert_eq!(p.b.sockets(), 1);
     assert_eq!(p.a.connect_state(late), ConnectState::Pending, "never answered");
 }
@@ -225,6 +230,94 @@ fn the_transparent_listener_takes_foreign_and_own_addresses() {
         p.run();
         assert_eq!(read_all(&mut p.a, ca), b"back", "egress rewritten back to {dst}");
     }
+}
+
+/// A holding listener on B's `port` (id `listen`) and a connect from A to
+/// it: A's connect and B's held SYN.
+fn held(p: &mut Pair, port: u16, listen: ListenId) -> (ConnId, ConnId) {
+    if !p.b.is_listening(addr(B, port)) {
+        let (key, owns) = p.b.reserve(addr(B, port)).unwrap();
+        p.b.listen(key, listen, None, owns);
+        p.b.set_hold(key, true);
+    }
+    p.eb.clear();
+    let (ca, _) = p.a.connect(A.parse().unwrap(), addr(B, port), None).unwrap();
+    p.run();
+    match p.eb.as_slice() {
+        [Event::Syn { id, .. }] => (ca, *id),
+        other => panic!("expected one held SYN: {other:?}"),
+    }
+}
+
+#[test]
+fn a_held_syn_abandoned_in_any_phase_ends_and_its_peer_hears_of_it() {
+    let mut p = Pair::new();
+    // Held: refused.
+    let (ca, hb) = held(&mut p, 80, 1);
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Pending);
+    p.b.abandon_syn(p.now, hb);
+    p.run();
+    assert_eq!(p.a.connect_state(ca), ConnectState::Failed);
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Failed);
+    assert!(!p.b.accept_syn(p.now, hb), "gone: nothing to accept");
+    // Accepted and established: reset.
+    let (ca, hb) = held(&mut p, 80, 1);
+    assert!(p.b.accept_syn(p.now, hb));
+    assert!(!p.b.accept_syn(p.now, hb), "accepted once");
+    p.run();
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Established);
+    assert_eq!(p.accepted(), Some(hb));
+    p.b.abandon_syn(p.now, hb);
+    p.run();
+    assert_eq!(p.a.end(ca), End { reset: true, timed_out: false }, "reset");
+    // Forgotten: the peer's retransmission is held again, as a new SYN.
+    let (ca, hb) = held(&mut p, 80, 1);
+    p.b.forget_syn(hb);
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Failed);
+    p.eb.clear();
+    p.advance(Duration::from_millis(1500));
+    let again = match p.eb.as_slice() {
+        [Event::Syn { id, .. }] => *id,
+        other => panic!("expected the retransmitted SYN held: {other:?}"),
+    };
+    assert_ne!(again, hb);
+    assert_eq!(p.a.connect_state(ca), ConnectState::Pending);
+    // The listener goes, refusing what it held.
+    p.b.unlisten_refusing(p.now, addr(B, 80), 1);
+    p.run();
+    assert_eq!(p.a.connect_state(ca), ConnectState::Failed, "refused at once");
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Closed(id) if *id == again)), "{:?}", p.eb);
+    p.advance(Duration::from_secs(70));
+    assert_eq!((p.b.sockets(), p.b.ports_in_use()), (0, 0));
+}
+
+#[test]
+fn an_accepted_handshake_that_never_finishes_is_closed_after_the_handshake_timeout_from_accept() {
+    let mut p = Pair::new();
+    let (_, hb) = held(&mut p, 80, 1);
+    // Held for 8 s of the 10 s handshake timeout, then accepted with the
+    // link down: the handshake gets its own 10 s.
+    p.link_up = false;
+    p.advance(Duration::from_secs(8));
+    assert!(p.b.accept_syn(p.now, hb));
+    p.eb.clear();
+    p.advance(Duration::from_secs(9));
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Pending, "not before 10 s from accept");
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.b.handshake_state(hb), ConnectState::Failed);
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Closed(id) if *id == hb)), "the shell hears it: {:?}", p.eb);
+}
+
+#[test]
+fn the_transparent_port_is_no_port_of_our_addresses_outside_own() {
+    let mut p = Pair::new();
+    let (key, owns) = p.b.reserve(conflux_tcp::any_addr(0)).unwrap();
+    p.b.listen(key, 9, None, owns);
+    p.b.set_transparent(Some(Transparent { port: key.port(), own: Vec::new() }));
+    let (ca, _) = p.a.connect(A.parse().unwrap(), addr(B, key.port()), None).unwrap();
+    p.run();
+    assert_eq!(p.a.connect_state(ca), ConnectState::Failed, "B's address is not `own`: a closed port");
+    assert!(!p.eb.iter().any(|e| matches!(e, Event::Accepted { .. })), "{:?}", p.eb);
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! smoltcp's checksum checks pass anyway). Then, within 60 s of virtual time,
 //! the connection either still echoes or has reported Eof, a reset or an
 //! error to its flow (never a silent stall), and a fresh connection to the
-//! listener succeeds and echoes.
+//! listener succeeds and echoes. A also has a UDP socket (port 53) and the
+//! UDP intercept: afterwards a datagram from B still reaches the socket.
 //!
 //! The stacks' user timeout is 20 s: a segment placed in window can
 //! desynchronize the two ends for good (TCP cannot repair that), and the user
@@ -78,6 +79,8 @@ pub async fn run(input: &[u8]) {
         .unwrap()
         .port();
     let server: SocketAddr = ([10, 0, 0, 1], port).into();
+    let udp = a.udp_bind(([10, 0, 0, 1], 53).into()).unwrap();
+    let _intercept = a.udp_intercept(Vec::new()).unwrap();
     let mut c = b.create_connection(server, ConnectOptions::new()).await.expect("the first connect");
     assert!(echoes_or_ends(&mut c, b"hello").await, "the first echo");
     let client = c.src();
@@ -144,4 +147,19 @@ pub async fn run(input: &[u8]) {
     let got = tokio::time::timeout(Duration::from_secs(60), echoed).await.expect("the fresh echo within 60 s");
     assert_eq!(got.expect("the fresh echo").as_deref(), Some(&b"again"[..]));
     fresh.abort().await.ok();
+
+    // UDP still works: what the input queued is drained, then B's datagram arrives.
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(10), udp.recv_from()).await {}
+    let sender = b.udp_bind(([10, 0, 0, 2], 0).into()).unwrap();
+    sender.send_to(b"udp probe", udp.local_addr()).await.expect("a UDP send");
+    let arrived = async {
+        loop {
+            match udp.recv_from().await {
+                Ok((data, from)) if from == sender.local_addr() && data[..] == b"udp probe"[..] => return,
+                Ok(_) => {}
+                Err(e) => panic!("the UDP socket failed: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), arrived).await.expect("the UDP probe within 60 s");
 }

@@ -57,6 +57,16 @@ impl TapNs {
     pub fn cmd(&self, program: &str) -> Command {
         self.netns.cmd(program)
     }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        self.netns.ip(args)
+    }
+
+    /// The namespace's path (for `conflux_netstack::in_netns`).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.netns.path()
+    }
 }
 
 /// Our stack's config on the TAP.
