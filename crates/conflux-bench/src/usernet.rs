@@ -12,8 +12,8 @@
 //!   (a TAP inside the namespace, configured: 10.0.2.100/24, default route
 //!   via 10.0.2.2, MTU 65520), with the gateway mapped to the host's
 //!   loopback and only 127.0.0.0/8 allowed (`--host-loopback --allow
-//!   127.0.0.0/8`), served on a current_thread runtime in a thread of this
-//!   process;
+//!   127.0.0.0/8`), served in this process on a multi_thread runtime as
+//!   `conflux usernet` builds it;
 //! - baseline `slirp4netns`: `slirp4netns --configure --mtu=65520
 //!   --netns-type=path /run/netns/NAME tap0` (its 10.0.2.2 reaches the host's
 //!   loopback by default);
