@@ -128,6 +128,8 @@ pub(crate) async fn relay<A: Flow, B: Flow>(
     to: SocketAddr,
 ) -> Relayed {
     stats.flow_opened();
+    // A relay dropped midway (its task aborted) still counts its flow closed.
+    let mut open = OpenFlow(Some(stats));
     let started = std::time::Instant::now();
     let result = proxy(&mut a, &mut b).await;
     let (out, inn, end) = match result {
@@ -136,6 +138,7 @@ pub(crate) async fn relay<A: Flow, B: Flow>(
     };
     let _ = a.close().await;
     let _ = b.close().await;
+    open.0 = None;
     stats.flow_closed(out, inn);
     let how = match &end {
         FlowEnd::Closed => "eof".to_owned(),
@@ -144,4 +147,15 @@ pub(crate) async fn relay<A: Flow, B: Flow>(
     };
     tracing::info!(id, %from, %to, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
     Relayed { out, inn, end }
+}
+
+/// Counts a flow closed when dropped armed.
+struct OpenFlow<'a>(Option<&'a Stats>);
+
+impl Drop for OpenFlow<'_> {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.flow_closed(0, 0);
+        }
+    }
 }

@@ -73,6 +73,7 @@ mod stats;
 mod stream;
 #[cfg(test)]
 mod test_echo;
+mod udp;
 
 pub use crate::{
     config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conflux_flow::FlowExt;
-use conflux_netstack::{FrameDevice, NetFlow, NetStack, StackConfig, TapDevice, in_netns};
-use conflux_tcp::{ListenError, TcpFlow, TcpStack};
+use conflux_netstack::{FrameDevice, HeldSyn, Intercept, NetStack, StackConfig, TapDevice, UdpError, in_netns};
+use conflux_tcp::{ListenError, TcpStack};
 use conflux_tcp_host::HostStack;
 use tokio::task::JoinHandle;
 
@@ -23,6 +22,9 @@ use crate::stats::{Stats, StatsSnapshot};
 /// How long [`Usernet::shutdown`] waits for the device to be released
 /// after the flows were closed.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// The gateway's MAC address (slirp4netns's, 52:55:0a:00:02:02).
+const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
 /// Why a forwarder could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +49,12 @@ pub enum UsernetError {
         /// The command and its error.
         source: io::Error,
     },
-    /// The stack refused the transparent listener.
-    #[error("listening for the guest's connections: {0}")]
+    /// The stack refused the interception of the guest's connections.
+    #[error("intercepting the guest's connections: {0}")]
     Listen(ListenError),
+    /// The stack refused the interception of the guest's datagrams.
+    #[error("intercepting the guest's datagrams: {0}")]
+    Udp(UdpError),
     /// A port forward's host address could not be listened on.
     #[error("port forward {forward}: {source}")]
     Forward {
@@ -74,8 +79,9 @@ pub enum UsernetError {
 pub struct Usernet {
     stack: NetStack,
     stats: Arc<Stats>,
+    /// The TCP and UDP forwarding loops, then the port forwards: aborting
+    /// one drops what it holds (flows, host sockets).
     tasks: Vec<JoinHandle<()>>,
-    transparent_port: u16,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -87,7 +93,7 @@ impl std::fmt::Debug for Usernet {
 /// The stack's configuration for `config`: the gateway addresses are its
 /// own.
 fn stack_config(config: &UsernetConfig) -> StackConfig {
-    let mut sc = StackConfig::new().buffers(512 * 1024, 512 * 1024).max_half_open(256);
+    let mut sc = StackConfig::new().mac(GATEWAY_MAC).buffers(512 * 1024, 512 * 1024).max_half_open(256);
     if config.network4.addr().is_ipv4() {
         sc = sc.ipv4(config.gateway4, config.network4.prefix());
     }
@@ -113,14 +119,13 @@ impl Usernet {
         let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
-        let forwarder = Arc::new(TcpForwarder::new(policy, host.clone(), stats.clone()));
-        let listening = stack
-            .listen_transparent(None, move |flow: NetFlow| {
-                let forwarder = forwarder.clone();
-                async move { forward(&forwarder, flow).await }
-            })
-            .map_err(UsernetError::Listen)?;
-        let mut usernet = Usernet { stack, stats, tasks: Vec::new(), transparent_port: listening.port() };
+        let own = vec![config.gateway4.into(), config.gateway6.into()];
+        let intercept = stack.intercept(own.clone(), None).map_err(UsernetError::Listen)?;
+        let udp = stack.udp_intercept(own).map_err(UsernetError::Udp)?;
+        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host.clone(), stats.clone()));
+        let mut usernet = Usernet { stack, stats, tasks: Vec::new() };
+        usernet.tasks.push(tokio::spawn(serve_tcp(intercept, forwarder)));
+        usernet.tasks.push(tokio::spawn(crate::udp::serve(udp, policy, usernet.stats.clone())));
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
             let pf = TcpPortForward::bind(&host, forward.host, usernet.stack.clone(), to, usernet.stats.clone())
@@ -183,22 +188,23 @@ impl Usernet {
     /// listening, open flows get the stack's disconnect grace (2 s) and are
     /// then aborted, and the device is released (a TAP device disappears).
     pub async fn shutdown(self) {
-        let Usernet { stack, tasks, transparent_port, .. } = self;
+        let Usernet { stack, tasks, .. } = self;
+        // No new guest connection or datagram; open flows and host sockets
+        // dropped (the guest's flows are reset by the disconnect below).
         for task in &tasks {
             task.abort();
         }
-        stack.unlisten(transparent_port);
+        for task in tasks {
+            let _ = task.await;
+        }
         stack.disconnect().await;
         let weak = stack.downgrade();
         drop(stack);
-        // Flows still held by relays end with the aborts; the driver then
-        // releases the device.
+        // Port forwards' relays end with the disconnect's aborts; the
+        // driver then releases the device.
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         while weak.upgrade().is_some() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        for task in tasks {
-            let _ = task.await;
         }
     }
 }
@@ -210,17 +216,23 @@ struct ConfigureFailed(io::Error);
 
 /// Configures the interface from inside the namespace (the calling thread
 /// is in it): loopback up, the guest's IPv4 address, MTU, up, the default
-/// route via the gateway.
+/// route via the gateway, the DNS address's neighbour entry.
 fn configure(config: &UsernetConfig) -> io::Result<()> {
     let dev = config.interface.as_str();
     let addr = format!("{}/{}", config.guest4, config.network4.prefix());
     let mtu = config.mtu.to_string();
     let gw = config.gateway4.to_string();
-    let steps: [&[&str]; 4] = [
+    let dns = config.dns4.to_string();
+    let mac = GATEWAY_MAC.map(|b| format!("{b:02x}")).join(":");
+    let steps: [&[&str]; 5] = [
         &["link", "set", "dev", "lo", "up"],
         &["link", "set", "dev", dev, "mtu", &mtu, "up"],
         &["addr", "add", &addr, "dev", dev],
         &["route", "add", "default", "via", &gw, "dev", dev],
+        // The DNS address is not the stack's own (it has one IPv4
+        // address, the gateway's), so nothing answers ARP for it: the
+        // gateway's MAC takes its frames, the intercepts its flows.
+        &["neigh", "replace", &dns, "lladdr", &mac, "dev", dev, "nud", "permanent"],
     ];
     for args in steps {
         let out = std::process::Command::new("ip")
@@ -239,16 +251,41 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
     Ok(())
 }
 
-/// One guest connection: the host connection, then the relay; refused
-/// (policy or host) -> the guest's flow is aborted (an RST).
-async fn forward(forwarder: &TcpForwarder<HostStack>, mut flow: NetFlow) {
-    let (dst, guest) = (flow.src(), flow.dst());
-    match forwarder.connect(guest, dst).await {
-        Ok(host) => {
+/// The guest's held SYNs: each answered only once its host connection is
+/// made (refused or failed -> an RST), then relayed, one task per flow;
+/// dropping the future drops every flow.
+async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>) {
+    let mut flows = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            held = intercept.next() => match held {
+                Some(syn) => {
+                    flows.spawn(forward(forwarder.clone(), syn));
+                }
+                None => break,
+            },
+            Some(_) = flows.join_next(), if !flows.is_empty() => {}
+        }
+    }
+    while flows.join_next().await.is_some() {}
+}
+
+/// One guest connection: the host connection first, then the guest's
+/// handshake and the relay.
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
+    let (guest, dst) = (syn.src(), syn.dst());
+    let host = match forwarder.connect(guest, dst).await {
+        Ok(host) => host,
+        Err(_) => return syn.refuse(),
+    };
+    match syn.accept().await {
+        Ok(flow) => {
             forwarder.relay(flow, host, guest, dst).await;
         }
-        Err(_) => {
-            let _ = flow.abort().await;
+        Err(e) => {
+            tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");
+            let mut host = host;
+            let _ = conflux_flow::FlowExt::abort(&mut host).await;
         }
     }
 }

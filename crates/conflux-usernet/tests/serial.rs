@@ -20,6 +20,9 @@ use conflux_tcp::{ConnectOptions, TcpStack};
 use conflux_testkit::{Netns, TIMEOUT, TempDir, have_command, is_root, skip, within};
 use conflux_usernet::StreamDevice;
 
+#[path = "serial/netns.rs"]
+mod netns;
+
 /// The guest's MAC (QEMU's default).
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The namespace's interface address: what passt gives the guest.

@@ -1,0 +1,454 @@
+//! The forwarder serving a network namespace (slirp4netns's job), with the
+//! kernel as the guest and real tools inside it: curl, nc, ping, python3.
+//! Each test makes its own namespace, whose only link is the forwarder's
+//! TAP; the forwarder reaches only the host's loopback (`--host-loopback
+//! --allow 127.0.0.0/8`) and the guest dials the gateway, 10.0.2.2.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use conflux_testkit::{Netns, SkipReturn, TempDir, have_command, is_root, open_fds, payload, skip, within};
+use conflux_usernet::{PortForward, Proto, Usernet, UsernetConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The size of the HTTP download and upload.
+const BULK: usize = 64 << 20;
+
+/// A namespace served by a forwarder (configured, host loopback only).
+struct Guest {
+    usernet: Option<Usernet>,
+    // Dropped last: kills what still runs inside and deletes the namespace.
+    ns: Netns,
+}
+
+/// A guest, or none after a visible skip.
+struct MaybeGuest(Option<Guest>);
+
+impl SkipReturn for MaybeGuest {
+    fn skipped() -> MaybeGuest {
+        MaybeGuest(None)
+    }
+}
+
+impl Guest {
+    /// A fresh namespace and its forwarder, `config` on top of the test
+    /// defaults; `None` after a visible skip when the machine lacks root,
+    /// `ip` or one of `tools`.
+    fn start(tag: &str, tools: &[&str], config: impl FnOnce(UsernetConfig) -> UsernetConfig) -> Option<Guest> {
+        Guest::try_start(tag, tools, config).0
+    }
+
+    fn try_start(tag: &str, tools: &[&str], config: impl FnOnce(UsernetConfig) -> UsernetConfig) -> MaybeGuest {
+        if !is_root() {
+            skip!(Root, "a namespace and a TAP device need root");
+        }
+        if !have_command("ip") {
+            skip!(Iproute2, "ip not on PATH");
+        }
+        for tool in tools {
+            if !have_command(tool) {
+                match *tool {
+                    "curl" => skip!(Curl, "curl not on PATH (cargo xtask install)"),
+                    "ping" => skip!(Ping, "ping not on PATH (cargo xtask install)"),
+                    "nc" => skip!(Socat, "nc (netcat-openbsd) not on PATH (cargo xtask install)"),
+                    other => skip!(Capability, "{other} not on PATH"),
+                }
+            }
+        }
+        let ns = match Netns::create(tag) {
+            Ok(ns) => ns,
+            Err(e) => skip!(Netns, "{e}"),
+        };
+        let base = UsernetConfig::new().configure(true).host_loopback(true).allow("127.0.0.0/8".parse().unwrap());
+        let usernet = Usernet::spawn_netns(config(base), &ns.path()).expect("serve the namespace");
+        MaybeGuest(Some(Guest { usernet: Some(usernet), ns }))
+    }
+
+    fn usernet(&self) -> &Usernet {
+        self.usernet.as_ref().expect("running")
+    }
+
+    /// Runs `program ARGS` inside the namespace to its end (bounded by the
+    /// program's own timeout options), off the runtime's threads.
+    async fn run(&self, program: &str, args: &[&str]) -> Output {
+        let mut cmd = self.ns.cmd(program);
+        cmd.args(args).stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().expect("spawn in the namespace")).await.unwrap()
+    }
+
+    /// Stops the forwarder; the TAP device must be gone from the namespace.
+    async fn stop(mut self) {
+        let usernet = self.usernet.take().expect("running");
+        within("shutdown", Duration::from_secs(10), usernet.shutdown()).await;
+        let links = Command::new("ip").args(["-n", self.ns.name(), "-o", "link"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.contains("tap0"), "the device is gone after shutdown: {links}");
+    }
+}
+
+/// A child process killed and reaped when dropped (a failing test leaves none).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `PUT /upload`: `<length> <sha256>\n` of the body; `GET /download`:
+/// [`BULK`] bytes of `payload(7, BULK)`.
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.method() == Method::PUT && req.uri().path() == "/upload" {
+        let mut body = req.into_body();
+        let (mut len, mut hash) = (0usize, Sha256::new());
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                len += data.len();
+                hash.update(&data);
+            }
+        }
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        return Ok(Response::new(Full::new(Bytes::from(format!("{len} {hex}\n")))));
+    }
+    if req.uri().path() == "/download" {
+        return Ok(Response::new(Full::new(payload(7, BULK))));
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
+}
+
+/// A hyper HTTP/1.1 server on the host's 127.0.0.1; its port.
+async fn serve_http() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle));
+                let _ = conn.await;
+            });
+        }
+    });
+    port
+}
+
+/// curl inside the namespace downloads and uploads 64 MiB from and to a
+/// hyper server on the host's loopback through the gateway, both verified
+/// by SHA-256; the counters saw the bytes and no flow is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_moves_64_mib_each_way_through_the_gateway() {
+    let Some(guest) = Guest::start("uc", &["curl"], |c| c.mtu(65520)) else { return };
+    let port = serve_http().await;
+    let dir = TempDir::new("usernet-curl");
+    let down = dir.path().join("down.bin");
+    let url = format!("http://10.0.2.2:{port}");
+    let started = Instant::now();
+    let out = guest
+        .run("curl", &["--http1.1", "-sS", "--fail", "--max-time", "60", "-o", path(&down), &format!("{url}/download")])
+        .await;
+    assert_ok("curl download", &out);
+    let took_down = started.elapsed();
+    let got = std::fs::read(&down).unwrap();
+    assert_eq!(got.len(), BULK, "the download's length");
+    assert_eq!(sha256_hex(&got), sha256_hex(&payload(7, BULK)), "the download's SHA-256");
+
+    let up = dir.path().join("up.bin");
+    let data = payload(9, BULK);
+    std::fs::write(&up, &data).unwrap();
+    let started = Instant::now();
+    let out = guest
+        .run("curl", &["--http1.1", "-sS", "--fail", "--max-time", "60", "-T", path(&up), &format!("{url}/upload")])
+        .await;
+    assert_ok("curl upload", &out);
+    eprintln!("64 MiB down in {took_down:?}, up in {:?}", started.elapsed());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{BULK} {}\n", sha256_hex(&data)));
+
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!(s.flows_total, 2, "{s}");
+    assert!(s.bytes_in >= BULK as u64 && s.bytes_out >= BULK as u64, "{s}");
+    assert_eq!(s.refused, 0, "{s}");
+    guest.stop().await;
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// The counters once no flow is open (bounded).
+async fn wait_idle(usernet: &Usernet) -> conflux_usernet::StatsSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = usernet.stats();
+        if s.flows_open == 0 || Instant::now() > deadline {
+            assert_eq!(s.flows_open, 0, "flows still open: {s}");
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The gateway answers ping (the stack answers echo requests to its own
+/// addresses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_ping() {
+    let Some(guest) = Guest::start("up", &["ping"], |c| c) else { return };
+    let out = guest.run("ping", &["-c", "1", "-W", "5", "10.0.2.2"]).await;
+    assert_ok("ping 10.0.2.2", &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 received"));
+    guest.stop().await;
+}
+
+/// `nc -N` inside the namespace sends, shuts its write side, and still
+/// reads the reply the host's server sends after seeing that Eof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nc_half_close_still_reads_the_reply() {
+    let Some(guest) = Guest::start("uh", &["nc", "sh"], |c| c) else { return };
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let served = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(format!("got {} bytes after eof\n", got.len()).as_bytes()).await.unwrap();
+        got
+    });
+    let script = format!("printf 'half-close' | nc -N -w 10 10.0.2.2 {port}");
+    let out = guest.run("sh", &["-c", &script]).await;
+    assert_ok("nc -N", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got 10 bytes after eof\n");
+    assert_eq!(within("server", Duration::from_secs(5), served).await.unwrap(), b"half-close");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.bytes_out, s.bytes_in), (1, 10, 23), "{s}");
+    guest.stop().await;
+}
+
+/// A free port on the host's 127.0.0.1 (bound, read back, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `-p 127.0.0.1:PORT:8080`: the host's 127.0.0.1:PORT reaches a server
+/// inside the namespace (nc listening on the guest's port 8080).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_forward_reaches_a_server_inside_the_namespace() {
+    let host_port = free_port();
+    let forward =
+        PortForward { proto: Proto::Tcp, host: SocketAddr::from(([127, 0, 0, 1], host_port)), guest_port: 8080 };
+    let Some(guest) = Guest::start("uf", &["nc", "sh"], |c| c.forward(forward)) else { return };
+    let server = guest
+        .ns
+        .cmd("sh")
+        .args(["-c", "printf 'from the guest' | nc -N -l 10.0.2.100 8080"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    // Until nc listens, the guest refuses and the host connection is reset.
+    let attempt = || async {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await?;
+        c.write_all(b"from the host").await?;
+        c.shutdown().await?;
+        let mut reply = Vec::new();
+        c.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        match within("an attempt", Duration::from_secs(10), attempt()).await {
+            Ok(reply) if !reply.is_empty() => break reply,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "nc in the namespace never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply, b"from the guest");
+    let mut stdout = server.0.stdout.take().unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+        out
+    });
+    assert_eq!(within("nc's output", Duration::from_secs(10), got).await.unwrap(), "from the host");
+    let _ = server.0.wait();
+    guest.stop().await;
+}
+
+/// An echo server on the host's loopback: each connection's bytes back,
+/// then close at its Eof.
+async fn serve_echo() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// 1,000 short connections (50 at a time) from inside the namespace all
+/// succeed; afterwards no flow is open and the forwarder's process holds no
+/// more descriptors than before (no host socket leaked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_short_connections_leave_nothing_behind() {
+    let Some(guest) = Guest::start("un", &["python3"], |c| c) else { return };
+    let port = serve_echo().await;
+    let fds_before = open_fds();
+    let script = format!(
+        r#"
+import socket, concurrent.futures
+def one(i):
+    s = socket.create_connection(("10.0.2.2", {port}), timeout=20)
+    msg = b"connection %d " % i * 8
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.close()
+    return got == msg
+with concurrent.futures.ThreadPoolExecutor(50) as pool:
+    ok = sum(pool.map(one, range(1000)))
+print("ok", ok)
+"#
+    );
+    let started = Instant::now();
+    let out = guest.run("python3", &["-c", &script]).await;
+    assert_ok("the python client", &out);
+    eprintln!("1000 connections in {:?}", started.elapsed());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 1000");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.refused), (1000, 0), "{s}");
+    // Host sockets close with their flows: the descriptor count is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds() > fds_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(open_fds() <= fds_before, "descriptors grew: {} before, {} after", fds_before, open_fds());
+    guest.stop().await;
+}
+
+/// A closed port on the host's loopback is refused inside the namespace at
+/// once (curl exit 7, "couldn't connect"), not after a timeout and not as
+/// a connection that resets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_host_port_is_refused_at_once() {
+    let Some(guest) = Guest::start("ur", &["curl"], |c| c) else { return };
+    let port = free_port();
+    let started = Instant::now();
+    let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", &format!("http://10.0.2.2:{port}/")]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(7), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
+    guest.stop().await;
+}
+
+/// A UDP echo server on the host's loopback answers a datagram sent from
+/// inside the namespace to the gateway; the association shows in the
+/// counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_echo_on_the_host_answers_the_namespace() {
+    let Some(guest) = Guest::start("uu", &["python3"], |c| c) else { return };
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let mut reply = b"echo: ".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = echo.send_to(&reply, from).await;
+        }
+    });
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+for i in range(3):
+    s.sendto(b"datagram %d" % i, ("10.0.2.2", {port}))
+    data, src = s.recvfrom(65536)
+    print(data.decode(), src[0], src[1] == {port})
+"#
+    );
+    let out = guest.run("python3", &["-c", &script]).await;
+    assert_ok("the UDP client", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: datagram 0 10.0.2.2 True\necho: datagram 1 10.0.2.2 True\necho: datagram 2 10.0.2.2 True\n",
+        "the replies come from the address and port the guest sent to"
+    );
+    let s = guest.usernet().stats();
+    assert_eq!((s.udp_entries, s.bytes_out, s.bytes_in), (1, 30, 48), "{s}");
+    guest.stop().await;
+}
+
+/// `dig @10.0.2.3` inside the namespace is answered by a dnsmasq on the
+/// host's 127.0.0.1 (a test port, `--dns-upstream`) through the forwarder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
+    if is_root() && !(have_command("dnsmasq") && have_command("dig")) {
+        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+    let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(upstream)) else { return };
+    let dnsmasq = Command::new("dnsmasq")
+        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
+        .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--address=/conflux.test/192.0.2.55")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dnsmasq");
+    let _dnsmasq = KillOnDrop(dnsmasq);
+    // dnsmasq starts in milliseconds; ask until it answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+time=1", "+tries=1"]).await;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer: {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // TCP to the DNS address goes to the upstream too.
+    let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
+    assert_ok("dig +tcp", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.55");
+    guest.stop().await;
+}
