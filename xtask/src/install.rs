@@ -6,10 +6,22 @@ use crate::util;
 
 /// Debian packages the tests and benches call (`ip`, `iperf3`, `socat`, `nc
 /// -N`, `ping`, `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier
-/// tests; `slirp4netns` and `passt`'s `pasta`: the `usernet` bench group's
+/// tests; `dnsmasq-base` and `bind9-dnsutils`: its DNS forwarding test;
+/// `slirp4netns` and `passt`'s `pasta`: the `usernet` bench group's
 /// baselines).
-const PACKAGES: &[&str] =
-    &["iproute2", "iperf3", "socat", "netcat-openbsd", "iputils-ping", "curl", "passt", "udhcpc", "slirp4netns"];
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "iperf3",
+    "socat",
+    "netcat-openbsd",
+    "iputils-ping",
+    "curl",
+    "passt",
+    "udhcpc",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "slirp4netns",
+];
 
 /// The prefix of every namespace and link the tests create.
 const NAME_PREFIX: &str = "cfx";
@@ -95,6 +107,10 @@ mod tests {
         }
         // crates/conflux-usernet/tests/serial.rs: a real QEMU-stream peer, a real DHCP client.
         for pkg in ["passt", "udhcpc"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+        // crates/conflux-usernet/tests/serial/netns.rs: a real upstream DNS server and client.
+        for pkg in ["dnsmasq-base", "bind9-dnsutils"] {
             assert!(PACKAGES.contains(&pkg), "{pkg}");
         }
         // crates/conflux-bench/src/usernet.rs: the baselines (pasta is passt's) and iperf3.

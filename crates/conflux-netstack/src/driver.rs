@@ -29,7 +29,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
     let mut tx: VecDeque<FrameBuf> = VecDeque::new();
     let mut wake = Vec::new();
     let mut accepted = Vec::new();
-    let mut udp_wake = Vec::new();
+    let mut udp_wake = crate::udp::Wake::default();
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let mut sleep = pin!(tokio::time::sleep_until(far()));
     loop {
@@ -47,12 +47,12 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
                     st.core.poll_transmit(now, &mut produced);
                 }
                 st.drain_events(now, &mut wake, &mut accepted);
-                crate::udp::drain(&mut st, &mut udp_wake);
+                udp_wake.collect(&mut st.core);
                 st.core.poll_timeout()
             };
             tx.extend(produced.drain(..));
             wake.drain(..).for_each(|w: std::task::Waker| w.wake());
-            udp_wake.drain(..).for_each(|n: Arc<Notify>| n.notify_waiters());
+            udp_wake.wake(&shared);
             dispatch(&shared, &mut accepted);
             let wake_at = match deadline {
                 Some(t) if tx.is_empty() => shared.instant(t),

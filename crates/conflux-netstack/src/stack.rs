@@ -38,8 +38,6 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
-    /// UDP sockets' wake-ups (`udp.rs`).
-    pub(crate) udp: crate::udp::UdpShell,
     wakers: HashMap<ConnId, Wakers>,
     listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
     next_listen: ListenId,
@@ -136,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Listeners<NetFlow>,
     open_flows: AtomicUsize,
     base: tokio::time::Instant,
+    /// UDP sockets' wake-ups (`udp.rs`).
+    pub(crate) udp: crate::udp::UdpShell,
 }
 
 impl Shared {
@@ -215,7 +215,6 @@ impl NetStack {
         let kick = Arc::new(Notify::new());
         let state = State {
             core,
-            udp: Default::default(),
             wakers: HashMap::new(),
             listens: HashMap::new(),
             next_listen: 1,
@@ -228,6 +227,7 @@ impl NetStack {
             listeners: Listeners::new(),
             open_flows: AtomicUsize::new(0),
             base,
+            udp: Default::default(),
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }

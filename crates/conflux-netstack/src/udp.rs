@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::core::{UdpId, UdpRecv, UdpRefused};
-use crate::stack::{NetStack, Shared, State};
+use crate::core::{Core, UdpId, UdpRecv, UdpRefused};
+use crate::stack::{NetStack, Shared};
 
 /// Why a UDP operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,24 +87,53 @@ pub struct Datagram {
     pub dst: SocketAddr,
 }
 
-/// The shell's UDP state (under the stack's lock): each socket's wake-up.
+/// The shell's UDP state (in the stack's shared part, beside the core's
+/// lock, never held with it): each socket's wake-up.
 #[derive(Default)]
 pub(crate) struct UdpShell {
-    notify: HashMap<UdpId, Arc<Notify>>,
+    notify: Mutex<HashMap<UdpId, Arc<Notify>>>,
     /// Woken when the transmit queue has room again.
-    tx_room: Arc<Notify>,
+    tx_room: Notify,
 }
 
-/// Collects the wake-ups the core's UDP news calls for (notified by the
-/// caller once the lock is released).
-pub(crate) fn drain(st: &mut State, wake: &mut Vec<Arc<Notify>>) {
-    while let Some(id) = st.core.udp_poll_ready() {
-        if let Some(n) = st.udp.notify.get(&id) {
-            wake.push(n.clone());
-        }
+impl UdpShell {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<UdpId, Arc<Notify>>> {
+        self.notify.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    if st.core.udp_take_writable() {
-        wake.push(st.udp.tx_room.clone());
+}
+
+/// The driver's UDP wake-ups of one round: collected from the core under its
+/// lock, woken once it is released. (A socket registers its wake-up after
+/// binding: a datagram queued meanwhile is found by its first receive, which
+/// looks at the queue before it waits.)
+#[derive(Default)]
+pub(crate) struct Wake {
+    ready: Vec<UdpId>,
+    writable: bool,
+}
+
+impl Wake {
+    /// Takes the core's UDP news.
+    pub(crate) fn collect(&mut self, core: &mut Core) {
+        while let Some(id) = core.udp_poll_ready() {
+            self.ready.push(id);
+        }
+        self.writable |= core.udp_take_writable();
+    }
+
+    /// Wakes the sockets with news (and the senders waiting for room).
+    pub(crate) fn wake(&mut self, shared: &Shared) {
+        if !self.ready.is_empty() {
+            let sockets = shared.udp.sockets();
+            for id in self.ready.drain(..) {
+                if let Some(n) = sockets.get(&id) {
+                    n.notify_waiters();
+                }
+            }
+        }
+        if std::mem::take(&mut self.writable) {
+            shared.udp.tx_room.notify_waiters();
+        }
     }
 }
 
@@ -113,14 +142,13 @@ struct Handle {
     shared: Arc<Shared>,
     id: UdpId,
     notify: Arc<Notify>,
-    tx_room: Arc<Notify>,
 }
 
 impl Handle {
-    fn new(shared: &Arc<Shared>, st: &mut State, id: UdpId) -> Handle {
+    fn new(shared: &Arc<Shared>, id: UdpId) -> Handle {
         let notify = Arc::new(Notify::new());
-        st.udp.notify.insert(id, notify.clone());
-        Handle { shared: shared.clone(), id, notify, tx_room: st.udp.tx_room.clone() }
+        shared.udp.sockets().insert(id, notify.clone());
+        Handle { shared: shared.clone(), id, notify }
     }
 
     async fn recv(&self) -> Result<(Bytes, SocketAddr, SocketAddr), UdpError> {
@@ -140,7 +168,7 @@ impl Handle {
     /// Queues a datagram, waiting for room in the transmit queue.
     async fn send(&self, data: &[u8], from: SocketAddr, to: SocketAddr) -> Result<(), UdpError> {
         loop {
-            let mut room = pin!(self.tx_room.notified());
+            let mut room = pin!(self.shared.udp.tx_room.notified());
             room.as_mut().enable();
             {
                 let now = self.shared.now();
@@ -166,9 +194,8 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.core.udp_close(self.id);
-        st.udp.notify.remove(&self.id);
+        self.shared.lock().core.udp_close(self.id);
+        self.shared.udp.sockets().remove(&self.id);
     }
 }
 
@@ -288,10 +315,8 @@ impl NetStack {
     pub fn udp_bind(&self, addr: SocketAddr) -> Result<UdpSocket, UdpError> {
         let addr = conflux_tcp::canonical_addr(addr);
         let shared = self.shared();
-        let mut st = shared.lock();
-        let (id, local) = st.core.udp_bind(addr).map_err(|e| UdpError::refused(e, addr, 0))?;
-        let handle = Handle::new(shared, &mut st, id);
-        Ok(UdpSocket { handle, local })
+        let (id, local) = shared.lock().core.udp_bind(addr).map_err(|e| UdpError::refused(e, addr, 0))?;
+        Ok(UdpSocket { handle: Handle::new(shared, id), local })
     }
 
     /// Transparent UDP: every datagram to an address that is not ours
@@ -300,19 +325,43 @@ impl NetStack {
     /// ([`UdpIntercept::recv`]); replies go out with
     /// [`UdpIntercept::send_from`]. One at a time: a second intercept
     /// replaces the first (whose `recv` then fails with
-    /// [`UdpError::Closed`]).
+    /// [`UdpError::Closed`]). An `own` address that is not ours changes
+    /// nothing: datagrams to it are intercepted anyway.
+    ///
+    /// A forwarder's stack answering a guest from the address it asked:
+    ///
+    /// ```
+    /// use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = link_pair(LinkConfig::ethernet());
+    /// // The guest routes everything through the forwarder's stack (10.0.2.2).
+    /// let guest = NetStack::new(
+    ///     StackConfig::new().ipv4("10.0.2.100".parse().unwrap(), 24).gateway_v4("10.0.2.2".parse().unwrap()),
+    ///     a,
+    /// );
+    /// let forwarder =
+    ///     NetStack::new(StackConfig::new().ipv4("10.0.2.2".parse().unwrap(), 24).mac([2, 0, 0, 0, 0, 2]), b);
+    /// let intercept = forwarder.udp_intercept(vec!["10.0.2.2".parse().unwrap()]).unwrap();
+    ///
+    /// let sock = guest.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    /// sock.send_to(b"query", "192.0.2.53:53".parse().unwrap()).await.unwrap();
+    /// let d = intercept.recv().await.unwrap();
+    /// assert_eq!(d.dst, "192.0.2.53:53".parse().unwrap());
+    /// // (A forwarder would ask d.dst from a host socket here.)
+    /// intercept.send_from(b"answer", d.dst, d.src).await.unwrap();
+    /// let (answer, from) = sock.recv_from().await.unwrap();
+    /// assert_eq!((&answer[..], from), (&b"answer"[..], d.dst));
+    /// # });
+    /// ```
     pub fn udp_intercept(&self, own: Vec<IpAddr>) -> Result<UdpIntercept, UdpError> {
         let shared = self.shared();
-        let mut st = shared.lock();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let (id, old) = st.core.udp_intercept(own).map_err(|e| UdpError::refused(e, unspecified, 0))?;
-        let old = old.and_then(|old| st.udp.notify.get(&old).cloned());
-        let handle = Handle::new(shared, &mut st, id);
-        drop(st);
-        if let Some(old) = old {
+        let (id, old) = shared.lock().core.udp_intercept(own).map_err(|e| UdpError::refused(e, unspecified, 0))?;
+        if let Some(old) = old.and_then(|old| shared.udp.sockets().get(&old).cloned()) {
             old.notify_waiters();
         }
-        Ok(UdpIntercept { handle })
+        Ok(UdpIntercept { handle: Handle::new(shared, id) })
     }
 
     /// UDP transmit queues dropped so far because a neighbour (ARP, NDP)

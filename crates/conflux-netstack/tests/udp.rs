@@ -37,7 +37,8 @@ async fn nothing_for(sock: &conflux_netstack::UdpSocket) {
 
 #[tokio::test(start_paused = true)]
 async fn send_to_and_recv_from_both_ways_v4_and_v6() {
-    for link in [LinkConfig::ethernet(), LinkConfig::ip()] {
+    let offloaded = LinkConfig::ethernet().checksums(conflux_netstack::Checksums::Offloaded);
+    for link in [LinkConfig::ethernet(), LinkConfig::ip(), offloaded] {
         let (a, b, _) = pair_with(link, |c| c);
         for (ours, theirs) in [(A4, B4), (A6, B6)] {
             let sa_ = a.udp_bind(addr(ours, 0)).unwrap();
@@ -102,6 +103,17 @@ async fn ports_are_distinct_taken_and_freed_on_drop() {
     // The peer's address is not ours either.
     assert!(matches!(a.udp_bind(addr(B4, 0)), Err(UdpError::AddrNotAvailable(_))));
     drop(b);
+
+    // A small range exhausts, and comes back as sockets go.
+    let (ea, _eb) = link_pair(LinkConfig::ethernet());
+    let small = NetStack::new(side(true).ephemeral_ports(50000..=50002), ea);
+    let three: Vec<_> = (0..3).map(|_| small.udp_bind(sa("[::]:0")).unwrap()).collect();
+    assert_eq!(small.udp_bind(addr(A4, 0)).unwrap_err(), UdpError::PortsExhausted);
+    // A fixed port outside the range still binds.
+    let fixed = small.udp_bind(addr(A4, 53)).unwrap();
+    drop(three);
+    assert!(small.udp_bind(addr(A4, 0)).unwrap().local_addr().port() >= 50000);
+    drop(fixed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -312,11 +324,17 @@ async fn broadcasts_reach_wildcard_sockets_else_the_intercept_and_local_delivery
     assert_eq!(d.dst, sa("255.255.255.255:68"));
     nothing_for(&specific).await;
     assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
-    // Local delivery: one socket of A to another of A.
-    let other = a.udp_bind(sa("0.0.0.0:0")).unwrap();
+    // Local delivery: one socket of A to another of A (IPv6 too, which
+    // smoltcp does not deliver locally on Ethernet).
+    let other = a.udp_bind(sa("[::]:0")).unwrap();
     client.send_to(b"self", addr(A4, other.local_addr().port())).await.unwrap();
     let (got, from) = within("local delivery", TIMEOUT, other.recv_from()).await.unwrap();
     assert_eq!((&got[..], from), (&b"self"[..], client.local_addr()));
+    let c6 = a.udp_bind(addr(A6, 0)).unwrap();
+    c6.send_to(b"self6", addr(A6, other.local_addr().port())).await.unwrap();
+    let (got, from) = within("local delivery (IPv6)", TIMEOUT, other.recv_from()).await.unwrap();
+    assert_eq!((&got[..], from), (&b"self6"[..], c6.local_addr()));
+    assert_eq!(a.udp_tx_dropped(), 0);
 }
 
 /// The one's complement sum of `data` folded to 16 bits (RFC 1071).
@@ -399,4 +417,55 @@ async fn malformed_datagrams_are_dropped_and_the_rest_delivered_exactly() {
     assert_eq!((&d.data[..], d.dst), (&b"no sum"[..], addr(B4, 54)));
     nothing_for(&r).await;
     assert!(tokio::time::timeout(Duration::from_secs(1), icpt.recv()).await.is_err());
+}
+
+/// Ping-pong on a 2-worker runtime (real time, an in-memory link): four
+/// clients each wait for the echo of every datagram, through a socket and
+/// through the intercept, so a lost wake-up stalls a client and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_on_two_threads_loses_no_wake_up() {
+    let (a, b) = routed_pair(LinkConfig::ethernet());
+    let server = std::sync::Arc::new(b.udp_bind(sa("[::]:7")).unwrap());
+    let icpt = std::sync::Arc::new(b.udp_intercept(Vec::new()).unwrap());
+    let echo = tokio::spawn({
+        let server = server.clone();
+        async move {
+            while let Ok((data, from)) = server.recv_from().await {
+                server.send_to(&data, from).await.unwrap();
+            }
+        }
+    });
+    let reflect = tokio::spawn({
+        let icpt = icpt.clone();
+        async move {
+            while let Ok(d) = icpt.recv().await {
+                icpt.send_from(&d.data, d.dst, d.src).await.unwrap();
+            }
+        }
+    });
+    let mut clients = Vec::new();
+    for c in 0..4u64 {
+        let a = a.clone();
+        clients.push(tokio::spawn(async move {
+            let sock = a.udp_bind(sa("[::]:0")).unwrap();
+            let to = match c {
+                0 => addr(B4, 7),
+                1 => addr(B6, 7),
+                2 => sa("203.0.113.3:7"),
+                _ => sa("[2001:db8::3]:7"),
+            };
+            for i in 0..300u64 {
+                let data = payload(c * 1000 + i, 64 + (i as usize % 900));
+                sock.send_to(&data, to).await.unwrap();
+                let (got, from) = within("the echo", TIMEOUT, sock.recv_from()).await.unwrap();
+                assert_eq!((&got[..], from), (&data[..], to), "client {c}, datagram {i}");
+            }
+        }));
+    }
+    for c in clients {
+        within("a client", Duration::from_secs(60), c).await.unwrap();
+    }
+    assert_eq!((server.dropped(), icpt.dropped()), (0, 0));
+    echo.abort();
+    reflect.abort();
 }

@@ -4,8 +4,28 @@
 //! opens ends in that stack and is opened again as an ordinary host socket,
 //! with no root on the host path, no NAT rules and no bridge.
 //!
-//! What is here so far (sans-IO, no I/O and no clock: time is an argument;
-//! except the two frame devices, which do their socket's I/O):
+//! The forwarder, [`Usernet`]: a userspace stack on the guest's frame
+//! device ([`Usernet::spawn`]: any `conflux_netstack::FrameDevice`; or
+//! [`Usernet::spawn_netns`]: a TAP device it makes, and with `configure`
+//! configures, inside a network namespace, which `conflux usernet --netns`
+//! serves), whose own addresses are the gateway's (10.0.2.2, fd00::2):
+//! - outbound TCP: each guest SYN is held until the host connection (the
+//!   kernel's, through conflux-tcp-host and the `conflux_tcp::TcpStack`
+//!   contract) is made; refused or failed -> the guest gets an RST at once,
+//!   as for a closed port; then the relay, half-closes and resets passed on
+//!   both ways;
+//! - outbound UDP: a kernel UDP socket per guest source and destination in
+//!   the bounded [`UdpTable`] (4096 entries, 60 s idle); replies come back
+//!   from the address the guest sent to;
+//! - DNS: UDP and TCP to the DNS address (10.0.2.3) port 53 go to the
+//!   upstream (`dns_upstream`, or the first nameserver of the host's
+//!   `/etc/resolv.conf`);
+//! - ping to the gateway is answered by the stack;
+//! - inbound port forwards (`-p`, TCP);
+//! - one log line per flow (guest, destination, bytes each way, how it
+//!   ended) and counters, [`Usernet::stats`].
+//!
+//! What it is made of (sans-IO where it can be, time an argument):
 //! - [`UsernetConfig`]: the guest network's addresses with slirp4netns's
 //!   defaults (10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, guest 10.0.2.100;
 //!   fd00::/64), MTU, `--host-loopback`, `--allow CIDR`, the DNS upstream and
@@ -37,12 +57,14 @@
 //!   network's prefix, the router lifetime and the MTU), answering router
 //!   solicitations.
 //!
-//! What is not here yet: the forwarder's guest side (it needs a public
-//! API for the netstack core's held SYNs and UDP sockets on the stack; in
-//! front of the stack it
-//! will hand the guest's frames to [`DhcpServer::handle_frame`] and
-//! [`RouterAdvertiser::handle_frame`]) and the `conflux usernet`
-//! subcommand.
+//! What it does not do (yet): UDP port forwards, ICMP echo to addresses
+//! other than the gateway's, ICMP errors to the guest; `configure` sets up
+//! IPv4 only; [`DhcpServer`] and [`RouterAdvertiser`] are not wired in front
+//! of the stack by [`Usernet::spawn`] (a VM guest configures itself
+//! statically for now). The DNS address is not the stack's own (it has one
+//! IPv4 address): `configure` gives it a permanent neighbour entry.
+//!
+//! The policy alone:
 //!
 //! ```
 //! use conflux_usernet::{Policy, UsernetConfig};
@@ -54,6 +76,44 @@
 //! // Anything else is outside the allow list.
 //! assert!(policy.route("192.0.2.1:80".parse()?).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The forwarder on one end of an in-memory link, a guest stack on the
+//! other reaching a server on the host's loopback through the gateway:
+//!
+//! ```
+//! use conflux_flow::FlowExt;
+//! use conflux_netstack::{LinkConfig, NetStack, StackConfig, link_pair};
+//! use conflux_tcp::{ConnectOptions, TcpStack};
+//! use conflux_usernet::{Usernet, UsernetConfig};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let port = server.local_addr()?.port();
+//! tokio::spawn(async move {
+//!     let (mut s, _) = server.accept().await.unwrap();
+//!     s.write_all(b"hello from the host").await.unwrap();
+//! });
+//! let (host_end, guest_end) = link_pair(LinkConfig::ethernet());
+//! let config = UsernetConfig::new().host_loopback(true).allow("127.0.0.0/8".parse()?);
+//! let usernet = Usernet::spawn(config, host_end)?;
+//! let guest = NetStack::new(
+//!     StackConfig::new().ipv4("10.0.2.100".parse()?, 24).gateway_v4("10.0.2.2".parse()?).mac([2, 0, 0, 0, 0, 9]),
+//!     guest_end,
+//! );
+//! let mut flow = guest.create_connection(([10, 0, 2, 2], port).into(), ConnectOptions::new()).await?;
+//! assert_eq!(flow.read_to_end().await?, b"hello from the host");
+//! // A closed port is refused, not reset after a handshake.
+//! drop(flow);
+//! let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+//! let refused = guest.create_connection(([10, 0, 2, 2], closed).into(), ConnectOptions::new()).await;
+//! assert!(matches!(refused, Err(conflux_tcp::ConnectError::Refused { .. })));
+//! assert_eq!(usernet.stats().refused, 1);
+//! usernet.shutdown().await;
+//! # Ok(())
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

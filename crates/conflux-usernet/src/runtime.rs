@@ -10,6 +10,7 @@ use std::time::Duration;
 use conflux_netstack::{FrameDevice, HeldSyn, Intercept, NetStack, StackConfig, TapDevice, UdpError, in_netns};
 use conflux_tcp::{ListenError, TcpStack};
 use conflux_tcp_host::HostStack;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
@@ -82,6 +83,8 @@ pub struct Usernet {
     /// The TCP and UDP forwarding loops, then the port forwards: aborting
     /// one drops what it holds (flows, host sockets).
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the TCP loop to stop taking guest connections.
+    stop: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -119,20 +122,26 @@ impl Usernet {
         let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
+        // Port forwards first: a host address in use fails before anything runs.
+        let mut forwards = Vec::new();
+        for forward in &config.forwards {
+            let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
+            let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
+            tracing::info!(from = %pf.local_addr(), %to, "port forward");
+            forwards.push(pf);
+        }
         let own = vec![config.gateway4.into(), config.gateway6.into()];
         let intercept = stack.intercept(own.clone(), None).map_err(UsernetError::Listen)?;
         let udp = stack.udp_intercept(own).map_err(UsernetError::Udp)?;
-        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host.clone(), stats.clone()));
-        let mut usernet = Usernet { stack, stats, tasks: Vec::new() };
-        usernet.tasks.push(tokio::spawn(serve_tcp(intercept, forwarder)));
-        usernet.tasks.push(tokio::spawn(crate::udp::serve(udp, policy, usernet.stats.clone())));
-        for forward in &config.forwards {
-            let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
-            let pf = TcpPortForward::bind(&host, forward.host, usernet.stack.clone(), to, usernet.stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
-            tracing::info!(from = %pf.local_addr(), %to, "port forward");
-            usernet.tasks.push(tokio::spawn(pf.serve()));
-        }
+        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
+        let stop = Arc::new(Notify::new());
+        let mut tasks = vec![
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
+            tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
+        ];
+        tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
+        let usernet = Usernet { stack, stats, tasks, stop };
         Ok(usernet)
     }
 
@@ -148,7 +157,7 @@ impl Usernet {
         let opened = in_netns(netns, move || {
             let tap = TapDevice::open_with_offloads(&setup.interface, setup.mtu)?;
             if setup.configure {
-                // Told apart from the open's error by its kind.
+                // Told apart from the open's error by its inner type.
                 configure(&setup).map_err(|e| io::Error::other(ConfigureFailed(e)))?;
             }
             Ok(tap)
@@ -162,21 +171,27 @@ impl Usernet {
             }
             Err(source) => return Err(UsernetError::Device { interface, netns: path, source }),
         };
-        tracing::info!(
-            %interface,
-            netns = %path.display(),
-            gateway = %config.gateway4,
-            dns = %config.dns4,
-            guest = %config.guest4,
-            mtu = config.mtu,
-            "serving"
-        );
-        Usernet::spawn(config, tap)
+        let (gateway, dns, guest, mtu) = (config.gateway4, config.dns4, config.guest4, config.mtu);
+        let usernet = Usernet::spawn(config, tap)?;
+        tracing::info!(%interface, netns = %path.display(), %gateway, %dns, %guest, mtu, "serving");
+        Ok(usernet)
     }
 
     /// The counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Stops taking new connections: the guest's SYNs are refused (an RST)
+    /// and the port forwards stop listening, while open flows (and UDP)
+    /// go on until [`shutdown`](Usernet::shutdown). What `conflux usernet`
+    /// does at SIGTERM before its grace period.
+    pub fn stop_accepting(&self) {
+        self.stop.notify_one();
+        // The TCP and UDP loops come first; then the port forwards' listeners.
+        for task in self.tasks.iter().skip(2) {
+            task.abort();
+        }
     }
 
     /// The live counters, readable after [`shutdown`](Usernet::shutdown) too.
@@ -254,11 +269,19 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>) {
+async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
+    let mut stopping = false;
     loop {
         tokio::select! {
+            () = stop.notified(), if !stopping => stopping = true,
             held = intercept.next() => match held {
+                // Refused once stopping; the open flows go on.
+                Some(syn) if stopping => {
+                    forwarder.stats().refused();
+                    tracing::debug!(guest = %syn.src(), dst = %syn.dst(), "guest connection refused: stopping");
+                    syn.refuse();
+                }
                 Some(syn) => {
                     flows.spawn(forward(forwarder.clone(), syn));
                 }
@@ -287,5 +310,26 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
             let mut host = host;
             let _ = conflux_flow::FlowExt::abort(&mut host).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use conflux_netstack::{LinkConfig, link_pair};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_forward_on_a_taken_address_fails_the_start_and_names_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let forward: PortForward = format!("{}:80", taken.local_addr().unwrap().port()).parse().unwrap();
+        let (ours, _guest) = link_pair(LinkConfig::ethernet());
+        let err = Usernet::spawn(UsernetConfig::new().forward(forward), ours).unwrap_err();
+        assert!(matches!(err, UsernetError::Forward { .. }), "{err:?}");
+        assert!(err.to_string().contains(&forward.to_string()), "{err}");
+        let udp: PortForward = "udp:5353:53".parse().unwrap();
+        let (ours, _guest) = link_pair(LinkConfig::ethernet());
+        let err = Usernet::spawn(UsernetConfig::new().forward(udp), ours).unwrap_err();
+        assert!(err.to_string().contains("UDP forwards are not supported"), "{err}");
     }
 }

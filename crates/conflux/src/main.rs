@@ -37,7 +37,7 @@ Examples:
   echo hello | conflux cat tcp://127.0.0.1:8080  # netcat: stdin to the peer, the peer to stdout
   conflux cat 'unix-listen:///tmp/s.sock?framing=shutdown'
   conflux serve-9p tcp://:5640 ./shared --read-only
-  sudo conflux usernet --netns $PID --configure     # network access for a namespace (slirp4netns's job)
+  sudo conflux usernet --netns /run/netns/box --configure  # network access for a namespace (slirp4netns's job)
 
 Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
 fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, netstack://TAP/ADDR/PREFIX:PORT (a userspace
@@ -81,15 +81,16 @@ Examples:
 
 const USERNET_EXAMPLES: &str = "\
 Examples:
-  sudo unshare --net sleep infinity & sudo conflux usernet --netns $! --configure
-  sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure --mtu 65520
+  sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure
+  sudo conflux usernet --netns $PID --configure --mtu 65520     # PID: e.g. a shell started by `unshare --net`
   sudo conflux usernet --netns $PID --configure --host-loopback --allow 127.0.0.0/8 -p 8080:80
 
 Inside the namespace: the guest is 10.0.2.100/24, the gateway 10.0.2.2 (the host's loopback
 with --host-loopback), the DNS forwarder 10.0.2.3 (to --dns-upstream or the host's first
 nameserver). --allow matches the host-side destination, after the gateway's mapping.
-SIGUSR1 prints the counters on stderr (and so does the exit); SIGTERM closes the flows and
-removes the device; with --netns PID, conflux exits when that process does.";
+SIGUSR1 prints the counters on stderr (and so does the exit); SIGTERM refuses new connections,
+lets open flows finish for --grace, then aborts them and removes the device (a second signal: at
+once); with --netns PID, conflux exits when that process does (at once).";
 
 /// Relay, cat and serve between endpoint URIs of every scheme.
 #[derive(Debug, Parser)]
@@ -185,6 +186,9 @@ enum Command {
         /// The TAP interface's name inside the namespace.
         #[arg(long, value_name = "NAME", default_value = "tap0")]
         interface: String,
+        /// After SIGINT/SIGTERM: refuse new connections, let open flows finish this long, then abort them.
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s")]
+        grace: Duration,
     },
 }
 
@@ -261,7 +265,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             let uri = parse_uri("LISTEN-", &listen_uri)?;
             serve9p::run(Endpoints::new(), uri, dir, read_only).await
         }
-        Command::Usernet { netns, configure, mtu, publish, host_loopback, allow, dns_upstream, interface } => {
+        Command::Usernet { netns, configure, mtu, publish, host_loopback, allow, dns_upstream, interface, grace } => {
             if interface.is_empty() || interface.len() > 15 {
                 return Err(CliError::usage(format!("--interface {interface:?}: 1 to 15 bytes")));
             }
@@ -275,7 +279,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             if let Some(up) = dns_upstream {
                 config = config.dns_upstream(up);
             }
-            usernet::run(usernet::Target::parse(&netns), config).await
+            usernet::run(usernet::Target::parse(&netns), config, grace).await
         }
     }
 }

@@ -51,9 +51,11 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
-/// Serves until SIGINT/SIGTERM or, for `--netns PID`, until that process
-/// exits; prints the counters on stderr on SIGUSR1 and at the end.
-pub(crate) async fn run(target: Target, config: UsernetConfig) -> Result<(), CliError> {
+/// Serves until SIGINT/SIGTERM (then refuses new connections and lets
+/// open flows finish for `grace`, or until a second signal) or, for
+/// `--netns PID`, until that process exits (the namespace is gone: at
+/// once); prints the counters on stderr on SIGUSR1 and at the end.
+pub(crate) async fn run(target: Target, config: UsernetConfig, grace: Duration) -> Result<(), CliError> {
     let path = target.path();
     if let Target::Pid(pid) = target
         && process_gone(pid)
@@ -64,20 +66,37 @@ pub(crate) async fn run(target: Target, config: UsernetConfig) -> Result<(), Cli
     let mut usr1 =
         signal(SignalKind::user_defined1()).map_err(|e| CliError::runtime(format!("cannot handle SIGUSR1: {e}")))?;
     let usernet = Usernet::spawn_netns(config, &path).map_err(|e| CliError::runtime(e.to_string()))?;
+    let counters = usernet.counters();
     let mut poll = tokio::time::interval(PID_POLL);
-    loop {
+    let signalled = loop {
         tokio::select! {
-            () = signals.recv() => break,
-            _ = usr1.recv() => eprintln!("usernet: {}", usernet.stats()),
+            () = signals.recv() => break true,
+            _ = usr1.recv() => eprintln!("usernet: {}", counters.snapshot()),
             _ = poll.tick() => {
                 if let Target::Pid(pid) = target && process_gone(pid) {
                     tracing::info!(pid, "the namespace's process exited");
-                    break;
+                    break false;
+                }
+            }
+        }
+    };
+    if signalled && counters.snapshot().flows_open > 0 {
+        usernet.stop_accepting();
+        tracing::info!(open = counters.snapshot().flows_open, ?grace, "stopping: letting open flows finish");
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            tokio::select! {
+                () = signals.recv() => break,
+                _ = usr1.recv() => eprintln!("usernet: {}", counters.snapshot()),
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = poll.tick() => {
+                    if counters.snapshot().flows_open == 0 {
+                        break;
+                    }
                 }
             }
         }
     }
-    let counters = usernet.counters();
     usernet.shutdown().await;
     eprintln!("usernet: {}", counters.snapshot());
     Ok(())

@@ -16,7 +16,14 @@
 //! packet on one smoltcp raw socket in a set of its own, so smoltcp resolves
 //! the neighbour (ARP, NDP) and frames it. A packet whose neighbour never
 //! answers blocks the queue: after [`TX_STUCK`] without progress the queue
-//! is dropped (counted) rather than stalling every sender.
+//! (with the datagrams behind it) is dropped and counted rather than
+//! stalling every sender. One queue, not one per next hop: smoltcp's
+//! neighbour cache sends at most one request per second for all neighbours,
+//! so a dead neighbour's retries would starve another hop's first request
+//! anyway (tried: the live hop's queue went stuck too).
+//!
+//! A datagram to one of our own addresses is delivered at once, without a
+//! frame.
 //!
 //! Ports: UDP has its own port space and allocator (a TCP listener and a
 //! UDP socket may share a port, as on Linux).
@@ -427,6 +434,12 @@ impl Core {
         if data.len() > max {
             return Err(UdpRefused::TooLarge { max });
         }
+        if self.addrs.contains(&dst.ip()) {
+            // To ourselves: delivered at once, no frame (IPv6 on Ethernet
+            // has no local delivery through smoltcp).
+            self.udp_deliver(src, dst, Bytes::copy_from_slice(data));
+            return Ok(());
+        }
         let udp = &mut self.udp;
         let ip_len = if dst.is_ipv4() { 20 } else { 40 };
         let total = ip_len + 8 + data.len();
@@ -506,6 +519,15 @@ impl Core {
         {
             return None;
         }
+        let data = Bytes::copy_from_slice(&frame[d.payload.clone()]);
+        self.udp_deliver(d.src, d.dst, data);
+        None
+    }
+
+    /// Queues a datagram for the socket bound on `dst` or the intercept (or
+    /// drops it).
+    fn udp_deliver(&mut self, src: SocketAddr, dst: SocketAddr, data: Bytes) {
+        let d = Received { data, src, dst };
         let ours = self.addrs.contains(&d.dst.ip());
         let broadcast = match d.dst.ip() {
             IpAddr::V4(ip) => {
@@ -522,13 +544,9 @@ impl Core {
             takes.then_some(*id)
         });
         match target {
-            Some(id) => {
-                let data = Bytes::copy_from_slice(&frame[d.payload.clone()]);
-                self.udp.push(id, Received { data, src: d.src, dst: d.dst });
-            }
+            Some(id) => self.udp.push(id, d),
             None => tracing::trace!(src = %d.src, dst = %d.dst, "UDP datagram for no socket dropped"),
         }
-        None
     }
 
     /// A non-UDP frame that smoltcp took may have answered a neighbour

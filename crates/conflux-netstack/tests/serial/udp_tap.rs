@@ -34,22 +34,23 @@ async fn kernel_recv(sock: &tokio::net::UdpSocket, what: &str) -> (Vec<u8>, Sock
 #[test]
 fn kernel_udp_sockets_exchange_datagrams_with_the_stack_both_ways() {
     need_tap!();
-    // Plain, and with virtio net headers (the kernel's partial checksums).
-    for offloads in [false, true] {
-        rt().block_on(exchange(offloads));
+    // Plain, with virtio net headers (the kernel's partial checksums), and
+    // at the MTU rootless setups use.
+    for (offloads, mtu) in [(false, 1500), (true, 1500), (false, 65_520)] {
+        rt().block_on(exchange(offloads, mtu));
     }
 }
 
-async fn exchange(offloads: bool) {
-    let (ns, dev) = TapNs::create_with(1500, offloads).expect("TAP in a namespace");
+async fn exchange(offloads: bool, mtu: usize) {
+    let (ns, dev) = TapNs::create_with(mtu, offloads).expect("TAP in a namespace");
     let stack = stack_on(dev, None);
     let ours = stack.udp_bind("[::]:0".parse().unwrap()).expect("bind");
     let port = ours.local_addr().port();
-    for (kernel, our_ip, max) in [(KERNEL4, OURS4, 1472), (KERNEL6, OURS6, 1452)] {
+    for (kernel, our_ip, max) in [(KERNEL4, OURS4, mtu - 28), (KERNEL6, OURS6, mtu - 48)] {
         let k = kernel_socket(&ns, support::addr(kernel, 0));
         let k_addr = k.local_addr().unwrap();
         let to_us = support::addr(our_ip, port);
-        for len in [1, 100, max] {
+        for len in [1, 100, 1452, max] {
             let data = conflux_testkit::payload(len as u64, len);
             // Kernel -> us.
             k.send_to(&data, to_us).await.expect("kernel send");

@@ -356,6 +356,7 @@ print("ok", ok)
     while open_fds() > fds_before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eprintln!("descriptors: {fds_before} before, {} after", open_fds());
     assert!(open_fds() <= fds_before, "descriptors grew: {} before, {} after", fds_before, open_fds());
     guest.stop().await;
 }
@@ -371,6 +372,7 @@ async fn a_closed_host_port_is_refused_at_once() {
     let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", &format!("http://10.0.2.2:{port}/")]).await;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(7), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("refused after {took:?} (curl under ip netns exec)");
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let s = wait_idle(guest.usernet()).await;
     assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
@@ -450,5 +452,91 @@ async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
     let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
     assert_ok("dig +tcp", &out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.55");
+    guest.stop().await;
+}
+
+/// With `--allow 127.0.0.0/8`, a server in a second namespace of the
+/// test's, reachable from the host over a veth pair the test made, is
+/// refused inside the guest at once (the policy matches the host-side
+/// destination: nothing is dialled), while the host itself reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_outside_allow_is_refused_at_once() {
+    let Some(guest) = Guest::start("ua", &["curl", "python3"], |c| c) else { return };
+    let other = Netns::create("ub").expect("a second namespace");
+    let (host_end, ns_end) = (conflux_testkit::unique_name("va"), conflux_testkit::unique_name("vb"));
+    conflux_testkit::ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
+    // Removed with the namespace (its peer goes with it).
+    other.take_link(&ns_end).unwrap();
+    conflux_testkit::ip(&["addr", "add", "10.201.0.1/30", "dev", &host_end]).unwrap();
+    conflux_testkit::ip(&["link", "set", &host_end, "up"]).unwrap();
+    other.ip(&["addr", "add", "10.201.0.2/30", "dev", &ns_end]).unwrap();
+    other.ip(&["link", "set", &ns_end, "up"]).unwrap();
+    // Answers every connection (a one-shot server gone after the host's
+    // probe would refuse the guest too, whatever the policy said).
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.2',8080))\ns.listen(16)\nwhile True:\n    c,_=s.accept()\n    c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nup')\n    c.close()\n";
+    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let _server = KillOnDrop(server);
+    // The host reaches it (so a refusal inside is the policy's).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect("10.201.0.2:8080").await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", "http://10.201.0.2:8080/"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(7), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("refused after {took:?} (curl under ip netns exec)");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.refused), (0, 1), "{s}");
+    guest.stop().await;
+    drop(other);
+}
+
+/// iperf3 inside the namespace against an iperf3 server on the host's
+/// loopback, through the gateway: out of the namespace, into it (`-R`) and
+/// four streams (`-P 4`), 2 s each (MTU 65520).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iperf3_runs_both_ways_through_the_gateway() {
+    if is_root() && !have_command("iperf3") {
+        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    }
+    let Some(guest) = Guest::start("ui", &[], |c| c.mtu(65520)) else { return };
+    for extra in [&[][..], &["-R"][..], &["-P", "4"][..]] {
+        // A one-shot server per run (-1); an attempt that fails (the
+        // server not listening yet, a loaded machine) gets a fresh one.
+        let mut attempts = 0;
+        let out = loop {
+            attempts += 1;
+            let port = free_port().to_string();
+            let server = Command::new("iperf3")
+                .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn iperf3 -s");
+            let _server = KillOnDrop(server);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut args = vec!["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"];
+            args.extend_from_slice(extra);
+            let out = guest.run("iperf3", &args).await;
+            if out.status.success() || attempts == 3 {
+                break out;
+            }
+            eprintln!("iperf3 {extra:?} attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        };
+        assert_ok(&format!("iperf3 {extra:?}"), &out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("");
+        eprintln!("iperf3 {extra:?}: {}", receiver.trim());
+        assert!(!receiver.is_empty(), "{text}");
+    }
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!(s.refused, 0, "{s}");
     guest.stop().await;
 }
