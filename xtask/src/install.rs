@@ -4,9 +4,11 @@ use std::process::{Command, Stdio};
 
 use crate::util;
 
-/// Debian packages the tests call (`ip`, `iperf3`, `socat`, `nc -N`, `ping`,
-/// `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier tests;
-/// `dnsmasq-base` and `bind9-dnsutils`: its DNS forwarding test).
+/// Debian packages the tests and benches call (`ip`, `iperf3`, `socat`, `nc
+/// -N`, `ping`, `curl`; `passt` and `udhcpc`: conflux-usernet's VM-carrier
+/// tests; `dnsmasq-base` and `bind9-dnsutils`: its DNS forwarding test;
+/// `slirp4netns` and `passt`'s `pasta`: the `usernet` bench group's
+/// baselines).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iperf3",
@@ -18,6 +20,7 @@ const PACKAGES: &[&str] = &[
     "udhcpc",
     "dnsmasq-base",
     "bind9-dnsutils",
+    "slirp4netns",
 ];
 
 /// The prefix of every namespace and link the tests create.
@@ -108,6 +111,10 @@ mod tests {
         }
         // crates/conflux-usernet/tests/serial/netns.rs: a real upstream DNS server and client.
         for pkg in ["dnsmasq-base", "bind9-dnsutils"] {
+            assert!(PACKAGES.contains(&pkg), "{pkg}");
+        }
+        // crates/conflux-bench/src/usernet.rs: the baselines (pasta is passt's) and iperf3.
+        for pkg in ["slirp4netns", "passt", "iperf3"] {
             assert!(PACKAGES.contains(&pkg), "{pkg}");
         }
     }

@@ -55,6 +55,7 @@ pub mod netstack;
 pub mod ninep;
 pub mod relay;
 pub mod tcp_host;
+pub mod usernet;
 
 pub use crate::harness::{
     Ctx, Goal, Metric, Pair, PairRatios, Record, RunFn, Scenario, Skip, measure, measure_pair, micros, quantile,

@@ -13,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use conflux_bench::{Ctx, Record, Scenario, flow, http, hvsock, mimic, netstack, ninep, relay, tcp_host};
+use conflux_bench::{Ctx, Record, Scenario, flow, http, hvsock, mimic, netstack, ninep, relay, tcp_host, usernet};
 
 /// A scenario group: its command-line name and its scenarios.
 type Group = (&'static str, fn() -> Vec<Scenario>);
@@ -28,6 +28,7 @@ const GROUPS: &[Group] = &[
     ("9p", ninep::scenarios),
     ("relay", relay::scenarios),
     ("http", http::scenarios),
+    ("usernet", usernet::scenarios),
 ];
 
 struct Args {
@@ -88,9 +89,10 @@ fn select(all: &[(&'static str, Vec<Scenario>)], names: &[String]) -> Result<Vec
 }
 
 fn main() -> ExitCode {
-    // A hidden child invocation (the netstack group's RSS measurement and TAP peer).
+    // A hidden child invocation (the netstack group's RSS measurement and TAP
+    // peer, the usernet group's connection client).
     let raw: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(code) = netstack::child_main(&raw) {
+    if let Some(code) = netstack::child_main(&raw).or_else(|| usernet::child_main(&raw)) {
         return code;
     }
     let args = match parse_args() {
