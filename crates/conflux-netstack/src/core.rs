@@ -195,7 +195,8 @@ struct Conn {
     /// A held SYN, fed to smoltcp once accepted.
     held: Option<FrameBuf>,
     /// In TIME_WAIT, answered by the core: its socket went back to the pool.
-    time_wait: Option<TimeWait>,
+    /// (Boxed: every connection pays for the field, few are waiting.)
+    time_wait: Option<Box<TimeWait>>,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -523,11 +524,11 @@ impl Core {
             self.timers.pop_first();
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.timer = None;
-            if let Some(tw) = conn.time_wait {
-                if now >= tw.until {
+            if let Some(until) = conn.time_wait.as_ref().map(|tw| tw.until) {
+                if now >= until {
                     self.forget(id);
                 } else {
-                    self.set_timer(id, tw.until);
+                    self.set_timer(id, until);
                 }
                 continue;
             }
@@ -676,7 +677,7 @@ impl Core {
         }
         let window = conn.socket().recv_capacity().min(0xffff) as u16;
         let until = now + TIME_WAIT.into();
-        conn.time_wait = Some(TimeWait { snd_nxt, rcv_nxt, window, until, challenged_at: None });
+        conn.time_wait = Some(Box::new(TimeWait { snd_nxt, rcv_nxt, window, until, challenged_at: None }));
         let sock = take_socket(conn);
         self.pool(sock);
         self.set_timer(id, until);
@@ -699,7 +700,7 @@ impl Core {
         out: &mut Vec<FrameBuf>,
     ) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        let Some(mut tw) = conn.time_wait else { return };
+        let Some(mut tw) = conn.time_wait.as_deref().copied() else { return };
         let offset = seg.seq_number.wrapping_sub(tw.rcv_nxt);
         let consumes = seg.payload_len > 0 || seg.fin;
         let reply = if seg.rst {
@@ -720,13 +721,13 @@ impl Core {
         let limited = !consumes || seg.syn || seg.rst;
         if reply && limited {
             if tw.challenged_at.is_some_and(|at| now < at + smoltcp::time::Duration::from_secs(1)) {
-                conn.time_wait = Some(tw);
+                conn.time_wait = Some(Box::new(tw));
                 self.set_timer(id, tw.until);
                 return;
             }
             tw.challenged_at = Some(now);
         }
-        conn.time_wait = Some(tw);
+        conn.time_wait = Some(Box::new(tw));
         if reply && let Some(ack) = self.ack_for(frame, seg, tw.snd_nxt, tw.rcv_nxt, tw.window) {
             out.push(ack);
         }
