@@ -441,3 +441,28 @@ fn sockets_are_reused_and_time_wait_keeps_answering_without_one() {
     assert_eq!(p.a.sockets(), 1);
     assert!(p.a.conns.values().all(|c| c.time_wait.is_none()));
 }
+
+/// The pool of reaped sockets is capped (4 MiB of buffers: 32 sockets of
+/// 64 KiB + 64 KiB here); the rest are freed.
+#[test]
+fn the_socket_pool_is_capped() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps::new(Medium::Ip, 1500);
+    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(config(B).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    let ids: Vec<ConnId> = (0..100).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
+    p.run();
+    assert_eq!(p.b.sockets(), 100);
+    for id in ids {
+        p.a.release(id, true, false);
+    }
+    p.run();
+    while let Some(id) = p.accepted() {
+        p.b.release(id, false, false);
+    }
+    p.run();
+    assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
+    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (32, 32));
+}
