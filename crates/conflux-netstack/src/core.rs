@@ -35,13 +35,16 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol,
+    IpRepr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
 
 use crate::config::StackConfig;
 use crate::device::{Checksums, DeviceCaps, FrameBuf, FramePool, Medium, RxCsum};
 use crate::ports::Ports;
 use crate::rewrite;
-use crate::wire::{self, Inspected, seq_after};
+use crate::wire::{self, Inspected, Segment, seq_after};
 
 mod udp;
 pub(crate) use udp::{UdpId, UdpRecv, UdpRefused};
@@ -194,7 +197,31 @@ struct Conn {
     real_mss: Option<u16>,
     /// A held SYN, fed to smoltcp once accepted.
     held: Option<FrameBuf>,
+    /// In TIME_WAIT, answered by the core: its socket went back to the pool.
+    /// (Boxed: every connection pays for the field, few are waiting.)
+    time_wait: Option<Box<TimeWait>>,
 }
+
+/// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
+/// its buffers) went back to the pool: what the wait must answer with. A
+/// kernel does the same (its TIME_WAIT sockets are small, bufferless ones);
+/// smoltcp's socket would hold its buffers for the whole 10 s.
+#[derive(Debug, Clone, Copy)]
+struct TimeWait {
+    /// Our SND.NXT (past our FIN).
+    snd_nxt: u32,
+    /// RCV.NXT (past the peer's FIN).
+    rcv_nxt: u32,
+    /// The window the ACKs advertise.
+    window: u16,
+    /// When the wait ends (restarted by segments, as smoltcp does).
+    until: Instant,
+    /// The last rate-limited ACK.
+    challenged_at: Option<Instant>,
+}
+
+/// smoltcp's TIME-WAIT duration.
+const TIME_WAIT: Duration = Duration::from_secs(10);
 
 impl Conn {
     fn socket(&self) -> &tcp::Socket<'static> {
@@ -332,6 +359,8 @@ fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 const EGRESS_ROUNDS: usize = 128;
 /// Local-delivery rounds per `poll_transmit`.
 const LOCAL_ROUNDS: usize = 16;
+/// Socket buffer bytes (receive + send) kept in reaped sockets for reuse.
+const SOCKET_POOL_BYTES: usize = 4 << 20;
 
 /// The stack's state machine (see the module docs for the call order).
 pub(crate) struct Core {
@@ -344,6 +373,10 @@ pub(crate) struct Core {
     pool: FramePool,
     /// An empty set: ingress for no connection (smoltcp answers RST, ICMP, ARP).
     spare: SocketSet<'static>,
+    /// Reaped sockets for new connections (see [`Core::new_socket`]), at
+    /// most `pool_cap`.
+    pool_sockets: Vec<tcp::Socket<'static>>,
+    pool_cap: usize,
     conns: HashMap<ConnId, Conn>,
     tuples: HashMap<Tuple, ConnId>,
     listens: HashMap<ListenKey, Listen>,
@@ -412,6 +445,8 @@ impl Core {
             tso_mss,
             pool,
             spare: SocketSet::new(Vec::new()),
+            pool_sockets: Vec::new(),
+            pool_cap: SOCKET_POOL_BYTES / (config.rx_buffer + config.tx_buffer).max(1),
             conns: HashMap::new(),
             tuples: HashMap::new(),
             listens: HashMap::new(),
@@ -497,6 +532,14 @@ impl Core {
             self.timers.pop_first();
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.timer = None;
+            if let Some(until) = conn.time_wait.as_ref().map(|tw| tw.until) {
+                if now >= until {
+                    self.forget(id);
+                } else {
+                    self.set_timer(id, until);
+                }
+                continue;
+            }
             let handshake_over = now >= conn.since + self.config.handshake_timeout.into();
             let hold_over = now >= conn.since + hold_timeout(&self.config).into();
             match conn.phase {
@@ -581,11 +624,160 @@ impl Core {
 
     // ---- connections ----
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
-        )
+    /// A closed socket for a new connection: a reaped one when the pool
+    /// has one, else a new one. Allocating and zeroing the buffers (and
+    /// faulting their pages in) was most of a short connection's cost.
+    ///
+    /// smoltcp resets a closed socket's connection state on `listen` and
+    /// `connect` (sequence numbers, buffers, timers, RTT estimate, window,
+    /// MSS); what it leaves is reset here (congestion control, Nagle) or
+    /// set by every caller (`apply_keepalive`: keepalive and timeout). The
+    /// rest is never changed by the core (ACK delay, hop limit, timestamps)
+    /// or only consulted with a matching sequence number of the old
+    /// connection (duplicate-ACK and SACK bookkeeping, reset by the first
+    /// new ACK).
+    fn new_socket(&mut self) -> tcp::Socket<'static> {
+        match self.pool_sockets.pop() {
+            Some(mut sock) => {
+                sock.set_congestion_control(sock.congestion_control());
+                sock.set_nagle_enabled(true);
+                sock
+            }
+            None => tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
+            ),
+        }
+    }
+
+    /// Keeps a reaped connection's socket for [`new_socket`](Core::new_socket)
+    /// while the pool has room.
+    fn recycle(&mut self, mut conn: Conn) {
+        if self.pool_sockets.len() >= self.pool_cap || conn.set.iter().next().is_none() {
+            return;
+        }
+        let sock = take_socket(&mut conn);
+        self.pool(sock);
+    }
+
+    /// Pools `sock` if it has this core's buffers and the pool has room.
+    fn pool(&mut self, mut sock: tcp::Socket<'static>) {
+        if self.pool_sockets.len() < self.pool_cap
+            && sock.recv_capacity() == self.config.rx_buffer
+            && sock.send_capacity() == self.config.tx_buffer
+        {
+            // Closed, so that `listen` and `connect` reset it (nothing is
+            // sent: it is in no set).
+            sock.abort();
+            self.pool_sockets.push(sock);
+        }
+    }
+
+    /// Lets an orphan in TIME_WAIT give its socket (and buffers) back once
+    /// smoltcp owes the peer nothing but the wait: the core answers for it
+    /// from then on ([`TimeWait`]). `false` when it stays with smoltcp.
+    fn enter_time_wait(&mut self, now: Instant, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
+        if conn.phase != Phase::Orphan || conn.time_wait.is_some() || conn.socket().state() != tcp::State::TimeWait {
+            return false;
+        }
+        let (Some(snd_nxt), Some(rcv_nxt)) = (conn.snd_max, conn.rcv_nxt) else { return false };
+        // Our ACK of the peer's FIN is out (RCV.NXT as acknowledged is
+        // RCV.NXT) and only the close timer is left.
+        if conn.rcv_next != Some(rcv_nxt)
+            || self.iface.poll_at(now, &conn.set).is_some_and(|t| t < now + smoltcp::time::Duration::from_secs(1))
+        {
+            return false;
+        }
+        let window = conn.socket().recv_capacity().min(0xffff) as u16;
+        let until = now + TIME_WAIT.into();
+        conn.time_wait = Some(Box::new(TimeWait { snd_nxt, rcv_nxt, window, until, challenged_at: None }));
+        let sock = take_socket(conn);
+        self.pool(sock);
+        self.set_timer(id, until);
+        true
+    }
+
+    /// A segment for a connection in the core's TIME_WAIT, answered as
+    /// smoltcp's TIME-WAIT socket did: an RST exactly at RCV.NXT ends it
+    /// (one elsewhere in the window gets a challenge ACK, RFC 5961 3.2); a
+    /// SYN gets a challenge ACK (4.2); a retransmitted FIN or data is
+    /// acknowledged and restarts the wait, as does any other segment not at
+    /// RCV.NXT, whose ACK is rate-limited (one a second) so two peers out
+    /// of step cannot loop.
+    fn time_wait_segment(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        frame: &FrameBuf,
+        seg: &Segment,
+        out: &mut Vec<FrameBuf>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(mut tw) = conn.time_wait.as_deref().copied() else { return };
+        let offset = seg.seq_number.wrapping_sub(tw.rcv_nxt);
+        let consumes = seg.payload_len > 0 || seg.fin;
+        let reply = if seg.rst {
+            if offset == 0 {
+                tracing::trace!(local = %conn.local, remote = %conn.remote, "TIME_WAIT reset by its peer");
+                self.forget(id);
+                return;
+            }
+            offset < u32::from(tw.window)
+        } else if seg.syn {
+            true
+        } else if consumes || offset != 0 {
+            tw.until = now + TIME_WAIT.into();
+            true
+        } else {
+            false
+        };
+        let limited = !consumes || seg.syn || seg.rst;
+        if reply && limited {
+            if tw.challenged_at.is_some_and(|at| now < at + smoltcp::time::Duration::from_secs(1)) {
+                conn.time_wait = Some(Box::new(tw));
+                self.set_timer(id, tw.until);
+                return;
+            }
+            tw.challenged_at = Some(now);
+        }
+        conn.time_wait = Some(Box::new(tw));
+        if reply && let Some(ack) = self.ack_for(frame, seg, tw.snd_nxt, tw.rcv_nxt, tw.window) {
+            out.push(ack);
+        }
+        self.set_timer(id, tw.until);
+    }
+
+    /// A pure ACK answering `seg` (received in `frame`): addresses, ports
+    /// and, on Ethernet, MAC addresses swapped.
+    fn ack_for(&self, frame: &FrameBuf, seg: &Segment, seq: u32, ack: u32, window: u16) -> Option<FrameBuf> {
+        let tcp = TcpRepr {
+            src_port: seg.dst.port(),
+            dst_port: seg.src.port(),
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: Some(TcpSeqNumber(ack as i32)),
+            window_len: window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let (src, dst): (IpAddress, IpAddress) = (seg.dst.ip().into(), seg.src.ip().into());
+        let ip = IpRepr::new(src, dst, IpProtocol::Tcp, tcp.header_len(), 64);
+        let eth_len = seg.ip_at;
+        let mut reply = self.pool.take(eth_len + ip.header_len() + tcp.header_len());
+        if self.medium == Medium::Ethernet {
+            let eth = EthernetFrame::new_checked(&frame[..]).ok()?;
+            let repr = EthernetRepr { src_addr: eth.dst_addr(), dst_addr: eth.src_addr(), ethertype: eth.ethertype() };
+            repr.emit(&mut EthernetFrame::new_unchecked(&mut reply[..eth_len]));
+        }
+        ip.emit(&mut reply[eth_len..], &self.caps.checksum);
+        let at = eth_len + ip.header_len();
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut reply[at..]), &src, &dst, &self.caps.checksum);
+        Some(reply)
     }
 
     fn insert(&mut self, conn: Conn) -> ConnId {
@@ -616,6 +808,7 @@ impl Core {
             timer: None,
             real_mss: None,
             held: None,
+            time_wait: None,
         }
     }
 
@@ -1015,6 +1208,7 @@ impl Core {
         if conn.ephemeral {
             self.ports.free(conn.local.port());
         }
+        self.recycle(conn);
     }
 
     /// The listener that takes a SYN to `dst` and whether it needs NAT:
@@ -1181,6 +1375,10 @@ impl Core {
             return;
         };
         let conn = self.conns.get_mut(&id).expect("in the table");
+        if conn.time_wait.is_some() {
+            self.time_wait_segment(now, id, &frame, &seg, out);
+            return;
+        }
         if let Phase::Held { .. } = conn.phase {
             if seg.rst {
                 // The peer gave up on its SYN (an RST with the sequence
@@ -1325,7 +1523,7 @@ impl Core {
         for &id in &dirty {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
-            if matches!(conn.phase, Phase::Held { .. }) {
+            if matches!(conn.phase, Phase::Held { .. }) || conn.time_wait.is_some() {
                 continue;
             }
             let before = Snapshot::of(conn.socket());
@@ -1434,6 +1632,9 @@ impl Core {
             }
             _ => {}
         }
+        if self.enter_time_wait(now, id) {
+            return;
+        }
         self.update_timer(now, id);
     }
 
@@ -1457,6 +1658,13 @@ impl Core {
             None => self.clear_timer(id),
         }
     }
+}
+
+/// Takes a connection's socket out of its set, leaving a closed socket
+/// without buffers (no allocation) in its place.
+fn take_socket(conn: &mut Conn) -> tcp::Socket<'static> {
+    let none = || tcp::SocketBuffer::new(Vec::new());
+    std::mem::replace(conn.socket_mut(), tcp::Socket::new(none(), none()))
 }
 
 /// How long a SYN stays held undecided: the handshake timeout, or the

@@ -375,3 +375,94 @@ fn segmentation_offload_sends_tagged_super_segments() {
     }
     assert_eq!(got, 30_000);
 }
+
+/// A closed connection's socket goes back to the pool (at once when reaped,
+/// and from TIME_WAIT, which the core then keeps without it): the next
+/// connection reuses it, and the wait still answers a retransmitted FIN.
+#[test]
+fn sockets_are_reused_and_time_wait_keeps_answering_without_one() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    p.b.set_nagle(cb, false);
+    p.a.close_write(ca);
+    p.run();
+    assert!(matches!(p.b.recv(cb, |b| (b.len(), ())), Recv::Finished));
+    p.b.release(cb, false, false);
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    let copies: Vec<Vec<u8>> = ba.iter().map(|f| f.to_vec()).collect();
+    let fin = copies
+        .iter()
+        .find_map(|f| match wire::inspect(f, Medium::Ip, true) {
+            Inspected::Tcp(seg) if seg.fin => Some(seg),
+            _ => None,
+        })
+        .expect("B's FIN");
+    p.a.handle_frames(p.now, &mut ba);
+    p.a.release(ca, false, true);
+    p.run();
+    assert_eq!((p.a.sockets(), p.b.sockets()), (1, 0), "A waits, B reaped");
+    assert!(p.a.conns.values().all(|c| c.time_wait.is_some()), "A's wait is the core's");
+    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (1, 1), "both sockets pooled");
+
+    // The FIN again (our ACK was lost): acknowledged, checksums right.
+    let mut again: Vec<FrameBuf> = copies.into_iter().map(FrameBuf::from_vec).collect();
+    p.a.handle_frames(p.now, &mut again);
+    let mut out = Vec::new();
+    p.a.poll_transmit(p.now, &mut out);
+    let acks: Vec<_> = out
+        .iter()
+        .filter_map(|f| match wire::inspect(f, Medium::Ip, true) {
+            Inspected::Tcp(seg) => Some(seg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    let ack = acks[0];
+    assert!(ack.ack && !ack.fin && !ack.rst && !ack.syn && ack.payload_len == 0, "{ack:?}");
+    assert_eq!((ack.src, ack.dst, ack.ack_number), (fin.dst, fin.src, fin.seq_end()));
+    // A pure ACK at RCV.NXT gets no answer (no ACK loop).
+    p.b.handle_frames(p.now, &mut out);
+    p.run();
+
+    // The next connections reuse the pooled sockets and work.
+    let (c2, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    assert_eq!(p.a.pool_sockets.len(), 0);
+    p.run();
+    let d2 = p.accepted().expect("accepted on B");
+    assert_eq!(p.b.pool_sockets.len(), 0);
+    assert_eq!(p.a.send(c2, b"again").unwrap(), 5);
+    p.run();
+    assert_eq!(read_all(&mut p.b, d2), b"again");
+    assert_eq!(p.b.set_nagle(d2, true), Some(true), "Nagle back at its default");
+
+    // The wait ends after 10 s; the new connection stays.
+    p.advance(Duration::from_secs(11));
+    assert_eq!(p.a.sockets(), 1);
+    assert!(p.a.conns.values().all(|c| c.time_wait.is_none()));
+}
+
+/// The pool of reaped sockets is capped (4 MiB of buffers: 32 sockets of
+/// 64 KiB + 64 KiB here); the rest are freed.
+#[test]
+fn the_socket_pool_is_capped() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps::new(Medium::Ip, 1500);
+    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(config(B).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    let ids: Vec<ConnId> = (0..100).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
+    p.run();
+    assert_eq!(p.b.sockets(), 100);
+    for id in ids {
+        p.a.release(id, true, false);
+    }
+    p.run();
+    while let Some(id) = p.accepted() {
+        p.b.release(id, false, false);
+    }
+    p.run();
+    assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
+    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (32, 32));
+}
