@@ -4,8 +4,11 @@
 //! - `http-unix` (rate, requests/s): hyper-util's pooled client through
 //!   conflux-hyper's `Connector` to `unix://` (the registry's raw Unix flow),
 //!   against axum served by `AxumListener` on the same URI: `GET` of a 1 KiB
-//!   body, keep-alive, 4 concurrent request loops, 20,000 requests a run (after
-//!   an untimed warm-up run that opens the pooled connections).
+//!   body, keep-alive, 4 concurrent request loops, 5,000 requests a run (after
+//!   an untimed warm-up run that opens the pooled connections), 15 runs of
+//!   each side (31 in a full run), the two sides alternating run by run:
+//!   short rounds and many pairs, so that the load of a shared machine hits
+//!   both sides alike and the median ratio is steady.
 //!   Baseline `hyper-unix`: the same client and app over tokio's
 //!   `UnixStream` directly (`TokioIo`, `axum::serve` on a `UnixListener`),
 //!   same run. Goal: ratio >= 0.95.
@@ -32,7 +35,9 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::data::runtime;
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, rate_per_sec};
 
-const REQUESTS: u64 = 20_000;
+const REQUESTS: u64 = 5_000;
+/// Runs of each side: full, quick.
+const RUNS: (usize, usize) = (31, 15);
 const CONCURRENCY: u64 = 4;
 const BODY: usize = 1024;
 
@@ -122,7 +127,8 @@ fn unix(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         Ok::<_, Skip>((conflux, baseline))
     })?;
     rt.block_on(async { (hammer(&conflux).await, hammer(&baseline).await) });
-    let pair = measure_pair(ctx.runs(9, 5), || rt.block_on(hammer(&conflux)), || rt.block_on(hammer(&baseline)));
+    let pair =
+        measure_pair(ctx.runs(RUNS.0, RUNS.1), || rt.block_on(hammer(&conflux)), || rt.block_on(hammer(&baseline)));
     Ok(vec![ctx.record(&pair.measured).with_baseline("hyper-unix", &pair.baseline)])
 }
 
@@ -138,6 +144,6 @@ fn unix_framed(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
         Ok::<_, Skip>((framed, raw))
     })?;
     rt.block_on(async { (hammer(&framed).await, hammer(&raw).await) });
-    let pair = measure_pair(ctx.runs(9, 5), || rt.block_on(hammer(&framed)), || rt.block_on(hammer(&raw)));
+    let pair = measure_pair(ctx.runs(RUNS.0, RUNS.1), || rt.block_on(hammer(&framed)), || rt.block_on(hammer(&raw)));
     Ok(vec![ctx.record(&pair.measured).with_baseline("http-unix", &pair.baseline)])
 }

@@ -13,7 +13,9 @@ use crate::{Flow, FlowError, Shutdown, bufs};
 /// tokio-rustls and tokio-util codecs run over it.
 ///
 /// Reading through [`AsyncBufRead`] hands out the flow's own buffers without
-/// copying; `AsyncRead` copies into the caller's buffer.
+/// copying; `AsyncRead` reads through [`Flow::poll_read_into`]: a flow over
+/// a socket reads straight into the caller's buffer, any other flow's chunk
+/// is copied into it once.
 ///
 /// Writes cost at most one copy. A flow that writes borrowed slices straight
 /// to its socket ([`Flow::is_write_borrowed`]) gets the caller's slices as
@@ -79,25 +81,6 @@ impl<F: Flow> FlowIo<F> {
         Poll::Ready(Ok(()))
     }
 
-    /// Copies what was read into `put` (which takes at most `room` bytes):
-    /// the body of `AsyncRead::poll_read` for any read-buffer type (hyper's
-    /// own too).
-    pub fn poll_read_with(
-        &mut self,
-        cx: &mut Context<'_>,
-        room: usize,
-        put: impl FnOnce(&[u8]),
-    ) -> Poll<io::Result<()>> {
-        if room == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        ready!(self.poll_fill(cx))?;
-        let n = self.rest.len().min(room);
-        put(&self.rest[..n]);
-        self.rest.advance(n);
-        Poll::Ready(Ok(()))
-    }
-
     /// Hands whatever was reported written but not yet taken to the flow.
     fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.unsent.is_empty() {
@@ -146,10 +129,25 @@ impl<F: Flow> FlowIo<F> {
     }
 }
 
+/// Bytes already read (by [`AsyncBufRead`], or left over by a flow's
+/// [`Flow::poll_read_into`]) go out first; then the flow reads straight into
+/// `buf` when it can (a flow over a socket: no chunk, no copy), otherwise its
+/// next chunk is copied in and what does not fit waits here.
 impl<F: Flow> AsyncRead for FlowIo<F> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let room = buf.remaining();
-        self.get_mut().poll_read_with(cx, room, |b| buf.put_slice(b))
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.rest.is_empty() {
+            let n = this.rest.len().min(buf.remaining());
+            buf.put_slice(&this.rest[..n]);
+            this.rest.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        // Let go of the spent chunk first (see `poll_fill`).
+        this.rest = Bytes::new();
+        this.flow.poll_read_into(cx, buf, &mut this.rest).map_err(io::Error::from)
     }
 }
 

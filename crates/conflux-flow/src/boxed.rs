@@ -6,6 +6,7 @@ use std::io::IoSlice;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use tokio::io::ReadBuf;
 
 use crate::{Flow, FlowError, Shutdown};
 
@@ -94,6 +95,14 @@ impl fmt::Debug for BoxFlow {
 impl Flow for BoxFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         (*self.inner).poll_read(cx)
+    }
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        (*self.inner).poll_read_into(cx, buf, rest)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         (*self.inner).poll_write(cx, buf)

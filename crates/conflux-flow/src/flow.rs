@@ -5,7 +5,8 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::ReadBuf;
 
 use crate::FlowError;
 
@@ -65,9 +66,46 @@ impl Shutdown {
 ///   over a socket writes them straight to it (one `writev`, no copy) and says
 ///   so with [`is_write_borrowed`](Flow::is_write_borrowed); the default
 ///   copies them once into owned buffers for [`poll_writev`](Flow::poll_writev).
+/// - [`poll_read_into`](Flow::poll_read_into) is the read side's counterpart:
+///   a flow over a socket reads straight into the caller's buffer (no owned
+///   chunk, no copy); the default reads a chunk and copies it, leaving what
+///   did not fit in the caller's `rest`. Both reads see one stream: a flow
+///   may be read either way, in any mix, and the rules above (Eof sticky,
+///   errors latched, cancel-safe) hold for both.
 pub trait Flow: Send + 'static {
     /// Polls for the next chunk of data: `Some(bytes)` (never empty) or `None` at Eof.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>>;
+
+    /// Reads into the caller's buffer, as tokio's `AsyncRead::poll_read`
+    /// does: `Ready(Ok(()))` with at least one byte appended to `buf`, or
+    /// with none at Eof (or when `buf` has no room: call it with room).
+    /// `rest` must be empty on entry; a flow may leave bytes there that it
+    /// read but that did not fit (they come before anything read later, so
+    /// the caller hands them out first).
+    ///
+    /// The default reads one chunk ([`poll_read`](Flow::poll_read)), copies
+    /// what fits and leaves the rest in `rest`. A flow over a socket
+    /// overrides it and reads into `buf` directly, which saves the chunk and
+    /// the copy ([`FlowIo`](crate::FlowIo)'s `AsyncRead`, and so hyper and
+    /// tokio callers, read this way).
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let chunk = ready!(self.poll_read(cx))?;
+        if let Some(mut chunk) = chunk {
+            let n = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..n]);
+            chunk.advance(n);
+            *rest = chunk;
+        }
+        Poll::Ready(Ok(()))
+    }
 
     /// Hands the front of `buf` to the flow, advancing `buf` past what was accepted.
     /// Ready once `buf` is empty.
@@ -156,6 +194,14 @@ pub(crate) fn copy_slices(bufs: &[IoSlice<'_>], total: usize) -> Vec<Bytes> {
 impl<F: Flow + ?Sized> Flow for Box<F> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         (**self).poll_read(cx)
+    }
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        (**self).poll_read_into(cx, buf, rest)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         (**self).poll_write(cx, buf)

@@ -169,3 +169,44 @@ async fn a_write_half_into_shared_keeps_messages_whole() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// The default `poll_read_into` (a flow that reads owned chunks): copies
+/// what fits, leaves the rest of the chunk in `rest`; Eof fills nothing.
+#[tokio::test]
+async fn the_default_read_into_copies_a_chunk_and_spills_the_rest() {
+    let (mut a, mut b) = conflux_flow::pipe(1024);
+    a.write("hello, world").await.unwrap();
+    a.shutdown(Shutdown::Write).await.unwrap();
+    let mut mem = [0u8; 5];
+    let mut buf = tokio::io::ReadBuf::new(&mut mem);
+    let mut rest = Bytes::new();
+    std::future::poll_fn(|cx| b.poll_read_into(cx, &mut buf, &mut rest)).await.unwrap();
+    assert_eq!((buf.filled(), &rest[..]), (&b"hello"[..], &b", world"[..]));
+    let mut mem = [0u8; 5];
+    let mut buf = tokio::io::ReadBuf::new(&mut mem);
+    let mut rest = Bytes::new();
+    std::future::poll_fn(|cx| b.poll_read_into(cx, &mut buf, &mut rest)).await.unwrap();
+    assert!(buf.filled().is_empty() && rest.is_empty(), "Eof");
+}
+
+/// `FlowIo`'s `AsyncRead` with a buffer smaller than a chunk: what the
+/// chunk spilled comes first, in order, and nothing is lost.
+#[tokio::test]
+async fn flowio_hands_out_what_a_chunk_spilled_before_reading_again() {
+    use tokio::io::AsyncReadExt;
+    let (mut a, b) = pipe(1024);
+    a.write("hello, world").await.unwrap();
+    a.write("!").await.unwrap();
+    a.shutdown(Shutdown::Write).await.unwrap();
+    let mut io = b.into_tokio();
+    let (mut got, mut small) = (Vec::new(), [0u8; 3]);
+    loop {
+        let n = io.read(&mut small).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= 3);
+        got.extend_from_slice(&small[..n]);
+    }
+    assert_eq!(got, b"hello, world!");
+}

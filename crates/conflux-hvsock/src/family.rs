@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::io::ReadBuf;
 
 /// One connected stream socket of a family.
 ///
@@ -21,6 +22,20 @@ pub trait Socket: Send + 'static {
     /// Reads into the spare capacity of `buf` (the caller reserves), appending.
     /// `Ok(0)` is Eof.
     fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+
+    /// True when [`poll_read_into`](Socket::poll_read_into) reads straight
+    /// into the caller's buffer; the default is `false`.
+    fn reads_into(&self) -> bool {
+        false
+    }
+
+    /// Reads into `buf` (at most its room), as tokio's `AsyncRead::poll_read`:
+    /// nothing appended (with room) is Eof. Only called when
+    /// [`reads_into`](Socket::reads_into) says so; the default fails with
+    /// `Unsupported`.
+    fn poll_read_into(&mut self, _cx: &mut Context<'_>, _buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "this socket reads into its own buffers only")))
+    }
 
     /// Writes from `bufs`, in order; returns how many bytes the socket took.
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;

@@ -13,10 +13,13 @@ use tokio::time::Sleep;
 use crate::codec::{Encoder, Header};
 use crate::endpoint::{Endpoint, FramingConfig, ReadEvent};
 use crate::family::Socket;
-use crate::raw::{MAX_IOV, READ_CHUNK};
+use crate::raw::{MAX_IOV, READ_CHUNK, remember};
 
 /// How many bytes one write moves into the frame queue before flushing.
 const WRITE_BUDGET: usize = 256 * 1024;
+
+/// Slices a borrowed write frames with small arrays (one frame each).
+const FEW: usize = 4;
 
 /// A socket speaking the shutdown framing (OCaml `Hvsock_lwt.Flow_shutdown`),
 /// as a [`Flow`]. Opt-in: only for peers that speak it.
@@ -143,7 +146,7 @@ impl<S: Socket> FramedFlow<S> {
         let r = self.poll_flush(cx);
         self.writer_waiting = r.is_pending();
         if r.is_pending() {
-            self.writer = Some(cx.waker().clone());
+            remember(&mut self.writer, cx);
         }
         r
     }
@@ -178,6 +181,79 @@ impl<S: Socket> FramedFlow<S> {
                 Poll::Ready(())
             }
         }
+    }
+
+    /// The body of [`poll_write_borrowed`](Flow::poll_write_borrowed) once
+    /// earlier frames are out: at most `N` frames (`L` = 2 `N` slices) in
+    /// one `writev`.
+    fn poll_write_frames<const N: usize, const L: usize>(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<Result<usize, FlowError>> {
+        let max = self.enc.max_frame_len();
+        let mut headers = [[0u8; Header::LEN]; N];
+        // Each frame's payload: (slice, offset, length).
+        let mut frames = [(0usize, 0usize, 0usize); N];
+        let (mut count, mut budget) = (0, WRITE_BUDGET);
+        'slices: for (i, b) in bufs.iter().enumerate() {
+            let mut at = 0;
+            while at < b.len() {
+                if count == frames.len() || budget == 0 {
+                    break 'slices;
+                }
+                let n = (b.len() - at).min(max).min(budget);
+                headers[count] = Header::Data(n as u32).to_bytes();
+                frames[count] = (i, at, n);
+                count += 1;
+                at += n;
+                budget -= n;
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); L];
+        for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
+            slices[2 * k] = IoSlice::new(&headers[k]);
+            slices[2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
+        }
+        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed().into())) };
+        let wrote = match sock.poll_writev(cx, &slices[..2 * count]) {
+            Poll::Pending => {
+                self.writer_waiting = true;
+                remember(&mut self.writer, cx);
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(0)) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e.into()));
+            }
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e.into()));
+            }
+            Poll::Ready(Ok(w)) => w,
+        };
+        self.writer_waiting = false;
+        let (mut left, mut accepted) = (wrote, 0);
+        for &(i, at, n) in &frames[..count] {
+            if left >= Header::LEN + n {
+                left -= Header::LEN + n;
+                accepted += n;
+                continue;
+            }
+            if left > 0 {
+                // Cut mid-frame: the rest must follow before any other byte.
+                self.enc.push_partial_data(&bufs[i][at..at + n], left);
+                accepted += n;
+                // Sent now, or by the next write or flush (an empty write
+                // finds the queue and this writer's registration).
+                if let Poll::Ready(Err(e)) = self.poll_flush_writer(cx) {
+                    tracing::trace!(error = %e, "flushing the rest of a cut frame");
+                }
+            }
+            break;
+        }
+        Poll::Ready(Ok(accepted))
     }
 
     fn release(&mut self, abort: bool) -> io::Result<()> {
@@ -269,7 +345,7 @@ impl<S: Socket> Flow for FramedFlow<S> {
                 ReadEvent::NeedInput => {}
             }
             if self.poll_fill(cx).is_pending() {
-                self.reader = Some(cx.waker().clone());
+                remember(&mut self.reader, cx);
                 return Poll::Pending;
             }
         }
@@ -299,7 +375,7 @@ impl<S: Socket> Flow for FramedFlow<S> {
             match self.poll_flush(cx) {
                 Poll::Pending => {
                     self.writer_waiting = true;
-                    self.writer = Some(cx.waker().clone());
+                    remember(&mut self.writer, cx);
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => {
@@ -332,69 +408,16 @@ impl<S: Socket> Flow for FramedFlow<S> {
             ready!(self.poll_flush_writer(cx))?;
             self.ep.write_allowed()?;
         }
+        // The usual case (hyper's head and body, each one frame): small arrays.
         let max = self.enc.max_frame_len();
-        let mut headers = [[0u8; Header::LEN]; MAX_IOV / 2];
-        // Each frame's payload: (slice, offset, length).
-        let mut frames = [(0usize, 0usize, 0usize); MAX_IOV / 2];
-        let (mut count, mut budget) = (0, WRITE_BUDGET);
-        'slices: for (i, b) in bufs.iter().enumerate() {
-            let mut at = 0;
-            while at < b.len() {
-                if count == frames.len() || budget == 0 {
-                    break 'slices;
-                }
-                let n = (b.len() - at).min(max).min(budget);
-                headers[count] = Header::Data(n as u32).to_bytes();
-                frames[count] = (i, at, n);
-                count += 1;
-                at += n;
-                budget -= n;
-            }
+        if bufs.len() <= FEW
+            && bufs.iter().all(|b| b.len() <= max)
+            && bufs.iter().map(|b| b.len()).sum::<usize>() <= WRITE_BUDGET
+        {
+            self.poll_write_frames::<FEW, { 2 * FEW }>(cx, bufs)
+        } else {
+            self.poll_write_frames::<{ MAX_IOV / 2 }, MAX_IOV>(cx, bufs)
         }
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
-            slices[2 * k] = IoSlice::new(&headers[k]);
-            slices[2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
-        }
-        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed().into())) };
-        let wrote = match sock.poll_writev(cx, &slices[..2 * count]) {
-            Poll::Pending => {
-                self.writer_waiting = true;
-                self.writer = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            Poll::Ready(Ok(0)) => {
-                let e = io::Error::from(io::ErrorKind::WriteZero);
-                self.ep.handle_write_error(&e);
-                return Poll::Ready(Err(e.into()));
-            }
-            Poll::Ready(Err(e)) => {
-                self.ep.handle_write_error(&e);
-                return Poll::Ready(Err(e.into()));
-            }
-            Poll::Ready(Ok(w)) => w,
-        };
-        self.writer_waiting = false;
-        let (mut left, mut accepted) = (wrote, 0);
-        for &(i, at, n) in &frames[..count] {
-            if left >= Header::LEN + n {
-                left -= Header::LEN + n;
-                accepted += n;
-                continue;
-            }
-            if left > 0 {
-                // Cut mid-frame: the rest must follow before any other byte.
-                self.enc.push_partial_data(&bufs[i][at..at + n], left);
-                accepted += n;
-                // Sent now, or by the next write or flush (an empty write
-                // finds the queue and this writer's registration).
-                if let Poll::Ready(Err(e)) = self.poll_flush_writer(cx) {
-                    tracing::trace!(error = %e, "flushing the rest of a cut frame");
-                }
-            }
-            break;
-        }
-        Poll::Ready(Ok(accepted))
     }
 
     fn is_write_borrowed(&self) -> bool {

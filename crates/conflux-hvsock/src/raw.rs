@@ -4,8 +4,9 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf, bufs};
+use tokio::io::ReadBuf;
 
 use crate::endpoint::FramingConfig;
 use crate::family::Socket;
@@ -115,7 +116,7 @@ impl<S: Socket> RawFlow<S> {
 }
 
 /// Keeps `cx`'s waker in `slot` (no clone when the one there wakes the same task).
-fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+pub(crate) fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
@@ -160,6 +161,53 @@ impl<S: Socket> Flow for RawFlow<S> {
         }
     }
 
+    /// Straight into `buf` when the socket can ([`Socket::reads_into`]: a
+    /// Unix socket), otherwise a chunk copied in.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.sock.reads_into() {
+            let chunk = ready!(self.poll_read(cx))?;
+            if let Some(mut chunk) = chunk {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                chunk.advance(n);
+                *rest = chunk;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &self.read_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.read_shut || self.eof || self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = self.sock.poll_read_into(cx, buf);
+        if polled.is_pending() {
+            remember(&mut self.reader, cx);
+        }
+        match ready!(polled) {
+            Ok(()) => {
+                if buf.filled().len() == before {
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                let e = FlowError::from(e);
+                self.read_err = Some(e.latched());
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         self.poll_writev(cx, std::slice::from_mut(buf))
     }
@@ -179,6 +227,10 @@ impl<S: Socket> Flow for RawFlow<S> {
 
     /// One `writev` of the caller's slices, straight to the socket.
     fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        // The usual case (hyper's head and body): the slices as they are.
+        if !bufs.is_empty() && bufs.len() <= MAX_IOV && bufs.iter().all(|b| !b.is_empty()) {
+            return self.poll_write_slices(cx, bufs);
+        }
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let n = bufs::gather_slices(bufs, &mut slices);
         if n == 0 {

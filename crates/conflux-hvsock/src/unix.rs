@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 
 use crate::family::{Family, FamilyListener, Socket, with_timeout};
@@ -105,6 +105,20 @@ where
         let stream = self.stream()?;
         loop {
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn reads_into(&self) -> bool {
+        true
+    }
+
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let stream = self.stream()?;
+        loop {
+            match Pin::new(&mut *stream).poll_read(cx, buf) {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }

@@ -718,3 +718,80 @@ fn a_borrowed_framed_write_is_one_writev_and_a_cut_frame_is_finished_first() {
     assert_eq!(calls[1].len(), 1, "then the rest of the cut frame: {calls:?}");
     assert_eq!(calls[1][0].1, 2, "two bytes of `head` were left");
 }
+
+/// Polls `poll_read_into` once with `room` bytes of room: what it put in the
+/// buffer (`None` while pending) and what it left in `rest`.
+async fn read_into<F: Flow>(flow: &mut F, room: usize) -> (Vec<u8>, Bytes) {
+    let mut mem = vec![0u8; room];
+    let mut rest = Bytes::new();
+    let mut buf = tokio::io::ReadBuf::new(&mut mem);
+    within("poll_read_into", TIMEOUT, std::future::poll_fn(|cx| flow.poll_read_into(cx, &mut buf, &mut rest)))
+        .await
+        .expect("poll_read_into");
+    (buf.filled().to_vec(), rest)
+}
+
+/// The raw Unix flow reads straight into the caller's buffer: a small
+/// buffer takes a prefix and the socket keeps the rest (nothing left in
+/// `rest`, no chunk in between); chunk reads and direct reads mix on one
+/// stream; Eof is an empty fill, sticky; a shutdown(Read) reads as Eof.
+#[tokio::test]
+async fn the_raw_unix_flow_reads_into_the_callers_buffer() {
+    let dir = TempDir::new("hv-read-into");
+    let (mut a, mut b) = unix_pair(&dir).await;
+    a.write(Bytes::from_static(b"hello, world")).await.unwrap();
+    let (got, rest) = read_into(&mut b, 5).await;
+    assert_eq!((&got[..], rest.len()), (&b"hello"[..], 0), "a prefix, nothing spilled");
+    let chunk = b.read().await.unwrap().unwrap();
+    assert_eq!(&chunk[..], b", world", "the socket kept the rest for the next read, of either kind");
+    a.shutdown(Shutdown::Write).await.unwrap();
+    for _ in 0..2 {
+        let (got, rest) = read_into(&mut b, 64).await;
+        assert!(got.is_empty() && rest.is_empty(), "Eof, sticky");
+    }
+    let (mut c, mut d) = unix_pair(&TempDir::new("hv-read-into-shut")).await;
+    c.write(Bytes::from_static(b"unread")).await.unwrap();
+    d.shutdown(Shutdown::Read).await.unwrap();
+    assert!(read_into(&mut d, 64).await.0.is_empty(), "after shutdown(Read): Eof");
+}
+
+/// A socket without direct reads (the in-memory one): the raw flow reads a
+/// chunk and copies what fits; the rest comes back in `rest`, in order.
+#[tokio::test]
+async fn the_raw_flow_over_a_chunk_socket_spills_into_rest() {
+    let (mut a, mut b) = mem_pair().await;
+    a.write(Bytes::from_static(b"hello, world")).await.unwrap();
+    let (got, rest) = read_into(&mut b, 5).await;
+    assert_eq!((&got[..], &rest[..]), (&b"hello"[..], &b", world"[..]));
+    a.shutdown(Shutdown::Write).await.unwrap();
+    assert!(read_into(&mut b, 5).await.0.is_empty(), "then Eof");
+}
+
+/// tokio's `AsyncRead` over the raw Unix flow (`FlowIo`, what hyper and
+/// axum read through) with a buffer smaller than what is waiting: every
+/// byte arrives, in order.
+#[tokio::test]
+async fn flowio_reads_a_raw_unix_flow_into_small_buffers() {
+    let dir = TempDir::new("hv-flowio-small");
+    let (mut a, b) = unix_pair(&dir).await;
+    let data = payload(0x5a, 300_000);
+    let expect = data.clone();
+    let writer = async move {
+        a.write(data).await.unwrap();
+        a.shutdown(Shutdown::Write).await.unwrap();
+        a
+    };
+    let reader = async move {
+        let mut io = b.into_tokio();
+        let (mut got, mut small) = (Vec::new(), [0u8; 1000]);
+        loop {
+            let n = io.read(&mut small).await.unwrap();
+            if n == 0 {
+                break got;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+    };
+    let (_a, got) = within("300 kB through FlowIo", TIMEOUT, async { tokio::join!(writer, reader) }).await;
+    assert!(got == expect, "{} bytes back of {}", got.len(), expect.len());
+}

@@ -55,19 +55,26 @@ enum Default {
 /// whose `alpn_protocols` offer it) is HTTP/2 to hyper-util's client.
 #[derive(Clone)]
 pub struct Connector {
+    /// One shared allocation: hyper-util's client clones its connector for
+    /// every request, even one a pooled connection serves.
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     registry: Registry,
     ctx: Ctx,
     default: Default,
-    routes: Arc<BTreeMap<String, Uri>>,
+    routes: BTreeMap<String, Uri>,
 }
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default = match &self.default {
+        let default = match &self.inner.default {
             Default::Fixed(uri) => uri.to_string(),
             Default::Authority { query } => format!("by authority, query `{query}`"),
         };
-        let routes: Vec<String> = self.routes.iter().map(|(a, u)| format!("{a} -> {u}")).collect();
+        let routes: Vec<String> = self.inner.routes.iter().map(|(a, u)| format!("{a} -> {u}")).collect();
         f.debug_struct("Connector").field("default", &default).field("routes", &routes).finish_non_exhaustive()
     }
 }
@@ -75,40 +82,42 @@ impl fmt::Debug for Connector {
 impl Connector {
     /// Every request (without a [`route`](Connector::route)) goes to `endpoint`.
     pub fn new(registry: Registry, endpoint: Uri) -> Connector {
-        Connector { registry, ctx: Ctx::new(), default: Default::Fixed(Arc::new(endpoint)), routes: Arc::default() }
+        Connector::with_default(registry, Default::Fixed(Arc::new(endpoint)))
+    }
+
+    fn with_default(registry: Registry, default: Default) -> Connector {
+        Connector { inner: Arc::new(Inner { registry, ctx: Ctx::new(), default, routes: BTreeMap::new() }) }
     }
 
     /// Requests go to `tcp://` or `tls://` of their own authority, with
     /// `query` (without the `?`; may be empty) appended: see the mapping above.
     pub fn by_authority(registry: Registry, query: &str) -> Connector {
-        Connector {
-            registry,
-            ctx: Ctx::new(),
-            default: Default::Authority { query: query.trim_start_matches('?').into() },
-            routes: Arc::default(),
-        }
+        Connector::with_default(registry, Default::Authority { query: query.trim_start_matches('?').into() })
     }
 
     /// Requests to `authority` (`host` or `host:port`, as the request writes
     /// it) go to `endpoint`, whatever the default says.
     pub fn route(mut self, authority: &str, endpoint: Uri) -> Connector {
-        Arc::make_mut(&mut self.routes).insert(authority.to_ascii_lowercase(), endpoint);
+        Arc::make_mut(&mut self.inner).routes.insert(authority.to_ascii_lowercase(), endpoint);
         self
     }
 
     /// Every dial also gets the values of `ctx` ([`Registry::dial_with`]).
     pub fn with_ctx(mut self, ctx: Ctx) -> Connector {
-        self.ctx = ctx;
+        Arc::make_mut(&mut self.inner).ctx = ctx;
         self
     }
 
     /// The endpoint a request to `uri` dials, as described on [`Connector`].
     pub fn endpoint(&self, uri: &http::Uri) -> Result<Uri, ConnectError> {
-        let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
-        if let Some(endpoint) = authority.as_deref().and_then(|a| self.routes.get(a)) {
+        let inner = &*self.inner;
+        if !inner.routes.is_empty()
+            && let Some(authority) = uri.authority().map(|a| a.as_str().to_ascii_lowercase())
+            && let Some(endpoint) = inner.routes.get(&authority)
+        {
             return Ok(endpoint.clone());
         }
-        match &self.default {
+        match &inner.default {
             Default::Fixed(endpoint) => Ok((**endpoint).clone()),
             Default::Authority { query } => {
                 let (scheme, port) = match uri.scheme_str() {
@@ -162,11 +171,10 @@ impl tower_service::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let endpoint = self.endpoint(&uri);
-        let registry = self.registry.clone();
-        let ctx = self.ctx.clone();
+        let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let endpoint = endpoint?;
-            let flow = registry.dial_with(&endpoint, &ctx).await?;
+            let flow = inner.registry.dial_with(&endpoint, &inner.ctx).await?;
             #[cfg(feature = "tls")]
             if let Some(tls) = flow.downcast_ref::<conflux_mimic::TlsFlow>()
                 && tls.alpn_protocol() == Some(b"h2")

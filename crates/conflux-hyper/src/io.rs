@@ -8,14 +8,17 @@ use std::task::{Context, Poll};
 use conflux_flow::{BoxFlow, Flow, FlowIo};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
 
 /// A flow as hyper's [`Read`] and [`Write`] (and hyper-util's [`Connection`]),
 /// for hyper's client and server connections and hyper-util's pooled client;
 /// with the `axum` feature also as tokio's `AsyncRead` and `AsyncWrite`, the
 /// IO of [`AxumListener`](crate::AxumListener)'s connections.
 ///
-/// It is conflux-flow's [`FlowIo`] under hyper's traits: reads copy the
-/// flow's owned chunks into hyper's buffer; a write costs at most one copy.
+/// It is conflux-flow's [`FlowIo`] under hyper's traits. Reads go through
+/// [`Flow::poll_read_into`]: a flow over a socket (the raw `unix://` flow)
+/// reads straight into hyper's buffer, any other flow's owned chunks are
+/// copied into it once. A write costs at most one copy.
 /// A flow over a socket ([`Flow::is_write_borrowed`]: the `unix://`,
 /// `vsock://`, `fc-vsock://` flows, raw or framed, and kernel `tcp://`)
 /// writes hyper's borrowed slices straight to it, a vectored write as one
@@ -26,7 +29,9 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 /// by a shutdown, never copied again.
 #[derive(Debug)]
 pub struct HyperFlow<F = BoxFlow> {
-    io: FlowIo<F>,
+    /// hyper-util's bridge hands hyper's (uninitialised) read buffer to
+    /// `FlowIo`'s `AsyncRead` as a tokio `ReadBuf`.
+    io: TokioIo<FlowIo<F>>,
     /// The connection speaks HTTP/2 (negotiated by ALPN).
     h2: bool,
 }
@@ -35,7 +40,7 @@ impl<F: Flow> HyperFlow<F> {
     /// Wraps `flow`; hyper-util's client sees a plain connection
     /// ([`Connected::new`]).
     pub fn new(flow: F) -> HyperFlow<F> {
-        HyperFlow { io: FlowIo::new(flow), h2: false }
+        HyperFlow { io: TokioIo::new(FlowIo::new(flow)), h2: false }
     }
 
     /// Tells hyper-util's client the connection speaks HTTP/2 (ALPN said `h2`).
@@ -47,15 +52,14 @@ impl<F: Flow> HyperFlow<F> {
 }
 
 impl<F: Flow> Read for HyperFlow<F> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        let room = buf.remaining();
-        self.get_mut().io.poll_read_with(cx, room, |b| buf.put_slice(b))
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Read::poll_read(Pin::new(&mut self.get_mut().io), cx, buf)
     }
 }
 
 impl<F: Flow> Write for HyperFlow<F> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.get_mut().io.poll_write_slices(cx, &[IoSlice::new(buf)])
+        self.get_mut().io.inner_mut().poll_write_slices(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -63,7 +67,7 @@ impl<F: Flow> Write for HyperFlow<F> {
         cx: &mut Context<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io.poll_write_slices(cx, slices)
+        self.get_mut().io.inner_mut().poll_write_slices(cx, slices)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -71,11 +75,11 @@ impl<F: Flow> Write for HyperFlow<F> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().io.poll_flush_all(cx)
+        self.get_mut().io.inner_mut().poll_flush_all(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().io.poll_shutdown_write(cx)
+        self.get_mut().io.inner_mut().poll_shutdown_write(cx)
     }
 }
 
@@ -87,13 +91,13 @@ mod tokio_io {
 
     impl<F: Flow> AsyncRead for HyperFlow<F> {
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+            Pin::new(self.get_mut().io.inner_mut()).poll_read(cx, buf)
         }
     }
 
     impl<F: Flow> AsyncWrite for HyperFlow<F> {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+            Pin::new(self.get_mut().io.inner_mut()).poll_write(cx, buf)
         }
 
         fn poll_write_vectored(
@@ -101,7 +105,7 @@ mod tokio_io {
             cx: &mut Context<'_>,
             slices: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, slices)
+            Pin::new(self.get_mut().io.inner_mut()).poll_write_vectored(cx, slices)
         }
 
         fn is_write_vectored(&self) -> bool {
@@ -109,11 +113,11 @@ mod tokio_io {
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+            Pin::new(self.get_mut().io.inner_mut()).poll_flush(cx)
         }
 
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+            Pin::new(self.get_mut().io.inner_mut()).poll_shutdown(cx)
         }
     }
 }
