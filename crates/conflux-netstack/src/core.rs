@@ -359,8 +359,11 @@ fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 const EGRESS_ROUNDS: usize = 128;
 /// Local-delivery rounds per `poll_transmit`.
 const LOCAL_ROUNDS: usize = 16;
-/// Socket buffer bytes (receive + send) kept in reaped sockets for reuse.
+/// Socket buffer bytes (receive + send) kept in reaped sockets for reuse...
 const SOCKET_POOL_BYTES: usize = 4 << 20;
+/// ...or this many sockets, if more: a burst of short connections with
+/// large buffers (conflux-usernet's 512 KiB) still finds sockets to reuse.
+const SOCKET_POOL_MIN: usize = 16;
 
 /// The stack's state machine (see the module docs for the call order).
 pub(crate) struct Core {
@@ -446,7 +449,7 @@ impl Core {
             pool,
             spare: SocketSet::new(Vec::new()),
             pool_sockets: Vec::new(),
-            pool_cap: SOCKET_POOL_BYTES / (config.rx_buffer + config.tx_buffer).max(1),
+            pool_cap: (SOCKET_POOL_BYTES / (config.rx_buffer + config.tx_buffer).max(1)).max(SOCKET_POOL_MIN),
             conns: HashMap::new(),
             tuples: HashMap::new(),
             listens: HashMap::new(),
