@@ -466,3 +466,26 @@ fn the_socket_pool_is_capped() {
     assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
     assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (32, 32));
 }
+
+#[test]
+fn the_socket_pool_keeps_16_large_sockets() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps::new(Medium::Ip, 1500);
+    p.a = Core::new(config(A).buffers(512 * 1024, 512 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(config(B).buffers(512 * 1024, 512 * 1024), caps, FramePool::new(), Instant::ZERO);
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    let ids: Vec<ConnId> = (0..20).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
+    p.run();
+    for id in ids {
+        p.a.release(id, true, false);
+    }
+    p.run();
+    while let Some(id) = p.accepted() {
+        p.b.release(id, false, false);
+    }
+    p.run();
+    assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
+    // 4 MiB holds only 4 such sockets: the floor keeps 16.
+    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (16, 16));
+}
