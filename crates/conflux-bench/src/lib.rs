@@ -45,6 +45,7 @@ mod chart;
 pub mod data;
 mod harness;
 mod machine;
+mod proc;
 mod report;
 
 pub mod flow;

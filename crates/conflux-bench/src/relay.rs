@@ -36,7 +36,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,6 +49,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::data::{drain, expected_sum, offsets, runtime, source};
+use crate::proc::Proc;
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, rate_per_sec, throughput_gbps};
 
 const CHUNK: usize = 128 * 1024;
@@ -92,37 +93,6 @@ fn have_socat() -> Result<(), Skip> {
     match Command::new("socat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(s) if s.success() => Ok(()),
         _ => Err(Skip::new("socat: not installed (cargo xtask install)")),
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct Proc {
-    child: Child,
-    what: &'static str,
-}
-
-impl Proc {
-    fn spawn(what: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Proc { child, what }
-    }
-
-    /// Panics if the process has exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited: {status}", self.what);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -59,6 +59,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::proc::Proc;
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair};
 
 mod crr;
@@ -204,38 +205,6 @@ impl Drop for Netns {
     }
 }
 
-/// A child process, killed and reaped on drop.
-struct Proc {
-    child: Child,
-    what: &'static str,
-}
-
-impl Proc {
-    fn spawn(what: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Proc { child, what }
-    }
-
-    /// Panics if the process has exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited: {status}", self.what);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A forwarder serving a namespace.
 enum Forwarder {
     Proc(Proc),
@@ -261,7 +230,8 @@ impl Guest {
                 Command::new("slirp4netns")
                     .args(["--configure", &format!("--mtu={mtu}"), "--netns-type=path"])
                     .arg(&path)
-                    .arg("tap0"),
+                    .arg("tap0")
+                    .stderr(Stdio::null()),
             )),
             Side::Pasta => Forwarder::Proc(Proc::spawn(
                 "pasta",
@@ -269,7 +239,8 @@ impl Guest {
                     .args(["--runas", "0", "--config-net", "-a", "10.0.2.100", "-n", "24", "-g", GATEWAY])
                     .args(["-m", &mtu, "-4", "-t", "none", "-u", "none", "-T", "none", "-U", "none", "-f", "-q"])
                     .arg("--netns")
-                    .arg(&path),
+                    .arg(&path)
+                    .stderr(Stdio::null()),
             )),
         };
         let mut guest = Guest { forwarder: Some(forwarder), ns };
@@ -365,8 +336,10 @@ fn iperf_run(side: Side, dir: Dir, secs: u64) -> f64 {
     let mut guest = Guest::start(side);
     let port = free_port();
     let port_s = port.to_string();
-    let mut server =
-        Proc::spawn("iperf3 server", Command::new("iperf3").args(["-s", "-1", "-B", "127.0.0.1", "-p", &port_s]));
+    let mut server = Proc::spawn(
+        "iperf3 server",
+        Command::new("iperf3").args(["-s", "-1", "-B", "127.0.0.1", "-p", &port_s]).stderr(Stdio::null()),
+    );
     let deadline = Instant::now() + READY_TIMEOUT;
     while !listening(port) {
         server.check_alive();

@@ -444,17 +444,18 @@ fn sockets_are_reused_and_time_wait_keeps_answering_without_one() {
 
 /// The pool of reaped sockets is capped (4 MiB of buffers: 32 sockets of
 /// 64 KiB + 64 KiB here); the rest are freed.
-#[test]
-fn the_socket_pool_is_capped() {
+/// `n` connections between two cores with `buf`-byte buffers each way, all
+/// reset and reaped: how many sockets each side's pool kept.
+fn pooled_after(n: usize, buf: usize) -> (usize, usize) {
     let mut p = Pair::new();
     let caps = DeviceCaps::new(Medium::Ip, 1500);
-    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
-    p.b = Core::new(config(B).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.a = Core::new(config(A).buffers(buf, buf), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(config(B).buffers(buf, buf), caps, FramePool::new(), Instant::ZERO);
     let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
     p.b.listen(key, 1, None, owns);
-    let ids: Vec<ConnId> = (0..100).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
+    let ids: Vec<ConnId> = (0..n).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
     p.run();
-    assert_eq!(p.b.sockets(), 100);
+    assert_eq!(p.b.sockets(), n);
     for id in ids {
         p.a.release(id, true, false);
     }
@@ -464,28 +465,17 @@ fn the_socket_pool_is_capped() {
     }
     p.run();
     assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
-    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (32, 32));
+    (p.a.pool_sockets.len(), p.b.pool_sockets.len())
+}
+
+#[test]
+fn the_socket_pool_is_capped() {
+    // 4 MiB of 64 KiB + 64 KiB sockets.
+    assert_eq!(pooled_after(100, 64 * 1024), (32, 32));
 }
 
 #[test]
 fn the_socket_pool_keeps_16_large_sockets() {
-    let mut p = Pair::new();
-    let caps = DeviceCaps::new(Medium::Ip, 1500);
-    p.a = Core::new(config(A).buffers(512 * 1024, 512 * 1024), caps, FramePool::new(), Instant::ZERO);
-    p.b = Core::new(config(B).buffers(512 * 1024, 512 * 1024), caps, FramePool::new(), Instant::ZERO);
-    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
-    p.b.listen(key, 1, None, owns);
-    let ids: Vec<ConnId> = (0..20).map(|_| p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap().0).collect();
-    p.run();
-    for id in ids {
-        p.a.release(id, true, false);
-    }
-    p.run();
-    while let Some(id) = p.accepted() {
-        p.b.release(id, false, false);
-    }
-    p.run();
-    assert_eq!((p.a.sockets(), p.b.sockets()), (0, 0), "reset and reaped on both sides");
-    // 4 MiB holds only 4 such sockets: the floor keeps 16.
-    assert_eq!((p.a.pool_sockets.len(), p.b.pool_sockets.len()), (16, 16));
+    // 4 MiB holds only 4 sockets of 512 KiB + 512 KiB: the floor keeps 16.
+    assert_eq!(pooled_after(20, 512 * 1024), (16, 16));
 }
