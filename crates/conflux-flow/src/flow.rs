@@ -94,17 +94,7 @@ pub trait Flow: Send + 'static {
         buf: &mut ReadBuf<'_>,
         rest: &mut Bytes,
     ) -> Poll<Result<(), FlowError>> {
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let chunk = ready!(self.poll_read(cx))?;
-        if let Some(mut chunk) = chunk {
-            let n = chunk.len().min(buf.remaining());
-            buf.put_slice(&chunk[..n]);
-            chunk.advance(n);
-            *rest = chunk;
-        }
-        Poll::Ready(Ok(()))
+        poll_read_chunk_into(self, cx, buf, rest)
     }
 
     /// Hands the front of `buf` to the flow, advancing `buf` past what was accepted.
@@ -175,6 +165,28 @@ pub trait Flow: Send + 'static {
     fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         self.poll_close(cx)
     }
+}
+
+/// [`Flow::poll_read_into`]'s default, for flows that override it but
+/// sometimes cannot read into `buf` directly: one chunk
+/// ([`poll_read`](Flow::poll_read)), what fits copied into `buf`, the rest
+/// left in `rest`.
+pub fn poll_read_chunk_into<F: Flow + ?Sized>(
+    flow: &mut F,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    rest: &mut Bytes,
+) -> Poll<Result<(), FlowError>> {
+    if buf.remaining() == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(mut chunk) = ready!(flow.poll_read(cx))? {
+        let n = chunk.len().min(buf.remaining());
+        buf.put_slice(&chunk[..n]);
+        chunk.advance(n);
+        *rest = chunk;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// `bufs` (`total` bytes in all) copied into one allocation, one owned buffer

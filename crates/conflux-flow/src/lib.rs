@@ -63,7 +63,10 @@ pub use crate::{
     boxed::BoxFlow,
     combinators::{CopyError, CopyStats, Direction, ProxyError, ProxyStats, Side, copy, proxy},
     error::{ErrorKind, FlowError},
-    flow::{CloseFuture, Flow, FlowExt, ReadFuture, Shutdown, ShutdownFuture, WriteFuture, WritevFuture},
+    flow::{
+        CloseFuture, Flow, FlowExt, ReadFuture, Shutdown, ShutdownFuture, WriteFuture, WritevFuture,
+        poll_read_chunk_into,
+    },
     fnflow::{FnFlow, OutputBuffer},
     pipe::{Pipe, pipe},
     split::{DROP_SHUTDOWN_TIMEOUT, ReadHalf, ReuniteError, SharedWriter, WriteHalf},

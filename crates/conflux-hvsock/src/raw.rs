@@ -4,7 +4,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf, bufs};
 use tokio::io::ReadBuf;
 
@@ -169,17 +169,10 @@ impl<S: Socket> Flow for RawFlow<S> {
         buf: &mut ReadBuf<'_>,
         rest: &mut Bytes,
     ) -> Poll<Result<(), FlowError>> {
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
         if !self.sock.reads_into() {
-            let chunk = ready!(self.poll_read(cx))?;
-            if let Some(mut chunk) = chunk {
-                let n = chunk.len().min(buf.remaining());
-                buf.put_slice(&chunk[..n]);
-                chunk.advance(n);
-                *rest = chunk;
-            }
+            return conflux_flow::poll_read_chunk_into(self, cx, buf, rest);
+        }
+        if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         if let Some(e) = &self.read_err {
