@@ -174,4 +174,4 @@ fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
+use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, end_slot};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -85,6 +86,8 @@ pub struct Usernet {
     tasks: Vec<JoinHandle<()>>,
     /// Tells the TCP loop to stop taking guest connections.
     stop: Arc<Notify>,
+    /// The device's end, once it ended.
+    ended: EndSlot,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -110,6 +113,9 @@ impl Usernet {
     /// Serves `config` over `device` (spawns its tasks; call within a tokio
     /// runtime). The DNS upstream, when `config` names none, is the first
     /// nameserver of the host's `/etc/resolv.conf`.
+    ///
+    /// The device is served as it is: a VM guest, which needs its
+    /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
         if let Some(f) = config.forwards.iter().find(|f| f.proto == Proto::Udp) {
             return Err(UsernetError::UdpForward(*f));
@@ -119,7 +125,8 @@ impl Usernet {
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
         };
         let policy = Policy::new(&config).with_dns_upstream(upstream);
-        let stack = NetStack::new(stack_config(&config), device);
+        let ended = end_slot();
+        let stack = NetStack::new(stack_config(&config), EndWatch::new(device, ended.clone()));
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
         // Port forwards first: a host address in use fails before anything runs.
@@ -141,8 +148,40 @@ impl Usernet {
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks, stop };
+        let usernet = Usernet { stack, stats, tasks, stop, ended };
         Ok(usernet)
+    }
+
+    /// As [`spawn`](Usernet::spawn), for a VM guest on `device` (a
+    /// [`StreamDevice`](crate::StreamDevice), a
+    /// [`DgramDevice`](crate::DgramDevice), a TAP bridged to one, ...): a
+    /// [`GuestLink`] in front of the stack answers DHCPv4, router
+    /// solicitations (and advertises when the link starts and every
+    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP for the DNS address,
+    /// and hands every other frame to the stack.
+    pub fn spawn_vm<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
+        let link = GuestLink::new(&config, GATEWAY_MAC, device);
+        Usernet::spawn(config, link)
+    }
+
+    /// Resolves once the guest's device has ended (the hypervisor closed
+    /// the carrier, vanished inside a frame or sent a bad frame; a TAP
+    /// device failed), with why; at once if it already has. The stack
+    /// stops with its device: call [`shutdown`](Usernet::shutdown) next,
+    /// which closes every flow of the guest (their host sockets closed,
+    /// counted in [`stats`](Usernet::stats)). Never resolves while the
+    /// device lives.
+    pub async fn device_ended(&self) -> DeviceEnded {
+        let mut rx = self.ended.subscribe();
+        let ended = match rx.wait_for(Option::is_some).await {
+            Ok(ended) => ended.clone(),
+            // The sender lives in `self`: not reached.
+            Err(_) => None,
+        };
+        match ended {
+            Some(ended) => ended,
+            None => std::future::pending().await,
+        }
     }
 
     /// Opens a TAP device inside the namespace at `netns` (a path such as
