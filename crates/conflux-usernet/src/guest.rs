@@ -144,7 +144,7 @@ impl<D: FrameDevice> FrameDevice for EndWatch<D> {
 ///
 /// let (ours, _vm) = link_pair(LinkConfig::ethernet());
 /// let link = GuestLink::new(&UsernetConfig::new(), [0x52, 0x55, 10, 0, 2, 2], ours);
-/// assert_eq!(link.dns4(), "10.0.2.3".parse::<std::net::Ipv4Addr>()?);
+/// assert_eq!(link.dns4(), Some("10.0.2.3".parse()?));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct GuestLink<D> {
