@@ -84,10 +84,17 @@ Examples:
   sudo ip netns add box && sudo conflux usernet --netns /run/netns/box --configure
   sudo conflux usernet --netns $PID --configure --mtu 65520     # PID: e.g. a shell started by `unshare --net`
   sudo conflux usernet --netns $PID --configure --host-loopback --allow 127.0.0.0/8 -p 8080:80
+  conflux usernet --listen unix:///run/vm0.sock -p 2222:22  # then: qemu ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/run/vm0.sock
+  conflux usernet --listen 'fc-vsock:///srv/vm1/v.sock?port=1024&framing=shutdown'
+  conflux usernet --connect unix:///tmp/passt_1.socket     # a frame server (passt, gvisor-tap-vsock)
 
-Inside the namespace: the guest is 10.0.2.100/24, the gateway 10.0.2.2 (the host's loopback
-with --host-loopback), the DNS forwarder 10.0.2.3 (to --dns-upstream or the host's first
-nameserver). --allow matches the host-side destination, after the gateway's mapping.
+Exactly one guest: --netns (a TAP device in a namespace), --listen URI (a VM's hypervisor connects;
+one guest at a time, the next accepted when one ends) or --connect URI (connect again after an end,
+100 ms doubling to 5 s). A VM's frames travel in QEMU's stream framing (a 4-byte big-endian length
+before each Ethernet frame) over any endpoint URI; a VM gets its address by DHCP.
+The guest is 10.0.2.100/24, the gateway 10.0.2.2 (the host's loopback with --host-loopback), the
+DNS forwarder 10.0.2.3 (to --dns-upstream or the host's first nameserver). --allow matches the
+host-side destination, after the gateway's mapping.
 SIGUSR1 prints the counters on stderr (and so does the exit); SIGTERM refuses new connections,
 lets open flows finish for --grace, then aborts them and removes the device (a second signal: at
 once); with --netns PID, conflux exits when that process does (at once).";
@@ -159,13 +166,21 @@ enum Command {
         #[arg(long)]
         read_only: bool,
     },
-    /// Network access for a network namespace: a TAP device in it, served by a userspace stack here.
+    /// Network access for a namespace (a TAP device in it) or a VM (its frames over any URI), through a userspace stack here.
     #[command(after_help = USERNET_EXAMPLES)]
     Usernet {
-        /// The namespace: a PID (served until that process exits) or a path (/run/netns/NAME).
+        /// The guest is a namespace: a PID (served until that process exits) or a path (/run/netns/NAME).
         #[arg(long, value_name = "PID|PATH")]
-        netns: String,
-        /// Configure the device: the guest address, the default route via the gateway, the MTU, up.
+        netns: Option<String>,
+        /// The guest is a VM whose hypervisor connects here: listen on URI, serve one guest at a
+        /// time (QEMU stream frames: QEMU `-netdev stream`, a VMM over vsock or fc-vsock).
+        #[arg(long, value_name = "URI")]
+        listen: Option<String>,
+        /// The guest is a VM's frames from a server at URI (e.g. passt's socket): connect, and
+        /// connect again after an end.
+        #[arg(long, value_name = "URI")]
+        connect: Option<String>,
+        /// Configure the namespace's device: the guest address, the default route via the gateway, the MTU, up.
         #[arg(long)]
         configure: bool,
         /// The link MTU (65520 for speed).
@@ -176,7 +191,7 @@ enum Command {
             short = 'p',
             long = "publish",
             value_name = "FORWARD",
-            help = "Forward a host port into the namespace: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1)"
+            help = "Forward a host port to the guest: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1)"
         )]
         publish: Vec<conflux_usernet::PortForward>,
         /// Let the gateway address reach the host's loopback (127.0.0.1, ::1).
@@ -188,9 +203,9 @@ enum Command {
         /// Where DNS queries to 10.0.2.3 go (default: the host's first nameserver).
         #[arg(long, value_name = "ADDR:PORT")]
         dns_upstream: Option<std::net::SocketAddr>,
-        /// The TAP interface's name inside the namespace.
-        #[arg(long, value_name = "NAME", default_value = "tap0")]
-        interface: String,
+        /// The TAP interface's name inside the namespace (default tap0; --netns only).
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
         /// After SIGINT/SIGTERM: refuse new connections, let open flows finish this long, then abort them.
         #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s")]
         grace: Duration,
@@ -270,21 +285,32 @@ async fn run(command: Command) -> Result<(), CliError> {
             let uri = parse_uri("LISTEN-", &listen_uri)?;
             serve9p::run(Endpoints::new(), uri, dir, read_only).await
         }
-        Command::Usernet { netns, configure, mtu, publish, host_loopback, allow, dns_upstream, interface, grace } => {
-            if interface.is_empty() || interface.len() > 15 {
-                return Err(CliError::usage(format!("--interface {interface:?}: 1 to 15 bytes")));
-            }
+        Command::Usernet {
+            netns,
+            listen,
+            connect,
+            configure,
+            mtu,
+            publish,
+            host_loopback,
+            allow,
+            dns_upstream,
+            interface,
+            grace,
+        } => {
+            let args = usernet::GuestArgs { netns, listen, connect, configure, interface };
+            let guest = usernet::Guest::from_args(&args)?;
             let mut config = conflux_usernet::UsernetConfig::new()
                 .configure(configure)
                 .mtu(mtu as usize)
                 .host_loopback(host_loopback)
-                .interface(interface);
+                .interface(args.interface.unwrap_or_else(|| "tap0".to_owned()));
             config = allow.into_iter().fold(config, conflux_usernet::UsernetConfig::allow);
             config = publish.into_iter().fold(config, conflux_usernet::UsernetConfig::forward);
             if let Some(up) = dns_upstream {
                 config = config.dns_upstream(up);
             }
-            usernet::run(usernet::Target::parse(&netns), config, grace).await
+            usernet::run(Endpoints::new(), guest, config, grace).await
         }
     }
 }
@@ -348,5 +374,34 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usernet_takes_a_vm_guest_and_the_same_options() {
+        let cli = Cli::try_parse_from([
+            "conflux",
+            "usernet",
+            "--listen",
+            "unix:///run/vm0.sock",
+            "-p",
+            "2222:22",
+            "--allow",
+            "127.0.0.0/8",
+            "--host-loopback",
+            "--dns-upstream",
+            "127.0.0.1:5353",
+            "--mtu",
+            "65520",
+        ])
+        .unwrap();
+        let Command::Usernet { netns, listen, connect, publish, allow, host_loopback, mtu, interface, .. } =
+            cli.command
+        else {
+            panic!("not usernet: {:?}", cli.command)
+        };
+        assert_eq!((netns, listen.as_deref(), connect), (None, Some("unix:///run/vm0.sock"), None));
+        assert_eq!((publish.len(), allow.len(), host_loopback, mtu, interface), (1, 1, true, 65520, None));
+        let e = Cli::try_parse_from(["conflux", "usernet", "--connect", "unix:///x", "--mtu", "9"]).unwrap_err();
+        assert!(e.to_string().contains("--mtu"), "{e}");
     }
 }
