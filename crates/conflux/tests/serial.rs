@@ -1,7 +1,8 @@
 //! `conflux usernet` as a person runs it (root; namespaces the tests make
 //! and remove): it serves a namespace until SIGTERM, or until the process
 //! named by `--netns PID` exits, then removes its device; SIGUSR1 and the
-//! exit print the counters on stderr. The forwarder reaches only the host's
+//! exit print the counters on stderr. VM guests (`--listen`, `--connect`)
+//! are in `serial/vm.rs`. The forwarder reaches only the host's
 //! loopback (`--host-loopback --allow 127.0.0.0/8`). xtask runs this target
 //! with `--test-threads=1`.
 #![forbid(unsafe_code)]
@@ -12,6 +13,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use conflux_testkit::{Netns, SkipReturn, have_command, is_root, skip};
+
+/// `conflux usernet --listen/--connect`: VM guests (a TAP bridged to the
+/// carrier by the test).
+#[path = "serial/vm.rs"]
+mod vm;
 
 /// The binary under test.
 fn conflux() -> Command {
@@ -27,8 +33,13 @@ struct Forwarder {
 
 impl Forwarder {
     fn start(netns: &str) -> Forwarder {
+        Forwarder::spawn(&["usernet", "--netns", netns, "--configure", "--host-loopback", "--allow", "127.0.0.0/8"])
+    }
+
+    /// Runs `conflux ARGS`.
+    fn spawn(args: &[&str]) -> Forwarder {
         let mut child = conflux()
-            .args(["usernet", "--netns", netns, "--configure", "--host-loopback", "--allow", "127.0.0.0/8"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

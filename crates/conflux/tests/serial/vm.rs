@@ -1,0 +1,434 @@
+//! `conflux usernet --listen URI` and `--connect URI` with the kernel as a
+//! VM-like guest: a TAP device in a test namespace, bridged by the test to
+//! the carrier in QEMU's stream framing (a 4-byte big-endian length before
+//! each Ethernet frame), as a hypervisor does with its guest's NIC. The
+//! guest gets its address from our DHCP server (busybox `udhcpc` with a
+//! script that only records) and fetches from a server on the host's
+//! 127.0.0.1 through the gateway 10.0.2.2 with curl. The forwarder reaches
+//! only the host's loopback (`--host-loopback --allow 127.0.0.0/8`).
+
+use std::future::poll_fn;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conflux_flow::{BoxFlow, FlowIo};
+use conflux_hvsock::{Family, FramingConfig, RawFlow, UnixAddr, UnixFamily};
+use conflux_netstack::{FrameBuf, FrameDevice, TapDevice};
+use conflux_testkit::{Netns, TempDir, have_command, is_root, skip, unique_name};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+
+use super::{Forwarder, MaybeNs, conflux};
+
+/// The forwarder's options in every test here: the guest reaches the host's
+/// loopback through the gateway, and nothing else.
+const SAFE: [&str; 3] = ["--host-loopback", "--allow", "127.0.0.0/8"];
+
+/// The bound on one wait of these tests.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Root, ip, curl, udhcpc and a namespace, or none after a visible skip.
+fn vm_prerequisites() -> MaybeNs {
+    if !is_root() {
+        skip!(Root, "a namespace and a TAP device need root");
+    }
+    if !have_command("ip") {
+        skip!(Iproute2, "ip not on PATH");
+    }
+    if !have_command("curl") {
+        skip!(Curl, "curl not on PATH (cargo xtask install)");
+    }
+    if !have_command("udhcpc") {
+        skip!(Capability, "udhcpc (busybox) not on PATH (cargo xtask install)");
+    }
+    match Netns::create("v") {
+        Ok(ns) => MaybeNs(Some(ns)),
+        Err(e) => skip!(Netns, "{e}"),
+    }
+}
+
+/// The runtime the bridges run on (the test thread blocks on the forwarder's lines).
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+}
+
+/// A hypervisor's NIC: a TAP device in the guest namespace whose frames the
+/// test copies to and from the carrier in QEMU's stream framing. Dropping
+/// it closes the carrier between two frames (and removes the TAP).
+struct Bridge {
+    tap: String,
+    /// Tells the copy loop how to end.
+    cut: Option<oneshot::Sender<Cut>>,
+    done: oneshot::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Bridge {
+    /// A TAP moved into `ns` and bridged to `carrier`.
+    fn start(rt: &Runtime, ns: &Netns, carrier: BoxFlow) -> Bridge {
+        let tap = unique_name("b");
+        let device = {
+            let _in_rt = rt.enter();
+            TapDevice::open(&tap, 1500).expect("open a TAP device")
+        };
+        ns.take_link(&tap).expect("move the TAP into the namespace");
+        ns.ip(&["link", "set", "dev", &tap, "up"]).unwrap();
+        let (cut_tx, cut_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let task = rt.spawn(async move {
+            let end = copy_frames(device, carrier, cut_rx).await;
+            eprintln!("bridge ended: {end:?}");
+            let _ = done_tx.send(());
+        });
+        Bridge { tap, cut: Some(cut_tx), done, task }
+    }
+
+    /// The hypervisor vanishes: the header of a 1500-byte frame and 100 of
+    /// its bytes, then the end of the stream.
+    fn vanish_mid_frame(&mut self) {
+        self.end(Cut::MidFrame);
+    }
+
+    /// The hypervisor closes the carrier (shutdown(Write), then waits for
+    /// the other side's end).
+    fn close(&mut self) {
+        self.end(Cut::Close);
+    }
+
+    fn end(&mut self, how: Cut) {
+        self.cut.take().unwrap().send(how).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while self.done.try_recv().is_err() {
+            assert!(Instant::now() < deadline, "the bridge did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a bridge ends its carrier.
+#[derive(Debug)]
+enum Cut {
+    /// Inside a frame: the stream ends 100 bytes into a 1500-byte frame
+    /// (read as a reset instead, were unread frames in our socket when it
+    /// was dropped).
+    MidFrame,
+    /// Cleanly: shutdown(Write) between two frames.
+    Close,
+}
+
+/// Copies frames between the TAP and the carrier (QEMU stream framing) until
+/// either ends or `cut` says how to end.
+async fn copy_frames(tap: TapDevice, carrier: BoxFlow, mut cut: oneshot::Receiver<Cut>) -> std::io::Result<()> {
+    let tap = Arc::new(Mutex::new(tap));
+    let (mut rd, mut wr) = tokio::io::split(FlowIo::new(carrier));
+    let to_tap = {
+        let tap = tap.clone();
+        async move {
+            loop {
+                let mut len = [0u8; 4];
+                rd.read_exact(&mut len).await?;
+                let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+                rd.read_exact(&mut frame).await?;
+                poll_fn(|cx| tap.lock().unwrap().poll_send_ready(cx)).await?;
+                tap.lock().unwrap().send(FrameBuf::from_vec(frame))?;
+            }
+        }
+    };
+    let from_tap = async move {
+        let mut frames = Vec::new();
+        loop {
+            tokio::select! {
+                r = poll_fn(|cx| tap.lock().unwrap().poll_recv(cx, &mut frames, 64)) => r?,
+                how = &mut cut => {
+                    if let Ok(Cut::MidFrame) = how {
+                        wr.write_all(&1500u32.to_be_bytes()).await?;
+                        wr.write_all(&[0u8; 100]).await?;
+                    }
+                    wr.shutdown().await?;
+                    // The other direction ends when the far side closes.
+                    std::future::pending::<()>().await;
+                }
+            }
+            for frame in frames.drain(..) {
+                wr.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+                wr.write_all(&frame).await?;
+            }
+            wr.flush().await?;
+        }
+    };
+    tokio::select! {
+        r = to_tap => r,
+        r = from_tap => r,
+    }
+}
+
+/// A raw flow on the Unix socket at `path` (`framed`: in the shutdown framing).
+fn unix_carrier(rt: &Runtime, path: &Path, framed: bool) -> BoxFlow {
+    let sock = rt.block_on(UnixFamily.connect(&UnixAddr::new(path), Some(WAIT))).expect("connect the carrier");
+    let raw = RawFlow::new(sock);
+    if framed { BoxFlow::new(raw.into_framed(FramingConfig::default())) } else { BoxFlow::new(raw) }
+}
+
+/// What the guest's DHCP client was offered, as its script recorded it.
+fn dhcp(ns: &Netns, tap: &str, dir: &Path) -> String {
+    let script = dir.join("udhcpc.sh");
+    let record = dir.join("lease");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Records what was offered; configures nothing.\n\
+             echo \"$1 ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    let chmod = Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    assert!(chmod.success());
+    let out = ns
+        .cmd("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", tap, "-s"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(out.status.success(), "udhcpc: {out:?}\nrecorded: {recorded}");
+    recorded.lines().find(|l| l.starts_with("bound ")).unwrap_or_else(|| panic!("no lease: {recorded}")).to_owned()
+}
+
+/// Configures the guest with the leased address (as the default script
+/// would) and the default route via the gateway.
+fn configure(ns: &Netns, tap: &str, addr: &str) {
+    ns.ip(&["addr", "add", addr, "dev", tap]).unwrap();
+    ns.ip(&["route", "add", "default", "via", "10.0.2.2", "dev", tap]).unwrap();
+}
+
+/// `curl http://10.0.2.2:PORT/` in the guest: the body.
+fn curl(ns: &Netns, port: u16) -> String {
+    let out = ns
+        .cmd("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://10.0.2.2:{port}/")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An HTTP server on the host's 127.0.0.1 answering every request with `body`.
+fn http_server(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(n @ 1..) => req.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body.as_bytes()));
+        }
+    });
+    port
+}
+
+/// The descriptors `pid` holds.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
+}
+
+#[test]
+fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    let dir = TempDir::new("vm");
+    let sock = dir.path().join("vm.sock");
+    let port = http_server("through the stream carrier");
+    let uri = format!("unix://{}", sock.display());
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    fwd.wait_line(&format!("listening on {uri}"));
+    let rt = runtime();
+    let bridge = Bridge::start(&rt, &ns, unix_carrier(&rt, &sock, false));
+    fwd.wait_line("guest 1 from");
+    let lease = dhcp(&ns, &bridge.tap, dir.path());
+    for offered in ["ip=10.0.2.100 ", "subnet=255.255.255.0 ", "router=10.0.2.2 ", "dns=10.0.2.3 "] {
+        assert!(lease.contains(offered), "{offered} in {lease}");
+    }
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "through the stream carrier");
+}
+
+#[test]
+fn usernet_listen_serves_a_vm_over_hybrid_vsock_with_the_shutdown_framing() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    let dir = TempDir::new("vm");
+    let vmm = dir.path().join("v.sock");
+    let port = http_server("through hybrid vsock, framed");
+    // The socket a Firecracker VMM connects to when its guest dials host
+    // port 1024: `<path>_1024`.
+    let uri = format!("fc-vsock://{}?port=1024&framing=shutdown", vmm.display());
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    fwd.wait_line("listening on");
+    let rt = runtime();
+    let carrier = unix_carrier(&rt, &dir.path().join("v.sock_1024"), true);
+    let mut bridge = Bridge::start(&rt, &ns, carrier);
+    fwd.wait_line("guest 1 from");
+    let lease = dhcp(&ns, &bridge.tap, dir.path());
+    assert!(lease.contains("ip=10.0.2.100 ") && lease.contains("router=10.0.2.2 "), "{lease}");
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "through hybrid vsock, framed");
+    // The hypervisor closes its end (a ShutdownWrite in the framing): the guest ended, the next awaited.
+    bridge.close();
+    let end = fwd.wait_line("ended after");
+    assert!(end.contains("qemu stream: the peer closed the stream"), "{end}");
+    fwd.wait_line("waiting for the next guest");
+}
+
+#[test]
+fn usernet_connect_reaches_a_frame_server_and_connects_again_after_an_end() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    let dir = TempDir::new("vm");
+    let sock = dir.path().join("frames.sock");
+    let port = http_server("the binary connected");
+    let rt = runtime();
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::UnixListener::bind(&sock).unwrap()
+    };
+    let accept = |what: &str| {
+        let (stream, _) = rt
+            .block_on(async { tokio::time::timeout(WAIT, listener.accept()).await })
+            .unwrap_or_else(|_| panic!("no {what} connection"))
+            .unwrap();
+        BoxFlow::new(conflux_flow::FromTokio::new(stream))
+    };
+    let uri = format!("unix://{}", sock.display());
+    let fwd = Forwarder::spawn(&[&["usernet", "--connect", &uri], &SAFE[..]].concat());
+    let bridge = Bridge::start(&rt, &ns, accept("first"));
+    fwd.wait_line("guest 1 from");
+    let lease = dhcp(&ns, &bridge.tap, dir.path());
+    assert!(lease.contains("ip=10.0.2.100 "), "{lease}");
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "the binary connected");
+    // The server ends the carrier: conflux connects again (100 ms later).
+    drop(bridge);
+    fwd.wait_line("ended after");
+    fwd.wait_line("again in 100ms");
+    let started = Instant::now();
+    let bridge = Bridge::start(&rt, &ns, accept("second"));
+    assert!(started.elapsed() < Duration::from_secs(2), "reconnected after {:?}", started.elapsed());
+    fwd.wait_line("guest 2 from");
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "the binary connected");
+}
+
+#[test]
+fn usernet_listen_accepts_the_next_vm_after_one_vanished_mid_frame_and_closes_its_flows() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    if !have_command("nc") {
+        skip!(Netcat, "nc (netcat-openbsd) not on PATH (cargo xtask install)");
+    }
+    let dir = TempDir::new("vm");
+    let sock = dir.path().join("vm.sock");
+    let port = http_server("the next guest");
+    // A host server whose connection from the first guest stays open until the forwarder closes it.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = held.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 64];
+            if let Ok(1..) = s.read(&mut buf) {
+                let _ = closed_tx.send("open");
+            }
+            while let Ok(1..) = s.read(&mut buf) {}
+            let _ = closed_tx.send("closed");
+        }
+    });
+    let uri = format!("unix://{}", sock.display());
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    fwd.wait_line("listening on");
+    let fds_before = fds_of(fwd.child.id());
+    let rt = runtime();
+    let mut first = Bridge::start(&rt, &ns, unix_carrier(&rt, &sock, false));
+    fwd.wait_line("guest 1 from");
+    configure(&ns, &first.tap, "10.0.2.100/24");
+    let mut nc = ns
+        .cmd("nc")
+        .args(["10.0.2.2", &held_port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    nc.stdin.as_mut().unwrap().write_all(b"held\n").unwrap();
+    assert_eq!(closed.recv_timeout(WAIT), Ok("open"));
+    first.vanish_mid_frame();
+    let end = fwd.wait_line("ended after");
+    assert!(end.contains("guest 1 from") && end.contains("stream truncated"), "{end}");
+    assert!(end.contains("1400 frame bytes missing") && end.contains("flows open 0 (total 1)"), "{end}");
+    assert_eq!(closed.recv_timeout(WAIT), Ok("closed"), "the guest's flow was closed on the host");
+    fwd.wait_line("waiting for the next guest");
+    let fds_after = fds_of(fwd.child.id());
+    assert_eq!(fds_after, fds_before, "descriptors before the guest and after it ended");
+    let _ = nc.kill();
+    let _ = nc.wait();
+    drop(first);
+    let second = Bridge::start(&rt, &ns, unix_carrier(&rt, &sock, false));
+    fwd.wait_line("guest 2 from");
+    configure(&ns, &second.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "the next guest");
+}
+
+#[test]
+fn usernet_vm_errors_name_what_was_wrong() {
+    let dir = TempDir::new("vm");
+    let sock = dir.path().join("vm.sock");
+    let run = |args: &[&str]| {
+        let out = conflux().args(args).stdin(Stdio::null()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned())
+    };
+    // Usage (2): no guest, two guests, a bad URI, a TAP option with a VM.
+    let (code, err) = run(&["usernet", "--host-loopback"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(2), "conflux: usernet needs a guest: --netns PID|PATH, --listen URI or --connect URI")
+    );
+    let (code, err) = run(&["usernet", "--listen", "unix:///a.sock", "--connect", "unix:///b.sock"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("conflux: --listen and --connect: give only one of"), "{err}");
+    let (code, err) = run(&["usernet", "--listen", "unix://"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("conflux: bad --listen URI `unix://`"), "{err}");
+    let (code, err) = run(&["usernet", "--connect", "unix:///a.sock", "--configure"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("conflux: --configure is for --netns only"), "{err}");
+    // Runtime (1): an unreachable carrier, a socket path in use.
+    let missing = format!("unix://{}", dir.path().join("nobody.sock").display());
+    let (code, err) = run(&["usernet", "--connect", &missing]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with(&format!("conflux: cannot connect to {missing}: ")), "{err}");
+    let uri = format!("unix://{}", sock.display());
+    let fwd = Forwarder::spawn(&["usernet", "--listen", &uri]);
+    fwd.wait_line("listening on");
+    let (code, err) = run(&["usernet", "--listen", &uri]);
+    assert_eq!(
+        (code, err),
+        (Some(1), format!("conflux: cannot listen on {}: a listener is there already", sock.display()))
+    );
+}
