@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
-use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, end_slot};
+use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -144,7 +144,7 @@ impl Usernet {
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
@@ -167,10 +167,12 @@ impl Usernet {
     /// Resolves once the guest's device has ended (the hypervisor closed
     /// the carrier, vanished inside a frame or sent a bad frame; a TAP
     /// device failed), with why; at once if it already has. The stack
-    /// stops with its device: call [`shutdown`](Usernet::shutdown) next,
-    /// which closes every flow of the guest (their host sockets closed,
-    /// counted in [`stats`](Usernet::stats)). Never resolves while the
-    /// device lives.
+    /// stops with its device, and the guest's forwarded connections end
+    /// as if the guest had reset them (their host sockets aborted, their
+    /// bytes counted in [`stats`](Usernet::stats), one log line each).
+    /// Call [`shutdown`](Usernet::shutdown) next, which closes whatever is
+    /// left of the guest (UDP associations, port forwards, the stack).
+    /// Never resolves while the device lives.
     pub async fn device_ended(&self) -> DeviceEnded {
         let mut rx = self.ended.subscribe();
         let ended = match rx.wait_for(Option::is_some).await {
@@ -308,7 +310,12 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
+async fn serve_tcp(
+    mut intercept: Intercept,
+    forwarder: Arc<TcpForwarder<HostStack>>,
+    stop: Arc<Notify>,
+    ended: EndSlot,
+) {
     let mut flows = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -322,7 +329,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
                     syn.refuse();
                 }
                 Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn));
+                    flows.spawn(forward(forwarder.clone(), syn, ended.clone()));
                 }
                 None => break,
             },
@@ -334,7 +341,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
 
 /// One guest connection: the host connection first, then the guest's
 /// handshake and the relay.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: EndSlot) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -342,7 +349,7 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(flow, host, guest, dst).await;
+            forwarder.relay(UntilEnded::new(flow, ended), host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");
