@@ -256,6 +256,9 @@ pub struct GuestLink<D> {
     pool: FramePool,
     /// Answers not yet taken by the wrapped device.
     replies: VecDeque<FrameBuf>,
+    /// The wrapped device's end, held back while frames received before it
+    /// went up: returned by the next receive.
+    end: Option<io::Error>,
 }
 
 impl<D> fmt::Debug for GuestLink<D> {
@@ -287,6 +290,7 @@ impl<D: FrameDevice> GuestLink<D> {
             next_ra: None,
             pool: FramePool::new(),
             replies: VecDeque::new(),
+            end: None,
         };
         // The first advertisement as the link starts.
         if let Some(ra) = &link.ra {
@@ -372,6 +376,9 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        if let Some(e) = self.end.take() {
+            return Poll::Ready(Err(e));
+        }
         self.poll_advertise(cx);
         let start = frames.len();
         loop {
@@ -382,9 +389,8 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
             match self.inner.poll_recv(cx, frames, max - got) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) if got > 0 => {
-                    // What came before the end goes up first; the device
-                    // returns its (latched) end again next time.
-                    tracing::debug!(error = %e, "guest link: device ended after frames");
+                    // What came before the end goes up first; the end next time.
+                    self.end = Some(e);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -3,7 +3,10 @@
 //! pair with both ends inside it (nothing it forwards leaves the machine);
 //! and the kernel as a guest on a TAP inside a namespace, configured by
 //! busybox udhcpc (with a script of the test's that only records) and by
-//! SLAAC. xtask runs this target with `--test-threads=1`.
+//! SLAAC. Modules: `netns` (the forwarder serving a namespace, slirp4netns's
+//! job) and `vm` (the kernel as a VM-like guest behind a stream carrier,
+//! served by `Usernet::spawn_vm`). xtask runs this target with
+//! `--test-threads=1`.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
