@@ -121,6 +121,29 @@ impl<D: FrameDevice> FrameDevice for EndWatch<D> {
     }
 }
 
+/// `fut`'s output, or `None` once the device whose end `slot` records
+/// ended first.
+pub(crate) async fn unless_ended<F: Future>(slot: &EndSlot, fut: F) -> Option<F::Output> {
+    let mut rx = slot.subscribe();
+    let mut end = std::pin::pin!(async move { rx.wait_for(Option::is_some).await.is_ok() });
+    let mut end_done = false;
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !end_done && let Poll::Ready(ended) = end.as_mut().poll(cx) {
+            if ended {
+                return Poll::Ready(None);
+            }
+            // The slot's sender is gone: no end will come.
+            end_done = true;
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// What a guest flow waits on for its device's end.
 type EndFuture = Pin<Box<dyn Future<Output = Option<DeviceEnded>> + Send>>;
 

@@ -134,7 +134,8 @@ impl Usernet {
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?
+                .until_ended(ended.clone());
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }

@@ -16,7 +16,7 @@ use conflux_flow::{FlowExt, Pipe, pipe};
 use conflux_netstack::{NetStack, StackConfig};
 use conflux_tcp::{ConnectOptions, TcpStack};
 use conflux_testkit::within;
-use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
+use conflux_usernet::{PortForward, Proto, StreamDevice, Usernet, UsernetConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -60,8 +60,12 @@ async fn hypervisor(mut guest: Pipe, mut ours: Pipe, vanish: oneshot::Receiver<V
     }
 }
 
-fn config() -> UsernetConfig {
+/// The test's config with a port forward from the host's
+/// 127.0.0.1:`forward_port` to the guest's port 8080.
+fn config(forward_port: u16) -> UsernetConfig {
+    let forward = PortForward { proto: Proto::Tcp, host: ([127, 0, 0, 1], forward_port).into(), guest_port: 8080 };
     UsernetConfig::new()
+        .forward(forward)
         .host_loopback(true)
         .allow("127.0.0.0/8".parse().unwrap())
         // Never used here; not the host's resolver.
@@ -69,7 +73,8 @@ fn config() -> UsernetConfig {
 }
 
 /// A guest on a new carrier served by a new `spawn_vm`, with one forwarded
-/// TCP connection to `server` that moved data both ways; the carrier then
+/// TCP connection to `server` and one through the port forward into the
+/// guest, each having moved data both ways; the carrier then
 /// vanishes `how`; then `shutdown`. Returns the device's end.
 async fn serve_one_guest(server: &TcpListener, how: Vanish) -> conflux_usernet::DeviceEnded {
     let port = server.local_addr().unwrap().port();
@@ -77,14 +82,26 @@ async fn serve_one_guest(server: &TcpListener, how: Vanish) -> conflux_usernet::
     let (our_wire, our_end) = pipe(256 * 1024);
     let (cut, vanish) = oneshot::channel();
     let hv = tokio::spawn(hypervisor(guest_wire, our_wire, vanish));
-    let usernet = Usernet::spawn_vm(config(), StreamDevice::new(our_end, 1500)).unwrap();
+    let forward_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let usernet = Usernet::spawn_vm(config(forward_port), StreamDevice::new(our_end, 1500)).unwrap();
     let guest = NetStack::new(
         StackConfig::new()
+            .disconnect_grace(Duration::from_millis(100))
             .ipv4("10.0.2.100".parse().unwrap(), 24)
             .gateway_v4("10.0.2.2".parse().unwrap())
             .mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
         StreamDevice::new(guest_end, 1500),
     );
+    // The guest's echo server behind the port forward.
+    guest
+        .listen(8080, None, |mut flow| async move {
+            while let Ok(Some(chunk)) = flow.read().await {
+                if flow.write(chunk).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap();
     let to: SocketAddr = ([10, 0, 2, 2], port).into();
     let mut flow = within("the guest's connect", T, guest.create_connection(to, ConnectOptions::new())).await.unwrap();
     let (mut conn, _): (TcpStream, _) = within("the host's accept", T, server.accept()).await.unwrap();
@@ -95,7 +112,11 @@ async fn serve_one_guest(server: &TcpListener, how: Vanish) -> conflux_usernet::
     conn.write_all(b"pong").await.unwrap();
     let pong = within("pong", T, flow.read()).await.unwrap().unwrap();
     assert_eq!(&pong[..], b"pong");
-    assert_eq!(usernet.stats().flows_open, 1);
+    let mut inbound = within("the port forward", T, TcpStream::connect(("127.0.0.1", forward_port))).await.unwrap();
+    inbound.write_all(b"in").await.unwrap();
+    within("the guest's echo", T, inbound.read_exact(&mut got[..2])).await.unwrap();
+    assert_eq!(&got[..2], b"in");
+    assert_eq!(usernet.stats().flows_open, 2);
 
     cut.send(how).unwrap();
     let ended = within("the device's end", T, usernet.device_ended()).await;
@@ -112,13 +133,17 @@ async fn serve_one_guest(server: &TcpListener, how: Vanish) -> conflux_usernet::
     .await;
     within("shutdown", T, usernet.shutdown()).await;
     // The host server sees its connection closed.
-    let mut rest = Vec::new();
-    let closed = within("the host side's close", T, conn.read_to_end(&mut rest)).await;
-    assert!(matches!(closed, Ok(0)) || closed.is_err(), "{closed:?} {rest:?}");
+    for (what, conn) in [("the host server's", &mut conn), ("the port forward's client", &mut inbound)] {
+        let mut rest = Vec::new();
+        let closed = within(what, T, conn.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(0)) || closed.is_err(), "{what}: {closed:?} {rest:?}");
+    }
     let s = counters.snapshot();
-    assert_eq!((s.flows_open, s.bytes_out, s.bytes_in), (0, 4, 4), "{s}");
+    assert_eq!((s.flows_open, s.flows_total, s.bytes_out, s.bytes_in), (0, 2, 6, 6), "{s}");
     within("the hypervisor", T, hv).await.unwrap();
     drop(flow);
+    // The guest's own echo task (its stack is cut off too) goes with it.
+    within("the guest's disconnect", T, guest.disconnect()).await;
     drop(guest);
     ended
 }
