@@ -160,6 +160,30 @@ impl Usernet {
     /// solicitations (and advertises when the link starts and every
     /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP for the DNS address,
     /// and hands every other frame to the stack.
+    ///
+    /// A hypervisor that goes away ends the device; the forwarder says why:
+    ///
+    /// ```
+    /// use conflux_flow::FlowExt;
+    /// use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (ours, mut hypervisor) = conflux_flow::pipe(256 * 1024);
+    /// let config = UsernetConfig::new().dns_upstream("127.0.0.1:53".parse()?);
+    /// let usernet = Usernet::spawn_vm(config, StreamDevice::new(ours, 1500))?;
+    /// // The first router advertisement, in QEMU's framing.
+    /// let first = hypervisor.read().await?.expect("a frame");
+    /// assert_eq!(first[4 + 54], 134);
+    /// // The hypervisor closes the stream between two frames.
+    /// hypervisor.close().await?;
+    /// let ended = usernet.device_ended().await;
+    /// assert_eq!(ended.kind, std::io::ErrorKind::ConnectionAborted);
+    /// assert_eq!(ended.to_string(), "guest device ended: qemu stream: the peer closed the stream");
+    /// usernet.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_vm<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
         let link = GuestLink::new(&config, GATEWAY_MAC, device);
         Usernet::spawn(config, link)
