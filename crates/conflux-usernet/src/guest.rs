@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +20,7 @@ use tokio::io::ReadBuf;
 use tokio::sync::watch;
 
 use crate::dhcp::{DhcpFrame, DhcpServer};
-use crate::ra::RouterAdvertiser;
+use crate::ra::{RouterAdvertiser, neighbor_advert_for};
 use crate::{DHCP_SERVER_PORT, UsernetConfig};
 
 /// How often an unsolicited router advertisement goes out after the first
@@ -35,6 +35,7 @@ const ARP_FRAME_LEN: usize = 14 + 28;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 const ROUTER_SOLICITATION: u8 = 133;
+const NEIGHBOR_SOLICITATION: u8 = 135;
 
 /// Why a guest's device ended: its error's kind and text.
 ///
@@ -246,8 +247,9 @@ impl<F: Flow> Flow for UntilEnded<F> {
 ///   network: the /64 for SLAAC, the gateway as default router), and sends
 ///   an unsolicited advertisement when the link starts and every
 ///   [`RA_INTERVAL`] after;
-/// - ARP requests for the DNS address (10.0.2.3), with the gateway's MAC:
-///   the DNS address is not the stack's own, but its frames must reach the
+/// - ARP requests for the DNS address (10.0.2.3), and neighbour
+///   solicitations for the IPv6 one (fd00::3), with the gateway's MAC: the
+///   DNS address is not the stack's own, but its frames must reach the
 ///   stack, whose intercepts forward DNS to the upstream;
 ///
 /// and hands every other frame to the stack as it came (no copy; the
@@ -271,6 +273,7 @@ pub struct GuestLink<D> {
     inner: D,
     mac: [u8; 6],
     dns4: Option<Ipv4Addr>,
+    dns6: Option<Ipv6Addr>,
     dhcp: Option<DhcpServer>,
     ra: Option<RouterAdvertiser>,
     /// The next unsolicited advertisement (made on the first poll, inside
@@ -308,6 +311,7 @@ impl<D: FrameDevice> GuestLink<D> {
             mac: gateway_mac,
             // The stack answers for its own address.
             dns4: (v4 && config.dns4 != config.gateway4).then_some(config.dns4),
+            dns6: (v6 && config.dns6 != config.gateway6).then_some(config.dns6),
             dhcp: v4.then(|| DhcpServer::new(config)),
             ra: v6.then(|| RouterAdvertiser::new(config, gateway_mac)),
             next_ra: None,
@@ -348,11 +352,21 @@ impl<D: FrameDevice> GuestLink<D> {
             let dns = self.dns4?;
             arp_request_for(frame, dns).then(|| Some(arp_reply(frame, self.mac)))
         } else if ethertype == ETHERTYPE_IPV6 {
-            let ra = self.ra.as_ref()?;
-            if frame.get(20) != Some(&IPPROTO_ICMPV6) || frame.get(54) != Some(&ROUTER_SOLICITATION) {
+            if frame.get(20) != Some(&IPPROTO_ICMPV6) {
                 return None;
             }
-            ra.handle_frame(frame).map(Some)
+            match *frame.get(54)? {
+                ROUTER_SOLICITATION => self.ra.as_ref()?.handle_frame(frame).map(Some),
+                // The target address at 62..78, before anything is parsed.
+                NEIGHBOR_SOLICITATION => {
+                    let dns = self.dns6?;
+                    if frame.get(62..78)? != dns.octets() {
+                        return None;
+                    }
+                    neighbor_advert_for(frame, dns, self.mac).map(Some)
+                }
+                _ => None,
+            }
         } else {
             None
         }

@@ -95,8 +95,8 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 /// address, router and DNS from `spawn_vm`'s DHCP server (and an IPv6
 /// address by SLAAC from its advertisements), configures itself from what
 /// udhcpc recorded, and reaches the host: curl, `iperf3 -t 2`, and a DNS
-/// lookup of the resolver it was given (a dnsmasq on the host's loopback
-/// as the upstream). The carrier then closes: the device's end names it.
+/// lookup of the resolver it was given, and one over IPv6 to fd00::3 (a
+/// dnsmasq on the host's loopback as the upstream). The carrier then closes: the device's end names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     if !is_root() {
@@ -177,6 +177,8 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
         }
     })
     .await;
+    // DNS over IPv6 to fd00::3: the guest link answers its neighbour solicitation.
+    dig_until_answered(&ns, &["@fd00::3"]).await;
     let s = wait_idle(&usernet).await;
     assert_eq!(s.refused, 0, "{s}");
     assert!(s.flows_total >= 3, "curl and iperf3's control and data connections: {s}");
