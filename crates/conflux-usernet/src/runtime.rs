@@ -158,8 +158,11 @@ impl Usernet {
     /// [`DgramDevice`](crate::DgramDevice), a TAP bridged to one, ...): a
     /// [`GuestLink`] in front of the stack answers DHCPv4, router
     /// solicitations (and advertises when the link starts and every
-    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP for the DNS address,
-    /// and hands every other frame to the stack.
+    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP (and neighbour
+    /// solicitations) for the DNS address, and hands every other frame to
+    /// the stack. The MTU the guest is told (DHCP option 26, the
+    /// advertisements' MTU option) is `config.mtu`, or the device's when
+    /// that is smaller.
     ///
     /// A hypervisor that goes away ends the device; the forwarder says why:
     ///
@@ -185,7 +188,11 @@ impl Usernet {
     /// # }
     /// ```
     pub fn spawn_vm<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
-        let link = GuestLink::new(&config, GATEWAY_MAC, device);
+        // The guest is never told an MTU its carrier cannot take (a stream
+        // device ends at a frame above its own).
+        let mut told = config.clone();
+        told.mtu = told.mtu.min(device.caps().mtu);
+        let link = GuestLink::new(&told, GATEWAY_MAC, device);
         Usernet::spawn(config, link)
     }
 
@@ -402,5 +409,22 @@ mod tests {
         let (ours, _guest) = link_pair(LinkConfig::ethernet());
         let err = Usernet::spawn(UsernetConfig::new().forward(udp), ours).unwrap_err();
         assert!(err.to_string().contains("UDP forwards are not supported"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_vm_guest_is_never_told_an_mtu_above_its_carriers() {
+        use conflux_flow::FlowExt;
+        for (config_mtu, device_mtu, told) in [(65520, 1500, 1500u32), (1400, 1500, 1400)] {
+            let (ours, mut hypervisor) = conflux_flow::pipe(64 * 1024);
+            let config = UsernetConfig::new().mtu(config_mtu).dns_upstream("127.0.0.1:53".parse().unwrap());
+            let usernet = Usernet::spawn_vm(config, crate::StreamDevice::new(ours, device_mtu)).unwrap();
+            let read = tokio::time::timeout(Duration::from_secs(5), hypervisor.read()).await;
+            let chunk = read.expect("the first advertisement in time").unwrap().unwrap();
+            // After the 4-byte length: an RA whose third option is the MTU.
+            let ra = &chunk[4..];
+            assert_eq!((ra[54], ra[78], ra[79]), (134, 5, 1), "{ra:02x?}");
+            assert_eq!(u32::from_be_bytes([ra[82], ra[83], ra[84], ra[85]]), told);
+            usernet.shutdown().await;
+        }
     }
 }
