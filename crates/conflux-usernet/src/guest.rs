@@ -6,18 +6,21 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::net::Ipv4Addr;
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use conflux_flow::{Flow, FlowError, Shutdown};
 use conflux_netstack::{DeviceCaps, FrameBuf, FrameDevice, FramePool};
+use tokio::io::ReadBuf;
 use tokio::sync::watch;
 
 use crate::dhcp::{DhcpFrame, DhcpServer};
-use crate::ra::RouterAdvertiser;
+use crate::ra::{RouterAdvertiser, neighbor_advert_for};
 use crate::{DHCP_SERVER_PORT, UsernetConfig};
 
 /// How often an unsolicited router advertisement goes out after the first
@@ -32,6 +35,7 @@ const ARP_FRAME_LEN: usize = 14 + 28;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 const ROUTER_SOLICITATION: u8 = 133;
+const NEIGHBOR_SOLICITATION: u8 = 135;
 
 /// Why a guest's device ended: its error's kind and text.
 ///
@@ -118,6 +122,123 @@ impl<D: FrameDevice> FrameDevice for EndWatch<D> {
     }
 }
 
+/// `fut`'s output, or `None` once the device whose end `slot` records
+/// ended first.
+pub(crate) async fn unless_ended<F: Future>(slot: &EndSlot, fut: F) -> Option<F::Output> {
+    let mut rx = slot.subscribe();
+    let mut end = std::pin::pin!(async move { rx.wait_for(Option::is_some).await.is_ok() });
+    let mut end_done = false;
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !end_done && let Poll::Ready(ended) = end.as_mut().poll(cx) {
+            if ended {
+                return Poll::Ready(None);
+            }
+            // The slot's sender is gone: no end will come.
+            end_done = true;
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// What a guest flow waits on for its device's end.
+type EndFuture = Pin<Box<dyn Future<Output = Option<DeviceEnded>> + Send>>;
+
+/// A guest's flow (the stack's side of a relay) that fails with a reset
+/// once the guest's device ended: its stack no longer moves frames, so
+/// without this the relay would wait forever on a guest that is gone. The
+/// relay then ends as for a guest's reset (the host side aborted, the
+/// bytes counted, the flow's log line written). The end is looked at only
+/// when the flow itself has nothing to give or take (`Pending`): the data
+/// path pays nothing.
+pub(crate) struct UntilEnded<F> {
+    inner: F,
+    slot: EndSlot,
+    end: Option<EndFuture>,
+    ended: Option<DeviceEnded>,
+}
+
+impl<F: Flow> UntilEnded<F> {
+    pub(crate) fn new(inner: F, slot: EndSlot) -> UntilEnded<F> {
+        UntilEnded { inner, slot, end: None, ended: None }
+    }
+
+    /// The error to return instead of `Pending` once the device ended.
+    fn check(&mut self, cx: &mut Context<'_>) -> Option<FlowError> {
+        if self.ended.is_none() {
+            let slot = &self.slot;
+            let end = self.end.get_or_insert_with(|| {
+                let mut rx = slot.subscribe();
+                Box::pin(async move { rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()) })
+            });
+            match end.as_mut().poll(cx) {
+                Poll::Ready(Some(ended)) => self.ended = Some(ended),
+                // The sender is gone: so is the forwarder; nothing more to wait for.
+                Poll::Ready(None) => self.end = Some(Box::pin(std::future::pending())),
+                Poll::Pending => {}
+            }
+        }
+        self.ended.as_ref().map(|e| FlowError::reset().with_message(e.to_string()))
+    }
+
+    fn or_end<T>(&mut self, cx: &mut Context<'_>, poll: Poll<Result<T, FlowError>>) -> Poll<Result<T, FlowError>> {
+        match poll {
+            Poll::Pending => match self.check(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            ready => ready,
+        }
+    }
+}
+
+impl<F: Flow> Flow for UntilEnded<F> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        let poll = self.inner.poll_read(cx);
+        self.or_end(cx, poll)
+    }
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_read_into(cx, buf, rest);
+        self.or_end(cx, poll)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_write(cx, buf);
+        self.or_end(cx, poll)
+    }
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_writev(cx, bufs);
+        self.or_end(cx, poll)
+    }
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        let poll = self.inner.poll_write_borrowed(cx, bufs);
+        self.or_end(cx, poll)
+    }
+    fn is_write_borrowed(&self) -> bool {
+        self.inner.is_write_borrowed()
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_shutdown(cx, how);
+        self.or_end(cx, poll)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_close(cx);
+        self.or_end(cx, poll)
+    }
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        let poll = self.inner.poll_abort(cx);
+        self.or_end(cx, poll)
+    }
+}
+
 /// The frame device in front of a VM guest's stack: it answers, from the
 /// gateway's MAC and addresses,
 /// - DHCPv4 (a [`DhcpServer`] of the config's IPv4 network: the guest's
@@ -126,8 +247,9 @@ impl<D: FrameDevice> FrameDevice for EndWatch<D> {
 ///   network: the /64 for SLAAC, the gateway as default router), and sends
 ///   an unsolicited advertisement when the link starts and every
 ///   [`RA_INTERVAL`] after;
-/// - ARP requests for the DNS address (10.0.2.3), with the gateway's MAC:
-///   the DNS address is not the stack's own, but its frames must reach the
+/// - ARP requests for the DNS address (10.0.2.3), and neighbour
+///   solicitations for the IPv6 one (fd00::3), with the gateway's MAC: the
+///   DNS address is not the stack's own, but its frames must reach the
 ///   stack, whose intercepts forward DNS to the upstream;
 ///
 /// and hands every other frame to the stack as it came (no copy; the
@@ -151,6 +273,7 @@ pub struct GuestLink<D> {
     inner: D,
     mac: [u8; 6],
     dns4: Option<Ipv4Addr>,
+    dns6: Option<Ipv6Addr>,
     dhcp: Option<DhcpServer>,
     ra: Option<RouterAdvertiser>,
     /// The next unsolicited advertisement (made on the first poll, inside
@@ -159,6 +282,9 @@ pub struct GuestLink<D> {
     pool: FramePool,
     /// Answers not yet taken by the wrapped device.
     replies: VecDeque<FrameBuf>,
+    /// The wrapped device's end, held back while frames received before it
+    /// went up: returned by the next receive.
+    end: Option<io::Error>,
 }
 
 impl<D> fmt::Debug for GuestLink<D> {
@@ -185,11 +311,13 @@ impl<D: FrameDevice> GuestLink<D> {
             mac: gateway_mac,
             // The stack answers for its own address.
             dns4: (v4 && config.dns4 != config.gateway4).then_some(config.dns4),
+            dns6: (v6 && config.dns6 != config.gateway6).then_some(config.dns6),
             dhcp: v4.then(|| DhcpServer::new(config)),
             ra: v6.then(|| RouterAdvertiser::new(config, gateway_mac)),
             next_ra: None,
             pool: FramePool::new(),
             replies: VecDeque::new(),
+            end: None,
         };
         // The first advertisement as the link starts.
         if let Some(ra) = &link.ra {
@@ -224,11 +352,21 @@ impl<D: FrameDevice> GuestLink<D> {
             let dns = self.dns4?;
             arp_request_for(frame, dns).then(|| Some(arp_reply(frame, self.mac)))
         } else if ethertype == ETHERTYPE_IPV6 {
-            let ra = self.ra.as_ref()?;
-            if frame.get(20) != Some(&IPPROTO_ICMPV6) || frame.get(54) != Some(&ROUTER_SOLICITATION) {
+            if frame.get(20) != Some(&IPPROTO_ICMPV6) {
                 return None;
             }
-            ra.handle_frame(frame).map(Some)
+            match *frame.get(54)? {
+                ROUTER_SOLICITATION => self.ra.as_ref()?.handle_frame(frame).map(Some),
+                // The target address at 62..78, before anything is parsed.
+                NEIGHBOR_SOLICITATION => {
+                    let dns = self.dns6?;
+                    if frame.get(62..78)? != dns.octets() {
+                        return None;
+                    }
+                    neighbor_advert_for(frame, dns, self.mac).map(Some)
+                }
+                _ => None,
+            }
         } else {
             None
         }
@@ -275,6 +413,9 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
+        if let Some(e) = self.end.take() {
+            return Poll::Ready(Err(e));
+        }
         self.poll_advertise(cx);
         let start = frames.len();
         loop {
@@ -285,9 +426,8 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
             match self.inner.poll_recv(cx, frames, max - got) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) if got > 0 => {
-                    // What came before the end goes up first; the device
-                    // returns its (latched) end again next time.
-                    tracing::debug!(error = %e, "guest link: device ended after frames");
+                    // What came before the end goes up first; the end next time.
+                    self.end = Some(e);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -60,9 +60,9 @@
 //! - a VM guest's link, [`GuestLink`], which [`Usernet::spawn_vm`] puts in
 //!   front of the stack: the [`DhcpServer`] and the [`RouterAdvertiser`]
 //!   (an advertisement as the link starts, every [`RA_INTERVAL`] and for
-//!   each solicitation) answer the guest from the gateway, and ARP for the
-//!   DNS address is answered with the gateway's MAC; every other frame goes
-//!   to the stack as it came;
+//!   each solicitation) answer the guest from the gateway, and ARP and
+//!   neighbour solicitations for the DNS addresses are answered with the
+//!   gateway's MAC; every other frame goes to the stack as it came;
 //! - the end of a guest's device (a hypervisor that closed the carrier,
 //!   vanished inside a frame or broke the framing), [`DeviceEnded`], which
 //!   [`Usernet::device_ended`] waits for; [`Usernet::shutdown`] then
@@ -70,13 +70,13 @@
 //!
 //! What it does not do (yet): UDP port forwards, ICMP echo to addresses
 //! other than the gateway's, ICMP errors to the guest; `configure` sets up
-//! IPv4 only; the router advertisements carry no DNS server (RDNSS) and
-//! nothing answers neighbour solicitations for the IPv6 DNS address
-//! (fd00::3), so a VM guest's DNS is IPv4's (10.0.2.3, from DHCP). The DNS
-//! address is not the stack's own (it has one IPv4 address): the frames
-//! sent to it reach the stack because `configure` gives it a permanent
-//! neighbour entry (a namespace) or the [`GuestLink`] answers ARP for it
-//! (a VM), and the intercepts take its flows.
+//! IPv4 only; the router advertisements carry no DNS server (RDNSS
+//! option), so a VM guest learns its resolver from DHCP (10.0.2.3; fd00::3
+//! answers too when the guest is told to use it). The DNS address is not
+//! the stack's own (it has one IPv4 address): the frames sent to it reach
+//! the stack because `configure` gives it a permanent neighbour entry (a
+//! namespace) or the [`GuestLink`] answers ARP and neighbour solicitations
+//! for it (a VM), and the intercepts take its flows.
 //!
 //! The policy alone:
 //!

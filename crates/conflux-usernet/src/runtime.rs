@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
-use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, end_slot};
+use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -134,7 +134,8 @@ impl Usernet {
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?
+                .until_ended(ended.clone());
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }
@@ -144,7 +145,7 @@ impl Usernet {
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
@@ -157,20 +158,53 @@ impl Usernet {
     /// [`DgramDevice`](crate::DgramDevice), a TAP bridged to one, ...): a
     /// [`GuestLink`] in front of the stack answers DHCPv4, router
     /// solicitations (and advertises when the link starts and every
-    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP for the DNS address,
-    /// and hands every other frame to the stack.
+    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP (and neighbour
+    /// solicitations) for the DNS address, and hands every other frame to
+    /// the stack. The MTU the guest is told (DHCP option 26, the
+    /// advertisements' MTU option) is `config.mtu`, or the device's when
+    /// that is smaller.
+    ///
+    /// A hypervisor that goes away ends the device; the forwarder says why:
+    ///
+    /// ```
+    /// use conflux_flow::FlowExt;
+    /// use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (ours, mut hypervisor) = conflux_flow::pipe(256 * 1024);
+    /// let config = UsernetConfig::new().dns_upstream("127.0.0.1:53".parse()?);
+    /// let usernet = Usernet::spawn_vm(config, StreamDevice::new(ours, 1500))?;
+    /// // The first router advertisement, in QEMU's framing.
+    /// let first = hypervisor.read().await?.expect("a frame");
+    /// assert_eq!(first[4 + 54], 134);
+    /// // The hypervisor closes the stream between two frames.
+    /// hypervisor.close().await?;
+    /// let ended = usernet.device_ended().await;
+    /// assert_eq!(ended.kind, std::io::ErrorKind::ConnectionAborted);
+    /// assert_eq!(ended.to_string(), "guest device ended: qemu stream: the peer closed the stream");
+    /// usernet.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_vm<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
-        let link = GuestLink::new(&config, GATEWAY_MAC, device);
+        // The guest is never told an MTU its carrier cannot take (a stream
+        // device ends at a frame above its own).
+        let mut told = config.clone();
+        told.mtu = told.mtu.min(device.caps().mtu);
+        let link = GuestLink::new(&told, GATEWAY_MAC, device);
         Usernet::spawn(config, link)
     }
 
     /// Resolves once the guest's device has ended (the hypervisor closed
     /// the carrier, vanished inside a frame or sent a bad frame; a TAP
     /// device failed), with why; at once if it already has. The stack
-    /// stops with its device: call [`shutdown`](Usernet::shutdown) next,
-    /// which closes every flow of the guest (their host sockets closed,
-    /// counted in [`stats`](Usernet::stats)). Never resolves while the
-    /// device lives.
+    /// stops with its device, and the guest's forwarded connections end
+    /// as if the guest had reset them (their host sockets aborted, their
+    /// bytes counted in [`stats`](Usernet::stats), one log line each).
+    /// Call [`shutdown`](Usernet::shutdown) next, which closes whatever is
+    /// left of the guest (UDP associations, port forwards, the stack).
+    /// Never resolves while the device lives.
     pub async fn device_ended(&self) -> DeviceEnded {
         let mut rx = self.ended.subscribe();
         let ended = match rx.wait_for(Option::is_some).await {
@@ -308,7 +342,12 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
+async fn serve_tcp(
+    mut intercept: Intercept,
+    forwarder: Arc<TcpForwarder<HostStack>>,
+    stop: Arc<Notify>,
+    ended: EndSlot,
+) {
     let mut flows = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -322,7 +361,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
                     syn.refuse();
                 }
                 Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn));
+                    flows.spawn(forward(forwarder.clone(), syn, ended.clone()));
                 }
                 None => break,
             },
@@ -334,7 +373,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
 
 /// One guest connection: the host connection first, then the guest's
 /// handshake and the relay.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: EndSlot) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -342,7 +381,7 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(flow, host, guest, dst).await;
+            forwarder.relay(UntilEnded::new(flow, ended), host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");
@@ -370,5 +409,22 @@ mod tests {
         let (ours, _guest) = link_pair(LinkConfig::ethernet());
         let err = Usernet::spawn(UsernetConfig::new().forward(udp), ours).unwrap_err();
         assert!(err.to_string().contains("UDP forwards are not supported"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_vm_guest_is_never_told_an_mtu_above_its_carriers() {
+        use conflux_flow::FlowExt;
+        for (config_mtu, device_mtu, told) in [(65520, 1500, 1500u32), (1400, 1500, 1400)] {
+            let (ours, mut hypervisor) = conflux_flow::pipe(64 * 1024);
+            let config = UsernetConfig::new().mtu(config_mtu).dns_upstream("127.0.0.1:53".parse().unwrap());
+            let usernet = Usernet::spawn_vm(config, crate::StreamDevice::new(ours, device_mtu)).unwrap();
+            let read = tokio::time::timeout(Duration::from_secs(5), hypervisor.read()).await;
+            let chunk = read.expect("the first advertisement in time").unwrap().unwrap();
+            // After the 4-byte length: an RA whose third option is the MTU.
+            let ra = &chunk[4..];
+            assert_eq!((ra[54], ra[78], ra[79]), (134, 5, 1), "{ra:02x?}");
+            assert_eq!(u32::from_be_bytes([ra[82], ra[83], ra[84], ra[85]]), told);
+            usernet.shutdown().await;
+        }
     }
 }

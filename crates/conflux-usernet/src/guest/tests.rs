@@ -8,7 +8,7 @@ use conflux_netstack::Medium;
 
 use super::*;
 use crate::dhcp::tests::{MAC, UDHCPC_DISCOVER, udp_frame};
-use crate::ra::tests::{hex, solicitation};
+use crate::ra::tests::{fix_checksum, hex, solicitation};
 
 const GW_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
@@ -196,6 +196,9 @@ async fn the_devices_end_comes_through_after_the_frames_before_it() {
     mem.push(dns_query);
     mem.0.lock().unwrap().end = Some(io::ErrorKind::UnexpectedEof);
     assert!(matches!(recv(&mut link), Poll::Ready(Ok(f)) if f.len() == 1));
+    // The link held the end back for the frame and returns it next, even
+    // from a device that reports its end only once.
+    mem.0.lock().unwrap().end = None;
     let Poll::Ready(Err(e)) = recv(&mut link) else { panic!("the end") };
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     // Runts and odd ethertypes are the stack's to drop.
@@ -219,4 +222,57 @@ fn the_end_watch_records_the_first_error_only() {
     let ended = slot.borrow().clone().unwrap();
     assert_eq!(ended, DeviceEnded { kind: io::ErrorKind::UnexpectedEof, message: "the test's end".into() });
     assert_eq!(ended.to_string(), "guest device ended: the test's end");
+}
+
+/// A neighbour solicitation from the guest at `src` for `target`, to its
+/// solicited-node group.
+fn neighbor_solicitation(src: &str, target: &str) -> Vec<u8> {
+    let (src, target): (Ipv6Addr, Ipv6Addr) = (src.parse().unwrap(), target.parse().unwrap());
+    let t = target.octets();
+    let mut f = vec![0x33, 0x33, 0xff, t[13], t[14], t[15]];
+    f.extend_from_slice(&MAC);
+    f.extend_from_slice(&hex("86dd 6000 0000 0020 3aff"));
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]]);
+    f.extend_from_slice(&hex("8700 0000 0000 0000"));
+    f.extend_from_slice(&t);
+    f.extend_from_slice(&[1, 1]);
+    f.extend_from_slice(&MAC);
+    fix_checksum(&mut f);
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn neighbour_solicitations_for_the_ipv6_dns_address_are_answered_with_the_gateways_mac() {
+    let (mut link, mem) = new_link(&UsernetConfig::new());
+    let for_gateway = neighbor_solicitation("fd00::100", "fd00::2");
+    let p = mem.push(for_gateway.clone());
+    mem.push(neighbor_solicitation("fd00::100", "fd00::3"));
+    let mut bad = neighbor_solicitation("fd00::100", "fd00::3");
+    bad[14 + 40 + 2] ^= 1;
+    mem.push(bad.clone());
+    let Poll::Ready(Ok(frames)) = recv(&mut link) else { panic!("the stack's frames") };
+    // The gateway's own address is the stack's to answer; a bad checksum is the stack's to drop.
+    let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    assert_eq!(got, vec![&for_gateway[..], &bad[..]]);
+    assert_eq!(frames[0].as_ptr(), p);
+    let sent = mem.sent();
+    assert_eq!(sent.len(), 2, "the first advertisement and one neighbour advertisement");
+    let na = &sent[1];
+    // Ethernet: to the guest, from the gateway's MAC; IPv6 fd00::3 -> fd00::100, hop limit 255.
+    assert_eq!((&na[..6], &na[6..12], &na[12..14]), (&MAC[..], &GW_MAC[..], &[0x86, 0xdd][..]));
+    let ip: (Ipv6Addr, Ipv6Addr) = ("fd00::3".parse().unwrap(), "fd00::100".parse().unwrap());
+    assert_eq!((&na[22..38], &na[38..54], na[21]), (&ip.0.octets()[..], &ip.1.octets()[..], 255));
+    // A neighbour advertisement, solicited and override, for fd00::3 at the gateway's MAC.
+    assert_eq!((na[54], na[58]), (136, 0x60));
+    assert_eq!(na[62..78], ip.0.octets());
+    assert_eq!((na[78], na[79], &na[80..86]), (2, 1, &GW_MAC[..]));
+    let mut check = na.clone();
+    fix_checksum(&mut check);
+    assert_eq!(&check, na, "a valid ICMPv6 checksum");
+    // Duplicate address detection (from ::) is answered to all nodes.
+    mem.push(neighbor_solicitation("::", "fd00::3"));
+    assert!(recv(&mut link).is_pending());
+    let dad = mem.sent().pop().unwrap();
+    assert_eq!((&dad[..6], dad[58]), (&[0x33, 0x33, 0, 0, 0, 1][..], 0x20));
 }

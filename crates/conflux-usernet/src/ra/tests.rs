@@ -15,7 +15,7 @@ pub(crate) fn hex(s: &str) -> Vec<u8> {
 }
 
 /// The ICMPv6 checksum (RFC 4443 2.3) of the IPv6 packet in `frame` at 14.., set in place.
-fn fix_checksum(frame: &mut [u8]) {
+pub(crate) fn fix_checksum(frame: &mut [u8]) {
     let ip = &frame[14..];
     let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
     let mut sum: u32 = 0;
