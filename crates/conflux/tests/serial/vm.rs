@@ -260,7 +260,7 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     let sock = dir.path().join("vm.sock");
     let port = http_server("through the stream carrier");
     let uri = format!("unix://{}", sock.display());
-    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    let mut fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
     fwd.wait_line(&format!("listening on {uri}"));
     let rt = runtime();
     let bridge = Bridge::start(&rt, &ns, unix_carrier(&rt, &sock, false));
@@ -271,6 +271,14 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     }
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "through the stream carrier");
+    // SIGTERM: the guest stopped, the counters printed, exit 0, the socket path removed.
+    fwd.signal("-TERM");
+    let status = fwd.wait_exit();
+    assert!(status.success(), "{status:?}");
+    fwd.wait_line("guest 1 from unix:(unnamed) stopped after");
+    let last = fwd.wait_line("usernet: flows");
+    assert!(last.starts_with("usernet: flows open 0 (total 1)"), "{last}");
+    assert!(!sock.exists(), "{} is still there", sock.display());
 }
 
 #[test]
@@ -318,7 +326,7 @@ fn usernet_connect_reaches_a_frame_server_and_connects_again_after_an_end() {
         BoxFlow::new(conflux_flow::FromTokio::new(stream))
     };
     let uri = format!("unix://{}", sock.display());
-    let fwd = Forwarder::spawn(&[&["usernet", "--connect", &uri], &SAFE[..]].concat());
+    let mut fwd = Forwarder::spawn(&[&["usernet", "--connect", &uri], &SAFE[..]].concat());
     let bridge = Bridge::start(&rt, &ns, accept("first"));
     fwd.wait_line("guest 1 from");
     let lease = dhcp(&ns, &bridge.tap, dir.path());
@@ -335,6 +343,11 @@ fn usernet_connect_reaches_a_frame_server_and_connects_again_after_an_end() {
     fwd.wait_line("guest 2 from");
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "the binary connected");
+    fwd.signal("-TERM");
+    let status = fwd.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(fwd.wait_line("stopped after").contains("guest 2 from unix://"));
+    assert!(fwd.wait_line("usernet: flows").starts_with("usernet: flows open 0 (total 1)"));
 }
 
 #[test]
