@@ -38,6 +38,7 @@ Examples:
   conflux cat 'unix-listen:///tmp/s.sock?framing=shutdown'
   conflux serve-9p tcp://:5640 ./shared --read-only
   sudo conflux usernet --netns /run/netns/box --configure  # network access for a namespace (slirp4netns's job)
+  conflux usernet --listen unix:///run/vm0.sock  # ... or for a VM: QEMU -netdev stream connects here
 
 Endpoints are URIs: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH, vsock://CID:PORT,
 fc-vsock:///PATH?port=N, hyperkit://:PORT/DIR, netstack://TAP/ADDR/PREFIX:PORT (a userspace
@@ -167,7 +168,10 @@ enum Command {
         read_only: bool,
     },
     /// Network access for a namespace (a TAP device in it) or a VM (its frames over any URI), through a userspace stack here.
-    #[command(after_help = USERNET_EXAMPLES)]
+    #[command(
+        after_help = USERNET_EXAMPLES,
+        override_usage = "conflux usernet (--netns PID|PATH | --listen URI | --connect URI) [OPTIONS]"
+    )]
     Usernet {
         /// The guest is a namespace: a PID (served until that process exits) or a path (/run/netns/NAME).
         #[arg(long, value_name = "PID|PATH")]
