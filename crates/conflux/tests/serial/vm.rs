@@ -445,3 +445,62 @@ fn usernet_vm_errors_name_what_was_wrong() {
         (Some(1), format!("conflux: cannot listen on {}: a listener is there already", sock.display()))
     );
 }
+
+#[test]
+fn usernet_connect_dials_a_vm_through_hybrid_vsock_with_the_shutdown_framing() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    let dir = TempDir::new("vm");
+    let port = http_server("CONNECT 1024, then frames");
+    let rt = runtime();
+    // A Firecracker-style VMM socket: conflux sends `CONNECT 1024\n`, the
+    // guest's listener on port 1024 gets the socket.
+    let (vmm, guest_port) = {
+        let _in_rt = rt.enter();
+        let vmm = conflux_hvsock::testing::FakeVmm::start(dir.path().join("vmm.sock")).unwrap();
+        let guest_port = vmm.guest_listener(1024, 4);
+        (vmm, guest_port)
+    };
+    let uri = format!("fc-vsock://{}?port=1024&framing=shutdown", vmm.path().display());
+    let mut fwd = Forwarder::spawn(&[&["usernet", "--connect", &uri], &SAFE[..]].concat());
+    let (sock, _) = rt
+        .block_on(async { tokio::time::timeout(WAIT, conflux_hvsock::FamilyListener::accept(&guest_port)).await })
+        .expect("conflux connected through the VMM")
+        .unwrap();
+    let carrier = BoxFlow::new(RawFlow::new(sock).into_framed(FramingConfig::default()));
+    let bridge = Bridge::start(&rt, &ns, carrier);
+    fwd.wait_line("guest 1 from fc-vsock://");
+    let lease = dhcp(&ns, &bridge.tap, dir.path());
+    assert!(lease.contains("ip=10.0.2.100 ") && lease.contains("dns=10.0.2.3 "), "{lease}");
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "CONNECT 1024, then frames");
+    fwd.signal("-TERM");
+    let status = fwd.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn usernet_listen_serves_a_vm_over_vsock_loopback() {
+    let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    if !Path::new("/dev/vsock").exists() {
+        skip!(NoVsockLoopback, "no /dev/vsock on this machine");
+    }
+    let port = http_server("over vsock");
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", "vsock://:0"], &SAFE[..]].concat());
+    let line = fwd.wait_line("listening on vsock://");
+    let rest = &line[line.find("vsock://").unwrap() + "vsock://".len()..];
+    let vport: u32 = rest.split(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    let rt = runtime();
+    // CID 1, the local loopback (never CID 2), probed once with 300 ms.
+    let dialled = rt.block_on(conflux_hvsock::VsockFamily.connect(
+        &conflux_hvsock::VsockAddr::new(conflux_hvsock::VsockAddr::CID_LOCAL, vport),
+        Some(Duration::from_millis(300)),
+    ));
+    let sock = match dialled {
+        Ok(sock) => sock,
+        Err(e) => skip!(NoVsockLoopback, "connect to CID 1 failed: {e}"),
+    };
+    let bridge = Bridge::start(&rt, &ns, BoxFlow::new(RawFlow::new(sock)));
+    fwd.wait_line("guest 1 from");
+    configure(&ns, &bridge.tap, "10.0.2.100/24");
+    assert_eq!(curl(&ns, port), "over vsock");
+}
