@@ -351,7 +351,7 @@ fn usernet_connect_reaches_a_frame_server_and_connects_again_after_an_end() {
 }
 
 #[test]
-fn usernet_listen_accepts_the_next_vm_after_one_vanished_mid_frame_and_closes_its_flows() {
+fn usernet_listen_accepts_the_next_vm_after_one_vanished_mid_frame_and_closes_its_flows_and_forwards() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
     if !have_command("nc") {
         skip!(Netcat, "nc (netcat-openbsd) not on PATH (cargo xtask install)");
@@ -375,7 +375,10 @@ fn usernet_listen_accepts_the_next_vm_after_one_vanished_mid_frame_and_closes_it
         }
     });
     let uri = format!("unix://{}", sock.display());
-    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    // A port forward into whichever guest is there (bound again for each).
+    let published = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let forward = format!("{published}:8080");
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri, "-p", &forward], &SAFE[..]].concat());
     fwd.wait_line("listening on");
     let fds_before = fds_of(fwd.child.id());
     let rt = runtime();
@@ -406,6 +409,23 @@ fn usernet_listen_accepts_the_next_vm_after_one_vanished_mid_frame_and_closes_it
     fwd.wait_line("guest 2 from");
     configure(&ns, &second.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "the next guest");
+    // The host's 127.0.0.1:PUBLISHED reaches the second guest's port 8080.
+    let mut server = ns.cmd("sh").args(["-c", "printf forwarded | nc -N -l 10.0.2.100 8080"]).spawn().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        let mut got = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", published)) {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let _ = s.read_to_string(&mut got);
+        }
+        if !got.is_empty() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(got, "forwarded");
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 #[test]
