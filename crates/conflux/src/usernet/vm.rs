@@ -9,7 +9,8 @@
 //! hypervisor closed the carrier, vanished inside a frame, sent a bad
 //! frame), which is logged with the reason; every flow of that guest is
 //! then closed. `--listen` then accepts the next hypervisor (one guest at a
-//! time: a second one waits in the listen backlog); `--connect` connects
+//! time: a second one waits in the listen backlog; `stdio:`, a listener
+//! of one flow, serves one guest and exits); `--connect` connects
 //! again after a backoff (100 ms, doubling to 5 s; back to 100 ms after a
 //! guest that lasted 10 s).
 
@@ -79,6 +80,11 @@ pub(super) async fn listen(ep: Endpoints, uri: Uri, config: UsernetConfig, grace
         };
         let Accepted { flow, peer } = match accepted {
             Ok(a) => a,
+            // A listener of one flow (`stdio:`) after its guest: done.
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected && id > 0 => {
+                tracing::info!("{e}: stopping");
+                break;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
                 return Err(CliError::runtime(format!("listening on {local}: {e}")));
             }

@@ -524,3 +524,59 @@ fn usernet_listen_serves_a_vm_over_vsock_loopback() {
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "over vsock");
 }
+
+#[test]
+fn usernet_listen_stdio_serves_one_guest_on_stdin_and_stdout() {
+    let mut child = conflux()
+        .args(["usernet", "--listen", "stdio:"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Who has 10.0.2.2? Tell 10.0.2.100 (02:00:00:00:00:01), in QEMU stream framing.
+    let guest_mac = [2, 0, 0, 0, 0, 1];
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&guest_mac);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&guest_mac);
+    arp.extend_from_slice(&[10, 0, 2, 100, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&(arp.len() as u32).to_be_bytes()).unwrap();
+    stdin.write_all(&arp).unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, frames) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut len = [0u8; 4];
+        while stdout.read_exact(&mut len).is_ok() {
+            let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+            if stdout.read_exact(&mut frame).is_err() || tx.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    // Router advertisements may come first; the ARP reply is from the gateway's MAC.
+    let deadline = Instant::now() + WAIT;
+    let reply = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = frames.recv_timeout(left).expect("an ARP reply on stdout");
+        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] {
+            break frame;
+        }
+    };
+    assert_eq!(&reply[..6], &guest_mac, "to the guest");
+    assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
+    assert_eq!(&reply[22..32], &[0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 10, 0, 2, 2], "10.0.2.2 is at 52:55:0a:00:02:02");
+    // The hypervisor's end (stdin's Eof) ends the guest, and conflux with it.
+    drop(stdin);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "conflux did not exit after stdin's end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
