@@ -262,10 +262,10 @@ impl<F: Flow> Flow for UntilEnded<F> {
 ///
 /// ```
 /// use conflux_netstack::{LinkConfig, link_pair};
-/// use conflux_usernet::{GuestLink, UsernetConfig};
+/// use conflux_usernet::{GATEWAY_MAC, GuestLink, UsernetConfig};
 ///
 /// let (ours, _vm) = link_pair(LinkConfig::ethernet());
-/// let link = GuestLink::new(&UsernetConfig::new(), [0x52, 0x55, 10, 0, 2, 2], ours);
+/// let link = GuestLink::new(&UsernetConfig::new(), GATEWAY_MAC, ours);
 /// assert_eq!(link.dns4(), Some("10.0.2.3".parse()?));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -300,7 +300,8 @@ impl<D> fmt::Debug for GuestLink<D> {
 
 impl<D: FrameDevice> GuestLink<D> {
     /// The link of `config`'s guest network in front of `device`, answering
-    /// from `gateway_mac` (the stack's MAC). DHCP and ARP for the DNS
+    /// from `gateway_mac` (the stack's MAC: [`GATEWAY_MAC`](crate::GATEWAY_MAC)
+    /// in front of a [`Usernet`](crate::Usernet)'s stack). DHCP and ARP for the DNS
     /// address only when the config has an IPv4 network, advertisements
     /// only when it has an IPv6 one.
     pub fn new(config: &UsernetConfig, gateway_mac: [u8; 6], device: D) -> GuestLink<D> {

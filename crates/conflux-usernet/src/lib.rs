@@ -167,7 +167,7 @@ pub use crate::{
     },
     ra::{DEFAULT_ROUTER_LIFETIME, RouterAdvertiser},
     resolv::resolv_conf_upstream,
-    runtime::{Usernet, UsernetError},
+    runtime::{GATEWAY_MAC, Usernet, UsernetError},
     stats::{Stats, StatsSnapshot},
     stream::{StreamDevice, StreamDeviceError},
 };

@@ -25,8 +25,10 @@ use crate::stats::{Stats, StatsSnapshot};
 /// after the flows were closed.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
-/// The gateway's MAC address (slirp4netns's, 52:55:0a:00:02:02).
-const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+/// The gateway's MAC address (slirp4netns's, 52:55:0a:00:02:02): the
+/// forwarder's stack's, and what a [`GuestLink`] in front of it answers
+/// from.
+pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
 /// Why a forwarder could not start.
 #[derive(Debug, thiserror::Error)]
