@@ -1,3 +1,5 @@
+//! The guest arguments' rules, the port forwards' early check and the reconnect backoff.
+
 use super::vm::Backoff;
 use super::*;
 use crate::error::Exit;
