@@ -19,6 +19,10 @@ use conflux_testkit::{Netns, SkipReturn, have_command, is_root, skip};
 #[path = "serial/vm.rs"]
 mod vm;
 
+/// The VM tests' hypervisor: a TAP bridged to a carrier flow.
+#[path = "serial/bridge.rs"]
+mod bridge;
+
 /// The binary under test.
 fn conflux() -> Command {
     Command::new(env!("CARGO_BIN_EXE_conflux"))
