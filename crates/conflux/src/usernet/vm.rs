@@ -97,6 +97,8 @@ pub(super) async fn listen(ep: Endpoints, uri: Uri, config: UsernetConfig, grace
             }
         };
         id += 1;
+        // A hypervisor's Unix socket has no name: say where it came in.
+        let peer = if peer.ends_with("(unnamed)") { format!("{local}") } else { peer };
         let (ended, stats) = guest(id, &peer, flow, &config, &mut control, grace).await?;
         last = Some(stats);
         if ended == Ended::Signal {

@@ -142,7 +142,7 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     fwd.signal("-TERM");
     let status = fwd.wait_exit();
     assert!(status.success(), "{status:?}");
-    fwd.wait_line("guest 1 from unix:(unnamed) stopped after");
+    fwd.wait_line(&format!("guest 1 from {uri} stopped after"));
     let last = fwd.wait_line("usernet: flows");
     assert!(last.starts_with("usernet: flows open 0 (total 1)"), "{last}");
     assert!(!sock.exists(), "{} is still there", sock.display());
