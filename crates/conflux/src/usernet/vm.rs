@@ -141,7 +141,7 @@ pub(super) async fn connect(ep: Endpoints, uri: Uri, config: UsernetConfig, grac
             Err(e) if id == 0 => return Err(e),
             Err(e) => {
                 let delay = backoff.delay();
-                tracing::warn!("connecting to {uri} again in {delay:?}: {e}");
+                tracing::warn!("{e}; trying again in {delay:?}");
                 delay
             }
         };

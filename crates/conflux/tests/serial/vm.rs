@@ -181,32 +181,38 @@ fn usernet_connect_reaches_a_frame_server_and_connects_again_after_an_end() {
     let sock = dir.path().join("frames.sock");
     let port = http_server("the binary connected");
     let rt = runtime();
-    let listener = {
+    let bind = || {
         let _in_rt = rt.enter();
         tokio::net::UnixListener::bind(&sock).unwrap()
     };
-    let accept = |what: &str| {
+    let accept = |listener: &tokio::net::UnixListener, what: &str| {
         let (stream, _) = rt
             .block_on(async { tokio::time::timeout(WAIT, listener.accept()).await })
             .unwrap_or_else(|_| panic!("no {what} connection"))
             .unwrap();
         BoxFlow::new(conflux_flow::FromTokio::new(stream))
     };
+    let listener = bind();
     let uri = format!("unix://{}", sock.display());
     let mut fwd = Forwarder::spawn(&[&["usernet", "--connect", &uri], &SAFE[..]].concat());
-    let bridge = Bridge::start(&rt, &ns, accept("first"));
+    let bridge = Bridge::start(&rt, &ns, accept(&listener, "first"));
     fwd.wait_line("guest 1 from");
     let lease = dhcp(&ns, &bridge.tap, dir.path());
     assert!(lease.contains("ip=10.0.2.100 "), "{lease}");
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "the binary connected");
-    // The server ends the carrier: conflux connects again (100 ms later).
+    // The server ends the carrier and stops listening: conflux connects
+    // again 100 ms later, is refused, and tries again after 200 ms, 400 ms, ...
+    drop(listener);
     drop(bridge);
     fwd.wait_line("ended after");
     fwd.wait_line("again in 100ms");
-    let started = Instant::now();
-    let bridge = Bridge::start(&rt, &ns, accept("second"));
-    assert!(started.elapsed() < Duration::from_secs(2), "reconnected after {:?}", started.elapsed());
+    let refused = fwd.wait_line("again in 200ms");
+    assert!(refused.contains(&format!("cannot connect to {uri}")) && refused.contains("refused"), "{refused}");
+    // The server is back: the next try connects.
+    std::fs::remove_file(&sock).unwrap();
+    let listener = bind();
+    let bridge = Bridge::start(&rt, &ns, accept(&listener, "second"));
     fwd.wait_line("guest 2 from");
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "the binary connected");
