@@ -407,4 +407,4 @@ pub(crate) fn cidr_parts(cidr: &Cidr) -> Option<(IpAddr, u8)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

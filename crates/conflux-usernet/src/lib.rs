@@ -57,12 +57,26 @@
 //!   network's prefix, the router lifetime and the MTU), answering router
 //!   solicitations.
 //!
+//! - a VM guest's link, [`GuestLink`], which [`Usernet::spawn_vm`] puts in
+//!   front of the stack: the [`DhcpServer`] and the [`RouterAdvertiser`]
+//!   (an advertisement as the link starts, every [`RA_INTERVAL`] and for
+//!   each solicitation) answer the guest from the gateway, and ARP and
+//!   neighbour solicitations for the DNS addresses are answered with the
+//!   gateway's MAC; every other frame goes to the stack as it came;
+//! - the end of a guest's device (a hypervisor that closed the carrier,
+//!   vanished inside a frame or broke the framing), [`DeviceEnded`], which
+//!   [`Usernet::device_ended`] waits for; [`Usernet::shutdown`] then
+//!   closes every flow of that guest.
+//!
 //! What it does not do (yet): UDP port forwards, ICMP echo to addresses
 //! other than the gateway's, ICMP errors to the guest; `configure` sets up
-//! IPv4 only; [`DhcpServer`] and [`RouterAdvertiser`] are not wired in front
-//! of the stack by [`Usernet::spawn`] (a VM guest configures itself
-//! statically for now). The DNS address is not the stack's own (it has one
-//! IPv4 address): `configure` gives it a permanent neighbour entry.
+//! IPv4 only; the router advertisements carry no DNS server (RDNSS
+//! option), so a VM guest learns its resolver from DHCP (10.0.2.3; fd00::3
+//! answers too when the guest is told to use it). The DNS address is not
+//! the stack's own (it has one IPv4 address): the frames sent to it reach
+//! the stack because `configure` gives it a permanent neighbour entry (a
+//! namespace) or the [`GuestLink`] answers ARP and neighbour solicitations
+//! for it (a VM), and the intercepts take its flows.
 //!
 //! The policy alone:
 //!
@@ -122,6 +136,7 @@ mod config;
 mod dgram;
 mod dhcp;
 mod forward;
+mod guest;
 mod inbound;
 mod nat;
 mod policy;
@@ -143,6 +158,7 @@ pub use crate::{
         Mac,
     },
     forward::{FlowEnd, ForwardError, Relayed, TcpForwarder},
+    guest::{DeviceEnded, GuestLink, RA_INTERVAL},
     inbound::TcpPortForward,
     nat::{UdpKey, UdpTable},
     policy::{Policy, Refusal},

@@ -11,7 +11,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Duration as SmolDuration;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr,
-    NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr, NdiscRouterFlags, RawHardwareAddress,
+    NdiscNeighborFlags, NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr, NdiscRouterFlags, RawHardwareAddress,
 };
 
 use crate::UsernetConfig;
@@ -140,25 +140,63 @@ impl RouterAdvertiser {
                 prefix: self.prefix,
             }),
         };
-        let icmp = Icmpv6Repr::Ndisc(ndisc);
-        let ip = Ipv6Repr {
-            src_addr: self.link_local,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: icmp.buffer_len(),
-            hop_limit: 255,
-        };
-        let mut frame = vec![0; EthernetFrame::<&[u8]>::header_len() + ip.buffer_len() + icmp.buffer_len()];
-        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.set_dst_addr(EthernetAddress(dst_mac));
-        eth.set_src_addr(EthernetAddress(self.mac));
-        eth.set_ethertype(EthernetProtocol::Ipv6);
-        let mut ip_packet = Ipv6Packet::new_unchecked(eth.payload_mut());
-        ip.emit(&mut ip_packet);
-        let mut icmp_packet = Icmpv6Packet::new_unchecked(ip_packet.payload_mut());
-        icmp.emit(&self.link_local, &dst, &mut icmp_packet, &ChecksumCapabilities::default());
-        frame
+        icmp_frame(Icmpv6Repr::Ndisc(ndisc), self.link_local, dst, self.mac, dst_mac)
     }
+}
+
+/// The answer to `frame` (an Ethernet frame from the guest) if it is a
+/// valid neighbour solicitation for `target`: a neighbour advertisement
+/// that `target` is at `mac` (solicited, override; to the soliciting host,
+/// or to all nodes for duplicate address detection from `::`). `None` for
+/// any other frame. How an address that is not the stack's own (the IPv6
+/// DNS address) gets its frames to the stack.
+pub(crate) fn neighbor_advert_for(frame: &[u8], target: Ipv6Addr, mac: [u8; 6]) -> Option<Vec<u8>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv6 {
+        return None;
+    }
+    let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+    let ip_repr = Ipv6Repr::parse(&ip).ok()?;
+    if ip_repr.next_header != IpProtocol::Icmpv6 || ip_repr.hop_limit != 255 {
+        return None;
+    }
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+    let caps = ChecksumCapabilities::default();
+    let repr = Icmpv6Repr::parse(&ip_repr.src_addr, &ip_repr.dst_addr, &icmp, &caps).ok()?;
+    let Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. }) = repr else { return None };
+    if target_addr != target {
+        return None;
+    }
+    let (dst, dst_mac, flags) = if ip_repr.src_addr.is_unspecified() {
+        (ALL_NODES, multicast_mac(ALL_NODES), NdiscNeighborFlags::OVERRIDE)
+    } else {
+        (ip_repr.src_addr, eth.src_addr().0, NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE)
+    };
+    let ndisc =
+        NdiscRepr::NeighborAdvert { flags, target_addr: target, lladdr: Some(RawHardwareAddress::from_bytes(&mac)) };
+    Some(icmp_frame(Icmpv6Repr::Ndisc(ndisc), target, dst, mac, dst_mac))
+}
+
+/// An Ethernet frame from `src_mac` to `dst_mac` carrying `icmp` from `src`
+/// to `dst`, hop limit 255, checksum computed.
+fn icmp_frame(icmp: Icmpv6Repr<'_>, src: Ipv6Addr, dst: Ipv6Addr, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut frame = vec![0; EthernetFrame::<&[u8]>::header_len() + ip.buffer_len() + icmp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(EthernetAddress(dst_mac));
+    eth.set_src_addr(EthernetAddress(src_mac));
+    eth.set_ethertype(EthernetProtocol::Ipv6);
+    let mut ip_packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ip_packet);
+    let mut icmp_packet = Icmpv6Packet::new_unchecked(ip_packet.payload_mut());
+    icmp.emit(&src, &dst, &mut icmp_packet, &ChecksumCapabilities::default());
+    frame
 }
 
 /// `fe80::` plus the modified EUI-64 of `mac` (RFC 4291 appendix A).
@@ -174,4 +212,4 @@ fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

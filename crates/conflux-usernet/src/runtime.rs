@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
+use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -85,6 +86,8 @@ pub struct Usernet {
     tasks: Vec<JoinHandle<()>>,
     /// Tells the TCP loop to stop taking guest connections.
     stop: Arc<Notify>,
+    /// The device's end, once it ended.
+    ended: EndSlot,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -110,6 +113,9 @@ impl Usernet {
     /// Serves `config` over `device` (spawns its tasks; call within a tokio
     /// runtime). The DNS upstream, when `config` names none, is the first
     /// nameserver of the host's `/etc/resolv.conf`.
+    ///
+    /// The device is served as it is: a VM guest, which needs its
+    /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
         if let Some(f) = config.forwards.iter().find(|f| f.proto == Proto::Udp) {
             return Err(UsernetError::UdpForward(*f));
@@ -119,7 +125,8 @@ impl Usernet {
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
         };
         let policy = Policy::new(&config).with_dns_upstream(upstream);
-        let stack = NetStack::new(stack_config(&config), device);
+        let ended = end_slot();
+        let stack = NetStack::new(stack_config(&config), EndWatch::new(device, ended.clone()));
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
         // Port forwards first: a host address in use fails before anything runs.
@@ -127,7 +134,8 @@ impl Usernet {
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?
+                .until_ended(ended.clone());
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }
@@ -137,12 +145,70 @@ impl Usernet {
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks, stop };
+        let usernet = Usernet { stack, stats, tasks, stop, ended };
         Ok(usernet)
+    }
+
+    /// As [`spawn`](Usernet::spawn), for a VM guest on `device` (a
+    /// [`StreamDevice`](crate::StreamDevice), a
+    /// [`DgramDevice`](crate::DgramDevice), a TAP bridged to one, ...): a
+    /// [`GuestLink`] in front of the stack answers DHCPv4, router
+    /// solicitations (and advertises when the link starts and every
+    /// [`RA_INTERVAL`](crate::RA_INTERVAL)) and ARP for the DNS address,
+    /// and hands every other frame to the stack.
+    ///
+    /// A hypervisor that goes away ends the device; the forwarder says why:
+    ///
+    /// ```
+    /// use conflux_flow::FlowExt;
+    /// use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (ours, mut hypervisor) = conflux_flow::pipe(256 * 1024);
+    /// let config = UsernetConfig::new().dns_upstream("127.0.0.1:53".parse()?);
+    /// let usernet = Usernet::spawn_vm(config, StreamDevice::new(ours, 1500))?;
+    /// // The first router advertisement, in QEMU's framing.
+    /// let first = hypervisor.read().await?.expect("a frame");
+    /// assert_eq!(first[4 + 54], 134);
+    /// // The hypervisor closes the stream between two frames.
+    /// hypervisor.close().await?;
+    /// let ended = usernet.device_ended().await;
+    /// assert_eq!(ended.kind, std::io::ErrorKind::ConnectionAborted);
+    /// assert_eq!(ended.to_string(), "guest device ended: qemu stream: the peer closed the stream");
+    /// usernet.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn spawn_vm<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
+        let link = GuestLink::new(&config, GATEWAY_MAC, device);
+        Usernet::spawn(config, link)
+    }
+
+    /// Resolves once the guest's device has ended (the hypervisor closed
+    /// the carrier, vanished inside a frame or sent a bad frame; a TAP
+    /// device failed), with why; at once if it already has. The stack
+    /// stops with its device, and the guest's forwarded connections end
+    /// as if the guest had reset them (their host sockets aborted, their
+    /// bytes counted in [`stats`](Usernet::stats), one log line each).
+    /// Call [`shutdown`](Usernet::shutdown) next, which closes whatever is
+    /// left of the guest (UDP associations, port forwards, the stack).
+    /// Never resolves while the device lives.
+    pub async fn device_ended(&self) -> DeviceEnded {
+        let mut rx = self.ended.subscribe();
+        let ended = match rx.wait_for(Option::is_some).await {
+            Ok(ended) => ended.clone(),
+            // The sender lives in `self`: not reached.
+            Err(_) => None,
+        };
+        match ended {
+            Some(ended) => ended,
+            None => std::future::pending().await,
+        }
     }
 
     /// Opens a TAP device inside the namespace at `netns` (a path such as
@@ -269,7 +335,12 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
+async fn serve_tcp(
+    mut intercept: Intercept,
+    forwarder: Arc<TcpForwarder<HostStack>>,
+    stop: Arc<Notify>,
+    ended: EndSlot,
+) {
     let mut flows = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -283,7 +354,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
                     syn.refuse();
                 }
                 Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn));
+                    flows.spawn(forward(forwarder.clone(), syn, ended.clone()));
                 }
                 None => break,
             },
@@ -295,7 +366,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
 
 /// One guest connection: the host connection first, then the guest's
 /// handshake and the relay.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: EndSlot) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -303,7 +374,7 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(flow, host, guest, dst).await;
+            forwarder.relay(UntilEnded::new(flow, ended), host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");

@@ -3,7 +3,10 @@
 //! pair with both ends inside it (nothing it forwards leaves the machine);
 //! and the kernel as a guest on a TAP inside a namespace, configured by
 //! busybox udhcpc (with a script of the test's that only records) and by
-//! SLAAC. xtask runs this target with `--test-threads=1`.
+//! SLAAC. Modules: `netns` (the forwarder serving a namespace, slirp4netns's
+//! job) and `vm` (the kernel as a VM-like guest behind a stream carrier,
+//! served by `Usernet::spawn_vm`). xtask runs this target with
+//! `--test-threads=1`.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -22,6 +25,8 @@ use conflux_usernet::StreamDevice;
 
 #[path = "serial/netns.rs"]
 mod netns;
+#[path = "serial/vm.rs"]
+mod vm;
 
 /// The guest's MAC (QEMU's default).
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -257,6 +262,35 @@ async fn serve_guest_link(
     }
 }
 
+/// busybox `udhcpc -f -q -n` on `iface` inside `ns` with a script of ours
+/// that only records what it was given (never the default script, which
+/// rewrites the machine's `/etc/resolv.conf`); the `bound` line it
+/// recorded: `bound ip=.. subnet=.. router=.. dns=.. mtu=.. lease=.. serverid=..`.
+async fn udhcpc_bound(ns: &Netns, iface: &str) -> String {
+    let dir = TempDir::new("udhcpc");
+    let script = dir.path().join("script.sh");
+    let record = dir.path().join("record");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = ns.cmd("udhcpc");
+    cmd.args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", iface, "-s"]).arg(&script);
+    let out = within("udhcpc", Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .unwrap()
+        .unwrap();
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(out.status.success(), "udhcpc failed: {}\nrecorded: {recorded}", String::from_utf8_lossy(&out.stderr));
+    let bound = recorded.lines().find(|l| l.starts_with("bound"));
+    bound.unwrap_or_else(|| panic!("no bound event: {recorded}")).to_owned()
+}
+
 /// The kernel as the guest: busybox udhcpc on a TAP inside a namespace gets
 /// its address, router, DNS, MTU and lease from `DhcpServer`, and the
 /// kernel configures an fd00::/64 address by SLAAC from `RouterAdvertiser`'s
@@ -291,29 +325,7 @@ async fn udhcpc_and_the_kernels_slaac_configure_a_guest_from_our_dhcp_server_and
     let adverts = std::sync::Arc::new(AtomicUsize::new(0));
     let server = tokio::spawn(serve_guest_link(tap, replies.clone(), adverts.clone()));
 
-    // udhcpc with a script of ours that only records what it was given.
-    let dir = TempDir::new("udhcpc");
-    let script = dir.path().join("script.sh");
-    let record = dir.path().join("record");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1 ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid\" >> {}\n",
-            record.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cmd = ns.cmd("udhcpc");
-    cmd.args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", &name, "-s"]).arg(&script);
-    let out = within("udhcpc", Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .unwrap()
-        .unwrap();
-    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
-    assert!(out.status.success(), "udhcpc failed: {}\nrecorded: {recorded}", String::from_utf8_lossy(&out.stderr));
-    let bound =
-        recorded.lines().find(|l| l.starts_with("bound")).unwrap_or_else(|| panic!("no bound event: {recorded}"));
+    let bound = udhcpc_bound(&ns, &name).await;
     assert_eq!(
         bound,
         "bound ip=10.0.2.100 subnet=255.255.255.0 router=10.0.2.2 dns=10.0.2.3 mtu=1500 lease=3600 serverid=10.0.2.2"

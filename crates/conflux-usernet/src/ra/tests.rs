@@ -9,13 +9,13 @@ use super::*;
 /// slirp's gateway MAC for 10.0.2.2.
 const ROUTER: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
-fn hex(s: &str) -> Vec<u8> {
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// The ICMPv6 checksum (RFC 4443 2.3) of the IPv6 packet in `frame` at 14.., set in place.
-fn fix_checksum(frame: &mut [u8]) {
+pub(crate) fn fix_checksum(frame: &mut [u8]) {
     let ip = &frame[14..];
     let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
     let mut sum: u32 = 0;
@@ -63,7 +63,7 @@ fn the_unsolicited_advertisement_is_the_golden_frame() {
 }
 
 /// A router solicitation from `GUEST` at `src` (hop limit `hop`) to ff02::2.
-fn solicitation(src: &str, hop: u8) -> Vec<u8> {
+pub(crate) fn solicitation(src: &str, hop: u8) -> Vec<u8> {
     let src: Ipv6Addr = src.parse().unwrap();
     let mut f = hex("3333 0000 0002 5254 0012 3456 86dd 6000 0000 0010 3a00");
     f[21] = hop;

@@ -80,9 +80,7 @@ impl Guest {
     /// Runs `program ARGS` inside the namespace to its end (bounded by the
     /// program's own timeout options), off the runtime's threads.
     async fn run(&self, program: &str, args: &[&str]) -> Output {
-        let mut cmd = self.ns.cmd(program);
-        cmd.args(args).stdin(Stdio::null());
-        tokio::task::spawn_blocking(move || cmd.output().expect("spawn in the namespace")).await.unwrap()
+        run_in(&self.ns, program, args).await
     }
 
     /// Stops the forwarder; the TAP device must be gone from the namespace.
@@ -95,8 +93,16 @@ impl Guest {
     }
 }
 
+/// Runs `program ARGS` inside `ns` to its end (bounded by the program's
+/// own timeout options), off the runtime's threads.
+pub(crate) async fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Output {
+    let mut cmd = ns.cmd(program);
+    cmd.args(args).stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || cmd.output().expect("spawn in the namespace")).await.unwrap()
+}
+
 /// A child process killed and reaped when dropped (a failing test leaves none).
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -109,7 +115,7 @@ fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn assert_ok(what: &str, out: &Output) {
+pub(crate) fn assert_ok(what: &str, out: &Output) {
     assert!(
         out.status.success(),
         "{what}: {:?}\nstdout: {}\nstderr: {}",
@@ -141,7 +147,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
 }
 
 /// A hyper HTTP/1.1 server on the host's 127.0.0.1; its port.
-async fn serve_http() -> u16 {
+pub(crate) async fn serve_http() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -199,7 +205,7 @@ fn path(p: &Path) -> &str {
 }
 
 /// The counters once no flow is open (bounded).
-async fn wait_idle(usernet: &Usernet) -> conflux_usernet::StatsSnapshot {
+pub(crate) async fn wait_idle(usernet: &Usernet) -> conflux_usernet::StatsSnapshot {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = usernet.stats();
@@ -247,7 +253,7 @@ async fn nc_half_close_still_reads_the_reply() {
 }
 
 /// A free port on the host's 127.0.0.1 (bound, read back, released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -428,6 +434,18 @@ async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let upstream = SocketAddr::from(([127, 0, 0, 1], port));
     let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(upstream)) else { return };
+    let _dnsmasq = start_dnsmasq(port);
+    dig_until_answered(&guest.ns, &["@10.0.2.3"]).await;
+    // TCP to the DNS address goes to the upstream too.
+    let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
+    assert_ok("dig +tcp", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.55");
+    guest.stop().await;
+}
+
+/// A dnsmasq on the host's 127.0.0.1:`port` answering `conflux.test` with
+/// 192.0.2.55 and nothing else (no upstream, no hosts file).
+pub(crate) fn start_dnsmasq(port: u16) -> KillOnDrop {
     let dnsmasq = Command::new("dnsmasq")
         .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
         .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
@@ -437,22 +455,23 @@ async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn dnsmasq");
-    let _dnsmasq = KillOnDrop(dnsmasq);
-    // dnsmasq starts in milliseconds; ask until it answers (bounded).
+    KillOnDrop(dnsmasq)
+}
+
+/// `dig [extra] conflux.test A` inside `ns` until it answers 192.0.2.55
+/// (dnsmasq starts in milliseconds; bounded to 10 s).
+pub(crate) async fn dig_until_answered(ns: &Netns, extra: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["conflux.test", "A", "+short", "+time=1", "+tries=1"]);
     loop {
-        let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+time=1", "+tries=1"]).await;
+        let out = run_in(ns, "dig", &args).await;
         if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
             break;
         }
         assert!(Instant::now() < deadline, "no answer: {out:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // TCP to the DNS address goes to the upstream too.
-    let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
-    assert_ok("dig +tcp", &out);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.55");
-    guest.stop().await;
 }
 
 /// With `--allow 127.0.0.0/8`, a server in a second namespace of the
@@ -497,6 +516,40 @@ async fn a_destination_outside_allow_is_refused_at_once() {
     drop(other);
 }
 
+/// `iperf3 -c 10.0.2.2 -t 2 EXTRA` inside `ns` against a one-shot iperf3
+/// server on the host's 127.0.0.1, which must succeed (up to 3 attempts: an
+/// attempt that fails, the server not listening yet or a loaded machine,
+/// gets a fresh server); the receiver's line.
+pub(crate) async fn iperf3_through_the_gateway(ns: &Netns, extra: &[&str]) -> String {
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        let port = free_port().to_string();
+        let server = Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iperf3 -s");
+        let _server = KillOnDrop(server);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut args = vec!["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"];
+        args.extend_from_slice(extra);
+        let out = run_in(ns, "iperf3", &args).await;
+        if out.status.success() || attempts == 3 {
+            break out;
+        }
+        eprintln!("iperf3 {extra:?} attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    };
+    assert_ok(&format!("iperf3 {extra:?}"), &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("").trim().to_owned();
+    eprintln!("iperf3 {extra:?}: {receiver}");
+    assert!(!receiver.is_empty(), "{text}");
+    receiver
+}
+
 /// iperf3 inside the namespace against an iperf3 server on the host's
 /// loopback, through the gateway: out of the namespace, into it (`-R`) and
 /// four streams (`-P 4`), 2 s each (MTU 65520).
@@ -507,34 +560,7 @@ async fn iperf3_runs_both_ways_through_the_gateway() {
     }
     let Some(guest) = Guest::start("ui", &[], |c| c.mtu(65520)) else { return };
     for extra in [&[][..], &["-R"][..], &["-P", "4"][..]] {
-        // A one-shot server per run (-1); an attempt that fails (the
-        // server not listening yet, a loaded machine) gets a fresh one.
-        let mut attempts = 0;
-        let out = loop {
-            attempts += 1;
-            let port = free_port().to_string();
-            let server = Command::new("iperf3")
-                .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn iperf3 -s");
-            let _server = KillOnDrop(server);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut args = vec!["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"];
-            args.extend_from_slice(extra);
-            let out = guest.run("iperf3", &args).await;
-            if out.status.success() || attempts == 3 {
-                break out;
-            }
-            eprintln!("iperf3 {extra:?} attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
-        };
-        assert_ok(&format!("iperf3 {extra:?}"), &out);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("");
-        eprintln!("iperf3 {extra:?}: {}", receiver.trim());
-        assert!(!receiver.is_empty(), "{text}");
+        iperf3_through_the_gateway(&guest.ns, extra).await;
     }
     let s = wait_idle(guest.usernet()).await;
     assert_eq!(s.refused, 0, "{s}");

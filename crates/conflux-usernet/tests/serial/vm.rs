@@ -1,0 +1,193 @@
+//! The kernel as a VM-like guest: a TAP in a test namespace is the guest's
+//! NIC, a copy loop of the test's (the "hypervisor") carries its frames in
+//! QEMU's stream framing over a unix stream socket, and
+//! `Usernet::spawn_vm` serves the other end. The guest configures itself
+//! from our DHCP server (udhcpc with a recording script), then curl,
+//! iperf3 and dig (through `/etc/netns/<ns>/resolv.conf`) go through.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use conflux_flow::FromTokio;
+use conflux_netstack::{FrameBuf, FrameDevice, FramePool, TapDevice};
+use conflux_testkit::{Netns, have_command, is_root, skip, within};
+use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
+
+use crate::netns::{
+    assert_ok, dig_until_answered, iperf3_through_the_gateway, run_in, serve_http, start_dnsmasq, wait_idle,
+};
+use crate::udhcpc_bound;
+
+/// Moves frames both ways between the TAP and the stream carrier until
+/// either fails (or the task is aborted: the carrier then closes).
+async fn hypervisor(mut tap: TapDevice, mut wire: StreamDevice) {
+    tap.set_pool(FramePool::new());
+    wire.set_pool(FramePool::new());
+    let (mut to_wire, mut to_tap) = (VecDeque::<FrameBuf>::new(), VecDeque::<FrameBuf>::new());
+    let mut got = Vec::new();
+    let ended = poll_fn(|cx| {
+        loop {
+            let mut progress = false;
+            if !to_wire.is_empty()
+                && let Poll::Ready(r) = wire.poll_send_batch(cx, &mut to_wire)
+            {
+                r?;
+            }
+            if !to_tap.is_empty()
+                && let Poll::Ready(r) = tap.poll_send_batch(cx, &mut to_tap)
+            {
+                r?;
+            }
+            if to_wire.is_empty()
+                && let Poll::Ready(r) = tap.poll_recv(cx, &mut got, 64)
+            {
+                r?;
+                to_wire.extend(got.drain(..));
+                progress = true;
+            }
+            if to_tap.is_empty()
+                && let Poll::Ready(r) = wire.poll_recv(cx, &mut got, 64)
+            {
+                r?;
+                to_tap.extend(got.drain(..));
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending::<std::io::Result<()>>;
+            }
+        }
+    })
+    .await;
+    eprintln!("the hypervisor's copy loop ended: {ended:?}");
+}
+
+/// `/etc/netns/<ns>/resolv.conf` (what `ip netns exec` mounts over
+/// `/etc/resolv.conf`), removed on drop.
+struct NetnsResolvConf(PathBuf);
+
+impl NetnsResolvConf {
+    fn write(ns: &Netns, nameserver: &str) -> NetnsResolvConf {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {nameserver}\n")).unwrap();
+        NetnsResolvConf(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The value of `key=` in udhcpc's recorded line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = format!("{key}=");
+    line.split_whitespace().find_map(|w| w.strip_prefix(at.as_str())).unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// A VM-like kernel guest on a TAP bridged to the stream carrier gets its
+/// address, router and DNS from `spawn_vm`'s DHCP server (and an IPv6
+/// address by SLAAC from its advertisements), configures itself from what
+/// udhcpc recorded, and reaches the host: curl, `iperf3 -t 2`, and a DNS
+/// lookup of the resolver it was given, and one over IPv6 to fd00::3 (a
+/// dnsmasq on the host's loopback as the upstream). The carrier then closes: the device's end names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
+    if !is_root() {
+        skip!(Root, "namespaces and TAP devices need root");
+    }
+    if !have_command("ip") {
+        skip!(Iproute2, "ip not on PATH");
+    }
+    for tool in ["udhcpc", "curl", "iperf3", "dnsmasq", "dig"] {
+        if !have_command(tool) {
+            skip!(Capability, "{tool} not on PATH (cargo xtask install)");
+        }
+    }
+    let ns = match Netns::create("vm") {
+        Ok(ns) => ns,
+        Err(e) => skip!(Netns, "{e}"),
+    };
+    let name = conflux_testkit::unique_name("t");
+    let tap_name = name.clone();
+    let tap = conflux_netstack::in_netns(&ns.path(), move || {
+        let tap = TapDevice::open(&tap_name, 1500)?;
+        conflux_testkit::ip(&["link", "set", "dev", &tap_name, "up"]).map_err(std::io::Error::other)?;
+        Ok(tap)
+    });
+    let tap = match tap {
+        Ok(tap) => tap,
+        Err(e) => skip!(Tap, "a TAP inside the namespace: {e}"),
+    };
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _dnsmasq = start_dnsmasq(dns_port);
+    let config = UsernetConfig::new()
+        .host_loopback(true)
+        .allow("127.0.0.0/8".parse().unwrap())
+        .dns_upstream(SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    let usernet = Usernet::spawn_vm(config, StreamDevice::new(FromTokio::new(ours), 1500)).unwrap();
+    let hv = tokio::spawn(hypervisor(tap, StreamDevice::new(FromTokio::new(theirs), 1500)));
+    let started = Instant::now();
+
+    // The guest asks our DHCP server, and configures itself from the answer.
+    let bound = udhcpc_bound(&ns, &name).await;
+    let (ip, subnet, router, dns, mtu) = (
+        field(&bound, "ip"),
+        field(&bound, "subnet"),
+        field(&bound, "router"),
+        field(&bound, "dns"),
+        field(&bound, "mtu"),
+    );
+    assert_eq!(
+        (ip, subnet, router, dns, mtu),
+        ("10.0.2.100", "255.255.255.0", "10.0.2.2", "10.0.2.3", "1500"),
+        "{bound}"
+    );
+    let prefix = u32::from(subnet.parse::<Ipv4Addr>().unwrap()).count_ones();
+    ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", &name]).unwrap();
+    ns.ip(&["link", "set", "dev", &name, "mtu", mtu]).unwrap();
+    ns.ip(&["route", "add", "default", "via", router]).unwrap();
+    let _resolv = NetnsResolvConf::write(&ns, dns);
+
+    let port = serve_http().await;
+    let out =
+        run_in(&ns, "curl", &["--http1.1", "-sS", "--fail", "--max-time", "10", &format!("http://{router}:{port}/")])
+            .await;
+    assert_ok("curl through the carrier", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    iperf3_through_the_gateway(&ns, &[]).await;
+    // The resolver udhcpc recorded, through /etc/netns/<ns>/resolv.conf:
+    // the guest ARPs for 10.0.2.3, the guest link answers.
+    dig_until_answered(&ns, &[]).await;
+    // SLAAC from the advertisements (the first one went out as the link started).
+    within("a SLAAC address", Duration::from_secs(10), async {
+        loop {
+            let out = run_in(&ns, "ip", &["-6", "-o", "addr", "show", "dev", &name, "scope", "global"]).await;
+            if String::from_utf8_lossy(&out.stdout).contains("inet6 fd00::") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // DNS over IPv6 to fd00::3: the guest link answers its neighbour solicitation.
+    dig_until_answered(&ns, &["@fd00::3"]).await;
+    let s = wait_idle(&usernet).await;
+    assert_eq!(s.refused, 0, "{s}");
+    assert!(s.flows_total >= 3, "curl and iperf3's control and data connections: {s}");
+    eprintln!("the kernel guest over the stream carrier: {:?}", started.elapsed());
+
+    // The hypervisor goes away: the carrier closes between frames.
+    hv.abort();
+    let ended = within("the device's end", Duration::from_secs(5), usernet.device_ended()).await;
+    assert_eq!(ended.kind, ErrorKind::ConnectionAborted, "{ended}");
+    within("shutdown", Duration::from_secs(10), usernet.shutdown()).await;
+    drop(ns);
+}
