@@ -50,7 +50,7 @@
 //!   `qemu-stream-decode` (throughput): issue 14's VM carrier, see
 //!   `usernet/stream.rs` (the TAP opened by this process, no offloads,
 //!   bridged to a unix stream socket in QEMU's framing; baseline our TAP
-//!   path, same run). About 25 s under `--quick`, 60 s in full.
+//!   path, same run). About 40 s under `--quick`, 80 s in full.
 //!
 //! Time here (2 vCPUs): the group takes about 45 s under `--quick` and
 //! 160 s in full, compile excluded.
@@ -134,7 +134,7 @@ enum Side {
     Pasta,
     /// `Usernet::spawn` on a TAP opened without offloads (`usernet-stream`'s baseline).
     Tap,
-    /// The TAP bridged to a unix stream socket, `Usernet::spawn` on a `StreamDevice`.
+    /// The TAP bridged to a unix stream socket, `Usernet::spawn_vm` on a `StreamDevice`.
     Stream,
     /// As `Stream`, with the shutdown framing on the socket.
     StreamFramed,

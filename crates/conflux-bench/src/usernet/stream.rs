@@ -8,9 +8,9 @@
 //!   "hypervisor", a current_thread runtime of its own) moves the TAP's
 //!   frames to and from a unix stream socket in QEMU's stream framing
 //!   ([`conflux_usernet::StreamDevice`] over the socket), and the forwarder
-//!   ([`conflux_usernet::Usernet::spawn`] on a multi_thread runtime, as
-//!   `conflux usernet` builds it) serves a `StreamDevice` over the accepted
-//!   end. Baseline `usernet-tx`: the same workload with the forwarder on
+//!   ([`conflux_usernet::Usernet::spawn_vm`], the VM guest link in front of
+//!   the stack, on a multi_thread runtime, as `conflux usernet` builds it)
+//!   serves a `StreamDevice` over the accepted end. Baseline `usernet-tx`: the same workload with the forwarder on
 //!   the TAP itself (`Usernet::spawn` on the TAP, our TAP path), in the same
 //!   run. Both paths without vnet-hdr offloads (`TapDevice::open`, the
 //!   stack computes checksums and cuts segments), MTU 65520. Goal ratio
@@ -21,7 +21,8 @@
 //!   framing, [`conflux_hvsock::FramedFlow`], over the unix socket on both
 //!   sides), baseline the unframed stream (`usernet-stream`) of the same
 //!   run; goal ratio >= 0.9. The three sides run in one order per run,
-//!   reversed every run, 5 runs (3 under `--quick`), `-t 5` (`-t 2`).
+//!   reversed every run, 5 runs (under `--quick` too: they swing
+//!   widely on a shared 2-core machine), `-t 5` (`-t 2` under `--quick`).
 //!
 //!   The TAP is opened by this process (in the host's namespace), moved
 //!   into the bench namespace (`ip link set dev T netns NS`) and configured
@@ -64,7 +65,7 @@ pub(super) fn run(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let secs = if ctx.quick { 2 } else { 5 };
     let sides = [Side::Tap, Side::Stream, Side::StreamFramed];
     let mut samples: [Vec<f64>; 3] = Default::default();
-    for run in 0..ctx.runs(5, 3) {
+    for run in 0..ctx.runs_mt(5, 5) {
         let order: Vec<usize> = if run % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
         for i in order {
             let gbps = iperf_run(sides[i], Dir::Tx, secs);
@@ -124,7 +125,7 @@ fn configure(ns: &str, dev: &str) -> Result<(), String> {
 pub(super) enum Carrier {
     /// None: the forwarder serves the TAP itself.
     Tap,
-    /// A unix stream socket.
+    /// A unix stream socket (`Usernet::spawn_vm` on its `StreamDevice`).
     Unix,
     /// A unix stream socket with the shutdown framing on both ends.
     UnixFramed,
@@ -262,7 +263,8 @@ impl Served {
                     .and_then(|(stream, _)| flow(stream, framed))
                     .map_err(|e| format!("accept on {}: {e}", at.display()))
                     .and_then(|flow| {
-                        Usernet::spawn(config, StreamDevice::new(flow, MTU)).map_err(|e| format!("Usernet::spawn: {e}"))
+                        Usernet::spawn_vm(config, StreamDevice::new(flow, MTU))
+                            .map_err(|e| format!("Usernet::spawn_vm: {e}"))
                     });
                 match started {
                     Ok(usernet) => serve_until(usernet, stopped).await,
