@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The server's side of the link: DHCP frames answered by `server` (when
 /// `answer`), every other frame kept in `seen`.
-async fn serve(mut end: LinkEnd, server: Arc<Mutex<DhcpServer>>, seen: Arc<Mutex<Vec<Vec<u8>>>>, answer: bool) {
+async fn serve(
+    mut end: LinkEnd,
+    server: Arc<Mutex<DhcpServer>>,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    answer: Arc<AtomicBool>,
+) {
     loop {
         let mut frames = Vec::new();
         if poll_fn(|cx| end.poll_recv(cx, &mut frames, 64)).await.is_err() {
@@ -31,7 +37,7 @@ async fn serve(mut end: LinkEnd, server: Arc<Mutex<DhcpServer>>, seen: Arc<Mutex
         for f in &frames {
             let handled = server.lock().unwrap().handle_frame(std::time::Instant::now(), f, SERVER_MAC);
             match handled {
-                DhcpFrame::Reply(r) if answer => out.push_back(FrameBuf::from(r)),
+                DhcpFrame::Reply(r) if answer.load(Ordering::SeqCst) => out.push_back(FrameBuf::from(r)),
                 DhcpFrame::NotDhcp => seen.lock().unwrap().push(f.to_vec()),
                 _ => {}
             }
@@ -57,7 +63,7 @@ async fn a_netstack_takes_address_router_and_dns_from_our_dhcp_server_and_uses_t
     let server = Arc::new(Mutex::new(DhcpServer::new(&config)));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (guest, host) = link_pair(LinkConfig::ethernet());
-    tokio::spawn(serve(host, server.clone(), seen.clone(), true));
+    tokio::spawn(serve(host, server.clone(), seen.clone(), Arc::new(AtomicBool::new(true))));
     let stack = NetStack::new(StackConfig::new().mac(CLIENT_MAC).dhcpv4(), guest);
     assert_eq!(stack.dhcpv4_lease(), None, "no lease before the server answered");
 
@@ -97,7 +103,7 @@ async fn without_an_answer_there_is_no_lease_and_a_static_stack_is_no_client() {
     let server = Arc::new(Mutex::new(DhcpServer::new(&config)));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (guest, host) = link_pair(LinkConfig::ethernet());
-    tokio::spawn(serve(host, server, seen, false));
+    tokio::spawn(serve(host, server, seen, Arc::new(AtomicBool::new(false))));
     let stack = NetStack::new(StackConfig::new().mac(CLIENT_MAC).dhcpv4(), guest);
     let waited = tokio::time::timeout(Duration::from_secs(60), stack.wait_dhcpv4_lease()).await;
     assert!(waited.is_err(), "no lease without a server's answer: {waited:?}");
@@ -108,4 +114,32 @@ async fn without_an_answer_there_is_no_lease_and_a_static_stack_is_no_client() {
     let stack = NetStack::new(StackConfig::new().ipv4(Ipv4Addr::new(10, 0, 2, 100), 24), plain);
     assert_eq!(stack.wait_dhcpv4_lease().await, Err(DhcpNotEnabled));
     assert_eq!(stack.dhcpv4_lease(), None);
+}
+
+/// A lease the server stops renewing expires: the stack drops the address
+/// and the route, and takes a new lease once the server answers again.
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_removes_the_address_until_the_next_one() {
+    let config = UsernetConfig::new();
+    let server = Arc::new(Mutex::new(DhcpServer::new(&config).lease_time(Duration::from_secs(120))));
+    let answer = Arc::new(AtomicBool::new(true));
+    let (guest, host) = link_pair(LinkConfig::ethernet());
+    tokio::spawn(serve(host, server, Arc::new(Mutex::new(Vec::new())), answer.clone()));
+    let stack = NetStack::new(StackConfig::new().mac(CLIENT_MAC).dhcpv4(), guest);
+    let lease = within("the DHCP lease", TIMEOUT, stack.wait_dhcpv4_lease()).await.expect("a DHCP client");
+    assert!(stack.addrs().contains(&lease.address.into()));
+
+    answer.store(false, Ordering::SeqCst);
+    within("the lease's expiry", Duration::from_secs(600), async {
+        while stack.dhcpv4_lease().is_some() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    assert!(stack.addrs().iter().all(|a| !a.is_ipv4()), "the address went with the lease: {:?}", stack.addrs());
+
+    answer.store(true, Ordering::SeqCst);
+    let again = within("a new lease", Duration::from_secs(600), stack.wait_dhcpv4_lease()).await.unwrap();
+    assert_eq!(again.address, lease.address, "the server remembers our MAC");
+    assert!(stack.addrs().contains(&again.address.into()));
 }
