@@ -46,6 +46,12 @@
 //!   `slirp4netns`, same program; goal ratio >= 1.5; 5 runs, interleaved
 //!   (the same under `--quick`: a run takes about a second).
 //!
+//! - `usernet-stream` (throughput, its row `usernet-stream-framed`) and
+//!   `qemu-stream-decode` (throughput): issue 14's VM carrier, see
+//!   `usernet/stream.rs` (the TAP opened by this process, no offloads,
+//!   bridged to a unix stream socket in QEMU's framing; baseline our TAP
+//!   path, same run). About 40 s under `--quick`, 80 s in full.
+//!
 //! Time here (2 vCPUs): the group takes about 45 s under `--quick` and
 //! 160 s in full, compile excluded.
 //!
@@ -64,6 +70,7 @@ use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair};
 
 mod crr;
 mod ours;
+mod stream;
 
 /// The gateway every guest dials; each forwarder maps it to the host's loopback.
 const GATEWAY: &str = "10.0.2.2";
@@ -81,6 +88,18 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "usernet-tx", metric: Metric::Throughput, goal: Goal::RatioAtLeast(1.5), run: tx },
         Scenario { name: "usernet-rx", metric: Metric::Throughput, goal: Goal::RatioAtLeast(1.5), run: rx },
         Scenario { name: "usernet-crr", metric: Metric::Rate, goal: Goal::RatioAtLeast(1.5), run: crr::run },
+        Scenario {
+            name: "usernet-stream",
+            metric: Metric::Throughput,
+            goal: Goal::RatioAtLeast(0.7),
+            run: stream::run,
+        },
+        Scenario {
+            name: "qemu-stream-decode",
+            metric: Metric::Throughput,
+            goal: Goal::ReportOnly,
+            run: stream::decode,
+        },
     ]
 }
 
@@ -113,6 +132,12 @@ enum Side {
     Ours,
     Slirp4netns,
     Pasta,
+    /// `Usernet::spawn` on a TAP opened without offloads (`usernet-stream`'s baseline).
+    Tap,
+    /// The TAP bridged to a unix stream socket, `Usernet::spawn_vm` on a `StreamDevice`.
+    Stream,
+    /// As `Stream`, with the shutdown framing on the socket.
+    StreamFramed,
 }
 
 impl Side {
@@ -122,6 +147,9 @@ impl Side {
             Side::Ours => "conflux-usernet",
             Side::Slirp4netns => "slirp4netns",
             Side::Pasta => "pasta",
+            Side::Tap => "usernet-tap",
+            Side::Stream => "usernet-stream",
+            Side::StreamFramed => "usernet-stream-framed",
         }
     }
 }
@@ -209,6 +237,7 @@ impl Drop for Netns {
 enum Forwarder {
     Proc(Proc),
     Ours(ours::Ours),
+    Carried(stream::Served),
 }
 
 /// A fresh namespace with `side` serving it, up (the gateway routed);
@@ -242,6 +271,14 @@ impl Guest {
                     .arg(&path)
                     .stderr(Stdio::null()),
             )),
+            Side::Tap | Side::Stream | Side::StreamFramed => {
+                let carrier = match side {
+                    Side::Tap => stream::Carrier::Tap,
+                    Side::Stream => stream::Carrier::Unix,
+                    _ => stream::Carrier::UnixFramed,
+                };
+                Forwarder::Carried(stream::Served::spawn(carrier, &ns).unwrap_or_else(|e| panic!("{e}")))
+            }
         };
         let mut guest = Guest { forwarder: Some(forwarder), ns };
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -258,6 +295,7 @@ impl Guest {
         match &mut self.forwarder {
             Some(Forwarder::Proc(p)) => p.check_alive(),
             Some(Forwarder::Ours(o)) => o.check_alive(),
+            Some(Forwarder::Carried(c)) => c.check_alive(),
             None => {}
         }
     }

@@ -26,6 +26,11 @@ pub struct StackConfig {
     pub gateway_v4: Option<Ipv4Addr>,
     /// The IPv6 default gateway.
     pub gateway_v6: Option<Ipv6Addr>,
+    /// Get the IPv4 address, default gateway and DNS servers by DHCPv4
+    /// (smoltcp's client; Ethernet devices only): a lease replaces the static
+    /// [`ipv4`](StackConfig::ipv4) and [`gateway_v4`](StackConfig::gateway_v4),
+    /// a lost one removes them. See [`NetStack::wait_dhcpv4_lease`](crate::NetStack::wait_dhcpv4_lease).
+    pub dhcpv4: bool,
     /// Our MAC address (Ethernet devices).
     pub mac: [u8; 6],
     /// Receive buffer per socket (the advertised window; window scaling follows it).
@@ -84,6 +89,7 @@ impl StackConfig {
             ipv6: None,
             gateway_v4: None,
             gateway_v6: None,
+            dhcpv4: false,
             mac: [0x02, 0x00, 0x00, 0x00, 0x00, 0x01],
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
@@ -120,6 +126,12 @@ impl StackConfig {
     /// Sets the IPv6 default gateway.
     pub fn gateway_v6(mut self, gw: Ipv6Addr) -> StackConfig {
         self.gateway_v6 = Some(gw);
+        self
+    }
+
+    /// Makes the stack a DHCPv4 client (see [`dhcpv4`](StackConfig::dhcpv4)).
+    pub fn dhcpv4(mut self) -> StackConfig {
+        self.dhcpv4 = true;
         self
     }
 

@@ -46,6 +46,7 @@ use crate::ports::Ports;
 use crate::rewrite;
 use crate::wire::{self, Inspected, Segment, seq_after};
 
+mod dhcp;
 mod udp;
 pub(crate) use udp::{UdpId, UdpRecv, UdpRefused};
 
@@ -400,6 +401,8 @@ pub(crate) struct Core {
     config: StackConfig,
     /// UDP sockets, the intercept and the transmit queue (`core/udp.rs`).
     udp: udp::UdpCore,
+    /// The DHCPv4 client, when configured (`core/dhcp.rs`).
+    dhcp: Option<dhcp::DhcpClient>,
 }
 
 impl Core {
@@ -440,6 +443,7 @@ impl Core {
         let addrs = cidrs.iter().map(|c| IpAddr::from(c.address())).collect();
         let tso_mss = caps.tso.map(|n| (n.saturating_sub(40), n.saturating_sub(60)));
         let udp = udp::UdpCore::new(caps, config.ephemeral_ports.clone(), config.seed);
+        let dhcp = config.dhcpv4.then(dhcp::DhcpClient::new);
         Core {
             iface,
             medium: caps.medium,
@@ -466,6 +470,7 @@ impl Core {
             cidrs,
             config,
             udp,
+            dhcp,
         }
     }
 
@@ -585,6 +590,7 @@ impl Core {
             self.local = local;
             self.egress(now, &mut produced);
             self.udp_egress(now, &mut produced);
+            self.dhcp_egress(now, &mut produced);
             for frame in produced.drain(..) {
                 let ours = wire::inspect(&frame, self.medium, false)
                     .destination()
@@ -619,10 +625,7 @@ impl Core {
             return Some(Instant::ZERO);
         }
         let tcp = self.timers.first().map(|(at, _)| *at);
-        match (tcp, self.udp_poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [tcp, self.udp_poll_timeout(), self.dhcp_poll_at()].into_iter().flatten().min()
     }
 
     // ---- connections ----
@@ -1341,6 +1344,7 @@ impl Core {
         let seg = match wire::inspect(&frame, self.medium, verify) {
             Inspected::Tcp(seg) => seg,
             Inspected::Other { .. } => {
+                let Some(frame) = self.dhcp_ingress(now, frame, out) else { return };
                 // UDP is the core's own (core/udp.rs), not smoltcp's.
                 let Some(frame) = self.udp_ingress(frame) else { return };
                 self.udp_neighbour_news();

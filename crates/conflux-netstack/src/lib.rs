@@ -116,6 +116,7 @@
 mod config;
 mod core;
 mod device;
+mod dhcp;
 mod driver;
 mod flow;
 mod intercept;
@@ -136,6 +137,7 @@ pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
+    dhcp::{DhcpNotEnabled, Dhcpv4Lease},
     flow::NetFlow,
     intercept::{HeldSyn, Intercept},
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},

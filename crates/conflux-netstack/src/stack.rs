@@ -46,6 +46,8 @@ pub(crate) struct State {
     /// Held SYNs whose `accept` runs: `true` once their handshake finished
     /// (the accepting future makes the flow).
     pub(crate) accepting: HashMap<ConnId, bool>,
+    /// The DHCPv4 lease as published to waiters (`dhcp.rs`).
+    pub(crate) dhcp: crate::dhcp::LeaseWatch,
 }
 
 /// The registered intercept.
@@ -124,6 +126,7 @@ impl State {
                 wake.extend(write.then(|| w.write.take()).flatten());
             }
         }
+        self.dhcp.publish(&self.core);
     }
 }
 
@@ -220,6 +223,7 @@ impl NetStack {
             next_listen: 1,
             intercept: None,
             accepting: HashMap::new(),
+            dhcp: crate::dhcp::LeaseWatch::new(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),

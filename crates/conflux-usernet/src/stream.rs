@@ -3,11 +3,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use conflux_flow::{BoxFlow, Flow, FlowError};
 use conflux_netstack::{DeviceCaps, FrameBuf, FrameDevice, FramePool, Medium};
+use tokio::io::ReadBuf;
 
 use crate::qemu::{FramePiece, StreamDecodeError, StreamDecoder, StreamHeader, max_frame_len};
 
@@ -18,6 +19,10 @@ const TX_BATCH_BYTES: usize = 256 * 1024;
 /// Frames up to this size are copied next to their header (no allocation);
 /// larger ones are handed to the flow as they are (no copy).
 const COPY_SMALLER: usize = 1024;
+/// A frame with at least this many bytes still to come is read straight
+/// into its buffer ([`Flow::poll_read_into`]: no copy from a read chunk on
+/// flows over a socket).
+const DIRECT_READ: usize = 4096;
 
 /// Why a [`StreamDevice`] ended: carried inside the `io::Error` its polls
 /// return (`err.get_ref()` downcasts to it).
@@ -65,7 +70,9 @@ impl StreamDeviceError {
 ///
 /// Receive: every read of the flow is decoded into as many frames as it
 /// holds (each copied once, from the read into a [`FrameBuf`] of the
-/// driver's pool). Send: a batch of up to 64 frames goes to the flow as one
+/// driver's pool); the rest of a large frame (4 KiB or more still to come)
+/// is read straight into its buffer ([`Flow::poll_read_into`], no copy on
+/// a flow over a socket). Send: a batch of up to 64 frames goes to the flow as one
 /// vectored write (headers and small frames in one shared buffer, larger
 /// frames handed over without a copy; they return to the pool when the
 /// flow is done with them); the next batch waits until the flow accepted
@@ -199,6 +206,40 @@ impl StreamDevice {
         Ok(())
     }
 
+    /// Reads the rest of the frame being reassembled straight into its
+    /// buffer (pushed to `frames` once whole); what the flow read beyond
+    /// it becomes `self.pending`. `Ok(false)` at the flow's Eof.
+    fn poll_read_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut Vec<FrameBuf>,
+    ) -> Poll<Result<bool, StreamDeviceError>> {
+        let Some((frame, at)) = self.partial.as_mut() else { return Poll::Ready(Ok(true)) };
+        let mut buf = ReadBuf::new(&mut frame[*at..]);
+        let mut rest = Bytes::new();
+        if let Err(e) = ready!(self.flow.poll_read_into(cx, &mut buf, &mut rest)) {
+            return Poll::Ready(Err(StreamDeviceError::Flow(e)));
+        }
+        let n = buf.filled().len();
+        if n == 0 && rest.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        // The decoder counts the bytes (they are the frame's: no copy).
+        let mut input: &[u8] = &frame[*at..*at + n];
+        let mut end = false;
+        while let Some(piece) = self.dec.decode(&mut input)? {
+            if let FramePiece::More { end: e, .. } = piece {
+                end |= e;
+            }
+        }
+        *at += n;
+        if end && let Some((frame, _)) = self.partial.take() {
+            frames.push(frame);
+        }
+        self.pending = rest;
+        Poll::Ready(Ok(true))
+    }
+
     /// Writes what is left of the last batch; `Ready(Ok)` once the flow took all of it.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamDeviceError>> {
         if self.out.is_empty() {
@@ -279,6 +320,24 @@ impl FrameDevice for StreamDevice {
         let start = frames.len();
         while frames.len() - start < max {
             let got = frames.len() - start;
+            if self.pending.is_empty() && self.partial.as_ref().is_some_and(|(f, at)| f.len() - at >= DIRECT_READ) {
+                match self.poll_read_direct(cx, frames) {
+                    Poll::Ready(Ok(true)) => continue,
+                    Poll::Ready(Ok(false)) => {
+                        let err = match self.dec.decode_eof() {
+                            Ok(()) => StreamDeviceError::Closed,
+                            Err(e) => e.into(),
+                        };
+                        let err = self.end(err);
+                        return Poll::Ready(if got > 0 { Ok(()) } else { Err(err) });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        let err = self.end(e);
+                        return Poll::Ready(if got > 0 { Ok(()) } else { Err(err) });
+                    }
+                    Poll::Pending => break,
+                }
+            }
             if self.pending.is_empty() {
                 match self.flow.poll_read(cx) {
                     Poll::Ready(Ok(Some(chunk))) => self.pending = chunk,

@@ -209,8 +209,12 @@ async fn a_netstack_fetches_data_through_passt() {
     let len = 4 << 20;
     passt.serve(5555, len);
     let dev = passt.connect().await;
-    let config = StackConfig::new().ipv4(NS_ADDR, 24).gateway_v4(NS_GATEWAY).mac(MAC);
-    let stack = NetStack::new(config, dev);
+    // The address and the gateway come from passt's DHCP (smoltcp's client).
+    let stack = NetStack::new(StackConfig::new().mac(MAC).dhcpv4(), dev);
+    let lease = within("passt's DHCP lease", TIMEOUT, stack.wait_dhcpv4_lease()).await.expect("a DHCP client");
+    assert_eq!((lease.address, lease.prefix), (NS_ADDR, 24), "the namespace interface's address: {lease:?}");
+    assert_eq!(lease.router, Some(NS_GATEWAY), "the namespace's gateway: {lease:?}");
+    assert!(stack.addrs().contains(&NS_ADDR.into()), "{:?}", stack.addrs());
     // passt maps the namespace's gateway address to its loopback.
     let dst = SocketAddr::new(NS_GATEWAY.into(), 5555);
     let mut flow = within("connect through passt", TIMEOUT, stack.create_connection(dst, ConnectOptions::new()))

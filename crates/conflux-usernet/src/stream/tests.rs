@@ -90,6 +90,52 @@ async fn frames_split_across_writes_are_reassembled() {
     assert_eq!(got, frames);
 }
 
+/// Large frames (4 KiB or more still to come) are read straight into their
+/// buffers: whole, in order, with the frames around them, however the
+/// writes cut them; the flow's bytes past the frame are decoded next.
+#[tokio::test(start_paused = true)]
+async fn large_frames_read_straight_into_their_buffers_come_out_whole() {
+    let frames = [frame(1, 65534), frame(2, 66), frame(3, 20000), frame(4, 1514), frame(5, 65534), frame(6, 60)];
+    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    let bytes = wire(&refs);
+    for cut in [bytes.len(), 70_000, 5000, 4097, 1000] {
+        let (mut peer, ours) = pipe(1 << 20);
+        let mut dev = StreamDevice::new(ours, 65520);
+        let writer = async {
+            for piece in bytes.chunks(cut) {
+                peer.write(Bytes::copy_from_slice(piece)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let (_, got) = tokio::join!(writer, recv(&mut dev, frames.len(), 64));
+        let got: Vec<Vec<u8>> = got.unwrap().0.iter().map(|f| f.to_vec()).collect();
+        assert!(got == frames, "cut at {cut}: lengths {:?}", got.iter().map(Vec::len).collect::<Vec<_>>());
+    }
+}
+
+/// A peer vanishing inside a large frame being read straight into its
+/// buffer ends the device with the truncation, counted exactly.
+#[tokio::test(start_paused = true)]
+async fn a_peer_vanishing_inside_a_large_frame_ends_the_device_with_the_bytes_missing() {
+    let (mut peer, ours) = pipe(1 << 20);
+    let mut dev = StreamDevice::new(ours, 65520);
+    let bytes = wire(&[&frame(1, 65534)]);
+    peer.write(Bytes::copy_from_slice(&bytes[..4 + 10_000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    peer.write(Bytes::copy_from_slice(&bytes[4 + 10_000..4 + 30_000])).await.unwrap();
+    peer.shutdown(Shutdown::Write).await.unwrap();
+    let err = recv_err(&mut dev).await;
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(
+        matches!(
+            device_error(&err),
+            StreamDeviceError::Decode(StreamDecodeError::Truncated { header_bytes: 0, payload_missing: 35_534 })
+        ),
+        "{:?}",
+        device_error(&err)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_peer_vanishing_mid_frame_ends_the_device_with_a_typed_error() {
     for (cut, header_bytes, missing) in [(2, 2, 0), (4, 0, 60), (30, 0, 34)] {
