@@ -341,7 +341,9 @@ fn smol_caps(caps: DeviceCaps) -> DeviceCapabilities {
             // `wire::inspect`): smoltcp only computes them on transmit.
             let mut sums = ChecksumCapabilities::default();
             sums.ipv4 = phy::Checksum::Tx;
-            sums.tcp = phy::Checksum::Tx;
+            // A device that completes TCP checksums gets the field 0
+            // (smoltcp's form when it does not compute one).
+            sums.tcp = if caps.tcp_tx_csum { phy::Checksum::None } else { phy::Checksum::Tx };
             sums
         }
         Checksums::Offloaded => ChecksumCapabilities::ignored(),
@@ -443,7 +445,7 @@ impl Core {
         Core {
             iface,
             medium: caps.medium,
-            verify: smol.checksum.tcp.tx(),
+            verify: caps.checksums == Checksums::Compute,
             caps: smol,
             tso_mss,
             pool,
@@ -589,7 +591,15 @@ impl Core {
                 let ours = wire::inspect(&frame, self.medium, false)
                     .destination()
                     .is_some_and(|dst| self.addrs.contains(&dst));
-                if ours { self.local.push(frame) } else { out.push(frame) }
+                if ours {
+                    // Our own frame: nothing to check (its TCP checksum is
+                    // 0 where the device completes them).
+                    let mut frame = frame;
+                    frame.meta.csum = RxCsum::Verified;
+                    self.local.push(frame);
+                } else {
+                    out.push(frame);
+                }
             }
             if self.local.is_empty() {
                 break;

@@ -46,6 +46,9 @@ impl TunFd {
         let mut caps = DeviceCaps::new(medium, mtu);
         if offloads {
             caps.tso = Some(TSO_MAX);
+            // Every TCP frame goes out partial (`NEEDS_CSUM`): the kernel
+            // completes the checksum, or, for its own sockets, needs none.
+            caps.tcp_tx_csum = true;
         }
         Ok(TunFd {
             fd: crate::sys::async_fd(file)?,
@@ -140,6 +143,10 @@ impl TunFd {
                 }),
                 None => VnetHdr::default(),
             };
+            // Not a super-segment: the TCP checksum is the kernel's to
+            // complete (the stack left it 0, `DeviceCaps::tcp_tx_csum`).
+            let hdr =
+                if hdr.gso == vnet::Gso::None { vnet::partial_header(frame, self.l2()).unwrap_or(hdr) } else { hdr };
             if hdr.gso != vnet::Gso::None {
                 s.tx_gso_frames.fetch_add(1, Ordering::Relaxed);
             }
