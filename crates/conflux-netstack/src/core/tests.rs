@@ -532,3 +532,16 @@ fn a_device_completing_tcp_checksums_gets_them_zero_and_received_ones_are_still_
     p.a.handle_frames(p.now, &mut ba);
     assert!(read_all(&mut p.a, ca).is_empty(), "a corrupted segment is not taken");
 }
+
+/// The connection-id hasher spreads consecutive ids over buckets (low bits)
+/// and tags (the top 7 bits hashbrown compares first).
+#[test]
+fn consecutive_connection_ids_hash_apart() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let build = BuildHasherDefault::<IdHasher>::default();
+    let hashes: Vec<u64> = (1..=1024u64).map(|id| build.hash_one(id)).collect();
+    let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+    let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    assert_eq!(buckets.len(), 1024, "every id its own bucket of 1024");
+    assert_eq!(tags.len(), 128, "every tag used");
+}
