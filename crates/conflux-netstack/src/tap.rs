@@ -73,7 +73,9 @@ impl TunFd {
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         let from = frames.len();
         let cap = if self.vnet { RX_MAX } else { self.caps.mtu + 14 + 4 };
-        let mut buf = self.pool.take(cap);
+        // Taken from the pool only once the device is readable, and kept
+        // across a read that would block (then returned when this ends).
+        let mut spare: Option<FrameBuf> = None;
         let mut hdr = [0u8; vnet::HDR_LEN];
         let s = &self.stats.0;
         while frames.len() - from < max.max(1) {
@@ -82,11 +84,12 @@ impl TunFd {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             };
+            let buf = spare.get_or_insert_with(|| self.pool.take(cap));
             let read = guard.try_io(|fd| {
                 if self.vnet {
-                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)])
+                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)])
                 } else {
-                    fd.get_ref().read(&mut buf)
+                    fd.get_ref().read(buf)
                 }
             });
             let n = match read {
@@ -96,7 +99,7 @@ impl TunFd {
             };
             if self.vnet {
                 buf.set_len(n.saturating_sub(vnet::HDR_LEN));
-                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(&buf)) {
+                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(buf)) {
                     Ok((csum, gso_mss)) => {
                         let csum = match csum {
                             RxCsumState::Unknown => RxCsum::Unknown,
@@ -125,7 +128,7 @@ impl TunFd {
                 buf.set_len(n);
             }
             s.rx_frames.fetch_add(1, Ordering::Relaxed);
-            frames.push(std::mem::replace(&mut buf, self.pool.take(cap)));
+            frames.extend(spare.take());
         }
         if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
