@@ -226,7 +226,9 @@ impl TapStats {
 /// [`TapDevice::open_with_offloads`]: every frame carries a virtio net
 /// header (`IFF_VNET_HDR`) and the kernel takes TCP super-segments up to
 /// 64 KiB with partial checksums and cuts them itself (TSO/GSO, IPv4 and
-/// IPv6), and hands over coalesced ones with partial or verified checksums.
+/// IPv6), completes the checksum of every other TCP frame (sent partial,
+/// [`DeviceCaps::tcp_tx_csum`]), and hands over coalesced ones with
+/// partial or verified checksums.
 pub struct TapDevice(TunFd);
 
 impl std::fmt::Debug for TapDevice {
