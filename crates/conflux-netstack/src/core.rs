@@ -27,6 +27,7 @@
 //! rare neighbour answer (ARP/NDP), which unblocks sockets waiting for it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -52,6 +53,33 @@ pub(crate) use udp::{UdpId, UdpRecv, UdpRefused};
 
 /// A connection's key.
 pub(crate) type ConnId = u64;
+
+/// The hasher of the map keyed by [`ConnId`]: the ids are the core's own
+/// (a counter, never chosen by a peer, so there is no flooding to fear),
+/// and the map is looked up several times per frame: one multiply instead
+/// of SipHash. The multiply by an odd constant keeps consecutive ids in
+/// distinct buckets (low bits) and spreads them over the tag (high bits).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(ID_MIX);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(ID_MIX);
+    }
+}
+
+/// 2^64 / the golden ratio, odd.
+const ID_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A listener's identity, chosen by the shell (a new one per `listen`).
 pub(crate) type ListenId = u64;
@@ -342,7 +370,9 @@ fn smol_caps(caps: DeviceCaps) -> DeviceCapabilities {
             // `wire::inspect`): smoltcp only computes them on transmit.
             let mut sums = ChecksumCapabilities::default();
             sums.ipv4 = phy::Checksum::Tx;
-            sums.tcp = phy::Checksum::Tx;
+            // A device that completes TCP checksums gets the field 0
+            // (smoltcp's form when it does not compute one).
+            sums.tcp = if caps.tcp_tx_csum { phy::Checksum::None } else { phy::Checksum::Tx };
             sums
         }
         Checksums::Offloaded => ChecksumCapabilities::ignored(),
@@ -381,7 +411,7 @@ pub(crate) struct Core {
     /// most `pool_cap`.
     pool_sockets: Vec<tcp::Socket<'static>>,
     pool_cap: usize,
-    conns: HashMap<ConnId, Conn>,
+    conns: HashMap<ConnId, Conn, BuildHasherDefault<IdHasher>>,
     tuples: HashMap<Tuple, ConnId>,
     listens: HashMap<ListenKey, Listen>,
     transparent: Option<Transparent>,
@@ -447,14 +477,14 @@ impl Core {
         Core {
             iface,
             medium: caps.medium,
-            verify: smol.checksum.tcp.tx(),
+            verify: caps.checksums == Checksums::Compute,
             caps: smol,
             tso_mss,
             pool,
             spare: SocketSet::new(Vec::new()),
             pool_sockets: Vec::new(),
             pool_cap: (SOCKET_POOL_BYTES / (config.rx_buffer + config.tx_buffer).max(1)).max(SOCKET_POOL_MIN),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             tuples: HashMap::new(),
             listens: HashMap::new(),
             transparent: None,
@@ -595,7 +625,15 @@ impl Core {
                 let ours = wire::inspect(&frame, self.medium, false)
                     .destination()
                     .is_some_and(|dst| self.addrs.contains(&dst));
-                if ours { self.local.push(frame) } else { out.push(frame) }
+                if ours {
+                    // Our own frame: nothing to check (its TCP checksum is
+                    // 0 where the device completes them).
+                    let mut frame = frame;
+                    frame.meta.csum = RxCsum::Verified;
+                    self.local.push(frame);
+                } else {
+                    out.push(frame);
+                }
             }
             if self.local.is_empty() {
                 break;

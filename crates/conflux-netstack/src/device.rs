@@ -43,13 +43,19 @@ pub struct DeviceCaps {
     /// may deliver coalesced ones of up to `n` bytes (GRO). `None`: every
     /// frame fits [`mtu`](DeviceCaps::mtu).
     pub tso: Option<u16>,
+    /// With [`Checksums::Compute`]: the device completes the TCP checksum
+    /// of every transmitted TCP frame itself (an offload TAP marks it
+    /// partial for the kernel, virtio's `NEEDS_CSUM`), so the stack leaves
+    /// the field 0 instead of summing every payload byte. Received frames
+    /// are still checked. `false`: the stack computes it.
+    pub tcp_tx_csum: bool,
 }
 
 impl DeviceCaps {
     /// The caps of a device with the given medium and MTU, checksums
     /// computed, no segmentation offload.
     pub const fn new(medium: Medium, mtu: usize) -> DeviceCaps {
-        DeviceCaps { medium, mtu, checksums: Checksums::Compute, tso: None }
+        DeviceCaps { medium, mtu, checksums: Checksums::Compute, tso: None, tcp_tx_csum: false }
     }
 }
 
@@ -74,8 +80,9 @@ pub struct FrameMeta {
     pub csum: RxCsum,
     /// Transmit: `Some(m)` marks a TCP frame longer than one segment that the
     /// device must cut into segments of `m` bytes of payload (only with
-    /// [`DeviceCaps::tso`]). The stack's checksums are complete and valid;
-    /// a device whose GSO needs partial ones converts them. Receive: `Some`
+    /// [`DeviceCaps::tso`]). The stack's checksums are complete and valid
+    /// (the TCP one is 0 with [`DeviceCaps::tcp_tx_csum`]); a device whose
+    /// GSO needs partial ones converts them. Receive: `Some`
     /// when the device coalesced segments of that size (informational).
     pub gso_mss: Option<u16>,
 }

@@ -176,7 +176,13 @@ pub fn link_pair(config: LinkConfig) -> (LinkEnd, LinkEnd) {
     let ab = Arc::new(Queue::new(config.queue_frames));
     let ba = Arc::new(Queue::new(config.queue_frames));
     let switch = LinkSwitch { shared: Arc::new(Shared { up: AtomicBool::new(true), dropped: AtomicU64::new(0) }) };
-    let caps = DeviceCaps { medium: config.medium, mtu: config.mtu, checksums: config.checksums, tso: None };
+    let caps = DeviceCaps {
+        medium: config.medium,
+        mtu: config.mtu,
+        checksums: config.checksums,
+        tso: None,
+        tcp_tx_csum: false,
+    };
     let end = |tx: &Arc<Queue>, rx: &Arc<Queue>, salt: u64| LinkEnd {
         tx: tx.clone(),
         rx: rx.clone(),

@@ -46,6 +46,9 @@ impl TunFd {
         let mut caps = DeviceCaps::new(medium, mtu);
         if offloads {
             caps.tso = Some(TSO_MAX);
+            // Every TCP frame goes out partial (`NEEDS_CSUM`): the kernel
+            // completes the checksum, or, for its own sockets, needs none.
+            caps.tcp_tx_csum = true;
         }
         Ok(TunFd {
             fd: crate::sys::async_fd(file)?,
@@ -70,7 +73,9 @@ impl TunFd {
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         let from = frames.len();
         let cap = if self.vnet { RX_MAX } else { self.caps.mtu + 14 + 4 };
-        let mut buf = self.pool.take(cap);
+        // Taken from the pool only once the device is readable, and kept
+        // across a read that would block (then returned when this ends).
+        let mut spare: Option<FrameBuf> = None;
         let mut hdr = [0u8; vnet::HDR_LEN];
         let s = &self.stats.0;
         while frames.len() - from < max.max(1) {
@@ -79,11 +84,12 @@ impl TunFd {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             };
+            let buf = spare.get_or_insert_with(|| self.pool.take(cap));
             let read = guard.try_io(|fd| {
                 if self.vnet {
-                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut buf)])
+                    fd.get_ref().read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)])
                 } else {
-                    fd.get_ref().read(&mut buf)
+                    fd.get_ref().read(buf)
                 }
             });
             let n = match read {
@@ -93,7 +99,7 @@ impl TunFd {
             };
             if self.vnet {
                 buf.set_len(n.saturating_sub(vnet::HDR_LEN));
-                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(&buf)) {
+                match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]).and_then(|h| h.rx_state(buf)) {
                     Ok((csum, gso_mss)) => {
                         let csum = match csum {
                             RxCsumState::Unknown => RxCsum::Unknown,
@@ -122,7 +128,7 @@ impl TunFd {
                 buf.set_len(n);
             }
             s.rx_frames.fetch_add(1, Ordering::Relaxed);
-            frames.push(std::mem::replace(&mut buf, self.pool.take(cap)));
+            frames.extend(spare.take());
         }
         if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
@@ -140,6 +146,10 @@ impl TunFd {
                 }),
                 None => VnetHdr::default(),
             };
+            // Not a super-segment: the TCP checksum is the kernel's to
+            // complete (the stack left it 0, `DeviceCaps::tcp_tx_csum`).
+            let hdr =
+                if hdr.gso == vnet::Gso::None { vnet::partial_header(frame, self.l2()).unwrap_or(hdr) } else { hdr };
             if hdr.gso != vnet::Gso::None {
                 s.tx_gso_frames.fetch_add(1, Ordering::Relaxed);
             }
@@ -216,7 +226,9 @@ impl TapStats {
 /// [`TapDevice::open_with_offloads`]: every frame carries a virtio net
 /// header (`IFF_VNET_HDR`) and the kernel takes TCP super-segments up to
 /// 64 KiB with partial checksums and cuts them itself (TSO/GSO, IPv4 and
-/// IPv6), and hands over coalesced ones with partial or verified checksums.
+/// IPv6), completes the checksum of every other TCP frame (sent partial,
+/// [`DeviceCaps::tcp_tx_csum`]), and hands over coalesced ones with
+/// partial or verified checksums.
 pub struct TapDevice(TunFd);
 
 impl std::fmt::Debug for TapDevice {

@@ -1,8 +1,8 @@
 //! The virtio net header (`struct virtio_net_hdr`) that a TAP opened with
 //! `IFF_VNET_HDR` puts before every frame, and the two conversions the
-//! offload TAP needs: a tx frame with a complete TCP checksum into the
-//! partial form GSO wants, and a received header into what the stack must
-//! still check.
+//! offload TAP needs: a tx TCP frame into the partial form the kernel
+//! completes (one segment, or a GSO super-segment), and a received header
+//! into what the stack must still check.
 //!
 //! Layout (10 bytes; 12 with virtio 1.0's `num_buffers`, which we do not
 //! use), little-endian because the device sets `TUNSETVNETLE`:
@@ -213,8 +213,8 @@ pub(crate) enum L2 {
     Ip,
 }
 
-/// The header for sending `frame` (Ethernet or IP per `l2`; TCP checksum
-/// complete and valid) as a GSO super-segment of `mss`-byte segments:
+/// The header for sending `frame` (Ethernet or IP per `l2`; its TCP
+/// checksum field is overwritten) as a GSO super-segment of `mss`-byte segments:
 /// rewrites the TCP checksum field to the pseudo-header sum (the partial
 /// form) and returns `NEEDS_CSUM` + TCPV4/TCPV6 with `csum_start`,
 /// `csum_offset`, `hdr_len` and `gso_size` set. `gso_size` is `mss`, or
@@ -300,6 +300,55 @@ pub(crate) fn gso_header(frame: &mut [u8], l2: L2, mss: u16, mtu: usize) -> Resu
         csum_start,
         csum_offset: TCP_CSUM_OFFSET,
     })
+}
+
+/// The header for sending a TCP `frame` (Ethernet or IP per `l2`) whose
+/// checksum the kernel is to complete: writes the pseudo-header sum into
+/// the TCP checksum field (the partial form) and returns `NEEDS_CSUM` with
+/// `csum_start` and `csum_offset` set, no segmentation. `None` for a frame
+/// that is not TCP right after an IPv4 or IPv6 header (ARP, ICMP, UDP, a
+/// fragment, a malformed one): it goes as it is, untouched.
+pub(crate) fn partial_header(frame: &mut [u8], l2: L2) -> Option<VnetHdr> {
+    let l3 = match l2 {
+        L2::Ip => 0,
+        L2::Ethernet => match EthernetFrame::new_checked(&*frame).ok()?.ethertype() {
+            EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => EthernetFrame::<&[u8]>::header_len(),
+            _ => return None,
+        },
+    };
+    let packet = &frame[l3..];
+    let (ip_hdr, pseudo_of) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp
+                || ip.more_frags()
+                || ip.frag_offset() != 0
+                || usize::from(ip.total_len()) != packet.len()
+            {
+                return None;
+            }
+            (usize::from(ip.header_len()), Pseudo::V4(ip.src_addr(), ip.dst_addr()))
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || usize::from(ip.payload_len()) + 40 != packet.len() {
+                return None;
+            }
+            (40, Pseudo::V6(ip.src_addr(), ip.dst_addr()))
+        }
+        _ => return None,
+    };
+    let tcp_at = l3 + ip_hdr;
+    TcpPacket::new_checked(&frame[tcp_at..]).ok()?;
+    let csum_start = u16::try_from(tcp_at).ok()?;
+    let len32 = u32::try_from(frame.len() - tcp_at).ok()?;
+    let pseudo = match pseudo_of {
+        Pseudo::V4(s, d) => checksum::pseudo_header_v4(&s, &d, IpProtocol::Tcp, len32),
+        Pseudo::V6(s, d) => checksum::pseudo_header_v6(&s, &d, IpProtocol::Tcp, len32),
+    };
+    let at = tcp_at + usize::from(TCP_CSUM_OFFSET);
+    frame[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+    Some(VnetHdr { needs_csum: true, csum_start, csum_offset: TCP_CSUM_OFFSET, ..VnetHdr::default() })
 }
 
 enum Pseudo {

@@ -479,3 +479,69 @@ fn the_socket_pool_keeps_16_large_sockets() {
     // 4 MiB holds only 4 sockets of 512 KiB + 512 KiB: the floor keeps 16.
     assert_eq!(pooled_after(20, 512 * 1024), (16, 16));
 }
+
+/// With `DeviceCaps::tcp_tx_csum` the core leaves every TCP checksum 0 for
+/// the device to complete (here B takes A's frames as a TAP's kernel
+/// would: partial), and still checks the frames it receives.
+#[test]
+fn a_device_completing_tcp_checksums_gets_them_zero_and_received_ones_are_still_checked() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps { tcp_tx_csum: true, ..DeviceCaps::new(Medium::Ip, 1500) };
+    p.a = Core::new(config(A), caps, FramePool::new(), Instant::ZERO);
+    let (key, owns) = p.b.reserve(addr(B, 80)).unwrap();
+    p.b.listen(key, 1, None, owns);
+    let (ca, _) = p.a.connect(A.parse().unwrap(), addr(B, 80), None).unwrap();
+    let (mut tcp_frames, mut cb, mut got) = (0, None, Vec::new());
+    for round in 0..200 {
+        if round == 2 {
+            assert_eq!(p.a.send(ca, &[5u8; 3000]), Ok(3000));
+        }
+        let (mut ab, mut ba) = (Vec::new(), Vec::new());
+        p.a.poll_transmit(p.now, &mut ab);
+        p.b.poll_transmit(p.now, &mut ba);
+        for f in &mut ab {
+            if let Inspected::Tcp(seg) = wire::inspect(f, Medium::Ip, false) {
+                tcp_frames += 1;
+                assert_eq!(&f[20 + 16..20 + 18], &[0, 0], "the field left 0");
+                assert!(!matches!(wire::inspect(f, Medium::Ip, true), Inspected::Tcp(_)), "{seg:?} is not complete");
+                f.meta.csum = RxCsum::Partial;
+            }
+        }
+        p.b.handle_frames(p.now, &mut ab);
+        p.a.handle_frames(p.now, &mut ba);
+        p.ea.extend(std::iter::from_fn(|| p.a.poll_event()));
+        p.eb.extend(std::iter::from_fn(|| p.b.poll_event()));
+        cb = cb.or_else(|| p.accepted());
+        if let Some(cb) = cb {
+            got.extend(read_all(&mut p.b, cb));
+        }
+        p.now += smoltcp::time::Duration::from_millis(10);
+        p.a.handle_timeout(p.now);
+        p.b.handle_timeout(p.now);
+    }
+    assert!(tcp_frames >= 3, "SYN, ACK, data: {tcp_frames}");
+    assert_eq!(got, vec![5u8; 3000], "the data arrived");
+    // A still checks what it receives: a corrupted segment from B is dropped.
+    let cb = cb.unwrap();
+    assert_eq!(p.b.send(cb, b"abc"), Ok(3));
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    let last = ba.last_mut().expect("B's data");
+    let n = last.len();
+    last[n - 1] ^= 0xff;
+    p.a.handle_frames(p.now, &mut ba);
+    assert!(read_all(&mut p.a, ca).is_empty(), "a corrupted segment is not taken");
+}
+
+/// The connection-id hasher spreads consecutive ids over buckets (low bits)
+/// and tags (the top 7 bits hashbrown compares first).
+#[test]
+fn consecutive_connection_ids_hash_apart() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let build = BuildHasherDefault::<IdHasher>::default();
+    let hashes: Vec<u64> = (1..=1024u64).map(|id| build.hash_one(id)).collect();
+    let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+    let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    assert_eq!(buckets.len(), 1024, "every id its own bucket of 1024");
+    assert_eq!(tags.len(), 128, "every tag used");
+}

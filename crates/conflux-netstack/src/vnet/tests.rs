@@ -280,3 +280,44 @@ fn arbitrary_bytes_never_panic() {
         let _ = gso_header(&mut frame, l2, (next() % 2000) as u16, (next() % 3000) as usize);
     }
 }
+
+#[test]
+fn partial_header_leaves_the_kernel_a_checksum_it_completes_to_the_full_one() {
+    for (v6, eth) in [(false, true), (true, true), (false, false), (true, false)] {
+        let full = tcp_frame(v6, eth, 3000);
+        let l3 = if eth { 14 } else { 0 };
+        let at = l3 + if v6 { 40 } else { 20 } + usize::from(TCP_CSUM_OFFSET);
+        // The stack's form with tcp_tx_csum: the field left 0.
+        let mut frame = full.clone();
+        frame[at..at + 2].copy_from_slice(&[0, 0]);
+        let l2 = if eth { L2::Ethernet } else { L2::Ip };
+        let hdr = partial_header(&mut frame, l2).expect("a TCP frame");
+        assert!(hdr.needs_csum && !hdr.data_valid, "{hdr:?}");
+        assert_eq!(hdr.gso, Gso::None);
+        assert_eq!(usize::from(hdr.csum_start), at - usize::from(TCP_CSUM_OFFSET));
+        assert_eq!(hdr.csum_offset, TCP_CSUM_OFFSET);
+        complete_partial(&mut frame, hdr.csum_start, hdr.csum_offset).unwrap();
+        assert_eq!(frame, full, "v6 {v6} eth {eth}: completed as the full checksum");
+    }
+}
+
+#[test]
+fn partial_header_leaves_frames_other_than_tcp_alone() {
+    let mut frame = tcp_frame(false, true, 100);
+    // Protocol UDP (the header checksum is not looked at here).
+    frame[14 + 9] = 17;
+    let before = frame.clone();
+    assert_eq!(partial_header(&mut frame, L2::Ethernet), None);
+    assert_eq!(frame, before);
+    // ARP.
+    let mut arp = vec![0u8; 42];
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(partial_header(&mut arp, L2::Ethernet), None);
+    // Truncated TCP header; an IPv4 total length that is not the frame's.
+    let mut short = tcp_frame(false, false, 0);
+    short.truncate(30);
+    assert_eq!(partial_header(&mut short, L2::Ip), None);
+    let mut long = tcp_frame(false, false, 10);
+    long.push(0);
+    assert_eq!(partial_header(&mut long, L2::Ip), None);
+}
