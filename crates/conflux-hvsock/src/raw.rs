@@ -116,6 +116,7 @@ impl<S: Socket> RawFlow<S> {
 }
 
 /// Keeps `cx`'s waker in `slot` (no clone when the one there wakes the same task).
+#[inline]
 pub(crate) fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -234,6 +235,12 @@ impl<S: Socket> Flow for RawFlow<S> {
 
     fn is_write_borrowed(&self) -> bool {
         true
+    }
+
+    /// Nothing to finish: every accepted byte went to the socket (what an
+    /// empty write says too, without the call).
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
