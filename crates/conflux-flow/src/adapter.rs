@@ -109,6 +109,7 @@ impl<F: Flow> FlowIo<F> {
 
     /// Writes `slices`, in order: the body of `AsyncWrite::poll_write` and
     /// `poll_write_vectored` (at most one copy, as described on [`FlowIo`]).
+    #[inline]
     pub fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         ready!(self.poll_unsent(cx))?;
         if self.borrowed {
@@ -133,6 +134,7 @@ impl<F: Flow> FlowIo<F> {
 
     /// The body of `AsyncWrite::poll_flush`: what a write left here, then
     /// the flow's [`Flow::poll_flush`], which finishes a flush it still owes.
+    #[inline]
     pub fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_unsent(cx))?;
         self.flow.poll_flush(cx).map_err(io::Error::from)
@@ -151,6 +153,7 @@ impl<F: Flow> FlowIo<F> {
 /// `buf` when it can (a flow over a socket: no chunk, no copy), otherwise its
 /// next chunk is copied in and what does not fit waits here.
 impl<F: Flow> AsyncRead for FlowIo<F> {
+    #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {

@@ -90,6 +90,7 @@ impl<S: Socket> RawFlow<S> {
 
     /// One vectored write of `slices` (non-empty, at most `MAX_IOV`): how
     /// many bytes the socket took (at least one).
+    #[inline]
     fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
         if let Some(e) = &self.write_err {
             return Poll::Ready(Err(e.latched()));
