@@ -29,8 +29,9 @@ use crate::{Flow, FlowError, Shutdown, bufs};
 /// bytes wait here).
 ///
 /// `poll_shutdown` is the flow's `shutdown(Write)` (idempotent); `poll_flush`
-/// polls an empty write, which finishes a flush the flow still owes (and is
-/// `Ok` at once otherwise).
+/// is the flow's [`Flow::poll_flush`] (an empty write unless the flow says
+/// otherwise), which finishes a flush the flow still owes (and is `Ok` at
+/// once otherwise).
 #[derive(Debug)]
 pub struct FlowIo<F> {
     flow: F,
@@ -205,7 +206,7 @@ impl<F: Flow> AsyncWrite for FlowIo<F> {
         true
     }
 
-    /// Writes what a write left here, then polls an empty write, which
+    /// Writes what a write left here, then polls [`Flow::poll_flush`], which
     /// finishes any write the flow accepted but has not flushed yet (a
     /// layered stream); for other flows it is `Ok` at once.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -654,5 +655,37 @@ mod tests {
         io.write_all(b"back").await.unwrap();
         io.flush().await.unwrap();
         assert_eq!(&crate::FlowExt::read(&mut b).await.unwrap().unwrap()[..], b"back");
+    }
+
+    /// A flow that owes no flush answers `FlowIo`'s flush itself, without
+    /// the empty write (which this one refuses).
+    #[test]
+    fn a_flush_asks_the_flows_poll_flush() {
+        struct NoEmptyWrites(usize);
+        impl Flow for NoEmptyWrites {
+            fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+                Poll::Ready(Ok(None))
+            }
+            fn poll_write(&mut self, _cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+                assert!(!buf.is_empty(), "an empty write: the flush should have gone to poll_flush");
+                *buf = Bytes::new();
+                Poll::Ready(Ok(()))
+            }
+            fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+                self.0 += 1;
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut io = FlowIo::new(crate::BoxFlow::new(NoEmptyWrites(0)));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(Pin::new(&mut io).poll_write(&mut cx, b"x"), Poll::Ready(Ok(1))));
+        assert!(matches!(Pin::new(&mut io).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(io.get_ref().downcast_ref::<NoEmptyWrites>().map(|f| f.0), Some(1));
     }
 }
