@@ -29,15 +29,20 @@ use crate::{Flow, FlowError, Shutdown, bufs};
 /// bytes wait here).
 ///
 /// `poll_shutdown` is the flow's `shutdown(Write)` (idempotent); `poll_flush`
-/// polls an empty write, which finishes a flush the flow still owes (and is
-/// `Ok` at once otherwise).
+/// is the flow's [`Flow::poll_flush`] (an empty write unless the flow says
+/// otherwise), which finishes a flush the flow still owes (and is `Ok` at
+/// once otherwise).
 #[derive(Debug)]
 pub struct FlowIo<F> {
     flow: F,
-    /// Read but not yet consumed.
+    /// Read but not yet consumed; once empty, `Bytes::new()` (no spent
+    /// chunk kept: a flow reading into one growing buffer, a socket's, can
+    /// then reuse its memory instead of allocating).
     rest: Bytes,
     /// Reported written to the caller, not yet taken by the flow (in order).
     unsent: Vec<Bytes>,
+    /// The flow's [`Flow::is_write_borrowed`], asked once.
+    borrowed: bool,
 }
 
 // Nothing here relies on `F` staying put: every flow method takes `&mut self`.
@@ -46,7 +51,8 @@ impl<F> Unpin for FlowIo<F> {}
 impl<F: Flow> FlowIo<F> {
     /// Wraps `flow`.
     pub fn new(flow: F) -> FlowIo<F> {
-        FlowIo { flow, rest: Bytes::new(), unsent: Vec::new() }
+        let borrowed = flow.is_write_borrowed();
+        FlowIo { flow, rest: Bytes::new(), unsent: Vec::new(), borrowed }
     }
 
     /// The flow underneath.
@@ -69,9 +75,6 @@ impl<F: Flow> FlowIo<F> {
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.rest.is_empty() {
-            // Let go of the spent chunk first: a flow reading into one growing
-            // buffer (a socket's) can then reuse its memory instead of allocating.
-            self.rest = Bytes::new();
             match ready!(self.flow.poll_read(cx)) {
                 Ok(Some(chunk)) => self.rest = chunk,
                 Ok(None) => {}
@@ -82,19 +85,35 @@ impl<F: Flow> FlowIo<F> {
     }
 
     /// Hands whatever was reported written but not yet taken to the flow.
+    #[inline]
     fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.unsent.is_empty() {
-            ready!(self.flow.poll_writev(cx, &mut self.unsent)).map_err(io::Error::from)?;
-            self.unsent.clear();
-        }
+        if self.unsent.is_empty() { Poll::Ready(Ok(())) } else { self.poll_unsent_some(cx) }
+    }
+
+    #[cold]
+    fn poll_unsent_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.flow.poll_writev(cx, &mut self.unsent)).map_err(io::Error::from)?;
+        self.unsent.clear();
         Poll::Ready(Ok(()))
+    }
+
+    /// Hands out bytes a read left here (`rest` is not empty).
+    fn take_rest(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.rest.len().min(buf.remaining());
+        buf.put_slice(&self.rest[..n]);
+        if n == self.rest.len() {
+            self.rest = Bytes::new();
+        } else {
+            self.rest.advance(n);
+        }
     }
 
     /// Writes `slices`, in order: the body of `AsyncWrite::poll_write` and
     /// `poll_write_vectored` (at most one copy, as described on [`FlowIo`]).
+    #[inline]
     pub fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         ready!(self.poll_unsent(cx))?;
-        if self.flow.is_write_borrowed() {
+        if self.borrowed {
             return self.flow.poll_write_borrowed(cx, slices).map_err(io::Error::from);
         }
         let total: usize = slices.iter().map(|s| s.len()).sum();
@@ -114,11 +133,12 @@ impl<F: Flow> FlowIo<F> {
         }
     }
 
-    /// The body of `AsyncWrite::poll_flush`: what a write left here, then an
-    /// empty write, which finishes a flush the flow still owes.
+    /// The body of `AsyncWrite::poll_flush`: what a write left here, then
+    /// the flow's [`Flow::poll_flush`], which finishes a flush it still owes.
+    #[inline]
     pub fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_unsent(cx))?;
-        self.flow.poll_write(cx, &mut Bytes::new()).map_err(io::Error::from)
+        self.flow.poll_flush(cx).map_err(io::Error::from)
     }
 
     /// The body of `AsyncWrite::poll_shutdown`: what a write left here, then
@@ -134,20 +154,21 @@ impl<F: Flow> FlowIo<F> {
 /// `buf` when it can (a flow over a socket: no chunk, no copy), otherwise its
 /// next chunk is copied in and what does not fit waits here.
 impl<F: Flow> AsyncRead for FlowIo<F> {
+    #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         if !this.rest.is_empty() {
-            let n = this.rest.len().min(buf.remaining());
-            buf.put_slice(&this.rest[..n]);
-            this.rest.advance(n);
+            this.take_rest(buf);
             return Poll::Ready(Ok(()));
         }
-        // Let go of the spent chunk first (see `poll_fill`).
-        this.rest = Bytes::new();
-        this.flow.poll_read_into(cx, buf, &mut this.rest).map_err(io::Error::from)
+        match this.flow.poll_read_into(cx, buf, &mut this.rest) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -160,7 +181,11 @@ impl<F: Flow> AsyncBufRead for FlowIo<F> {
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
         let this = self.get_mut();
-        this.rest.advance(amt.min(this.rest.len()));
+        if amt >= this.rest.len() {
+            this.rest = Bytes::new();
+        } else {
+            this.rest.advance(amt);
+        }
     }
 }
 
@@ -181,7 +206,7 @@ impl<F: Flow> AsyncWrite for FlowIo<F> {
         true
     }
 
-    /// Writes what a write left here, then polls an empty write, which
+    /// Writes what a write left here, then polls [`Flow::poll_flush`], which
     /// finishes any write the flow accepted but has not flushed yet (a
     /// layered stream); for other flows it is `Ok` at once.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -199,7 +224,8 @@ pub const DEFAULT_READ_CHUNK: usize = 64 * 1024;
 /// Any tokio `AsyncRead + AsyncWrite` as a flow.
 ///
 /// Reads return freshly filled owned buffers of up to the chunk size (64 KiB by
-/// default). A write completes once the stream took every byte *and* flushed,
+/// default); [`Flow::poll_read_into`] reads straight into the caller's buffer
+/// (so [`FlowIo`] over it copies nothing). A write completes once the stream took every byte *and* flushed,
 /// so layered streams (TLS, buffered writers) never sit on accepted data.
 /// `shutdown(Read)` is a local flag (tokio streams have no read shutdown);
 /// `shutdown(Write)` is the stream's `poll_shutdown`. `close` shuts down and
@@ -326,6 +352,48 @@ where
                 Poll::Ready(Ok(None))
             }
             Ok(_) => Poll::Ready(Ok(Some(self.read_buf.split().freeze()))),
+            Err(e) => {
+                let e = FlowError::from(e);
+                self.read_err = Some(e.latched());
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// Straight into `buf`: the stream's own `poll_read`, with no chunk and
+    /// no copy (the bytes `poll_read` reads go out as they are read, so none
+    /// wait here).
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        _rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &self.read_err {
+            return Poll::Ready(Err(e.latched()));
+        }
+        if self.read_shut || self.eof {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(())) };
+        let before = buf.filled().len();
+        let Poll::Ready(polled) = Pin::new(io).poll_read(cx, buf) else {
+            if !self.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.read_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        self.read_waker = None;
+        match polled {
+            Ok(()) => {
+                if buf.filled().len() == before {
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(()))
+            }
             Err(e) => {
                 let e = FlowError::from(e);
                 self.read_err = Some(e.latched());
@@ -537,5 +605,87 @@ mod tests {
         flow.room = 0;
         assert!(flow.poll_write_borrowed(&mut cx, &[IoSlice::new(b"def")]).is_pending());
         assert_eq!(&got.lock().unwrap()[..], b"abc");
+    }
+
+    /// `FromTokio` reads straight into the caller's buffer: no chunk is
+    /// left over however little room the caller has, the bytes come in
+    /// order, and Eof is sticky for both ways of reading.
+    #[tokio::test]
+    async fn from_tokio_reads_into_the_callers_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut flow = FromTokio::new(near);
+        far.write_all(b"hello world").await.unwrap();
+        let mut got = Vec::new();
+        let mut rest = Bytes::new();
+        while got.len() < 11 {
+            let mut space = [0u8; 4];
+            let mut buf = ReadBuf::new(&mut space);
+            std::future::poll_fn(|cx| flow.poll_read_into(cx, &mut buf, &mut rest)).await.unwrap();
+            assert!(rest.is_empty(), "nothing left over: {rest:?}");
+            assert!(!buf.filled().is_empty());
+            got.extend_from_slice(buf.filled());
+        }
+        assert_eq!(got, b"hello world");
+        drop(far);
+        let mut space = [0u8; 4];
+        let mut buf = ReadBuf::new(&mut space);
+        std::future::poll_fn(|cx| flow.poll_read_into(cx, &mut buf, &mut rest)).await.unwrap();
+        assert!(buf.filled().is_empty(), "Eof");
+        assert!(matches!(std::future::poll_fn(|cx| flow.poll_read(cx)).await, Ok(None)), "Eof is sticky");
+    }
+
+    /// `FlowIo` over a chunk-reading flow hands out what did not fit first,
+    /// in order, through `AsyncRead` and `AsyncBufRead` alike, and a flush
+    /// goes through the flow's `poll_flush`.
+    #[tokio::test]
+    async fn flow_io_hands_out_the_rest_of_a_chunk_in_order() {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = crate::pipe(1024);
+        let mut io = FlowIo::new(a);
+        crate::FlowExt::write(&mut b, Bytes::from_static(b"0123456789")).await.unwrap();
+        let mut three = [0u8; 3];
+        io.read_exact(&mut three).await.unwrap();
+        assert_eq!(&three, b"012");
+        assert_eq!(io.fill_buf().await.unwrap(), b"3456789");
+        Pin::new(&mut io).consume(2);
+        let mut rest = [0u8; 5];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"56789");
+        io.write_all(b"back").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(&crate::FlowExt::read(&mut b).await.unwrap().unwrap()[..], b"back");
+    }
+
+    /// A flow that owes no flush answers `FlowIo`'s flush itself, without
+    /// the empty write (which this one refuses).
+    #[test]
+    fn a_flush_asks_the_flows_poll_flush() {
+        struct NoEmptyWrites(usize);
+        impl Flow for NoEmptyWrites {
+            fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+                Poll::Ready(Ok(None))
+            }
+            fn poll_write(&mut self, _cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+                assert!(!buf.is_empty(), "an empty write: the flush should have gone to poll_flush");
+                *buf = Bytes::new();
+                Poll::Ready(Ok(()))
+            }
+            fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+                self.0 += 1;
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut io = FlowIo::new(crate::BoxFlow::new(NoEmptyWrites(0)));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(Pin::new(&mut io).poll_write(&mut cx, b"x"), Poll::Ready(Ok(1))));
+        assert!(matches!(Pin::new(&mut io).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(io.get_ref().downcast_ref::<NoEmptyWrites>().map(|f| f.0), Some(1));
     }
 }

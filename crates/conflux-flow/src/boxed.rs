@@ -116,6 +116,9 @@ impl Flow for BoxFlow {
     fn is_write_borrowed(&self) -> bool {
         (*self.inner).is_write_borrowed()
     }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        (*self.inner).poll_flush(cx)
+    }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         (*self.inner).poll_shutdown(cx, how)
     }

@@ -72,6 +72,10 @@ impl Shutdown {
 ///   did not fit in the caller's `rest`. Both reads see one stream: a flow
 ///   may be read either way, in any mix, and the rules above (Eof sticky,
 ///   errors latched, cancel-safe) hold for both.
+/// - [`poll_flush`](Flow::poll_flush) finishes a flush the flow still owes
+///   for bytes it accepted: the same as an empty
+///   [`poll_write`](Flow::poll_write) (the default), which a flow that never
+///   owes one answers at once without the call.
 pub trait Flow: Send + 'static {
     /// Polls for the next chunk of data: `Some(bytes)` (never empty) or `None` at Eof.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>>;
@@ -81,7 +85,8 @@ pub trait Flow: Send + 'static {
     /// with none at Eof (or when `buf` has no room: call it with room).
     /// `rest` must be empty on entry; a flow may leave bytes there that it
     /// read but that did not fit (they come before anything read later, so
-    /// the caller hands them out first).
+    /// the caller hands them out first), and leaves it as it is otherwise
+    /// (an empty `rest` given back holds no spent chunk).
     ///
     /// The default reads one chunk ([`poll_read`](Flow::poll_read)), copies
     /// what fits and leaves the rest in `rest`. A flow over a socket
@@ -148,9 +153,19 @@ pub trait Flow: Send + 'static {
 
     /// True when [`poll_write_borrowed`](Flow::poll_write_borrowed) writes the
     /// caller's slices without copying them (a flow over a socket); the
-    /// default is `false` (it copies).
+    /// default is `false` (it copies). It is the same for the flow's whole
+    /// life (callers such as [`FlowIo`](crate::FlowIo) ask once).
     fn is_write_borrowed(&self) -> bool {
         false
+    }
+
+    /// Finishes a flush the flow owes for bytes it already accepted (a
+    /// layered stream's): `Ready(Ok(()))` once there is none, as tokio's
+    /// `AsyncWrite::poll_flush`. The default is an empty
+    /// [`poll_write`](Flow::poll_write), which the contract makes the same;
+    /// a flow that never owes a flush (a socket's) answers at once.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.poll_write(cx, &mut Bytes::new())
     }
 
     /// Shuts one or both directions. Idempotent.
@@ -183,8 +198,10 @@ pub fn poll_read_chunk_into<F: Flow + ?Sized>(
     if let Some(mut chunk) = ready!(flow.poll_read(cx))? {
         let n = chunk.len().min(buf.remaining());
         buf.put_slice(&chunk[..n]);
-        chunk.advance(n);
-        *rest = chunk;
+        if n < chunk.len() {
+            chunk.advance(n);
+            *rest = chunk;
+        }
     }
     Poll::Ready(Ok(()))
 }
@@ -226,6 +243,9 @@ impl<F: Flow + ?Sized> Flow for Box<F> {
     }
     fn is_write_borrowed(&self) -> bool {
         (**self).is_write_borrowed()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        (**self).poll_flush(cx)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         (**self).poll_shutdown(cx, how)

@@ -90,6 +90,7 @@ impl<S: Socket> RawFlow<S> {
 
     /// One vectored write of `slices` (non-empty, at most `MAX_IOV`): how
     /// many bytes the socket took (at least one).
+    #[inline]
     fn poll_write_slices(&mut self, cx: &mut Context<'_>, slices: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
         if let Some(e) = &self.write_err {
             return Poll::Ready(Err(e.latched()));
@@ -116,6 +117,7 @@ impl<S: Socket> RawFlow<S> {
 }
 
 /// Keeps `cx`'s waker in `slot` (no clone when the one there wakes the same task).
+#[inline]
 pub(crate) fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -234,6 +236,12 @@ impl<S: Socket> Flow for RawFlow<S> {
 
     fn is_write_borrowed(&self) -> bool {
         true
+    }
+
+    /// Nothing to finish: every accepted byte went to the socket (what an
+    /// empty write says too, without the call).
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {

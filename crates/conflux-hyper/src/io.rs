@@ -52,16 +52,19 @@ impl<F: Flow> HyperFlow<F> {
 }
 
 impl<F: Flow> Read for HyperFlow<F> {
+    #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         Read::poll_read(Pin::new(&mut self.get_mut().io), cx, buf)
     }
 }
 
 impl<F: Flow> Write for HyperFlow<F> {
+    #[inline]
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.get_mut().io.inner_mut().poll_write_slices(cx, &[IoSlice::new(buf)])
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -74,10 +77,12 @@ impl<F: Flow> Write for HyperFlow<F> {
         true
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().io.inner_mut().poll_flush_all(cx)
     }
 
+    #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().io.inner_mut().poll_shutdown_write(cx)
     }
@@ -90,16 +95,19 @@ mod tokio_io {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     impl<F: Flow> AsyncRead for HyperFlow<F> {
+        #[inline]
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
             Pin::new(self.get_mut().io.inner_mut()).poll_read(cx, buf)
         }
     }
 
     impl<F: Flow> AsyncWrite for HyperFlow<F> {
+        #[inline]
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             Pin::new(self.get_mut().io.inner_mut()).poll_write(cx, buf)
         }
 
+        #[inline]
         fn poll_write_vectored(
             self: Pin<&mut Self>,
             cx: &mut Context<'_>,
@@ -112,10 +120,12 @@ mod tokio_io {
             true
         }
 
+        #[inline]
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Pin::new(self.get_mut().io.inner_mut()).poll_flush(cx)
         }
 
+        #[inline]
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Pin::new(self.get_mut().io.inner_mut()).poll_shutdown(cx)
         }

@@ -44,6 +44,14 @@ impl Flow for StdioFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         self.inner.poll_read(cx)
     }
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_read_into(cx, buf, rest)
+    }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         self.inner.poll_write(cx, buf)
     }
@@ -59,6 +67,9 @@ impl Flow for StdioFlow {
     }
     fn is_write_borrowed(&self) -> bool {
         self.inner.is_write_borrowed()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_flush(cx)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         self.inner.poll_shutdown(cx, how)

@@ -201,6 +201,22 @@ impl Flow for TlsFlow {
         }
         Poll::Ready(r)
     }
+    /// Straight into `buf` (rustls's plaintext copied once, no chunk).
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        let (room, before) = (buf.remaining(), buf.filled().len());
+        let r = ready!(self.inner.poll_read_into(cx, buf, rest));
+        let eof = r.is_ok() && room > 0 && buf.filled().len() == before && rest.is_empty();
+        if eof && !self.read_shut && !self.got_close {
+            self.got_close = true;
+            self.close_lower_if_done(cx);
+        }
+        Poll::Ready(r)
+    }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         self.inner.poll_write(cx, buf)
     }
@@ -216,6 +232,9 @@ impl Flow for TlsFlow {
     }
     fn is_write_borrowed(&self) -> bool {
         self.inner.is_write_borrowed()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_flush(cx)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         let r = ready!(self.inner.poll_shutdown(cx, how));

@@ -90,6 +90,22 @@ impl<F: Flow> Flow for Metered<F> {
         }
         r
     }
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        let before = buf.filled().len();
+        let r = self.inner.poll_read_into(cx, buf, rest);
+        if let Poll::Ready(Ok(())) = r {
+            let n = buf.filled().len() - before + rest.len();
+            if n > 0 {
+                self.meter.note(self.up, n);
+            }
+        }
+        r
+    }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
         self.inner.poll_write(cx, buf)
     }
@@ -105,6 +121,9 @@ impl<F: Flow> Flow for Metered<F> {
     }
     fn is_write_borrowed(&self) -> bool {
         self.inner.is_write_borrowed()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_flush(cx)
     }
     fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
         self.inner.poll_shutdown(cx, how)
