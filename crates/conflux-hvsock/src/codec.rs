@@ -215,7 +215,7 @@ impl Decoder {
     /// Reads headers off the front of `buf` until a payload byte is next
     /// (`Ok(None)`: `self.remaining > 0` and `buf` is not empty), or says
     /// what to return instead: a marker, or `None` for "need more bytes".
-    fn skip_to_payload(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame>>, DecodeError> {
+    pub(crate) fn skip_to_payload(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame>>, DecodeError> {
         loop {
             if self.remaining > 0 {
                 return Ok(if buf.is_empty() { Some(None) } else { None });
@@ -290,6 +290,22 @@ impl Decoder {
         let data = buf.split_to(w).freeze();
         buf.advance(r - w);
         Ok(Some(Frame::Data(data)))
+    }
+
+    /// Payload bytes still to come of the current data frame.
+    pub(crate) fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Counts `n` payload bytes of the current frame as taken (by a caller
+    /// that read them itself, after [`skip_to_payload`](Self::skip_to_payload)).
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, when `n` is more than [`remaining`](Self::remaining) (a caller bug).
+    pub(crate) fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.remaining as usize);
+        self.remaining -= n as u32;
     }
 
     /// Whether the stream may end here: `Err(Truncated)` when the transport's

@@ -8,8 +8,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use conflux_flow::FlowError;
+use tokio::io::ReadBuf;
 
 use crate::codec::{DEFAULT_MAX_FRAME, DecodeError, Decoder, Frame, Header};
 
@@ -223,50 +224,73 @@ impl Endpoint {
                 buf.clear();
                 return None;
             }
-            let frame = match self.decoder.decode_coalesced(buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::debug!(error = %e, "malformed frame from the peer");
-                    self.read_error = Some(EndpointError::Protocol(e));
-                    if self.close == CloseState::Closing {
-                        self.close = CloseState::Done;
-                    }
-                    return None;
-                }
-            };
-            match frame {
-                Frame::Data(d) => {
-                    if !self.read_shut && !self.peer_eof && self.close == CloseState::Open {
+            match self.decoder.decode_coalesced(buf) {
+                Ok(Some(Frame::Data(d))) => {
+                    if self.delivers() {
                         return Some(d);
                     }
                 }
-                Frame::ShutdownWrite => {
-                    tracing::trace!("peer shut down its write side");
-                    self.peer_eof = true;
-                }
-                Frame::ShutdownRead => {
-                    tracing::trace!("peer shut down its read side");
-                    self.peer_read_shut = true;
-                    if self.close == CloseState::Closing {
-                        self.close = CloseState::Done;
-                    }
-                }
-                Frame::Close => match self.close {
-                    CloseState::Closing => {
-                        tracing::trace!("peer acknowledged our close");
-                        self.close = CloseState::Done;
-                    }
-                    _ => {
-                        tracing::trace!("peer closes; acknowledging");
-                        self.transmit.push_back(Header::Close);
-                        self.close = CloseState::Acked;
-                        self.peer_eof = true;
-                        self.peer_read_shut = true;
-                    }
-                },
+                Ok(Some(marker)) => self.on_marker(marker),
+                Ok(None) => return None,
+                Err(e) => self.on_decode_error(e),
             }
         }
+    }
+
+    /// Whether payload bytes reach the application (otherwise they are discarded).
+    fn delivers(&self) -> bool {
+        !self.read_shut && !self.peer_eof && self.close == CloseState::Open
+    }
+
+    /// The peer broke the framing: the error latches, a close stops waiting.
+    fn on_decode_error(&mut self, e: DecodeError) {
+        tracing::debug!(error = %e, "malformed frame from the peer");
+        self.read_error = Some(EndpointError::Protocol(e));
+        if self.close == CloseState::Closing {
+            self.close = CloseState::Done;
+        }
+    }
+
+    /// A marker from the peer changes state.
+    fn on_marker(&mut self, marker: Frame) {
+        match marker {
+            Frame::Data(_) => {}
+            Frame::ShutdownWrite => {
+                tracing::trace!("peer shut down its write side");
+                self.peer_eof = true;
+            }
+            Frame::ShutdownRead => {
+                tracing::trace!("peer shut down its read side");
+                self.peer_read_shut = true;
+                if self.close == CloseState::Closing {
+                    self.close = CloseState::Done;
+                }
+            }
+            Frame::Close => match self.close {
+                CloseState::Closing => {
+                    tracing::trace!("peer acknowledged our close");
+                    self.close = CloseState::Done;
+                }
+                _ => {
+                    tracing::trace!("peer closes; acknowledging");
+                    self.transmit.push_back(Header::Close);
+                    self.close = CloseState::Acked;
+                    self.peer_eof = true;
+                    self.peer_read_shut = true;
+                }
+            },
+        }
+    }
+
+    /// What a read gives when no data is there: Eof, a latched error, or "read the transport".
+    fn read_end(&self) -> ReadEvent {
+        if let Some(e) = &self.read_error {
+            return if self.config.errors_as_eof { ReadEvent::Eof } else { ReadEvent::Error(e.clone()) };
+        }
+        if self.peer_eof || self.transport_eof || self.close == CloseState::Acked {
+            return ReadEvent::Eof;
+        }
+        ReadEvent::NeedInput
     }
 
     /// The application's read: data, Eof, a latched error, or "read the transport".
@@ -277,13 +301,69 @@ impl Endpoint {
         if let Some(data) = self.pump(buf) {
             return ReadEvent::Data(data);
         }
-        if let Some(e) = &self.read_error {
-            return if self.config.errors_as_eof { ReadEvent::Eof } else { ReadEvent::Error(e.clone()) };
-        }
-        if self.peer_eof || self.transport_eof || self.close == CloseState::Acked {
+        self.read_end()
+    }
+
+    /// As [`poll_read`](Self::poll_read), but the payloads are copied out of
+    /// `buf` into `out` (the only copy), frame after frame, until `out` is full
+    /// or `buf` has no more payload; markers on the way change state as there.
+    /// `ReadEvent::Data` comes back empty and means "bytes were appended to `out`".
+    pub(crate) fn read_into(&mut self, buf: &mut BytesMut, out: &mut ReadBuf<'_>) -> ReadEvent {
+        if self.read_shut || matches!(self.close, CloseState::Closing | CloseState::Done) {
             return ReadEvent::Eof;
         }
-        ReadEvent::NeedInput
+        let before = out.filled().len();
+        while self.read_error.is_none() {
+            if matches!(self.close, CloseState::Done | CloseState::Acked) {
+                // Nothing after the peer's Close means anything.
+                buf.clear();
+                break;
+            }
+            match self.decoder.skip_to_payload(buf) {
+                // A payload byte is next in `buf`.
+                Ok(None) => {
+                    let mut n = buf.len().min(self.decoder.remaining() as usize);
+                    if self.delivers() {
+                        n = n.min(out.remaining());
+                        if n == 0 {
+                            break;
+                        }
+                        out.put_slice(&buf[..n]);
+                    }
+                    buf.advance(n);
+                    self.decoder.consume(n);
+                }
+                Ok(Some(Some(marker))) => self.on_marker(marker),
+                Ok(Some(None)) => break,
+                Err(e) => self.on_decode_error(e),
+            }
+        }
+        if out.filled().len() > before {
+            return ReadEvent::Data(Bytes::new());
+        }
+        self.read_end()
+    }
+
+    /// How many payload bytes of the current frame the I/O layer may read from
+    /// the transport straight into the application's buffer: the frame's rest
+    /// when `buf` (the undecoded input) is empty and the data is delivered, else 0.
+    /// Report what it read with [`payload_read`](Self::payload_read).
+    pub(crate) fn direct_payload(&self, buf: &BytesMut) -> usize {
+        if !buf.is_empty()
+            || !self.delivers()
+            || self.read_error.is_some()
+            || self.transport_eof
+            || self.close != CloseState::Open
+        {
+            return 0;
+        }
+        self.decoder.remaining() as usize
+    }
+
+    /// `n` payload bytes (at most [`direct_payload`](Self::direct_payload))
+    /// went straight from the transport to the application.
+    pub(crate) fn payload_read(&mut self, n: usize) {
+        self.decoder.consume(n);
     }
 
     /// During a close: consumes input (discarding data); true once done.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, ReadHalf, Shutdown, WriteHalf};
+use tokio::io::ReadBuf;
 use tokio::time::Sleep;
 
 use crate::codec::{Encoder, Header};
@@ -20,6 +21,11 @@ const WRITE_BUDGET: usize = 256 * 1024;
 
 /// Slices a borrowed write frames with small arrays (one frame each).
 const FEW: usize = 4;
+
+/// The least payload a read takes from the socket straight into the caller's
+/// buffer (skipping the read buffer); below it one bigger read into the read
+/// buffer, which also gets the headers and frames that follow, is cheaper.
+const DIRECT_MIN: usize = 16 * 1024;
 
 /// A socket speaking the shutdown framing (OCaml `Hvsock_lwt.Flow_shutdown`),
 /// as a [`Flow`]. Opt-in: only for peers that speak it.
@@ -176,6 +182,37 @@ impl<S: Socket> FramedFlow<S> {
                 Poll::Ready(())
             }
             Poll::Ready(Ok(_)) => Poll::Ready(()),
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_read_error(&e);
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Reads up to `n` payload bytes of the current frame (`n` at most
+    /// [`Endpoint::direct_payload`]) from the socket straight into `out`.
+    /// `Ready` when something changed (bytes in `out`, Eof, an error).
+    fn poll_fill_direct(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>, n: usize) -> Poll<()> {
+        let Some(sock) = self.sock.as_mut() else {
+            self.ep.handle_eof(&self.rbuf);
+            return Poll::Ready(());
+        };
+        // Safe code cannot hand the socket a shorter view of uninitialised
+        // memory: zero what is not initialised yet (no copy, and only once
+        // per caller buffer that is reused).
+        let mut dst = ReadBuf::new(out.initialize_unfilled_to(n));
+        match sock.poll_read_into(cx, &mut dst) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                let got = dst.filled().len();
+                if got == 0 {
+                    self.ep.handle_eof(&self.rbuf);
+                } else {
+                    self.ep.payload_read(got);
+                    out.advance(got);
+                }
+                Poll::Ready(())
+            }
             Poll::Ready(Err(e)) => {
                 self.ep.handle_read_error(&e);
                 Poll::Ready(())
@@ -347,6 +384,47 @@ impl<S: Socket> Flow for FramedFlow<S> {
             if self.poll_fill(cx).is_pending() {
                 remember(&mut self.reader, cx);
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// Payloads go from the read buffer into `buf` with one copy, frame
+    /// after frame (no chunk, no move over the headers, `rest` stays empty).
+    /// When the read buffer is empty inside a large frame (frames above the
+    /// default size, both ends this crate) and the socket reads into the
+    /// caller's buffer (a Unix socket), the frame's payload is read straight
+    /// into `buf`.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        _rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let start = buf.filled().len();
+        loop {
+            let event = self.ep.read_into(&mut self.rbuf, buf);
+            // An acknowledgement (or nothing) to send, whatever the read gives.
+            self.flush_on_the_side(cx);
+            match event {
+                ReadEvent::Data(_) | ReadEvent::Eof => return Poll::Ready(Ok(())),
+                ReadEvent::Error(e) => return Poll::Ready(Err(e.into())),
+                ReadEvent::NeedInput => {}
+            }
+            let direct = self.ep.direct_payload(&self.rbuf).min(buf.remaining());
+            let filled = if direct >= DIRECT_MIN && self.sock.as_ref().is_some_and(|s| s.reads_into()) {
+                self.poll_fill_direct(cx, buf, direct)
+            } else {
+                self.poll_fill(cx)
+            };
+            if filled.is_pending() {
+                remember(&mut self.reader, cx);
+                return Poll::Pending;
+            }
+            if buf.filled().len() > start {
+                return Poll::Ready(Ok(()));
             }
         }
     }

@@ -795,3 +795,164 @@ async fn flowio_reads_a_raw_unix_flow_into_small_buffers() {
     let (_a, got) = within("300 kB through FlowIo", TIMEOUT, async { tokio::join!(writer, reader) }).await;
     assert!(got == expect, "{} bytes back of {}", got.len(), expect.len());
 }
+
+/// One `poll_read_into` with a `cap`-byte (uninitialised) buffer: the bytes
+/// appended (none: Eof). `rest` must stay empty: the framed flow copies
+/// what fits and keeps the rest in its own buffer.
+async fn framed_read_into<F: Flow>(flow: &mut F, cap: usize) -> Result<Vec<u8>, conflux_flow::FlowError> {
+    std::future::poll_fn(|cx| {
+        let mut mem = vec![std::mem::MaybeUninit::<u8>::uninit(); cap];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut mem);
+        let mut rest = Bytes::new();
+        let polled = flow.poll_read_into(cx, &mut buf, &mut rest);
+        assert!(rest.is_empty(), "the framed flow leaves nothing in rest");
+        polled.map_ok(|()| buf.filled().to_vec())
+    })
+    .await
+}
+
+/// `framed_read_into` until Eof: everything, in `cap`-byte reads.
+async fn framed_read_into_to_end<F: Flow>(flow: &mut F, cap: usize) -> Result<Vec<u8>, conflux_flow::FlowError> {
+    let mut all = Vec::new();
+    loop {
+        let got = within("framed_read_into", TIMEOUT, framed_read_into(flow, cap)).await?;
+        if got.is_empty() {
+            return Ok(all);
+        }
+        assert!(got.len() <= cap);
+        all.extend_from_slice(&got);
+    }
+}
+
+/// `framed_read_into` while something is there without waiting: what it gave, and whether Eof came.
+fn framed_read_into_ready<F: Flow>(flow: &mut F, cap: usize, into: &mut Vec<u8>) -> bool {
+    use futures_util::FutureExt;
+    while let Some(r) = framed_read_into(flow, cap).now_or_never() {
+        let got = r.expect("no error before the stream ends");
+        if got.is_empty() {
+            return true;
+        }
+        into.extend_from_slice(&got);
+    }
+    false
+}
+
+/// The wire of "hello" (one frame), an empty frame, "abc", a 300-byte frame, ShutdownWrite.
+fn split_wire() -> (Vec<u8>, Vec<u8>) {
+    let big = payload(5, 300);
+    let mut wire = b"\x05\0\0\0hello\0\0\0\0\x03\0\0\0abc\x2c\x01\0\0".to_vec();
+    wire.extend_from_slice(&big);
+    wire.extend_from_slice(&[0xad, 0xde, 0xef, 0xbe]);
+    let mut data = b"helloabc".to_vec();
+    data.extend_from_slice(&big);
+    (wire, data)
+}
+
+/// The stream cut at every offset (inside headers, payloads, markers), read
+/// with `poll_read_into` into buffers smaller and larger than a frame: the
+/// same bytes, then Eof, whatever the cut and the buffer.
+#[tokio::test]
+async fn read_into_frames_split_at_every_offset() {
+    let (wire, data) = split_wire();
+    for cap in [1, 3, 200, 4096] {
+        for cut in 0..wire.len() {
+            let (mut a, b) = mem_pair().await;
+            let mut b = b.into_framed(cfg());
+            let mut got = Vec::new();
+            within("write", TIMEOUT, a.write(Bytes::copy_from_slice(&wire[..cut]))).await.unwrap();
+            assert!(!framed_read_into_ready(&mut b, cap, &mut got), "cut {cut}, cap {cap}: Eof before the marker");
+            within("write", TIMEOUT, a.write(Bytes::copy_from_slice(&wire[cut..]))).await.unwrap();
+            got.extend(framed_read_into_to_end(&mut b, cap).await.unwrap());
+            assert!(got == data, "cut {cut}, cap {cap}: {} bytes, want {}", got.len(), data.len());
+            // Eof is sticky.
+            assert_eq!(within("eof", TIMEOUT, framed_read_into(&mut b, cap)).await.unwrap(), b"");
+        }
+    }
+}
+
+/// Reads into buffers smaller and larger than a frame over a Unix socket,
+/// mixed with chunk reads (one stream either way); with 4 KiB frames and
+/// with 1 MiB frames (the payload then goes from the socket straight into
+/// the caller's buffer).
+#[tokio::test]
+async fn read_into_buffers_smaller_and_larger_than_a_frame() {
+    for max in [4096, 1 << 20] {
+        for cap in [1000, 4096, 5000, 64 * 1024, 300_000] {
+            let dir = TempDir::new("read-into");
+            let (a, b) = unix_pair(&dir).await;
+            let config = cfg().max_frame(max);
+            let (mut a, mut b) = (a.into_framed(config), b.into_framed(config));
+            let data = payload(cap as u64, 2 * 1024 * 1024 + 77);
+            let writer = async {
+                a.write(data.clone()).await.unwrap();
+                a.shutdown(Shutdown::Write).await.unwrap();
+                a
+            };
+            let reader = async {
+                let mut got = within("framed_read_into", TIMEOUT, framed_read_into(&mut b, cap)).await.unwrap();
+                // A chunk read in the middle sees the next bytes of the same stream.
+                got.extend_from_slice(&within("read", TIMEOUT, b.read()).await.unwrap().expect("data"));
+                got.extend(framed_read_into_to_end(&mut b, cap).await.unwrap());
+                got
+            };
+            let (mut a, got) = within("exchange", TIMEOUT, async { tokio::join!(writer, reader) }).await;
+            assert!(got == data, "max {max}, cap {cap}: {} bytes, want {}", got.len(), data.len());
+            let (ra, rb) = within("close", TIMEOUT, async { tokio::join!(a.close(), b.close()) }).await;
+            ra.unwrap();
+            rb.unwrap();
+        }
+    }
+}
+
+/// A marker right after the data in the same read: the data, then Eof
+/// (ShutdownWrite), or the data, then Eof and our acknowledgement (Close).
+#[tokio::test]
+async fn read_into_marker_right_after_data() {
+    for cap in [2, 5, 64] {
+        for (marker, acked) in [(&[0xad, 0xde, 0xef, 0xbe], false), (&CLOSE, true)] {
+            let (mut a, b) = mem_pair().await;
+            let mut b = b.into_framed(cfg());
+            let mut wire = b"\x05\0\0\0hello".to_vec();
+            wire.extend_from_slice(marker);
+            within("write", TIMEOUT, a.write(Bytes::from(wire))).await.unwrap();
+            let got = framed_read_into_to_end(&mut b, cap).await.unwrap();
+            assert_eq!(got, b"hello", "cap {cap}");
+            assert_eq!(within("eof", TIMEOUT, framed_read_into(&mut b, cap)).await.unwrap(), b"", "Eof is sticky");
+            if acked {
+                let ack = within("ack", TIMEOUT, a.read()).await.unwrap().expect("the acknowledgement");
+                assert_eq!(&ack[..], &CLOSE);
+            }
+        }
+    }
+}
+
+/// The transport ends inside a frame (in a payload, in a header): the bytes
+/// that came, then a protocol error naming the truncation, latched.
+#[tokio::test]
+async fn read_into_truncated_frame_is_a_protocol_error() {
+    for (wire, want, what) in [
+        (&b"\x0a\0\0\0abc"[..], &b"abc"[..], "7 payload bytes missing"),
+        (&b"\x03\0\0\0abc\x05\0"[..], &b"abc"[..], "after 2 of 4 header bytes"),
+    ] {
+        let dir = TempDir::new("read-into-trunc");
+        let (mut a, b) = unix_pair(&dir).await;
+        let mut b = b.into_framed(cfg());
+        within("write", TIMEOUT, a.write(Bytes::copy_from_slice(wire))).await.unwrap();
+        within("close", TIMEOUT, a.close()).await.unwrap();
+        let mut got = Vec::new();
+        let e = loop {
+            match within("framed_read_into", TIMEOUT, framed_read_into(&mut b, 64)).await {
+                Ok(d) => {
+                    assert!(!d.is_empty(), "{what}: Eof instead of an error");
+                    got.extend(d);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, want, "{what}");
+        assert!(e.is_protocol() && e.to_string().contains("truncated"), "{what}: {e}");
+        assert!(e.to_string().contains(what.split(' ').next().unwrap()), "{what}: {e}");
+        let again = within("framed_read_into", TIMEOUT, framed_read_into(&mut b, 64)).await.unwrap_err();
+        assert!(again.is_protocol(), "latched: {again}");
+    }
+}
