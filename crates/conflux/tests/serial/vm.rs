@@ -120,14 +120,107 @@ fn fds_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
 }
 
+/// A child process killed and reaped on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on the host's 127.0.0.1 (bound, read back, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A dnsmasq on the host's 127.0.0.1:`port` answering `conflux.test` with
+/// 192.0.2.55 and nothing else (no upstream, no hosts file).
+fn dnsmasq(port: u16) -> KillOnDrop {
+    let child = Command::new("dnsmasq")
+        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
+        .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--address=/conflux.test/192.0.2.55")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dnsmasq");
+    KillOnDrop(child)
+}
+
+/// `dig @10.0.2.3 conflux.test A` in the guest until it answers 192.0.2.55
+/// (dnsmasq starts in milliseconds; bounded by `WAIT`).
+fn dig_through_the_dns_address(ns: &Netns) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ns
+            .cmd("dig")
+            .args(["@10.0.2.3", "conflux.test", "A", "+short", "+time=1", "+tries=1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "dig @10.0.2.3: no answer: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `iperf3 -c 10.0.2.2 -t 2` in the guest against a one-shot iperf3 server
+/// on the host's 127.0.0.1 (up to 3 attempts, each with a fresh server: the
+/// server may not listen yet on a loaded machine); the receiver's line.
+fn iperf3_through_the_gateway(ns: &Netns) -> String {
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        let port = free_port().to_string();
+        let server = Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iperf3 -s");
+        let _server = KillOnDrop(server);
+        std::thread::sleep(Duration::from_millis(200));
+        let out = ns
+            .cmd("iperf3")
+            .args(["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() || attempts == 3 {
+            break out;
+        }
+        eprintln!("iperf3 attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    };
+    assert!(out.status.success(), "iperf3: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("").trim().to_owned();
+    assert!(!receiver.is_empty(), "{text}");
+    receiver
+}
+
 #[test]
 fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    if !have_command("iperf3") {
+        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    }
+    if !(have_command("dnsmasq") && have_command("dig")) {
+        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
+    }
     let dir = TempDir::new("vm");
     let sock = dir.path().join("vm.sock");
     let port = http_server("through the stream carrier");
+    let dns_port = free_port();
+    let _dnsmasq = dnsmasq(dns_port);
+    let upstream = format!("127.0.0.1:{dns_port}");
     let uri = format!("unix://{}", sock.display());
-    let mut fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    let mut fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri, "--dns-upstream", &upstream], &SAFE[..]].concat());
     fwd.wait_line(&format!("listening on {uri}"));
     let rt = runtime();
     let bridge = Bridge::start(&rt, &ns, unix_carrier(&rt, &sock, false));
@@ -138,13 +231,22 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     }
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "through the stream carrier");
+    // iperf3 -t 2 through the gateway, and DNS at the address DHCP gave.
+    let receiver = iperf3_through_the_gateway(&ns);
+    eprintln!("iperf3 through `conflux usernet --listen unix://`: {receiver}");
+    dig_through_the_dns_address(&ns);
     // SIGTERM: the guest stopped, the counters printed, exit 0, the socket path removed.
     fwd.signal("-TERM");
     let status = fwd.wait_exit();
     assert!(status.success(), "{status:?}");
     fwd.wait_line(&format!("guest 1 from {uri} stopped after"));
     let last = fwd.wait_line("usernet: flows");
-    assert!(last.starts_with("usernet: flows open 0 (total 1)"), "{last}");
+    // curl's flow and iperf3's two (control and data), at least; none open.
+    let total: Option<u64> = last
+        .strip_prefix("usernet: flows open 0 (total ")
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok());
+    assert!(total.is_some_and(|n| n >= 3), "{last}");
     assert!(!sock.exists(), "{} is still there", sock.display());
 }
 
