@@ -158,6 +158,16 @@ impl StreamDevice {
         self.ended.as_ref()
     }
 
+    /// The carrier's end of stream: closed between frames, or a frame cut
+    /// short (the decoder says which); ends the device.
+    fn end_of_stream(&mut self) -> io::Error {
+        let err = match self.dec.decode_eof() {
+            Ok(()) => StreamDeviceError::Closed,
+            Err(e) => e.into(),
+        };
+        self.end(err)
+    }
+
     fn end(&mut self, err: StreamDeviceError) -> io::Error {
         tracing::debug!(error = %err, "qemu stream device ended");
         let io = err.to_io();
@@ -324,11 +334,7 @@ impl FrameDevice for StreamDevice {
                 match self.poll_read_direct(cx, frames) {
                     Poll::Ready(Ok(true)) => continue,
                     Poll::Ready(Ok(false)) => {
-                        let err = match self.dec.decode_eof() {
-                            Ok(()) => StreamDeviceError::Closed,
-                            Err(e) => e.into(),
-                        };
-                        let err = self.end(err);
+                        let err = self.end_of_stream();
                         return Poll::Ready(if got > 0 { Ok(()) } else { Err(err) });
                     }
                     Poll::Ready(Err(e)) => {
@@ -342,11 +348,7 @@ impl FrameDevice for StreamDevice {
                 match self.flow.poll_read(cx) {
                     Poll::Ready(Ok(Some(chunk))) => self.pending = chunk,
                     Poll::Ready(Ok(None)) => {
-                        let err = match self.dec.decode_eof() {
-                            Ok(()) => StreamDeviceError::Closed,
-                            Err(e) => e.into(),
-                        };
-                        let err = self.end(err);
+                        let err = self.end_of_stream();
                         // Frames already decoded go up first; the end comes next poll.
                         return Poll::Ready(if got > 0 { Ok(()) } else { Err(err) });
                     }
