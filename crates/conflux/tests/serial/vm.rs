@@ -150,6 +150,28 @@ fn dnsmasq(port: u16) -> KillOnDrop {
     KillOnDrop(child)
 }
 
+/// A dnsmasq for `--dns-upstream` and its address, or none after a skip.
+struct MaybeDns(Option<(KillOnDrop, String)>);
+
+impl conflux_testkit::SkipReturn for MaybeDns {
+    fn skipped() -> MaybeDns {
+        MaybeDns(None)
+    }
+}
+
+/// iperf3, dnsmasq and dig, or none after a visible skip: a dnsmasq for
+/// `--dns-upstream` and its address.
+fn iperf3_and_dns_prerequisites() -> MaybeDns {
+    if !have_command("iperf3") {
+        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    }
+    if !(have_command("dnsmasq") && have_command("dig")) {
+        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
+    }
+    let port = free_port();
+    MaybeDns(Some((dnsmasq(port), format!("127.0.0.1:{port}"))))
+}
+
 /// `dig @10.0.2.3 conflux.test A` in the guest until it answers 192.0.2.55
 /// (dnsmasq starts in milliseconds; bounded by `WAIT`).
 fn dig_through_the_dns_address(ns: &Netns) {
@@ -207,18 +229,10 @@ fn iperf3_through_the_gateway(ns: &Netns) -> String {
 #[test]
 fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
-    if !have_command("iperf3") {
-        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
-    }
-    if !(have_command("dnsmasq") && have_command("dig")) {
-        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
-    }
+    let MaybeDns(Some((_dnsmasq, upstream))) = iperf3_and_dns_prerequisites() else { return };
     let dir = TempDir::new("vm");
     let sock = dir.path().join("vm.sock");
     let port = http_server("through the stream carrier");
-    let dns_port = free_port();
-    let _dnsmasq = dnsmasq(dns_port);
-    let upstream = format!("127.0.0.1:{dns_port}");
     let uri = format!("unix://{}", sock.display());
     let mut fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri, "--dns-upstream", &upstream], &SAFE[..]].concat());
     fwd.wait_line(&format!("listening on {uri}"));
@@ -253,13 +267,14 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
 #[test]
 fn usernet_listen_serves_a_vm_over_hybrid_vsock_with_the_shutdown_framing() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
+    let MaybeDns(Some((_dnsmasq, upstream))) = iperf3_and_dns_prerequisites() else { return };
     let dir = TempDir::new("vm");
     let vmm = dir.path().join("v.sock");
     let port = http_server("through hybrid vsock, framed");
     // The socket a Firecracker VMM connects to when its guest dials host
     // port 1024: `<path>_1024`.
     let uri = format!("fc-vsock://{}?port=1024&framing=shutdown", vmm.display());
-    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri], &SAFE[..]].concat());
+    let fwd = Forwarder::spawn(&[&["usernet", "--listen", &uri, "--dns-upstream", &upstream], &SAFE[..]].concat());
     fwd.wait_line("listening on");
     let rt = runtime();
     let carrier = unix_carrier(&rt, &dir.path().join("v.sock_1024"), true);
@@ -269,6 +284,9 @@ fn usernet_listen_serves_a_vm_over_hybrid_vsock_with_the_shutdown_framing() {
     assert!(lease.contains("ip=10.0.2.100 ") && lease.contains("router=10.0.2.2 "), "{lease}");
     configure(&ns, &bridge.tap, "10.0.2.100/24");
     assert_eq!(curl(&ns, port), "through hybrid vsock, framed");
+    let receiver = iperf3_through_the_gateway(&ns);
+    eprintln!("iperf3 through `conflux usernet --listen fc-vsock://...?framing=shutdown`: {receiver}");
+    dig_through_the_dns_address(&ns);
     // The hypervisor closes its end (a ShutdownWrite in the framing): the guest ended, the next awaited.
     bridge.close();
     let end = fwd.wait_line("ended after");
