@@ -274,6 +274,24 @@ where
         }
     }
 
+    /// The stream's read poll, for both read paths: pending -> the reader's
+    /// waker kept (a shutdown of the read side wakes it); an error ->
+    /// latched, so every later read returns it.
+    fn reader_polled<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<Result<R, FlowError>> {
+        let Poll::Ready(polled) = polled else {
+            if !self.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.read_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        self.read_waker = None;
+        Poll::Ready(polled.map_err(|e| {
+            let e = FlowError::from(e);
+            self.read_err = Some(e.latched());
+            e
+        }))
+    }
+
     fn wake_pending_read(&mut self) {
         if let Some(waker) = self.read_waker.take() {
             waker.wake();
@@ -339,24 +357,13 @@ where
             self.read_buf.reserve(self.chunk);
         }
         let polled = tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.read_buf);
-        let Poll::Ready(polled) = polled else {
-            if !self.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                self.read_waker = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        };
-        self.read_waker = None;
-        match polled {
+        match ready!(self.reader_polled(cx, polled)) {
             Ok(0) => {
                 self.eof = true;
                 Poll::Ready(Ok(None))
             }
             Ok(_) => Poll::Ready(Ok(Some(self.read_buf.split().freeze()))),
-            Err(e) => {
-                let e = FlowError::from(e);
-                self.read_err = Some(e.latched());
-                Poll::Ready(Err(e))
-            }
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 
@@ -380,26 +387,12 @@ where
         }
         let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(())) };
         let before = buf.filled().len();
-        let Poll::Ready(polled) = Pin::new(io).poll_read(cx, buf) else {
-            if !self.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                self.read_waker = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        };
-        self.read_waker = None;
-        match polled {
-            Ok(()) => {
-                if buf.filled().len() == before {
-                    self.eof = true;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Err(e) => {
-                let e = FlowError::from(e);
-                self.read_err = Some(e.latched());
-                Poll::Ready(Err(e))
-            }
+        let polled = Pin::new(io).poll_read(cx, buf);
+        ready!(self.reader_polled(cx, polled))?;
+        if buf.filled().len() == before {
+            self.eof = true;
         }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
