@@ -201,7 +201,8 @@ pub struct UsernetConfig {
     /// Whether [`Usernet::spawn_netns`](crate::Usernet::spawn_netns)
     /// configures the interface (`--configure`: the guest's IPv4 address
     /// and prefix, the default route via the gateway, the MTU, up; the
-    /// namespace's loopback up).
+    /// namespace's loopback up; the same for IPv6, `guest6` with the
+    /// default route via `gateway6`, unless the namespace has IPv6 off).
     pub configure: bool,
 }
 

@@ -138,6 +138,7 @@ mod dhcp;
 mod forward;
 mod guest;
 mod inbound;
+mod inbound_udp;
 mod nat;
 mod policy;
 mod qemu;

@@ -17,6 +17,7 @@ use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
 use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
 use crate::inbound::TcpPortForward;
+use crate::inbound_udp::UdpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
 use crate::stats::{Stats, StatsSnapshot};
@@ -67,9 +68,14 @@ pub enum UsernetError {
         /// Why.
         source: ListenError,
     },
-    /// A UDP port forward: not supported yet.
-    #[error("port forward {0}: UDP forwards are not supported yet")]
-    UdpForward(PortForward),
+    /// A UDP port forward's host address could not be bound.
+    #[error("port forward {forward}: {source}")]
+    UdpForward {
+        /// The forward.
+        forward: PortForward,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// A running forwarder: a userspace TCP/IP stack on the guest's device
@@ -83,9 +89,12 @@ pub enum UsernetError {
 pub struct Usernet {
     stack: NetStack,
     stats: Arc<Stats>,
-    /// The TCP and UDP forwarding loops, then the port forwards: aborting
-    /// one drops what it holds (flows, host sockets).
+    /// The TCP and UDP forwarding loops, the UDP port forwards, then the
+    /// TCP port forwards' listeners: aborting one drops what it holds
+    /// (flows, host sockets).
     tasks: Vec<JoinHandle<()>>,
+    /// Where the TCP port forwards' listeners start in `tasks`.
+    listeners: usize,
     /// Tells the TCP loop to stop taking guest connections.
     stop: Arc<Notify>,
     /// The device's end, once it ended.
@@ -119,9 +128,6 @@ impl Usernet {
     /// The device is served as it is: a VM guest, which needs its
     /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
-        if let Some(f) = config.forwards.iter().find(|f| f.proto == Proto::Udp) {
-            return Err(UsernetError::UdpForward(*f));
-        }
         let upstream = match config.dns_upstream {
             Some(up) => Some(up),
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
@@ -133,8 +139,17 @@ impl Usernet {
         let host = HostStack::new();
         // Port forwards first: a host address in use fails before anything runs.
         let mut forwards = Vec::new();
+        let mut udp_forwards = Vec::new();
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
+            if forward.proto == Proto::Udp {
+                let gateway = SocketAddr::new(config.gateway4.into(), 0);
+                let pf = UdpPortForward::bind(forward.host, stack.clone(), gateway, to, stats.clone())
+                    .map_err(|source| UsernetError::UdpForward { forward: *forward, source })?;
+                tracing::info!(from = ?pf.local_addr(), %to, "UDP port forward");
+                udp_forwards.push(pf);
+                continue;
+            }
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
                 .map_err(|source| UsernetError::Forward { forward: *forward, source })?
                 .until_ended(ended.clone());
@@ -150,8 +165,12 @@ impl Usernet {
             tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
+        // UDP forwards, like UDP, go on until `shutdown`; the TCP forwards'
+        // listeners come last (`stop_accepting` stops them).
+        tasks.extend(udp_forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
+        let listeners = tasks.len();
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks, stop, ended };
+        let usernet = Usernet { stack, stats, tasks, listeners, stop, ended };
         Ok(usernet)
     }
 
@@ -258,13 +277,12 @@ impl Usernet {
     }
 
     /// Stops taking new connections: the guest's SYNs are refused (an RST)
-    /// and the port forwards stop listening, while open flows (and UDP)
-    /// go on until [`shutdown`](Usernet::shutdown). What `conflux usernet`
+    /// and the TCP port forwards stop listening, while open flows (and UDP,
+    /// UDP port forwards included) go on until [`shutdown`](Usernet::shutdown). What `conflux usernet`
     /// does at SIGTERM before its grace period.
     pub fn stop_accepting(&self) {
         self.stop.notify_one();
-        // The TCP and UDP loops come first; then the port forwards' listeners.
-        for task in self.tasks.iter().skip(2) {
+        for task in &self.tasks[self.listeners..] {
             task.abort();
         }
     }
@@ -305,8 +323,9 @@ impl Usernet {
 struct ConfigureFailed(io::Error);
 
 /// Configures the interface from inside the namespace (the calling thread
-/// is in it): loopback up, the guest's IPv4 address, MTU, up, the default
-/// route via the gateway, the DNS address's neighbour entry.
+/// is in it): loopback up, MTU, up, the guest's IPv4 address, the default
+/// route via the gateway, the DNS address's neighbour entry; the same for
+/// IPv6 when the namespace has it.
 fn configure(config: &UsernetConfig) -> io::Result<()> {
     let dev = config.interface.as_str();
     let addr = format!("{}/{}", config.guest4, config.network4.prefix());
@@ -324,19 +343,40 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
         // gateway's MAC takes its frames, the intercepts its flows.
         &["neigh", "replace", &dns, "lladdr", &mac, "dev", dev, "nud", "permanent"],
     ];
-    for args in steps {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| io::Error::new(e.kind(), format!("ip {}: {e}", args.join(" "))))?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+    steps.iter().try_for_each(|args| ip(args))?;
+    // IPv6 as well, unless the namespace has it off (a host booted with
+    // ipv6.disable, or disable_ipv6 inherited): the static guest address
+    // (no duplicate detection: the link has only us), the default route
+    // via the gateway and, as for IPv4, the DNS address's neighbour entry.
+    let ipv6_off = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"))
+        .map_or(true, |v| v.trim() != "0");
+    if ipv6_off {
+        tracing::info!(interface = dev, "IPv6 is off in the namespace: configured for IPv4 only");
+        return Ok(());
+    }
+    let addr6 = format!("{}/{}", config.guest6, config.network6.prefix());
+    let (gw6, dns6) = (config.gateway6.to_string(), config.dns6.to_string());
+    let steps6: [&[&str]; 3] = [
+        &["-6", "addr", "add", &addr6, "dev", dev, "nodad"],
+        &["-6", "route", "add", "default", "via", &gw6, "dev", dev],
+        &["-6", "neigh", "replace", &dns6, "lladdr", &mac, "dev", dev, "nud", "permanent"],
+    ];
+    steps6.iter().try_for_each(|args| ip(args))
+}
+
+/// Runs `ip ARGS` to its end; its stderr in the error when it fails.
+fn ip(args: &[&str]) -> io::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("ip {}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -407,10 +447,12 @@ mod tests {
         let err = Usernet::spawn(UsernetConfig::new().forward(forward), ours).unwrap_err();
         assert!(matches!(err, UsernetError::Forward { .. }), "{err:?}");
         assert!(err.to_string().contains(&forward.to_string()), "{err}");
-        let udp: PortForward = "udp:5353:53".parse().unwrap();
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp: PortForward = format!("udp:{}:53", taken.local_addr().unwrap().port()).parse().unwrap();
         let (ours, _guest) = link_pair(LinkConfig::ethernet());
         let err = Usernet::spawn(UsernetConfig::new().forward(udp), ours).unwrap_err();
-        assert!(err.to_string().contains("UDP forwards are not supported"), "{err}");
+        assert!(matches!(err, UsernetError::UdpForward { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("port forward {udp}: ")), "{err}");
     }
 
     #[tokio::test]

@@ -184,7 +184,7 @@ enum Command {
         /// connect again after an end.
         #[arg(long, value_name = "URI")]
         connect: Option<String>,
-        /// Configure the namespace's device: the guest address, the default route via the gateway, the MTU, up.
+        /// Configure the namespace's device: the guest addresses (IPv4, and IPv6 unless off), the default routes via the gateway, the MTU, up.
         #[arg(long)]
         configure: bool,
         /// The link MTU (65520 for speed).
@@ -195,7 +195,7 @@ enum Command {
             short = 'p',
             long = "publish",
             value_name = "FORWARD",
-            help = "Forward a host port to the guest: [tcp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1)"
+            help = "Forward a host port to the guest: [tcp:|udp:][HOST_IP:]HOST_PORT:GUEST_PORT (HOST_IP 127.0.0.1)"
         )]
         publish: Vec<conflux_usernet::PortForward>,
         /// Let the gateway address reach the host's loopback (127.0.0.1, ::1).

@@ -192,16 +192,16 @@ async fn run_netns(target: Target, config: UsernetConfig, grace: Duration) -> Re
     Ok(())
 }
 
-/// Checks the port forwards before any guest is there: a UDP forward is
-/// refused, a host address in use named (a VM's forwarder starts only when
-/// its hypervisor connects; this says at once what would fail then).
+/// Checks the port forwards before any guest is there: a host address in
+/// use is named (a VM's forwarder starts only when its hypervisor
+/// connects; this says at once what would fail then).
 fn check_forwards(config: &UsernetConfig) -> Result<(), CliError> {
     for forward in &config.forwards {
-        if forward.proto == Proto::Udp {
-            return Err(CliError::usage(format!("-p {forward}: UDP forwards are not supported yet")));
-        }
-        std::net::TcpListener::bind(forward.host)
-            .map_err(|e| CliError::runtime(format!("-p {forward}: cannot listen on {}: {e}", forward.host)))?;
+        let bound = match forward.proto {
+            Proto::Tcp => std::net::TcpListener::bind(forward.host).map(drop),
+            Proto::Udp => std::net::UdpSocket::bind(forward.host).map(drop),
+        };
+        bound.map_err(|e| CliError::runtime(format!("-p {forward}: cannot listen on {}: {e}", forward.host)))?;
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ impl Guest {
                     "curl" => skip!(Curl, "curl not on PATH (cargo xtask install)"),
                     "ping" => skip!(Ping, "ping not on PATH (cargo xtask install)"),
                     "nc" => skip!(Socat, "nc (netcat-openbsd) not on PATH (cargo xtask install)"),
+                    "socat" => skip!(Socat, "socat not on PATH (cargo xtask install)"),
                     other => skip!(Capability, "{other} not on PATH"),
                 }
             }
@@ -304,6 +305,53 @@ async fn a_port_forward_reaches_a_server_inside_the_namespace() {
     guest.stop().await;
 }
 
+/// `-p udp:127.0.0.1:PORT:9000`: datagrams to the host's 127.0.0.1:PORT
+/// reach a UDP server inside the namespace (socat, answering each datagram
+/// with the sender's address and port as it saw them): every host peer is seen as the
+/// gateway, from one port of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_port_forward_reaches_a_udp_server_inside_the_namespace() {
+    let host_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = SocketAddr::from(([127, 0, 0, 1], host_port));
+    let forward = PortForward { proto: Proto::Udp, host, guest_port: 9000 };
+    let Some(guest) = Guest::start("uu", &["socat"], |c| c.forward(forward)) else { return };
+    let server = guest
+        .ns
+        .cmd("socat")
+        .args(["UDP4-RECVFROM:9000,bind=10.0.2.100,fork", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(server);
+    // Until socat binds, the guest's kernel drops (or refuses) the datagrams.
+    let ask = |peer: std::sync::Arc<tokio::net::UdpSocket>| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 256];
+        loop {
+            peer.send_to(b"who am I?", host).await.unwrap();
+            if let Ok(Ok((n, from))) = tokio::time::timeout(Duration::from_millis(200), peer.recv_from(&mut buf)).await
+            {
+                assert_eq!(from, host);
+                return String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "socat in the namespace never answered");
+        }
+    };
+    let a = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let b = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let a1 = ask(a.clone()).await;
+    let b1 = ask(b.clone()).await;
+    let a2 = ask(a).await;
+    for seen in [&a1, &b1, &a2] {
+        assert!(seen.starts_with("10.0.2.2 "), "the guest sees the gateway: {seen}");
+    }
+    assert_eq!(a1, a2, "one host peer, one gateway port");
+    assert_ne!(a1, b1, "two host peers, two gateway ports");
+    assert!(guest.usernet().stats().bytes_out >= 3 * "10.0.2.2 1\n".len() as u64);
+    guest.stop().await;
+}
+
 /// An echo server on the host's loopback: each connection's bytes back,
 /// then close at its Eof.
 async fn serve_echo() -> u16 {
@@ -319,6 +367,40 @@ async fn serve_echo() -> u16 {
         }
     });
     port
+}
+
+/// `--configure` gives the guest IPv6 too: fd00::100/64 and the default
+/// route via fd00::2, whose connections reach the host's [::1] (with
+/// `--host-loopback --allow ::1/128`), and the gateway answers ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_gives_the_guest_ipv6_through_the_gateway() {
+    let listener = match TcpListener::bind("[::1]:0").await {
+        Ok(l) => l,
+        Err(e) => skip!(Capability, "no IPv6 loopback on this host: {e}"),
+    };
+    let port = listener.local_addr().unwrap().port();
+    let served = tokio::spawn(async move {
+        let (mut s, from) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(format!("[::1] got {got:?}", got = String::from_utf8_lossy(&got)).as_bytes()).await.unwrap();
+        from
+    });
+    let Some(guest) = Guest::start("u6", &["nc", "sh", "ping"], |c| c.allow("::1/128".parse().unwrap())) else {
+        return;
+    };
+    let addrs = guest.run("ip", &["-6", "-o", "addr", "show", "dev", "tap0"]).await;
+    assert_ok("ip -6 addr", &addrs);
+    assert!(String::from_utf8_lossy(&addrs.stdout).contains("inet6 fd00::100/64"), "{addrs:?}");
+    let script = format!("printf 'over IPv6' | nc -N -w 10 fd00::2 {port}");
+    let out = guest.run("sh", &["-c", &script]).await;
+    assert_ok("nc -N fd00::2", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[::1] got \"over IPv6\"");
+    let from = within("the [::1] server", Duration::from_secs(10), served).await.unwrap();
+    assert!(from.is_ipv6(), "the host side dialled over IPv6: {from}");
+    let ping = guest.run("ping", &["-6", "-c", "1", "-W", "5", "fd00::2"]).await;
+    assert_ok("ping -6 fd00::2", &ping);
+    guest.stop().await;
 }
 
 /// 1,000 short connections (50 at a time) from inside the namespace all

@@ -90,12 +90,19 @@ fn port_forwards_are_checked_before_a_guest_comes() {
     );
     drop(taken);
     assert!(check_forwards(&config).is_ok());
-    let udp = UsernetConfig::new().forward("udp:5353:53".parse().unwrap());
+    // A UDP forward's address is checked as a UDP one: a TCP listener on
+    // the same port does not take it, a UDP socket does.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let udp = UsernetConfig::new().forward(format!("udp:{port}:53").parse().unwrap());
     let e = check_forwards(&udp).unwrap_err();
-    assert_eq!(
-        (e.exit, e.to_string().as_str()),
-        (Exit::Usage, "-p udp:127.0.0.1:5353:53: UDP forwards are not supported yet")
+    assert_eq!(e.exit, Exit::Runtime);
+    assert!(
+        e.to_string().starts_with(&format!("-p udp:127.0.0.1:{port}:53: cannot listen on 127.0.0.1:{port}: ")),
+        "{e}"
     );
+    drop(taken);
+    assert!(check_forwards(&udp).is_ok());
 }
 
 #[test]
