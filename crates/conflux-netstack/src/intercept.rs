@@ -161,6 +161,7 @@ impl HeldSyn {
             if st.core.is_disconnected() {
                 return Err(ConnectError::Disconnected);
             }
+            st.alive().map_err(|e| ConnectError::other(src, e.clone()))?;
             if !st.core.accept_syn(now, id) {
                 return Err(ConnectError::other(src, "the SYN is no longer held (reset, expired or evicted)"));
             }
@@ -175,6 +176,9 @@ impl HeldSyn {
             let mut st = shared.lock();
             if st.accepting.get(&id) == Some(&true) {
                 return Poll::Ready(Ok(()));
+            }
+            if let Err(e) = st.alive() {
+                return Poll::Ready(Err(ConnectError::other(src, e.clone())));
             }
             match st.core.handshake_state(id) {
                 ConnectState::Failed if st.core.is_disconnected() => Poll::Ready(Err(ConnectError::Disconnected)),
