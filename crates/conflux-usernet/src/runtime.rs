@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
-use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
+use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, end_slot};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -136,8 +136,7 @@ impl Usernet {
         for forward in &config.forwards {
             let to = SocketAddr::new(config.guest4.into(), forward.guest_port);
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?
-                .until_ended(ended.clone());
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }
@@ -147,7 +146,7 @@ impl Usernet {
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
@@ -344,12 +343,7 @@ fn configure(config: &UsernetConfig) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(
-    mut intercept: Intercept,
-    forwarder: Arc<TcpForwarder<HostStack>>,
-    stop: Arc<Notify>,
-    ended: EndSlot,
-) {
+async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -363,7 +357,7 @@ async fn serve_tcp(
                     syn.refuse();
                 }
                 Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn, ended.clone()));
+                    flows.spawn(forward(forwarder.clone(), syn));
                 }
                 None => break,
             },
@@ -374,8 +368,10 @@ async fn serve_tcp(
 }
 
 /// One guest connection: the host connection first, then the guest's
-/// handshake and the relay.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: EndSlot) {
+/// handshake and the relay. Once the guest's device ended the stack fails
+/// the guest's flow (a reset naming the device's error), so the relay ends
+/// as for a guest's reset: the host side aborted.
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -383,7 +379,7 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: E
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(UntilEnded::new(flow, ended), host, guest, dst).await;
+            forwarder.relay(flow, host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");
