@@ -142,7 +142,7 @@ pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
-    dhcp::{DhcpNotEnabled, Dhcpv4Lease},
+    dhcp::{DhcpWaitError, Dhcpv4Lease},
     flow::NetFlow,
     intercept::{HeldSyn, Intercept},
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},

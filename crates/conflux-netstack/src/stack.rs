@@ -167,6 +167,7 @@ impl State {
     fn fail(&mut self, error: DeviceError) -> (Vec<Waker>, Vec<SocketAddr>) {
         self.dead = Some(error);
         self.intercept = None;
+        self.dhcp.wake();
         let wake = self.wakers.drain().flat_map(|(_, w)| w.read.into_iter().chain(w.write)).collect();
         let keys = self.listens.values().map(|(key, _)| *key).collect();
         (wake, keys)

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use conflux_flow::{FlowError, FlowExt};
+use conflux_netstack::StackConfig;
 use conflux_netstack::{
-    DeviceCaps, DeviceError, FrameBuf, FrameDevice, FramePool, LinkConfig, LinkEnd, NetFlow, NetStack, UdpError,
-    link_pair,
+    DeviceCaps, DeviceError, DhcpWaitError, FrameBuf, FrameDevice, FramePool, LinkConfig, LinkEnd, NetFlow, NetStack,
+    UdpError, link_pair,
 };
-use conflux_tcp::{ConnectError, ConnectOptions, Incoming, ListenError, TcpStack};
+use conflux_tcp::{ConnectError, ConnectOptions, Incoming, ListenError, TcpFlowExt, TcpStack};
 use support::{B4, addr, side};
 
 /// How long anything may take once the device failed (virtual time: the
@@ -39,6 +40,8 @@ enum Fails {
 #[derive(Default)]
 struct PlugState {
     pulled: Option<Fails>,
+    /// Received frames are dropped.
+    deaf: bool,
     /// The driver's last waker, woken when the plug is pulled.
     waker: Option<Waker>,
 }
@@ -55,6 +58,15 @@ impl Plug {
         if let Some(w) = st.waker.take() {
             w.wake();
         }
+    }
+
+    /// From now on received frames are dropped (the device itself still works).
+    fn deafen(&self) {
+        self.0.lock().unwrap().deaf = true;
+    }
+
+    fn is_deaf(&self) -> bool {
+        self.0.lock().unwrap().deaf
     }
 
     fn check(&self, cx: &Context<'_>, poll: Fails) -> io::Result<()> {
@@ -82,6 +94,14 @@ impl FrameDevice for Pluggable {
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         self.plug.check(cx, Fails::Recv)?;
+        if self.plug.is_deaf() {
+            let mut dropped = Vec::new();
+            while let Poll::Ready(r) = self.inner.poll_recv(cx, &mut dropped, 64) {
+                r?;
+                dropped.clear();
+            }
+            return Poll::Pending;
+        }
         self.inner.poll_recv(cx, frames, max)
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -189,6 +209,40 @@ async fn a_blocked_write_fails() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn write_nodelay_waiting_for_its_acknowledgment_fails() {
+    let (a, _b, plug, port, mut accepted) = setup();
+    let mut flow = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
+    let _server = accepted.recv().await.unwrap();
+    // Nothing reaches A any more: its bytes stay unacknowledged.
+    plug.deafen();
+    let waiting = tokio::spawn(async move { flow.write_nodelay(Bytes::from_static(b"ack me")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!waiting.is_finished(), "waits for the acknowledgment");
+    plug.pull(Fails::Recv);
+    assert_device_flow_error(&prompt("write_nodelay", waiting).await.unwrap().unwrap_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dhcp_lease_waiter_fails() {
+    let (ours, _theirs) = link_pair(LinkConfig::ethernet());
+    let plug = Plug::default();
+    let stack = NetStack::new(
+        StackConfig::new().mac([2, 0, 0, 0, 0, 1]).dhcpv4(),
+        Pluggable { inner: ours, plug: plug.clone() },
+    );
+    let s = stack.clone();
+    // No server answers: the waiter waits.
+    let waiting = tokio::spawn(async move { s.wait_dhcpv4_lease().await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!waiting.is_finished());
+    plug.pull(Fails::Recv);
+    let e = prompt("the lease waiter", waiting).await.unwrap().unwrap_err();
+    assert!(matches!(e, DhcpWaitError::DeviceFailed(_)), "{e:?}");
+    assert_names_device(&e);
+    assert!(matches!(prompt("a later wait", stack.wait_dhcpv4_lease()).await, Err(DhcpWaitError::DeviceFailed(_))));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_send_stops_the_stack_too() {
     let (a, _b, plug, port, mut accepted) = setup();
     let flow = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
@@ -230,9 +284,13 @@ async fn listening_after_the_failure_errors_and_a_waiting_incoming_ends() {
     let (a, _b, plug, _port, _accepted) = setup();
     let mut incoming = Incoming::bind(&a, addr("0.0.0.0", 8080), None, 8).unwrap();
     let waiting = tokio::spawn(async move { incoming.accept().await.is_none() });
+    let mut intercept = a.intercept(Vec::new(), None).unwrap();
+    let intercepting = tokio::spawn(async move { intercept.next().await.is_none() });
     tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!waiting.is_finished() && !intercepting.is_finished());
     plug.pull(Fails::Recv);
     assert!(prompt("the waiting accept", waiting).await.unwrap(), "the listener ended: accept returns None");
+    assert!(prompt("the intercept", intercepting).await.unwrap(), "the intercept ended: next returns None");
     let e = a.listen(8081, None, |_flow| async {}).unwrap_err();
     assert!(matches!(e, ListenError::Other(_)), "{e:?}");
     assert_names_device(&e);
