@@ -149,8 +149,9 @@ impl HeldSyn {
     /// whichever is shorter (`Timeout`, the handshake is reset). `Refused` when the handshake
     /// failed (the peer reset it); `Other` when the SYN was no longer held
     /// (the peer reset it, it expired or was evicted, the intercept
-    /// stopped); `Disconnected` after `disconnect`. Dropping the future
-    /// resets the handshake.
+    /// stopped, or, with a [`DeviceError`](crate::DeviceError) as its
+    /// source, the stack's device failed); `Disconnected` after
+    /// `disconnect`. Dropping the future resets the handshake.
     pub async fn accept(mut self) -> Result<NetFlow, ConnectError> {
         self.decided = true;
         let (id, src, dst) = (self.id, self.src, self.dst);

@@ -394,7 +394,8 @@ impl NetStack {
     ///
     /// Errors: [`ListenError::AddrNotAvailable`] when an `own` address is
     /// not one of ours, [`ListenError::Disconnected`] after
-    /// [`disconnect`](TcpStack::disconnect).
+    /// [`disconnect`](TcpStack::disconnect), [`ListenError::Other`] (a
+    /// [`DeviceError`]) once the device failed, which also ends the queue.
     ///
     /// The usernet pattern: decide after connecting to the original
     /// destination elsewhere.

@@ -322,3 +322,26 @@ async fn udp_receives_what_came_then_fails_and_sends_fail() {
     assert!(matches!(sent, Err(UdpError::DeviceFailed(_))), "{sent:?}");
     assert!(matches!(a.udp_bind(addr("0.0.0.0", 0)), Err(UdpError::DeviceFailed(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_syns_accept_in_its_handshake_fails() {
+    let (a, b) = link_pair(LinkConfig::ethernet());
+    let plug = Plug::default();
+    let a = NetStack::new(side(true), Pluggable { inner: a, plug: plug.clone() });
+    // B routes everything else through A.
+    let b = NetStack::new(side(false).gateway_v4(support::A4.parse().unwrap()), b);
+    let mut intercept = a.intercept(Vec::new(), None).unwrap();
+    let b2 = b.clone();
+    let _dialling =
+        tokio::spawn(async move { b2.create_connection(addr("192.0.2.1", 80), ConnectOptions::new()).await });
+    let syn = prompt("the held SYN", intercept.next()).await.expect("a held SYN");
+    // B's answer to our SYN-ACK never arrives: the handshake stays open.
+    plug.deafen();
+    let accepting = tokio::spawn(syn.accept());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!accepting.is_finished(), "the handshake is under way");
+    plug.pull(Fails::Recv);
+    let e = prompt("the accept", accepting).await.unwrap().unwrap_err();
+    assert!(matches!(e, ConnectError::Other { .. }), "{e:?}");
+    assert_names_device(&e);
+}
