@@ -187,6 +187,7 @@ pub(crate) fn device_failed(weak: &Weak<Shared>, error: &io::Error) {
     let Some(shared) = weak.upgrade() else { return };
     let (wake, keys) = shared.lock().fail(DeviceError::from_io(error));
     wake.into_iter().for_each(Waker::wake);
+    shared.died.notify_waiters();
     shared.udp.wake_all();
     for key in keys {
         shared.listeners.unlisten(key);
@@ -202,6 +203,8 @@ pub(crate) struct Shared {
     base: tokio::time::Instant,
     /// UDP sockets' wake-ups (`udp.rs`).
     pub(crate) udp: crate::udp::UdpShell,
+    /// Woken once the device failed ([`NetStack::device_error`]).
+    died: Notify,
 }
 
 impl Shared {
@@ -296,6 +299,7 @@ impl NetStack {
             open_flows: AtomicUsize::new(0),
             base,
             udp: Default::default(),
+            died: Notify::new(),
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
@@ -310,6 +314,20 @@ impl NetStack {
     /// and flow are gone the driver stops and closes the device.
     pub fn downgrade(&self) -> WeakNetStack {
         WeakNetStack(Arc::downgrade(&self.shared))
+    }
+
+    /// Resolves once the stack's device failed or closed, with why (at
+    /// once if it already has); never while the device works. From then
+    /// on every operation fails with this error.
+    pub async fn device_error(&self) -> DeviceError {
+        loop {
+            let mut died = std::pin::pin!(self.shared.died.notified());
+            died.as_mut().enable();
+            if let Err(e) = self.shared.lock().alive() {
+                return e.clone();
+            }
+            died.await;
+        }
     }
 
     /// Our addresses (IPv4, global IPv6, link-local IPv6).

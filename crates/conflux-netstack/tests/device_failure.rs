@@ -174,9 +174,15 @@ async fn a_blocked_read_fails_after_the_bytes_already_received() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(!blocked.is_finished());
 
+    let a2 = a.clone();
+    let told = tokio::spawn(async move { a2.device_error().await });
     plug.pull(Fails::Recv);
     let e = prompt("the blocked read", blocked).await.unwrap().unwrap_err();
     assert_device_flow_error(&e);
+    let dev = prompt("device_error", told).await.unwrap();
+    assert_eq!((dev.kind, dev.message.as_str()), (io::ErrorKind::BrokenPipe, CAUSE));
+    assert_eq!(dev.to_string(), format!("the stack's device failed: {CAUSE}"));
+    assert_eq!(prompt("device_error again", a.device_error()).await, dev);
     // The bytes received before the failure first, then the error, again on the next read.
     let got = prompt("the buffered bytes", flow.read()).await.unwrap();
     assert_eq!(got.as_deref(), Some(&b"delivered"[..]));

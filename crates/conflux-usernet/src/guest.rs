@@ -1,8 +1,9 @@
 //! A VM guest's link: [`GuestLink`], the frame device in front of the stack
 //! that gives the guest its addresses (DHCPv4, router advertisements) and
-//! answers ARP for the DNS address; and the end watch every forwarder's
-//! device goes through ([`DeviceEnded`]). The guest's flows need no watch
-//! of their own: the stack fails them itself once its device ended.
+//! answers ARP for the DNS address; and [`DeviceEnded`], why a forwarder's
+//! device ended (its stack's [`DeviceError`](conflux_netstack::DeviceError)).
+//! The guest's flows need no watch of their own: the stack fails them
+//! itself once its device ended.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,12 +11,10 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conflux_netstack::{DeviceCaps, FrameBuf, FrameDevice, FramePool};
-use tokio::sync::watch;
 
 use crate::dhcp::{DhcpFrame, DhcpServer};
 use crate::ra::{RouterAdvertiser, neighbor_advert_for};
@@ -51,72 +50,9 @@ pub struct DeviceEnded {
     pub message: String,
 }
 
-impl DeviceEnded {
-    fn from_io(e: &io::Error) -> DeviceEnded {
-        DeviceEnded { kind: e.kind(), message: e.to_string() }
-    }
-}
-
-/// Where a watched device records its end (the first error it returned).
-pub(crate) type EndSlot = Arc<watch::Sender<Option<DeviceEnded>>>;
-
-/// A new slot, nothing recorded.
-pub(crate) fn end_slot() -> EndSlot {
-    Arc::new(watch::Sender::new(None))
-}
-
-/// A device whose first error (receive or send) is recorded in a slot the
-/// forwarder waits on; frames pass through untouched.
-pub(crate) struct EndWatch<D> {
-    inner: D,
-    slot: EndSlot,
-}
-
-impl<D> EndWatch<D> {
-    pub(crate) fn new(inner: D, slot: EndSlot) -> EndWatch<D> {
-        EndWatch { inner, slot }
-    }
-
-    fn note<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(e)) = &poll {
-            self.record(e);
-        }
-        poll
-    }
-
-    fn record(&self, e: &io::Error) {
-        self.slot.send_if_modified(|slot| {
-            if slot.is_some() {
-                return false;
-            }
-            tracing::info!(error = %e, "guest device ended");
-            *slot = Some(DeviceEnded::from_io(e));
-            true
-        });
-    }
-}
-
-impl<D: FrameDevice> FrameDevice for EndWatch<D> {
-    fn caps(&self) -> DeviceCaps {
-        self.inner.caps()
-    }
-    fn set_pool(&mut self, pool: FramePool) {
-        self.inner.set_pool(pool)
-    }
-    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_recv(cx, frames, max);
-        self.note(poll)
-    }
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_send_ready(cx);
-        self.note(poll)
-    }
-    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
-        self.inner.send(frame)
-    }
-    fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_send_batch(cx, frames);
-        self.note(poll)
+impl From<conflux_netstack::DeviceError> for DeviceEnded {
+    fn from(e: conflux_netstack::DeviceError) -> DeviceEnded {
+        DeviceEnded { kind: e.kind, message: e.message }
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
-use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, end_slot};
+use crate::guest::{DeviceEnded, GuestLink};
 use crate::inbound::TcpPortForward;
 use crate::policy::Policy;
 use crate::resolv::resolv_conf_upstream;
@@ -88,8 +88,6 @@ pub struct Usernet {
     tasks: Vec<JoinHandle<()>>,
     /// Tells the TCP loop to stop taking guest connections.
     stop: Arc<Notify>,
-    /// The device's end, once it ended.
-    ended: EndSlot,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -127,8 +125,7 @@ impl Usernet {
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
         };
         let policy = Policy::new(&config).with_dns_upstream(upstream);
-        let ended = end_slot();
-        let stack = NetStack::new(stack_config(&config), EndWatch::new(device, ended.clone()));
+        let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
         // Port forwards first: a host address in use fails before anything runs.
@@ -150,7 +147,7 @@ impl Usernet {
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks, stop, ended };
+        let usernet = Usernet { stack, stats, tasks, stop };
         Ok(usernet)
     }
 
@@ -207,16 +204,7 @@ impl Usernet {
     /// left of the guest (UDP associations, port forwards, the stack).
     /// Never resolves while the device lives.
     pub async fn device_ended(&self) -> DeviceEnded {
-        let mut rx = self.ended.subscribe();
-        let ended = match rx.wait_for(Option::is_some).await {
-            Ok(ended) => ended.clone(),
-            // The sender lives in `self`: not reached.
-            Err(_) => None,
-        };
-        match ended {
-            Some(ended) => ended,
-            None => std::future::pending().await,
-        }
+        self.stack.device_error().await.into()
     }
 
     /// Opens a TAP device inside the namespace at `netns` (a path such as
