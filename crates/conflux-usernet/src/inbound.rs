@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use conflux_flow::FlowExt;
-use conflux_tcp::{ConnectOptions, Incoming, ListenError, TcpFlow, TcpStack};
+use conflux_netstack::DeviceError;
+use conflux_tcp::{ConnectError, ConnectOptions, Incoming, ListenError, TcpFlow, TcpStack};
 
 use crate::forward::relay;
 use crate::stats::Stats;
@@ -67,6 +68,11 @@ impl<H: TcpStack, G: TcpStack> TcpPortForward<H, G> {
                     Ok(guest_flow) => {
                         let id = ids.fetch_add(1, Ordering::Relaxed);
                         relay(guest_flow, host_flow, &stats, id, from, to).await;
+                    }
+                    // Not a refusal: the guest is gone (not counted as refused).
+                    Err(ConnectError::Other { source, .. }) if source.is::<DeviceError>() => {
+                        tracing::debug!(%from, %to, error = %source, "port forward: the guest's device ended");
+                        let _ = host_flow.abort().await;
                     }
                     Err(e) => {
                         stats.refused();
