@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use tokio::sync::watch;
 
 use crate::core::Core;
-use crate::stack::NetStack;
+use crate::stack::{DeviceError, NetStack};
 
 /// What the stack got from a DHCPv4 server, and now uses: its IPv4
 /// address, its default route and the DNS servers offered.
@@ -25,11 +25,17 @@ pub struct Dhcpv4Lease {
     pub server: Ipv4Addr,
 }
 
-/// [`NetStack::wait_dhcpv4_lease`] on a stack built without
-/// [`StackConfig::dhcpv4`](crate::StackConfig::dhcpv4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("dhcpv4: the stack is not a DHCP client (StackConfig::dhcpv4 not set)")]
-pub struct DhcpNotEnabled;
+/// Why [`NetStack::wait_dhcpv4_lease`] returned no lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DhcpWaitError {
+    /// The stack was built without [`StackConfig::dhcpv4`](crate::StackConfig::dhcpv4).
+    #[error("dhcpv4: the stack is not a DHCP client (StackConfig::dhcpv4 not set)")]
+    NotEnabled,
+    /// The stack's device failed: no lease will come.
+    #[error("dhcpv4: no lease: {0}")]
+    DeviceFailed(DeviceError),
+}
 
 /// The shell's copy of the core's lease, published to waiters.
 pub(crate) struct LeaseWatch {
@@ -51,6 +57,11 @@ impl LeaseWatch {
             self.tx.send_replace(lease.cloned());
         }
     }
+
+    /// Wakes every waiter (the device failed: each sees it).
+    pub(crate) fn wake(&self) {
+        self.tx.send_modify(|_| {});
+    }
 }
 
 impl NetStack {
@@ -63,16 +74,19 @@ impl NetStack {
 
     /// Waits until the stack holds a DHCPv4 lease and returns it (at once
     /// when it holds one). Without a DHCP server on the link this waits
-    /// for ever (the client keeps asking): bound it with a timeout.
-    pub async fn wait_dhcpv4_lease(&self) -> Result<Dhcpv4Lease, DhcpNotEnabled> {
+    /// for ever (the client keeps asking): bound it with a timeout. Fails
+    /// at once once the stack's device failed.
+    pub async fn wait_dhcpv4_lease(&self) -> Result<Dhcpv4Lease, DhcpWaitError> {
         let mut rx = {
             let st = self.shared().lock();
             if st.core.dhcp_lease().is_none() {
-                return Err(DhcpNotEnabled);
+                return Err(DhcpWaitError::NotEnabled);
             }
             st.dhcp.tx.subscribe()
         };
         loop {
+            // Checked after subscribing: a failure after this wakes `rx`.
+            self.shared().lock().alive().map_err(|e| DhcpWaitError::DeviceFailed(e.clone()))?;
             if let Some(lease) = rx.borrow_and_update().clone() {
                 return Ok(lease);
             }

@@ -18,7 +18,9 @@ use crate::stack::{Shared, dispatch};
 /// Frames received per driver round before the core processes them.
 const RX_BATCH: usize = 256;
 
-/// Runs until the device fails or the last handle and flow are gone. Each
+/// Runs until the device fails (the stack is then marked dead and everything
+/// waiting on it woken: `stack::device_failed`) or the last handle and flow
+/// are gone. Each
 /// round: received frames and due timers into the core, egress out (unless
 /// the device still has a backlog), events into wake-ups; then the backlog
 /// goes to the device in one batch and the task sleeps on the device, a
@@ -61,17 +63,20 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
             sleep.as_mut().reset(wake_at);
         }
         let backlog = !tx.is_empty();
+        let mut failure = None;
         let alive = poll_fn(|cx| {
             if !tx.is_empty()
                 && let Poll::Ready(Err(e)) = device.poll_send_batch(cx, &mut tx)
             {
                 tracing::warn!(error = %e, "device failed: the stack stops");
+                failure = Some(e);
                 return Poll::Ready(false);
             }
             if rx.len() < RX_BATCH {
                 let room = RX_BATCH - rx.len();
                 if let Poll::Ready(Err(e)) = device.poll_recv(cx, &mut rx, room) {
                     tracing::debug!(error = %e, "device closed: the stack stops");
+                    failure = Some(e);
                     return Poll::Ready(false);
                 }
             }
@@ -85,6 +90,9 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
         })
         .await;
         if !alive {
+            if let Some(e) = failure {
+                crate::stack::device_failed(&weak, &e);
+            }
             return;
         }
     }

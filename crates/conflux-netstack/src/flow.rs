@@ -26,6 +26,11 @@ const READ_CHUNK: usize = 64 * 1024;
 ///   port freed. `abort` sends RST.
 /// - A reset by the peer reads as an error with `is_reset()`; a keepalive
 ///   expiry reads as Eof and later writes fail with `Closed`.
+/// - Once the stack's device failed, reads return the bytes already
+///   received and then an error with `is_reset()` whose source
+///   ([`get_ref`](FlowError::get_ref)) is the [`DeviceError`](crate::DeviceError);
+///   writes (and `write_nodelay`'s wait) fail with it at once. Nothing
+///   waits on a dead stack.
 pub struct NetFlow {
     shared: Arc<Shared>,
     id: ConnId,
@@ -73,6 +78,9 @@ impl NetFlow {
         }
         let mut sent = 0;
         let mut st = self.shared.lock();
+        if let Err(e) = st.alive() {
+            return Poll::Ready(Err(e.flow_error()));
+        }
         let res = 'fill: {
             for buf in bufs.iter_mut() {
                 while !buf.is_empty() {
@@ -140,10 +148,15 @@ impl Flow for NetFlow {
                 (n, Bytes::copy_from_slice(&buf[..n]))
             }) {
                 Recv::Data(chunk) => Poll::Ready(Ok(Some(chunk))),
-                Recv::Empty => {
-                    st.register_read(self.id, cx.waker());
-                    Poll::Pending
-                }
+                Recv::Empty => match st.alive() {
+                    // Not latched below: each read builds it again from the
+                    // stack's state (the same error, its source still typed).
+                    Err(e) => return Poll::Ready(Err(e.flow_error())),
+                    Ok(()) => {
+                        st.register_read(self.id, cx.waker());
+                        Poll::Pending
+                    }
+                },
                 Recv::Finished => Poll::Ready(Ok(None)),
                 // Closed without a reset: keepalive expiry or our own abort.
                 Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(None), Err)),
@@ -230,6 +243,8 @@ impl TcpFlow for NetFlow {
         let mut st = self.shared.lock();
         if st.core.send_queue(self.id) == 0 {
             Poll::Ready(Ok(()))
+        } else if let Err(e) = st.alive() {
+            Poll::Ready(Err(e.flow_error()))
         } else if st.core.is_closed(self.id) {
             Poll::Ready(Err(Self::write_error(st.core.end(self.id))))
         } else {

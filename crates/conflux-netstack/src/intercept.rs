@@ -149,8 +149,9 @@ impl HeldSyn {
     /// whichever is shorter (`Timeout`, the handshake is reset). `Refused` when the handshake
     /// failed (the peer reset it); `Other` when the SYN was no longer held
     /// (the peer reset it, it expired or was evicted, the intercept
-    /// stopped); `Disconnected` after `disconnect`. Dropping the future
-    /// resets the handshake.
+    /// stopped, or, with a [`DeviceError`](crate::DeviceError) as its
+    /// source, the stack's device failed); `Disconnected` after
+    /// `disconnect`. Dropping the future resets the handshake.
     pub async fn accept(mut self) -> Result<NetFlow, ConnectError> {
         self.decided = true;
         let (id, src, dst) = (self.id, self.src, self.dst);
@@ -161,6 +162,7 @@ impl HeldSyn {
             if st.core.is_disconnected() {
                 return Err(ConnectError::Disconnected);
             }
+            st.alive().map_err(|e| ConnectError::other(src, e.clone()))?;
             if !st.core.accept_syn(now, id) {
                 return Err(ConnectError::other(src, "the SYN is no longer held (reset, expired or evicted)"));
             }
@@ -175,6 +177,9 @@ impl HeldSyn {
             let mut st = shared.lock();
             if st.accepting.get(&id) == Some(&true) {
                 return Poll::Ready(Ok(()));
+            }
+            if let Err(e) = st.alive() {
+                return Poll::Ready(Err(ConnectError::other(src, e.clone())));
             }
             match st.core.handshake_state(id) {
                 ConnectState::Failed if st.core.is_disconnected() => Poll::Ready(Err(ConnectError::Disconnected)),

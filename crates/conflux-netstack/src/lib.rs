@@ -48,6 +48,11 @@
 //!   destination; replies sent from any address); datagrams up to the MTU,
 //!   bounded receive queues that drop and count when full.
 //!
+//! - a device that fails or closes (a TAP removed, a hypervisor's carrier
+//!   closed) stops the stack at once: flows read what they had received and
+//!   then fail, connects, accepts, listens and UDP sockets fail, each with
+//!   the device's error ([`DeviceError`]); nothing waits for its own timeout.
+//!
 //! What it does not do (yet): DHCP, SLAAC, IP fragmentation, and
 //! local delivery of IPv6 on Ethernet (a stack reaches its own IPv4
 //! addresses on any medium and its IPv6 addresses on IP links).
@@ -137,13 +142,13 @@ pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
     device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
-    dhcp::{DhcpNotEnabled, Dhcpv4Lease},
+    dhcp::{DhcpWaitError, Dhcpv4Lease},
     flow::NetFlow,
     intercept::{HeldSyn, Intercept},
     link::{Faults, LinkConfig, LinkEnd, LinkSwitch, link_pair},
     netns::in_netns,
     pcap::Pcap,
-    stack::{NetStack, WeakNetStack},
+    stack::{DeviceError, NetStack, WeakNetStack},
     tap::{TapDevice, TapStats, TunDevice},
 };
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -34,12 +35,40 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
     }
 }
 
+/// Why a stack's device failed or closed (a TAP removed, a hypervisor's
+/// carrier closed, a bad frame): its `io::Error`'s kind and text. The stack
+/// stops with its device; from then on every operation on it and its flows
+/// fails with this error (carried as the source of a [`FlowError`](conflux_flow::FlowError),
+/// a [`ConnectError::Other`], a [`ListenError::Other`] or
+/// [`UdpError::DeviceFailed`](crate::UdpError::DeviceFailed)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stack's device failed: {message}")]
+pub struct DeviceError {
+    /// The device error's kind.
+    pub kind: io::ErrorKind,
+    /// The device error's text.
+    pub message: String,
+}
+
+impl DeviceError {
+    fn from_io(e: &io::Error) -> DeviceError {
+        DeviceError { kind: e.kind(), message: e.to_string() }
+    }
+
+    /// What a flow's read or write returns: a reset (the connection is
+    /// gone, as after an abort; never a clean Eof) whose source is this.
+    pub(crate) fn flow_error(&self) -> conflux_flow::FlowError {
+        conflux_flow::FlowError::reset().with_source(self.clone())
+    }
+}
+
 /// What the lock guards: the core, the wakers of its connections and the
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
     wakers: HashMap<ConnId, Wakers>,
-    listens: HashMap<ListenId, Arc<Listener<NetFlow>>>,
+    /// Each listener with the key its registry knows it by.
+    listens: HashMap<ListenId, (SocketAddr, Arc<Listener<NetFlow>>)>,
     next_listen: ListenId,
     /// The intercept, if any: its holding listener and its queue.
     pub(crate) intercept: Option<InterceptReg>,
@@ -48,6 +77,8 @@ pub(crate) struct State {
     pub(crate) accepting: HashMap<ConnId, bool>,
     /// The DHCPv4 lease as published to waiters (`dhcp.rs`).
     pub(crate) dhcp: crate::dhcp::LeaseWatch,
+    /// Set once the device failed: the driver is gone, nothing moves.
+    pub(crate) dead: Option<DeviceError>,
 }
 
 /// The registered intercept.
@@ -102,7 +133,7 @@ impl State {
                         (id, true, true)
                     } else {
                         match self.listens.get(&listen) {
-                            Some(l) => accepted.push(Accepted::Flow { listener: l.clone(), id, local, remote }),
+                            Some((_, l)) => accepted.push(Accepted::Flow { listener: l.clone(), id, local, remote }),
                             None => self.core.release(id, true, true),
                         }
                         continue;
@@ -128,6 +159,39 @@ impl State {
         }
         self.dhcp.publish(&self.core);
     }
+
+    /// Marks the stack dead with `error`: every waker to wake and every
+    /// listener's key to stop go to the caller (done once the lock is
+    /// released). The intercept's queue ends (its `next` returns `None`
+    /// once the SYNs already queued were taken).
+    fn fail(&mut self, error: DeviceError) -> (Vec<Waker>, Vec<SocketAddr>) {
+        self.dead = Some(error);
+        self.intercept = None;
+        self.dhcp.wake();
+        let wake = self.wakers.drain().flat_map(|(_, w)| w.read.into_iter().chain(w.write)).collect();
+        let keys = self.listens.values().map(|(key, _)| *key).collect();
+        (wake, keys)
+    }
+
+    /// `Err` with the device's error once the stack is dead.
+    pub(crate) fn alive(&self) -> Result<(), &DeviceError> {
+        self.dead.as_ref().map_or(Ok(()), Err)
+    }
+}
+
+/// The driver's last act when its device failed (or closed) with `error`:
+/// the stack is marked dead, every flow, connect, accept and UDP socket
+/// waiting on it woken (each then fails with the device's error) and its
+/// listeners stopped (an `Incoming` on one ends).
+pub(crate) fn device_failed(weak: &Weak<Shared>, error: &io::Error) {
+    let Some(shared) = weak.upgrade() else { return };
+    let (wake, keys) = shared.lock().fail(DeviceError::from_io(error));
+    wake.into_iter().for_each(Waker::wake);
+    shared.died.notify_waiters();
+    shared.udp.wake_all();
+    for key in keys {
+        shared.listeners.unlisten(key);
+    }
 }
 
 /// What flows and the driver share.
@@ -139,6 +203,8 @@ pub(crate) struct Shared {
     base: tokio::time::Instant,
     /// UDP sockets' wake-ups (`udp.rs`).
     pub(crate) udp: crate::udp::UdpShell,
+    /// Woken once the device failed ([`NetStack::device_error`]).
+    died: Notify,
 }
 
 impl Shared {
@@ -224,6 +290,7 @@ impl NetStack {
             intercept: None,
             accepting: HashMap::new(),
             dhcp: crate::dhcp::LeaseWatch::new(),
+            dead: None,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -232,6 +299,7 @@ impl NetStack {
             open_flows: AtomicUsize::new(0),
             base,
             udp: Default::default(),
+            died: Notify::new(),
         });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
@@ -246,6 +314,20 @@ impl NetStack {
     /// and flow are gone the driver stops and closes the device.
     pub fn downgrade(&self) -> WeakNetStack {
         WeakNetStack(Arc::downgrade(&self.shared))
+    }
+
+    /// Resolves once the stack's device failed or closed, with why (at
+    /// once if it already has); never while the device works. From then
+    /// on every operation fails with this error.
+    pub async fn device_error(&self) -> DeviceError {
+        loop {
+            let mut died = std::pin::pin!(self.shared.died.notified());
+            died.as_mut().enable();
+            if let Err(e) = self.shared.lock().alive() {
+                return e.clone();
+            }
+            died.await;
+        }
     }
 
     /// Our addresses (IPv4, global IPv6, link-local IPv6).
@@ -330,7 +412,8 @@ impl NetStack {
     ///
     /// Errors: [`ListenError::AddrNotAvailable`] when an `own` address is
     /// not one of ours, [`ListenError::Disconnected`] after
-    /// [`disconnect`](TcpStack::disconnect).
+    /// [`disconnect`](TcpStack::disconnect), [`ListenError::Other`] (a
+    /// [`DeviceError`]) once the device failed, which also ends the queue.
     ///
     /// The usernet pattern: decide after connecting to the original
     /// destination elsewhere.
@@ -378,6 +461,7 @@ impl NetStack {
         }
         let now = self.shared.now();
         let mut st = self.shared.lock();
+        st.alive().map_err(|e| ListenError::Other(Box::new(e.clone())))?;
         if let Some(ip) = own.iter().find(|ip| !st.core.addrs().contains(ip)) {
             return Err(ListenError::AddrNotAvailable(SocketAddr::new(*ip, 0)));
         }
@@ -456,6 +540,7 @@ impl TcpStack for NetStack {
             if st.core.is_disconnected() {
                 return Err(ConnectError::Disconnected);
             }
+            st.alive().map_err(|e| ConnectError::other(addr, e.clone()))?;
             if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
                 return Err(ConnectError::other(addr, "not an address one can connect to"));
             }
@@ -469,6 +554,9 @@ impl TcpStack for NetStack {
         let mut guard = ConnectGuard { shared: &self.shared, id: Some(id) };
         let established = poll_fn(|cx| {
             let mut st = self.shared.lock();
+            if let Err(e) = st.alive() {
+                return Poll::Ready(Err(ConnectError::other(addr, e.clone())));
+            }
             match st.core.connect_state(id) {
                 ConnectState::Pending => {
                     st.register_write(id, cx.waker());
@@ -502,6 +590,7 @@ impl TcpStack for NetStack {
         let mut id = 0;
         let (listening, listener) = self.shared.listeners.listen(addr, Callback::new(callback), |addr| {
             let mut st = self.shared.lock();
+            st.alive().map_err(|e| ListenError::Other(Box::new(e.clone())))?;
             let (key, owns) = st.core.reserve(addr).map_err(|e| match e {
                 BindRefused::Disconnected => ListenError::Disconnected,
                 BindRefused::NotOurs(a) => ListenError::AddrNotAvailable(a),
@@ -520,7 +609,7 @@ impl TcpStack for NetStack {
                 st.core.unreserve(listening.port());
             }
         } else {
-            st.listens.insert(id, Arc::new(listener));
+            st.listens.insert(id, (listening.local_addr(), Arc::new(listener)));
             st.core.listen(listening.local_addr(), id, keepalive, owns_port);
         }
         Ok(listening)

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::core::{Core, UdpId, UdpRecv, UdpRefused};
-use crate::stack::{NetStack, Shared};
+use crate::stack::{DeviceError, NetStack, Shared};
 
 /// Why a UDP operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,10 @@ pub enum UdpError {
     /// The stack was disconnected.
     #[error("the stack was disconnected")]
     Disconnected,
+    /// The stack's device failed: nothing is sent or received any more
+    /// (datagrams received before are still returned).
+    #[error(transparent)]
+    DeviceFailed(DeviceError),
 }
 
 impl UdpError {
@@ -99,6 +103,12 @@ pub(crate) struct UdpShell {
 impl UdpShell {
     fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<UdpId, Arc<Notify>>> {
         self.notify.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every socket and sender (the device failed: each sees it).
+    pub(crate) fn wake_all(&self) {
+        self.sockets().values().for_each(|n| n.notify_waiters());
+        self.tx_room.notify_waiters();
     }
 }
 
@@ -155,11 +165,15 @@ impl Handle {
         loop {
             let mut notified = pin!(self.notify.notified());
             notified.as_mut().enable();
-            match self.shared.lock().core.udp_recv(self.id) {
-                UdpRecv::Datagram(r) => return Ok((r.data, r.src, r.dst)),
-                UdpRecv::Empty => {}
-                UdpRecv::Closed => return Err(UdpError::Closed),
-                UdpRecv::Disconnected => return Err(UdpError::Disconnected),
+            {
+                let mut st = self.shared.lock();
+                match st.core.udp_recv(self.id) {
+                    UdpRecv::Datagram(r) => return Ok((r.data, r.src, r.dst)),
+                    // Datagrams received before the device failed come first.
+                    UdpRecv::Empty => st.alive().map_err(|e| UdpError::DeviceFailed(e.clone()))?,
+                    UdpRecv::Closed => return Err(UdpError::Closed),
+                    UdpRecv::Disconnected => return Err(UdpError::Disconnected),
+                }
             }
             notified.await;
         }
@@ -173,6 +187,7 @@ impl Handle {
             {
                 let now = self.shared.now();
                 let mut st = self.shared.lock();
+                st.alive().map_err(|e| UdpError::DeviceFailed(e.clone()))?;
                 match st.core.udp_send(now, from, to, data) {
                     Ok(()) => {
                         drop(st);
@@ -315,7 +330,10 @@ impl NetStack {
     pub fn udp_bind(&self, addr: SocketAddr) -> Result<UdpSocket, UdpError> {
         let addr = conflux_tcp::canonical_addr(addr);
         let shared = self.shared();
-        let (id, local) = shared.lock().core.udp_bind(addr).map_err(|e| UdpError::refused(e, addr, 0))?;
+        let mut st = shared.lock();
+        st.alive().map_err(|e| UdpError::DeviceFailed(e.clone()))?;
+        let (id, local) = st.core.udp_bind(addr).map_err(|e| UdpError::refused(e, addr, 0))?;
+        drop(st);
         Ok(UdpSocket { handle: Handle::new(shared, id), local })
     }
 
@@ -357,7 +375,10 @@ impl NetStack {
     pub fn udp_intercept(&self, own: Vec<IpAddr>) -> Result<UdpIntercept, UdpError> {
         let shared = self.shared();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let (id, old) = shared.lock().core.udp_intercept(own).map_err(|e| UdpError::refused(e, unspecified, 0))?;
+        let mut st = shared.lock();
+        st.alive().map_err(|e| UdpError::DeviceFailed(e.clone()))?;
+        let (id, old) = st.core.udp_intercept(own).map_err(|e| UdpError::refused(e, unspecified, 0))?;
+        drop(st);
         if let Some(old) = old.and_then(|old| shared.udp.sockets().get(&old).cloned()) {
             old.notify_waiters();
         }

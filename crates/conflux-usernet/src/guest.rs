@@ -1,23 +1,20 @@
 //! A VM guest's link: [`GuestLink`], the frame device in front of the stack
 //! that gives the guest its addresses (DHCPv4, router advertisements) and
-//! answers ARP for the DNS address; and the end watch every forwarder's
-//! device goes through ([`DeviceEnded`]).
+//! answers ARP for the DNS address; and [`DeviceEnded`], why a forwarder's
+//! device ended (its stack's [`DeviceError`](conflux_netstack::DeviceError)).
+//! The guest's flows need no watch of their own: the stack fails them
+//! itself once its device ended.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use conflux_flow::{Flow, FlowError, Shutdown};
 use conflux_netstack::{DeviceCaps, FrameBuf, FrameDevice, FramePool};
-use tokio::io::ReadBuf;
-use tokio::sync::watch;
 
 use crate::dhcp::{DhcpFrame, DhcpServer};
 use crate::ra::{RouterAdvertiser, neighbor_advert_for};
@@ -53,189 +50,9 @@ pub struct DeviceEnded {
     pub message: String,
 }
 
-impl DeviceEnded {
-    fn from_io(e: &io::Error) -> DeviceEnded {
-        DeviceEnded { kind: e.kind(), message: e.to_string() }
-    }
-}
-
-/// Where a watched device records its end (the first error it returned).
-pub(crate) type EndSlot = Arc<watch::Sender<Option<DeviceEnded>>>;
-
-/// A new slot, nothing recorded.
-pub(crate) fn end_slot() -> EndSlot {
-    Arc::new(watch::Sender::new(None))
-}
-
-/// A device whose first error (receive or send) is recorded in a slot the
-/// forwarder waits on; frames pass through untouched.
-pub(crate) struct EndWatch<D> {
-    inner: D,
-    slot: EndSlot,
-}
-
-impl<D> EndWatch<D> {
-    pub(crate) fn new(inner: D, slot: EndSlot) -> EndWatch<D> {
-        EndWatch { inner, slot }
-    }
-
-    fn note<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(e)) = &poll {
-            self.record(e);
-        }
-        poll
-    }
-
-    fn record(&self, e: &io::Error) {
-        self.slot.send_if_modified(|slot| {
-            if slot.is_some() {
-                return false;
-            }
-            tracing::info!(error = %e, "guest device ended");
-            *slot = Some(DeviceEnded::from_io(e));
-            true
-        });
-    }
-}
-
-impl<D: FrameDevice> FrameDevice for EndWatch<D> {
-    fn caps(&self) -> DeviceCaps {
-        self.inner.caps()
-    }
-    fn set_pool(&mut self, pool: FramePool) {
-        self.inner.set_pool(pool)
-    }
-    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_recv(cx, frames, max);
-        self.note(poll)
-    }
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_send_ready(cx);
-        self.note(poll)
-    }
-    fn send(&mut self, frame: FrameBuf) -> io::Result<()> {
-        self.inner.send(frame)
-    }
-    fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
-        let poll = self.inner.poll_send_batch(cx, frames);
-        self.note(poll)
-    }
-}
-
-/// `fut`'s output, or `None` once the device whose end `slot` records
-/// ended first.
-pub(crate) async fn unless_ended<F: Future>(slot: &EndSlot, fut: F) -> Option<F::Output> {
-    let mut rx = slot.subscribe();
-    let mut end = std::pin::pin!(async move { rx.wait_for(Option::is_some).await.is_ok() });
-    let mut end_done = false;
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if !end_done && let Poll::Ready(ended) = end.as_mut().poll(cx) {
-            if ended {
-                return Poll::Ready(None);
-            }
-            // The slot's sender is gone: no end will come.
-            end_done = true;
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// What a guest flow waits on for its device's end.
-type EndFuture = Pin<Box<dyn Future<Output = Option<DeviceEnded>> + Send>>;
-
-/// A guest's flow (the stack's side of a relay) that fails with a reset
-/// once the guest's device ended: its stack no longer moves frames, so
-/// without this the relay would wait forever on a guest that is gone. The
-/// relay then ends as for a guest's reset (the host side aborted, the
-/// bytes counted, the flow's log line written). The end is looked at only
-/// when the flow itself has nothing to give or take (`Pending`): the data
-/// path pays nothing.
-pub(crate) struct UntilEnded<F> {
-    inner: F,
-    slot: EndSlot,
-    end: Option<EndFuture>,
-    ended: Option<DeviceEnded>,
-}
-
-impl<F: Flow> UntilEnded<F> {
-    pub(crate) fn new(inner: F, slot: EndSlot) -> UntilEnded<F> {
-        UntilEnded { inner, slot, end: None, ended: None }
-    }
-
-    /// The error to return instead of `Pending` once the device ended.
-    fn check(&mut self, cx: &mut Context<'_>) -> Option<FlowError> {
-        if self.ended.is_none() {
-            let slot = &self.slot;
-            let end = self.end.get_or_insert_with(|| {
-                let mut rx = slot.subscribe();
-                Box::pin(async move { rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()) })
-            });
-            match end.as_mut().poll(cx) {
-                Poll::Ready(Some(ended)) => self.ended = Some(ended),
-                // The sender is gone: so is the forwarder; nothing more to wait for.
-                Poll::Ready(None) => self.end = Some(Box::pin(std::future::pending())),
-                Poll::Pending => {}
-            }
-        }
-        self.ended.as_ref().map(|e| FlowError::reset().with_message(e.to_string()))
-    }
-
-    fn or_end<T>(&mut self, cx: &mut Context<'_>, poll: Poll<Result<T, FlowError>>) -> Poll<Result<T, FlowError>> {
-        match poll {
-            Poll::Pending => match self.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-            ready => ready,
-        }
-    }
-}
-
-impl<F: Flow> Flow for UntilEnded<F> {
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
-        let poll = self.inner.poll_read(cx);
-        self.or_end(cx, poll)
-    }
-    fn poll_read_into(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-        rest: &mut Bytes,
-    ) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_read_into(cx, buf, rest);
-        self.or_end(cx, poll)
-    }
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_write(cx, buf);
-        self.or_end(cx, poll)
-    }
-    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_writev(cx, bufs);
-        self.or_end(cx, poll)
-    }
-    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
-        let poll = self.inner.poll_write_borrowed(cx, bufs);
-        self.or_end(cx, poll)
-    }
-    fn is_write_borrowed(&self) -> bool {
-        self.inner.is_write_borrowed()
-    }
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_shutdown(cx, how);
-        self.or_end(cx, poll)
-    }
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_close(cx);
-        self.or_end(cx, poll)
-    }
-    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        let poll = self.inner.poll_abort(cx);
-        self.or_end(cx, poll)
+impl From<conflux_netstack::DeviceError> for DeviceEnded {
+    fn from(e: conflux_netstack::DeviceError) -> DeviceEnded {
+        DeviceEnded { kind: e.kind, message: e.message }
     }
 }
 

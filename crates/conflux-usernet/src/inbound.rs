@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use conflux_flow::FlowExt;
-use conflux_tcp::{ConnectOptions, Incoming, ListenError, TcpFlow, TcpStack};
+use conflux_netstack::DeviceError;
+use conflux_tcp::{ConnectError, ConnectOptions, Incoming, ListenError, TcpFlow, TcpStack};
 
 use crate::forward::relay;
-use crate::guest::{EndSlot, UntilEnded, unless_ended};
 use crate::stats::Stats;
 
 /// Connections queued between the host listener and [`serve`](TcpPortForward::serve).
@@ -26,9 +26,6 @@ pub struct TcpPortForward<H: TcpStack, G: TcpStack> {
     guest_stack: G,
     to: SocketAddr,
     stats: Arc<Stats>,
-    /// The guest device's end, when a forwarder watches it: connects and
-    /// relays into a guest that is gone end then.
-    ended: Option<EndSlot>,
 }
 
 impl<H: TcpStack, G: TcpStack> std::fmt::Debug for TcpPortForward<H, G> {
@@ -48,14 +45,7 @@ impl<H: TcpStack, G: TcpStack> TcpPortForward<H, G> {
         stats: Arc<Stats>,
     ) -> Result<TcpPortForward<H, G>, ListenError> {
         let incoming = Incoming::bind(host, host_addr, None, BACKLOG)?;
-        Ok(TcpPortForward { incoming, guest_stack, to, stats, ended: None })
-    }
-
-    /// Connects and relays end (the host connection reset) once the
-    /// guest's device ended.
-    pub(crate) fn until_ended(mut self, slot: EndSlot) -> TcpPortForward<H, G> {
-        self.ended = Some(slot);
-        self
+        Ok(TcpPortForward { incoming, guest_stack, to, stats })
     }
 
     /// The host address listened on.
@@ -66,33 +56,23 @@ impl<H: TcpStack, G: TcpStack> TcpPortForward<H, G> {
     /// Accepts and relays (one task per connection) until the host stack
     /// stops the listener; dropping this future stops listening, while
     /// relays under way finish on their own (in a forwarder, at the latest
-    /// when the guest's device ends).
+    /// when the guest's device ends: its stack then fails connects and
+    /// flows, and the host connection is reset).
     pub async fn serve(mut self) {
         let ids = Arc::new(AtomicU64::new(1));
         while let Some(mut host_flow) = self.incoming.accept().await {
             let (guest_stack, to, stats, ids) = (self.guest_stack.clone(), self.to, self.stats.clone(), ids.clone());
-            let ended = self.ended.clone();
             tokio::spawn(async move {
                 let from = host_flow.dst();
-                let connect = guest_stack.create_connection(to, ConnectOptions::new());
-                let connected = match &ended {
-                    Some(slot) => unless_ended(slot, connect).await,
-                    None => Some(connect.await),
-                };
-                let Some(connected) = connected else {
-                    tracing::debug!(%from, %to, "port forward: the guest's device ended");
-                    let _ = host_flow.abort().await;
-                    return;
-                };
-                match connected {
+                match guest_stack.create_connection(to, ConnectOptions::new()).await {
                     Ok(guest_flow) => {
                         let id = ids.fetch_add(1, Ordering::Relaxed);
-                        match ended {
-                            Some(slot) => {
-                                relay(UntilEnded::new(guest_flow, slot), host_flow, &stats, id, from, to).await
-                            }
-                            None => relay(guest_flow, host_flow, &stats, id, from, to).await,
-                        };
+                        relay(guest_flow, host_flow, &stats, id, from, to).await;
+                    }
+                    // Not a refusal: the guest is gone (not counted as refused).
+                    Err(ConnectError::Other { source, .. }) if source.is::<DeviceError>() => {
+                        tracing::debug!(%from, %to, error = %source, "port forward: the guest's device ended");
+                        let _ = host_flow.abort().await;
                     }
                     Err(e) => {
                         stats.refused();

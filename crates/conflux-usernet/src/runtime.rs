@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
 use crate::forward::TcpForwarder;
-use crate::guest::{DeviceEnded, EndSlot, EndWatch, GuestLink, UntilEnded, end_slot};
+use crate::guest::{DeviceEnded, GuestLink};
 use crate::inbound::TcpPortForward;
 use crate::inbound_udp::UdpPortForward;
 use crate::policy::Policy;
@@ -97,8 +97,6 @@ pub struct Usernet {
     listeners: usize,
     /// Tells the TCP loop to stop taking guest connections.
     stop: Arc<Notify>,
-    /// The device's end, once it ended.
-    ended: EndSlot,
 }
 
 impl std::fmt::Debug for Usernet {
@@ -133,8 +131,7 @@ impl Usernet {
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
         };
         let policy = Policy::new(&config).with_dns_upstream(upstream);
-        let ended = end_slot();
-        let stack = NetStack::new(stack_config(&config), EndWatch::new(device, ended.clone()));
+        let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
         let host = HostStack::new();
         // Port forwards first: a host address in use fails before anything runs.
@@ -151,8 +148,7 @@ impl Usernet {
                 continue;
             }
             let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
-                .map_err(|source| UsernetError::Forward { forward: *forward, source })?
-                .until_ended(ended.clone());
+                .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }
@@ -162,7 +158,7 @@ impl Usernet {
         let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
-            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone(), ended.clone())),
+            tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
             tokio::spawn(crate::udp::serve(udp, policy, stats.clone())),
         ];
         // UDP forwards, like UDP, go on until `shutdown`; the TCP forwards'
@@ -170,7 +166,7 @@ impl Usernet {
         tasks.extend(udp_forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
         let listeners = tasks.len();
         tasks.extend(forwards.into_iter().map(|pf| tokio::spawn(pf.serve())));
-        let usernet = Usernet { stack, stats, tasks, listeners, stop, ended };
+        let usernet = Usernet { stack, stats, tasks, listeners, stop };
         Ok(usernet)
     }
 
@@ -227,16 +223,7 @@ impl Usernet {
     /// left of the guest (UDP associations, port forwards, the stack).
     /// Never resolves while the device lives.
     pub async fn device_ended(&self) -> DeviceEnded {
-        let mut rx = self.ended.subscribe();
-        let ended = match rx.wait_for(Option::is_some).await {
-            Ok(ended) => ended.clone(),
-            // The sender lives in `self`: not reached.
-            Err(_) => None,
-        };
-        match ended {
-            Some(ended) => ended,
-            None => std::future::pending().await,
-        }
+        self.stack.device_error().await.into()
     }
 
     /// Opens a TAP device inside the namespace at `netns` (a path such as
@@ -384,12 +371,7 @@ fn ip(args: &[&str]) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
-async fn serve_tcp(
-    mut intercept: Intercept,
-    forwarder: Arc<TcpForwarder<HostStack>>,
-    stop: Arc<Notify>,
-    ended: EndSlot,
-) {
+async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -403,7 +385,7 @@ async fn serve_tcp(
                     syn.refuse();
                 }
                 Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn, ended.clone()));
+                    flows.spawn(forward(forwarder.clone(), syn));
                 }
                 None => break,
             },
@@ -414,8 +396,10 @@ async fn serve_tcp(
 }
 
 /// One guest connection: the host connection first, then the guest's
-/// handshake and the relay.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: EndSlot) {
+/// handshake and the relay. Once the guest's device ended the stack fails
+/// the guest's flow (a reset naming the device's error), so the relay ends
+/// as for a guest's reset: the host side aborted.
+async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -423,7 +407,7 @@ async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn, ended: E
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(UntilEnded::new(flow, ended), host, guest, dst).await;
+            forwarder.relay(flow, host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");

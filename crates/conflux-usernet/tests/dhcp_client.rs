@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conflux_netstack::{DhcpNotEnabled, FrameBuf, FrameDevice, LinkConfig, LinkEnd, NetStack, StackConfig, link_pair};
+use conflux_netstack::{DhcpWaitError, FrameBuf, FrameDevice, LinkConfig, LinkEnd, NetStack, StackConfig, link_pair};
 use conflux_tcp::{ConnectOptions, TcpStack};
 use conflux_testkit::within;
 use conflux_usernet::{DhcpFrame, DhcpServer, UsernetConfig};
@@ -112,7 +112,7 @@ async fn without_an_answer_there_is_no_lease_and_a_static_stack_is_no_client() {
 
     let (plain, _peer) = link_pair(LinkConfig::ethernet());
     let stack = NetStack::new(StackConfig::new().ipv4(Ipv4Addr::new(10, 0, 2, 100), 24), plain);
-    assert_eq!(stack.wait_dhcpv4_lease().await, Err(DhcpNotEnabled));
+    assert_eq!(stack.wait_dhcpv4_lease().await, Err(DhcpWaitError::NotEnabled));
     assert_eq!(stack.dhcpv4_lease(), None);
 }
 

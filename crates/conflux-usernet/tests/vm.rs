@@ -131,6 +131,15 @@ async fn serve_one_guest(server: &TcpListener, how: Vanish) -> conflux_usernet::
         }
     })
     .await;
+    // A port-forward connection now: the guest is gone, so it is reset at
+    // once (the stack fails the connect into it), and not counted as refused.
+    let refused = counters.snapshot().refused;
+    let mut late =
+        within("a late port-forward connect", T, TcpStream::connect(("127.0.0.1", forward_port))).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = within("the late connection's end", T, late.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(0)) || closed.is_err(), "{closed:?} {rest:?}");
+    assert_eq!(counters.snapshot().refused, refused, "a gone guest is no refusal");
     within("shutdown", T, usernet.shutdown()).await;
     // The host server sees its connection closed.
     for (what, conn) in [("the host server's", &mut conn), ("the port forward's client", &mut inbound)] {
