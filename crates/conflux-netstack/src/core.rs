@@ -220,8 +220,12 @@ struct Conn {
     since: Instant,
     /// On the dirty list.
     dirty: bool,
-    /// Its entry in the timer set.
+    /// Its deadline.
     timer: Option<Instant>,
+    /// Its entry in the timer set: at or before `timer` (a deadline moved
+    /// later keeps its entry, which re-files it when it comes due; most
+    /// moves are later ones, one per segment sent or received).
+    entry: Option<Instant>,
     /// The peer's real MSS when smoltcp was shown a larger one (TSO).
     real_mss: Option<u16>,
     /// A held SYN, fed to smoltcp once accepted.
@@ -569,7 +573,17 @@ impl Core {
             }
             self.timers.pop_first();
             let Some(conn) = self.conns.get_mut(&id) else { continue };
-            conn.timer = None;
+            conn.entry = None;
+            match conn.timer {
+                None => continue,
+                Some(later) if later > now => {
+                    // Moved later since it was filed: file it again.
+                    conn.entry = Some(later);
+                    self.timers.insert((later, id));
+                    continue;
+                }
+                Some(_) => conn.timer = None,
+            }
             if let Some(until) = conn.time_wait.as_ref().map(|tw| tw.until) {
                 if now >= until {
                     self.forget(id);
@@ -657,7 +671,8 @@ impl Core {
     }
 
     /// When [`handle_timeout`](Core::handle_timeout) next has work (absent
-    /// frames and flow operations).
+    /// frames and flow operations), or a little earlier: a deadline that
+    /// moved later is found there and re-filed.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.has_work() {
             return Some(Instant::ZERO);
@@ -850,6 +865,7 @@ impl Core {
             since: now,
             dirty: false,
             timer: None,
+            entry: None,
             real_mss: None,
             held: None,
             time_wait: None,
@@ -1246,7 +1262,7 @@ impl Core {
     fn forget(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else { return };
         self.tuples.remove(&conn.tuple());
-        if let Some(at) = conn.timer {
+        if let Some(at) = conn.entry {
             self.timers.remove(&(at, id));
         }
         if conn.ephemeral {
@@ -1354,18 +1370,26 @@ impl Core {
         if conn.timer == Some(at) {
             return;
         }
-        if let Some(old) = conn.timer.take() {
-            self.timers.remove(&(old, id));
-        }
         conn.timer = Some(at);
-        self.timers.insert((at, id));
+        match conn.entry {
+            // Filed no later: it comes due first and re-files itself.
+            Some(filed) if filed <= at => {}
+            old => {
+                if let Some(old) = old {
+                    self.timers.remove(&(old, id));
+                }
+                conn.entry = Some(at);
+                self.timers.insert((at, id));
+            }
+        }
     }
 
     fn clear_timer(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.get_mut(&id)
-            && let Some(old) = conn.timer.take()
-        {
-            self.timers.remove(&(old, id));
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.timer = None;
+            if let Some(old) = conn.entry.take() {
+                self.timers.remove(&(old, id));
+            }
         }
     }
 

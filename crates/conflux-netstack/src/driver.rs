@@ -10,10 +10,8 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::device::{FrameBuf, FrameDevice};
-use crate::stack::{Shared, dispatch};
+use crate::stack::{Kick, Shared, dispatch};
 
 /// Frames received per driver round before the core processes them.
 const RX_BATCH: usize = 256;
@@ -25,7 +23,7 @@ const RX_BATCH: usize = 256;
 /// the device still has a backlog), events into wake-ups; then the backlog
 /// goes to the device in one batch and the task sleeps on the device, a
 /// kick or the core's next deadline.
-pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>, mut device: D) {
+pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, mut device: D) {
     let mut rx: Vec<FrameBuf> = Vec::new();
     let mut produced: Vec<FrameBuf> = Vec::new();
     let mut tx: VecDeque<FrameBuf> = VecDeque::new();
@@ -34,18 +32,23 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
     let mut udp_wake = crate::udp::Wake::default();
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let mut sleep = pin!(tokio::time::sleep_until(far()));
+    // The deadline the sleep is armed for (`None`: far away).
+    let mut armed: Option<smoltcp::time::Instant> = None;
     loop {
-        let notified = kick.notified();
-        let mut notified = pin!(notified);
-        notified.as_mut().enable();
+        kick.take();
+        // Egress waits while the device still holds a backlog: the round
+        // that finds it drained runs it.
+        let egress_skipped = !tx.is_empty();
         {
             let Some(shared) = weak.upgrade() else { return };
             let now = shared.now();
             let deadline = {
                 let mut st = shared.lock();
-                st.core.handle_frames(now, &mut rx);
+                if !rx.is_empty() {
+                    st.core.handle_frames(now, &mut rx);
+                }
                 st.core.handle_timeout(now);
-                if tx.is_empty() {
+                if !egress_skipped {
                     st.core.poll_transmit(now, &mut produced);
                 }
                 st.drain_events(now, &mut wake, &mut accepted);
@@ -56,13 +59,15 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
             wake.drain(..).for_each(|w: std::task::Waker| w.wake());
             udp_wake.wake(&shared);
             dispatch(&shared, &mut accepted);
-            let wake_at = match deadline {
-                Some(t) if tx.is_empty() => shared.instant(t),
-                _ => far(),
-            };
-            sleep.as_mut().reset(wake_at);
+            // With egress skipped the deadline waits for the backlog's
+            // round. The sleep is re-armed only when its deadline moves (or
+            // it fired): most rounds keep the one they had.
+            let wake_at = deadline.filter(|_| !egress_skipped);
+            if wake_at != armed || sleep.is_elapsed() {
+                sleep.as_mut().reset(wake_at.map_or_else(far, |t| shared.instant(t)));
+                armed = wake_at;
+            }
         }
-        let backlog = !tx.is_empty();
         let mut failure = None;
         let alive = poll_fn(|cx| {
             if !tx.is_empty()
@@ -80,10 +85,10 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Notify>,
                     return Poll::Ready(false);
                 }
             }
-            if !rx.is_empty() || (backlog && tx.is_empty()) {
+            if !rx.is_empty() || (egress_skipped && tx.is_empty()) {
                 return Poll::Ready(true);
             }
-            if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+            if kick.poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(true);
             }
             Poll::Pending

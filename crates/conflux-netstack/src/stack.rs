@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use conflux_tcp::{
@@ -16,7 +17,7 @@ use conflux_tcp::{
 use tokio::sync::Notify;
 
 use crate::config::StackConfig;
-use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, ListenId, ListenKey, Transparent};
+use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, IdHasher, ListenId, ListenKey, Transparent};
 use crate::device::{FrameDevice, FramePool};
 use crate::flow::NetFlow;
 use crate::intercept::{HeldSyn, Intercept};
@@ -66,7 +67,8 @@ impl DeviceError {
 /// listeners by id.
 pub(crate) struct State {
     pub(crate) core: Core,
-    wakers: HashMap<ConnId, Wakers>,
+    /// Looked up per event: hashed as the core's own id map is.
+    wakers: HashMap<ConnId, Wakers, BuildHasherDefault<IdHasher>>,
     /// Each listener with the key its registry knows it by.
     listens: HashMap<ListenId, (SocketAddr, Arc<Listener<NetFlow>>)>,
     next_listen: ListenId,
@@ -194,10 +196,47 @@ pub(crate) fn device_failed(weak: &Weak<Shared>, error: &io::Error) {
     }
 }
 
+/// The driver's wake-up: a flag and the driver's waker. Cheaper than a
+/// `Notify`, whose waiter list costs a lock to enable and to drop on every
+/// driver round; a kick while one is pending is a single atomic swap.
+#[derive(Default)]
+pub(crate) struct Kick {
+    pending: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Kick {
+    /// Asks the driver for a round.
+    fn kick(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// Takes the pending kick (at the start of a round: kicks from now on
+    /// ask for the next one).
+    pub(crate) fn take(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+
+    /// Ready once kicked since the last [`take`](Kick::take).
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        store(&mut self.waker.lock().unwrap_or_else(PoisonError::into_inner), cx.waker());
+        // A kick between the load and the store found no waker: see it now.
+        if self.pending.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
 /// What flows and the driver share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
     pub(crate) listeners: Listeners<NetFlow>,
     open_flows: AtomicUsize,
     base: tokio::time::Instant,
@@ -214,7 +253,7 @@ impl Shared {
 
     /// Wakes the driver (something to send, a window to update, a close).
     pub(crate) fn kick(&self) {
-        self.kick.notify_one();
+        self.kick.kick();
     }
 
     /// The stack's clock: tokio's, so a paused runtime drives it.
@@ -240,7 +279,7 @@ impl Drop for Shared {
         // The driver holds the stack weakly: wake it so it sees the last
         // handle gone and releases the device now, not at its next frame or
         // timer (a TAP stays busy for another opener until then).
-        self.kick.notify_one();
+        self.kick.kick();
     }
 }
 
@@ -281,10 +320,10 @@ impl NetStack {
         let pool = FramePool::new();
         device.set_pool(pool.clone());
         let core = Core::new(config, device.caps(), pool, smoltcp::time::Instant::ZERO);
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::default());
         let state = State {
             core,
-            wakers: HashMap::new(),
+            wakers: HashMap::default(),
             listens: HashMap::new(),
             next_listen: 1,
             intercept: None,
