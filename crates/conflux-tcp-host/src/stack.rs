@@ -11,7 +11,7 @@ use conflux_tcp::{
     Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listener, Listeners, Listening, StopFn, TcpStack,
 };
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::kernel_keepalive;
 use crate::{HostConfig, HostFlow, flow::FlowTable};
@@ -72,6 +72,46 @@ fn listen_error(addr: SocketAddr, e: io::Error) -> ListenError {
     }
 }
 
+/// A non-blocking connect after its first system call.
+enum Connecting {
+    /// Connected already (a peer on this machine: the kernel ran the whole
+    /// handshake inside the `connect` call).
+    Done(TcpStream),
+    /// The handshake is under way: wait for the socket to be writable.
+    Pending(TcpStream),
+}
+
+/// Starts connecting `sock` to `addr` and, when the kernel said "in
+/// progress", asks once more (a second `connect`: 0 once established,
+/// `EALREADY` while under way, the error if it failed). A loopback peer
+/// completes the handshake within the first call, so the answer is known
+/// at once, without waiting for the socket to become writable (a trip
+/// through the runtime's event loop) and `SO_ERROR`.
+fn connect_now(sock: Socket, addr: SocketAddr) -> io::Result<Connecting> {
+    let to = socket2::SockAddr::from(addr);
+    let pending = match sock.connect(&to) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match sock.connect(&to) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => false,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EALREADY | libc::EINPROGRESS)) => true,
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    Ok(if pending { Connecting::Pending(stream) } else { Connecting::Done(stream) })
+}
+
+/// Waits for a pending connect's outcome (what tokio's own connect does).
+async fn finish_connect(stream: TcpStream) -> io::Result<TcpStream> {
+    stream.writable().await?;
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    Ok(stream)
+}
+
 fn set_keepalive(sock: SockRef<'_>, ka: &Keepalive) -> io::Result<()> {
     let k = kernel_keepalive(ka);
     let tk = TcpKeepalive::new().with_time(k.after).with_interval(k.interval).with_retries(k.probes);
@@ -126,11 +166,13 @@ impl HostStack {
         if let Some(ka) = &options.keepalive {
             set_keepalive(SockRef::from(&sock), ka).map_err(|e| ConnectError::other(addr, e))?;
         }
-        let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
-        let stream = match tokio::time::timeout(timeout, sock.connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout { addr }),
-            Ok(Err(e)) => return Err(connect_error(addr, e)),
-            Ok(Ok(stream)) => stream,
+        let stream = match connect_now(sock, addr).map_err(|e| connect_error(addr, e))? {
+            Connecting::Done(stream) => stream,
+            Connecting::Pending(stream) => match tokio::time::timeout(timeout, finish_connect(stream)).await {
+                Err(_) => return Err(ConnectError::Timeout { addr }),
+                Ok(Err(e)) => return Err(connect_error(addr, e)),
+                Ok(Ok(stream)) => stream,
+            },
         };
         if self.inner.disconnected.load(Ordering::Acquire) {
             return Err(ConnectError::Disconnected);

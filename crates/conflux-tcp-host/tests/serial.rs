@@ -98,3 +98,57 @@ mod broken {
         rt().block_on(kit::listen_on_port_zero(&BrokenFixture::new(Defect::LeakFlows)))
     }
 }
+
+/// A loopback peer's handshake runs inside the `connect` call: the connect
+/// is decided within its first poll (established, or refused by a closed
+/// port), without a trip through the runtime's event loop. Tolerates a
+/// few connects the kernel deferred (its softirq thread under load): a
+/// connect that waits for writability is never ready at its first poll.
+#[test]
+fn loopback_connects_are_decided_within_their_first_poll() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use conflux_tcp::{ConnectError, ConnectOptions, TcpFlow, TcpStack};
+    use conflux_tcp_host::HostStack;
+
+    let _serial = serial();
+    rt().block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let stack = HostStack::new();
+        let (mut connected, mut refused) = (0, 0);
+        for _ in 0..10 {
+            for addr in [open, closed] {
+                let mut connect = std::pin::pin!(stack.create_connection(addr, ConnectOptions::new()));
+                let first = connect.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                let decided = first.is_ready();
+                let result = match first {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+                        .await
+                        .expect("a loopback connect within 5 s"),
+                };
+                match result {
+                    Ok(flow) => {
+                        assert_eq!((addr, flow.dst()), (open, open));
+                        connected += usize::from(decided);
+                        drop(listener.accept().unwrap());
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, ConnectError::Refused { addr: a } if a == closed), "{addr}: {e:?}");
+                        refused += usize::from(decided);
+                    }
+                }
+            }
+        }
+        assert!(
+            connected >= 5 && refused >= 5,
+            "decided at the first poll: {connected}/10 connects, {refused}/10 refusals"
+        );
+    });
+}

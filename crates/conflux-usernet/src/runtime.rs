@@ -371,25 +371,35 @@ fn ip(args: &[&str]) -> io::Result<()> {
 /// The guest's held SYNs: each answered only once its host connection is
 /// made (refused or failed -> an RST), then relayed, one task per flow;
 /// dropping the future drops every flow.
+///
+/// Finished flows' tasks are reaped as the next SYNs arrive, not waited
+/// for: waiting would wake this task once more per connection.
 async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
+    // One registration with `stop` for the whole loop, not one per SYN.
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     let mut stopping = false;
     loop {
-        tokio::select! {
-            () = stop.notified(), if !stopping => stopping = true,
-            held = intercept.next() => match held {
-                // Refused once stopping; the open flows go on.
-                Some(syn) if stopping => {
-                    forwarder.stats().refused();
-                    tracing::debug!(guest = %syn.src(), dst = %syn.dst(), "guest connection refused: stopping");
-                    syn.refuse();
-                }
-                Some(syn) => {
-                    flows.spawn(forward(forwarder.clone(), syn));
-                }
-                None => break,
-            },
-            Some(_) = flows.join_next(), if !flows.is_empty() => {}
+        let held = tokio::select! {
+            () = &mut stopped, if !stopping => {
+                stopping = true;
+                continue;
+            }
+            held = intercept.next() => held,
+        };
+        while flows.try_join_next().is_some() {}
+        match held {
+            // Refused once stopping; the open flows go on.
+            Some(syn) if stopping => {
+                forwarder.stats().refused();
+                tracing::debug!(guest = %syn.src(), dst = %syn.dst(), "guest connection refused: stopping");
+                syn.refuse();
+            }
+            Some(syn) => {
+                flows.spawn(forward(forwarder.clone(), syn));
+            }
+            None => break,
         }
     }
     while flows.join_next().await.is_some() {}
