@@ -938,33 +938,42 @@ impl Core {
         }
     }
 
-    /// Reads from connection `id`: `reader` gets the buffered bytes (at
-    /// least one) and says how many it took.
-    pub(crate) fn recv<R>(&mut self, id: ConnId, reader: impl FnOnce(&[u8]) -> (usize, R)) -> Recv<R> {
+    /// Reads up to `max` bytes from connection `id` into `sink`, both parts
+    /// of the socket's ring at once: `sink` gets the bytes in order (one or
+    /// two slices), each with how many this read takes in all (to size a
+    /// buffer once). `Data(n)`: `n > 0` bytes taken (`max > 0`).
+    pub(crate) fn recv(&mut self, id: ConnId, max: usize, mut sink: impl FnMut(&[u8], usize)) -> Recv<usize> {
         let Some(conn) = self.conns.get_mut(&id) else { return Recv::Closed(End::default()) };
         let end = conn.end;
         let sock = conn.socket_mut();
         let window_was_low = sock.recv_capacity() - sock.recv_queue() < sock.recv_capacity() / 2;
-        let mut reader = Some(reader);
-        let res = sock.recv(|buf| {
-            if buf.is_empty() {
-                return (0, None);
-            }
-            let (n, r) = (reader.take().expect("called once"))(buf);
-            (n, Some(r))
-        });
-        match res {
-            Ok(Some(r)) => {
-                if window_was_low {
-                    // The window opens: tell the peer.
-                    self.mark_dirty(id);
+        let total = sock.recv_queue().min(max);
+        let mut taken = 0;
+        while taken < total {
+            let res = sock.recv(|buf| {
+                let n = buf.len().min(total - taken);
+                if n > 0 {
+                    sink(&buf[..n], total);
                 }
-                Recv::Data(r)
+                (n, n)
+            });
+            match res {
+                Ok(n) if n > 0 => taken += n,
+                _ => break,
             }
-            Ok(None) => Recv::Empty,
-            Err(tcp::RecvError::Finished) => Recv::Finished,
-            Err(tcp::RecvError::InvalidState) => Recv::Closed(end),
         }
+        if taken == 0 {
+            return match sock.recv(|_| (0, ())) {
+                Ok(()) => Recv::Empty,
+                Err(tcp::RecvError::Finished) => Recv::Finished,
+                Err(tcp::RecvError::InvalidState) => Recv::Closed(end),
+            };
+        }
+        if window_was_low {
+            // The window opens: tell the peer.
+            self.mark_dirty(id);
+        }
+        Recv::Data(taken)
     }
 
     /// Bytes sent and not acknowledged yet (0 once gone).
