@@ -166,11 +166,13 @@ pub(crate) struct FrameCache {
     pool: FramePool,
     free: std::cell::RefCell<Vec<Vec<u8>>>,
     spent: std::cell::RefCell<Vec<FrameBuf>>,
+    /// Other pools' buffers on their way back (kept for its allocation).
+    others: std::cell::RefCell<Vec<(Arc<PoolInner>, Vec<u8>)>>,
 }
 
 impl FrameCache {
     pub(crate) fn new(pool: FramePool) -> FrameCache {
-        FrameCache { pool, free: Default::default(), spent: Default::default() }
+        FrameCache { pool, free: Default::default(), spent: Default::default(), others: Default::default() }
     }
 
     /// A frame of `len` bytes, contents unspecified (as [`FramePool::take`]).
@@ -201,7 +203,7 @@ impl FrameCache {
             return;
         }
         let mut free = self.free.borrow_mut();
-        let mut others: Vec<(Arc<PoolInner>, Vec<u8>)> = Vec::new();
+        let mut others = self.others.borrow_mut();
         for mut frame in spent.drain(..) {
             let Some(pool) = frame.pool.take() else { continue };
             let data = std::mem::take(&mut frame.data);
@@ -225,6 +227,7 @@ impl FrameCache {
                 at += 1;
             }
         }
+        others.clear();
     }
 }
 
