@@ -42,7 +42,7 @@ use smoltcp::wire::{
 };
 
 use crate::config::StackConfig;
-use crate::device::{Checksums, DeviceCaps, FrameBuf, FramePool, Medium, RxCsum};
+use crate::device::{Checksums, DeviceCaps, FrameBuf, FrameCache, FramePool, Medium, RxCsum};
 use crate::ports::Ports;
 use crate::rewrite;
 use crate::wire::{self, Inspected, Segment, seq_after};
@@ -309,16 +309,19 @@ struct Listen {
 struct Bridge<'a> {
     rx: Option<FrameBuf>,
     tx: &'a mut Vec<FrameBuf>,
-    pool: &'a FramePool,
+    pool: &'a FrameCache,
     caps: &'a DeviceCapabilities,
 }
 
-struct RxToken(FrameBuf);
-struct TxToken<'a>(&'a mut Vec<FrameBuf>, &'a FramePool);
+struct RxToken<'a>(FrameBuf, &'a FrameCache);
+struct TxToken<'a>(&'a mut Vec<FrameBuf>, &'a FrameCache);
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        // Given back with the round's other spent frames (one lock).
+        self.1.spend(self.0);
+        r
     }
 }
 
@@ -334,7 +337,7 @@ impl phy::TxToken for TxToken<'_> {
 
 impl phy::Device for Bridge<'_> {
     type RxToken<'a>
-        = RxToken
+        = RxToken<'a>
     where
         Self: 'a;
     type TxToken<'a>
@@ -342,9 +345,9 @@ impl phy::Device for Bridge<'_> {
     where
         Self: 'a;
 
-    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let frame = self.rx.take()?;
-        Some((RxToken(frame), TxToken(self.tx, self.pool)))
+        Some((RxToken(frame, self.pool), TxToken(self.tx, self.pool)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
@@ -408,7 +411,8 @@ pub(crate) struct Core {
     verify: bool,
     /// The MSS smoltcp is shown with segmentation offload (IPv4, IPv6).
     tso_mss: Option<(u16, u16)>,
-    pool: FramePool,
+    /// Where frames are built and received ones given back.
+    pool: FrameCache,
     /// An empty set: ingress for no connection (smoltcp answers RST, ICMP, ARP).
     spare: SocketSet<'static>,
     /// Reaped sockets for new connections (see [`Core::new_socket`]), at
@@ -417,6 +421,11 @@ pub(crate) struct Core {
     pool_cap: usize,
     conns: HashMap<ConnId, Conn, BuildHasherDefault<IdHasher>>,
     tuples: HashMap<Tuple, ConnId>,
+    /// The tuple ingress found last and its connection: a bulk flow's
+    /// frames come in runs for one connection, and a hit skips hashing the
+    /// 4-tuple (SipHash: a peer chooses it) for every frame. Cleared when
+    /// that connection goes.
+    last_tuple: Option<(Tuple, ConnId)>,
     listens: HashMap<ListenKey, Listen>,
     transparent: Option<Transparent>,
     ports: Ports,
@@ -450,6 +459,7 @@ impl Core {
         let mut iface_config = Config::new(hw);
         iface_config.random_seed = config.seed;
         let mut tx = Vec::new();
+        let pool = FrameCache::new(pool);
         let mut bridge = Bridge { rx: None, tx: &mut tx, pool: &pool, caps: &smol };
         let mut iface = Interface::new(iface_config, &mut bridge, now);
         let mut cidrs = Vec::new();
@@ -490,6 +500,7 @@ impl Core {
             pool_cap: (SOCKET_POOL_BYTES / (config.rx_buffer + config.tx_buffer).max(1)).max(SOCKET_POOL_MIN),
             conns: HashMap::default(),
             tuples: HashMap::new(),
+            last_tuple: None,
             listens: HashMap::new(),
             transparent: None,
             ports: Ports::new(config.ephemeral_ports.clone(), config.seed),
@@ -561,6 +572,7 @@ impl Core {
         for frame in frames.drain(..) {
             self.ingress(now, frame, &mut out);
         }
+        self.pool.give_back();
         self.pending.append(&mut out);
     }
 
@@ -636,9 +648,7 @@ impl Core {
             self.udp_egress(now, &mut produced);
             self.dhcp_egress(now, &mut produced);
             for frame in produced.drain(..) {
-                let ours = wire::inspect(&frame, self.medium, false)
-                    .destination()
-                    .is_some_and(|dst| self.addrs.contains(&dst));
+                let ours = wire::destination(&frame, self.medium).is_some_and(|dst| self.addrs.contains(&dst));
                 if ours {
                     // Our own frame: nothing to check (its TCP checksum is
                     // 0 where the device completes them).
@@ -653,6 +663,7 @@ impl Core {
                 break;
             }
         }
+        self.pool.give_back();
     }
 
     /// The next event for the shell.
@@ -842,7 +853,11 @@ impl Core {
     fn insert(&mut self, conn: Conn) -> ConnId {
         let id = self.next_id;
         self.next_id += 1;
-        self.tuples.insert(conn.tuple(), id);
+        let tuple = conn.tuple();
+        if self.last_tuple.is_some_and(|(t, _)| t == tuple) {
+            self.last_tuple = None;
+        }
+        self.tuples.insert(tuple, id);
         self.conns.insert(id, conn);
         id
     }
@@ -939,33 +954,42 @@ impl Core {
         }
     }
 
-    /// Reads from connection `id`: `reader` gets the buffered bytes (at
-    /// least one) and says how many it took.
-    pub(crate) fn recv<R>(&mut self, id: ConnId, reader: impl FnOnce(&[u8]) -> (usize, R)) -> Recv<R> {
+    /// Reads up to `max` bytes from connection `id` into `sink`, both parts
+    /// of the socket's ring at once: `sink` gets the bytes in order (one or
+    /// two slices), each with how many this read takes in all (to size a
+    /// buffer once). `Data(n)`: `n > 0` bytes taken (`max > 0`).
+    pub(crate) fn recv(&mut self, id: ConnId, max: usize, mut sink: impl FnMut(&[u8], usize)) -> Recv<usize> {
         let Some(conn) = self.conns.get_mut(&id) else { return Recv::Closed(End::default()) };
         let end = conn.end;
         let sock = conn.socket_mut();
         let window_was_low = sock.recv_capacity() - sock.recv_queue() < sock.recv_capacity() / 2;
-        let mut reader = Some(reader);
-        let res = sock.recv(|buf| {
-            if buf.is_empty() {
-                return (0, None);
-            }
-            let (n, r) = (reader.take().expect("called once"))(buf);
-            (n, Some(r))
-        });
-        match res {
-            Ok(Some(r)) => {
-                if window_was_low {
-                    // The window opens: tell the peer.
-                    self.mark_dirty(id);
+        let total = sock.recv_queue().min(max);
+        let mut taken = 0;
+        while taken < total {
+            let res = sock.recv(|buf| {
+                let n = buf.len().min(total - taken);
+                if n > 0 {
+                    sink(&buf[..n], total);
                 }
-                Recv::Data(r)
+                (n, n)
+            });
+            match res {
+                Ok(n) if n > 0 => taken += n,
+                _ => break,
             }
-            Ok(None) => Recv::Empty,
-            Err(tcp::RecvError::Finished) => Recv::Finished,
-            Err(tcp::RecvError::InvalidState) => Recv::Closed(end),
         }
+        if taken == 0 {
+            return match sock.recv(|_| (0, ())) {
+                Ok(()) => Recv::Empty,
+                Err(tcp::RecvError::Finished) => Recv::Finished,
+                Err(tcp::RecvError::InvalidState) => Recv::Closed(end),
+            };
+        }
+        if window_was_low {
+            // The window opens: tell the peer.
+            self.mark_dirty(id);
+        }
+        Recv::Data(taken)
     }
 
     /// Bytes sent and not acknowledged yet (0 once gone).
@@ -1262,6 +1286,9 @@ impl Core {
     fn forget(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else { return };
         self.tuples.remove(&conn.tuple());
+        if self.last_tuple.is_some_and(|(_, last)| last == id) {
+            self.last_tuple = None;
+        }
         if let Some(at) = conn.entry {
             self.timers.remove(&(at, id));
         }
@@ -1427,8 +1454,15 @@ impl Core {
             }
         };
         let tuple = (seg.dst, seg.src);
-        let id = match self.tuples.get(&tuple) {
-            Some(&id) => Some(id),
+        let known = match self.last_tuple {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => self.tuples.get(&tuple).copied(),
+        };
+        let id = match known {
+            Some(id) => {
+                self.last_tuple = Some((tuple, id));
+                Some(id)
+            }
             None if seg.syn && !seg.ack && !seg.rst && !self.disconnected => match self.listener_for(seg.dst) {
                 Some((port, nat)) => match self.admit_syn(now, tuple, port, nat) {
                     Some(id) => Some(id),
@@ -1661,10 +1695,17 @@ impl Core {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let after = Snapshot::of(conn.socket());
         let state_moved = after.state != before.state;
-        if after.recv_queue > before.recv_queue || state_moved {
+        // A run of frames for one connection (a bulk stream's data, or its
+        // ACKs) makes one wake-up, not one per frame: the same event just
+        // queued is not queued again.
+        if (after.recv_queue > before.recv_queue || state_moved)
+            && !matches!(self.events.back(), Some(Event::Readable(last)) if *last == id)
+        {
             self.events.push_back(Event::Readable(id));
         }
-        if after.send_queue < before.send_queue || state_moved {
+        if (after.send_queue < before.send_queue || state_moved)
+            && !matches!(self.events.back(), Some(Event::Writable(last)) if *last == id)
+        {
             self.events.push_back(Event::Writable(id));
         }
         let closed = after.state == tcp::State::Closed;
@@ -1700,6 +1741,11 @@ impl Core {
                 return;
             }
             _ => {}
+        }
+        if self.conns.get(&id).is_some_and(|c| c.dirty) {
+            // This round's egress polls it again and sets its deadline
+            // then: not once per received frame.
+            return;
         }
         if self.enter_time_wait(now, id) {
             return;

@@ -148,6 +148,89 @@ impl FramePool {
     }
 }
 
+/// Idle buffers a [`FrameCache`] keeps (more go back to its pool).
+const CACHE_KEEP: usize = 64;
+/// Buffers a [`FrameCache`] takes from its pool at once.
+const CACHE_REFILL: usize = 32;
+
+/// One owner's (the core's) window on a [`FramePool`]: frames are built from
+/// a private list of idle buffers, refilled from the pool [`CACHE_REFILL`]
+/// at a time, and spent frames are collected and given back in one go
+/// ([`FrameCache::give_back`]): the pool's lock is taken once per batch, not
+/// twice per frame. Frames of its own pool (local delivery, a device that
+/// builds received frames in it) go straight to the private list.
+///
+/// Not shared: the owner calls it through `&self` (cells), from one thread
+/// at a time.
+pub(crate) struct FrameCache {
+    pool: FramePool,
+    free: std::cell::RefCell<Vec<Vec<u8>>>,
+    spent: std::cell::RefCell<Vec<FrameBuf>>,
+    /// Other pools' buffers on their way back (kept for its allocation).
+    others: std::cell::RefCell<Vec<(Arc<PoolInner>, Vec<u8>)>>,
+}
+
+impl FrameCache {
+    pub(crate) fn new(pool: FramePool) -> FrameCache {
+        FrameCache { pool, free: Default::default(), spent: Default::default(), others: Default::default() }
+    }
+
+    /// A frame of `len` bytes, contents unspecified (as [`FramePool::take`]).
+    pub(crate) fn take(&self, len: usize) -> FrameBuf {
+        let mut free = self.free.borrow_mut();
+        if free.is_empty() {
+            let mut shared = self.pool.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let from = shared.len().saturating_sub(CACHE_REFILL);
+            free.extend(shared.drain(from..));
+        }
+        let data = free.pop().unwrap_or_default();
+        let mut buf = FrameBuf { data, len: 0, pool: Some(self.pool.inner.clone()), meta: FrameMeta::default() };
+        buf.set_len(len);
+        buf
+    }
+
+    /// Keeps `frame` (received and read) until [`give_back`](FrameCache::give_back).
+    pub(crate) fn spend(&self, frame: FrameBuf) {
+        self.spent.borrow_mut().push(frame);
+    }
+
+    /// Returns the spent frames' buffers: this pool's to the private list
+    /// (its overflow to the pool), others' to their pools, one lock per run
+    /// of frames from the same pool.
+    pub(crate) fn give_back(&self) {
+        let mut spent = self.spent.borrow_mut();
+        if spent.is_empty() {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        let mut others = self.others.borrow_mut();
+        for mut frame in spent.drain(..) {
+            let Some(pool) = frame.pool.take() else { continue };
+            let data = std::mem::take(&mut frame.data);
+            if data.capacity() == 0 {
+                continue;
+            }
+            if Arc::ptr_eq(&pool, &self.pool.inner) && free.len() < CACHE_KEEP {
+                free.push(data);
+            } else {
+                others.push((pool, data));
+            }
+        }
+        let mut at = 0;
+        while at < others.len() {
+            let pool = others[at].0.clone();
+            let mut shared = pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+            while at < others.len() && Arc::ptr_eq(&others[at].0, &pool) {
+                if shared.len() < pool.keep {
+                    shared.push(std::mem::take(&mut others[at].1));
+                }
+                at += 1;
+            }
+        }
+        others.clear();
+    }
+}
+
 /// One frame (an Ethernet frame or an IP packet), usually from a
 /// [`FramePool`]: derefs to the frame's bytes and carries its offload
 /// metadata in [`meta`](FrameBuf::meta). Dropping it returns its memory to
@@ -314,6 +397,25 @@ impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_batches_the_pools_lock() {
+        let (ours, theirs) = (FramePool::keeping(100), FramePool::keeping(100));
+        let frames: Vec<FrameBuf> = (0..40).map(|_| ours.take(8)).collect();
+        drop(frames);
+        assert_eq!(ours.idle(), 40);
+        let cache = FrameCache::new(ours.clone());
+        let a = cache.take(8);
+        assert_eq!(ours.idle(), 40 - CACHE_REFILL, "refilled in one batch");
+        // A peer's frame goes back to the peer's pool, ours to the cache.
+        cache.spend(theirs.take(4));
+        cache.spend(a);
+        cache.spend(FrameBuf::from_vec(vec![1]));
+        assert_eq!(theirs.idle(), 0, "kept until given back");
+        cache.give_back();
+        assert_eq!((theirs.idle(), ours.idle()), (1, 40 - CACHE_REFILL));
+        assert_eq!(cache.free.borrow().len(), CACHE_REFILL);
+    }
 
     #[test]
     fn pooled_buffers_are_reused_without_zeroing() {

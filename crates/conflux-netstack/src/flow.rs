@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use conflux_flow::{Flow, FlowError, Shutdown};
 use conflux_tcp::{TcpFlow, canonical_addr};
+use tokio::io::ReadBuf;
 
 use crate::core::{ConnId, End, Recv, SendRefused};
 use crate::stack::Shared;
@@ -106,6 +107,54 @@ impl NetFlow {
         res
     }
 
+    /// Reads up to `max` bytes into `sink` (see `Core::recv`) under one
+    /// lock: `Ready(Ok(true))` once some were read, `Ok(false)` at Eof
+    /// (sticky), an error latched once the stream ended uncleanly.
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        sink: impl FnMut(&[u8], usize),
+    ) -> Poll<Result<bool, FlowError>> {
+        if let Some(end) = &self.read_end {
+            return Poll::Ready(match end {
+                None => Ok(false),
+                Some(e) => Err(e.latched()),
+            });
+        }
+        if self.read_shut || self.closed {
+            return Poll::Ready(Ok(false));
+        }
+        let (poll, kick) = {
+            let mut st = self.shared.lock();
+            let poll = match st.core.recv(self.id, max, sink) {
+                Recv::Data(_) => Poll::Ready(Ok(true)),
+                Recv::Empty => match st.alive() {
+                    // Not latched below: each read builds it again from the
+                    // stack's state (the same error, its source still typed).
+                    Err(e) => return Poll::Ready(Err(e.flow_error())),
+                    Ok(()) => {
+                        st.register_read(self.id, cx.waker());
+                        Poll::Pending
+                    }
+                },
+                Recv::Finished => Poll::Ready(Ok(false)),
+                // Closed without a reset: keepalive expiry or our own abort.
+                Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(false), Err)),
+            };
+            (poll, st.core.has_work())
+        };
+        if kick {
+            self.shared.kick();
+        }
+        match &poll {
+            Poll::Ready(Ok(false)) => self.read_end = Some(None),
+            Poll::Ready(Err(e)) => self.read_end = Some(Some(e.latched())),
+            _ => {}
+        }
+        poll
+    }
+
     fn finish(&mut self, abort: bool) {
         if self.closed {
             return;
@@ -132,46 +181,30 @@ impl Drop for NetFlow {
 
 impl Flow for NetFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
-        if let Some(end) = &self.read_end {
-            return Poll::Ready(match end {
-                None => Ok(None),
-                Some(e) => Err(e.latched()),
-            });
+        let mut chunk = BytesMut::new();
+        let polled = self.poll_recv(cx, READ_CHUNK, |bytes, total| {
+            // One allocation of the read's size, filled without zeroing.
+            if chunk.capacity() == 0 {
+                chunk.reserve(total);
+            }
+            chunk.extend_from_slice(bytes);
+        });
+        polled.map_ok(|data| data.then(|| chunk.freeze()))
+    }
+
+    /// Straight from the socket's receive ring into `buf`: no chunk, no
+    /// second copy; nothing is ever left in `rest`.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        _rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
         }
-        if self.read_shut || self.closed {
-            return Poll::Ready(Ok(None));
-        }
-        let (poll, kick) = {
-            let mut st = self.shared.lock();
-            let poll = match st.core.recv(self.id, |buf| {
-                let n = buf.len().min(READ_CHUNK);
-                (n, Bytes::copy_from_slice(&buf[..n]))
-            }) {
-                Recv::Data(chunk) => Poll::Ready(Ok(Some(chunk))),
-                Recv::Empty => match st.alive() {
-                    // Not latched below: each read builds it again from the
-                    // stack's state (the same error, its source still typed).
-                    Err(e) => return Poll::Ready(Err(e.flow_error())),
-                    Ok(()) => {
-                        st.register_read(self.id, cx.waker());
-                        Poll::Pending
-                    }
-                },
-                Recv::Finished => Poll::Ready(Ok(None)),
-                // Closed without a reset: keepalive expiry or our own abort.
-                Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(None), Err)),
-            };
-            (poll, st.core.has_work())
-        };
-        if kick {
-            self.shared.kick();
-        }
-        match &poll {
-            Poll::Ready(Ok(None)) => self.read_end = Some(None),
-            Poll::Ready(Err(e)) => self.read_end = Some(Some(e.latched())),
-            _ => {}
-        }
-        poll
+        let max = buf.remaining();
+        self.poll_recv(cx, max, |bytes, _| buf.put_slice(bytes)).map_ok(drop)
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {

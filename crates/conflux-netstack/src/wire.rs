@@ -140,6 +140,30 @@ pub(crate) fn inspect(frame: &[u8], medium: Medium, verify: bool) -> Inspected {
     }
 }
 
+/// Where a frame the core built is going (local delivery): the IP
+/// destination read off the IP header alone (the frame is smoltcp's, well
+/// formed: the TCP header needs no second parse); for ARP what
+/// [`inspect`] says.
+pub(crate) fn destination(frame: &[u8], medium: Medium) -> Option<IpAddr> {
+    let ip_at = match medium {
+        Medium::Ip => 0,
+        Medium::Ethernet => {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            match eth.ethertype() {
+                EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => EthernetFrame::<&[u8]>::header_len(),
+                EthernetProtocol::Arp => return inspect_arp(&eth).destination(),
+                _ => return None,
+            }
+        }
+    };
+    let packet = &frame[ip_at..];
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => Ipv4Packet::new_checked(packet).ok().map(|ip| IpAddr::V4(ip.dst_addr())),
+        Some(6) => Ipv6Packet::new_checked(packet).ok().map(|ip| IpAddr::V6(ip.dst_addr())),
+        _ => None,
+    }
+}
+
 /// ARP carries no checksum: a sender hardware address that differs from the
 /// frame's source is taken as corrupted, so one flipped byte cannot point
 /// the neighbour cache at a host that does not exist.
@@ -193,6 +217,19 @@ mod tests {
             assert_eq!(inspect(&SYN_V4[..len], Medium::Ip, false), Inspected::Bad, "truncated to {len}");
         }
         assert_eq!(inspect(&[0x45; 3], Medium::Ethernet, false), Inspected::Bad);
+    }
+
+    #[test]
+    fn destination_reads_the_ip_header_alone() {
+        let dst = Some("10.0.0.2".parse().unwrap());
+        assert_eq!(destination(&SYN_V4, Medium::Ip), dst);
+        assert_eq!(inspect(&SYN_V4, Medium::Ip, false).destination(), dst);
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&SYN_V4);
+        assert_eq!(destination(&eth, Medium::Ethernet), dst);
+        assert_eq!(destination(&SYN_V4[..10], Medium::Ip), None, "truncated");
+        assert_eq!(destination(&[], Medium::Ip), None);
     }
 
     #[test]

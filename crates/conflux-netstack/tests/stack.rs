@@ -343,3 +343,63 @@ async fn dropping_the_last_handle_releases_the_device_at_once() {
     }
     panic!("the device was still held 500 ms after the last handle went");
 }
+
+/// `poll_read_into` (straight from the socket's ring into the caller's
+/// buffer) and `read` (owned chunks) see one stream, in any mix: a stream
+/// longer than the buffers (the ring wraps, so reads span both of its
+/// parts), read in buffers of odd sizes and chunks in turn, arrives whole;
+/// Eof is sticky on both.
+#[tokio::test(start_paused = true)]
+async fn read_into_and_chunked_reads_see_one_stream() {
+    use conflux_flow::Flow;
+    use tokio::io::ReadBuf;
+
+    let (a, b, _) = pair();
+    let data = payload(7, 700_000);
+    let sent = data.clone();
+    let port = b
+        .listen(9, None, move |mut f| {
+            let sent = sent.clone();
+            async move {
+                f.write(sent).await.unwrap();
+                let _ = f.close().await;
+            }
+        })
+        .unwrap()
+        .port();
+    let mut f =
+        within("connect", TIMEOUT, a.create_connection(addr(B4, port), ConnectOptions::new())).await.expect("connect");
+    let mut got = Vec::new();
+    let mut storage = vec![0u8; 70_001];
+    let sizes = [1, 1_000, 70_001, 4_095];
+    let mut turn = 0usize;
+    within("read", TIMEOUT, async {
+        loop {
+            turn += 1;
+            if turn.is_multiple_of(3) {
+                match f.read().await.unwrap() {
+                    Some(chunk) => got.extend_from_slice(&chunk),
+                    None => break,
+                }
+                continue;
+            }
+            let size = sizes[turn % sizes.len()];
+            let mut buf = ReadBuf::new(&mut storage[..size]);
+            let mut rest = bytes::Bytes::new();
+            std::future::poll_fn(|cx| f.poll_read_into(cx, &mut buf, &mut rest)).await.unwrap();
+            assert!(rest.is_empty(), "nothing is left over");
+            if buf.filled().is_empty() {
+                break;
+            }
+            got.extend_from_slice(buf.filled());
+        }
+    })
+    .await;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data[..], "the bytes arrive in order");
+    let mut buf = ReadBuf::new(&mut storage[..10]);
+    std::future::poll_fn(|cx| f.poll_read_into(cx, &mut buf, &mut bytes::Bytes::new())).await.unwrap();
+    assert!(buf.filled().is_empty(), "Eof is sticky");
+    assert_eq!(f.read().await.unwrap(), None);
+    f.close().await.unwrap();
+}
