@@ -2,9 +2,9 @@
 //! with typed arity.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
+use crate::ctx::{Entry, index_of};
 use crate::key::{Key, KeyInfo, Rank, Value};
 
 /// A value while unfolding: one the context holds (borrowed, not cloned:
@@ -43,6 +43,14 @@ pub(crate) struct Slot<'c> {
     pub(crate) rank: Rank,
 }
 
+impl Slot<'_> {
+    /// Where the slot goes in candidate order: by rank, then key, then (a
+    /// stable sort keeps it) newest first within a key.
+    pub(crate) fn order(&self) -> (Rank, usize) {
+        (self.rank, self.key)
+    }
+}
+
 impl fmt::Debug for Slot<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Slot").field("key", &self.key).field("origin", &self.origin).finish_non_exhaustive()
@@ -51,24 +59,34 @@ impl fmt::Debug for Slot<'_> {
 
 /// The values a function can read while a context is being unfolded: for each
 /// key, its values in preference order (newest first).
-#[derive(Debug)]
 pub struct Env<'a> {
-    /// Per key id (sorted), where its values are in `values`.
-    ranges: &'a [(u64, Range<usize>)],
+    /// The context's entries (sorted by key id): a key id's index among them
+    /// is what a slot names.
+    entries: &'a [Entry],
+    /// The values of the keys unfolded so far, each key's values contiguous
+    /// (a context holds a handful of keys: a scan, no index to allocate).
     values: &'a [Slot<'a>],
+    /// The entry whose functions are running: its own values are not read.
+    current: usize,
+}
+
+impl fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env").field("values", &self.values).field("current", &self.current).finish_non_exhaustive()
+    }
 }
 
 impl<'a> Env<'a> {
-    pub(crate) fn new(ranges: &'a [(u64, Range<usize>)], values: &'a [Slot<'a>]) -> Env<'a> {
-        Env { ranges, values }
+    pub(crate) fn new(entries: &'a [Entry], values: &'a [Slot<'a>], current: usize) -> Env<'a> {
+        Env { entries, values, current }
     }
 
     /// The values of the key with id `key`.
     fn values(&self, key: u64) -> &'a [Slot<'a>] {
-        match self.ranges.binary_search_by_key(&key, |(id, _)| *id) {
-            Ok(i) => &self.values[self.ranges[i].1.clone()],
-            Err(_) => &[],
-        }
+        let Some(i) = index_of(self.entries, key).filter(|&i| i != self.current) else { return &[] };
+        let Some(start) = self.values.iter().position(|s| s.key == i) else { return &[] };
+        let len = self.values[start..].iter().take_while(|s| s.key == i).count();
+        &self.values[start..start + len]
     }
 
     fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {
