@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::ctx::{Entry, index_of};
 use crate::key::{Key, KeyInfo, Rank, Value};
 
 /// A value while unfolding: one the context holds (borrowed, not cloned:
@@ -39,6 +38,8 @@ pub(crate) struct Slot<'c> {
     pub(crate) origin: Option<usize>,
     /// The key's index among the context's entries.
     pub(crate) key: usize,
+    /// The key's id.
+    pub(crate) id: u64,
     /// The key's candidate rank (see [`ProtocolEntry::rank`](crate::key::ProtocolEntry::rank)).
     pub(crate) rank: Rank,
 }
@@ -60,32 +61,31 @@ impl fmt::Debug for Slot<'_> {
 /// The values a function can read while a context is being unfolded: for each
 /// key, its values in preference order (newest first).
 pub struct Env<'a> {
-    /// The context's entries (sorted by key id): a key id's index among them
-    /// is what a slot names.
-    entries: &'a [Entry],
     /// The values of the keys unfolded so far, each key's values contiguous
     /// (a context holds a handful of keys: a scan, no index to allocate).
     values: &'a [Slot<'a>],
-    /// The entry whose functions are running: its own values are not read.
-    current: usize,
+    /// The id of the key whose functions are running: its own values are not read.
+    current: u64,
 }
 
 impl fmt::Debug for Env<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Env").field("values", &self.values).field("current", &self.current).finish_non_exhaustive()
+        f.debug_struct("Env").field("values", &self.values).field("current", &self.current).finish()
     }
 }
 
 impl<'a> Env<'a> {
-    pub(crate) fn new(entries: &'a [Entry], values: &'a [Slot<'a>], current: usize) -> Env<'a> {
-        Env { entries, values, current }
+    pub(crate) fn new(values: &'a [Slot<'a>], current: u64) -> Env<'a> {
+        Env { values, current }
     }
 
     /// The values of the key with id `key`.
     fn values(&self, key: u64) -> &'a [Slot<'a>] {
-        let Some(i) = index_of(self.entries, key).filter(|&i| i != self.current) else { return &[] };
-        let Some(start) = self.values.iter().position(|s| s.key == i) else { return &[] };
-        let len = self.values[start..].iter().take_while(|s| s.key == i).count();
+        if key == self.current {
+            return &[];
+        }
+        let Some(start) = self.values.iter().position(|s| s.id == key) else { return &[] };
+        let len = self.values[start..].iter().take_while(|s| s.id == key).count();
         &self.values[start..start + len]
     }
 

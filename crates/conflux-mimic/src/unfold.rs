@@ -236,7 +236,7 @@ pub(crate) async fn unfold<'c>(
         for bind in &entries[i].binds {
             let def = match bind {
                 Bind::Value(v) => {
-                    values.push(Slot { value: Val::Ctx(v), origin: None, key: i, rank });
+                    values.push(Slot { value: Val::Ctx(v), origin: None, key: i, id: entries[i].id, rank });
                     continue;
                 }
                 Bind::Fun(def) => def,
@@ -247,7 +247,7 @@ pub(crate) async fn unfold<'c>(
             }
             // A panic in the function (or an argument's `map`) is its failure.
             let mut missing = None;
-            let step = catch::call(|| (def.run)(&Env::new(entries, &values, i)));
+            let step = catch::call(|| (def.run)(&Env::new(&values, entries[i].id)));
             let outcome = match step {
                 Err(message) => FnOutcome::Panicked(message),
                 Ok(Err(Missing { key })) => {
@@ -284,6 +284,7 @@ pub(crate) async fn unfold<'c>(
                                 value: Val::Made(value),
                                 origin,
                                 key: i,
+                                id: entries[i].id,
                                 rank,
                             }));
                             FnOutcome::Produced(n)
