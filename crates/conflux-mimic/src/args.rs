@@ -2,7 +2,6 @@
 //! with typed arity.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use crate::key::{Key, KeyInfo, Rank, Value};
@@ -39,8 +38,18 @@ pub(crate) struct Slot<'c> {
     pub(crate) origin: Option<usize>,
     /// The key's index among the context's entries.
     pub(crate) key: usize,
+    /// The key's id.
+    pub(crate) id: u64,
     /// The key's candidate rank (see [`ProtocolEntry::rank`](crate::key::ProtocolEntry::rank)).
     pub(crate) rank: Rank,
+}
+
+impl Slot<'_> {
+    /// Where the slot goes in candidate order: by rank, then key, then (a
+    /// stable sort keeps it) newest first within a key.
+    pub(crate) fn order(&self) -> (Rank, usize) {
+        (self.rank, self.key)
+    }
 }
 
 impl fmt::Debug for Slot<'_> {
@@ -51,24 +60,33 @@ impl fmt::Debug for Slot<'_> {
 
 /// The values a function can read while a context is being unfolded: for each
 /// key, its values in preference order (newest first).
-#[derive(Debug)]
 pub struct Env<'a> {
-    /// Per key id (sorted), where its values are in `values`.
-    ranges: &'a [(u64, Range<usize>)],
+    /// The values of the keys unfolded so far, each key's values contiguous
+    /// (a context holds a handful of keys: a scan, no index to allocate).
     values: &'a [Slot<'a>],
+    /// The id of the key whose functions are running: its own values are not read.
+    current: u64,
+}
+
+impl fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env").field("values", &self.values).field("current", &self.current).finish()
+    }
 }
 
 impl<'a> Env<'a> {
-    pub(crate) fn new(ranges: &'a [(u64, Range<usize>)], values: &'a [Slot<'a>]) -> Env<'a> {
-        Env { ranges, values }
+    pub(crate) fn new(values: &'a [Slot<'a>], current: u64) -> Env<'a> {
+        Env { values, current }
     }
 
     /// The values of the key with id `key`.
     fn values(&self, key: u64) -> &'a [Slot<'a>] {
-        match self.ranges.binary_search_by_key(&key, |(id, _)| *id) {
-            Ok(i) => &self.values[self.ranges[i].1.clone()],
-            Err(_) => &[],
+        if key == self.current {
+            return &[];
         }
+        let Some(start) = self.values.iter().position(|s| s.id == key) else { return &[] };
+        let len = self.values[start..].iter().take_while(|s| s.id == key).count();
+        &self.values[start..start + len]
     }
 
     fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {

@@ -18,6 +18,18 @@ pub(crate) enum Values {
 }
 
 impl Values {
+    /// Appends a less preferred value.
+    fn push(&mut self, value: Value) {
+        *self = match std::mem::replace(self, Values::Many(Vec::new())) {
+            Values::Many(v) if v.is_empty() => Values::One(value),
+            Values::Many(mut v) => {
+                v.push(value);
+                Values::Many(v)
+            }
+            Values::One(first) => Values::Many(vec![first, value]),
+        };
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             Values::One(_) => 1,
@@ -53,11 +65,24 @@ pub(crate) enum Step {
 pub trait FnOutput<T>: Send + 'static {
     #[doc(hidden)]
     fn into_values(self) -> Result<Vec<T>, String>;
+    /// Hands each value to `f`, most preferred first (a single value needs
+    /// no vector of its own).
+    #[doc(hidden)]
+    fn for_each_value(self, f: &mut dyn FnMut(T)) -> Result<(), String>
+    where
+        Self: Sized,
+    {
+        self.into_values().map(|v| v.into_iter().for_each(f))
+    }
 }
 
 impl<T: Send + 'static> FnOutput<T> for Option<T> {
     fn into_values(self) -> Result<Vec<T>, String> {
         Ok(self.into_iter().collect())
+    }
+    fn for_each_value(self, f: &mut dyn FnMut(T)) -> Result<(), String> {
+        self.into_iter().for_each(f);
+        Ok(())
     }
 }
 
@@ -71,11 +96,17 @@ impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result
     fn into_values(self) -> Result<Vec<T>, String> {
         self.map(|v| vec![v]).map_err(|e| e.to_string())
     }
+    fn for_each_value(self, f: &mut dyn FnMut(T)) -> Result<(), String> {
+        self.map(f).map_err(|e| e.to_string())
+    }
 }
 
 impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result<Option<T>, E> {
     fn into_values(self) -> Result<Vec<T>, String> {
         self.map(|v| v.into_iter().collect()).map_err(|e| e.to_string())
+    }
+    fn for_each_value(self, f: &mut dyn FnMut(T)) -> Result<(), String> {
+        self.map(|v| v.into_iter().for_each(f)).map_err(|e| e.to_string())
     }
 }
 
@@ -85,11 +116,11 @@ impl<T: Send + 'static, E: fmt::Display + Send + 'static> FnOutput<T> for Result
     }
 }
 
-fn to_values<T: Send + Sync + 'static>(out: Result<Vec<T>, String>) -> Produced {
-    out.map(|mut v| match (v.pop(), v.is_empty()) {
-        (Some(one), true) => Values::One(Arc::new(one)),
-        (last, _) => Values::Many(v.into_iter().chain(last).map(|v| Arc::new(v) as Value).collect()),
-    })
+/// A function's output as shared values: one value without a vector.
+fn to_values<T: Send + Sync + 'static>(out: impl FnOutput<T>) -> Produced {
+    let mut values = Values::Many(Vec::new());
+    out.for_each_value(&mut |v| values.push(Arc::new(v)))?;
+    Ok(values)
 }
 
 type RunFn = dyn Fn(&Env<'_>) -> Result<Step, Missing> + Send + Sync;
@@ -289,7 +320,7 @@ impl Ctx {
         let shape = shape(&args);
         let run = move |env: &Env<'_>| -> Result<Step, Missing> {
             let out = args.extract(env)?;
-            Ok(Step::Ready(to_values(f(out).into_values())))
+            Ok(Step::Ready(to_values(f(out))))
         };
         self.push_fn(key, shape, Box::new(run))
     }
@@ -307,7 +338,7 @@ impl Ctx {
         let shape = shape(&args);
         let run = move |env: &Env<'_>| -> Result<Step, Missing> {
             let fut = f(args.extract(env)?);
-            Ok(Step::Pending(Box::pin(async move { to_values(fut.await.into_values()) })))
+            Ok(Step::Pending(Box::pin(async move { to_values(fut.await) })))
         };
         self.push_fn(key, shape, Box::new(run))
     }

@@ -15,7 +15,7 @@ use crate::ctx::Ctx;
 use crate::key::{KeyInfo, ProtocolEntry};
 use crate::registry::{Registry, ResolveOptions};
 use crate::report::{AttemptOutcome, Cycle, FnReport, NotFound, Reason};
-use crate::unfold::{Unfolded, Unfolding, unfold};
+use crate::unfold::{OTHER, Unfolded, Unfolding, unfold};
 use race::{Cand, Race, single};
 
 /// Why [`Registry::resolve`](crate::Registry::resolve) (or `unfold`, `connect`, `plan`) failed.
@@ -104,7 +104,8 @@ trait Source {
     fn is_empty_ctx(&self) -> bool;
     /// True when the overall timeout ran out while unfolding.
     fn overall_expired(&self) -> bool;
-    /// Every endpoint value of `registry`'s protocols, in candidate order.
+    /// Every endpoint value of `registry`'s protocols, in any order:
+    /// [`Cand::order`] sorts them into candidate order.
     fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>>;
     /// The protocols of every endpoint value (of any registry), in candidate order.
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry>;
@@ -125,11 +126,13 @@ impl Source for Unfolding<'_> {
         self.slots.iter().filter_map(|s| {
             let key = self.key(s);
             let entry = key.protocol.as_deref().filter(|p| registry.owns(p))?;
-            Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s) })
+            Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s), order: s.order() })
         })
     }
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
-        self.slots.iter().filter_map(|s| self.key(s).protocol.as_deref())
+        let mut slots: Vec<_> = self.slots.iter().collect();
+        slots.sort_by_key(|s| s.order());
+        slots.into_iter().filter_map(|s| self.key(s).protocol.as_deref())
     }
     fn functions(&self) -> Vec<FnReport> {
         self.reports()
@@ -147,9 +150,10 @@ impl Source for Unfolded {
         self.overall_expired.is_some()
     }
     fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
-        self.bindings.iter().filter_map(|b| {
+        // The bindings are in candidate order already: their position is the order.
+        self.bindings.iter().enumerate().filter_map(|(i, b)| {
             let entry = b.protocol_entry().map(|p| &**p).filter(|p| registry.owns(p))?;
-            Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref() })
+            Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref(), order: (OTHER, i) })
         })
     }
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {
@@ -213,6 +217,8 @@ async fn connect(
         },
         (Some(first), Some(second)) => {
             let mut cands: Vec<Cand<'_>> = [first, second].into_iter().chain(found).collect();
+            // Candidate order (a stable sort: within a key, newest first).
+            cands.sort_by_key(|c| c.order);
             // A guard: nothing after the last candidate of the first no-fallback protocol is ever used.
             let mut cut: Vec<Cand<'_>> = Vec::new();
             let mut guard = None;

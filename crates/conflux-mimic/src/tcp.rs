@@ -252,22 +252,48 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
     ctx.fold(
         key,
         (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
-        |(scheme, ips, port, timeout, keepalive)| {
-            ips.into_iter()
-                .filter(move |_| scheme == Scheme::Tcp)
-                .map(move |ip| {
-                    let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
-                    if let Some(t) = timeout {
-                        e = e.connect_timeout(t);
-                    }
-                    if let Some(ka) = keepalive {
-                        e = e.keepalive(ka);
-                    }
-                    e
-                })
-                .collect::<Vec<_>>()
+        |(scheme, ips, port, timeout, keepalive)| TcpEndpoints {
+            ips: if scheme == Scheme::Tcp { ips } else { Vec::new() },
+            port,
+            timeout,
+            keepalive,
         },
     )
+}
+
+/// What the endpoint function of [`tcp_endpoints`] gives: one endpoint per
+/// address, made as the resolve takes them (no vector of endpoints).
+struct TcpEndpoints {
+    ips: Vec<IpAddr>,
+    port: u16,
+    timeout: Option<Duration>,
+    keepalive: Option<Keepalive>,
+}
+
+impl TcpEndpoints {
+    fn endpoints(self) -> impl Iterator<Item = TcpEndpoint> {
+        let TcpEndpoints { ips, port, timeout, keepalive } = self;
+        ips.into_iter().map(move |ip| {
+            let mut e = TcpEndpoint::new(SocketAddr::new(ip, port));
+            if let Some(t) = timeout {
+                e = e.connect_timeout(t);
+            }
+            if let Some(ka) = keepalive {
+                e = e.keepalive(ka);
+            }
+            e
+        })
+    }
+}
+
+impl crate::FnOutput<TcpEndpoint> for TcpEndpoints {
+    fn into_values(self) -> Result<Vec<TcpEndpoint>, String> {
+        Ok(self.endpoints().collect())
+    }
+    fn for_each_value(self, f: &mut dyn FnMut(TcpEndpoint)) -> Result<(), String> {
+        self.endpoints().for_each(f);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

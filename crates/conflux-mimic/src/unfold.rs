@@ -2,7 +2,6 @@
 //! run each once, and list every binding in candidate order.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,7 +137,7 @@ impl<'a> IntoIterator for &'a Unfolded {
 }
 
 /// The rank of every key that is not an endpoint of this registry's protocols.
-const OTHER: Rank = (2, 0, std::cmp::Reverse(0));
+pub(crate) const OTHER: Rank = (2, 0, std::cmp::Reverse(0));
 
 /// Candidate rank of a binding's key, for this registry.
 pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> Rank {
@@ -167,7 +166,8 @@ impl FnRecord<'_> {
 /// [`Unfolded`] (or a report) is made of it only when asked for.
 pub(crate) struct Unfolding<'c> {
     pub(crate) ctx: &'c Ctx,
-    /// Every value, in candidate order (see [`Unfolded`]).
+    /// Every value, keys in evaluation order, each key's values newest
+    /// first; [`Slot::order`] sorts them into candidate order (see [`Unfolded`]).
     pub(crate) slots: Vec<Slot<'c>>,
     pub(crate) functions: Vec<FnRecord<'c>>,
     pub(crate) overall_expired: Option<Duration>,
@@ -190,7 +190,9 @@ impl<'c> Unfolding<'c> {
     }
 
     /// The public form, owning (sharing) what it holds.
-    pub(crate) fn into_unfolded(self) -> Unfolded {
+    pub(crate) fn into_unfolded(mut self) -> Unfolded {
+        // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
+        self.slots.sort_by_key(Slot::order);
         let functions: Vec<FnReport> = self
             .functions
             .into_iter()
@@ -225,8 +227,6 @@ pub(crate) async fn unfold<'c>(
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
     let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
-    // Per key (in key order): where its values are in `values`.
-    let mut ranges: Vec<(u64, Range<usize>)> = entries.iter().map(|e| (e.id, 0..0)).collect();
     let mut functions: Vec<FnRecord<'c>> = Vec::new();
     let mut overall_expired = None;
     for &i in &order.keys {
@@ -236,7 +236,7 @@ pub(crate) async fn unfold<'c>(
         for bind in &entries[i].binds {
             let def = match bind {
                 Bind::Value(v) => {
-                    values.push(Slot { value: Val::Ctx(v), origin: None, key: i, rank });
+                    values.push(Slot { value: Val::Ctx(v), origin: None, key: i, id: entries[i].id, rank });
                     continue;
                 }
                 Bind::Fun(def) => def,
@@ -247,7 +247,7 @@ pub(crate) async fn unfold<'c>(
             }
             // A panic in the function (or an argument's `map`) is its failure.
             let mut missing = None;
-            let step = catch::call(|| (def.run)(&Env::new(&ranges, &values)));
+            let step = catch::call(|| (def.run)(&Env::new(&values, entries[i].id)));
             let outcome = match step {
                 Err(message) => FnOutcome::Panicked(message),
                 Ok(Err(Missing { key })) => {
@@ -284,6 +284,7 @@ pub(crate) async fn unfold<'c>(
                                 value: Val::Made(value),
                                 origin,
                                 key: i,
+                                id: entries[i].id,
                                 rank,
                             }));
                             FnOutcome::Produced(n)
@@ -301,10 +302,9 @@ pub(crate) async fn unfold<'c>(
             functions.push(FnRecord { def, outcome, missing });
         }
         values[start..].reverse();
-        ranges[i].1 = start..values.len();
     }
-    // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
-    values.sort_by_key(|s| (s.rank, s.key));
+    // Left in evaluation order: what is sorted into candidate order is only
+    // what is asked for (a resolve's candidates, or the public form).
     Ok(Unfolding { ctx, slots: values, functions, overall_expired })
 }
 

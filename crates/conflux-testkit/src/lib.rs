@@ -10,7 +10,9 @@
 //!   [`TIMEOUT`]) and probes of the environment ([`is_root`],
 //!   [`have_command`], [`open_fds`]);
 //! - test network namespaces ([`Netns`]: made through iproute2's `ip`,
-//!   removed with every process left in them on drop) and [`ip`].
+//!   removed with every process left in them on drop) and [`ip`];
+//! - the external programs serial tests drive ([`tools`]: iperf3 with its
+//!   JSON read, a dnsmasq answering one name, dig).
 //!
 //! What it does not do: it never installs anything, never changes process
 //! state (no `setns`: commands run inside a namespace through `ip netns
@@ -37,6 +39,7 @@ mod payload;
 mod skip;
 mod tempdir;
 mod time;
+pub mod tools;
 
 pub use crate::env::{have_command, is_root, open_fds};
 pub use crate::netns::{Netns, ip, unique_name};

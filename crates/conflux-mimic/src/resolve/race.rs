@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::schedule::Schedule;
 use crate::catch::{self, CatchPanic};
 use crate::ctx::FnDef;
-use crate::key::{BoxError, BoxFuture, KeyInfo, ProtocolEntry, Value};
+use crate::key::{BoxError, BoxFuture, KeyInfo, ProtocolEntry, Rank, Value};
 use crate::registry::ResolveOptions;
 use crate::report::{Attempt, AttemptOutcome};
 
@@ -24,6 +24,8 @@ pub(super) struct Cand<'a> {
     pub(super) value: &'a Value,
     /// The function that computed the value (`None` for a plain value).
     pub(super) origin: Option<&'a FnDef>,
+    /// Its place in candidate order (sorted by, stably).
+    pub(super) order: (Rank, usize),
 }
 
 impl Cand<'_> {
@@ -116,6 +118,16 @@ pub(super) async fn single(
             let mut timer = std::pin::pin!(None::<Sleep>);
             std::future::poll_fn(|cx| {
                 loop {
+                    // The connect first: one done by now reads no clock.
+                    if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
+                        return Poll::Ready(outcome_of(r));
+                    }
+                    if let Some(t) = timer.as_mut().as_pin_mut()
+                        && t.poll(cx).is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                    // No timer yet, or it fired: which deadline, if any, has passed?
                     let now = Instant::now();
                     if now >= deadline {
                         return Poll::Ready(Err(AttemptOutcome::Cancelled));
@@ -123,18 +135,7 @@ pub(super) async fn single(
                     if now >= attempt_deadline {
                         return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
                     }
-                    if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
-                        return Poll::Ready(outcome_of(r));
-                    }
-                    if timer.is_none() {
-                        timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
-                    }
-                    if let Some(t) = timer.as_mut().as_pin_mut()
-                        && t.poll(cx).is_pending()
-                    {
-                        return Poll::Pending;
-                    }
-                    timer.set(None);
+                    timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
                 }
             })
             .await

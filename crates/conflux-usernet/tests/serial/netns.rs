@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conflux_testkit::{Netns, SkipReturn, TempDir, have_command, is_root, open_fds, payload, skip, within};
+use conflux_testkit::{Netns, SkipReturn, TempDir, have_command, is_root, open_fds, payload, skip, tools, within};
 use conflux_usernet::{PortForward, Proto, Usernet, UsernetConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -100,16 +100,6 @@ pub(crate) async fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Output {
     let mut cmd = ns.cmd(program);
     cmd.args(args).stdin(Stdio::null());
     tokio::task::spawn_blocking(move || cmd.output().expect("spawn in the namespace")).await.unwrap()
-}
-
-/// A child process killed and reaped when dropped (a failing test leaves none).
-pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -253,16 +243,11 @@ async fn nc_half_close_still_reads_the_reply() {
     guest.stop().await;
 }
 
-/// A free port on the host's 127.0.0.1 (bound, read back, released).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `-p 127.0.0.1:PORT:8080`: the host's 127.0.0.1:PORT reaches a server
 /// inside the namespace (nc listening on the guest's port 8080).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_forward_reaches_a_server_inside_the_namespace() {
-    let host_port = free_port();
+    let host_port = tools::free_port();
     let forward =
         PortForward { proto: Proto::Tcp, host: SocketAddr::from(([127, 0, 0, 1], host_port)), guest_port: 8080 };
     let Some(guest) = Guest::start("uf", &["nc", "sh"], |c| c.forward(forward)) else { return };
@@ -274,7 +259,7 @@ async fn a_port_forward_reaches_a_server_inside_the_namespace() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = KillOnDrop(server);
+    let mut server = tools::KillOnDrop(server);
     // Until nc listens, the guest refuses and the host connection is reset.
     let attempt = || async {
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await?;
@@ -455,7 +440,7 @@ print("ok", ok)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_host_port_is_refused_at_once() {
     let Some(guest) = Guest::start("ur", &["curl"], |c| c) else { return };
-    let port = free_port();
+    let port = tools::free_port();
     let started = Instant::now();
     let out = guest.run("curl", &["--http1.1", "-sS", "--max-time", "10", &format!("http://10.0.2.2:{port}/")]).await;
     let took = started.elapsed();
@@ -510,13 +495,15 @@ for i in range(3):
 /// host's 127.0.0.1 (a test port, `--dns-upstream`) through the forwarder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
-    if is_root() && !(have_command("dnsmasq") && have_command("dig")) {
-        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
+    if is_root()
+        && let Some(m) = tools::missing(&["dnsmasq", "dig"])
+    {
+        skip!(m.kind, "{}", m.detail);
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = tools::free_port();
     let upstream = SocketAddr::from(([127, 0, 0, 1], port));
     let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(upstream)) else { return };
-    let _dnsmasq = start_dnsmasq(port);
+    let _dnsmasq = tools::Dnsmasq::start(port);
     dig_until_answered(&guest.ns, &["@10.0.2.3"]).await;
     // TCP to the DNS address goes to the upstream too.
     let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;
@@ -525,35 +512,10 @@ async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
     guest.stop().await;
 }
 
-/// A dnsmasq on the host's 127.0.0.1:`port` answering `conflux.test` with
-/// 192.0.2.55 and nothing else (no upstream, no hosts file).
-pub(crate) fn start_dnsmasq(port: u16) -> KillOnDrop {
-    let dnsmasq = Command::new("dnsmasq")
-        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
-        .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--address=/conflux.test/192.0.2.55")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn dnsmasq");
-    KillOnDrop(dnsmasq)
-}
-
-/// `dig [extra] conflux.test A` inside `ns` until it answers 192.0.2.55
-/// (dnsmasq starts in milliseconds; bounded to 10 s).
+/// `dig [extra] conflux.test A` inside `ns` until it answers (bounded to
+/// 10 s; see [`tools::dig_until_answered`]), off the runtime's worker.
 pub(crate) async fn dig_until_answered(ns: &Netns, extra: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut args = extra.to_vec();
-    args.extend_from_slice(&["conflux.test", "A", "+short", "+time=1", "+tries=1"]);
-    loop {
-        let out = run_in(ns, "dig", &args).await;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no answer: {out:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::task::block_in_place(|| tools::dig_until_answered(ns, extra, Duration::from_secs(10)));
 }
 
 /// With `--allow 127.0.0.0/8`, a server in a second namespace of the
@@ -576,7 +538,7 @@ async fn a_destination_outside_allow_is_refused_at_once() {
     // probe would refuse the guest too, whatever the policy said).
     let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.2',8080))\ns.listen(16)\nwhile True:\n    c,_=s.accept()\n    c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nup')\n    c.close()\n";
     let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
-    let _server = KillOnDrop(server);
+    let _server = tools::KillOnDrop(server);
     // The host reaches it (so a refusal inside is the policy's).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -599,37 +561,12 @@ async fn a_destination_outside_allow_is_refused_at_once() {
 }
 
 /// `iperf3 -c 10.0.2.2 -t 2 EXTRA` inside `ns` against a one-shot iperf3
-/// server on the host's 127.0.0.1, which must succeed (up to 3 attempts: an
-/// attempt that fails, the server not listening yet or a loaded machine,
-/// gets a fresh server); the receiver's line.
-pub(crate) async fn iperf3_through_the_gateway(ns: &Netns, extra: &[&str]) -> String {
-    let mut attempts = 0;
-    let out = loop {
-        attempts += 1;
-        let port = free_port().to_string();
-        let server = Command::new("iperf3")
-            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iperf3 -s");
-        let _server = KillOnDrop(server);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut args = vec!["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"];
-        args.extend_from_slice(extra);
-        let out = run_in(ns, "iperf3", &args).await;
-        if out.status.success() || attempts == 3 {
-            break out;
-        }
-        eprintln!("iperf3 {extra:?} attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    };
-    assert_ok(&format!("iperf3 {extra:?}"), &out);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("").trim().to_owned();
-    eprintln!("iperf3 {extra:?}: {receiver}");
-    assert!(!receiver.is_empty(), "{text}");
-    receiver
+/// server on the host's 127.0.0.1, which must succeed (see
+/// [`tools::iperf3_through`]), off the runtime's worker.
+pub(crate) async fn iperf3_through_the_gateway(ns: &Netns, extra: &[&str]) -> tools::Iperf3Report {
+    let report = tokio::task::block_in_place(|| tools::iperf3_through(ns, "10.0.2.2", extra));
+    eprintln!("iperf3 {extra:?}: {report}");
+    report
 }
 
 /// iperf3 inside the namespace against an iperf3 server on the host's
@@ -637,8 +574,10 @@ pub(crate) async fn iperf3_through_the_gateway(ns: &Netns, extra: &[&str]) -> St
 /// four streams (`-P 4`), 2 s each (MTU 65520).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iperf3_runs_both_ways_through_the_gateway() {
-    if is_root() && !have_command("iperf3") {
-        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    if is_root()
+        && let Some(m) = tools::missing(&["iperf3"])
+    {
+        skip!(m.kind, "{}", m.detail);
     }
     let Some(guest) = Guest::start("ui", &[], |c| c.mtu(65520)) else { return };
     for extra in [&[][..], &["-R"][..], &["-P", "4"][..]] {

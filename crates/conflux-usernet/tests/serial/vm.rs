@@ -18,9 +18,7 @@ use conflux_netstack::{FrameBuf, FrameDevice, FramePool, TapDevice};
 use conflux_testkit::{Netns, have_command, is_root, skip, within};
 use conflux_usernet::{StreamDevice, Usernet, UsernetConfig};
 
-use crate::netns::{
-    assert_ok, dig_until_answered, iperf3_through_the_gateway, run_in, serve_http, start_dnsmasq, wait_idle,
-};
+use crate::netns::{assert_ok, dig_until_answered, iperf3_through_the_gateway, run_in, serve_http, wait_idle};
 use crate::udhcpc_bound;
 
 /// Moves frames both ways between the TAP and the stream carrier until
@@ -105,10 +103,8 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     if !have_command("ip") {
         skip!(Iproute2, "ip not on PATH");
     }
-    for tool in ["udhcpc", "curl", "iperf3", "dnsmasq", "dig"] {
-        if !have_command(tool) {
-            skip!(Capability, "{tool} not on PATH (cargo xtask install)");
-        }
+    if let Some(m) = conflux_testkit::tools::missing(&["udhcpc", "curl", "iperf3", "dnsmasq", "dig"]) {
+        skip!(m.kind, "{}", m.detail);
     }
     let ns = match Netns::create("vm") {
         Ok(ns) => ns,
@@ -125,8 +121,8 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
         Ok(tap) => tap,
         Err(e) => skip!(Tap, "a TAP inside the namespace: {e}"),
     };
-    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _dnsmasq = start_dnsmasq(dns_port);
+    let dns_port = conflux_testkit::tools::free_port();
+    let _dnsmasq = conflux_testkit::tools::Dnsmasq::start(dns_port);
     let config = UsernetConfig::new()
         .host_loopback(true)
         .allow("127.0.0.0/8".parse().unwrap())

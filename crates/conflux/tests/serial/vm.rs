@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use conflux_flow::BoxFlow;
 use conflux_hvsock::{Family, FramingConfig, RawFlow};
-use conflux_testkit::{Netns, TempDir, have_command, is_root, skip};
+use conflux_testkit::{Netns, TempDir, have_command, is_root, skip, tools};
 
 use super::bridge::{Bridge, runtime, unix_carrier};
 use super::{Forwarder, MaybeNs, conflux};
@@ -120,38 +120,8 @@ fn fds_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
 }
 
-/// A child process killed and reaped on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free port on the host's 127.0.0.1 (bound, read back, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A dnsmasq on the host's 127.0.0.1:`port` answering `conflux.test` with
-/// 192.0.2.55 and nothing else (no upstream, no hosts file).
-fn dnsmasq(port: u16) -> KillOnDrop {
-    let child = Command::new("dnsmasq")
-        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
-        .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--address=/conflux.test/192.0.2.55")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn dnsmasq");
-    KillOnDrop(child)
-}
-
-/// A dnsmasq for `--dns-upstream` and its address, or none after a skip.
-struct MaybeDns(Option<(KillOnDrop, String)>);
+/// A dnsmasq for `--dns-upstream`, or none after a skip.
+struct MaybeDns(Option<tools::Dnsmasq>);
 
 impl conflux_testkit::SkipReturn for MaybeDns {
     fn skipped() -> MaybeDns {
@@ -160,76 +130,30 @@ impl conflux_testkit::SkipReturn for MaybeDns {
 }
 
 /// iperf3, dnsmasq and dig, or none after a visible skip: a dnsmasq for
-/// `--dns-upstream` and its address.
+/// `--dns-upstream` (see [`tools::Dnsmasq`]).
 fn iperf3_and_dns_prerequisites() -> MaybeDns {
-    if !have_command("iperf3") {
-        skip!(Iperf3, "iperf3 not on PATH (cargo xtask install)");
+    if let Some(m) = tools::missing(&["iperf3", "dnsmasq", "dig"]) {
+        skip!(m.kind, "{}", m.detail);
     }
-    if !(have_command("dnsmasq") && have_command("dig")) {
-        skip!(Capability, "dnsmasq (dnsmasq-base) or dig (bind9-dnsutils) not on PATH (cargo xtask install)");
-    }
-    let port = free_port();
-    MaybeDns(Some((dnsmasq(port), format!("127.0.0.1:{port}"))))
+    MaybeDns(Some(tools::Dnsmasq::start(tools::free_port())))
 }
 
-/// `dig @10.0.2.3 conflux.test A` in the guest until it answers 192.0.2.55
-/// (dnsmasq starts in milliseconds; bounded by `WAIT`).
+/// `dig @10.0.2.3 conflux.test A` in the guest until it answers (bounded by `WAIT`).
 fn dig_through_the_dns_address(ns: &Netns) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = ns
-            .cmd("dig")
-            .args(["@10.0.2.3", "conflux.test", "A", "+short", "+time=1", "+tries=1"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.55" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "dig @10.0.2.3: no answer: {out:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    tools::dig_until_answered(ns, &["@10.0.2.3"], WAIT);
 }
 
 /// `iperf3 -c 10.0.2.2 -t 2` in the guest against a one-shot iperf3 server
-/// on the host's 127.0.0.1 (up to 3 attempts, each with a fresh server: the
-/// server may not listen yet on a loaded machine); the receiver's line.
-fn iperf3_through_the_gateway(ns: &Netns) -> String {
-    let mut attempts = 0;
-    let out = loop {
-        attempts += 1;
-        let port = free_port().to_string();
-        let server = Command::new("iperf3")
-            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iperf3 -s");
-        let _server = KillOnDrop(server);
-        std::thread::sleep(Duration::from_millis(200));
-        let out = ns
-            .cmd("iperf3")
-            .args(["-c", "10.0.2.2", "-p", &port, "-t", "2", "-f", "g", "--connect-timeout", "5000"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if out.status.success() || attempts == 3 {
-            break out;
-        }
-        eprintln!("iperf3 attempt {attempts}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    };
-    assert!(out.status.success(), "iperf3: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let receiver = text.lines().rfind(|l| l.contains("receiver")).unwrap_or("").trim().to_owned();
-    assert!(!receiver.is_empty(), "{text}");
-    receiver
+/// on the host's 127.0.0.1 (see [`tools::iperf3_through`]).
+fn iperf3_through_the_gateway(ns: &Netns) -> tools::Iperf3Report {
+    tools::iperf3_through(ns, "10.0.2.2", &[])
 }
 
 #[test]
 fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
-    let MaybeDns(Some((_dnsmasq, upstream))) = iperf3_and_dns_prerequisites() else { return };
+    let MaybeDns(Some(dnsmasq)) = iperf3_and_dns_prerequisites() else { return };
+    let upstream = dnsmasq.addr().to_string();
     let dir = TempDir::new("vm");
     let sock = dir.path().join("vm.sock");
     let port = http_server("through the stream carrier");
@@ -267,7 +191,8 @@ fn usernet_listen_serves_a_vm_on_a_unix_socket_its_address_by_dhcp() {
 #[test]
 fn usernet_listen_serves_a_vm_over_hybrid_vsock_with_the_shutdown_framing() {
     let MaybeNs(Some(ns)) = vm_prerequisites() else { return };
-    let MaybeDns(Some((_dnsmasq, upstream))) = iperf3_and_dns_prerequisites() else { return };
+    let MaybeDns(Some(dnsmasq)) = iperf3_and_dns_prerequisites() else { return };
+    let upstream = dnsmasq.addr().to_string();
     let dir = TempDir::new("vm");
     let vmm = dir.path().join("v.sock");
     let port = http_server("through hybrid vsock, framed");
