@@ -308,7 +308,7 @@ async fn a_udp_port_forward_reaches_a_udp_server_inside_the_namespace() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = KillOnDrop(server);
+    let _server = tools::KillOnDrop(server);
     // Until socat binds, the guest's kernel drops (or refuses) the datagrams.
     let ask = |peer: std::sync::Arc<tokio::net::UdpSocket>| async move {
         let deadline = Instant::now() + Duration::from_secs(10);
