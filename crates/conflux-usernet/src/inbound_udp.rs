@@ -10,43 +10,18 @@
 //! as replies; anything else sent to that gateway port is dropped.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use conflux_netstack::{NetStack, UdpSocket as StackSocket};
 use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
 
 use crate::nat::{UdpKey, UdpTable};
 use crate::stats::Stats;
+use crate::udp::{Association, IDLE, MAX_DATAGRAM, SWEEP, Table, lock};
 
 /// Host peers one forward keeps associations for at most.
 const TABLE_CAP: usize = 1024;
-/// An association without a datagram either way for this long is closed.
-const IDLE: Duration = Duration::from_secs(60);
-/// How often idle associations are looked for.
-const SWEEP: Duration = Duration::from_secs(1);
-/// The largest datagram read from the host socket.
-const MAX_DATAGRAM: usize = 65535;
-
-/// One host peer's association: the stack socket it is seen from and the
-/// task relaying the guest's replies to it.
-struct Association {
-    socket: Arc<StackSocket>,
-    replies: JoinHandle<()>,
-}
-
-impl Drop for Association {
-    fn drop(&mut self) {
-        self.replies.abort();
-    }
-}
-
-type Table = Arc<Mutex<UdpTable<Association>>>;
-
-fn lock(table: &Table) -> std::sync::MutexGuard<'_, UdpTable<Association>> {
-    table.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One UDP port forward: datagrams to the host address go to `to` (the
 /// guest's address and port) through the stack, from `gateway` (an
@@ -84,7 +59,7 @@ impl UdpPortForward {
     /// host socket fails.
     pub(crate) async fn serve(self) {
         let host = self.host.clone();
-        let table: Table = Arc::new(Mutex::new(UdpTable::new(TABLE_CAP, IDLE)));
+        let table: Table<StackSocket> = Arc::new(Mutex::new(UdpTable::new(TABLE_CAP, IDLE)));
         let mut sweep = tokio::time::interval(SWEEP);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -126,7 +101,7 @@ impl UdpPortForward {
     /// A new association for the peer in `key`: a stack socket on a fresh
     /// gateway port and its reply task. `None` (logged) when the stack
     /// refuses the socket.
-    fn open(&self, key: UdpKey, host: &Arc<UdpSocket>, table: &Table) -> Option<Arc<StackSocket>> {
+    fn open(&self, key: UdpKey, host: &Arc<UdpSocket>, table: &Table<StackSocket>) -> Option<Arc<StackSocket>> {
         let socket = match self.stack.udp_bind(self.gateway) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -153,7 +128,7 @@ async fn relay_replies(
     key: UdpKey,
     socket: Arc<StackSocket>,
     host: Arc<UdpSocket>,
-    table: Weak<Mutex<UdpTable<Association>>>,
+    table: Weak<Mutex<UdpTable<Association<StackSocket>>>>,
     stats: Arc<Stats>,
 ) {
     loop {

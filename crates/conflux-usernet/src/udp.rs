@@ -18,29 +18,33 @@ use crate::stats::Stats;
 
 /// Associations the table holds at most.
 const TABLE_CAP: usize = 4096;
-/// An association without a datagram either way for this long is closed.
-const IDLE: Duration = Duration::from_secs(60);
+/// An association without a datagram either way for this long is closed
+/// (here and in the inbound UDP forwards).
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How often idle associations are looked for.
-const SWEEP: Duration = Duration::from_secs(1);
+pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 /// The largest datagram read from a host socket.
-const MAX_DATAGRAM: usize = 65535;
+pub(crate) const MAX_DATAGRAM: usize = 65535;
 
-/// One association: the host socket (connected to the host-side
-/// destination) and the task relaying its replies to the guest.
-struct Association {
-    socket: Arc<UdpSocket>,
-    replies: JoinHandle<()>,
+/// One association: its socket (here the host socket connected to the
+/// host-side destination; in an inbound forward the stack socket a host
+/// peer is seen from) and the task relaying what comes back, which the
+/// association owns and aborts.
+pub(crate) struct Association<S> {
+    pub(crate) socket: Arc<S>,
+    pub(crate) replies: JoinHandle<()>,
 }
 
-impl Drop for Association {
+impl<S> Drop for Association<S> {
     fn drop(&mut self) {
         self.replies.abort();
     }
 }
 
-type Table = Arc<Mutex<UdpTable<Association>>>;
+/// A table of associations, shared with their reply tasks (weakly).
+pub(crate) type Table<S> = Arc<Mutex<UdpTable<Association<S>>>>;
 
-fn lock(table: &Table) -> std::sync::MutexGuard<'_, UdpTable<Association>> {
+pub(crate) fn lock<S>(table: &Table<S>) -> std::sync::MutexGuard<'_, UdpTable<Association<S>>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -48,7 +52,7 @@ fn lock(table: &Table) -> std::sync::MutexGuard<'_, UdpTable<Association>> {
 /// dropping the future closes every host socket.
 pub(crate) async fn serve(intercept: UdpIntercept, policy: Policy, stats: Arc<Stats>) {
     let intercept = Arc::new(intercept);
-    let table: Table = Arc::new(Mutex::new(UdpTable::new(TABLE_CAP, IDLE)));
+    let table: Table<UdpSocket> = Arc::new(Mutex::new(UdpTable::new(TABLE_CAP, IDLE)));
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         let datagram = tokio::select! {
@@ -92,7 +96,7 @@ async fn open(
     key: &UdpKey,
     policy: &Policy,
     intercept: &Arc<UdpIntercept>,
-    table: &Table,
+    table: &Table<UdpSocket>,
     stats: &Arc<Stats>,
 ) -> Option<Arc<UdpSocket>> {
     let host = match policy.route(key.dst) {
@@ -136,7 +140,7 @@ async fn relay_replies(
     key: UdpKey,
     socket: Arc<UdpSocket>,
     intercept: Arc<UdpIntercept>,
-    table: Weak<Mutex<UdpTable<Association>>>,
+    table: Weak<Mutex<UdpTable<Association<UdpSocket>>>>,
     stats: Arc<Stats>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
