@@ -15,7 +15,7 @@
 //!     if let Some(m) = tools::missing(&["dnsmasq", "dig"]) {
 //!         skip!(m.kind, "{}", m.detail);
 //!     }
-//!     let dns = tools::Dnsmasq::start(tools::free_port());
+//!     let dns = tools::Dnsmasq::start();
 //!     // ... `dig @...` inside a namespace: tools::dig_until_answered ...
 //!     # drop(dns);
 //! }
@@ -85,19 +85,39 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// Starts it on 127.0.0.1:`port` (it answers within milliseconds:
-    /// [`dig_until_answered`] waits for it).
-    pub fn start(port: u16) -> Dnsmasq {
-        let child = Command::new("dnsmasq")
-            .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
-            .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
-            .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn dnsmasq");
-        Dnsmasq { _child: KillOnDrop(child), addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    /// Starts it on a free port of 127.0.0.1 ([`addr`](Dnsmasq::addr)) and
+    /// waits (up to 5 s) until it listens. A port taken between
+    /// [`free_port`] and dnsmasq's bind makes it exit: the next free port
+    /// is tried (3 in all), and a dnsmasq that never listens fails the test
+    /// here, saying so, not later as a DNS query without an answer.
+    pub fn start() -> Dnsmasq {
+        let mut exits = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = Command::new("dnsmasq")
+                .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--pid-file"])
+                .args(["--listen-address", "127.0.0.1", "--port", &port.to_string()])
+                .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn dnsmasq");
+            let mut child = KillOnDrop(child);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some(status)) = child.0.try_wait() {
+                    exits.push(format!("port {port}: exited at start ({status})"));
+                    break;
+                }
+                if listening(port) {
+                    return Dnsmasq { _child: child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+                }
+                assert!(Instant::now() < deadline, "dnsmasq on 127.0.0.1:{port} not listening within 5 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("dnsmasq did not start: {}", exits.join("; "));
     }
 
     /// Where it listens.

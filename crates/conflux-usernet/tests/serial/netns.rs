@@ -500,10 +500,8 @@ async fn dig_at_the_dns_address_is_answered_by_the_upstream() {
     {
         skip!(m.kind, "{}", m.detail);
     }
-    let port = tools::free_port();
-    let upstream = SocketAddr::from(([127, 0, 0, 1], port));
-    let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(upstream)) else { return };
-    let _dnsmasq = tools::Dnsmasq::start(port);
+    let dnsmasq = tools::Dnsmasq::start();
+    let Some(guest) = Guest::start("ud", &[], |c| c.dns_upstream(dnsmasq.addr())) else { return };
     dig_until_answered(&guest.ns, &["@10.0.2.3"]).await;
     // TCP to the DNS address goes to the upstream too.
     let out = guest.run("dig", &["@10.0.2.3", "conflux.test", "A", "+short", "+tcp", "+time=2", "+tries=1"]).await;

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -121,12 +121,9 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
         Ok(tap) => tap,
         Err(e) => skip!(Tap, "a TAP inside the namespace: {e}"),
     };
-    let dns_port = conflux_testkit::tools::free_port();
-    let _dnsmasq = conflux_testkit::tools::Dnsmasq::start(dns_port);
-    let config = UsernetConfig::new()
-        .host_loopback(true)
-        .allow("127.0.0.0/8".parse().unwrap())
-        .dns_upstream(SocketAddr::from(([127, 0, 0, 1], dns_port)));
+    let dnsmasq = conflux_testkit::tools::Dnsmasq::start();
+    let config =
+        UsernetConfig::new().host_loopback(true).allow("127.0.0.0/8".parse().unwrap()).dns_upstream(dnsmasq.addr());
     let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
     let usernet = Usernet::spawn_vm(config, StreamDevice::new(FromTokio::new(ours), 1500)).unwrap();
     let hv = tokio::spawn(hypervisor(tap, StreamDevice::new(FromTokio::new(theirs), 1500)));

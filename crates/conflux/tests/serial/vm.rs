@@ -135,7 +135,7 @@ fn iperf3_and_dns_prerequisites() -> MaybeDns {
     if let Some(m) = tools::missing(&["iperf3", "dnsmasq", "dig"]) {
         skip!(m.kind, "{}", m.detail);
     }
-    MaybeDns(Some(tools::Dnsmasq::start(tools::free_port())))
+    MaybeDns(Some(tools::Dnsmasq::start()))
 }
 
 /// `dig @10.0.2.3 conflux.test A` in the guest until it answers (bounded by `WAIT`).
