@@ -25,58 +25,84 @@ pub(super) fn available() -> Result<(), Skip> {
 }
 
 /// Our forwarder serving one namespace; stopped and joined on drop.
-pub(super) struct Ours {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub(super) struct Ours(Worker);
 
 impl Ours {
     /// Serves the namespace at `netns` with MTU `mtu`.
     pub(super) fn spawn(netns: &Path, mtu: usize) -> Result<Ours, String> {
         let allow = "127.0.0.0/8".parse().map_err(|e| format!("{e}"))?;
         let config = UsernetConfig::new().mtu(mtu).host_loopback(true).allow(allow).configure(true);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
         let path = netns.to_owned();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-            rt.block_on(async move {
-                let usernet = match Usernet::spawn_netns(config, &path) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("Usernet::spawn_netns({}): {e}", path.display())));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                let _ = stopped.await;
-                if tokio::time::timeout(TIMEOUT, usernet.shutdown()).await.is_err() {
-                    eprintln!("   conflux-usernet: shutdown took over {TIMEOUT:?}");
+        let worker = Worker::spawn("Usernet::spawn_netns", true, move |ready, stopped| async move {
+            let usernet = match Usernet::spawn_netns(config, &path) {
+                Ok(u) => u,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("Usernet::spawn_netns({}): {e}", path.display())));
+                    return;
                 }
-            });
-        });
-        let mut ours = Ours { stop: Some(stop), thread: Some(thread) };
-        match ready_rx.recv_timeout(TIMEOUT) {
-            Ok(Ok(())) => Ok(ours),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Left running: joining a thread stuck in spawn_netns would hang.
-                ours.stop.take();
-                ours.thread.take();
-                Err(format!("Usernet::spawn_netns({}) did not return within {TIMEOUT:?}", netns.display()))
+            };
+            let _ = ready.send(Ok(()));
+            let _ = stopped.await;
+            if tokio::time::timeout(TIMEOUT, usernet.shutdown()).await.is_err() {
+                eprintln!("   conflux-usernet: shutdown took over {TIMEOUT:?}");
             }
-        }
+        })?;
+        Ok(Ours(worker))
     }
 
     /// Panics if the forwarder has stopped.
     pub(super) fn check_alive(&mut self) {
+        self.0.check_alive("conflux-usernet: the forwarder");
+    }
+}
+
+/// A thread running a tokio runtime until told to stop; joined on drop.
+pub(super) struct Worker {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `body` (given a stop signal) on a runtime of its own in a new
+    /// thread; returns once `body` reported ready (or failed).
+    pub(super) fn spawn<F, Fut>(what: &'static str, multi_thread: bool, body: F) -> Result<Worker, String>
+    where
+        F: FnOnce(mpsc::Sender<Result<(), String>>, oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut builder = if multi_thread {
+                tokio::runtime::Builder::new_multi_thread()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+            };
+            let rt = builder.enable_all().build().expect("a tokio runtime");
+            rt.block_on(body(ready_tx, stopped));
+        });
+        let mut worker = Worker { stop: Some(stop), thread: Some(thread) };
+        match ready_rx.recv_timeout(TIMEOUT) {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // Left running: joining a thread stuck in its setup would hang.
+                worker.stop.take();
+                worker.thread.take();
+                Err(format!("{what} not ready within {TIMEOUT:?}"))
+            }
+        }
+    }
+
+    /// Panics (naming `what`) if the thread has ended.
+    pub(super) fn check_alive(&self, what: &str) {
         if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-            panic!("conflux-usernet: the forwarder's thread ended");
+            panic!("{what}: its thread ended");
         }
     }
 }
 
-impl Drop for Ours {
+impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -84,7 +110,7 @@ impl Drop for Ours {
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
-            eprintln!("   conflux-usernet: the forwarder's thread panicked");
+            eprintln!("   a usernet bench worker thread panicked");
         }
     }
 }

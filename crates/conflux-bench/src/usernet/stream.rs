@@ -41,9 +41,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::task::Poll;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use conflux_hvsock::{FramedFlow, FramingConfig, RawFlow, UnixSocket};
@@ -51,6 +49,7 @@ use conflux_netstack::{FrameBuf, FrameDevice, TapDevice};
 use conflux_usernet::{FramePiece, StreamDecoder, StreamDevice, Usernet, UsernetConfig, max_frame_len};
 use tokio::sync::oneshot;
 
+use super::ours::Worker;
 use super::{Dir, GATEWAY, MTU, Netns, Side, can_run, ip, iperf_run};
 use crate::{Ctx, Goal, Record, Skip, measure_pair, throughput_gbps};
 
@@ -129,64 +128,6 @@ pub(super) enum Carrier {
     Unix,
     /// A unix stream socket with the shutdown framing on both ends.
     UnixFramed,
-}
-
-/// A thread running a tokio runtime until told to stop; joined on drop.
-struct Worker {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    /// Runs `body` (given a stop signal) on a runtime of its own in a new
-    /// thread; returns once `body` reported ready (or failed).
-    fn spawn<F, Fut>(what: &'static str, multi_thread: bool, body: F) -> Result<Worker, String>
-    where
-        F: FnOnce(mpsc::Sender<Result<(), String>>, oneshot::Receiver<()>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()>,
-    {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let mut builder = if multi_thread {
-                tokio::runtime::Builder::new_multi_thread()
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-            };
-            let rt = builder.enable_all().build().expect("a tokio runtime");
-            rt.block_on(body(ready_tx, stopped));
-        });
-        let mut worker = Worker { stop: Some(stop), thread: Some(thread) };
-        match ready_rx.recv_timeout(TIMEOUT) {
-            Ok(Ok(())) => Ok(worker),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Left running: joining a thread stuck in its setup would hang.
-                worker.stop.take();
-                worker.thread.take();
-                Err(format!("{what} not ready within {TIMEOUT:?}"))
-            }
-        }
-    }
-
-    fn check_alive(&self, what: &str) {
-        if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-            panic!("{what}: its thread ended");
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            eprintln!("   a usernet-stream worker thread panicked");
-        }
-    }
 }
 
 /// Serves `usernet` until `stopped`, then shuts it down (bounded).

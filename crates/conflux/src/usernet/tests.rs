@@ -79,30 +79,26 @@ fn guest_uris_are_checked_and_named() {
 
 #[test]
 fn port_forwards_are_checked_before_a_guest_comes() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let config = UsernetConfig::new().forward(format!("{port}:80").parse().unwrap());
-    let e = check_forwards(&config).unwrap_err();
-    assert_eq!(e.exit, Exit::Runtime);
-    assert!(
-        e.to_string().starts_with(&format!("-p tcp:127.0.0.1:{port}:80: cannot listen on 127.0.0.1:{port}: ")),
-        "{e}"
-    );
-    drop(taken);
-    assert!(check_forwards(&config).is_ok());
-    // A UDP forward's address is checked as a UDP one: a TCP listener on
-    // the same port does not take it, a UDP socket does.
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let udp = UsernetConfig::new().forward(format!("udp:{port}:53").parse().unwrap());
-    let e = check_forwards(&udp).unwrap_err();
-    assert_eq!(e.exit, Exit::Runtime);
-    assert!(
-        e.to_string().starts_with(&format!("-p udp:127.0.0.1:{port}:53: cannot listen on 127.0.0.1:{port}: ")),
-        "{e}"
-    );
-    drop(taken);
-    assert!(check_forwards(&udp).is_ok());
+    // Each protocol's host address is checked as that protocol's: taken,
+    // the forward is refused and named; released, it passes.
+    for proto in ["tcp", "udp"] {
+        let (taken, port): (Box<dyn std::any::Any>, u16) = if proto == "tcp" {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            (Box::new(l), port)
+        } else {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = s.local_addr().unwrap().port();
+            (Box::new(s), port)
+        };
+        let config = UsernetConfig::new().forward(format!("{proto}:{port}:80").parse().unwrap());
+        let e = check_forwards(&config).unwrap_err();
+        assert_eq!(e.exit, Exit::Runtime);
+        let named = format!("-p {proto}:127.0.0.1:{port}:80: cannot listen on 127.0.0.1:{port}: ");
+        assert!(e.to_string().starts_with(&named), "{e}");
+        drop(taken);
+        assert!(check_forwards(&config).is_ok(), "{proto}");
+    }
 }
 
 #[test]
