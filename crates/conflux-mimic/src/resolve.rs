@@ -4,6 +4,7 @@
 mod race;
 mod schedule;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +56,19 @@ impl Registry {
     /// One tracing span `resolve` per call, with an event per function applied
     /// (target `conflux_mimic::function`) and per connect attempt (target
     /// `conflux_mimic::attempt`), all at trace level.
-    pub async fn resolve(&self, ctx: &Ctx) -> Result<BoxFlow, ResolveError> {
-        self.resolve_with(ctx, self.options()).await
+    //
+    // Not `async fn`: the future is the instrumented one itself, not one more
+    // state machine around it (each layer is moved, and polled, once more).
+    pub fn resolve(&self, ctx: &Ctx) -> impl Future<Output = Result<BoxFlow, ResolveError>> {
+        self.resolve_with(ctx, self.options())
     }
 
     /// As [`resolve`](Registry::resolve) with other options.
-    pub async fn resolve_with(&self, ctx: &Ctx, options: ResolveOptions) -> Result<BoxFlow, ResolveError> {
+    pub fn resolve_with(
+        &self,
+        ctx: &Ctx,
+        options: ResolveOptions,
+    ) -> impl Future<Output = Result<BoxFlow, ResolveError>> {
         let span = tracing::trace_span!("resolve", registry = self.id(), keys = ctx.len());
         async move {
             let start = Instant::now();
@@ -68,10 +76,12 @@ impl Registry {
             // The unfold borrows the context: nothing is copied out of it
             // unless a report needs it.
             let unfolding = unfold(self, ctx, options.attempt_timeout, deadline).await?;
-            connect(self, &unfolding, options, start, deadline).await.map_err(ResolveError::NotFound)
+            // An unfold that waited for nothing took no time worth a second
+            // clock read: the first attempt starts at `start`.
+            let now = (!unfolding.waited).then_some(start);
+            connect(self, &unfolding, options, start, now, deadline).await.map_err(ResolveError::NotFound)
         }
         .instrument(span)
-        .await
     }
 
     /// Applies the context's functions (each at most once, after the keys it
@@ -93,7 +103,7 @@ impl Registry {
         let options = self.options();
         let span = tracing::trace_span!("connect", registry = self.id(), bindings = unfolded.len());
         let start = Instant::now();
-        connect(self, unfolded, options, start, start + options.overall_timeout).instrument(span).await
+        connect(self, unfolded, options, start, Some(start), start + options.overall_timeout).instrument(span).await
     }
 }
 
@@ -123,7 +133,9 @@ impl Source for Unfolding<'_> {
         self.overall_expired.is_some()
     }
     fn candidates<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = Cand<'a>> {
-        self.slots.iter().filter_map(|s| {
+        // A slot's rank says whether its key is an endpoint of this
+        // registry's protocols: the others' keys are not even looked at.
+        self.slots.iter().filter(|s| s.rank != OTHER).filter_map(|s| {
             let key = self.key(s);
             let entry = key.protocol.as_deref().filter(|p| registry.owns(p))?;
             Some(Cand { entry, key, value: s.value.get(), origin: self.origin(s), order: s.order() })
@@ -168,12 +180,14 @@ impl Source for Unfolded {
 }
 
 /// Tries the candidates of `unfolded`: this registry's endpoints, in order,
-/// up to the first no-fallback protocol's last one.
+/// up to the first no-fallback protocol's last one. `now`: the time, when
+/// the caller has just read it (a lone candidate's attempt starts then).
 async fn connect(
     registry: &Registry,
     unfolded: &impl Source,
     options: ResolveOptions,
     start: Instant,
+    now: Option<Instant>,
     deadline: Instant,
 ) -> Result<BoxFlow, Box<NotFound>> {
     let not_found = |reason, attempts| {
@@ -211,7 +225,7 @@ async fn connect(
         }
         // One candidate (a `tcp://` URI with an IP address): no race to run,
         // and nothing after it for a guard to cut off.
-        (Some(only), None) => match single(&only, options, deadline).await {
+        (Some(only), None) => match single(&only, options, now, deadline).await {
             Ok(flow) => return Ok(flow),
             Err((attempt, expired)) => (expired, vec![attempt], Vec::new(), None),
         },
@@ -231,15 +245,17 @@ async fn connect(
                 }
             }
             let (expired, attempts) = if let [only] = &cands[..] {
-                match single(only, options, deadline).await {
+                match single(only, options, None, deadline).await {
                     Ok(flow) => return Ok(flow),
                     Err((attempt, expired)) => (expired, vec![attempt]),
                 }
             } else {
-                let mut race = Race::new(&cands, options, deadline);
-                if let Some(flow) = (&mut race).await {
+                // Boxed: a race's state is not carried by every resolve's future.
+                let mut race = Box::pin(Race::new(&cands, options, deadline));
+                if let Some(flow) = race.as_mut().await {
                     return Ok(flow);
                 }
+                let race = *std::pin::Pin::into_inner(race);
                 (race.expired, race.into_attempts())
             };
             (expired, attempts, cut, guard)

@@ -171,6 +171,9 @@ pub(crate) struct Unfolding<'c> {
     pub(crate) slots: Vec<Slot<'c>>,
     pub(crate) functions: Vec<FnRecord<'c>>,
     pub(crate) overall_expired: Option<Duration>,
+    /// Whether some asynchronous function was run (waited for, or found the
+    /// overall deadline passed).
+    pub(crate) waited: bool,
 }
 
 impl<'c> Unfolding<'c> {
@@ -229,6 +232,7 @@ pub(crate) async fn unfold<'c>(
     let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
     let mut functions: Vec<FnRecord<'c>> = Vec::new();
     let mut overall_expired = None;
+    let mut waited = false;
     for &i in &order.keys {
         let rank = if entries[i].endpoint { rank(registry, &entries[i].key) } else { OTHER };
         // Oldest first while collecting; reversed to newest first below.
@@ -260,13 +264,16 @@ pub(crate) async fn unfold<'c>(
                     let produced = match step {
                         Step::Ready(v) => Ok(v),
                         Step::Pending(fut) => {
+                            waited = true;
                             let now = Instant::now();
                             if overall_expired.is_some() || now >= deadline {
                                 overall_expired = Some(deadline - now.min(deadline));
                                 Err(FnOutcome::NotRun)
                             } else {
                                 let limit = attempt_timeout.min(deadline - now);
-                                match tokio::time::timeout(limit, CatchPanic::new(fut)).await {
+                                // Boxed: the timer's state is not carried by
+                                // every unfold's future, only by one that waits.
+                                match Box::pin(tokio::time::timeout(limit, CatchPanic::new(fut))).await {
                                     Ok(Ok(v)) => Ok(v),
                                     Ok(Err(message)) => Err(FnOutcome::Panicked(message)),
                                     Err(_) => Err(FnOutcome::TimedOut(limit)),
@@ -305,7 +312,7 @@ pub(crate) async fn unfold<'c>(
     }
     // Left in evaluation order: what is sorted into candidate order is only
     // what is asked for (a resolve's candidates, or the public form).
-    Ok(Unfolding { ctx, slots: values, functions, overall_expired })
+    Ok(Unfolding { ctx, slots: values, functions, overall_expired, waited })
 }
 
 /// Whether a dependency kind is required (used by plans).

@@ -91,55 +91,26 @@ fn outcome_of(result: Result<Result<BoxFlow, BoxError>, String>) -> Result<BoxFl
 
 /// Connects to `c`, the only candidate: what a [`Race`] of one does (same
 /// deadlines, same outcomes, same trace events), without its bookkeeping.
-/// On failure, the attempt and whether the overall deadline ran out.
+/// `now`: the time, when the caller has just read it. On failure, the
+/// attempt and whether the overall deadline ran out.
 pub(super) async fn single(
     c: &Cand<'_>,
     options: ResolveOptions,
+    now: Option<Instant>,
     deadline: Instant,
 ) -> Result<BoxFlow, (Attempt, bool)> {
-    let started = Instant::now();
+    let started = now.unwrap_or_else(Instant::now);
     if started >= deadline {
         return Err((c.attempt(AttemptOutcome::NotTried, Duration::ZERO), true));
     }
-    let attempt_deadline = started + options.attempt_timeout;
     let mut connecting = c.launch();
     // Polled once at once, as a race polls an attempt it starts.
     let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut connecting).poll(cx))).await;
     let result = match first {
         Poll::Ready(r) => outcome_of(r),
-        Poll::Pending => {
-            // A connect that did not complete at once (a kernel connect, even
-            // on loopback) often has by the runtime's next look at I/O: let it
-            // look once before making the attempt's timer, which a connect
-            // done by then never needs (a timer that becomes the runtime's
-            // earliest costs it a wake-up, a system call). The deadlines stay
-            // as they were, counted from `started`.
-            tokio::task::yield_now().await;
-            let mut timer = std::pin::pin!(None::<Sleep>);
-            std::future::poll_fn(|cx| {
-                loop {
-                    // The connect first: one done by now reads no clock.
-                    if let Poll::Ready(r) = Pin::new(&mut connecting).poll(cx) {
-                        return Poll::Ready(outcome_of(r));
-                    }
-                    if let Some(t) = timer.as_mut().as_pin_mut()
-                        && t.poll(cx).is_pending()
-                    {
-                        return Poll::Pending;
-                    }
-                    // No timer yet, or it fired: which deadline, if any, has passed?
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Poll::Ready(Err(AttemptOutcome::Cancelled));
-                    }
-                    if now >= attempt_deadline {
-                        return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
-                    }
-                    timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
-                }
-            })
-            .await
-        }
+        // Boxed: the wait's state (a timer) is not carried by the future of
+        // every resolve, only by one whose connect did not complete at once.
+        Poll::Pending => Box::pin(wait(&mut connecting, started + options.attempt_timeout, options, deadline)).await,
     };
     // Dropping a pending connect closes whatever it opened.
     drop(connecting);
@@ -155,6 +126,47 @@ pub(super) async fn single(
             Err((c.attempt(outcome, elapsed), expired))
         }
     }
+}
+
+/// Waits for a lone candidate's pending connect, until `attempt_deadline`
+/// or the overall `deadline`.
+async fn wait(
+    connecting: &mut Connecting,
+    attempt_deadline: Instant,
+    options: ResolveOptions,
+    deadline: Instant,
+) -> Result<BoxFlow, AttemptOutcome> {
+    // A connect that did not complete at once (a kernel connect, even on
+    // loopback) often has by the runtime's next look at I/O: let it look
+    // once before making the attempt's timer, which a connect done by then
+    // never needs (a timer that becomes the runtime's earliest costs it a
+    // wake-up, a system call). The deadlines stay as they were, counted
+    // from the attempt's start.
+    tokio::task::yield_now().await;
+    let mut timer = std::pin::pin!(None::<Sleep>);
+    std::future::poll_fn(|cx| {
+        loop {
+            // The connect first: one done by now reads no clock.
+            if let Poll::Ready(r) = Pin::new(&mut *connecting).poll(cx) {
+                return Poll::Ready(outcome_of(r));
+            }
+            if let Some(t) = timer.as_mut().as_pin_mut()
+                && t.poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
+            // No timer yet, or it fired: which deadline, if any, has passed?
+            let now = Instant::now();
+            if now >= deadline {
+                return Poll::Ready(Err(AttemptOutcome::Cancelled));
+            }
+            if now >= attempt_deadline {
+                return Poll::Ready(Err(AttemptOutcome::TimedOut(options.attempt_timeout)));
+            }
+            timer.set(Some(tokio::time::sleep_until(attempt_deadline.min(deadline))));
+        }
+    })
+    .await
 }
 
 struct Slot {
