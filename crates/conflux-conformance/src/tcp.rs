@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::echo;
 use bytes::Bytes;
 use conflux_flow::{BoxFlow, FlowError, FlowExt, Shutdown};
 use conflux_testkit::{SkipKind, TIMEOUT, current_test_name, payload, report_skip, within};
@@ -180,15 +181,6 @@ fn forward<Fl: Send + 'static>()
         },
         rx,
     )
-}
-
-async fn echo<Fl: TcpFlow>(mut flow: Fl) {
-    while let Ok(Some(chunk)) = flow.read().await {
-        if flow.write(chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = flow.close().await;
 }
 
 async fn connect<F: TcpFixture>(stack: &F::Stack, addr: SocketAddr) -> FlowOf<F> {
