@@ -21,6 +21,9 @@
 //! package; G5 (a layered flow closes its lower flow) joins with the first
 //! layered flow, and H (registry) with the registry (see [`CaseId`]).
 //!
+//! For the tests of crates that carry a stream end to end: [`echo`], a
+//! listener's callback that echoes, and [`echo_back`], its client side.
+//!
 //! The kit can fail: [`broken`] holds deliberately broken flows, and the crate's
 //! tests check that each one is rejected by the right case (and that the good
 //! factories pass those same cases).
@@ -46,6 +49,7 @@ pub mod broken;
 mod caps;
 mod case;
 mod cases;
+mod echo;
 mod factories;
 mod factory;
 #[cfg(feature = "tcp")]
@@ -55,6 +59,7 @@ mod util;
 pub use crate::{
     caps::Caps,
     case::{CaseFailure, CaseId, Outcome, ParseCaseIdError, check_case, run_case},
+    echo::{echo, echo_back},
     factories::{DuplexFactory, PipeFactory},
     factory::{Boxed, FlowFactory, PairFuture},
 };

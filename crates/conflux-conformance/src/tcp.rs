@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::echo;
 use bytes::Bytes;
 use conflux_flow::{BoxFlow, FlowError, FlowExt, Shutdown};
 use conflux_testkit::{SkipKind, TIMEOUT, current_test_name, payload, report_skip, within};
@@ -138,6 +139,13 @@ impl LeakCheck {
         LeakCheck { resources: fx.open_resources() }
     }
 
+    /// [`finish`](LeakCheck::finish) for a case's one stack, then
+    /// disconnects it.
+    async fn end<F: TcpFixture>(self, fx: &F, stack: &F::Stack) {
+        self.finish(fx, &[stack]).await;
+        stack.disconnect().await;
+    }
+
     /// Waits (bounded) until every stack has 0 open flows and the OS-level
     /// count is back to its start; panics otherwise.
     async fn finish<F: TcpFixture>(self, fx: &F, stacks: &[&F::Stack]) {
@@ -175,19 +183,20 @@ fn forward<Fl: Send + 'static>()
     )
 }
 
-async fn echo<Fl: TcpFlow>(mut flow: Fl) {
-    while let Ok(Some(chunk)) = flow.read().await {
-        if flow.write(chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = flow.close().await;
-}
-
 async fn connect<F: TcpFixture>(stack: &F::Stack, addr: SocketAddr) -> FlowOf<F> {
     within("connect", TIMEOUT, stack.create_connection(addr, ConnectOptions::new()))
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+/// Listens on port 0 of `stack` and connects to it: the port, the client's
+/// flow and the accepted one.
+async fn accepted_pair<F: TcpFixture>(fx: &F, stack: &F::Stack) -> (u16, FlowOf<F>, FlowOf<F>) {
+    let (cb, mut rx) = forward::<FlowOf<F>>();
+    let port = stack.listen(0, None, cb).expect("listen").port();
+    let client = connect::<F>(stack, SocketAddr::new(fx.local_ip(), port)).await;
+    let server = within("accept", TIMEOUT, rx.recv()).await.expect("a flow");
+    (port, client, server)
 }
 
 async fn ping<Fl: TcpFlow>(flow: &mut Fl, msg: &'static str) {
@@ -235,8 +244,7 @@ pub async fn connect_read_exact_and_dst<F: TcpFixture>(fx: &F) {
     client.close().await.expect("close");
     assert!(stack.unlisten(listening.port()));
     drop(client);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// A connect to a port nobody listens on fails with `Refused`.
@@ -254,8 +262,7 @@ pub async fn refused_on_closed_port<F: TcpFixture>(fx: &F) {
         Err(e) => panic!("expected Refused, got {e:?}"),
         Ok(_) => panic!("connected to a closed port"),
     }
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Connects from a fresh stack to `addr` with `timeout`; returns the
@@ -289,8 +296,7 @@ pub async fn connect_timeout_black_hole<F: TcpFixture>(fx: &F) {
         (Duration::from_millis(150)..=Duration::from_millis(450)).contains(&took),
         "a 300 ms connect timeout took {took:?}"
     );
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// A connect to an address without a route fails at once with `NoRoute`.
@@ -305,8 +311,7 @@ pub async fn no_route_fails_at_once<F: TcpFixture>(fx: &F) {
         other => panic!("expected NoRoute, got {:?}", other.err()),
     }
     assert!(took < Duration::from_millis(500), "no route took {took:?}");
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Listening on port 0 picks a port, reported by the handle; connects reach it.
@@ -321,8 +326,7 @@ pub async fn listen_on_port_zero<F: TcpFixture>(fx: &F) {
     client.close().await.expect("close");
     drop(client);
     stack.unlisten(listening.port());
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// The accept-style [`Incoming`](conflux_tcp::Incoming): flows come out of
@@ -363,8 +367,7 @@ pub async fn incoming_accepts_in_order_and_unlistens_on_drop<F: TcpFixture>(fx: 
     for (mut c, _) in clients {
         let _ = c.close().await;
     }
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Listening again on a port replaces the listener: only the new callback
@@ -384,8 +387,7 @@ pub async fn listeners_replace_each_other<F: TcpFixture>(fx: &F) {
     drop((client, served));
     assert!(stack.unlisten(port));
     assert!(!stack.unlisten(port), "a second unlisten finds nothing");
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// `unlisten` keeps established flows running, refuses new connections, and
@@ -419,8 +421,7 @@ pub async fn unlisten_keeps_established_refuses_new<F: TcpFixture>(fx: &F) {
     ping(&mut established, "still").await;
     established.close().await.expect("close");
     drop(established);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// listen -> disconnect -> listen on the same port (on a new stack) works;
@@ -487,8 +488,7 @@ pub async fn panicking_callback_closes_its_flow<F: TcpFixture>(fx: &F) {
     fine.close().await.expect("close");
     drop(fine);
     stack.unlisten(port);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// A write after `shutdown(Write)` is `Closed`; the peer reads everything
@@ -496,10 +496,7 @@ pub async fn panicking_callback_closes_its_flow<F: TcpFixture>(fx: &F) {
 pub async fn write_after_shutdown_is_closed<F: TcpFixture>(fx: &F) {
     let leaks = LeakCheck::start(fx);
     let stack = fx.new_stack();
-    let (cb, mut rx) = forward::<FlowOf<F>>();
-    let port = stack.listen(0, None, cb).expect("listen").port();
-    let mut client = connect::<F>(&stack, SocketAddr::new(fx.local_ip(), port)).await;
-    let mut server = within("accept", TIMEOUT, rx.recv()).await.expect("a flow");
+    let (port, mut client, mut server) = accepted_pair(fx, &stack).await;
     client.write("last words").await.expect("write");
     client.shutdown(Shutdown::Write).await.expect("shutdown");
     let err = client.write("more").await.expect_err("a write after shutdown(Write)");
@@ -507,18 +504,14 @@ pub async fn write_after_shutdown_is_closed<F: TcpFixture>(fx: &F) {
     assert_eq!(within("read", TIMEOUT, server.read_to_end()).await.expect("read"), b"last words");
     drop((client, server));
     stack.unlisten(port);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// A peer's abort reaches us as an error with `is_reset()`, never as Eof.
 pub async fn peer_abort_is_reset<F: TcpFixture>(fx: &F) {
     let leaks = LeakCheck::start(fx);
     let stack = fx.new_stack();
-    let (cb, mut rx) = forward::<FlowOf<F>>();
-    let port = stack.listen(0, None, cb).expect("listen").port();
-    let mut client = connect::<F>(&stack, SocketAddr::new(fx.local_ip(), port)).await;
-    let mut server = within("accept", TIMEOUT, rx.recv()).await.expect("a flow");
+    let (port, mut client, mut server) = accepted_pair(fx, &stack).await;
     client.write("x").await.expect("write");
     assert_eq!(within("read", TIMEOUT, server.read()).await.expect("read").as_deref(), Some(&b"x"[..]));
     server.abort().await.expect("abort");
@@ -526,8 +519,7 @@ pub async fn peer_abort_is_reset<F: TcpFixture>(fx: &F) {
     assert!(err.is_reset(), "expected a reset, got {err}");
     drop((client, server));
     stack.unlisten(port);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// `write_nodelay` completes only once the peer acknowledged every byte (a
@@ -576,8 +568,7 @@ pub async fn write_nodelay_waits_for_ack<F: TcpFixture>(fx: &F) {
     within("empty write_nodelay", TIMEOUT, ours.write_nodelay(Bytes::new())).await.expect("empty write_nodelay");
     ours.close().await.expect("close");
     drop((ours, peer));
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Keepalive detects a cut link for real: keepalive (1 s, 1 s, 3), the link
@@ -612,6 +603,5 @@ pub async fn keepalive_detects_cut_link<F: TcpFixture>(fx: &F) {
     let err = flow.write("anyone?").await.expect_err("a write after keepalive expiry");
     assert!(err.is_closed(), "expected Closed, got {err}");
     drop(flow);
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }

@@ -3,6 +3,7 @@
 //! and AF_VSOCK smoke tests that need no peer.
 
 mod common;
+mod peers;
 
 use std::time::Duration;
 
@@ -21,10 +22,7 @@ use tokio::net::UnixStream;
 
 use common::{hybrid_pair, mem_pair, pair_via, unix_pair};
 use conflux_testkit::TempDir;
-
-const C_TO_S: [u8; 13] = [0x05, 0, 0, 0, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0xad, 0xde, 0xef, 0xbe];
-const S_TO_C: [u8; 13] = [0x05, 0, 0, 0, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0xad, 0xde, 0xad, 0xde];
-const CLOSE: [u8; 4] = [0xad, 0xde, 0xad, 0xde];
+use peers::{C_TO_S, CLOSE, S_TO_C, go_peer, ocaml_peer};
 
 fn cfg() -> FramingConfig {
     FramingConfig::new().close_timeout(Duration::from_secs(5))
@@ -160,93 +158,6 @@ async fn vector_5_on_the_wire_both_roles() {
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "C's read returns Eof");
-}
-
-/// The old Go peer: a header is one `read` of 4 bytes (asserted whole), `Data(0)`
-/// skipped; after sending Close it waits for exactly one 4-byte message, then closes.
-async fn go_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
-    async fn read_header(sock: &mut UnixStream) -> u32 {
-        let mut h = [0u8; 4];
-        let n = sock.read(&mut h).await.unwrap();
-        assert_eq!(n, 4, "the Go peer reads a header with one read");
-        u32::from_le_bytes(h)
-    }
-    let mut received = Vec::new();
-    if role_c {
-        sock.write_all(&C_TO_S).await.unwrap();
-        loop {
-            match read_header(&mut sock).await {
-                0xDEAD_DEAD => {
-                    sock.write_all(&CLOSE).await.unwrap();
-                    break;
-                }
-                0 => {}
-                n if n < 1 << 31 => {
-                    let mut p = vec![0u8; n as usize];
-                    sock.read_exact(&mut p).await.unwrap();
-                    received.extend_from_slice(&p);
-                }
-                other => panic!("unexpected header {other:#x}"),
-            }
-        }
-    } else {
-        loop {
-            match read_header(&mut sock).await {
-                0xBEEF_DEAD => break,
-                0 => {}
-                n if n < 1 << 31 => {
-                    let mut p = vec![0u8; n as usize];
-                    sock.read_exact(&mut p).await.unwrap();
-                    received.extend_from_slice(&p);
-                }
-                other => panic!("unexpected header {other:#x}"),
-            }
-        }
-        sock.write_all(&S_TO_C).await.unwrap();
-        assert_eq!(read_header(&mut sock).await, 0xDEAD_DEAD, "exactly one message: the ack");
-    }
-    received
-}
-
-/// The OCaml peer: reads frames with full reads; after sending Close it drains
-/// data frames until the peer's Close (or ShutdownRead, or Eof).
-async fn ocaml_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
-    async fn frame(sock: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
-        let mut h = [0u8; 4];
-        sock.read_exact(&mut h).await.ok()?;
-        let n = u32::from_le_bytes(h);
-        let mut p = Vec::new();
-        if n < 1 << 31 {
-            p.resize(n as usize, 0);
-            sock.read_exact(&mut p).await.ok()?;
-        }
-        Some((n, p))
-    }
-    let mut received = Vec::new();
-    if role_c {
-        sock.write_all(&C_TO_S).await.unwrap();
-        while let Some((h, p)) = frame(&mut sock).await {
-            received.extend_from_slice(&p);
-            if h == 0xDEAD_DEAD {
-                sock.write_all(&CLOSE).await.unwrap();
-                break;
-            }
-        }
-    } else {
-        while let Some((h, p)) = frame(&mut sock).await {
-            received.extend_from_slice(&p);
-            if h == 0xBEEF_DEAD {
-                break;
-            }
-        }
-        sock.write_all(&S_TO_C).await.unwrap();
-        while let Some((h, _)) = frame(&mut sock).await {
-            if h == 0xDEAD_DEAD || h == 0xDEAD_BEEF {
-                break;
-            }
-        }
-    }
-    received
 }
 
 #[tokio::test]

@@ -216,6 +216,49 @@ impl TapStats {
     }
 }
 
+/// What [`TapDevice`] and [`TunDevice`] share, both being a `TunFd`:
+/// `Debug` (the interface's name), `name()` and the [`FrameDevice`] impl.
+macro_rules! tun_fd_device {
+    ($device:ident) => {
+        impl std::fmt::Debug for $device {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($device)).field("name", &self.0.name).finish()
+            }
+        }
+
+        impl $device {
+            /// The interface's name.
+            pub fn name(&self) -> &str {
+                &self.0.name
+            }
+        }
+
+        impl FrameDevice for $device {
+            fn caps(&self) -> DeviceCaps {
+                self.0.caps
+            }
+            fn set_pool(&mut self, pool: FramePool) {
+                self.0.pool = pool;
+            }
+            fn poll_recv(
+                &mut self,
+                cx: &mut Context<'_>,
+                frames: &mut Vec<FrameBuf>,
+                max: usize,
+            ) -> Poll<io::Result<()>> {
+                self.0.poll_recv(cx, frames, max)
+            }
+            fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
+                let mss = frame.meta.gso_mss;
+                self.0.send(&mut frame, mss)
+            }
+        }
+    };
+}
+
 /// A Linux TAP device (Ethernet frames), created or attached by name.
 ///
 /// Needs `CAP_NET_ADMIN`. The interface starts down: bring it up (and move
@@ -230,12 +273,6 @@ impl TapStats {
 /// [`DeviceCaps::tcp_tx_csum`]), and hands over coalesced ones with
 /// partial or verified checksums.
 pub struct TapDevice(TunFd);
-
-impl std::fmt::Debug for TapDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TapDevice").field("name", &self.0.name).finish()
-    }
-}
 
 impl TapDevice {
     /// Opens TAP interface `name` (at most 15 bytes) with an MTU of `mtu`
@@ -259,30 +296,6 @@ impl TapDevice {
     pub fn stats(&self) -> TapStats {
         self.0.stats.clone()
     }
-
-    /// The interface's name.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-}
-
-impl FrameDevice for TapDevice {
-    fn caps(&self) -> DeviceCaps {
-        self.0.caps
-    }
-    fn set_pool(&mut self, pool: FramePool) {
-        self.0.pool = pool;
-    }
-    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
-        self.0.poll_recv(cx, frames, max)
-    }
-    fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
-        let mss = frame.meta.gso_mss;
-        self.0.send(&mut frame, mss)
-    }
 }
 
 /// A Linux TUN device (bare IP packets), created or attached by name.
@@ -290,40 +303,13 @@ impl FrameDevice for TapDevice {
 /// As [`TapDevice`], with [`Medium::Ip`]: no ARP or NDP.
 pub struct TunDevice(TunFd);
 
-impl std::fmt::Debug for TunDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunDevice").field("name", &self.0.name).finish()
-    }
-}
-
 impl TunDevice {
     /// Opens TUN interface `name` (at most 15 bytes) with an MTU of `mtu`.
     /// Must be called within a tokio runtime.
     pub fn open(name: &str, mtu: usize) -> io::Result<TunDevice> {
         TunFd::open(name, false, mtu, false).map(TunDevice)
     }
-
-    /// The interface's name.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
 }
 
-impl FrameDevice for TunDevice {
-    fn caps(&self) -> DeviceCaps {
-        self.0.caps
-    }
-    fn set_pool(&mut self, pool: FramePool) {
-        self.0.pool = pool;
-    }
-    fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
-        self.0.poll_recv(cx, frames, max)
-    }
-    fn poll_send_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
-        let mss = frame.meta.gso_mss;
-        self.0.send(&mut frame, mss)
-    }
-}
+tun_fd_device!(TapDevice);
+tun_fd_device!(TunDevice);

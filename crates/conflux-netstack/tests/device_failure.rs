@@ -22,7 +22,7 @@ use conflux_netstack::{
     UdpError, link_pair,
 };
 use conflux_tcp::{ConnectError, ConnectOptions, Incoming, ListenError, TcpFlowExt, TcpStack};
-use support::{B4, addr, side};
+use support::{B4, addr, listen_into, side};
 
 /// How long anything may take once the device failed (virtual time: the
 /// fixed stack answers at once; one that never wakes its waiters runs into it).
@@ -124,14 +124,7 @@ fn setup() -> (NetStack, NetStack, Plug, u16, tokio::sync::mpsc::UnboundedReceiv
     let plug = Plug::default();
     let a = NetStack::new(side(true), Pluggable { inner: a, plug: plug.clone() });
     let b = NetStack::new(side(false), b);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |f| {
-            let _ = tx.send(f);
-            async {}
-        })
-        .unwrap()
-        .port();
+    let (port, rx) = listen_into(&b, 0, None).unwrap();
     (a, b, plug, port, rx)
 }
 

@@ -16,17 +16,7 @@ const LONG: Duration = Duration::from_secs(600);
 
 /// The server's callback reads exactly what the client wrote; dst works.
 async fn connect_once(a: &NetStack, b: &NetStack, dst: &str, seed: u64) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let got = f.read_to_end().await;
-                let _ = tx.send((got, f.dst()));
-            }
-        })
-        .unwrap()
-        .port();
+    let (port, mut rx) = serve_into(b, 0, |mut f| async move { (f.read_to_end().await, f.dst()) }).unwrap();
     let mut c =
         within("connect", LONG, a.create_connection(addr(dst, port), ConnectOptions::new())).await.expect("connect");
     let msg = payload(seed, 100);
@@ -68,22 +58,16 @@ async fn connect_with_trailing_bytes() {
 /// 100 kB in 3,780-byte writes then close; the server counts to Eof.
 async fn iperf(link: LinkConfig, total: usize) {
     let (a, b, _) = pair_with(link, |c| c);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let mut n = 0;
-                let mut sum = 0u64;
-                while let Ok(Some(c)) = f.read().await {
-                    n += c.len();
-                    sum = c.iter().fold(sum, |s, &x| s.wrapping_mul(31).wrapping_add(u64::from(x)));
-                }
-                let _ = tx.send((n, sum));
-            }
-        })
-        .unwrap()
-        .port();
+    let (port, mut rx) = serve_into(&b, 0, |mut f| async move {
+        let mut n = 0;
+        let mut sum = 0u64;
+        while let Ok(Some(c)) = f.read().await {
+            n += c.len();
+            sum = c.iter().fold(sum, |s, &x| s.wrapping_mul(31).wrapping_add(u64::from(x)));
+        }
+        (n, sum)
+    })
+    .unwrap();
     let data = payload(9, total);
     let expected = data.iter().fold(0u64, |s, &x| s.wrapping_mul(31).wrapping_add(u64::from(x)));
     let mut c =
@@ -126,16 +110,7 @@ async fn iperf_64mib_basic() {
 #[tokio::test(start_paused = true)]
 async fn iperf_survives_the_link_switching_off_and_on() {
     let (a, b, switch) = pair();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(f.read_to_end().await.map(|v| v.len()));
-            }
-        })
-        .unwrap()
-        .port();
+    let (port, mut rx) = serve_into(&b, 0, |mut f| async move { f.read_to_end().await.map(|v| v.len()) }).unwrap();
     let mut c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
     let writer = async {
         for chunk in payload(1, 1_000_000).chunks(3780) {
@@ -191,14 +166,7 @@ async fn mtu_1500_vs_9000() {
 async fn simultaneous_close_leaves_nothing_open() {
     for abort in [false, true] {
         let (a, b, _) = pair();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let port = b
-            .listen(0, None, move |f| {
-                let _ = tx.send(f);
-                async {}
-            })
-            .unwrap()
-            .port();
+        let (port, mut rx) = listen_into(&b, 0, None).unwrap();
         let mut c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
         let mut s = rx.recv().await.unwrap();
         if abort {
@@ -225,26 +193,20 @@ async fn slow_receiver_never_blocks_a_write_over_5s() {
     let (a, b, _) = pair();
     // Upstream moves 100 MB; 64 MiB here (the test payload cap).
     let total = 64 << 20;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let mut n = 0;
-                let mut i = 0u64;
-                while let Ok(Some(c)) = f.read().await {
-                    n += c.len();
-                    i += 1;
-                    // Sleep 10 ms on 1% of reads.
-                    if i.is_multiple_of(100) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                let _ = tx.send(n);
+    let (port, mut rx) = serve_into(&b, 0, |mut f| async move {
+        let mut n = 0;
+        let mut i = 0u64;
+        while let Ok(Some(c)) = f.read().await {
+            n += c.len();
+            i += 1;
+            // Sleep 10 ms on 1% of reads.
+            if i.is_multiple_of(100) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        })
-        .unwrap()
-        .port();
+        }
+        n
+    })
+    .unwrap();
     let mut c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
     let chunk = payload(2, 64 * 1024);
     for _ in 0..total / chunk.len() {
@@ -258,14 +220,7 @@ async fn slow_receiver_never_blocks_a_write_over_5s() {
 async fn keepalive_detects_a_cut_link_at_the_predicted_instant() {
     let (a, b, switch) = pair();
     let ka = Keepalive::new(Duration::ZERO, Duration::from_secs(1), 3);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, Some(ka), move |f| {
-            let _ = tx.send(f);
-            async {}
-        })
-        .unwrap()
-        .port();
+    let (port, mut rx) = listen_into(&b, 0, Some(ka)).unwrap();
     let mut c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
     let mut s = rx.recv().await.unwrap();
     c.write("ping").await.unwrap();
@@ -290,14 +245,7 @@ async fn keepalive_detects_a_cut_link_at_the_predicted_instant() {
 async fn keepalive_hours_in_virtual_time() {
     let (a, b, switch) = pair();
     let ka = Keepalive::LINUX_DEFAULT;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, Some(ka), move |f| {
-            let _ = tx.send(f);
-            async {}
-        })
-        .unwrap()
-        .port();
+    let (port, mut rx) = listen_into(&b, 0, Some(ka)).unwrap();
     let _c = a.create_connection(addr(B4, port), ConnectOptions::new()).await.unwrap();
     let mut s = rx.recv().await.unwrap();
     // An idle but alive peer answers the probes: still open after 3 hours.

@@ -307,13 +307,7 @@ async fn the_half_open_cap_admits_n_evicts_the_oldest_and_takes_a_retry() {
     let (a, b) = conflux_netstack::link_pair(LinkConfig::ip().checksums(Checksums::Compute));
     let stack = conflux_netstack::NetStack::new(support::side(true).max_half_open(usize::from(N)), a);
     let mut peer = Peer { end: b, me: addr(B4, 5000), stack_addr: addr(support::A4, 92), window: 0xffff };
-    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-    stack
-        .listen(92, None, move |f| {
-            let _ = tx.send(f);
-            async {}
-        })
-        .unwrap();
+    let (_, mut accepted) = support::listen_into(&stack, 92, None).unwrap();
     let mut synack_of = std::collections::HashMap::new();
     for i in 0..=N {
         peer.me = addr(B4, 5000 + i);

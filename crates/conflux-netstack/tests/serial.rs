@@ -36,17 +36,7 @@ fn hashing_listener(
     port: u16,
 ) -> tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, conflux_flow::FlowError>> {
     use conflux_flow::FlowExt;
-    use conflux_tcp::TcpStack;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    stack
-        .listen(port, None, move |mut f| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(f.read_to_end().await.map(|d| sha(&d)));
-            }
-        })
-        .expect("listen");
-    rx
+    support::serve_into(stack, port, |mut f| async move { f.read_to_end().await.map(|d| sha(&d)) }).expect("listen").1
 }
 
 /// A current-thread runtime with I/O and time.
@@ -115,14 +105,7 @@ impl TcpFixture for MemFixture {
         let stack = stack.clone();
         async move {
             let (peer, _) = peer?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let port = peer
-                .listen(0, None, move |f| {
-                    let _ = tx.send(f);
-                    async {}
-                })
-                .expect("listen")
-                .port();
+            let (port, mut rx) = support::listen_into(&peer, 0, None).expect("listen");
             let ours = stack
                 .create_connection(support::addr(support::B4, port), ConnectOptions::new())
                 .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use conflux_conformance::{echo, echo_back};
 use conflux_flow::FlowExt;
 use conflux_netstack::LinkConfig;
 use conflux_tcp::{ConnectError, ConnectOptions, TcpFlow, TcpStack};
@@ -15,42 +16,15 @@ use support::*;
 #[tokio::test(start_paused = true)]
 async fn connect_and_echo_over_ethernet_v4_and_v6() {
     let (a, b, _) = pair();
-    let port = b
-        .listen(7, None, |mut f| async move {
-            while let Ok(Some(c)) = f.read().await {
-                if f.write(c).await.is_err() {
-                    break;
-                }
-            }
-            let _ = f.close().await;
-        })
-        .unwrap()
-        .port();
+    let port = b.listen(7, None, echo).unwrap().port();
     for dst in [B4, B6] {
         let f = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
             .await
             .expect("connect");
         assert_eq!(f.dst(), addr(dst, port));
         let data = payload(1, 300_000);
-        let (mut r, mut w) = f.split();
-        let (_, got) = within("echo", TIMEOUT, async {
-            tokio::join!(
-                async {
-                    w.write(data.clone()).await.unwrap();
-                    w.shutdown().await.unwrap();
-                },
-                async {
-                    let mut got = Vec::new();
-                    while let Some(c) = r.read().await? {
-                        got.extend_from_slice(&c);
-                    }
-                    Ok::<_, conflux_flow::FlowError>(got)
-                }
-            )
-        })
-        .await;
+        let (mut f, got) = echo_back(f, data.clone()).await;
         let got = got.unwrap();
-        let mut f = r.reunite(w).expect("reunite");
         assert_eq!(got.len(), data.len());
         assert_eq!(got, data);
         f.close().await.unwrap();

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use conflux_flow::FlowExt;
+use conflux_conformance::{echo, echo_back};
 use conflux_netstack::{FrameDevice, NetStack, StackConfig};
 use conflux_tcp::{ConnectOptions, TcpStack};
 use conflux_testkit::{TIMEOUT, payload, within};
@@ -18,37 +18,11 @@ pub(crate) fn stack_on<D: FrameDevice>(device: D, ip: &str, mac: u8) -> NetStack
 /// A writes `len` bytes, half-closes and must read every byte back.
 pub(crate) async fn echo_across<A: FrameDevice, B: FrameDevice>(a: A, b: B, len: usize) {
     let (a, b) = (stack_on(a, "10.0.2.2", 1), stack_on(b, "10.0.2.100", 2));
-    let port = b
-        .listen(7, None, |mut f| async move {
-            while let Ok(Some(c)) = f.read().await {
-                if f.write(c).await.is_err() {
-                    break;
-                }
-            }
-            let _ = f.close().await;
-        })
-        .unwrap()
-        .port();
+    let port = b.listen(7, None, echo).unwrap().port();
     let dst = SocketAddr::new("10.0.2.100".parse().unwrap(), port);
     let f = within("connect", TIMEOUT, a.create_connection(dst, ConnectOptions::new())).await.expect("connect");
     let data = payload(len as u64, len);
-    let (mut r, mut w) = f.split();
-    let (_, got) = within("echo", TIMEOUT, async {
-        tokio::join!(
-            async {
-                w.write(data.clone()).await.unwrap();
-                w.shutdown().await.unwrap();
-            },
-            async {
-                let mut got = Vec::new();
-                while let Some(c) = r.read().await? {
-                    got.extend_from_slice(&c);
-                }
-                Ok::<_, conflux_flow::FlowError>(got)
-            }
-        )
-    })
-    .await;
+    let (_, got) = echo_back(f, data.clone()).await;
     let got = got.unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got == data[..], "the echo is the data");

@@ -4,88 +4,17 @@
 //! on a `-listen` URI (role S); plus raw cat over TCP with half-close.
 
 mod common;
+#[path = "../../conflux-hvsock/tests/peers/mod.rs"]
+mod peers;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::{WAIT, run};
 use conflux_testkit::{TempDir, within};
+use peers::{go_peer, ocaml_peer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-
-const C_TO_S: [u8; 13] = [0x05, 0, 0, 0, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0xad, 0xde, 0xef, 0xbe];
-const S_TO_C: [u8; 13] = [0x05, 0, 0, 0, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0xad, 0xde, 0xad, 0xde];
-const CLOSE: [u8; 4] = [0xad, 0xde, 0xad, 0xde];
-
-/// The old Go peer in role S: a header is one `read` of 4 bytes, `Data(0)`
-/// skipped; reads until ShutdownWrite, sends "world" and Close, then expects
-/// exactly one message: the acknowledgement.
-async fn go_peer_s(mut sock: UnixStream) -> Vec<u8> {
-    async fn read_header(sock: &mut UnixStream) -> u32 {
-        let mut h = [0u8; 4];
-        let n = sock.read(&mut h).await.unwrap();
-        assert_eq!(n, 4, "the Go peer reads a header with one read");
-        u32::from_le_bytes(h)
-    }
-    let mut received = Vec::new();
-    loop {
-        match read_header(&mut sock).await {
-            0xBEEF_DEAD => break,
-            0 => {}
-            n if n < 1 << 31 => {
-                let mut p = vec![0u8; n as usize];
-                sock.read_exact(&mut p).await.unwrap();
-                received.extend_from_slice(&p);
-            }
-            other => panic!("unexpected header {other:#x}"),
-        }
-    }
-    sock.write_all(&S_TO_C).await.unwrap();
-    assert_eq!(read_header(&mut sock).await, 0xDEAD_DEAD, "exactly one message: the ack");
-    received
-}
-
-/// One frame as the OCaml peer reads it (full reads); `None` at Eof.
-async fn frame(sock: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
-    let mut h = [0u8; 4];
-    sock.read_exact(&mut h).await.ok()?;
-    let n = u32::from_le_bytes(h);
-    let mut p = Vec::new();
-    if n < 1 << 31 {
-        p.resize(n as usize, 0);
-        sock.read_exact(&mut p).await.ok()?;
-    }
-    Some((n, p))
-}
-
-/// The OCaml peer in role S or C; returns the data it received.
-async fn ocaml_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
-    let mut received = Vec::new();
-    if role_c {
-        sock.write_all(&C_TO_S).await.unwrap();
-        while let Some((h, p)) = frame(&mut sock).await {
-            received.extend_from_slice(&p);
-            if h == 0xDEAD_DEAD {
-                sock.write_all(&CLOSE).await.unwrap();
-                break;
-            }
-        }
-    } else {
-        while let Some((h, p)) = frame(&mut sock).await {
-            received.extend_from_slice(&p);
-            if h == 0xBEEF_DEAD {
-                break;
-            }
-        }
-        sock.write_all(&S_TO_C).await.unwrap();
-        while let Some((h, _)) = frame(&mut sock).await {
-            if h == 0xDEAD_DEAD || h == 0xDEAD_BEEF {
-                break;
-            }
-        }
-    }
-    received
-}
 
 async fn cat(args: Vec<String>, stdin: &'static [u8]) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
@@ -108,7 +37,7 @@ async fn cat_connects_to_the_go_and_ocaml_peers() {
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let model = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
-            if peer == "go" { go_peer_s(sock).await } else { ocaml_peer(sock, false).await }
+            if peer == "go" { go_peer(sock, false).await } else { ocaml_peer(sock, false).await }
         });
         let started = std::time::Instant::now();
         let out = cat(vec!["cat".into(), framed_uri("unix", &path)], b"hello").await;

@@ -39,8 +39,7 @@ pub async fn specific_address_takes_only_its_own<F: TcpFixture>(fx: &F) {
     client.close().await.expect("close");
     drop(client);
     assert!(stack.unlisten_on(addr));
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// `unlisten_on` takes the key `listen_on` was given: the port-only
@@ -76,8 +75,7 @@ pub async fn unlisten_takes_the_listen_key<F: TcpFixture>(fx: &F) {
     drop(client);
     assert!(stack.unlisten(wildcard.port()), "the port-only unlisten stops the port-only listen");
     expect_refused::<F>(&stack, at, "after unlisten").await;
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Two listeners on two addresses of the stack share a port: each takes
@@ -112,8 +110,7 @@ pub async fn two_addresses_share_a_port<F: TcpFixture>(fx: &F) {
     assert_eq!(served.dst(), again.src());
     drop((again, served));
     assert!(stack.unlisten_on(first));
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }
 
 /// Beside the stack's wildcard listener (`[::]`) on a port, a listener on
@@ -156,6 +153,5 @@ pub async fn specific_address_beside_wildcard<F: TcpFixture>(fx: &F) {
     assert!(spec_rx.try_recv().is_err(), "a stopped or refused listener took a flow");
     drop((client, served));
     assert!(stack.unlisten(port));
-    leaks.finish(fx, &[&stack]).await;
-    stack.disconnect().await;
+    leaks.end(fx, &stack).await;
 }

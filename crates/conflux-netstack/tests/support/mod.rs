@@ -9,11 +9,13 @@ pub mod tapns;
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::future::Future;
 use std::sync::Mutex;
 
 use conflux_flow::FlowError;
 use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, StackConfig, link_pair};
-use conflux_tcp::{ConnectOptions, TcpStack};
+use conflux_tcp::{ConnectOptions, Keepalive, ListenError, TcpStack};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub const A4: &str = "10.0.0.1";
 pub const B4: &str = "10.0.0.2";
@@ -56,17 +58,46 @@ pub fn pair() -> (NetStack, NetStack, LinkSwitch) {
 /// its open-flow count).
 pub async fn flow_pair(link: LinkConfig, keep: &Mutex<Vec<NetStack>>) -> Result<(NetFlow, NetFlow), FlowError> {
     let (a, b, _) = pair_with(link, |c| c);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let port = b
-        .listen(0, None, move |f| {
-            let _ = tx.send(f);
-            async {}
-        })
-        .map_err(FlowError::other)?
-        .port();
+    let (port, mut rx) = listen_into(&b, 0, None).map_err(FlowError::other)?;
     let client = a.create_connection(addr(B4, port), ConnectOptions::new()).await.map_err(FlowError::other)?;
     let server = rx.recv().await.ok_or_else(FlowError::closed)?;
     b.unlisten(port);
     keep.lock().unwrap().extend([a, b]);
     Ok((client, server))
+}
+
+/// Listens on `port` of `stack` (0: an ephemeral one) with `keepalive`;
+/// returns the bound port and the receiver each accepted flow is sent to (at
+/// once, from the listener's callback).
+pub fn listen_into(
+    stack: &NetStack,
+    port: u16,
+    keepalive: Option<Keepalive>,
+) -> Result<(u16, UnboundedReceiver<NetFlow>), ListenError> {
+    let (tx, rx) = unbounded_channel();
+    let listening = stack.listen(port, keepalive, move |f| {
+        let _ = tx.send(f);
+        async {}
+    })?;
+    Ok((listening.port(), rx))
+}
+
+/// Listens on `port` of `stack` (0: an ephemeral one): `serve` runs on each
+/// accepted flow and what it returns is sent to the receiver returned with
+/// the bound port.
+pub fn serve_into<T, S, Fut>(stack: &NetStack, port: u16, serve: S) -> Result<(u16, UnboundedReceiver<T>), ListenError>
+where
+    T: Send + 'static,
+    S: Fn(NetFlow) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let (tx, rx) = unbounded_channel();
+    let listening = stack.listen(port, None, move |f| {
+        let tx = tx.clone();
+        let served = serve(f);
+        async move {
+            let _ = tx.send(served.await);
+        }
+    })?;
+    Ok((listening.port(), rx))
 }

@@ -7,7 +7,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use conflux_netstack::{Checksums, FrameDevice, LinkConfig, LinkEnd, NetFlow, NetStack, link_pair};
-use conflux_tcp::TcpStack;
 use conflux_testkit::within;
 
 pub const FIN: u8 = 0x01;
@@ -152,13 +151,7 @@ impl Peer {
     /// Accepts a connection to the stack's listener: SYN, SYN-ACK, ACK.
     /// Returns (our next seq, the stack's next seq) and the server's flow.
     pub async fn handshake(&mut self, stack: &NetStack) -> (u32, u32, NetFlow) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        stack
-            .listen(self.stack_addr.port(), None, move |f| {
-                let _ = tx.send(f);
-                async {}
-            })
-            .unwrap();
+        let (_, mut rx) = super::listen_into(stack, self.stack_addr.port(), None).unwrap();
         self.send(1000, 0, SYN, b"");
         let synack = self.recv().await;
         assert_eq!(synack.flags & (SYN | ACK), SYN | ACK, "{synack:?}");
