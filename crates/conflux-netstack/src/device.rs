@@ -371,6 +371,64 @@ pub trait FrameDevice: Send + 'static {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// A transmit handle usable from any task, if the device has one: the
+    /// stack then sends a flow's frames from the flow's own task (its write,
+    /// read or close runs the connection's egress at once), without a
+    /// round of the driver task. Asked once, before the driver starts. The
+    /// default has none: every frame goes through the driver.
+    fn direct_send(&mut self) -> Option<Arc<dyn DirectSend>> {
+        None
+    }
+
+    /// Where the device may hand received frames straight to the stack,
+    /// in the sending task (an in-process link whose other end sends),
+    /// instead of queuing them for the driver: see [`InlineReceiver`].
+    /// Called once, before the driver starts. The default ignores it.
+    fn set_inline_receiver(&mut self, receiver: InlineReceiver) {
+        let _ = receiver;
+    }
+}
+
+/// A device's transmit side shared with the stack's tasks
+/// ([`FrameDevice::direct_send`]). The stack calls it with its state
+/// locked, so calls never overlap and frames keep their order; the driver
+/// does not use [`FrameDevice::send`] while any frame handed here is
+/// waiting.
+pub trait DirectSend: Send + Sync {
+    /// Sends frames from the front of `frames` while the device takes
+    /// them without waiting; what it cannot take now stays in `frames`
+    /// (the driver then sends it, through the device, once it can). Never
+    /// blocks. A frame the device fails on is dropped, as a lossy wire
+    /// would.
+    fn try_send(&self, frames: &mut VecDeque<FrameBuf>);
+}
+
+/// A stack's entry for frames handed over in the sender's task
+/// ([`FrameDevice::set_inline_receiver`]): the frames are processed at
+/// once, the readers they wake woken, and the stack's answer (an ACK, the
+/// next window) sent through its own device. Holds the stack weakly.
+#[derive(Clone)]
+pub struct InlineReceiver {
+    pub(crate) shared: std::sync::Weak<crate::stack::Shared>,
+}
+
+impl fmt::Debug for InlineReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineReceiver").field("alive", &(self.shared.strong_count() > 0)).finish()
+    }
+}
+
+impl InlineReceiver {
+    /// Processes `frames` (drained) at once: `false`, and nothing taken,
+    /// when it cannot now (the stack is busy on another thread, gone, or
+    /// this call comes from inside another inline delivery); the device
+    /// then queues them for the driver as usual. The device must not call
+    /// this while frames it queued earlier still wait for the driver
+    /// (they would be overtaken).
+    pub fn try_deliver(&self, frames: &mut VecDeque<FrameBuf>) -> bool {
+        crate::stack::deliver_inline(&self.shared, frames)
+    }
 }
 
 impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
@@ -391,6 +449,12 @@ impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
     }
     fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
         (**self).poll_send_batch(cx, frames)
+    }
+    fn direct_send(&mut self) -> Option<Arc<dyn DirectSend>> {
+        (**self).direct_send()
+    }
+    fn set_inline_receiver(&mut self, receiver: InlineReceiver) {
+        (**self).set_inline_receiver(receiver)
     }
 }
 

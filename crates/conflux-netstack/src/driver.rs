@@ -16,6 +16,15 @@ use crate::stack::{Kick, Shared, dispatch};
 /// Frames received per driver round before the core processes them.
 const RX_BATCH: usize = 256;
 
+/// While the stack is busy (this round had frames or a kick, or a task ran
+/// a round inline since the last one), the driver's sleep ends at most
+/// this far ahead. A task running egress itself wakes the driver only for
+/// a deadline earlier than the armed one; every new timer (a delayed ACK,
+/// a retransmission) is at least this far out, so a busy stack's inline
+/// rounds wake the driver only this often. An idle stack sleeps until its
+/// next deadline.
+const HORIZON: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
+
 /// Runs until the device fails (the stack is then marked dead and everything
 /// waiting on it woken: `stack::device_failed`) or the last handle and flow
 /// are gone. Each
@@ -35,35 +44,63 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
     // The deadline the sleep is armed for (`None`: far away).
     let mut armed: Option<smoltcp::time::Instant> = None;
     loop {
-        kick.take();
+        let kicked = kick.take();
         // Egress waits while the device still holds a backlog: the round
         // that finds it drained runs it.
         let egress_skipped = !tx.is_empty();
         {
             let Some(shared) = weak.upgrade() else { return };
             let now = shared.now();
-            let deadline = {
-                let mut st = shared.lock();
+            let rearm = {
+                let mut guard = shared.lock();
+                let st = &mut *guard;
+                let busy = kicked || !rx.is_empty() || std::mem::take(&mut st.inline_active);
                 if !rx.is_empty() {
                     st.core.handle_frames(now, &mut rx);
                 }
                 st.core.handle_timeout(now);
                 if !egress_skipped {
                     st.core.poll_transmit(now, &mut produced);
+                    st.out.extend(produced.drain(..));
                 }
+                // Frames made by flows' inline rounds wait in `out`, behind
+                // ours (`driver_sending`) when we hold a backlog.
+                if !st.out.is_empty() {
+                    if tx.is_empty()
+                        && let Some(direct) = &shared.direct
+                    {
+                        direct.try_send(&mut st.out);
+                    }
+                    tx.extend(st.out.drain(..));
+                }
+                st.driver_sending = !tx.is_empty();
                 st.drain_events(now, &mut wake, &mut accepted);
                 udp_wake.collect(&mut st.core);
-                st.core.poll_timeout()
+                // With egress skipped the deadline waits for the backlog's
+                // round. A busy stack sleeps at most `HORIZON`; an earlier
+                // sleep still armed is kept (an early wake costs a round,
+                // re-arming costs one per round).
+                let mut wake_at = st.core.poll_timeout().filter(|_| !egress_skipped);
+                if busy && !egress_skipped {
+                    let horizon = now + HORIZON;
+                    wake_at = Some(wake_at.map_or(horizon, |t| t.min(horizon)));
+                    if let Some(a) = armed
+                        && a > now
+                        && wake_at.is_some_and(|w| a <= w)
+                        && !sleep.is_elapsed()
+                    {
+                        wake_at = armed;
+                    }
+                }
+                st.armed = wake_at;
+                // The sleep is re-armed only when its deadline moves (or it
+                // fired): most rounds keep the one they had.
+                (wake_at != armed || sleep.is_elapsed()).then_some(wake_at)
             };
-            tx.extend(produced.drain(..));
             wake.drain(..).for_each(|w: std::task::Waker| w.wake());
             udp_wake.wake(&shared);
             dispatch(&shared, &mut accepted);
-            // With egress skipped the deadline waits for the backlog's
-            // round. The sleep is re-armed only when its deadline moves (or
-            // it fired): most rounds keep the one they had.
-            let wake_at = deadline.filter(|_| !egress_skipped);
-            if wake_at != armed || sleep.is_elapsed() {
+            if let Some(wake_at) = rearm {
                 sleep.as_mut().reset(wake_at.map_or_else(far, |t| shared.instant(t)));
                 armed = wake_at;
             }

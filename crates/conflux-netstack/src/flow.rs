@@ -100,9 +100,8 @@ impl NetFlow {
             }
             Poll::Ready(Ok(()))
         };
-        drop(st);
         if sent > 0 {
-            self.shared.kick();
+            self.shared.flush(st);
         }
         res
     }
@@ -125,7 +124,7 @@ impl NetFlow {
         if self.read_shut || self.closed {
             return Poll::Ready(Ok(false));
         }
-        let (poll, kick) = {
+        let poll = {
             let mut st = self.shared.lock();
             let poll = match st.core.recv(self.id, max, sink) {
                 Recv::Data(_) => Poll::Ready(Ok(true)),
@@ -142,11 +141,12 @@ impl NetFlow {
                 // Closed without a reset: keepalive expiry or our own abort.
                 Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(false), Err)),
             };
-            (poll, st.core.has_work())
+            // A window to announce: sent now.
+            if st.core.has_work() {
+                self.shared.flush(st);
+            }
+            poll
         };
-        if kick {
-            self.shared.kick();
-        }
         match &poll {
             Poll::Ready(Ok(false)) => self.read_end = Some(None),
             Poll::Ready(Err(e)) => self.read_end = Some(Some(e.latched())),
@@ -159,16 +159,14 @@ impl NetFlow {
         if self.closed {
             return;
         }
-        {
-            let mut st = self.shared.lock();
-            st.forget_wakers(self.id);
-            st.core.release(self.id, abort, self.write_shut);
-        }
+        let mut st = self.shared.lock();
+        st.forget_wakers(self.id);
+        st.core.release(self.id, abort, self.write_shut);
+        self.shared.flush(st);
         self.closed = true;
         self.write_shut = true;
         self.read_shut = true;
         self.shared.flow_closed();
-        self.shared.kick();
         tracing::trace!(src = %self.local, dst = %self.remote, abort, "flow closed");
     }
 }
@@ -221,10 +219,11 @@ impl Flow for NetFlow {
         }
         if how.writes() && !self.write_shut {
             self.write_shut = true;
+            let mut st = self.shared.lock();
             if !self.closed {
-                self.shared.lock().core.close_write(self.id);
+                st.core.close_write(self.id);
             }
-            self.shared.kick();
+            self.shared.flush(st);
         }
         Poll::Ready(Ok(()))
     }

@@ -141,7 +141,9 @@ mod wire;
 pub use crate::udp::{Datagram, UdpError, UdpIntercept, UdpSocket};
 pub use crate::{
     config::StackConfig,
-    device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum},
+    device::{
+        Checksums, DeviceCaps, DirectSend, FrameBuf, FrameDevice, FrameMeta, FramePool, InlineReceiver, Medium, RxCsum,
+    },
     dhcp::{DhcpWaitError, Dhcpv4Lease},
     flow::NetFlow,
     intercept::{HeldSyn, Intercept},

@@ -3,10 +3,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::device::{Checksums, DeviceCaps, FrameBuf, FrameDevice, Medium};
+use crate::device::{Checksums, DeviceCaps, DirectSend, FrameBuf, FrameDevice, InlineReceiver, Medium};
 
 /// Faults a link applies to every frame it carries, in each direction
 /// independently, drawn from a seeded generator (runs are reproducible).
@@ -109,11 +109,73 @@ struct QueueState {
 struct Queue {
     state: Mutex<QueueState>,
     cap: usize,
+    /// The receiving stack's inline entry, once its stack started.
+    receiver: OnceLock<InlineReceiver>,
 }
 
 impl Queue {
     fn new(cap: usize) -> Queue {
-        Queue { state: Mutex::new(QueueState::default()), cap: cap.max(1) }
+        Queue { state: Mutex::new(QueueState::default()), cap: cap.max(1), receiver: OnceLock::new() }
+    }
+}
+
+/// A fault-free link end's transmit side, shared with its stack's tasks
+/// ([`FrameDevice::direct_send`]): frames go straight into the other
+/// stack ([`InlineReceiver`]) when nothing is queued ahead of them and
+/// that stack is free, else into the queue as [`FrameDevice::send`] puts
+/// them.
+struct DirectTx {
+    tx: Arc<Queue>,
+    switch: LinkSwitch,
+    /// The largest frame the wire carries (MTU plus the Ethernet header).
+    max_frame: usize,
+}
+
+impl DirectTx {
+    fn dropped(&self, n: usize) {
+        self.switch.shared.dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl DirectSend for DirectTx {
+    fn try_send(&self, frames: &mut VecDeque<FrameBuf>) {
+        if !self.switch.is_up() {
+            self.dropped(frames.len());
+            frames.clear();
+            return;
+        }
+        let before = frames.len();
+        frames.retain(|f| f.len() <= self.max_frame);
+        self.dropped(before - frames.len());
+        let mut s = lock(&self.tx.state);
+        if s.closed {
+            // The other end is gone: the wire swallows the frames.
+            frames.clear();
+            return;
+        }
+        // Only this stack sends into this queue (its calls never overlap),
+        // so a queue empty now stays empty until it pushes.
+        if s.frames.is_empty()
+            && let Some(receiver) = self.tx.receiver.get()
+        {
+            drop(s);
+            if receiver.try_deliver(frames) {
+                return;
+            }
+            s = lock(&self.tx.state);
+        }
+        let mut pushed = false;
+        while s.frames.len() < self.tx.cap
+            && let Some(frame) = frames.pop_front()
+        {
+            s.frames.push_back(frame);
+            pushed = true;
+        }
+        let waker = if pushed { s.rx_waker.take() } else { None };
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -279,6 +341,29 @@ impl FrameDevice for LinkEnd {
         self.caps
     }
 
+    /// A link without faults (loss, corruption, junk, a byte limit) sends
+    /// from any task and hands its frames straight to the other end's
+    /// stack when it can; one with faults sends through its driver only.
+    fn direct_send(&mut self) -> Option<Arc<dyn DirectSend>> {
+        let f = self.faults;
+        let faultless = f.loss == 0.0
+            && f.small_loss == 0.0
+            && f.corrupt == 0.0
+            && f.trailing_junk == 0
+            && f.drop_after_bytes.is_none();
+        faultless.then(|| {
+            Arc::new(DirectTx {
+                tx: self.tx.clone(),
+                switch: self.switch.clone(),
+                max_frame: self.wire_mtu + self.header_len(),
+            }) as Arc<dyn DirectSend>
+        })
+    }
+
+    fn set_inline_receiver(&mut self, receiver: InlineReceiver) {
+        let _ = self.rx.receiver.set(receiver);
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
         let mut s = lock(&self.rx.state);
         if s.frames.is_empty() {
@@ -400,6 +485,35 @@ mod tests {
         assert!(a.poll_send_batch(&mut cx(), &mut batch).is_ready());
         assert_eq!(recv(&mut b).map(|f| f.len()), Some(7));
         assert_eq!(recv(&mut b), None, "after 10 bytes everything drops");
+    }
+
+    #[test]
+    fn the_direct_side_queues_without_a_receiver_and_keeps_the_wire_rules() {
+        let (mut a, mut b) = link_pair(LinkConfig::ip().mtu(8));
+        let direct = a.direct_send().expect("a fault-free link shares its transmit side");
+        let mut frames: VecDeque<FrameBuf> = [vec![1; 8].into(), vec![2; 9].into(), vec![3].into()].into();
+        direct.try_send(&mut frames);
+        assert!(frames.is_empty(), "all taken (one dropped: over the MTU)");
+        assert_eq!((recv(&mut b), recv(&mut b), recv(&mut b)), (Some(vec![1; 8]), Some(vec![3]), None));
+        assert_eq!(a.switch().dropped(), 1);
+        a.switch().set_up(false);
+        let mut frames: VecDeque<FrameBuf> = [vec![4].into()].into();
+        direct.try_send(&mut frames);
+        assert_eq!((frames.len(), recv(&mut b), a.switch().dropped()), (0, None, 2), "the switch drops");
+        let faulty = Faults { loss: 0.1, ..Faults::NONE };
+        assert!(link_pair(LinkConfig::ip().faults(faulty)).0.direct_send().is_none(), "faults need the driver");
+    }
+
+    #[test]
+    fn the_direct_side_stops_at_the_queue_cap() {
+        let (mut a, mut b) = link_pair(LinkConfig { queue_frames: 2, ..LinkConfig::ip() });
+        let direct = a.direct_send().expect("shared");
+        let mut frames: VecDeque<FrameBuf> = (0..3u8).map(|i| FrameBuf::from(vec![i])).collect();
+        direct.try_send(&mut frames);
+        assert_eq!(frames.len(), 1, "the third waits for room");
+        assert_eq!(recv(&mut b), Some(vec![0]));
+        direct.try_send(&mut frames);
+        assert_eq!((recv(&mut b), recv(&mut b), recv(&mut b)), (Some(vec![1]), Some(vec![2]), None));
     }
 
     #[test]

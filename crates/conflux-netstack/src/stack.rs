@@ -1,7 +1,8 @@
 //! [`NetStack`]: the handle, the shell's shared state and the `TcpStack`
 //! contract. The shell moves bytes and wakers: the core decides.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::hash::BuildHasherDefault;
 use std::io;
@@ -18,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::config::StackConfig;
 use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, IdHasher, ListenId, ListenKey, Transparent};
-use crate::device::{FrameDevice, FramePool};
+use crate::device::{DirectSend, FrameBuf, FrameDevice, FramePool, InlineReceiver};
 use crate::flow::NetFlow;
 use crate::intercept::{HeldSyn, Intercept};
 
@@ -81,6 +82,22 @@ pub(crate) struct State {
     pub(crate) dhcp: crate::dhcp::LeaseWatch,
     /// Set once the device failed: the driver is gone, nothing moves.
     pub(crate) dead: Option<DeviceError>,
+    /// Frames made and not yet handed to the device, oldest first: what
+    /// the shared transmit side could not take, or what waits behind the
+    /// driver's backlog (`driver_sending`). The driver takes them.
+    pub(crate) out: VecDeque<FrameBuf>,
+    /// The driver holds frames the device has not taken yet: frames made
+    /// meanwhile queue in `out` behind them (their order is kept).
+    pub(crate) driver_sending: bool,
+    /// The deadline the driver's sleep is armed for (`None`: none). A
+    /// task running egress itself wakes the driver only when the core's
+    /// next deadline is earlier.
+    pub(crate) armed: Option<smoltcp::time::Instant>,
+    /// Set by each inline round, taken by the driver's: the stack is busy,
+    /// so the driver keeps a short sleep (`driver::HORIZON`).
+    pub(crate) inline_active: bool,
+    /// Reused by inline rounds for the frames egress makes.
+    scratch: Vec<FrameBuf>,
 }
 
 /// The registered intercept.
@@ -217,9 +234,9 @@ impl Kick {
     }
 
     /// Takes the pending kick (at the start of a round: kicks from now on
-    /// ask for the next one).
-    pub(crate) fn take(&self) {
-        self.pending.store(false, Ordering::Release);
+    /// ask for the next one): whether there was one.
+    pub(crate) fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
     }
 
     /// Ready once kicked since the last [`take`](Kick::take).
@@ -244,6 +261,16 @@ pub(crate) struct Shared {
     pub(crate) udp: crate::udp::UdpShell,
     /// Woken once the device failed ([`NetStack::device_error`]).
     died: Notify,
+    /// The device's transmit side, if tasks other than the driver may use
+    /// it ([`FrameDevice::direct_send`]).
+    pub(crate) direct: Option<Arc<dyn DirectSend>>,
+}
+
+thread_local! {
+    /// Set while this thread runs an inline delivery: a stack answering
+    /// from inside one queues its frames for the other's driver instead of
+    /// delivering them inline too (one level deep, no recursion).
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Shared {
@@ -263,6 +290,58 @@ impl Shared {
 
     pub(crate) fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
         self.base + Duration::from_micros(t.total_micros().max(0) as u64)
+    }
+
+    /// After a flow operation that may have made something to send (data,
+    /// a window update, a FIN, a SYN): with a shared transmit side the
+    /// calling task runs egress itself and hands the frames to the device
+    /// (a round trip then needs no driver round); otherwise, or outside a
+    /// runtime (a flow dropped after its runtime), the driver is woken.
+    pub(crate) fn flush(self: &Arc<Self>, st: MutexGuard<'_, State>) {
+        if self.direct.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            drop(st);
+            self.kick();
+            return;
+        }
+        self.run_inline(st, None);
+    }
+
+    /// A round in the calling task: `rx` into the core, egress, the frames
+    /// to the shared transmit side (when the driver holds none and there is
+    /// one; else queued for the driver), events into wake-ups. The driver
+    /// is woken when frames wait for it or the core's next deadline is
+    /// earlier than its sleep. Timers stay the driver's.
+    fn run_inline(self: &Arc<Self>, mut guard: MutexGuard<'_, State>, rx: Option<&mut Vec<FrameBuf>>) {
+        let st = &mut *guard;
+        if st.dead.is_some() {
+            return;
+        }
+        let now = self.now();
+        if let Some(rx) = rx {
+            st.core.handle_frames(now, rx);
+        }
+        let mut produced = std::mem::take(&mut st.scratch);
+        st.core.poll_transmit(now, &mut produced);
+        st.out.extend(produced.drain(..));
+        st.scratch = produced;
+        if !st.driver_sending
+            && let Some(direct) = &self.direct
+        {
+            direct.try_send(&mut st.out);
+        }
+        let mut kick = !st.out.is_empty();
+        st.inline_active = true;
+        let (mut wake, mut accepted, mut udp_wake) = (Vec::new(), Vec::new(), crate::udp::Wake::default());
+        st.drain_events(now, &mut wake, &mut accepted);
+        udp_wake.collect(&mut st.core);
+        kick |= st.core.poll_timeout().is_some_and(|d| st.armed.is_none_or(|armed| d < armed));
+        drop(guard);
+        wake.into_iter().for_each(Waker::wake);
+        udp_wake.wake(self);
+        dispatch(self, &mut accepted);
+        if kick {
+            self.kick();
+        }
     }
 
     pub(crate) fn flow_opened(&self) {
@@ -330,7 +409,13 @@ impl NetStack {
             accepting: HashMap::new(),
             dhcp: crate::dhcp::LeaseWatch::new(),
             dead: None,
+            out: VecDeque::new(),
+            driver_sending: false,
+            armed: None,
+            inline_active: false,
+            scratch: Vec::new(),
         };
+        let direct = device.direct_send();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             kick: kick.clone(),
@@ -339,7 +424,9 @@ impl NetStack {
             base,
             udp: Default::default(),
             died: Notify::new(),
+            direct,
         });
+        device.set_inline_receiver(InlineReceiver { shared: Arc::downgrade(&shared) });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
         NetStack { shared }
     }
@@ -587,9 +674,9 @@ impl TcpStack for NetStack {
             let timeout = options.timeout.unwrap_or(st.core.config().connect_timeout);
             let (id, local) =
                 st.core.connect(src, addr, options.keepalive).map_err(|e| ConnectError::other(addr, e))?;
+            self.shared.flush(st);
             (id, local, timeout)
         };
-        self.shared.kick();
         let mut guard = ConnectGuard { shared: &self.shared, id: Some(id) };
         let established = poll_fn(|cx| {
             let mut st = self.shared.lock();
@@ -676,6 +763,27 @@ impl TcpStack for NetStack {
     fn open_flows(&self) -> usize {
         self.shared.open_flows.load(Ordering::SeqCst)
     }
+}
+
+/// [`InlineReceiver::try_deliver`]: `frames` into the stack in the
+/// calling task, unless this thread is already delivering (the answer to
+/// an inline delivery goes to the driver), the stack is gone or dead, its
+/// lock is held elsewhere, or there is no runtime to dispatch accepted
+/// flows on.
+pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
+    if DELIVERING.get() || tokio::runtime::Handle::try_current().is_err() {
+        return false;
+    }
+    let Some(shared) = weak.upgrade() else { return false };
+    let Ok(st) = shared.state.try_lock() else { return false };
+    if st.dead.is_some() {
+        return false;
+    }
+    let mut rx: Vec<FrameBuf> = frames.drain(..).collect();
+    DELIVERING.set(true);
+    shared.run_inline(st, Some(&mut rx));
+    DELIVERING.set(false);
+    true
 }
 
 /// Hands finished handshakes to their listeners (outside the lock).

@@ -1,5 +1,6 @@
 //! Linux TAP (Ethernet) and TUN (IP) devices, with readiness from tokio.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::device::{DeviceCaps, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum};
+use crate::device::{DeviceCaps, DirectSend, FrameBuf, FrameDevice, FrameMeta, FramePool, Medium, RxCsum};
 use crate::vnet::{self, RxCsumState, VnetHdr};
 
 /// The largest IP packet an offload TAP takes or hands over
@@ -29,6 +30,18 @@ struct TunFd {
     vnet: bool,
     stats: TapStats,
     pool: FramePool,
+    /// The transmit side (a duplicate of the descriptor), shared with the
+    /// stack's tasks ([`FrameDevice::direct_send`]).
+    tx: Arc<TunTx>,
+}
+
+/// A TUN/TAP device's transmit side: a write per frame, from any task.
+struct TunTx {
+    file: File,
+    name: String,
+    caps: DeviceCaps,
+    vnet: bool,
+    stats: TapStats,
 }
 
 impl TunFd {
@@ -50,21 +63,17 @@ impl TunFd {
             // completes the checksum, or, for its own sockets, needs none.
             caps.tcp_tx_csum = true;
         }
+        let stats = TapStats::default();
+        let tx = TunTx { file: file.try_clone()?, name: name.to_owned(), caps, vnet: offloads, stats: stats.clone() };
         Ok(TunFd {
             fd: crate::sys::async_fd(file)?,
             name: name.to_owned(),
             caps,
             vnet: offloads,
-            stats: TapStats::default(),
+            stats,
             pool: FramePool::new(),
+            tx: Arc::new(tx),
         })
-    }
-
-    fn l2(&self) -> vnet::L2 {
-        match self.caps.medium {
-            Medium::Ethernet => vnet::L2::Ethernet,
-            Medium::Ip => vnet::L2::Ip,
-        }
     }
 
     /// Reads frames until the device has none or `max` were read. With
@@ -132,10 +141,19 @@ impl TunFd {
         }
         if frames.len() > from { Poll::Ready(Ok(())) } else { Poll::Pending }
     }
+}
+
+impl TunTx {
+    fn l2(&self) -> vnet::L2 {
+        match self.caps.medium {
+            Medium::Ethernet => vnet::L2::Ethernet,
+            Medium::Ip => vnet::L2::Ip,
+        }
+    }
 
     /// Sends `frame`, as a GSO super-segment of `gso_mss`-byte segments if
     /// given and the frame is longer than one (offloads on).
-    fn send(&mut self, frame: &mut [u8], gso_mss: Option<u16>) -> io::Result<()> {
+    fn send(&self, frame: &mut [u8], gso_mss: Option<u16>) -> io::Result<()> {
         let s = &self.stats.0;
         s.tx_frames.fetch_add(1, Ordering::Relaxed);
         let res = if self.vnet {
@@ -154,9 +172,9 @@ impl TunFd {
                 s.tx_gso_frames.fetch_add(1, Ordering::Relaxed);
             }
             let hdr = hdr.to_bytes();
-            self.fd.get_ref().write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+            (&self.file).write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
         } else {
-            self.fd.get_ref().write(frame)
+            (&self.file).write(frame)
         };
         match res {
             Ok(_) => Ok(()),
@@ -165,6 +183,18 @@ impl TunFd {
             // The interface is down or gone: the frame is lost; TCP retransmits.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ENXIO)) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl DirectSend for TunTx {
+    fn try_send(&self, frames: &mut VecDeque<FrameBuf>) {
+        for mut frame in frames.drain(..) {
+            let mss = frame.meta.gso_mss;
+            if let Err(e) = self.send(&mut frame, mss) {
+                // The driver's next read or write sees the device fail.
+                tracing::debug!(tap = %self.name, error = %e, "device send failed: frame dropped");
+            }
         }
     }
 }
@@ -253,7 +283,10 @@ macro_rules! tun_fd_device {
             }
             fn send(&mut self, mut frame: FrameBuf) -> io::Result<()> {
                 let mss = frame.meta.gso_mss;
-                self.0.send(&mut frame, mss)
+                self.0.tx.send(&mut frame, mss)
+            }
+            fn direct_send(&mut self) -> Option<Arc<dyn DirectSend>> {
+                Some(self.0.tx.clone())
             }
         }
     };
