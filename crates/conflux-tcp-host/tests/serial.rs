@@ -152,3 +152,37 @@ fn loopback_connects_are_decided_within_their_first_poll() {
         );
     });
 }
+
+/// `src` is asked of the kernel on first use (a forwarder relaying short
+/// connections never asks: one system call less per connection): the
+/// address the server sees as its peer, kept once asked, and the
+/// unspecified address when first asked after the flow closed.
+#[test]
+fn src_is_asked_lazily_and_kept() {
+    use conflux_flow::FlowExt;
+    use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
+    use conflux_tcp_host::HostStack;
+
+    let _serial = serial();
+    rt().block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stack = HostStack::new();
+        let connect = || {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stack.create_connection(addr, ConnectOptions::new()),
+            )
+        };
+        let mut asked = connect().await.expect("in time").unwrap();
+        let (_served, peer) = listener.accept().unwrap();
+        assert_eq!(asked.src(), peer, "the server's peer");
+        asked.close().await.unwrap();
+        assert_eq!(asked.src(), peer, "kept after close");
+        let mut never = connect().await.expect("in time").unwrap();
+        drop(listener.accept().unwrap());
+        never.close().await.unwrap();
+        assert_eq!(never.src(), "0.0.0.0:0".parse().unwrap(), "first asked after close");
+        assert_eq!(never.dst(), addr);
+    });
+}
