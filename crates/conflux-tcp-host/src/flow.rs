@@ -70,8 +70,9 @@ struct AckWait {
 
 /// Checks of `SIOCOUTQ` before the first sleep (a yield each: loopback acks in microseconds).
 const ACK_SPINS: u32 = 16;
-/// The size of a flow's first read.
-const FIRST_READ: usize = 1024;
+/// The size of a flow's first read (a 1 KiB message reads short: see
+/// `poll_read`).
+const FIRST_READ: usize = 2048;
 /// The longest sleep between two `SIOCOUTQ` checks.
 const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 
@@ -346,7 +347,23 @@ impl Flow for HostFlow {
             self.read_buf.reserve(self.read_size);
             let room = self.read_size;
             let mut limited = (&mut self.read_buf).limit(room);
-            match io.try_read_buf(&mut limited) {
+            // A short read emptied the socket's queue: its readiness is
+            // cleared as for `WouldBlock` (tokio's own `poll_read` does the
+            // same; a FIN seen already stays ready), so the next read waits
+            // for the next event instead of a `recv` that finds nothing.
+            let mut short = None;
+            let res = io.try_io(tokio::io::Interest::READABLE, || match io.try_read_buf(&mut limited) {
+                Ok(n) if n > 0 && n < room => {
+                    short = Some(n);
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                other => other,
+            });
+            let res = match short {
+                Some(n) => Ok(n),
+                None => res,
+            };
+            match res {
                 Ok(0) => {
                     self.eof = true;
                     return Poll::Ready(Ok(None));
