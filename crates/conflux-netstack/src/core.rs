@@ -233,6 +233,9 @@ struct Conn {
     /// In TIME_WAIT, answered by the core: its socket went back to the pool.
     /// (Boxed: every connection pays for the field, few are waiting.)
     time_wait: Option<Box<TimeWait>>,
+    /// The peer's bare FIN arrived: until then, our ACK of it waits for our
+    /// own FIN (or data) to carry it (see [`Conn::fin_ack_waits`]).
+    fin_ack_until: Option<Instant>,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -268,6 +271,19 @@ impl Conn {
     /// The tuple ingress finds it by.
     fn tuple(&self) -> Tuple {
         (self.nat.unwrap_or(self.local), self.remote)
+    }
+
+    /// Our ACK of the peer's FIN is held back at `now`: the deadline has not
+    /// passed and the socket has nothing but that ACK to send (CLOSE-WAIT,
+    /// nothing queued). smoltcp acknowledges a bare FIN at once (its
+    /// delayed-ACK timer starts only for data), and a forwarder's own FIN
+    /// typically follows within a millisecond, once the far side closed:
+    /// one frame instead of two, as a kernel's delayed ACK does. Bounded by
+    /// smoltcp's ACK delay: if our FIN does not come, the ACK goes alone.
+    fn fin_ack_waits(&self, now: Instant) -> bool {
+        self.fin_ack_until.is_some_and(|until| now < until)
+            && self.socket().state() == tcp::State::CloseWait
+            && self.socket().send_queue() == 0
     }
 
     /// Sent data waits for its acknowledgment on an open connection (the
@@ -884,6 +900,7 @@ impl Core {
             real_mss: None,
             held: None,
             time_wait: None,
+            fin_ack_until: None,
         }
     }
 
@@ -1603,6 +1620,14 @@ impl Core {
         {
             conn.rcv_next = Some(nxt.wrapping_add(delta));
         }
+        if fin == 1
+            && seg.payload_len == 0
+            && after.state == tcp::State::CloseWait
+            && let Some(delay) = conn.socket().ack_delay()
+        {
+            // A bare FIN: its ACK may ride on our FIN (`Conn::fin_ack_waits`).
+            conn.fin_ack_until = Some(now + delay);
+        }
         // Record the acknowledgment only once smoltcp has taken the segment
         // (it moved the state, freed sent bytes or queued received ones): a
         // segment it rejected (out of window, say) must not raise later
@@ -1628,6 +1653,15 @@ impl Core {
             conn.dirty = false;
             if matches!(conn.phase, Phase::Held { .. }) || conn.time_wait.is_some() {
                 continue;
+            }
+            if conn.fin_ack_until.is_some() {
+                if conn.fin_ack_waits(now) {
+                    // Only the FIN's ACK to send: it waits (its deadline is
+                    // the connection's timer).
+                    self.update_timer(now, id);
+                    continue;
+                }
+                conn.fin_ack_until = None;
             }
             let before = Snapshot::of(conn.socket());
             let from = out.len();
@@ -1758,6 +1792,12 @@ impl Core {
     fn update_timer(&mut self, now: Instant, id: ConnId) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let mut next = self.iface.poll_at(now, &conn.set);
+        if conn.fin_ack_waits(now)
+            && let Some(until) = conn.fin_ack_until
+        {
+            // smoltcp wants to send the FIN's ACK now: not before `until`.
+            next = Some(next.map_or(until, |n| n.max(until)));
+        }
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         match conn.phase {
             Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),

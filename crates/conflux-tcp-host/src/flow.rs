@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -70,8 +70,9 @@ struct AckWait {
 
 /// Checks of `SIOCOUTQ` before the first sleep (a yield each: loopback acks in microseconds).
 const ACK_SPINS: u32 = 16;
-/// The size of a flow's first read.
-const FIRST_READ: usize = 1024;
+/// The size of a flow's first read (a 1 KiB message reads short: see
+/// `poll_read`).
+const FIRST_READ: usize = 2048;
 /// The longest sleep between two `SIOCOUTQ` checks.
 const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 
@@ -87,6 +88,10 @@ const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 /// - `close` discards unread input (so the kernel sends a FIN, not a RST)
 ///   and closes the socket, whose FIN follows every queued byte; `abort` closes with
 ///   `SO_LINGER` 0, which sends a RST. Dropping the flow closes the socket.
+/// - `src` asks the kernel (`getsockname`) the first time it is called, not
+///   when the flow opens (a forwarder relaying short connections never
+///   asks); asked first after the flow closed, it is the unspecified
+///   address of `dst`'s family with port 0.
 /// - `write_nodelay` turns `TCP_NODELAY` on for the write (restoring it after)
 ///   and then waits until `SIOCOUTQ` reports no unacknowledged byte, checking
 ///   with a short backoff (at most 4 ms), bounded by the stack's `ack_timeout`.
@@ -94,7 +99,8 @@ pub struct HostFlow {
     io: Option<Arc<TcpStream>>,
     table: Arc<FlowTable>,
     id: u64,
-    src: SocketAddr,
+    /// Our address, asked of the kernel on first use.
+    src: OnceLock<SocketAddr>,
     dst: SocketAddr,
     read_buf: BytesMut,
     read_chunk: usize,
@@ -127,7 +133,7 @@ fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
 impl std::fmt::Debug for HostFlow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostFlow")
-            .field("src", &self.src)
+            .field("src", &self.src.get())
             .field("dst", &self.dst)
             .field("open", &self.io.is_some())
             .field("read_shut", &self.read_shut)
@@ -149,16 +155,14 @@ impl HostFlow {
         read_chunk: usize,
         ack_timeout: Duration,
     ) -> io::Result<HostFlow> {
-        let src = canonical_addr(stream.local_addr()?);
         let dst = canonical_addr(dst);
         let stream = Arc::new(stream);
         let id = table.insert(&stream);
-        tracing::trace!(%src, %dst, "flow open");
-        Ok(HostFlow {
+        let flow = HostFlow {
             io: Some(stream),
             table: table.clone(),
             id,
-            src,
+            src: OnceLock::new(),
             dst,
             read_buf: BytesMut::new(),
             read_chunk,
@@ -173,7 +177,9 @@ impl HostFlow {
             ack: None,
             read_waker: None,
             write_waker: None,
-        })
+        };
+        tracing::trace!(src = %flow.src(), %dst, "flow open");
+        Ok(flow)
     }
 
     /// Bytes written that the peer has not acknowledged yet (`SIOCOUTQ`).
@@ -184,9 +190,11 @@ impl HostFlow {
 
     /// Releases the socket: the descriptor is closed once no disconnect holds it.
     fn release(&mut self) {
-        if self.io.take().is_some() {
+        if self.io.is_some() {
+            // (Before the socket goes: `src` may still have to ask it.)
+            tracing::trace!(src = %self.src(), dst = %self.dst, "flow closed");
+            self.io = None;
             self.table.remove(self.id);
-            tracing::trace!(src = %self.src, dst = %self.dst, "flow closed");
         }
         self.read_shut = true;
         self.write_shut = true;
@@ -339,7 +347,23 @@ impl Flow for HostFlow {
             self.read_buf.reserve(self.read_size);
             let room = self.read_size;
             let mut limited = (&mut self.read_buf).limit(room);
-            match io.try_read_buf(&mut limited) {
+            // A short read emptied the socket's queue: its readiness is
+            // cleared as for `WouldBlock` (tokio's own `poll_read` does the
+            // same; a FIN seen already stays ready), so the next read waits
+            // for the next event instead of a `recv` that finds nothing.
+            let mut short = None;
+            let res = io.try_io(tokio::io::Interest::READABLE, || match io.try_read_buf(&mut limited) {
+                Ok(n) if n > 0 && n < room => {
+                    short = Some(n);
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                other => other,
+            });
+            let res = match short {
+                Some(n) => Ok(n),
+                None => res,
+            };
+            match res {
                 Ok(0) => {
                     self.eof = true;
                     return Poll::Ready(Ok(None));
@@ -450,7 +474,20 @@ impl TcpFlow for HostFlow {
     }
 
     fn src(&self) -> SocketAddr {
-        self.src
+        *self.src.get_or_init(|| {
+            let unknown = || match self.dst {
+                SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+            };
+            match self.io.as_ref().map(|io| io.local_addr()) {
+                Some(Ok(addr)) => canonical_addr(addr),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, dst = %self.dst, "getsockname failed");
+                    unknown()
+                }
+                None => unknown(),
+            }
+        })
     }
 
     fn set_nodelay(&mut self, nodelay: bool) -> Result<(), FlowError> {

@@ -152,3 +152,90 @@ fn loopback_connects_are_decided_within_their_first_poll() {
         );
     });
 }
+
+/// `src` is asked of the kernel on first use (a forwarder relaying short
+/// connections never asks: one system call less per connection): the
+/// address the server sees as its peer, kept once asked, and the
+/// unspecified address when first asked after the flow closed.
+#[test]
+fn src_is_asked_lazily_and_kept() {
+    use conflux_flow::FlowExt;
+    use conflux_tcp::{ConnectOptions, TcpFlow, TcpStack};
+    use conflux_tcp_host::HostStack;
+
+    let _serial = serial();
+    rt().block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stack = HostStack::new();
+        let connect = || {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stack.create_connection(addr, ConnectOptions::new()),
+            )
+        };
+        let mut asked = connect().await.expect("in time").unwrap();
+        let (_served, peer) = listener.accept().unwrap();
+        assert_eq!(asked.src(), peer, "the server's peer");
+        asked.close().await.unwrap();
+        assert_eq!(asked.src(), peer, "kept after close");
+        let mut never = connect().await.expect("in time").unwrap();
+        drop(listener.accept().unwrap());
+        never.close().await.unwrap();
+        assert_eq!(never.src(), "0.0.0.0:0".parse().unwrap(), "first asked after close");
+        assert_eq!(never.dst(), addr);
+    });
+}
+
+/// A short read clears the socket's readiness (no `recv` that finds
+/// nothing): bytes and the FIN that arrive after it still wake the reader,
+/// and a FIN that came with the bytes reads as Eof at once.
+#[test]
+fn reads_after_a_short_read_still_see_later_bytes_and_the_fin() {
+    use std::io::Write;
+
+    use conflux_flow::FlowExt;
+    use conflux_tcp::{ConnectOptions, TcpStack};
+    use conflux_tcp_host::HostStack;
+
+    let _serial = serial();
+    rt().block_on(async {
+        let within = std::time::Duration::from_secs(5);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stack = HostStack::new();
+        let addr = listener.local_addr().unwrap();
+        let mut flow = tokio::time::timeout(within, stack.create_connection(addr, ConnectOptions::new()))
+            .await
+            .expect("in time")
+            .unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.write_all(&[1; 100]).unwrap();
+        let first = tokio::time::timeout(within, flow.read()).await.expect("in time").unwrap().unwrap();
+        assert_eq!(first.len(), 100, "a short read");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            server.write_all(&[2; 100]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(server);
+        });
+        let second = tokio::time::timeout(within, flow.read()).await.expect("later bytes wake the reader").unwrap();
+        assert_eq!(second.as_deref(), Some(&[2u8; 100][..]));
+        let end = tokio::time::timeout(within, flow.read()).await.expect("the FIN wakes the reader").unwrap();
+        assert!(end.is_none());
+        writer.join().unwrap();
+
+        // Bytes and the FIN together: the short read, then Eof.
+        let mut flow = tokio::time::timeout(within, stack.create_connection(addr, ConnectOptions::new()))
+            .await
+            .expect("in time")
+            .unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.write_all(&[3; 10]).unwrap();
+        drop(server);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let got = tokio::time::timeout(within, flow.read()).await.expect("in time").unwrap();
+        assert_eq!(got.as_deref(), Some(&[3u8; 10][..]));
+        let end = tokio::time::timeout(within, flow.read()).await.expect("Eof after the short read").unwrap();
+        assert!(end.is_none());
+    });
+}

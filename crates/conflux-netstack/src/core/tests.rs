@@ -545,3 +545,126 @@ fn consecutive_connection_ids_hash_apart() {
     assert_eq!(buckets.len(), 1024, "every id its own bucket of 1024");
     assert_eq!(tags.len(), 128, "every tag used");
 }
+
+/// The TCP segments among `frames` (checksums checked).
+fn segments(frames: &[FrameBuf]) -> Vec<Segment> {
+    frames
+        .iter()
+        .filter_map(|f| match wire::inspect(f, Medium::Ip, true) {
+            Inspected::Tcp(seg) => Some(seg),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A connection that exchanged a request and a response, then A's bare FIN
+/// delivered to B (B's answer, if any, returned undelivered).
+fn fin_delivered(p: &mut Pair) -> (ConnId, ConnId, Segment, Vec<FrameBuf>) {
+    let (ca, cb) = p.connected(80);
+    assert_eq!(p.a.send(ca, &[1; 1024]).unwrap(), 1024);
+    p.run();
+    assert_eq!(read_all(&mut p.b, cb).len(), 1024);
+    assert_eq!(p.b.send(cb, &[2; 1024]).unwrap(), 1024);
+    p.advance(Duration::from_millis(50));
+    assert_eq!(read_all(&mut p.a, ca).len(), 1024);
+    p.a.close_write(ca);
+    let mut ab = Vec::new();
+    p.a.poll_transmit(p.now, &mut ab);
+    let fin = segments(&ab).into_iter().find(|s| s.fin).expect("A's FIN");
+    assert_eq!(fin.payload_len, 0, "a bare FIN");
+    p.b.handle_frames(p.now, &mut ab);
+    p.b.handle_timeout(p.now);
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    p.eb.extend(std::iter::from_fn(|| p.b.poll_event()));
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Readable(id) if *id == cb)), "{:?}", p.eb);
+    assert!(matches!(p.b.recv(cb, usize::MAX, |_, _| {}), Recv::Finished));
+    (ca, cb, fin, ba)
+}
+
+/// The peer's bare FIN is not acknowledged alone when our FIN follows
+/// within the ACK delay: the FIN carries the ACK (one frame, not two).
+#[test]
+fn the_ack_of_a_bare_fin_rides_on_our_prompt_fin() {
+    let mut p = Pair::new();
+    let (ca, cb, fin, ba) = fin_delivered(&mut p);
+    assert!(segments(&ba).is_empty(), "no bare ACK at once: {:?}", segments(&ba));
+    let due = p.b.poll_timeout().expect("a deadline for the ACK");
+    assert!(due > p.now && due <= p.now + smoltcp::time::Duration::from_millis(10), "{due} at {}", p.now);
+    // The application closes 1 ms later.
+    p.now += smoltcp::time::Duration::from_millis(1);
+    p.b.handle_timeout(p.now);
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    assert!(ba.is_empty(), "still waiting at 1 ms");
+    p.b.release(cb, false, false);
+    p.b.poll_transmit(p.now, &mut ba);
+    let segs = segments(&ba);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let ours = segs[0];
+    assert!(ours.fin && ours.ack && ours.payload_len == 0, "{ours:?}");
+    assert_eq!(ours.ack_number, fin.seq_end(), "our FIN acknowledges theirs");
+    p.a.handle_frames(p.now, &mut ba);
+    p.a.release(ca, false, true);
+    p.run();
+    assert_eq!((p.a.sockets(), p.b.sockets()), (1, 0), "A in TIME_WAIT, B reaped on A's last ACK");
+    // Nothing more from B later: its ACK went with its FIN.
+    let mut late = Vec::new();
+    p.now += smoltcp::time::Duration::from_millis(20);
+    p.b.handle_timeout(p.now);
+    p.b.poll_transmit(p.now, &mut late);
+    assert!(late.is_empty());
+}
+
+/// When the application does not close, the FIN's ACK still goes out by
+/// itself once the ACK delay passed (and data written meanwhile carries it
+/// at once).
+#[test]
+fn the_ack_of_a_bare_fin_goes_alone_within_the_ack_delay() {
+    let mut p = Pair::new();
+    let (ca, cb, fin, ba) = fin_delivered(&mut p);
+    assert!(segments(&ba).is_empty());
+    let start = p.now;
+    let mut acks = Vec::new();
+    while p.now < start + smoltcp::time::Duration::from_millis(50) {
+        let due = p.b.poll_timeout().expect("a deadline for the ACK");
+        p.now = due.max(p.now + smoltcp::time::Duration::from_micros(1));
+        p.b.handle_timeout(p.now);
+        let mut ba = Vec::new();
+        p.b.poll_transmit(p.now, &mut ba);
+        if !ba.is_empty() {
+            acks = segments(&ba);
+            p.a.handle_frames(p.now, &mut ba);
+            break;
+        }
+    }
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    let ack = acks[0];
+    assert!(ack.ack && !ack.fin && ack.payload_len == 0, "{ack:?}");
+    assert_eq!(ack.ack_number, fin.seq_end());
+    assert!(p.now <= start + smoltcp::time::Duration::from_millis(10), "ACK at {} (FIN at {start})", p.now);
+    p.run();
+    assert_eq!(p.a.conns[&ca].socket().state(), tcp::State::FinWait2, "A heard the ACK");
+    // B can still write after the peer's FIN; then it closes.
+    assert_eq!(p.b.send(cb, b"late").unwrap(), 4);
+    p.run();
+    assert_eq!(read_all(&mut p.a, ca), b"late");
+    p.b.release(cb, false, false);
+    p.a.release(ca, false, true);
+    p.advance(Duration::from_millis(50));
+    assert_eq!((p.a.sockets(), p.b.sockets()), (1, 0));
+}
+
+/// Data written after a bare FIN arrived carries the FIN's ACK at once.
+#[test]
+fn data_after_a_bare_fin_carries_its_ack_at_once() {
+    let mut p = Pair::new();
+    let (_ca, cb, fin, ba) = fin_delivered(&mut p);
+    assert!(segments(&ba).is_empty());
+    assert_eq!(p.b.send(cb, b"tail").unwrap(), 4);
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    let segs = segments(&ba);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert!(segs[0].ack && segs[0].payload_len == 4 && segs[0].ack_number == fin.seq_end(), "{:?}", segs[0]);
+}
