@@ -271,6 +271,27 @@ thread_local! {
     /// from inside one queues its frames for the other's driver instead of
     /// delivering them inline too (one level deep, no recursion).
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
+    /// Wake-ups of inline deliveries, left for the sender to run once it
+    /// released its own lock ([`wake_deferred`]).
+    static DEFERRED: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set while a stack hands frames to its shared transmit side with its
+    /// lock held ([`send_direct`]): it wakes what deliveries defer.
+    static SENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hands `out` to the shared transmit side, the stack's lock held: the
+/// caller runs [`wake_deferred`] once it released it.
+pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>) {
+    SENDING.set(true);
+    direct.try_send(out);
+    SENDING.set(false);
+}
+
+/// Wakes what inline deliveries from this thread left (see `DEFERRED`):
+/// called by a sender once its lock is released.
+pub(crate) fn wake_deferred() {
+    let wake = DEFERRED.with_borrow_mut(std::mem::take);
+    wake.into_iter().for_each(Waker::wake);
 }
 
 impl Shared {
@@ -327,7 +348,7 @@ impl Shared {
         if !st.driver_sending
             && let Some(direct) = &self.direct
         {
-            direct.try_send(&mut st.out);
+            send_direct(&**direct, &mut st.out);
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
@@ -336,9 +357,22 @@ impl Shared {
         udp_wake.collect(&mut st.core);
         kick |= st.core.poll_timeout().is_some_and(|d| st.armed.is_none_or(|armed| d < armed));
         drop(guard);
-        wake.into_iter().for_each(Waker::wake);
         udp_wake.wake(self);
-        dispatch(self, &mut accepted);
+        if DELIVERING.get() {
+            // Inside an inline delivery the sending stack's lock is held:
+            // nothing that may run user code (a listener's callback, run as
+            // it is dispatched; a waker) runs here, where touching that
+            // stack would deadlock. The sender wakes these.
+            DEFERRED.with_borrow_mut(|d| d.append(&mut wake));
+            if !accepted.is_empty() {
+                let shared = self.clone();
+                tokio::spawn(async move { dispatch(&shared, &mut accepted) });
+            }
+        } else {
+            wake.into_iter().for_each(Waker::wake);
+            wake_deferred();
+            dispatch(self, &mut accepted);
+        }
         if kick {
             self.kick();
         }
@@ -783,6 +817,11 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
     DELIVERING.set(true);
     shared.run_inline(st, Some(&mut rx));
     DELIVERING.set(false);
+    if !SENDING.get() {
+        // Not called by a stack's send (a device's own use): nothing of
+        // ours is locked here, and nobody else would wake these.
+        wake_deferred();
+    }
     true
 }
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use conflux_flow::{Flow, FlowExt};
 use conflux_netstack::{Faults, LinkConfig, NetFlow};
-use conflux_tcp::TcpFlow;
+use conflux_tcp::{TcpFlow, TcpStack};
 use conflux_testkit::{TIMEOUT, payload, within};
 use support::*;
 
@@ -119,4 +119,43 @@ async fn bulk_both_ways_on_two_workers_arrives_whole_and_in_order() {
     assert_eq!(got_up, up);
     assert_eq!(got_down, down);
     within("writers", TIMEOUT, writers).await.expect("writers");
+}
+
+#[test]
+fn a_listen_callback_may_use_the_connecting_stack() {
+    // The handshake's last ACK reaches B inline, from inside A's driver
+    // (which holds A's lock): B's callback must not run there, or its call
+    // into A deadlocks. Run on a thread of its own so a deadlock fails
+    // the test instead of hanging it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let res = rt.block_on(async {
+            let (a, b, _) = pair();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let a2 = a.clone();
+            let port = b
+                .listen(0, None, move |f| {
+                    // User code, run as the flow is handed over.
+                    let _ = tx.send((f, a2.sockets()));
+                    async {}
+                })
+                .expect("listen")
+                .port();
+            let mut clients = Vec::new();
+            for _ in 0..5 {
+                clients.push(
+                    within("connect", TIMEOUT, a.create_connection(addr(B4, port), Default::default()))
+                        .await
+                        .expect("connect"),
+                );
+                let (_flow, sockets) = within("the callback", TIMEOUT, rx.recv()).await.expect("a flow");
+                assert!(sockets >= 1, "A holds the connecting socket");
+            }
+            clients.len()
+        });
+        let _ = done_tx.send(res);
+    });
+    let accepted = done_rx.recv_timeout(TIMEOUT * 2).expect("no deadlock: the five connections were accepted");
+    assert_eq!(accepted, 5);
 }
