@@ -264,6 +264,9 @@ pub(crate) struct Shared {
     /// The device's transmit side, if tasks other than the driver may use
     /// it ([`FrameDevice::direct_send`]).
     pub(crate) direct: Option<Arc<dyn DirectSend>>,
+    /// The runtime the driver runs on: inline rounds run only there (their
+    /// wake-ups and dispatched flows belong to it).
+    runtime: tokio::runtime::Id,
 }
 
 thread_local! {
@@ -316,15 +319,21 @@ impl Shared {
     /// After a flow operation that may have made something to send (data,
     /// a window update, a FIN, a SYN): with a shared transmit side the
     /// calling task runs egress itself and hands the frames to the device
-    /// (a round trip then needs no driver round); otherwise, or outside a
-    /// runtime (a flow dropped after its runtime), the driver is woken.
+    /// (a round trip then needs no driver round); otherwise, or off the
+    /// stack's runtime (a flow dropped after its runtime, or used from
+    /// another), the driver is woken.
     pub(crate) fn flush(self: &Arc<Self>, st: MutexGuard<'_, State>) {
-        if self.direct.is_none() || tokio::runtime::Handle::try_current().is_err() {
+        if self.direct.is_none() || !self.on_own_runtime() {
             drop(st);
             self.kick();
             return;
         }
         self.run_inline(st, None);
+    }
+
+    /// Whether the calling thread runs the stack's runtime.
+    fn on_own_runtime(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == self.runtime)
     }
 
     /// A round in the calling task: `rx` into the core, egress, the frames
@@ -459,6 +468,7 @@ impl NetStack {
             udp: Default::default(),
             died: Notify::new(),
             direct,
+            runtime: tokio::runtime::Handle::current().id(),
         });
         device.set_inline_receiver(InlineReceiver { shared: Arc::downgrade(&shared) });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
@@ -802,13 +812,15 @@ impl TcpStack for NetStack {
 /// [`InlineReceiver::try_deliver`]: `frames` into the stack in the
 /// calling task, unless this thread is already delivering (the answer to
 /// an inline delivery goes to the driver), the stack is gone or dead, its
-/// lock is held elsewhere, or there is no runtime to dispatch accepted
-/// flows on.
+/// lock is held elsewhere, or the thread does not run the stack's runtime.
 pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
-    if DELIVERING.get() || tokio::runtime::Handle::try_current().is_err() {
+    if DELIVERING.get() {
         return false;
     }
     let Some(shared) = weak.upgrade() else { return false };
+    if !shared.on_own_runtime() {
+        return false;
+    }
     let Ok(st) = shared.state.try_lock() else { return false };
     if st.dead.is_some() {
         return false;

@@ -159,3 +159,33 @@ fn a_listen_callback_may_use_the_connecting_stack() {
     let accepted = done_rx.recv_timeout(TIMEOUT * 2).expect("no deadlock: the five connections were accepted");
     assert_eq!(accepted, 5);
 }
+
+#[test]
+fn a_flow_used_from_another_runtime_goes_through_its_driver() {
+    // The stacks and their drivers live on a runtime of their own thread;
+    // the flows are driven from this one: their frames wait for the
+    // drivers (no inline round off the stack's runtime), and still arrive.
+    let (stacks_tx, stacks_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let home = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let keep = Mutex::new(Vec::new());
+            let pair = flow_pair(LinkConfig::ethernet(), &keep).await.expect("pair");
+            stacks_tx.send(pair).expect("send the flows");
+            let _ = stop_rx.await;
+        });
+    });
+    let (mut client, mut server) = stacks_rx.recv_timeout(TIMEOUT).expect("the flows");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ping = payload(3, 64);
+        assert!(poll_once(client.write(ping.clone())).is_ready());
+        assert!(read_now(&mut server).is_none(), "not delivered inline from a foreign runtime");
+        let got = within("the ping", TIMEOUT, server.read()).await.expect("read").expect("not Eof");
+        assert_eq!(got, ping);
+    });
+    drop((client, server));
+    let _ = stop_tx.send(());
+    home.join().expect("the stacks' thread");
+}
