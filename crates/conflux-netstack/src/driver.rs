@@ -69,7 +69,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
                     if tx.is_empty()
                         && let Some(direct) = &shared.direct
                     {
-                        direct.try_send(&mut st.out);
+                        crate::stack::send_direct(&**direct, &mut st.out);
                     }
                     tx.extend(st.out.drain(..));
                 }
@@ -98,6 +98,8 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
                 (wake_at != armed || sleep.is_elapsed()).then_some(wake_at)
             };
             wake.drain(..).for_each(|w: std::task::Waker| w.wake());
+            // What inline deliveries of our frames left to wake.
+            crate::stack::wake_deferred();
             udp_wake.wake(&shared);
             dispatch(&shared, &mut accepted);
             if let Some(wake_at) = rearm {

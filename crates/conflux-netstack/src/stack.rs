@@ -264,6 +264,9 @@ pub(crate) struct Shared {
     /// The device's transmit side, if tasks other than the driver may use
     /// it ([`FrameDevice::direct_send`]).
     pub(crate) direct: Option<Arc<dyn DirectSend>>,
+    /// The runtime the driver runs on: inline rounds run only there (their
+    /// wake-ups and dispatched flows belong to it).
+    runtime: tokio::runtime::Id,
 }
 
 thread_local! {
@@ -271,6 +274,27 @@ thread_local! {
     /// from inside one queues its frames for the other's driver instead of
     /// delivering them inline too (one level deep, no recursion).
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
+    /// Wake-ups of inline deliveries, left for the sender to run once it
+    /// released its own lock ([`wake_deferred`]).
+    static DEFERRED: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set while a stack hands frames to its shared transmit side with its
+    /// lock held ([`send_direct`]): it wakes what deliveries defer.
+    static SENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hands `out` to the shared transmit side, the stack's lock held: the
+/// caller runs [`wake_deferred`] once it released it.
+pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>) {
+    SENDING.set(true);
+    direct.try_send(out);
+    SENDING.set(false);
+}
+
+/// Wakes what inline deliveries from this thread left (see `DEFERRED`):
+/// called by a sender once its lock is released.
+pub(crate) fn wake_deferred() {
+    let wake = DEFERRED.with_borrow_mut(std::mem::take);
+    wake.into_iter().for_each(Waker::wake);
 }
 
 impl Shared {
@@ -295,15 +319,21 @@ impl Shared {
     /// After a flow operation that may have made something to send (data,
     /// a window update, a FIN, a SYN): with a shared transmit side the
     /// calling task runs egress itself and hands the frames to the device
-    /// (a round trip then needs no driver round); otherwise, or outside a
-    /// runtime (a flow dropped after its runtime), the driver is woken.
+    /// (a round trip then needs no driver round); otherwise, or off the
+    /// stack's runtime (a flow dropped after its runtime, or used from
+    /// another), the driver is woken.
     pub(crate) fn flush(self: &Arc<Self>, st: MutexGuard<'_, State>) {
-        if self.direct.is_none() || tokio::runtime::Handle::try_current().is_err() {
+        if self.direct.is_none() || !self.on_own_runtime() {
             drop(st);
             self.kick();
             return;
         }
         self.run_inline(st, None);
+    }
+
+    /// Whether the calling thread runs the stack's runtime.
+    fn on_own_runtime(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == self.runtime)
     }
 
     /// A round in the calling task: `rx` into the core, egress, the frames
@@ -327,7 +357,7 @@ impl Shared {
         if !st.driver_sending
             && let Some(direct) = &self.direct
         {
-            direct.try_send(&mut st.out);
+            send_direct(&**direct, &mut st.out);
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
@@ -336,9 +366,22 @@ impl Shared {
         udp_wake.collect(&mut st.core);
         kick |= st.core.poll_timeout().is_some_and(|d| st.armed.is_none_or(|armed| d < armed));
         drop(guard);
-        wake.into_iter().for_each(Waker::wake);
         udp_wake.wake(self);
-        dispatch(self, &mut accepted);
+        if DELIVERING.get() {
+            // Inside an inline delivery the sending stack's lock is held:
+            // nothing that may run user code (a listener's callback, run as
+            // it is dispatched; a waker) runs here, where touching that
+            // stack would deadlock. The sender wakes these.
+            DEFERRED.with_borrow_mut(|d| d.append(&mut wake));
+            if !accepted.is_empty() {
+                let shared = self.clone();
+                tokio::spawn(async move { dispatch(&shared, &mut accepted) });
+            }
+        } else {
+            wake.into_iter().for_each(Waker::wake);
+            wake_deferred();
+            dispatch(self, &mut accepted);
+        }
         if kick {
             self.kick();
         }
@@ -425,6 +468,7 @@ impl NetStack {
             udp: Default::default(),
             died: Notify::new(),
             direct,
+            runtime: tokio::runtime::Handle::current().id(),
         });
         device.set_inline_receiver(InlineReceiver { shared: Arc::downgrade(&shared) });
         tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
@@ -768,13 +812,15 @@ impl TcpStack for NetStack {
 /// [`InlineReceiver::try_deliver`]: `frames` into the stack in the
 /// calling task, unless this thread is already delivering (the answer to
 /// an inline delivery goes to the driver), the stack is gone or dead, its
-/// lock is held elsewhere, or there is no runtime to dispatch accepted
-/// flows on.
+/// lock is held elsewhere, or the thread does not run the stack's runtime.
 pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
-    if DELIVERING.get() || tokio::runtime::Handle::try_current().is_err() {
+    if DELIVERING.get() {
         return false;
     }
     let Some(shared) = weak.upgrade() else { return false };
+    if !shared.on_own_runtime() {
+        return false;
+    }
     let Ok(st) = shared.state.try_lock() else { return false };
     if st.dead.is_some() {
         return false;
@@ -783,6 +829,11 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
     DELIVERING.set(true);
     shared.run_inline(st, Some(&mut rx));
     DELIVERING.set(false);
+    if !SENDING.get() {
+        // Not called by a stack's send (a device's own use): nothing of
+        // ours is locked here, and nobody else would wake these.
+        wake_deferred();
+    }
     true
 }
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use conflux_flow::{Flow, FlowExt};
 use conflux_netstack::{Faults, LinkConfig, NetFlow};
-use conflux_tcp::TcpFlow;
+use conflux_tcp::{TcpFlow, TcpStack};
 use conflux_testkit::{TIMEOUT, payload, within};
 use support::*;
 
@@ -119,4 +119,73 @@ async fn bulk_both_ways_on_two_workers_arrives_whole_and_in_order() {
     assert_eq!(got_up, up);
     assert_eq!(got_down, down);
     within("writers", TIMEOUT, writers).await.expect("writers");
+}
+
+#[test]
+fn a_listen_callback_may_use_the_connecting_stack() {
+    // The handshake's last ACK reaches B inline, from inside A's driver
+    // (which holds A's lock): B's callback must not run there, or its call
+    // into A deadlocks. Run on a thread of its own so a deadlock fails
+    // the test instead of hanging it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let res = rt.block_on(async {
+            let (a, b, _) = pair();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let a2 = a.clone();
+            let port = b
+                .listen(0, None, move |f| {
+                    // User code, run as the flow is handed over.
+                    let _ = tx.send((f, a2.sockets()));
+                    async {}
+                })
+                .expect("listen")
+                .port();
+            let mut clients = Vec::new();
+            for _ in 0..5 {
+                clients.push(
+                    within("connect", TIMEOUT, a.create_connection(addr(B4, port), Default::default()))
+                        .await
+                        .expect("connect"),
+                );
+                let (_flow, sockets) = within("the callback", TIMEOUT, rx.recv()).await.expect("a flow");
+                assert!(sockets >= 1, "A holds the connecting socket");
+            }
+            clients.len()
+        });
+        let _ = done_tx.send(res);
+    });
+    let accepted = done_rx.recv_timeout(TIMEOUT * 2).expect("no deadlock: the five connections were accepted");
+    assert_eq!(accepted, 5);
+}
+
+#[test]
+fn a_flow_used_from_another_runtime_goes_through_its_driver() {
+    // The stacks and their drivers live on a runtime of their own thread;
+    // the flows are driven from this one: their frames wait for the
+    // drivers (no inline round off the stack's runtime), and still arrive.
+    let (stacks_tx, stacks_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let home = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let keep = Mutex::new(Vec::new());
+            let pair = flow_pair(LinkConfig::ethernet(), &keep).await.expect("pair");
+            stacks_tx.send(pair).expect("send the flows");
+            let _ = stop_rx.await;
+        });
+    });
+    let (mut client, mut server) = stacks_rx.recv_timeout(TIMEOUT).expect("the flows");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ping = payload(3, 64);
+        assert!(poll_once(client.write(ping.clone())).is_ready());
+        assert!(read_now(&mut server).is_none(), "not delivered inline from a foreign runtime");
+        let got = within("the ping", TIMEOUT, server.read()).await.expect("read").expect("not Eof");
+        assert_eq!(got, ping);
+    });
+    drop((client, server));
+    let _ = stop_tx.send(());
+    home.join().expect("the stacks' thread");
 }
