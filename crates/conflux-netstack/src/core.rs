@@ -653,6 +653,7 @@ impl Core {
     /// Appends the frames to send to `out`: egress of every connection with
     /// something to do, frames to our own addresses delivered meanwhile.
     pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<FrameBuf>) {
+        self.pool.refresh();
         let mut produced = std::mem::take(&mut self.pending);
         for _ in 0..LOCAL_ROUNDS {
             let mut local = std::mem::take(&mut self.local);

@@ -189,6 +189,26 @@ impl FrameCache {
         buf
     }
 
+    /// Puts the buffers given back to the pool since the last call on top
+    /// of the private list, so the next frames are built in them: they are
+    /// the ones the other side just wrote and read (still in the CPU's
+    /// cache), where the private list's are older. What this puts beyond
+    /// `CACHE_KEEP` goes back under the pool's own, oldest first. Called
+    /// once per round; one lock when the pool has buffers.
+    pub(crate) fn refresh(&self) {
+        let mut shared = self.pool.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.is_empty() {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        let from = shared.len().saturating_sub(CACHE_REFILL);
+        free.extend(shared.drain(from..));
+        if free.len() > CACHE_KEEP {
+            let excess = free.len() - CACHE_KEEP;
+            shared.splice(0..0, free.drain(..excess));
+        }
+    }
+
     /// Keeps `frame` (received and read) until [`give_back`](FrameCache::give_back).
     pub(crate) fn spend(&self, frame: FrameBuf) {
         self.spent.borrow_mut().push(frame);
@@ -392,9 +412,10 @@ pub trait FrameDevice: Send + 'static {
 
 /// A device's transmit side shared with the stack's tasks
 /// ([`FrameDevice::direct_send`]). The stack calls it with its state
-/// locked, so calls never overlap and frames keep their order; the driver
-/// does not use [`FrameDevice::send`] while any frame handed here is
-/// waiting.
+/// locked, never while its driver sends through the device's own methods,
+/// and hands frames over in order through whichever path: what this cannot
+/// take now is sent through [`FrameDevice::poll_send_batch`] before any
+/// newer frame.
 pub trait DirectSend: Send + Sync {
     /// Sends frames from the front of `frames` while the device takes
     /// them without waiting; what it cannot take now stays in `frames`
@@ -479,6 +500,33 @@ mod tests {
         cache.give_back();
         assert_eq!((theirs.idle(), ours.idle()), (1, 40 - CACHE_REFILL));
         assert_eq!(cache.free.borrow().len(), CACHE_REFILL);
+    }
+
+    #[test]
+    fn a_refreshed_cache_builds_in_the_buffer_given_back_last() {
+        let pool = FramePool::keeping(100);
+        let bufs: Vec<FrameBuf> = (0..3).map(|_| pool.take(8)).collect();
+        drop(bufs);
+        let cache = FrameCache::new(pool.clone());
+        let warm = cache.take(8);
+        let warm_ptr = warm.as_ptr();
+        drop(warm);
+        assert_eq!(pool.idle(), 1, "back in the pool, under the cache's two");
+        cache.refresh();
+        assert_eq!(pool.idle(), 0);
+        assert_eq!(cache.take(8).as_ptr(), warm_ptr, "the buffer given back last comes first");
+        // That buffer is back in the pool; the cache holds the other two.
+        assert_eq!((pool.idle(), cache.free.borrow().len()), (1, 2));
+        let many: Vec<FrameBuf> = (0..74).map(|_| pool.take(8)).collect();
+        drop(many);
+        cache.refresh();
+        assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - CACHE_REFILL, 2 + CACHE_REFILL));
+        // Beyond CACHE_KEEP, the cache's oldest go back under the pool's.
+        let oldest = cache.free.borrow()[0].as_ptr();
+        cache.refresh();
+        let over = 2 + 2 * CACHE_REFILL - CACHE_KEEP;
+        assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - 2 * CACHE_REFILL + over, CACHE_KEEP));
+        assert_eq!(pool.inner.free.lock().unwrap()[0].as_ptr(), oldest, "at the bottom of the pool");
     }
 
     #[test]

@@ -162,11 +162,12 @@ impl NetFlow {
         let mut st = self.shared.lock();
         st.forget_wakers(self.id);
         st.core.release(self.id, abort, self.write_shut);
-        self.shared.flush(st);
         self.closed = true;
         self.write_shut = true;
         self.read_shut = true;
+        // Counted closed before the round below wakes anyone.
         self.shared.flow_closed();
+        self.shared.flush(st);
         tracing::trace!(src = %self.local, dst = %self.remote, abort, "flow closed");
     }
 }

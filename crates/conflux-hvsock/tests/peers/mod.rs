@@ -22,37 +22,28 @@ pub(crate) async fn go_peer(mut sock: UnixStream, role_c: bool) -> Vec<u8> {
         assert_eq!(n, 4, "the Go peer reads a header with one read");
         u32::from_le_bytes(h)
     }
+    /// Data messages into `received` until the header `end`.
+    async fn read_until(sock: &mut UnixStream, end: u32, received: &mut Vec<u8>) {
+        loop {
+            match read_header(sock).await {
+                h if h == end => return,
+                0 => {}
+                n if n < 1 << 31 => {
+                    let mut p = vec![0u8; n as usize];
+                    sock.read_exact(&mut p).await.unwrap();
+                    received.extend_from_slice(&p);
+                }
+                other => panic!("unexpected header {other:#x}"),
+            }
+        }
+    }
     let mut received = Vec::new();
     if role_c {
         sock.write_all(&C_TO_S).await.unwrap();
-        loop {
-            match read_header(&mut sock).await {
-                0xDEAD_DEAD => {
-                    sock.write_all(&CLOSE).await.unwrap();
-                    break;
-                }
-                0 => {}
-                n if n < 1 << 31 => {
-                    let mut p = vec![0u8; n as usize];
-                    sock.read_exact(&mut p).await.unwrap();
-                    received.extend_from_slice(&p);
-                }
-                other => panic!("unexpected header {other:#x}"),
-            }
-        }
+        read_until(&mut sock, 0xDEAD_DEAD, &mut received).await;
+        sock.write_all(&CLOSE).await.unwrap();
     } else {
-        loop {
-            match read_header(&mut sock).await {
-                0xBEEF_DEAD => break,
-                0 => {}
-                n if n < 1 << 31 => {
-                    let mut p = vec![0u8; n as usize];
-                    sock.read_exact(&mut p).await.unwrap();
-                    received.extend_from_slice(&p);
-                }
-                other => panic!("unexpected header {other:#x}"),
-            }
-        }
+        read_until(&mut sock, 0xBEEF_DEAD, &mut received).await;
         sock.write_all(&S_TO_C).await.unwrap();
         assert_eq!(read_header(&mut sock).await, 0xDEAD_DEAD, "exactly one message: the ack");
     }
