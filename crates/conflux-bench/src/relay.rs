@@ -45,6 +45,7 @@ use conflux_hvsock::testing::FakeVmm;
 use conflux_hvsock::{Family, FamilyListener, FramingConfig, RawFlow, UnixAddr, UnixFamily};
 use conflux_tcp::TcpStack;
 use conflux_tcp_host::HostStack;
+use conflux_testkit::tools::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -94,11 +95,6 @@ fn have_socat() -> Result<(), Skip> {
         Ok(s) if s.success() => Ok(()),
         _ => Err(Skip::new("socat: not installed (cargo xtask install)")),
     }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -74,6 +74,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use conflux_testkit::is_root;
+use conflux_testkit::tools::{free_port, listening};
+
 use crate::proc::Proc;
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair};
 
@@ -161,14 +164,6 @@ impl Side {
             Side::StreamFramed => "usernet-stream-framed",
         }
     }
-}
-
-/// Whether this process's effective uid is 0 (from `/proc/self/status`).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|u| u.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 /// Whether `program` runs with `arg` (its version flag) and exits 0.
@@ -332,23 +327,6 @@ fn output_within(mut child: Child, timeout: Duration, what: &str) -> std::proces
             None => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
-}
-
-/// Whether a socket listens on 127.0.0.1:`port` (from `/proc/net/tcp`; a
-/// test connection would use up a one-shot iperf3 server).
-fn listening(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
-        table.lines().skip(1).any(|l| {
-            let mut cols = l.split_whitespace();
-            cols.nth(1) == Some(want.as_str()) && cols.nth(1) == Some("0A")
-        })
-    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -577,15 +555,6 @@ mod tests {
         let mut tail = report(&[2.0, 2.0]);
         tail.intervals.push((0.01, 0.0));
         assert_eq!(tail.stall(), None);
-    }
-
-    #[test]
-    fn sees_a_listener_in_proc_net_tcp() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        assert!(listening(port));
-        drop(l);
-        assert!(!listening(port));
     }
 
     #[test]

@@ -271,7 +271,7 @@ fn output_within(mut child: Child, timeout: Duration) -> Result<Output, String> 
 
 /// Whether a TCP socket listens on 127.0.0.1:`port` (from `/proc/net/tcp`:
 /// a test connection would use up a one-shot iperf3 server).
-fn listening(port: u16) -> bool {
+pub fn listening(port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
     std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
         table.lines().skip(1).any(|l| {
@@ -284,6 +284,15 @@ fn listening(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sees_a_listener_in_proc_net_tcp() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(l);
+        assert!(!listening(port));
+    }
 
     #[test]
     fn reads_iperf3_json_and_its_errors() {
