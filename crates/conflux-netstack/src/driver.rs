@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
                 if !rx.is_empty() {
                     st.core.handle_frames(now, &mut rx);
                 }
+                kick.rx_held.store(false, Ordering::SeqCst);
                 st.core.handle_timeout(now);
                 if !egress_skipped {
                     st.core.poll_transmit(now, &mut produced);
@@ -118,7 +120,13 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
             }
             if rx.len() < RX_BATCH {
                 let room = RX_BATCH - rx.len();
-                if let Poll::Ready(Err(e)) = device.poll_recv(cx, &mut rx, room) {
+                // Set before the device hands frames over: an inline
+                // delivery that finds the device's queue drained by this
+                // sees it (`Kick::rx_held`).
+                kick.rx_held.store(true, Ordering::SeqCst);
+                let polled = device.poll_recv(cx, &mut rx, room);
+                kick.rx_held.store(!rx.is_empty(), Ordering::SeqCst);
+                if let Poll::Ready(Err(e)) = polled {
                     tracing::debug!(error = %e, "device closed: the stack stops");
                     failure = Some(e);
                     return Poll::Ready(false);

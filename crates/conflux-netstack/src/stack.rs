@@ -98,6 +98,8 @@ pub(crate) struct State {
     pub(crate) inline_active: bool,
     /// Reused by inline rounds for the frames egress makes.
     scratch: Vec<FrameBuf>,
+    /// Reused by inline deliveries for the frames handed over.
+    rx_scratch: Vec<FrameBuf>,
 }
 
 /// The registered intercept.
@@ -220,6 +222,11 @@ pub(crate) fn device_failed(weak: &Weak<Shared>, error: &io::Error) {
 pub(crate) struct Kick {
     pending: AtomicBool,
     waker: Mutex<Option<Waker>>,
+    /// The driver holds received frames it has not fed to the core yet
+    /// (set before it takes them from the device, cleared once fed, under
+    /// the lock): an inline delivery now would overtake them, so it is
+    /// refused and the frames queue behind them.
+    pub(crate) rx_held: AtomicBool,
 }
 
 impl Kick {
@@ -341,14 +348,17 @@ impl Shared {
     /// one; else queued for the driver), events into wake-ups. The driver
     /// is woken when frames wait for it or the core's next deadline is
     /// earlier than its sleep. Timers stay the driver's.
-    fn run_inline(self: &Arc<Self>, mut guard: MutexGuard<'_, State>, rx: Option<&mut Vec<FrameBuf>>) {
+    fn run_inline(self: &Arc<Self>, mut guard: MutexGuard<'_, State>, rx: Option<&mut VecDeque<FrameBuf>>) {
         let st = &mut *guard;
         if st.dead.is_some() {
             return;
         }
         let now = self.now();
         if let Some(rx) = rx {
-            st.core.handle_frames(now, rx);
+            let mut frames = std::mem::take(&mut st.rx_scratch);
+            frames.extend(rx.drain(..));
+            st.core.handle_frames(now, &mut frames);
+            st.rx_scratch = frames;
         }
         let mut produced = std::mem::take(&mut st.scratch);
         st.core.poll_transmit(now, &mut produced);
@@ -457,6 +467,7 @@ impl NetStack {
             armed: None,
             inline_active: false,
             scratch: Vec::new(),
+            rx_scratch: Vec::new(),
         };
         let direct = device.direct_send();
         let shared = Arc::new(Shared {
@@ -822,12 +833,11 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     let Ok(st) = shared.state.try_lock() else { return false };
-    if st.dead.is_some() {
+    if st.dead.is_some() || shared.kick.rx_held.load(Ordering::SeqCst) {
         return false;
     }
-    let mut rx: Vec<FrameBuf> = frames.drain(..).collect();
     DELIVERING.set(true);
-    shared.run_inline(st, Some(&mut rx));
+    shared.run_inline(st, Some(frames));
     DELIVERING.set(false);
     if !SENDING.get() {
         // Not called by a stack's send (a device's own use): nothing of

@@ -165,7 +165,10 @@ fn a_flow_used_from_another_runtime_goes_through_its_driver() {
     // The stacks and their drivers live on a runtime of their own thread;
     // the flows are driven from this one: their frames wait for the
     // drivers (no inline round off the stack's runtime), and still arrive.
+    // That runtime is held still (its thread blocked) until the check that
+    // nothing arrived at once is done, so no driver can run meanwhile.
     let (stacks_tx, stacks_rx) = std::sync::mpsc::channel();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let home = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -173,6 +176,8 @@ fn a_flow_used_from_another_runtime_goes_through_its_driver() {
             let keep = Mutex::new(Vec::new());
             let pair = flow_pair(LinkConfig::ethernet(), &keep).await.expect("pair");
             stacks_tx.send(pair).expect("send the flows");
+            // Blocks this runtime's only thread: its drivers stay still.
+            let _ = gate_rx.recv_timeout(TIMEOUT);
             let _ = stop_rx.await;
         });
     });
@@ -182,6 +187,7 @@ fn a_flow_used_from_another_runtime_goes_through_its_driver() {
         let ping = payload(3, 64);
         assert!(poll_once(client.write(ping.clone())).is_ready());
         assert!(read_now(&mut server).is_none(), "not delivered inline from a foreign runtime");
+        gate_tx.send(()).expect("release the stacks' runtime");
         let got = within("the ping", TIMEOUT, server.read()).await.expect("read").expect("not Eof");
         assert_eq!(got, ping);
     });
