@@ -24,7 +24,10 @@
 //!   A report-only entry `netstack-mt-tokio-smoltcp` is tokio-smoltcp's
 //!   multi_thread figure against its current_thread one.
 //! - `netstack-rtt` (rtt): 64-byte ping-pong, Nagle off, on the loopback-like
-//!   link; baseline `kernel-loopback`; goal ratio <= 0.3.
+//!   link; baseline `kernel-loopback`; goal ratio <= 0.3. A second,
+//!   report-only entry has baseline `smoltcp-raw`: the same ping-pong on
+//!   two bare smoltcp interfaces polled by hand, four polls a round trip
+//!   (`raw.rs`), run before ours in each round.
 //! - `netstack-idle10k` (two figures, see `scale.rs`): `throughput` of one
 //!   bulk flow beside 10,000 idle connections, baseline `alone`, goal >= 0.8;
 //!   `rss` growth for the 10,000 connections in a fresh child process, goal
@@ -46,11 +49,8 @@
 //! Every byte is cut from the shared 1 MiB source (`crate::data`) and folded
 //! into a checksum at the reader, compared with the writer's. Measured and baseline runs alternate.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -62,11 +62,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::data::{drain, expected_sum as expected, fold, listen_folding, offsets, runtime, source};
+use crate::data::{drain, expected_sum as expected, listen_folding, offsets, runtime, source};
 use crate::{Ctx, Goal, Metric, Record, Scenario, Skip, measure_pair, micros, rate_per_sec, throughput_gbps};
 
+mod raw;
 mod scale;
 mod tap;
+
+use raw::{RawLink, smoltcp_raw, smoltcp_raw_rtt};
 
 const PING: usize = 64;
 static PING_BYTES: [u8; PING] = [0x5a; PING];
@@ -84,6 +87,10 @@ const MEM_1500_VS_TOKIO_SMOLTCP: Goal = Goal::RatioAtLeast(2.0);
 /// `netstack-mem-lo` against `smoltcp-raw` has no goal of the issue's: the
 /// record is evidence (does the bare engine reach 2x the kernel here?).
 const MEM_LO_VS_RAW: Goal = Goal::ReportOnly;
+/// `netstack-rtt` against `smoltcp-raw` has no goal of the either:
+/// it shows what the bare engine's own round trip is, against which the
+/// shell's share can be read.
+const RTT_VS_RAW: Goal = Goal::ReportOnly;
 
 /// The scenarios of the `netstack` group, in the order they run.
 pub fn scenarios() -> Vec<Scenario> {
@@ -454,128 +461,6 @@ impl<I: Iterator<Item = usize>> Feeder<I> {
     }
 }
 
-/// The settings of a [`smoltcp_raw`] loop.
-#[derive(Debug, Clone, Copy)]
-struct RawLink {
-    /// The IP MTU.
-    mtu: usize,
-    /// Checksums neither computed nor checked (loopback-like), else computed
-    /// and checked by smoltcp.
-    offloaded: bool,
-    /// Each socket's receive and send buffer, bytes.
-    buffers: usize,
-    /// The reader's buffer, bytes.
-    read: usize,
-}
-
-/// A plain single-threaded smoltcp loop: two interfaces on an in-memory IP
-/// link with pooled frames, one socket each; client A writes `total` bytes
-/// in `chunk` slices, server B reads `link.read` at a time into a buffer and
-/// folds it.
-fn smoltcp_raw(link: RawLink, src: &Bytes, total: u64, chunk: usize, want: u64) -> f64 {
-    use smoltcp::iface::{Config, Interface, SocketSet};
-    use smoltcp::phy::{self, DeviceCapabilities, Medium};
-    use smoltcp::socket::tcp;
-    use smoltcp::time::Instant as SInstant;
-    use smoltcp::wire::{HardwareAddress, IpCidr};
-
-    type Pool = Rc<RefCell<Vec<Vec<u8>>>>;
-    struct Dev<'a> {
-        rx: &'a mut VecDeque<Vec<u8>>,
-        tx: &'a mut VecDeque<Vec<u8>>,
-        pool: Pool,
-        caps: DeviceCapabilities,
-    }
-    struct Rx(Vec<u8>, Pool);
-    struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, Pool);
-    impl phy::RxToken for Rx {
-        fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-            let r = f(&self.0);
-            self.1.borrow_mut().push(self.0);
-            r
-        }
-    }
-    impl phy::TxToken for Tx<'_> {
-        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-            let mut frame = self.1.borrow_mut().pop().unwrap_or_default();
-            frame.resize(len, 0);
-            let r = f(&mut frame);
-            self.0.push_back(frame);
-            r
-        }
-    }
-    impl phy::Device for Dev<'_> {
-        type RxToken<'a>
-            = Rx
-        where
-            Self: 'a;
-        type TxToken<'a>
-            = Tx<'a>
-        where
-            Self: 'a;
-        fn receive(&mut self, _: SInstant) -> Option<(Rx, Tx<'_>)> {
-            let frame = self.rx.pop_front()?;
-            Some((Rx(frame, self.pool.clone()), Tx(self.tx, self.pool.clone())))
-        }
-        fn transmit(&mut self, _: SInstant) -> Option<Tx<'_>> {
-            Some(Tx(self.tx, self.pool.clone()))
-        }
-        fn capabilities(&self) -> DeviceCapabilities {
-            self.caps.clone()
-        }
-    }
-
-    let mut caps = DeviceCapabilities::default();
-    caps.medium = Medium::Ip;
-    caps.max_transmission_unit = link.mtu;
-    if link.offloaded {
-        caps.checksum = phy::ChecksumCapabilities::ignored();
-    }
-    let pool: Pool = Rc::new(RefCell::new(Vec::new()));
-    let (mut ab, mut ba) = (VecDeque::new(), VecDeque::new());
-    let epoch = Instant::now();
-    let now = || SInstant::from_micros(epoch.elapsed().as_micros() as i64);
-    let iface = |ip: [u8; 4], rx: &mut VecDeque<Vec<u8>>, tx: &mut VecDeque<Vec<u8>>| {
-        let mut dev = Dev { rx, tx, pool: pool.clone(), caps: caps.clone() };
-        let mut i = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, now());
-        i.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(std::net::Ipv4Addr::from(ip).into(), 24));
-        });
-        i
-    };
-    let mut ia = iface(A, &mut ba, &mut ab);
-    let mut ib = iface(B, &mut ab, &mut ba);
-    let buffer = || tcp::SocketBuffer::new(vec![0; link.buffers]);
-    let socket = || tcp::Socket::new(buffer(), buffer());
-    let (mut sa, mut sb) = (SocketSet::new(Vec::new()), SocketSet::new(Vec::new()));
-    let hb = sb.add(socket());
-    sb.get_mut::<tcp::Socket<'_>>(hb).listen(5001).expect("listen");
-    let ha = sa.add(socket());
-    let start = Instant::now();
-    sa.get_mut::<tcp::Socket<'_>>(ha)
-        .connect(ia.context(), (std::net::Ipv4Addr::from(B), 5001), 49152)
-        .expect("connect");
-    let mut feeder = Feeder::new(offsets(total, chunk), chunk);
-    let mut buf = vec![0u8; link.read];
-    let (mut sum, mut received) = (0u64, 0u64);
-    while received < total {
-        let mut dev = Dev { rx: &mut ba, tx: &mut ab, pool: pool.clone(), caps: caps.clone() };
-        ia.poll(now(), &mut dev, &mut sa);
-        let s = sa.get_mut::<tcp::Socket<'_>>(ha);
-        feeder.feed(s, src);
-        let mut dev = Dev { rx: &mut ab, tx: &mut ba, pool: pool.clone(), caps: caps.clone() };
-        ib.poll(now(), &mut dev, &mut sb);
-        let s = sb.get_mut::<tcp::Socket<'_>>(hb);
-        while s.can_recv() {
-            let n = s.recv_slice(&mut buf).expect("recv");
-            sum = fold(sum, &buf[..n]);
-            received += n as u64;
-        }
-    }
-    assert_eq!(sum, want, "smoltcp-raw: checksum differs");
-    throughput_gbps(total, start.elapsed())
-}
-
 fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let rt = runtime();
     let (a, b) = rt.block_on(async { stacks(loopback_link(), 256 * 1024) });
@@ -607,9 +492,13 @@ fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
             });
         }
     });
+    // The bare engine at the loopback link's settings (see `raw.rs`).
+    let raw_link = RawLink { mtu: 65535, offloaded: true, buffers: 256 * 1024, read: PING };
+    let mut bare = Vec::new();
     let pair = measure_pair(
         ctx.runs(5, 3),
         || {
+            bare.push(smoltcp_raw_rtt(raw_link, ROUND_TRIPS));
             rt.block_on(async {
                 let mut flow =
                     a.create_connection(SocketAddr::from((B, port)), ConnectOptions::new()).await.expect("c");
@@ -642,7 +531,12 @@ fn rtt(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
             })
         },
     );
-    Ok(vec![ctx.record(&pair.measured).with_baseline("kernel-loopback", &pair.baseline)])
+    Ok(vec![
+        ctx.record(&pair.measured).with_baseline("kernel-loopback", &pair.baseline),
+        // Report only: how close the bare engine itself comes to 0.3 of
+        // the kernel (see docs/netstack-profile.md).
+        ctx.record(&pair.measured).with_baseline("smoltcp-raw", &bare).with_goal(RTT_VS_RAW),
+    ])
 }
 
 /// One churn connection on our stack: connect, 1-byte echo, close.
@@ -744,6 +638,7 @@ mod tests {
         };
         assert_eq!(goal("netstack-mem-lo", Metric::Throughput), Goal::RatioAtLeast(2.0));
         assert_eq!(MEM_LO_VS_RAW, Goal::ReportOnly);
+        assert_eq!(RTT_VS_RAW, Goal::ReportOnly);
         assert_eq!(goal("netstack-mem-1500", Metric::Throughput), Goal::RatioAtLeast(0.85));
         assert_eq!(MEM_1500_VS_TOKIO_SMOLTCP, Goal::RatioAtLeast(2.0));
         assert_eq!(goal("netstack-mt", Metric::Throughput), Goal::RatioAtLeast(0.7));
@@ -774,6 +669,19 @@ mod tests {
             let gbps = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{link:?}: {e}"));
             assert!(gbps > 0.0, "{link:?}");
         }
+    }
+
+    #[test]
+    fn the_raw_ping_pong_echoes_every_ping() {
+        // The loop asserts each ping and echo whole itself; on a thread, a
+        // loop that stalls fails instead of hanging.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let link = RawLink { mtu: 65535, offloaded: true, buffers: 256 * 1024, read: PING };
+            let _ = tx.send(smoltcp_raw_rtt(link, 500));
+        });
+        let us = rx.recv_timeout(Duration::from_secs(60)).expect("500 round trips");
+        assert!(us > 0.0 && us.is_finite(), "{us}");
     }
 
     #[test]
