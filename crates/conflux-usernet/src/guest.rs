@@ -61,7 +61,8 @@ impl From<conflux_netstack::DeviceError> for DeviceEnded {
 /// - DHCPv4 (a [`DhcpServer`] of the config's IPv4 network: the guest's
 ///   address, the gateway as router, the DNS address, the MTU);
 /// - router solicitations (a [`RouterAdvertiser`] of the config's IPv6
-///   network: the /64 for SLAAC, the gateway as default router), and sends
+///   network: the /64 for SLAAC, the gateway as default router, the DNS
+///   address as RDNSS), and sends
 ///   an unsolicited advertisement when the link starts and every
 ///   [`RA_INTERVAL`] after;
 /// - ARP requests for the DNS address (10.0.2.3), and neighbour
