@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -62,25 +61,6 @@ async fn hypervisor(mut tap: TapDevice, mut wire: StreamDevice) {
     })
     .await;
     eprintln!("the hypervisor's copy loop ended: {ended:?}");
-}
-
-/// `/etc/netns/<ns>/resolv.conf` (what `ip netns exec` mounts over
-/// `/etc/resolv.conf`), removed on drop.
-struct NetnsResolvConf(PathBuf);
-
-impl NetnsResolvConf {
-    fn write(ns: &Netns, nameserver: &str) -> NetnsResolvConf {
-        let dir = PathBuf::from("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {nameserver}\n")).unwrap();
-        NetnsResolvConf(dir)
-    }
-}
-
-impl Drop for NetnsResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The value of `key=` in udhcpc's recorded line.
@@ -147,7 +127,9 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", &name]).unwrap();
     ns.ip(&["link", "set", "dev", &name, "mtu", mtu]).unwrap();
     ns.ip(&["route", "add", "default", "via", router]).unwrap();
-    let _resolv = NetnsResolvConf::write(&ns, dns);
+    // `/etc/netns/<ns>/resolv.conf` (what `ip netns exec` mounts over
+    // `/etc/resolv.conf`), removed with the directories made for it.
+    let _resolv = ns.etc_file("resolv.conf", &format!("nameserver {dns}\n")).unwrap();
 
     let port = serve_http().await;
     let out =
