@@ -10,7 +10,9 @@
 //!   [`TIMEOUT`]) and probes of the environment ([`is_root`],
 //!   [`have_command`], [`open_fds`]);
 //! - test network namespaces ([`Netns`]: made through iproute2's `ip`,
-//!   removed with every process left in them on drop) and [`ip`];
+//!   removed with every process left in them on drop; their
+//!   `/etc/netns/<name>/` files, [`NetnsEtcFile`], removed with the
+//!   directories made for them) and [`ip`];
 //! - the external programs serial tests drive ([`tools`]: iperf3 with its
 //!   JSON read, a dnsmasq answering one name, dig).
 //!
@@ -42,7 +44,7 @@ mod time;
 pub mod tools;
 
 pub use crate::env::{have_command, is_root, open_fds};
-pub use crate::netns::{Netns, ip, unique_name};
+pub use crate::netns::{Netns, NetnsEtcFile, ip, unique_name};
 pub use crate::payload::payload;
 pub use crate::skip::{
     ParseSkipKindError, SkipKind, SkipReturn, current_test_name, qualified_test_name, report_skip, skip_log_path,

@@ -103,7 +103,8 @@ impl<S: TcpStack> TcpForwarder<S> {
     }
 
     /// Relays between the guest's flow and its host connection until both
-    /// directions end, then closes both. Logs one line (id, guest, dst,
+    /// directions end, then closes both (aborts both when it failed: a
+    /// reset, a timeout, an error). Logs one line (id, guest, dst,
     /// bytes each way, duration, how it ended).
     pub async fn relay<G: Flow>(
         &self,
@@ -118,7 +119,8 @@ impl<S: TcpStack> TcpForwarder<S> {
 }
 
 /// Relays between `a` (the guest's side: bytes from it count as out) and
-/// `b` until both directions end, then closes both; counts and logs it.
+/// `b` until both directions end, then closes both (aborts both after a
+/// failure); counts and logs it.
 pub(crate) async fn relay<A: Flow, B: Flow>(
     mut a: A,
     mut b: B,
@@ -136,14 +138,29 @@ pub(crate) async fn relay<A: Flow, B: Flow>(
         Ok(s) => (s.a_to_b.bytes, s.b_to_a.bytes, FlowEnd::Closed),
         Err(e) => (e.stats.a_to_b.bytes, e.stats.b_to_a.bytes, FlowEnd::Failed(e)),
     };
-    let _ = a.close().await;
-    let _ = b.close().await;
+    match &end {
+        FlowEnd::Closed => {
+            let _ = a.close().await;
+            let _ = b.close().await;
+        }
+        // A reset was passed on already; any other failure (a side's stack
+        // timed it out, an I/O error) ends both sides with an abort too:
+        // a FIN would hand the other side a truncated stream as complete.
+        FlowEnd::Failed(_) => {
+            let _ = a.abort().await;
+            let _ = b.abort().await;
+        }
+    }
     open.0 = None;
     stats.flow_closed(out, inn);
+    if let FlowEnd::Failed(e) = &end {
+        stats.flow_failed(e.source.is_timed_out());
+    }
     // Written out only for a flow that failed: a clean end costs no allocation.
     let how: std::borrow::Cow<'static, str> = match &end {
         FlowEnd::Closed => "eof".into(),
         FlowEnd::Failed(e) if e.source.is_reset() => format!("reset ({})", e.direction).into(),
+        FlowEnd::Failed(e) if e.source.is_timed_out() => format!("timed out ({}): {e}", e.direction).into(),
         FlowEnd::Failed(e) => format!("error: {e}").into(),
     };
     tracing::info!(id, %from, %to, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
@@ -158,5 +175,51 @@ impl Drop for OpenFlow<'_> {
         if let Some(stats) = self.0.take() {
             stats.flow_closed(0, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use conflux_flow::{FlowError, Shutdown, pipe};
+
+    use super::*;
+
+    /// A guest flow whose stack gave up on it: every read fails timed out
+    /// (what a netstack flow returns at its user timeout).
+    struct TimedOut;
+
+    impl Flow for TimedOut {
+        fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+            Poll::Ready(Err(FlowError::timed_out("sent data unacknowledged for the user timeout")))
+        }
+        fn poll_write(&mut self, _cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+            buf.clear();
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A guest flow that timed out ends its host side with an abort (the
+    /// host peer reads a reset), never a FIN that would pass the guest's
+    /// truncated stream on as complete; counted failed and timed out.
+    #[tokio::test]
+    async fn a_timed_out_guest_flow_aborts_its_host_side() {
+        let (host_side, mut host_peer) = pipe(64 * 1024);
+        let stats = Stats::default();
+        let (from, to) = ("10.0.2.100:40000".parse().unwrap(), "192.0.2.10:80".parse().unwrap());
+        let relayed = relay(TimedOut, host_side, &stats, 1, from, to).await;
+        assert!(matches!(&relayed.end, FlowEnd::Failed(e) if e.source.is_timed_out()), "{:?}", relayed.end);
+        let read = host_peer.read().await;
+        assert!(read.as_ref().is_err_and(FlowError::is_reset), "{read:?}");
+        let s = stats.snapshot();
+        assert_eq!((s.flows_open, s.flows_total, s.flows_failed, s.flows_timed_out), (0, 1, 1, 1), "{s}");
     }
 }

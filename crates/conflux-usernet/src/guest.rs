@@ -61,7 +61,8 @@ impl From<conflux_netstack::DeviceError> for DeviceEnded {
 /// - DHCPv4 (a [`DhcpServer`] of the config's IPv4 network: the guest's
 ///   address, the gateway as router, the DNS address, the MTU);
 /// - router solicitations (a [`RouterAdvertiser`] of the config's IPv6
-///   network: the /64 for SLAAC, the gateway as default router), and sends
+///   network: the /64 for SLAAC, the gateway as default router, the DNS
+///   address as RDNSS), and sends
 ///   an unsolicited advertisement when the link starts and every
 ///   [`RA_INTERVAL`] after;
 /// - ARP requests for the DNS address (10.0.2.3), and neighbour
@@ -96,7 +97,6 @@ pub struct GuestLink<D> {
     /// The next unsolicited advertisement (made on the first poll, inside
     /// the driver's runtime).
     next_ra: Option<Pin<Box<tokio::time::Sleep>>>,
-    pool: FramePool,
     /// Answers not yet taken by the wrapped device.
     replies: VecDeque<FrameBuf>,
     /// The wrapped device's end, held back while frames received before it
@@ -133,14 +133,13 @@ impl<D: FrameDevice> GuestLink<D> {
             dhcp: v4.then(|| DhcpServer::new(config)),
             ra: v6.then(|| RouterAdvertiser::new(config, gateway_mac)),
             next_ra: None,
-            pool: FramePool::new(),
             replies: VecDeque::new(),
             end: None,
         };
         // The first advertisement as the link starts.
         if let Some(ra) = &link.ra {
             let frame = ra.advertisement();
-            link.queue(&frame);
+            link.queue(frame);
         }
         link
     }
@@ -190,10 +189,10 @@ impl<D: FrameDevice> GuestLink<D> {
         }
     }
 
-    fn queue(&mut self, bytes: &[u8]) {
-        let mut frame = self.pool.take(bytes.len());
-        frame.copy_from_slice(bytes);
-        self.replies.push_back(frame);
+    /// Queues an answer, its buffer as built (an answer is made once, in a
+    /// buffer of its own: no copy into a pool frame).
+    fn queue(&mut self, bytes: Vec<u8>) {
+        self.replies.push_back(FrameBuf::from_vec(bytes));
     }
 
     /// Queues an advertisement when one is due.
@@ -206,7 +205,7 @@ impl<D: FrameDevice> GuestLink<D> {
             sleep.as_mut().reset(next);
             // Registers the waker for the next one.
             let _ = sleep.as_mut().poll(cx);
-            self.queue(&frame);
+            self.queue(frame);
         }
     }
 
@@ -226,7 +225,6 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
     }
 
     fn set_pool(&mut self, pool: FramePool) {
-        self.pool = pool.clone();
         self.inner.set_pool(pool);
     }
 
@@ -260,7 +258,7 @@ impl<D: FrameDevice> FrameDevice for GuestLink<D> {
                     Some(answer) => {
                         frames.remove(i);
                         if let Some(bytes) = answer {
-                            self.queue(&bytes);
+                            self.queue(bytes);
                         }
                     }
                 }

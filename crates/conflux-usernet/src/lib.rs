@@ -21,7 +21,7 @@
 //!   upstream (`dns_upstream`, or the first nameserver of the host's
 //!   `/etc/resolv.conf`);
 //! - ping to the gateway is answered by the stack;
-//! - inbound port forwards (`-p`, TCP);
+//! - inbound port forwards (`-p`, TCP and UDP);
 //! - one log line per flow (guest, destination, bytes each way, how it
 //!   ended) and counters, [`Usernet::stats`].
 //!
@@ -54,8 +54,9 @@
 //! - a VM guest's addresses: [`DhcpServer`], a DHCPv4 server (RFC 2131
 //!   minimal: leases per hardware address, NAK for a foreign address), and
 //!   [`RouterAdvertiser`], IPv6 router advertisements for SLAAC (the
-//!   network's prefix, the router lifetime and the MTU), answering router
-//!   solicitations.
+//!   network's prefix, the router lifetime, the MTU and the DNS address,
+//!   fd00::3, as RFC 8106's RDNSS option, so that an IPv6-only guest can
+//!   resolve names), answering router solicitations.
 //!
 //! - a VM guest's link, [`GuestLink`], which [`Usernet::spawn_vm`] puts in
 //!   front of the stack: the [`DhcpServer`] and the [`RouterAdvertiser`]
@@ -68,11 +69,9 @@
 //!   [`Usernet::device_ended`] waits for; [`Usernet::shutdown`] then
 //!   closes every flow of that guest.
 //!
-//! What it does not do (yet): UDP port forwards, ICMP echo to addresses
-//! other than the gateway's, ICMP errors to the guest; `configure` sets up
-//! IPv4 only; the router advertisements carry no DNS server (RDNSS
-//! option), so a VM guest learns its resolver from DHCP (10.0.2.3; fd00::3
-//! answers too when the guest is told to use it). The DNS address is not
+//! What it does not do (yet): ICMP echo to addresses other than the
+//! gateway's, ICMP errors to the guest, DHCPv6 (the router advertisements
+//! carry the prefix and the DNS address instead). The DNS address is not
 //! the stack's own (it has one IPv4 address): the frames sent to it reach
 //! the stack because `configure` gives it a permanent neighbour entry (a
 //! namespace) or the [`GuestLink`] answers ARP and neighbour solicitations

@@ -28,11 +28,21 @@ pub const DEFAULT_ROUTER_LIFETIME: Duration = Duration::from_secs(1800);
 const VALID_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// RFC 4861's AdvPreferredLifetime default: 7 days.
 const PREFERRED_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The RDNSS option's lifetime: RFC 8106 5.1's default, 3 x
+/// MaxRtrAdvInterval ([`RA_INTERVAL`](crate::RA_INTERVAL), 600 s).
+const RDNSS_LIFETIME: Duration = Duration::from_secs(3 * 600);
+/// RFC 8106's Recursive DNS Server option type.
+const OPTION_RDNSS: u8 = 25;
+/// An RDNSS option with one address: type, length (in 8-octet units),
+/// 2 reserved, the 4-byte lifetime, the address.
+const RDNSS_LEN: usize = 8 + 16;
 
 /// Builds the router advertisements of a guest network's gateway: the
 /// network's /64 prefix as on-link and autonomous (the guest forms its
 /// address by SLAAC), the router lifetime (the gateway as default route),
-/// the link MTU and the router's link-layer address.
+/// the link MTU, the router's link-layer address and the DNS address
+/// (`fd00::3`: RFC 8106's RDNSS option, lifetime 1800 s, so that an
+/// IPv6-only guest learns its resolver without DHCP).
 ///
 /// The frames are whole Ethernet frames from the router's MAC and its
 /// link-local address (`fe80::` + the MAC's EUI-64, as RFC 4861 requires
@@ -59,14 +69,16 @@ pub struct RouterAdvertiser {
     prefix_len: u8,
     mtu: u32,
     router_lifetime: Duration,
+    /// The RDNSS option's address (the config's IPv6 DNS address).
+    dns: Option<Ipv6Addr>,
 }
 
 impl RouterAdvertiser {
     /// The advertiser of `config`'s IPv6 network for a router at `router_mac`.
     pub fn new(config: &UsernetConfig, router_mac: [u8; 6]) -> RouterAdvertiser {
-        let (prefix, prefix_len) = match cidr_parts(&config.network6) {
-            Some((IpAddr::V6(p), len)) => (p, len),
-            _ => (Ipv6Addr::UNSPECIFIED, 0),
+        let (prefix, prefix_len, dns) = match cidr_parts(&config.network6) {
+            Some((IpAddr::V6(p), len)) => (p, len, Some(config.dns6)),
+            _ => (Ipv6Addr::UNSPECIFIED, 0, None),
         };
         RouterAdvertiser {
             mac: router_mac,
@@ -75,6 +87,7 @@ impl RouterAdvertiser {
             prefix_len,
             mtu: u32::try_from(config.mtu).unwrap_or(u32::MAX),
             router_lifetime: DEFAULT_ROUTER_LIFETIME,
+            dns,
         }
     }
 
@@ -140,7 +153,19 @@ impl RouterAdvertiser {
                 prefix: self.prefix,
             }),
         };
-        icmp_frame(Icmpv6Repr::Ndisc(ndisc), self.link_local, dst, self.mac, dst_mac)
+        let mut rdnss = [0u8; RDNSS_LEN];
+        let options: &[u8] = match self.dns {
+            Some(dns) => {
+                rdnss[0] = OPTION_RDNSS;
+                rdnss[1] = (RDNSS_LEN / 8) as u8;
+                let lifetime = u32::try_from(RDNSS_LIFETIME.as_secs()).unwrap_or(u32::MAX);
+                rdnss[4..8].copy_from_slice(&lifetime.to_be_bytes());
+                rdnss[8..].copy_from_slice(&dns.octets());
+                &rdnss
+            }
+            None => &[],
+        };
+        icmp_frame_with(Icmpv6Repr::Ndisc(ndisc), options, self.link_local, dst, self.mac, dst_mac)
     }
 }
 
@@ -180,14 +205,28 @@ pub(crate) fn neighbor_advert_for(frame: &[u8], target: Ipv6Addr, mac: [u8; 6]) 
 /// An Ethernet frame from `src_mac` to `dst_mac` carrying `icmp` from `src`
 /// to `dst`, hop limit 255, checksum computed.
 fn icmp_frame(icmp: Icmpv6Repr<'_>, src: Ipv6Addr, dst: Ipv6Addr, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    icmp_frame_with(icmp, &[], src, dst, src_mac, dst_mac)
+}
+
+/// As [`icmp_frame`], with `options` (whole NDISC options smoltcp has no
+/// representation of) after the message's own; the checksum covers them.
+fn icmp_frame_with(
+    icmp: Icmpv6Repr<'_>,
+    options: &[u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+) -> Vec<u8> {
+    let icmp_len = icmp.buffer_len();
     let ip = Ipv6Repr {
         src_addr: src,
         dst_addr: dst,
         next_header: IpProtocol::Icmpv6,
-        payload_len: icmp.buffer_len(),
+        payload_len: icmp_len + options.len(),
         hop_limit: 255,
     };
-    let mut frame = vec![0; EthernetFrame::<&[u8]>::header_len() + ip.buffer_len() + icmp.buffer_len()];
+    let mut frame = vec![0; EthernetFrame::<&[u8]>::header_len() + ip.buffer_len() + ip.payload_len];
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     eth.set_dst_addr(EthernetAddress(dst_mac));
     eth.set_src_addr(EthernetAddress(src_mac));
@@ -196,6 +235,11 @@ fn icmp_frame(icmp: Icmpv6Repr<'_>, src: Ipv6Addr, dst: Ipv6Addr, src_mac: [u8; 
     ip.emit(&mut ip_packet);
     let mut icmp_packet = Icmpv6Packet::new_unchecked(ip_packet.payload_mut());
     icmp.emit(&src, &dst, &mut icmp_packet, &ChecksumCapabilities::default());
+    if !options.is_empty() {
+        icmp_packet.into_inner()[icmp_len..].copy_from_slice(options);
+        let mut icmp_packet = Icmpv6Packet::new_unchecked(ip_packet.payload_mut());
+        icmp_packet.fill_checksum(&src, &dst);
+    }
     frame
 }
 

@@ -26,6 +26,13 @@ use crate::stats::{Stats, StatsSnapshot};
 /// after the flows were closed.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
+/// The forwarder's stack's user timeout: a guest flow whose data the
+/// guest leaves unacknowledged this long (a guest gone without a reset: a
+/// VM paused or killed, its link down) fails as timed out, its host side
+/// is aborted and it counts in [`StatsSnapshot::flows_timed_out`]. The
+/// netstack's default, said here so the forwarder keeps it.
+const USER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The gateway's MAC address (slirp4netns's, 52:55:0a:00:02:02): the
 /// forwarder's stack's, and what a [`GuestLink`] in front of it answers
 /// from.
@@ -108,7 +115,11 @@ impl std::fmt::Debug for Usernet {
 /// The stack's configuration for `config`: the gateway addresses are its
 /// own.
 fn stack_config(config: &UsernetConfig) -> StackConfig {
-    let mut sc = StackConfig::new().mac(GATEWAY_MAC).buffers(512 * 1024, 512 * 1024).max_half_open(256);
+    let mut sc = StackConfig::new()
+        .mac(GATEWAY_MAC)
+        .buffers(512 * 1024, 512 * 1024)
+        .max_half_open(256)
+        .user_timeout(USER_TIMEOUT);
     if config.network4.addr().is_ipv4() {
         sc = sc.ipv4(config.gateway4, config.network4.prefix());
     }
@@ -126,6 +137,17 @@ impl Usernet {
     /// The device is served as it is: a VM guest, which needs its
     /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
+        Usernet::spawn_on(config, device, HostStack::new())
+    }
+
+    /// As [`spawn`](Usernet::spawn), the guest's connections made through
+    /// `outbound` (the kernel's [`HostStack`] there; an in-memory stack in
+    /// the tests that run on virtual time).
+    fn spawn_on<D: FrameDevice, S: TcpStack>(
+        config: UsernetConfig,
+        device: D,
+        outbound: S,
+    ) -> Result<Usernet, UsernetError> {
         let upstream = match config.dns_upstream {
             Some(up) => Some(up),
             None => std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| resolv_conf_upstream(&t)),
@@ -155,7 +177,7 @@ impl Usernet {
         let own = vec![config.gateway4.into(), config.gateway6.into()];
         let intercept = stack.intercept(own.clone(), None).map_err(UsernetError::Listen)?;
         let udp = stack.udp_intercept(own).map_err(UsernetError::Udp)?;
-        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), host, stats.clone()));
+        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), outbound, stats.clone()));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
             tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
@@ -374,7 +396,7 @@ fn ip(args: &[&str]) -> io::Result<()> {
 ///
 /// Finished flows' tasks are reaped as the next SYNs arrive, not waited
 /// for: waiting would wake this task once more per connection.
-async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostStack>>, stop: Arc<Notify>) {
+async fn serve_tcp<S: TcpStack>(mut intercept: Intercept, forwarder: Arc<TcpForwarder<S>>, stop: Arc<Notify>) {
     let mut flows = tokio::task::JoinSet::new();
     // One registration with `stop` for the whole loop, not one per SYN.
     let stopped = stop.notified();
@@ -409,7 +431,7 @@ async fn serve_tcp(mut intercept: Intercept, forwarder: Arc<TcpForwarder<HostSta
 /// handshake and the relay. Once the guest's device ended the stack fails
 /// the guest's flow (a reset naming the device's error), so the relay ends
 /// as for a guest's reset: the host side aborted.
-async fn forward(forwarder: Arc<TcpForwarder<HostStack>>, syn: HeldSyn) {
+async fn forward<S: TcpStack>(forwarder: Arc<TcpForwarder<S>>, syn: HeldSyn) {
     let (guest, dst) = (syn.src(), syn.dst());
     let host = match forwarder.connect(guest, dst).await {
         Ok(host) => host,
@@ -449,6 +471,94 @@ mod tests {
         assert!(err.to_string().starts_with(&format!("port forward {udp}: ")), "{err}");
     }
 
+    /// A guest that vanishes (its link goes down for good, no reset) while
+    /// the host side sends it data: its flow fails at the forwarder's user
+    /// timeout, 120 s after the last progress, not before; the host side
+    /// is aborted (its peer sees a reset), the flow's socket is gone from
+    /// the stack and the counters say it timed out. All in memory on
+    /// virtual time: the host side is a second userspace stack.
+    #[tokio::test(start_paused = true)]
+    async fn a_vanished_guests_flow_ends_at_the_user_timeout() {
+        use conflux_flow::FlowExt;
+        use conflux_tcp::ConnectOptions;
+        use conflux_testkit::within;
+
+        // The host's network: the forwarder's outbound stack and a server,
+        // on an IP link (no neighbour cache to expire while it idles: an
+        // abort's RST sent after 60 s idle on Ethernet is lost while the
+        // stack resolves the neighbour again).
+        let (out_end, server_end) = link_pair(LinkConfig::ip());
+        let outbound =
+            NetStack::new(StackConfig::new().ipv4([192, 0, 2, 1].into(), 24).mac([2, 0, 0, 0, 1, 1]), out_end);
+        let server =
+            NetStack::new(StackConfig::new().ipv4([192, 0, 2, 10].into(), 24).mac([2, 0, 0, 0, 1, 2]), server_end);
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (ended_tx, ended) = tokio::sync::oneshot::channel();
+        let slot = Arc::new(std::sync::Mutex::new(Some((wait, ended_tx))));
+        let _listening = server
+            .listen(80, None, move |mut f| {
+                let taken = slot.lock().unwrap().take();
+                async move {
+                    let Some((wait, ended_tx)) = taken else { return };
+                    f.write("hello").await.unwrap();
+                    // More once the guest is gone: left unacknowledged.
+                    wait.await.unwrap();
+                    f.write("into the void").await.unwrap();
+                    let _ = ended_tx.send(f.read().await);
+                }
+            })
+            .unwrap();
+
+        // The guest and the forwarder.
+        let (ours, guest_end) = link_pair(LinkConfig::ethernet());
+        let switch = guest_end.switch();
+        let config =
+            UsernetConfig::new().allow("192.0.2.0/24".parse().unwrap()).dns_upstream("127.0.0.1:53".parse().unwrap());
+        let usernet = Usernet::spawn_on(config, ours, outbound.clone()).unwrap();
+        let guest = NetStack::new(
+            StackConfig::new()
+                .ipv4([10, 0, 2, 100].into(), 24)
+                .gateway_v4([10, 0, 2, 2].into())
+                .mac([2, 0, 0, 0, 0, 9]),
+            guest_end,
+        );
+        let mut flow = within(
+            "connect",
+            Duration::from_secs(5),
+            guest.create_connection(([192, 0, 2, 10], 80).into(), ConnectOptions::new()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(within("hello", Duration::from_secs(5), flow.read()).await.unwrap().as_deref(), Some(&b"hello"[..]));
+        let sockets = usernet.stack.sockets();
+        assert_eq!(usernet.stats().flows_open, 1);
+
+        // The guest vanishes; the server sends more.
+        switch.set_up(false);
+        let cut = tokio::time::Instant::now();
+        go.send(()).unwrap();
+        tokio::time::sleep(Duration::from_secs(119)).await;
+        let s = usernet.stats();
+        assert_eq!((s.flows_open, s.flows_failed), (1, 0), "still open 119 s after the last progress: {s}");
+        assert_eq!(usernet.stack.sockets(), sockets);
+        while usernet.stats().flows_open > 0 {
+            assert!(cut.elapsed() < Duration::from_secs(125), "still open after {:?}", cut.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = cut.elapsed();
+        assert!(took >= USER_TIMEOUT && took < USER_TIMEOUT + Duration::from_secs(2), "ended after {took:?}");
+        let s = usernet.stats();
+        assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+        assert_eq!(usernet.stack.sockets(), sockets - 1, "the guest flow's socket is gone");
+        // The host side was aborted, not closed: the server's read fails
+        // with a reset (a FIN would pass the guest's stream on as complete).
+        let read = within("the server's end", Duration::from_secs(5), ended).await.unwrap();
+        assert!(read.as_ref().is_err_and(|e| e.is_reset()), "{read:?}");
+        assert_eq!((outbound.sockets(), server.sockets()), (0, 0));
+        drop(flow);
+        usernet.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_vm_guest_is_never_told_an_mtu_above_its_carriers() {
         use conflux_flow::FlowExt;
@@ -462,6 +572,10 @@ mod tests {
             let ra = &chunk[4..];
             assert_eq!((ra[54], ra[78], ra[79]), (134, 5, 1), "{ra:02x?}");
             assert_eq!(u32::from_be_bytes([ra[82], ra[83], ra[84], ra[85]]), told);
+            // The last option: RDNSS (RFC 8106) naming fd00::3.
+            let rdnss = &ra[ra.len() - 24..];
+            assert_eq!(rdnss[..2], [25, 3], "{ra:02x?}");
+            assert_eq!(rdnss[8..], "fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
             usernet.shutdown().await;
         }
     }

@@ -13,6 +13,8 @@ pub struct Stats {
     bytes_out: AtomicU64,
     bytes_in: AtomicU64,
     udp_entries: AtomicU64,
+    flows_failed: AtomicU64,
+    flows_timed_out: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -30,6 +32,13 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// UDP associations in the NAT table now.
     pub udp_entries: u64,
+    /// TCP flows that ended with a reset, a timeout or another error on
+    /// one side (the other side aborted), not with both sides' FINs.
+    pub flows_failed: u64,
+    /// Of the failed flows, those a side's stack gave up on: data left
+    /// unacknowledged for the user timeout (120 s on the guest's side: a
+    /// guest that vanished without a reset, a link that went down).
+    pub flows_timed_out: u64,
 }
 
 impl Stats {
@@ -43,6 +52,15 @@ impl Stats {
     pub fn flow_closed(&self, out: u64, inn: u64) {
         self.flows_open.fetch_sub(1, Ordering::Relaxed);
         self.bytes(out, inn);
+    }
+
+    /// A flow ended with an error (`timed_out`: a timeout) rather than
+    /// both sides' FINs; counted besides its [`flow_closed`](Stats::flow_closed).
+    pub fn flow_failed(&self, timed_out: bool) {
+        self.flows_failed.fetch_add(1, Ordering::Relaxed);
+        if timed_out {
+            self.flows_timed_out.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Bytes moved outside a flow's end (datagrams).
@@ -70,17 +88,27 @@ impl Stats {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             udp_entries: self.udp_entries.load(Ordering::Relaxed),
+            flows_failed: self.flows_failed.load(Ordering::Relaxed),
+            flows_timed_out: self.flows_timed_out.load(Ordering::Relaxed),
         }
     }
 }
 
 impl std::fmt::Display for StatsSnapshot {
-    /// One line: `flows open 2 (total 10), refused 1, bytes out 300 in 4000, udp entries 3`.
+    /// One line: `flows open 2 (total 10), refused 1, bytes out 300 in 4000,
+    /// udp entries 3, failed 2 (timed out 1)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "flows open {} (total {}), refused {}, bytes out {} in {}, udp entries {}",
-            self.flows_open, self.flows_total, self.refused, self.bytes_out, self.bytes_in, self.udp_entries
+            "flows open {} (total {}), refused {}, bytes out {} in {}, udp entries {}, failed {} (timed out {})",
+            self.flows_open,
+            self.flows_total,
+            self.refused,
+            self.bytes_out,
+            self.bytes_in,
+            self.udp_entries,
+            self.flows_failed,
+            self.flows_timed_out
         )
     }
 }
@@ -98,12 +126,26 @@ mod tests {
         stats.refused();
         stats.bytes(200, 2000);
         stats.set_udp_entries(3);
+        stats.flow_failed(false);
+        stats.flow_failed(true);
         let s = stats.snapshot();
         assert_eq!(
             s,
-            StatsSnapshot { flows_open: 1, flows_total: 2, refused: 1, bytes_out: 300, bytes_in: 4000, udp_entries: 3 }
+            StatsSnapshot {
+                flows_open: 1,
+                flows_total: 2,
+                refused: 1,
+                bytes_out: 300,
+                bytes_in: 4000,
+                udp_entries: 3,
+                flows_failed: 2,
+                flows_timed_out: 1
+            }
         );
-        assert_eq!(s.to_string(), "flows open 1 (total 2), refused 1, bytes out 300 in 4000, udp entries 3");
+        assert_eq!(
+            s.to_string(),
+            "flows open 1 (total 2), refused 1, bytes out 300 in 4000, udp entries 3, failed 2 (timed out 1)"
+        );
         assert!(!s.to_string().contains('\n'));
     }
 }

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -64,23 +63,57 @@ async fn hypervisor(mut tap: TapDevice, mut wire: StreamDevice) {
     eprintln!("the hypervisor's copy loop ended: {ended:?}");
 }
 
-/// `/etc/netns/<ns>/resolv.conf` (what `ip netns exec` mounts over
-/// `/etc/resolv.conf`), removed on drop.
-struct NetnsResolvConf(PathBuf);
-
-impl NetnsResolvConf {
-    fn write(ns: &Netns, nameserver: &str) -> NetnsResolvConf {
-        let dir = PathBuf::from("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {nameserver}\n")).unwrap();
-        NetnsResolvConf(dir)
-    }
-}
-
-impl Drop for NetnsResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Listens on rtnetlink's ND user-option group inside the namespace (a
+/// python3 one-liner: the kernel's own ndisc parser validated what it
+/// passes on), bounces `dev` so the kernel sends a router solicitation, and
+/// returns the first RDNSS option the kernel hands on from the answer:
+/// `ADDR lifetime SECS`.
+async fn kernel_rdnss_after_solicit(ns: &Netns, dev: &str) -> String {
+    use std::io::BufRead;
+    const LISTEN: &str = r#"
+import ipaddress, socket, struct, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.bind((0, 0))
+s.setsockopt(270, 1, 20)  # SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_ND_USEROPT
+print("ready", flush=True)
+s.settimeout(15)
+while True:
+    data = s.recv(65536)
+    while len(data) >= 16:
+        length, kind = struct.unpack_from("=IH", data)
+        if kind == 68:  # RTM_NEWNDUSEROPT: nduseroptmsg (16 bytes), then the options
+            optlen = struct.unpack_from("=H", data, 18)[0]
+            opts = data[32:32 + optlen]
+            while len(opts) >= 8 and opts[1]:
+                if opts[0] == 25 and opts[1] >= 3:
+                    life = struct.unpack_from("!I", opts, 4)[0]
+                    print(ipaddress.IPv6Address(opts[8:24]), "lifetime", life, flush=True)
+                    sys.exit(0)
+                opts = opts[opts[1] * 8:]
+        data = data[(length + 3) & ~3:]
+"#;
+    let mut child = ns
+        .cmd("python3")
+        .args(["-c", LISTEN])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 in the namespace");
+    let stdout = child.stdout.take().unwrap();
+    let dev = dev.to_owned();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+        lines
+    });
+    let mut lines = within("the netlink listener", Duration::from_secs(10), lines).await.unwrap();
+    ns.ip(&["link", "set", "dev", &dev, "down"]).unwrap();
+    ns.ip(&["link", "set", "dev", &dev, "up"]).unwrap();
+    // The listener gives up by itself after 15 s without a message.
+    let line = tokio::task::spawn_blocking(move || lines.next().and_then(Result::ok));
+    let line = within("the kernel's RDNSS", Duration::from_secs(20), line).await.unwrap();
+    let status = child.wait().unwrap();
+    line.unwrap_or_else(|| panic!("no RDNSS option from the kernel ({status})"))
 }
 
 /// The value of `key=` in udhcpc's recorded line.
@@ -94,7 +127,8 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 /// address by SLAAC from its advertisements), configures itself from what
 /// udhcpc recorded, and reaches the host: curl, `iperf3 -t 2`, and a DNS
 /// lookup of the resolver it was given, and one over IPv6 to fd00::3 (a
-/// dnsmasq on the host's loopback as the upstream). The carrier then closes: the device's end names it.
+/// dnsmasq on the host's loopback as the upstream); the kernel reads fd00::3
+/// from the advertisements' RDNSS option. The carrier then closes: the device's end names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     if !is_root() {
@@ -103,7 +137,7 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     if !have_command("ip") {
         skip!(Iproute2, "ip not on PATH");
     }
-    if let Some(m) = conflux_testkit::tools::missing(&["udhcpc", "curl", "iperf3", "dnsmasq", "dig"]) {
+    if let Some(m) = conflux_testkit::tools::missing(&["udhcpc", "curl", "iperf3", "dnsmasq", "dig", "python3"]) {
         skip!(m.kind, "{}", m.detail);
     }
     let ns = match Netns::create("vm") {
@@ -147,7 +181,9 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", &name]).unwrap();
     ns.ip(&["link", "set", "dev", &name, "mtu", mtu]).unwrap();
     ns.ip(&["route", "add", "default", "via", router]).unwrap();
-    let _resolv = NetnsResolvConf::write(&ns, dns);
+    // `/etc/netns/<ns>/resolv.conf` (what `ip netns exec` mounts over
+    // `/etc/resolv.conf`), removed with the directories made for it.
+    let _resolv = ns.etc_file("resolv.conf", &format!("nameserver {dns}\n")).unwrap();
 
     let port = serve_http().await;
     let out =
@@ -172,6 +208,11 @@ async fn a_kernel_guest_on_a_stream_carrier_gets_dhcp_and_reaches_the_host() {
     .await;
     // DNS over IPv6 to fd00::3: the guest link answers its neighbour solicitation.
     dig_until_answered(&ns, &["@fd00::3"]).await;
+    // The kernel read the DNS address from the advertisements' RDNSS
+    // option: it hands the option to userspace (RTM_NEWNDUSEROPT), caught
+    // here after a link down/up makes it solicit again.
+    let rdnss = kernel_rdnss_after_solicit(&ns, &name).await;
+    assert_eq!(rdnss, "fd00::3 lifetime 1800");
     let s = wait_idle(&usernet).await;
     assert_eq!(s.refused, 0, "{s}");
     assert!(s.flows_total >= 3, "curl and iperf3's control and data connections: {s}");
