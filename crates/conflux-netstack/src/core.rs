@@ -290,6 +290,16 @@ impl Conn {
             && self.socket().send_queue() == 0
     }
 
+    /// Sent data waits for its acknowledgment on an open connection (the
+    /// user timeout runs).
+    fn outstanding(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.end.timed_out
+            && self.snd_max.is_some()
+            && self.peer_ack != self.snd_max
+            && self.socket().state() != tcp::State::Closed
+    }
+
     /// smoltcp's `close` (FIN once everything queued left), except that in
     /// CLOSE-WAIT with bytes not yet sent it waits (`close_held`) until
     /// they were, as RFC 9293 3.10.4 has it ("queue this request until all
@@ -320,16 +330,6 @@ impl Conn {
         queued == 0
             || matches!((self.peer_ack, self.snd_max),
                 (Some(una), Some(max)) if una.wrapping_add(queued as u32) == max)
-    }
-
-    /// Sent data waits for its acknowledgment on an open connection (the
-    /// user timeout runs).
-    fn outstanding(&self) -> bool {
-        self.phase == Phase::Open
-            && !self.end.timed_out
-            && self.snd_max.is_some()
-            && self.peer_ack != self.snd_max
-            && self.socket().state() != tcp::State::Closed
     }
 }
 
