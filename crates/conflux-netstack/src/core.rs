@@ -236,6 +236,9 @@ struct Conn {
     /// The peer's bare FIN arrived: until then, our ACK of it waits for our
     /// own FIN (or data) to carry it (see [`Conn::fin_ack_waits`]).
     fin_ack_until: Option<Instant>,
+    /// Our close waits in CLOSE-WAIT until every queued byte was sent
+    /// (see [`Conn::close`]); egress applies it.
+    close_held: bool,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -282,6 +285,7 @@ impl Conn {
     /// smoltcp's ACK delay: if our FIN does not come, the ACK goes alone.
     fn fin_ack_waits(&self, now: Instant) -> bool {
         self.fin_ack_until.is_some_and(|until| now < until)
+            && !self.close_held
             && self.socket().state() == tcp::State::CloseWait
             && self.socket().send_queue() == 0
     }
@@ -294,6 +298,38 @@ impl Conn {
             && self.snd_max.is_some()
             && self.peer_ack != self.snd_max
             && self.socket().state() != tcp::State::Closed
+    }
+
+    /// smoltcp's `close` (FIN once everything queued left), except that in
+    /// CLOSE-WAIT with bytes not yet sent it waits (`close_held`) until
+    /// they were, as RFC 9293 3.10.4 has it ("queue this request until all
+    /// preceding SENDs have been segmentized"). smoltcp 0.14 moves to
+    /// LAST-ACK at once, and there a bare window update (an ACK that
+    /// acknowledges nothing new) only draws a challenge ACK: its window is
+    /// ignored. A peer whose zero window reopens then waits for our
+    /// zero-window probe, an RTO (at least 1 s) later. In CLOSE-WAIT the
+    /// update is heard. Nagle's algorithm is turned off meanwhile (smoltcp
+    /// exempts a closing socket's last bytes from it; a held close must not
+    /// make them wait for an ACK).
+    fn close(&mut self) {
+        if self.socket().state() == tcp::State::CloseWait && !self.all_sent() {
+            self.socket_mut().set_nagle_enabled(false);
+            self.close_held = true;
+        } else {
+            self.socket_mut().close();
+            self.close_held = false;
+        }
+    }
+
+    /// Every byte queued was sent at least once: SND.MAX is SND.UNA (the
+    /// last acknowledgment smoltcp took) plus the send queue (smoltcp's
+    /// unacknowledged and unsent bytes). Nothing queued counts as sent
+    /// whatever the sequence numbers say.
+    fn all_sent(&self) -> bool {
+        let queued = self.socket().send_queue();
+        queued == 0
+            || matches!((self.peer_ack, self.snd_max),
+                (Some(una), Some(max)) if una.wrapping_add(queued as u32) == max)
     }
 }
 
@@ -902,6 +938,7 @@ impl Core {
             held: None,
             time_wait: None,
             fin_ack_until: None,
+            close_held: false,
         }
     }
 
@@ -1031,7 +1068,7 @@ impl Core {
     /// Sends FIN once everything queued left (reading goes on).
     pub(crate) fn close_write(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.socket_mut().close();
+            conn.close();
             self.mark_dirty(id);
         }
     }
@@ -1047,12 +1084,12 @@ impl Core {
         if conn.phase == Phase::Orphan {
             return;
         }
-        let sock = conn.socket_mut();
-        if abort || (!write_shut && sock.recv_queue() > 0) {
-            sock.abort();
+        if abort || (!write_shut && conn.socket().recv_queue() > 0) {
+            conn.socket_mut().abort();
         } else if !write_shut {
-            sock.close();
+            conn.close();
         }
+        let sock = conn.socket_mut();
         if sock.timeout().is_none() {
             sock.set_timeout(Some(timeout.into()));
         }
@@ -1673,12 +1710,30 @@ impl Core {
                 }
             }
             self.sent(now, id, out, from);
+            if self.conns.get(&id).is_some_and(|c| c.close_held) {
+                self.held_close(now, id, out);
+            }
             self.changed(now, id, before);
         }
         dirty.clear();
         // Keep the allocation; ids marked meanwhile (by `changed`) stay.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// Applies connection `id`'s close held in CLOSE-WAIT ([`Conn::close`])
+    /// once its last bytes left (or it left CLOSE-WAIT otherwise: a reset,
+    /// a timeout): the FIN goes out in this round.
+    fn held_close(&mut self, now: Instant, id: ConnId, out: &mut Vec<FrameBuf>) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if conn.socket().state() == tcp::State::CloseWait && !conn.all_sent() {
+            return;
+        }
+        conn.close();
+        let from = out.len();
+        let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
+        let _ = self.iface.poll_egress(now, &mut bridge, &mut conn.set);
+        self.sent(now, id, out, from);
     }
 
     /// Notes what connection `id` sent (`out[from..]`): SND.MAX for the ACK

@@ -1,6 +1,7 @@
 //! Timing-sensitive and root tests: the TCP kit over the in-memory link (in
 //! real time, on a current_thread and on a 2-worker multi_thread runtime),
-//! the flow kit on a multi_thread runtime (`serial/multi_thread.rs`), and
+//! the flow kit on a multi_thread runtime (`serial/multi_thread.rs`), the
+//! 2-worker bulk stall detector (`serial/stall.rs`), and
 //! the TAP, namespace, ping, kernel-interop and iperf3 tests. xtask runs
 //! this target with `--test-threads=1`.
 
@@ -8,6 +9,9 @@ mod support;
 
 #[path = "serial/multi_thread.rs"]
 mod multi_thread;
+
+#[path = "serial/stall.rs"]
+mod stall;
 
 #[path = "../examples/iperf3_server.rs"]
 #[allow(dead_code)]

@@ -146,6 +146,48 @@ fn handshake_data_both_ways_close_and_reap() {
 }
 
 #[test]
+fn a_window_reopened_after_a_close_in_close_wait_is_heard() {
+    // A half-closed first (B is in CLOSE-WAIT), then B filled A's window
+    // (A reads nothing) and closed with bytes still unsent. smoltcp 0.14
+    // in LAST-ACK answers a bare window update (an ACK acknowledging
+    // nothing new) with a challenge ACK and ignores its window, so if
+    // B's close put it there, B would sit on a zero window until its
+    // zero-window probe, an RTO (1 s) later: the 2-worker bulk stall.
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    p.a.close_write(ca);
+    p.run();
+    assert!(matches!(p.b.recv(cb, usize::MAX, |_, _| {}), Recv::Finished));
+    // A's 8 KiB receive buffer fills, 4 KiB wait in B's send buffer.
+    let data: Vec<u8> = (0..12 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    for _ in 0..10 {
+        if let Ok(n) = p.b.send(cb, &data[sent..]) {
+            sent += n;
+        }
+        // Delayed ACKs go out (far below the 1 s RTO).
+        p.advance(Duration::from_millis(20));
+    }
+    assert_eq!(sent, data.len());
+    assert_eq!(p.b.send_queue(cb), 4 * 1024, "A's window is zero: the rest waits");
+    p.b.close_write(cb);
+    p.advance(Duration::from_millis(20));
+    let mut got = read_all(&mut p.a, ca);
+    assert_eq!(got.len(), 8 * 1024);
+    // A's read reopened its window: the rest and B's FIN come well before
+    // a zero-window probe would (an RTO: 1 s).
+    p.advance(Duration::from_millis(100));
+    got.extend(read_all(&mut p.a, ca));
+    assert_eq!(got.len(), data.len(), "the rest came after the window update, not after a probe");
+    assert_eq!(got, data);
+    assert!(matches!(p.a.recv(ca, usize::MAX, |_, _| {}), Recv::Finished), "B's FIN followed");
+    p.a.release(ca, false, true);
+    p.b.release(cb, false, true);
+    p.run();
+    assert_eq!(p.b.sockets(), 0, "B closed on the ACK of its FIN");
+}
+
+#[test]
 fn an_abort_resets_the_peer() {
     let mut p = Pair::new();
     let (ca, cb) = p.connected(80);
