@@ -90,7 +90,11 @@ impl<'a> Env<'a> {
     }
 
     fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {
-        self.values(key).first().and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
+        if key == self.current {
+            return None;
+        }
+        // A key's values are contiguous, newest first: its first slot is the newest.
+        self.values.iter().find(|s| s.id == key).and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
     }
 }
 
