@@ -90,7 +90,11 @@ impl<'a> Env<'a> {
     }
 
     fn newest<T: Clone + 'static>(&self, key: u64) -> Option<T> {
-        self.values(key).first().and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
+        if key == self.current {
+            return None;
+        }
+        // A key's values are contiguous, newest first: its first slot is the newest.
+        self.values.iter().find(|s| s.id == key).and_then(|s| s.value.get().downcast_ref::<T>()).cloned()
     }
 }
 
@@ -277,6 +281,62 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
     }
     fn extract(&self, env: &Env<'_>) -> Result<Vec<T>, Missing> {
         Ok(env.values(self.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>()).cloned().collect())
+    }
+}
+
+/// Every value of a key, as [`all`] gives them but without a vector for a
+/// lone value (crate-internal: a `tcp://` URI with an IP address has one).
+/// Its label is `all`'s: plans and reports read the same.
+#[cfg(feature = "tcp")]
+pub(crate) struct Few<T>(Key<T>);
+
+/// See [`Few`].
+#[cfg(feature = "tcp")]
+pub(crate) fn few<T: Clone + Send + Sync + 'static>(key: &Key<T>) -> Few<T> {
+    Few(key.clone())
+}
+
+/// The values of a [`Few`] argument, newest first.
+#[cfg(feature = "tcp")]
+pub(crate) enum FewValues<T> {
+    One(T),
+    /// None, or more than one.
+    Many(Vec<T>),
+}
+
+#[cfg(feature = "tcp")]
+impl<T> IntoIterator for FewValues<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            FewValues::One(v) => (Some(v), Vec::new()),
+            FewValues::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many)
+    }
+}
+
+#[cfg(feature = "tcp")]
+impl<T> sealed::Sealed for Few<T> {}
+
+#[cfg(feature = "tcp")]
+impl<T: Clone + Send + Sync + 'static> Arg for Few<T> {
+    type Out = FewValues<T>;
+    fn deps(&self, out: &mut Vec<Dep>) {
+        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Soft });
+    }
+    fn label(&self, out: &mut String) {
+        out.push_str("all ");
+        out.push(KEY_MARK);
+    }
+    fn extract(&self, env: &Env<'_>) -> Result<FewValues<T>, Missing> {
+        let mut values = env.values(self.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>());
+        Ok(match (values.next(), values.next()) {
+            (None, _) => FewValues::Many(Vec::new()),
+            (Some(one), None) => FewValues::One(one.clone()),
+            (Some(a), Some(b)) => FewValues::Many([a, b].into_iter().chain(values).cloned().collect()),
+        })
     }
 }
 

@@ -423,6 +423,9 @@ pub(crate) struct Order {
     pub(crate) keys: Vec<usize>,
     /// Each cycle's entry indices, in dependency order (each computed from the next).
     pub(crate) cycles: Vec<Vec<usize>>,
+    /// Every function, in evaluation order (the keys' order, then each key's
+    /// functions oldest first): an unfold names a function by its index here.
+    pub(crate) fns: Vec<Arc<FnDef>>,
 }
 
 impl Order {
@@ -466,12 +469,20 @@ impl Order {
             entries,
             state: vec![0; entries.len()],
             path: Vec::new(),
-            order: Order { keys: Vec::with_capacity(entries.len()), cycles: Vec::new() },
+            order: Order { keys: Vec::with_capacity(entries.len()), cycles: Vec::new(), fns: Vec::new() },
         };
         for i in 0..entries.len() {
             walk.visit(i);
         }
-        walk.order
+        let mut order = walk.order;
+        for &i in &order.keys {
+            for bind in &entries[i].binds {
+                if let Bind::Fun(def) = bind {
+                    order.fns.push(def.clone());
+                }
+            }
+        }
+        order
     }
 
     /// The keys on some cycle, by entry index (empty when the context has

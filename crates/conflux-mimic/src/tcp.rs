@@ -11,8 +11,9 @@ use conflux_tcp::{ConnectError, ConnectOptions, Incoming, TcpFlow, TcpStack};
 use conflux_tcp_host::{HostFlow, HostStack};
 use futures_core::Stream;
 
+use crate::args::FewValues;
 use crate::{
-    Accepted, Ctx, Handle, Key, ListenError, Listener, Protocol, RegisterOptions, Registry, UriKeys, all,
+    Accepted, Ctx, Handle, Key, ListenError, Listener, Protocol, RegisterOptions, Registry, UriKeys,
     check_listen_modifiers, check_modifiers, opt, req,
 };
 use conflux_uri::{Host, Keepalive, Scheme, Target, Uri, UriError, UriPart};
@@ -146,7 +147,7 @@ pub fn register_tcp_with(
             let cfg = &crate::FramingKeys::get().config;
             return Ok(tcp_endpoints(&ctx, &unframed).fold(
                 &framed,
-                (all(&unframed), opt(cfg)),
+                (crate::all(&unframed), opt(cfg)),
                 |(endpoints, config): (Vec<TcpEndpoint>, Option<_>)| {
                     let config = config.unwrap_or_default();
                     endpoints.into_iter().map(move |e| (e, config)).collect::<Vec<_>>()
@@ -251,9 +252,10 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
     let ctx = if ctx.get(&k.domain).is_some() { crate::dns_lookup(ctx) } else { ctx.clone() };
     ctx.fold(
         key,
-        (req(&k.scheme), all(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
+        // `all` without a vector for a lone address (what a URI with an IP address gives).
+        (req(&k.scheme), crate::args::few(&k.ip), req(&k.port), opt(&k.connect_timeout), opt(&k.keepalive)),
         |(scheme, ips, port, timeout, keepalive)| TcpEndpoints {
-            ips: if scheme == Scheme::Tcp { ips } else { Vec::new() },
+            ips: if scheme == Scheme::Tcp { ips } else { FewValues::Many(Vec::new()) },
             port,
             timeout,
             keepalive,
@@ -264,7 +266,7 @@ pub fn tcp_endpoints(ctx: &Ctx, key: &Key<TcpEndpoint>) -> Ctx {
 /// What the endpoint function of [`tcp_endpoints`] gives: one endpoint per
 /// address, made as the resolve takes them (no vector of endpoints).
 struct TcpEndpoints {
-    ips: Vec<IpAddr>,
+    ips: FewValues<IpAddr>,
     port: u16,
     timeout: Option<Duration>,
     keepalive: Option<Keepalive>,

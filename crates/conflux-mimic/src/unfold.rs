@@ -147,18 +147,15 @@ pub(crate) fn rank(registry: &Registry, key: &KeyInfo) -> Rank {
     }
 }
 
-/// One function of the context and its outcome, as an unfold records it (a
-/// public [`FnReport`] is made of it only for a report or [`Unfolded`]).
-pub(crate) struct FnRecord<'c> {
-    pub(crate) def: &'c Arc<FnDef>,
+/// A function that produced no value, and why, as an unfold records it (a
+/// public [`FnReport`] is made of it only for a report or [`Unfolded`]). A
+/// function that produced values has no record: its values' slots name it,
+/// and they are its outcome (a resolve that connects records nothing).
+pub(crate) struct FnRecord {
+    /// The function's index in [`Order::fns`](crate::ctx::Order) (evaluation order).
+    pub(crate) function: usize,
     pub(crate) outcome: FnOutcome,
     pub(crate) missing: Option<Arc<KeyInfo>>,
-}
-
-impl FnRecord<'_> {
-    fn report(&self) -> FnReport {
-        FnReport { def: self.def.clone(), outcome: self.outcome.clone(), missing: self.missing.clone() }
-    }
 }
 
 /// An unfolded context that borrows it: what `resolve` connects from. The
@@ -169,7 +166,10 @@ pub(crate) struct Unfolding<'c> {
     /// Every value, keys in evaluation order, each key's values newest
     /// first; [`Slot::order`] sorts them into candidate order (see [`Unfolded`]).
     pub(crate) slots: Vec<Slot<'c>>,
-    pub(crate) functions: Vec<FnRecord<'c>>,
+    /// The context's functions, in evaluation order ([`Slot::origin`] indexes it).
+    pub(crate) fns: &'c [Arc<FnDef>],
+    /// The functions that gave no value, in evaluation order.
+    pub(crate) records: Vec<FnRecord>,
     pub(crate) overall_expired: Option<Duration>,
     /// Whether some asynchronous function was run (waited for, or found the
     /// overall deadline passed).
@@ -184,23 +184,32 @@ impl<'c> Unfolding<'c> {
 
     /// The function that computed a slot's value.
     pub(crate) fn origin(&self, slot: &Slot<'_>) -> Option<&'c FnDef> {
-        slot.origin.map(|f| &**self.functions[f].def)
+        let fns = self.fns;
+        slot.origin.map(|f| &*fns[f])
     }
 
-    /// The functions' reports, in evaluation order.
+    /// The functions' reports, in evaluation order: a recorded outcome, or
+    /// else (the function ran and produced) as many values as name it.
     pub(crate) fn reports(&self) -> Vec<FnReport> {
-        self.functions.iter().map(FnRecord::report).collect()
+        let mut records = self.records.iter().peekable();
+        self.fns
+            .iter()
+            .enumerate()
+            .map(|(f, def)| match records.next_if(|r| r.function == f) {
+                Some(r) => FnReport { def: def.clone(), outcome: r.outcome.clone(), missing: r.missing.clone() },
+                None => {
+                    let n = self.slots.iter().filter(|s| s.origin == Some(f)).count();
+                    FnReport { def: def.clone(), outcome: FnOutcome::Produced(n), missing: None }
+                }
+            })
+            .collect()
     }
 
     /// The public form, owning (sharing) what it holds.
     pub(crate) fn into_unfolded(mut self) -> Unfolded {
+        let functions = self.reports();
         // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
         self.slots.sort_by_key(Slot::order);
-        let functions: Vec<FnReport> = self
-            .functions
-            .into_iter()
-            .map(|r| FnReport { def: r.def.clone(), outcome: r.outcome, missing: r.missing })
-            .collect();
         let entries = self.ctx.entries();
         let bindings = self
             .slots
@@ -230,7 +239,9 @@ pub(crate) async fn unfold<'c>(
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
     let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
-    let mut functions: Vec<FnRecord<'c>> = Vec::new();
+    // Only the functions that gave no value: none, when a resolve connects.
+    let mut records: Vec<FnRecord> = Vec::new();
+    let mut function = 0;
     let mut overall_expired = None;
     let mut waited = false;
     for &i in &order.keys {
@@ -245,8 +256,11 @@ pub(crate) async fn unfold<'c>(
                 }
                 Bind::Fun(def) => def,
             };
+            // Its index in `order.fns`: the same walk, keys in order, each key's functions oldest first.
+            let f = function;
+            function += 1;
             if cyclic.get(i).copied().unwrap_or(false) {
-                functions.push(FnRecord { def, outcome: FnOutcome::InCycle, missing: None });
+                records.push(FnRecord { function: f, outcome: FnOutcome::InCycle, missing: None });
                 continue;
             }
             // A panic in the function (or an argument's `map`) is its failure.
@@ -286,7 +300,7 @@ pub(crate) async fn unfold<'c>(
                         Ok(Ok(v)) if v.is_empty() => FnOutcome::ReturnedNone,
                         Ok(Ok(v)) => {
                             let n = v.len();
-                            let origin = Some(functions.len());
+                            let origin = Some(f);
                             values.extend(v.into_rev().map(|value| Slot {
                                 value: Val::Made(value),
                                 origin,
@@ -306,13 +320,16 @@ pub(crate) async fn unfold<'c>(
                 outcome = ?outcome,
                 "function applied"
             );
-            functions.push(FnRecord { def, outcome, missing });
+            if !matches!(outcome, FnOutcome::Produced(_)) {
+                records.push(FnRecord { function: f, outcome, missing });
+            }
         }
         values[start..].reverse();
     }
     // Left in evaluation order: what is sorted into candidate order is only
     // what is asked for (a resolve's candidates, or the public form).
-    Ok(Unfolding { ctx, slots: values, functions, overall_expired, waited })
+    debug_assert_eq!(function, order.fns.len(), "the unfold walks the functions as Order::fns lists them");
+    Ok(Unfolding { ctx, slots: values, fns: &order.fns, records, overall_expired, waited })
 }
 
 /// Whether a dependency kind is required (used by plans).
