@@ -100,6 +100,10 @@ pub(crate) struct State {
     scratch: Vec<FrameBuf>,
     /// Reused by inline deliveries for the frames handed over.
     rx_scratch: Vec<FrameBuf>,
+    /// The time of the last round (driver's or inline): rounds never see
+    /// the clock go back (a round may run with a time read before another
+    /// thread's round, e.g. an inline delivery's sender's).
+    pub(crate) clock: smoltcp::time::Instant,
 }
 
 /// The registered intercept.
@@ -287,14 +291,24 @@ thread_local! {
     /// Set while a stack hands frames to its shared transmit side with its
     /// lock held ([`send_direct`]): it wakes what deliveries defer.
     static SENDING: Cell<bool> = const { Cell::new(false) };
+    /// While a stack hands frames to its shared transmit side: the time its
+    /// round ran at, which an inline delivery of them runs at too (one
+    /// clock read for the sender's round and the delivery; the frames
+    /// took no time on the way).
+    static SENT_AT: Cell<Option<tokio::time::Instant>> = const { Cell::new(None) };
 }
 
-/// Hands `out` to the shared transmit side, the stack's lock held: the
-/// caller runs [`wake_deferred`] once it released it.
-pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>) {
-    SENDING.set(true);
+/// Hands `out`, made by a round at `at`, to the shared transmit side, the
+/// stack's lock held: the caller runs [`wake_deferred`] once it released
+/// it.
+pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>, at: tokio::time::Instant) {
+    // Restored, not cleared: a delivery's own answer is sent from inside
+    // this call (and queued, one level deep).
+    let sending = SENDING.replace(true);
+    let sent_at = SENT_AT.replace(Some(at));
     direct.try_send(out);
-    SENDING.set(false);
+    SENT_AT.set(sent_at);
+    SENDING.set(sending);
 }
 
 /// Wakes what inline deliveries from this thread left (see `DEFERRED`):
@@ -316,7 +330,13 @@ impl Shared {
 
     /// The stack's clock: tokio's, so a paused runtime drives it.
     pub(crate) fn now(&self) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(self.base.elapsed().as_micros().min(i64::MAX as u128) as i64)
+        self.time(tokio::time::Instant::now())
+    }
+
+    /// The stack's time at `at` (read off tokio's clock).
+    pub(crate) fn time(&self, at: tokio::time::Instant) -> smoltcp::time::Instant {
+        let since = at.saturating_duration_since(self.base);
+        smoltcp::time::Instant::from_micros(since.as_micros().min(i64::MAX as u128) as i64)
     }
 
     pub(crate) fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
@@ -335,7 +355,7 @@ impl Shared {
             self.kick();
             return;
         }
-        self.run_inline(st, None);
+        self.run_inline(st, None, None);
     }
 
     /// Whether the calling thread runs the stack's runtime.
@@ -347,13 +367,22 @@ impl Shared {
     /// to the shared transmit side (when the driver holds none and there is
     /// one; else queued for the driver), events into wake-ups. The driver
     /// is woken when frames wait for it or the core's next deadline is
-    /// earlier than its sleep. Timers stay the driver's.
-    fn run_inline(self: &Arc<Self>, mut guard: MutexGuard<'_, State>, rx: Option<&mut VecDeque<FrameBuf>>) {
+    /// earlier than its sleep. Timers stay the driver's. The round runs at
+    /// `at` (an inline delivery's sender's time) or, without one, reads
+    /// the clock.
+    fn run_inline(
+        self: &Arc<Self>,
+        mut guard: MutexGuard<'_, State>,
+        rx: Option<&mut VecDeque<FrameBuf>>,
+        at: Option<tokio::time::Instant>,
+    ) {
         let st = &mut *guard;
         if st.dead.is_some() {
             return;
         }
-        let now = self.now();
+        let at = at.unwrap_or_else(tokio::time::Instant::now);
+        let now = self.time(at).max(st.clock);
+        st.clock = now;
         if let Some(rx) = rx {
             let mut frames = std::mem::take(&mut st.rx_scratch);
             frames.extend(rx.drain(..));
@@ -367,7 +396,7 @@ impl Shared {
         if !st.driver_sending
             && let Some(direct) = &self.direct
         {
-            send_direct(&**direct, &mut st.out);
+            send_direct(&**direct, &mut st.out, at);
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
@@ -468,6 +497,7 @@ impl NetStack {
             inline_active: false,
             scratch: Vec::new(),
             rx_scratch: Vec::new(),
+            clock: smoltcp::time::Instant::ZERO,
         };
         let direct = device.direct_send();
         let shared = Arc::new(Shared {
@@ -837,7 +867,7 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     DELIVERING.set(true);
-    shared.run_inline(st, Some(frames));
+    shared.run_inline(st, Some(frames), SENT_AT.get());
     DELIVERING.set(false);
     if !SENDING.get() {
         // Not called by a stack's send (a device's own use): nothing of
