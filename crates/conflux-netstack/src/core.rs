@@ -286,6 +286,27 @@ impl Conn {
             && self.socket().send_queue() == 0
     }
 
+    /// Notes a segment (not an RST) this connection sent: SND.MAX past it,
+    /// RCV.NXT as it acknowledges, and a super-segment tagged for GSO.
+    fn note_sent(&mut self, frame: &mut FrameBuf, seq_end: u32, ack: Option<u32>, payload_len: usize) {
+        if self.snd_max.is_none_or(|max| seq_after(seq_end, max)) {
+            self.snd_max = Some(seq_end);
+        }
+        if let Some(ack) = ack {
+            if self.rcv_nxt.is_none_or(|nxt| seq_after(ack, nxt)) {
+                self.rcv_nxt = Some(ack);
+            }
+            if self.rcv_next.is_none_or(|nxt| seq_after(ack, nxt)) {
+                self.rcv_next = Some(ack);
+            }
+        }
+        if let Some(mss) = self.real_mss
+            && payload_len > usize::from(mss)
+        {
+            frame.meta.gso_mss = Some(mss);
+        }
+    }
+
     /// Sent data waits for its acknowledgment on an open connection (the
     /// user timeout runs).
     fn outstanding(&self) -> bool {
@@ -1689,6 +1710,17 @@ impl Core {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let was_outstanding = conn.outstanding();
         for frame in &mut out[from..] {
+            // Most segments need only their sequence fields, read at their
+            // fixed places; an RST (its sequence number fixed) and a
+            // transparent connection's segments (their source rewritten)
+            // need the whole `Segment`, as does a layout `built` does not read.
+            if conn.nat.is_none()
+                && let Some(sent) = wire::built(frame, self.medium, conn.local, conn.remote)
+                && !sent.rst
+            {
+                conn.note_sent(frame, sent.seq_end, sent.ack, sent.payload_len);
+                continue;
+            }
             let Inspected::Tcp(seg) = wire::inspect(frame, self.medium, false) else { continue };
             if (seg.src, seg.dst) != (conn.local, conn.remote) {
                 continue;
@@ -1698,21 +1730,7 @@ impl Core {
                     rewrite::set_seq(frame, &seg, max);
                 }
             } else {
-                let end = seg.seq_end();
-                if conn.snd_max.is_none_or(|max| seq_after(end, max)) {
-                    conn.snd_max = Some(end);
-                }
-                if seg.ack && conn.rcv_nxt.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
-                    conn.rcv_nxt = Some(seg.ack_number);
-                }
-                if seg.ack && conn.rcv_next.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
-                    conn.rcv_next = Some(seg.ack_number);
-                }
-                if let Some(mss) = conn.real_mss
-                    && seg.payload_len > usize::from(mss)
-                {
-                    frame.meta.gso_mss = Some(mss);
-                }
+                conn.note_sent(frame, seg.seq_end(), seg.ack.then_some(seg.ack_number), seg.payload_len);
             }
             if let Some(dialled) = conn.nat {
                 rewrite::nat(frame, &seg, true, dialled);
