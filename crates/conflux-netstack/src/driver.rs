@@ -73,7 +73,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
                     if tx.is_empty()
                         && let Some(direct) = &shared.direct
                     {
-                        crate::stack::send_direct(&**direct, &mut st.out, at);
+                        crate::stack::send_direct(&shared, &**direct, &mut st.out, at);
                     }
                     tx.extend(st.out.drain(..));
                 }

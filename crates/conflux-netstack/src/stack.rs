@@ -294,20 +294,27 @@ thread_local! {
     /// While a stack hands frames to its shared transmit side: the time its
     /// round ran at, which an inline delivery of them runs at too (one
     /// clock read for the sender's round and the delivery; the frames
-    /// took no time on the way).
-    static SENT_AT: Cell<Option<tokio::time::Instant>> = const { Cell::new(None) };
+    /// took no time on the way), and the sender's runtime, which this
+    /// thread runs (a stack sends only from its own: its driver, or an
+    /// inline round that checked).
+    static SENT: Cell<Option<(tokio::time::Instant, tokio::runtime::Id)>> = const { Cell::new(None) };
 }
 
 /// Hands `out`, made by a round at `at`, to the shared transmit side, the
 /// stack's lock held: the caller runs [`wake_deferred`] once it released
 /// it.
-pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>, at: tokio::time::Instant) {
+pub(crate) fn send_direct(
+    shared: &Shared,
+    direct: &dyn DirectSend,
+    out: &mut VecDeque<FrameBuf>,
+    at: tokio::time::Instant,
+) {
     // Restored, not cleared: a delivery's own answer is sent from inside
     // this call (and queued, one level deep).
     let sending = SENDING.replace(true);
-    let sent_at = SENT_AT.replace(Some(at));
+    let sent = SENT.replace(Some((at, shared.runtime)));
     direct.try_send(out);
-    SENT_AT.set(sent_at);
+    SENT.set(sent);
     SENDING.set(sending);
 }
 
@@ -396,7 +403,7 @@ impl Shared {
         if !st.driver_sending
             && let Some(direct) = &self.direct
         {
-            send_direct(&**direct, &mut st.out, at);
+            send_direct(self, &**direct, &mut st.out, at);
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
@@ -859,7 +866,14 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     let Some(shared) = weak.upgrade() else { return false };
-    if !shared.on_own_runtime() {
+    // From a stack's send, this thread runs the sender's runtime: the
+    // same one, or not ours (no second look at the thread's runtime).
+    let sent = SENT.get();
+    let own = match sent {
+        Some((_, runtime)) => runtime == shared.runtime,
+        None => shared.on_own_runtime(),
+    };
+    if !own {
         return false;
     }
     let Ok(st) = shared.state.try_lock() else { return false };
@@ -867,7 +881,7 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     DELIVERING.set(true);
-    shared.run_inline(st, Some(frames), SENT_AT.get());
+    shared.run_inline(st, Some(frames), sent.map(|(at, _)| at));
     DELIVERING.set(false);
     if !SENDING.get() {
         // Not called by a stack's send (a device's own use): nothing of
