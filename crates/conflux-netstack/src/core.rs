@@ -473,6 +473,8 @@ pub(crate) struct Core {
     local: Vec<FrameBuf>,
     /// Frames made outside `poll_transmit` (refused SYNs), waiting for it.
     pending: Vec<FrameBuf>,
+    /// Reused by `handle_frames` for what ingress makes (empty between calls).
+    ingress_out: Vec<FrameBuf>,
     next_id: ConnId,
     disconnected: bool,
     /// Our addresses (what local delivery and SYN matching compare against).
@@ -546,6 +548,7 @@ impl Core {
             events: VecDeque::new(),
             local: Vec::new(),
             pending: Vec::new(),
+            ingress_out: Vec::new(),
             next_id: 1,
             disconnected: false,
             addrs,
@@ -605,12 +608,13 @@ impl Core {
 
     /// Feeds received frames (drained from `frames`).
     pub(crate) fn handle_frames(&mut self, now: Instant, frames: &mut Vec<FrameBuf>) {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.ingress_out);
         for frame in frames.drain(..) {
             self.ingress(now, frame, &mut out);
         }
         self.pool.give_back();
         self.pending.append(&mut out);
+        self.ingress_out = out;
     }
 
     /// Runs what is due at `now`: smoltcp timers (retransmission, delayed
@@ -702,6 +706,11 @@ impl Core {
             }
         }
         self.pool.give_back();
+        // Drained: its allocation serves the next round (unless frames
+        // were made outside it meanwhile).
+        if self.pending.is_empty() {
+            self.pending = produced;
+        }
     }
 
     /// The next event for the shell.

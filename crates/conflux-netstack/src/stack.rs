@@ -298,6 +298,20 @@ thread_local! {
     /// thread runs (a stack sends only from its own: its driver, or an
     /// inline round that checked).
     static SENT: Cell<Option<(tokio::time::Instant, tokio::runtime::Id)>> = const { Cell::new(None) };
+    /// An empty list kept for its allocation: an inline round's wake-ups
+    /// are collected in it (a round inside a round takes a fresh one).
+    static WAKE: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives `list` (emptied) back to `slot` for its allocation, unless the
+/// slot already holds one.
+fn keep_allocation(slot: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Waker>>>, mut list: Vec<Waker>) {
+    list.clear();
+    slot.with_borrow_mut(|kept| {
+        if kept.capacity() == 0 {
+            *kept = list;
+        }
+    });
 }
 
 /// Hands `out`, made by a round at `at`, to the shared transmit side, the
@@ -321,8 +335,13 @@ pub(crate) fn send_direct(
 /// Wakes what inline deliveries from this thread left (see `DEFERRED`):
 /// called by a sender once its lock is released.
 pub(crate) fn wake_deferred() {
-    let wake = DEFERRED.with_borrow_mut(std::mem::take);
-    wake.into_iter().for_each(Waker::wake);
+    let mut wake = DEFERRED.with_borrow_mut(std::mem::take);
+    if wake.capacity() == 0 {
+        return;
+    }
+    wake.drain(..).for_each(Waker::wake);
+    // What wakers deferred meanwhile stays for the next call.
+    keep_allocation(&DEFERRED, wake);
 }
 
 impl Shared {
@@ -407,7 +426,8 @@ impl Shared {
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
-        let (mut wake, mut accepted, mut udp_wake) = (Vec::new(), Vec::new(), crate::udp::Wake::default());
+        let mut wake = WAKE.with_borrow_mut(std::mem::take);
+        let (mut accepted, mut udp_wake) = (Vec::new(), crate::udp::Wake::default());
         st.drain_events(now, &mut wake, &mut accepted);
         udp_wake.collect(&mut st.core);
         kick |= st.core.poll_timeout().is_some_and(|d| st.armed.is_none_or(|armed| d < armed));
@@ -424,10 +444,11 @@ impl Shared {
                 tokio::spawn(async move { dispatch(&shared, &mut accepted) });
             }
         } else {
-            wake.into_iter().for_each(Waker::wake);
+            wake.drain(..).for_each(Waker::wake);
             wake_deferred();
             dispatch(self, &mut accepted);
         }
+        keep_allocation(&WAKE, wake);
         if kick {
             self.kick();
         }
