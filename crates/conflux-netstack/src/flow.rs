@@ -199,7 +199,9 @@ impl Flow for NetFlow {
     /// gave back every chunk of it and the read is at least a quarter of
     /// it: a reader that drops its chunks (a copy, a fold, an echo) reuses
     /// one warm buffer instead of an allocation and a free per read, and a
-    /// chunk kept pins at most four times its size.
+    /// chunk kept pins at most four times its size. The cost: a flow keeps
+    /// the allocation of its last read (at most `READ_CHUNK` and at most
+    /// its receive buffer) while it lives, idle or not.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         let mut spare = std::mem::take(&mut self.spare);
         let mut cap = self.spare_cap;
