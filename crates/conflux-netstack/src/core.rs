@@ -290,6 +290,27 @@ impl Conn {
             && self.socket().send_queue() == 0
     }
 
+    /// Notes a segment (not an RST) this connection sent: SND.MAX past it,
+    /// RCV.NXT as it acknowledges, and a super-segment tagged for GSO.
+    fn note_sent(&mut self, frame: &mut FrameBuf, seq_end: u32, ack: Option<u32>, payload_len: usize) {
+        if self.snd_max.is_none_or(|max| seq_after(seq_end, max)) {
+            self.snd_max = Some(seq_end);
+        }
+        if let Some(ack) = ack {
+            if self.rcv_nxt.is_none_or(|nxt| seq_after(ack, nxt)) {
+                self.rcv_nxt = Some(ack);
+            }
+            if self.rcv_next.is_none_or(|nxt| seq_after(ack, nxt)) {
+                self.rcv_next = Some(ack);
+            }
+        }
+        if let Some(mss) = self.real_mss
+            && payload_len > usize::from(mss)
+        {
+            frame.meta.gso_mss = Some(mss);
+        }
+    }
+
     /// Sent data waits for its acknowledgment on an open connection (the
     /// user timeout runs).
     fn outstanding(&self) -> bool {
@@ -488,6 +509,8 @@ pub(crate) struct Core {
     local: Vec<FrameBuf>,
     /// Frames made outside `poll_transmit` (refused SYNs), waiting for it.
     pending: Vec<FrameBuf>,
+    /// Reused by `handle_frames` for what ingress makes (empty between calls).
+    ingress_out: Vec<FrameBuf>,
     next_id: ConnId,
     disconnected: bool,
     /// Our addresses (what local delivery and SYN matching compare against).
@@ -561,6 +584,7 @@ impl Core {
             events: VecDeque::new(),
             local: Vec::new(),
             pending: Vec::new(),
+            ingress_out: Vec::new(),
             next_id: 1,
             disconnected: false,
             addrs,
@@ -620,12 +644,13 @@ impl Core {
 
     /// Feeds received frames (drained from `frames`).
     pub(crate) fn handle_frames(&mut self, now: Instant, frames: &mut Vec<FrameBuf>) {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.ingress_out);
         for frame in frames.drain(..) {
             self.ingress(now, frame, &mut out);
         }
         self.pool.give_back();
         self.pending.append(&mut out);
+        self.ingress_out = out;
     }
 
     /// Runs what is due at `now`: smoltcp timers (retransmission, delayed
@@ -717,6 +742,11 @@ impl Core {
             }
         }
         self.pool.give_back();
+        // Drained: its allocation serves the next round (unless frames
+        // were made outside it meanwhile).
+        if self.pending.is_empty() {
+            self.pending = produced;
+        }
     }
 
     /// The next event for the shell.
@@ -1744,6 +1774,17 @@ impl Core {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let was_outstanding = conn.outstanding();
         for frame in &mut out[from..] {
+            // Most segments need only their sequence fields, read at their
+            // fixed places; an RST (its sequence number fixed) and a
+            // transparent connection's segments (their source rewritten)
+            // need the whole `Segment`, as does a layout `built` does not read.
+            if conn.nat.is_none()
+                && let Some(sent) = wire::built(frame, self.medium, conn.local, conn.remote)
+                && !sent.rst
+            {
+                conn.note_sent(frame, sent.seq_end, sent.ack, sent.payload_len);
+                continue;
+            }
             let Inspected::Tcp(seg) = wire::inspect(frame, self.medium, false) else { continue };
             if (seg.src, seg.dst) != (conn.local, conn.remote) {
                 continue;
@@ -1753,21 +1794,7 @@ impl Core {
                     rewrite::set_seq(frame, &seg, max);
                 }
             } else {
-                let end = seg.seq_end();
-                if conn.snd_max.is_none_or(|max| seq_after(end, max)) {
-                    conn.snd_max = Some(end);
-                }
-                if seg.ack && conn.rcv_nxt.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
-                    conn.rcv_nxt = Some(seg.ack_number);
-                }
-                if seg.ack && conn.rcv_next.is_none_or(|nxt| seq_after(seg.ack_number, nxt)) {
-                    conn.rcv_next = Some(seg.ack_number);
-                }
-                if let Some(mss) = conn.real_mss
-                    && seg.payload_len > usize::from(mss)
-                {
-                    frame.meta.gso_mss = Some(mss);
-                }
+                conn.note_sent(frame, seg.seq_end(), seg.ack.then_some(seg.ack_number), seg.payload_len);
             }
             if let Some(dialled) = conn.nat {
                 rewrite::nat(frame, &seg, true, dialled);

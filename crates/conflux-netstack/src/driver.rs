@@ -51,10 +51,12 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
         let egress_skipped = !tx.is_empty();
         {
             let Some(shared) = weak.upgrade() else { return };
-            let now = shared.now();
+            let at = tokio::time::Instant::now();
             let rearm = {
                 let mut guard = shared.lock();
                 let st = &mut *guard;
+                let now = shared.time(at).max(st.clock);
+                st.clock = now;
                 let busy = kicked || !rx.is_empty() || std::mem::take(&mut st.inline_active);
                 if !rx.is_empty() {
                     st.core.handle_frames(now, &mut rx);
@@ -71,7 +73,7 @@ pub(crate) async fn drive<D: FrameDevice>(weak: Weak<Shared>, kick: Arc<Kick>, m
                     if tx.is_empty()
                         && let Some(direct) = &shared.direct
                     {
-                        crate::stack::send_direct(&**direct, &mut st.out);
+                        crate::stack::send_direct(&shared, &**direct, &mut st.out, at);
                     }
                     tx.extend(st.out.drain(..));
                 }

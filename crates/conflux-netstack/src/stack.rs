@@ -100,6 +100,10 @@ pub(crate) struct State {
     scratch: Vec<FrameBuf>,
     /// Reused by inline deliveries for the frames handed over.
     rx_scratch: Vec<FrameBuf>,
+    /// The time of the last round (driver's or inline): rounds never see
+    /// the clock go back (a round may run with a time read before another
+    /// thread's round, e.g. an inline delivery's sender's).
+    pub(crate) clock: smoltcp::time::Instant,
 }
 
 /// The registered intercept.
@@ -287,21 +291,57 @@ thread_local! {
     /// Set while a stack hands frames to its shared transmit side with its
     /// lock held ([`send_direct`]): it wakes what deliveries defer.
     static SENDING: Cell<bool> = const { Cell::new(false) };
+    /// While a stack hands frames to its shared transmit side: the time its
+    /// round ran at, which an inline delivery of them runs at too (one
+    /// clock read for the sender's round and the delivery; the frames
+    /// took no time on the way), and the sender's runtime, which this
+    /// thread runs (a stack sends only from its own: its driver, or an
+    /// inline round that checked).
+    static SENT: Cell<Option<(tokio::time::Instant, tokio::runtime::Id)>> = const { Cell::new(None) };
+    /// An empty list kept for its allocation: an inline round's wake-ups
+    /// are collected in it (a round inside a round takes a fresh one).
+    static WAKE: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Hands `out` to the shared transmit side, the stack's lock held: the
-/// caller runs [`wake_deferred`] once it released it.
-pub(crate) fn send_direct(direct: &dyn DirectSend, out: &mut VecDeque<FrameBuf>) {
-    SENDING.set(true);
+/// Gives `list` (emptied) back to `slot` for its allocation, unless the
+/// slot already holds one.
+fn keep_allocation(slot: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Waker>>>, mut list: Vec<Waker>) {
+    list.clear();
+    slot.with_borrow_mut(|kept| {
+        if kept.capacity() == 0 {
+            *kept = list;
+        }
+    });
+}
+
+/// Hands `out`, made by a round at `at`, to the shared transmit side, the
+/// stack's lock held: the caller runs [`wake_deferred`] once it released
+/// it.
+pub(crate) fn send_direct(
+    shared: &Shared,
+    direct: &dyn DirectSend,
+    out: &mut VecDeque<FrameBuf>,
+    at: tokio::time::Instant,
+) {
+    // Restored, not cleared: a delivery's own answer is sent from inside
+    // this call (and queued, one level deep).
+    let sending = SENDING.replace(true);
+    let sent = SENT.replace(Some((at, shared.runtime)));
     direct.try_send(out);
-    SENDING.set(false);
+    SENT.set(sent);
+    SENDING.set(sending);
 }
 
 /// Wakes what inline deliveries from this thread left (see `DEFERRED`):
 /// called by a sender once its lock is released.
 pub(crate) fn wake_deferred() {
-    let wake = DEFERRED.with_borrow_mut(std::mem::take);
-    wake.into_iter().for_each(Waker::wake);
+    let mut wake = DEFERRED.with_borrow_mut(std::mem::take);
+    if wake.capacity() == 0 {
+        return;
+    }
+    wake.drain(..).for_each(Waker::wake);
+    // What wakers deferred meanwhile stays for the next call.
+    keep_allocation(&DEFERRED, wake);
 }
 
 impl Shared {
@@ -316,7 +356,13 @@ impl Shared {
 
     /// The stack's clock: tokio's, so a paused runtime drives it.
     pub(crate) fn now(&self) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(self.base.elapsed().as_micros().min(i64::MAX as u128) as i64)
+        self.time(tokio::time::Instant::now())
+    }
+
+    /// The stack's time at `at` (read off tokio's clock).
+    pub(crate) fn time(&self, at: tokio::time::Instant) -> smoltcp::time::Instant {
+        let since = at.saturating_duration_since(self.base);
+        smoltcp::time::Instant::from_micros(since.as_micros().min(i64::MAX as u128) as i64)
     }
 
     pub(crate) fn instant(&self, t: smoltcp::time::Instant) -> tokio::time::Instant {
@@ -335,7 +381,7 @@ impl Shared {
             self.kick();
             return;
         }
-        self.run_inline(st, None);
+        self.run_inline(st, None, None);
     }
 
     /// Whether the calling thread runs the stack's runtime.
@@ -347,13 +393,22 @@ impl Shared {
     /// to the shared transmit side (when the driver holds none and there is
     /// one; else queued for the driver), events into wake-ups. The driver
     /// is woken when frames wait for it or the core's next deadline is
-    /// earlier than its sleep. Timers stay the driver's.
-    fn run_inline(self: &Arc<Self>, mut guard: MutexGuard<'_, State>, rx: Option<&mut VecDeque<FrameBuf>>) {
+    /// earlier than its sleep. Timers stay the driver's. The round runs at
+    /// `at` (an inline delivery's sender's time) or, without one, reads
+    /// the clock.
+    fn run_inline(
+        self: &Arc<Self>,
+        mut guard: MutexGuard<'_, State>,
+        rx: Option<&mut VecDeque<FrameBuf>>,
+        at: Option<tokio::time::Instant>,
+    ) {
         let st = &mut *guard;
         if st.dead.is_some() {
             return;
         }
-        let now = self.now();
+        let at = at.unwrap_or_else(tokio::time::Instant::now);
+        let now = self.time(at).max(st.clock);
+        st.clock = now;
         if let Some(rx) = rx {
             let mut frames = std::mem::take(&mut st.rx_scratch);
             frames.extend(rx.drain(..));
@@ -367,11 +422,12 @@ impl Shared {
         if !st.driver_sending
             && let Some(direct) = &self.direct
         {
-            send_direct(&**direct, &mut st.out);
+            send_direct(self, &**direct, &mut st.out, at);
         }
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
-        let (mut wake, mut accepted, mut udp_wake) = (Vec::new(), Vec::new(), crate::udp::Wake::default());
+        let mut wake = WAKE.with_borrow_mut(std::mem::take);
+        let (mut accepted, mut udp_wake) = (Vec::new(), crate::udp::Wake::default());
         st.drain_events(now, &mut wake, &mut accepted);
         udp_wake.collect(&mut st.core);
         kick |= st.core.poll_timeout().is_some_and(|d| st.armed.is_none_or(|armed| d < armed));
@@ -388,10 +444,11 @@ impl Shared {
                 tokio::spawn(async move { dispatch(&shared, &mut accepted) });
             }
         } else {
-            wake.into_iter().for_each(Waker::wake);
+            wake.drain(..).for_each(Waker::wake);
             wake_deferred();
             dispatch(self, &mut accepted);
         }
+        keep_allocation(&WAKE, wake);
         if kick {
             self.kick();
         }
@@ -468,6 +525,7 @@ impl NetStack {
             inline_active: false,
             scratch: Vec::new(),
             rx_scratch: Vec::new(),
+            clock: smoltcp::time::Instant::ZERO,
         };
         let direct = device.direct_send();
         let shared = Arc::new(Shared {
@@ -829,7 +887,14 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     let Some(shared) = weak.upgrade() else { return false };
-    if !shared.on_own_runtime() {
+    // From a stack's send, this thread runs the sender's runtime: the
+    // same one, or not ours (no second look at the thread's runtime).
+    let sent = SENT.get();
+    let own = match sent {
+        Some((_, runtime)) => runtime == shared.runtime,
+        None => shared.on_own_runtime(),
+    };
+    if !own {
         return false;
     }
     let Ok(st) = shared.state.try_lock() else { return false };
@@ -837,7 +902,7 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         return false;
     }
     DELIVERING.set(true);
-    shared.run_inline(st, Some(frames));
+    shared.run_inline(st, Some(frames), sent.map(|(at, _)| at));
     DELIVERING.set(false);
     if !SENDING.get() {
         // Not called by a stack's send (a device's own use): nothing of

@@ -377,3 +377,36 @@ async fn read_into_and_chunked_reads_see_one_stream() {
     assert_eq!(f.read().await.unwrap(), None);
     f.close().await.unwrap();
 }
+
+/// A read builds its chunk in the previous chunk's allocation once that
+/// chunk was dropped: chunks the reader keeps are never written again.
+#[tokio::test(start_paused = true)]
+async fn kept_chunks_are_never_written_again() {
+    let (a, b, _) = pair();
+    let port = b
+        .listen(0, None, |mut f| async move {
+            for i in 0..8u8 {
+                let _ = f.write(vec![i; 1000]).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = f.close().await;
+        })
+        .unwrap()
+        .port();
+    let mut f =
+        within("connect", TIMEOUT, a.create_connection(addr(B4, port), ConnectOptions::new())).await.expect("connect");
+    let (mut kept, mut all) = (Vec::new(), Vec::new());
+    while let Some(chunk) = within("read", TIMEOUT, f.read()).await.expect("read") {
+        all.extend_from_slice(&chunk);
+        // Every other chunk kept (with a copy), the others dropped at once.
+        if all.len() / 1000 % 2 == 0 {
+            kept.push((chunk.to_vec(), chunk));
+        }
+    }
+    let want: Vec<u8> = (0..8u8).flat_map(|i| [i; 1000]).collect();
+    assert_eq!(all, want);
+    assert!(kept.len() >= 3, "{} chunks kept", kept.len());
+    for (copy, chunk) in &kept {
+        assert_eq!(&copy[..], &chunk[..], "a kept chunk changed");
+    }
+}
