@@ -42,10 +42,6 @@ pub struct NetFlow {
     closed: bool,
     /// The latched read outcome once the stream ended (`None` inside = Eof).
     read_end: Option<Option<FlowError>>,
-    /// The allocation the last read's chunk was built in ([`NetFlow::poll_read`]).
-    spare: BytesMut,
-    /// Its whole capacity (`spare` itself holds what follows the last chunk).
-    spare_cap: usize,
 }
 
 impl std::fmt::Debug for NetFlow {
@@ -58,18 +54,7 @@ impl NetFlow {
     pub(crate) fn new(shared: Arc<Shared>, id: ConnId, local: SocketAddr, remote: SocketAddr) -> NetFlow {
         shared.flow_opened();
         tracing::trace!(src = %local, dst = %remote, "flow open");
-        NetFlow {
-            shared,
-            id,
-            local,
-            remote,
-            read_shut: false,
-            write_shut: false,
-            closed: false,
-            read_end: None,
-            spare: BytesMut::new(),
-            spare_cap: 0,
-        }
+        NetFlow { shared, id, local, remote, read_shut: false, write_shut: false, closed: false, read_end: None }
     }
 
     /// Bytes written that the peer has not acknowledged yet (0 once closed).
@@ -194,34 +179,18 @@ impl Drop for NetFlow {
 }
 
 impl Flow for NetFlow {
-    /// Each chunk is its own allocation of the read's size (filled without
-    /// zeroing), or the previous chunk's allocation again once the reader
-    /// gave back every chunk of it and the read is at least a quarter of
-    /// it: a reader that drops its chunks (a copy, a fold, an echo) reuses
-    /// one warm buffer instead of an allocation and a free per read, and a
-    /// chunk kept pins at most four times its size. The cost: a flow keeps
-    /// the allocation of its last read (at most `READ_CHUNK` and at most
-    /// its receive buffer) while it lives, idle or not.
+    /// Each chunk is its own allocation of the read's size, filled without
+    /// zeroing: a chunk the reader keeps pins nothing else.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
-        let mut spare = std::mem::take(&mut self.spare);
-        let mut cap = self.spare_cap;
-        let mut sized = false;
+        let mut chunk = BytesMut::new();
         let polled = self.poll_recv(cx, READ_CHUNK, |bytes, total| {
-            if !sized {
-                sized = true;
-                // `try_reclaim` of the whole allocation succeeds only when
-                // no chunk of it is still held.
-                if !(total <= cap && total >= cap / 4 && spare.try_reclaim(cap)) {
-                    spare = BytesMut::with_capacity(total);
-                    cap = total;
-                }
+            // One allocation of the read's size, filled without zeroing.
+            if chunk.capacity() == 0 {
+                chunk.reserve(total);
             }
-            spare.extend_from_slice(bytes);
+            chunk.extend_from_slice(bytes);
         });
-        let polled = polled.map_ok(|data| data.then(|| spare.split().freeze()));
-        self.spare = spare;
-        self.spare_cap = cap;
-        polled
+        polled.map_ok(|data| data.then(|| chunk.freeze()))
     }
 
     /// Straight from the socket's receive ring into `buf`: no chunk, no
