@@ -188,6 +188,11 @@ enum Phase {
     /// The shell let go (closed, dropped, connect abandoned): the socket
     /// finishes (FIN, TIME_WAIT) and is reaped once closed.
     Orphan,
+    /// An orphan aborted whose RST has not left yet: smoltcp found no
+    /// neighbour entry (ARP, NDP: entries last 60 s) and dropped it while
+    /// asking. Kept until the RST went out, or `until` (set by the first
+    /// egress that could not send it) passed (see [`Core::reset_owed`]).
+    Resetting { until: Option<Instant> },
 }
 
 struct Conn {
@@ -258,6 +263,9 @@ struct TimeWait {
     /// The last rate-limited ACK.
     challenged_at: Option<Instant>,
 }
+
+/// How long a released connection's RST may wait for its neighbour.
+const RESET_PATIENCE: Duration = Duration::from_secs(3);
 
 /// smoltcp's TIME-WAIT duration.
 const TIME_WAIT: Duration = Duration::from_secs(10);
@@ -498,6 +506,8 @@ pub(crate) struct Core {
     udp: udp::UdpCore,
     /// The DHCPv4 client, when configured (`core/dhcp.rs`).
     dhcp: Option<dhcp::DhcpClient>,
+    /// RSTs of released connections given up on (no neighbour answer).
+    resets_abandoned: u64,
 }
 
 impl Core {
@@ -568,6 +578,7 @@ impl Core {
             config,
             udp,
             dhcp,
+            resets_abandoned: 0,
         }
     }
 
@@ -1081,7 +1092,7 @@ impl Core {
     pub(crate) fn release(&mut self, id: ConnId, abort: bool, write_shut: bool) {
         let timeout = self.config.orphan_timeout;
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        if conn.phase == Phase::Orphan {
+        if matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }) {
             return;
         }
         if abort || (!write_shut && conn.socket().recv_queue() > 0) {
@@ -1093,7 +1104,9 @@ impl Core {
         if sock.timeout().is_none() {
             sock.set_timeout(Some(timeout.into()));
         }
-        conn.phase = Phase::Orphan;
+        // An RST still to send (this abort's, or one a neighbour kept from
+        // leaving): not reaped as a closed orphan before it went out.
+        conn.phase = if owes_reset(sock) { Phase::Resetting { until: None } } else { Phase::Orphan };
         self.mark_dirty(id);
     }
 
@@ -1208,7 +1221,7 @@ impl Core {
         match self.conns.get(&id).map(|c| c.phase) {
             Some(Phase::Held { .. } | Phase::HalfOpen { .. }) => ConnectState::Pending,
             Some(Phase::Open) => ConnectState::Established,
-            Some(Phase::Connecting | Phase::Orphan) | None => ConnectState::Failed,
+            Some(Phase::Connecting | Phase::Orphan | Phase::Resetting { .. }) | None => ConnectState::Failed,
         }
     }
 
@@ -1287,7 +1300,7 @@ impl Core {
                     }
                     self.mark_dirty(id);
                 }
-                Phase::Orphan => {}
+                Phase::Orphan | Phase::Resetting { .. } => {}
             }
         }
         self.transparent = None;
@@ -1713,12 +1726,47 @@ impl Core {
             if self.conns.get(&id).is_some_and(|c| c.close_held) {
                 self.held_close(now, id, out);
             }
+            if self.reset_owed(now, id) {
+                continue;
+            }
             self.changed(now, id, before);
         }
         dirty.clear();
         // Keep the allocation; ids marked meanwhile (by `changed`) stay.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// After an egress poll of orphan `id`: whether it was given up on (and
+    /// forgotten) because its RST could not be sent in time.
+    ///
+    /// smoltcp sends an aborted socket's RST once and then forgets the
+    /// connection, but when the neighbour's entry is missing (expired after
+    /// 60 s of silence) it sends a neighbour request and drops the RST, the
+    /// socket still owing it; it tries again once the neighbour answered or
+    /// after a second of silence. A closed orphan would be reaped at once
+    /// and the RST never sent: the orphan waits as `Resetting` instead (its
+    /// port and socket kept), for at most [`RESET_PATIENCE`] (three neighbour
+    /// requests), and is forgotten then, counted.
+    fn reset_owed(&mut self, now: Instant, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
+        let owed = owes_reset(conn.socket());
+        match conn.phase {
+            Phase::Orphan if owed => conn.phase = Phase::Resetting { until: Some(now + RESET_PATIENCE.into()) },
+            Phase::Resetting { until: None } if owed => {
+                conn.phase = Phase::Resetting { until: Some(now + RESET_PATIENCE.into()) };
+            }
+            Phase::Resetting { until: Some(until) } if owed && now >= until => {
+                self.resets_abandoned += 1;
+                tracing::debug!(local = %conn.local, remote = %conn.remote, "RST not sent: no neighbour answer, given up");
+                self.forget(id);
+                return true;
+            }
+            // Sent (or the socket closed without one): reaped as an orphan.
+            Phase::Resetting { .. } if !owed => conn.phase = Phase::Orphan,
+            _ => {}
+        }
+        false
     }
 
     /// Applies connection `id`'s close held in CLOSE-WAIT ([`Conn::close`])
@@ -1858,6 +1906,7 @@ impl Core {
         match conn.phase {
             Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),
             Phase::Held { .. } => consider(conn.since + hold_timeout(&self.config).into()),
+            Phase::Resetting { until: Some(until) } => consider(until),
             _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
             _ => {}
         }
@@ -1883,6 +1932,12 @@ fn take_socket(conn: &mut Conn) -> tcp::Socket<'static> {
 /// elsewhere, bounded by it).
 fn hold_timeout(config: &StackConfig) -> Duration {
     config.handshake_timeout.max(config.connect_timeout)
+}
+
+/// An aborted socket whose RST has not left yet: smoltcp forgets the
+/// connection (its endpoints) once the RST is sent.
+fn owes_reset(sock: &tcp::Socket<'_>) -> bool {
+    sock.state() == tcp::State::Closed && sock.remote_endpoint().is_some()
 }
 
 /// A state reached only after the peer's FIN.

@@ -377,3 +377,32 @@ async fn read_into_and_chunked_reads_see_one_stream() {
     assert_eq!(f.read().await.unwrap(), None);
     f.close().await.unwrap();
 }
+
+/// An abort after more than a minute of silence over Ethernet: smoltcp's
+/// neighbour entry expired (60 s), its RST waits for the new ARP/NDP
+/// answer instead of being dropped with the released socket. The peer
+/// hears the reset over IPv4 and IPv6, and both stacks let everything go.
+#[tokio::test(start_paused = true)]
+async fn an_abort_after_a_minute_of_silence_resets_the_peer() {
+    let (a, b, _) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    for dst in [B4, B6] {
+        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .expect("connect");
+        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        within("abort", TIMEOUT, c.abort()).await.unwrap();
+        let err = within("the reset", TIMEOUT, s.read()).await.expect_err("a reset, not data or Eof");
+        assert!(err.is_reset(), "{dst}: {err}");
+        drop(s);
+    }
+    b.unlisten(port);
+    within("sockets released", TIMEOUT, async {
+        while a.sockets() + b.sockets() + a.ports_in_use() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!((a.open_flows(), b.open_flows()), (0, 0));
+}
