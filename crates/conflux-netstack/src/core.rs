@@ -191,7 +191,7 @@ enum Phase {
     /// An orphan aborted whose RST has not left yet: smoltcp found no
     /// neighbour entry (ARP, NDP: entries last 60 s) and dropped it while
     /// asking. Kept until the RST went out, or `until` (set by the first
-    /// egress that could not send it) passed (see [`Core::reset_owed`]).
+    /// egress that could not send it) passed (see [`Core::orphan_polled`]).
     Resetting { until: Option<Instant> },
 }
 
@@ -244,6 +244,9 @@ struct Conn {
     /// Our close waits in CLOSE-WAIT until every queued byte was sent
     /// (see [`Conn::close`]); egress applies it.
     close_held: bool,
+    /// When the first egress after the shell let go ran: the orphan
+    /// timeout counts from then (see [`Conn::orphan_deadline`]).
+    orphan_since: Option<Instant>,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -327,6 +330,25 @@ impl Conn {
             self.socket_mut().close();
             self.close_held = false;
         }
+    }
+
+    /// When this orphan is aborted for hearing nothing from its peer
+    /// (`timeout` after it was let go or after the peer's last sign of
+    /// life, whichever is later), unless its socket has a timeout of its
+    /// own (keepalive) or is closed or in TIME_WAIT already.
+    ///
+    /// Not smoltcp's timeout: it counts from the last segment received, so
+    /// a flow closed after more than `timeout` of silence was aborted at
+    /// once, its FIN turned into an RST.
+    fn orphan_deadline(&self, timeout: Duration) -> Option<Instant> {
+        let sock = self.socket();
+        if self.phase != Phase::Orphan
+            || sock.timeout().is_some()
+            || matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait)
+        {
+            return None;
+        }
+        Some(self.orphan_since?.max(self.progress_at) + timeout.into())
     }
 
     /// Every byte queued was sent at least once: SND.MAX is SND.UNA (the
@@ -686,6 +708,10 @@ impl Core {
                 }
                 _ => {}
             }
+            if conn.orphan_deadline(self.config.orphan_timeout).is_some_and(|at| now >= at) {
+                tracing::debug!(local = %conn.local, remote = %conn.remote, "orphan timeout: nothing heard from the peer, aborted");
+                conn.socket_mut().abort();
+            }
             if conn.outstanding() && now >= conn.progress_at + self.config.user_timeout.into() {
                 conn.end.timed_out = true;
                 tracing::debug!(local = %conn.local, remote = %conn.remote, "user timeout: sent data unacknowledged, aborted");
@@ -950,6 +976,7 @@ impl Core {
             time_wait: None,
             fin_ack_until: None,
             close_held: false,
+            orphan_since: None,
         }
     }
 
@@ -1088,9 +1115,8 @@ impl Core {
     /// the write side is still open, as the kernel does) sends RST,
     /// otherwise a FIN goes out unless `write_shut` already sent it. The
     /// socket finishes on its own, is aborted after the orphan timeout of
-    /// silence and reaped once closed.
+    /// silence ([`Conn::orphan_deadline`]) and reaped once closed.
     pub(crate) fn release(&mut self, id: ConnId, abort: bool, write_shut: bool) {
-        let timeout = self.config.orphan_timeout;
         let Some(conn) = self.conns.get_mut(&id) else { return };
         if matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }) {
             return;
@@ -1101,9 +1127,6 @@ impl Core {
             conn.close();
         }
         let sock = conn.socket_mut();
-        if sock.timeout().is_none() {
-            sock.set_timeout(Some(timeout.into()));
-        }
         // An RST still to send (this abort's, or one a neighbour kept from
         // leaving): not reaped as a closed orphan before it went out.
         conn.phase = if owes_reset(sock) { Phase::Resetting { until: None } } else { Phase::Orphan };
@@ -1726,7 +1749,7 @@ impl Core {
             if self.conns.get(&id).is_some_and(|c| c.close_held) {
                 self.held_close(now, id, out);
             }
-            if self.reset_owed(now, id) {
+            if self.orphan_polled(now, id) {
                 continue;
             }
             self.changed(now, id, before);
@@ -1737,7 +1760,8 @@ impl Core {
         self.dirty = dirty;
     }
 
-    /// After an egress poll of orphan `id`: whether it was given up on (and
+    /// After an egress poll of connection `id`: an orphan's timeout starts
+    /// ([`Conn::orphan_deadline`]); whether it was given up on (and
     /// forgotten) because its RST could not be sent in time.
     ///
     /// smoltcp sends an aborted socket's RST once and then forgets the
@@ -1748,8 +1772,11 @@ impl Core {
     /// and the RST never sent: the orphan waits as `Resetting` instead (its
     /// port and socket kept), for at most [`RESET_PATIENCE`] (three neighbour
     /// requests), and is forgotten then, counted.
-    fn reset_owed(&mut self, now: Instant, id: ConnId) -> bool {
+    fn orphan_polled(&mut self, now: Instant, id: ConnId) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
+        if conn.phase == Phase::Orphan && conn.orphan_since.is_none() {
+            conn.orphan_since = Some(now);
+        }
         let owed = owes_reset(conn.socket());
         match conn.phase {
             Phase::Orphan if owed => conn.phase = Phase::Resetting { until: Some(now + RESET_PATIENCE.into()) },
@@ -1907,6 +1934,7 @@ impl Core {
             Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),
             Phase::Held { .. } => consider(conn.since + hold_timeout(&self.config).into()),
             Phase::Resetting { until: Some(until) } => consider(until),
+            Phase::Orphan if let Some(at) = conn.orphan_deadline(self.config.orphan_timeout) => consider(at),
             _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
             _ => {}
         }

@@ -406,3 +406,30 @@ async fn an_abort_after_a_minute_of_silence_resets_the_peer() {
     .await;
     assert_eq!((a.open_flows(), b.open_flows()), (0, 0));
 }
+
+/// A close after more than the 60 s orphan timeout of silence: the peer
+/// reads the end of the stream, not a reset (the timeout counts from the
+/// close, not from the last segment heard), over IPv4 and IPv6 Ethernet.
+#[tokio::test(start_paused = true)]
+async fn a_close_after_a_minute_of_silence_ends_the_stream() {
+    let (a, b, _) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    for dst in [B4, B6] {
+        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .expect("connect");
+        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        within("close", TIMEOUT, c.close()).await.unwrap();
+        assert_eq!(within("the FIN", TIMEOUT, s.read()).await.map_err(|e| e.to_string()), Ok(None), "{dst}");
+        within("close", TIMEOUT, s.close()).await.unwrap();
+    }
+    b.unlisten(port);
+    // TIME_WAIT (10 s) included.
+    within("sockets released", Duration::from_secs(20), async {
+        while a.sockets() + b.sockets() + a.ports_in_use() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

@@ -1,7 +1,9 @@
 //! The last segment of a connection the shell let go (an abort's RST, a
-//! close's FIN) on an Ethernet link whose neighbour entry expired (smoltcp
-//! keeps one 60 s): smoltcp asks again (ARP, NDP) and drops the segment
-//! meanwhile; the core keeps the socket until it went out.
+//! close's FIN) after a long silence: on an Ethernet link the neighbour
+//! entry expired (smoltcp keeps one 60 s), smoltcp asks again (ARP, NDP)
+//! and drops the segment meanwhile; the core keeps the socket until it went
+//! out. And the orphan timeout counts from the release, not from the last
+//! segment heard.
 
 use super::*;
 
@@ -60,6 +62,43 @@ fn an_abort_after_the_neighbour_entry_expired_still_resets_the_peer() {
             assert_eq!((p.a.sockets(), p.a.ports_in_use(), p.a.resets_abandoned), (0, 0, 0), "v6 {v6}, idle {idle} s");
         }
     }
+}
+
+#[test]
+fn a_close_after_a_long_silence_sends_a_fin_not_a_reset() {
+    // Ethernet over IPv4 and IPv6 (neighbour entries expired), and an IP
+    // link: more than the 60 s orphan timeout of silence before the close.
+    for (v6, ip) in [(false, false), (true, false), (false, true)] {
+        let mut p = if ip { Pair::new() } else { ethernet(v6) };
+        let (ca, cb) = if ip {
+            let ids = p.connected(80);
+            p.advance(Duration::from_secs(61));
+            ids
+        } else {
+            connected_then_idle(&mut p, v6, Duration::from_secs(61))
+        };
+        p.a.release(ca, false, false);
+        p.run();
+        let read = p.b.recv(cb, usize::MAX, |_, _| {});
+        assert!(matches!(read, Recv::Finished), "v6 {v6}, ip {ip}: {read:?}, not the FIN");
+        p.b.release(cb, false, false);
+        p.advance(Duration::from_secs(11));
+        assert_eq!((p.a.sockets(), p.b.sockets(), p.a.ports_in_use()), (0, 0, 0), "v6 {v6}, ip {ip}");
+    }
+}
+
+#[test]
+fn an_orphan_whose_peer_vanished_is_aborted_an_orphan_timeout_after_its_release() {
+    let mut p = ethernet(false);
+    let (ca, _cb) = connected_then_idle(&mut p, false, Duration::from_secs(100));
+    p.link_up = false;
+    p.a.release(ca, false, false);
+    p.advance(Duration::from_secs(59));
+    assert_eq!(p.a.sockets(), 1, "its FIN is still retried");
+    // 60 s after the release it is aborted; its RST (no neighbour) is
+    // given up on 3 s later.
+    p.advance(Duration::from_secs(1) + RESET_PATIENCE + Duration::from_millis(100));
+    assert_eq!((p.a.sockets(), p.a.ports_in_use(), p.a.resets_abandoned), (0, 0, 1));
 }
 
 #[test]
