@@ -627,6 +627,11 @@ impl Core {
         self.ports.in_use() + self.udp_ports_in_use()
     }
 
+    /// RSTs of released connections given up on (see [`Core::orphan_polled`]).
+    pub(crate) fn resets_abandoned(&self) -> u64 {
+        self.resets_abandoned
+    }
+
     /// `close_all` ran.
     pub(crate) fn is_disconnected(&self) -> bool {
         self.disconnected

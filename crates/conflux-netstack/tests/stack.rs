@@ -433,3 +433,30 @@ async fn a_close_after_a_minute_of_silence_ends_the_stream() {
     })
     .await;
 }
+
+/// An abort whose neighbour never answers: the RST waits at most 3 s, is
+/// then given up on and counted, and the socket and port are released.
+#[tokio::test(start_paused = true)]
+async fn an_abort_with_no_neighbour_answer_is_given_up_on_and_counted() {
+    let (a, b, switch) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    let mut c =
+        within("connect", TIMEOUT, a.create_connection(addr(B4, port), ConnectOptions::new())).await.expect("connect");
+    let s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+    b.unlisten(port);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    switch.set_up(false);
+    within("abort", TIMEOUT, c.abort()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((a.sockets(), a.ports_in_use(), a.tcp_resets_abandoned()), (1, 1, 0), "waiting for the neighbour");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!((a.sockets(), a.ports_in_use(), a.tcp_resets_abandoned()), (0, 0, 1), "given up");
+    switch.set_up(true);
+    drop(s);
+    within("B released", TIMEOUT, async {
+        while b.sockets() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
