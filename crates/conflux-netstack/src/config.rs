@@ -63,7 +63,9 @@ pub struct StackConfig {
     /// Local ports for outgoing connections and listeners on port 0.
     pub ephemeral_ports: RangeInclusive<u16>,
     /// A closed or dropped flow whose socket hears nothing from its peer for
-    /// this long is aborted (FIN_WAIT or LAST_ACK against a vanished peer).
+    /// this long (counted from the close, or from the peer's last sign of
+    /// life if later) is aborted (FIN_WAIT or LAST_ACK against a vanished
+    /// peer).
     pub orphan_timeout: Duration,
     /// How long [`disconnect`](conflux_tcp::TcpStack::disconnect) waits for
     /// callback tasks before aborting them.

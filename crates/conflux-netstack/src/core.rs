@@ -188,6 +188,11 @@ enum Phase {
     /// The shell let go (closed, dropped, connect abandoned): the socket
     /// finishes (FIN, TIME_WAIT) and is reaped once closed.
     Orphan,
+    /// An orphan aborted whose RST has not left yet: smoltcp found no
+    /// neighbour entry (ARP, NDP: entries last 60 s) and dropped it while
+    /// asking. Kept until the RST went out, or `until` (set by the first
+    /// egress that could not send it) passed (see [`Core::orphan_polled`]).
+    Resetting { until: Option<Instant> },
 }
 
 struct Conn {
@@ -239,6 +244,9 @@ struct Conn {
     /// Our close waits in CLOSE-WAIT until every queued byte was sent
     /// (see [`Conn::close`]); egress applies it.
     close_held: bool,
+    /// When the first egress after the shell let go ran: the orphan
+    /// timeout counts from then (see [`Conn::orphan_deadline`]).
+    orphan_since: Option<Instant>,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -258,6 +266,9 @@ struct TimeWait {
     /// The last rate-limited ACK.
     challenged_at: Option<Instant>,
 }
+
+/// How long a released connection's RST may wait for its neighbour.
+const RESET_PATIENCE: Duration = Duration::from_secs(3);
 
 /// smoltcp's TIME-WAIT duration.
 const TIME_WAIT: Duration = Duration::from_secs(10);
@@ -340,6 +351,25 @@ impl Conn {
             self.socket_mut().close();
             self.close_held = false;
         }
+    }
+
+    /// When this orphan is aborted for hearing nothing from its peer
+    /// (`timeout` after it was let go or after the peer's last sign of
+    /// life, whichever is later), unless its socket has a timeout of its
+    /// own (keepalive) or is closed or in TIME_WAIT already.
+    ///
+    /// Not smoltcp's timeout: it counts from the last segment received, so
+    /// a flow closed after more than `timeout` of silence was aborted at
+    /// once, its FIN turned into an RST.
+    fn orphan_deadline(&self, timeout: Duration) -> Option<Instant> {
+        let sock = self.socket();
+        if self.phase != Phase::Orphan
+            || sock.timeout().is_some()
+            || matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait)
+        {
+            return None;
+        }
+        Some(self.orphan_since?.max(self.progress_at) + timeout.into())
     }
 
     /// Every byte queued was sent at least once: SND.MAX is SND.UNA (the
@@ -521,6 +551,8 @@ pub(crate) struct Core {
     udp: udp::UdpCore,
     /// The DHCPv4 client, when configured (`core/dhcp.rs`).
     dhcp: Option<dhcp::DhcpClient>,
+    /// RSTs of released connections given up on (no neighbour answer).
+    resets_abandoned: u64,
 }
 
 impl Core {
@@ -592,6 +624,7 @@ impl Core {
             config,
             udp,
             dhcp,
+            resets_abandoned: 0,
         }
     }
 
@@ -616,6 +649,11 @@ impl Core {
     /// the two are separate spaces, each counted).
     pub(crate) fn ports_in_use(&self) -> usize {
         self.ports.in_use() + self.udp_ports_in_use()
+    }
+
+    /// RSTs of released connections given up on (see [`Core::orphan_polled`]).
+    pub(crate) fn resets_abandoned(&self) -> u64 {
+        self.resets_abandoned
     }
 
     /// `close_all` ran.
@@ -699,6 +737,10 @@ impl Core {
                     continue;
                 }
                 _ => {}
+            }
+            if conn.orphan_deadline(self.config.orphan_timeout).is_some_and(|at| now >= at) {
+                tracing::debug!(local = %conn.local, remote = %conn.remote, "orphan timeout: nothing heard from the peer, aborted");
+                conn.socket_mut().abort();
             }
             if conn.outstanding() && now >= conn.progress_at + self.config.user_timeout.into() {
                 conn.end.timed_out = true;
@@ -969,6 +1011,7 @@ impl Core {
             time_wait: None,
             fin_ack_until: None,
             close_held: false,
+            orphan_since: None,
         }
     }
 
@@ -1107,11 +1150,10 @@ impl Core {
     /// the write side is still open, as the kernel does) sends RST,
     /// otherwise a FIN goes out unless `write_shut` already sent it. The
     /// socket finishes on its own, is aborted after the orphan timeout of
-    /// silence and reaped once closed.
+    /// silence ([`Conn::orphan_deadline`]) and reaped once closed.
     pub(crate) fn release(&mut self, id: ConnId, abort: bool, write_shut: bool) {
-        let timeout = self.config.orphan_timeout;
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        if conn.phase == Phase::Orphan {
+        if matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }) {
             return;
         }
         if abort || (!write_shut && conn.socket().recv_queue() > 0) {
@@ -1120,10 +1162,9 @@ impl Core {
             conn.close();
         }
         let sock = conn.socket_mut();
-        if sock.timeout().is_none() {
-            sock.set_timeout(Some(timeout.into()));
-        }
-        conn.phase = Phase::Orphan;
+        // An RST still to send (this abort's, or one a neighbour kept from
+        // leaving): not reaped as a closed orphan before it went out.
+        conn.phase = if owes_reset(sock) { Phase::Resetting { until: None } } else { Phase::Orphan };
         self.mark_dirty(id);
     }
 
@@ -1238,7 +1279,7 @@ impl Core {
         match self.conns.get(&id).map(|c| c.phase) {
             Some(Phase::Held { .. } | Phase::HalfOpen { .. }) => ConnectState::Pending,
             Some(Phase::Open) => ConnectState::Established,
-            Some(Phase::Connecting | Phase::Orphan) | None => ConnectState::Failed,
+            Some(Phase::Connecting | Phase::Orphan | Phase::Resetting { .. }) | None => ConnectState::Failed,
         }
     }
 
@@ -1317,7 +1358,7 @@ impl Core {
                     }
                     self.mark_dirty(id);
                 }
-                Phase::Orphan => {}
+                Phase::Orphan | Phase::Resetting { .. } => {}
             }
         }
         self.transparent = None;
@@ -1743,12 +1784,51 @@ impl Core {
             if self.conns.get(&id).is_some_and(|c| c.close_held) {
                 self.held_close(now, id, out);
             }
+            if self.orphan_polled(now, id) {
+                continue;
+            }
             self.changed(now, id, before);
         }
         dirty.clear();
         // Keep the allocation; ids marked meanwhile (by `changed`) stay.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// After an egress poll of connection `id`: an orphan's timeout starts
+    /// ([`Conn::orphan_deadline`]); whether it was given up on (and
+    /// forgotten) because its RST could not be sent in time.
+    ///
+    /// smoltcp sends an aborted socket's RST once and then forgets the
+    /// connection, but when the neighbour's entry is missing (expired after
+    /// 60 s of silence) it sends a neighbour request and drops the RST, the
+    /// socket still owing it; it tries again once the neighbour answered or
+    /// after a second of silence. A closed orphan would be reaped at once
+    /// and the RST never sent: the orphan waits as `Resetting` instead (its
+    /// port and socket kept), for at most [`RESET_PATIENCE`] (three neighbour
+    /// requests), and is forgotten then, counted.
+    fn orphan_polled(&mut self, now: Instant, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
+        if conn.phase == Phase::Orphan && conn.orphan_since.is_none() {
+            conn.orphan_since = Some(now);
+        }
+        let owed = owes_reset(conn.socket());
+        match conn.phase {
+            Phase::Orphan if owed => conn.phase = Phase::Resetting { until: Some(now + RESET_PATIENCE.into()) },
+            Phase::Resetting { until: None } if owed => {
+                conn.phase = Phase::Resetting { until: Some(now + RESET_PATIENCE.into()) };
+            }
+            Phase::Resetting { until: Some(until) } if owed && now >= until => {
+                self.resets_abandoned += 1;
+                tracing::debug!(local = %conn.local, remote = %conn.remote, "RST not sent: no neighbour answer, given up");
+                self.forget(id);
+                return true;
+            }
+            // Sent (or the socket closed without one): reaped as an orphan.
+            Phase::Resetting { .. } if !owed => conn.phase = Phase::Orphan,
+            _ => {}
+        }
+        false
     }
 
     /// Applies connection `id`'s close held in CLOSE-WAIT ([`Conn::close`])
@@ -1885,6 +1965,8 @@ impl Core {
         match conn.phase {
             Phase::HalfOpen { .. } => consider(conn.since + self.config.handshake_timeout.into()),
             Phase::Held { .. } => consider(conn.since + hold_timeout(&self.config).into()),
+            Phase::Resetting { until: Some(until) } => consider(until),
+            Phase::Orphan if let Some(at) = conn.orphan_deadline(self.config.orphan_timeout) => consider(at),
             _ if conn.outstanding() => consider(conn.progress_at + self.config.user_timeout.into()),
             _ => {}
         }
@@ -1910,6 +1992,12 @@ fn take_socket(conn: &mut Conn) -> tcp::Socket<'static> {
 /// elsewhere, bounded by it).
 fn hold_timeout(config: &StackConfig) -> Duration {
     config.handshake_timeout.max(config.connect_timeout)
+}
+
+/// An aborted socket whose RST has not left yet: smoltcp forgets the
+/// connection (its endpoints) once the RST is sent.
+fn owes_reset(sock: &tcp::Socket<'_>) -> bool {
+    sock.state() == tcp::State::Closed && sock.remote_endpoint().is_some()
 }
 
 /// A state reached only after the peer's FIN.

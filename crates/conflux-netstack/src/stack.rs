@@ -587,6 +587,14 @@ impl NetStack {
         self.shared.lock().core.ports_in_use()
     }
 
+    /// TCP resets given up on so far: a connection let go with an RST
+    /// (aborted, or timed out) keeps its socket until the RST left, which
+    /// on Ethernet may wait for the neighbour's answer (ARP, NDP); with no
+    /// answer for 3 s the RST is dropped and counted here.
+    pub fn tcp_resets_abandoned(&self) -> u64 {
+        self.shared.lock().core.resets_abandoned()
+    }
+
     /// Transparent ("any-address") listening, as tun2socks- and vpnkit-style
     /// users need: accepts connections to **any address that is not ours**,
     /// on any port, and runs `callback` for each as `listen` does. A flow's

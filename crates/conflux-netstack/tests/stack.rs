@@ -294,6 +294,89 @@ impl conflux_netstack::FrameDevice for DropFlag {
     }
 }
 
+/// An abort after more than a minute of silence over Ethernet: smoltcp's
+/// neighbour entry expired (60 s), its RST waits for the new ARP/NDP
+/// answer instead of being dropped with the released socket. The peer
+/// hears the reset over IPv4 and IPv6, and both stacks let everything go.
+#[tokio::test(start_paused = true)]
+async fn an_abort_after_a_minute_of_silence_resets_the_peer() {
+    let (a, b, _) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    for dst in [B4, B6] {
+        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .expect("connect");
+        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        within("abort", TIMEOUT, c.abort()).await.unwrap();
+        let err = within("the reset", TIMEOUT, s.read()).await.expect_err("a reset, not data or Eof");
+        assert!(err.is_reset(), "{dst}: {err}");
+        drop(s);
+    }
+    b.unlisten(port);
+    within("sockets released", TIMEOUT, async {
+        while a.sockets() + b.sockets() + a.ports_in_use() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!((a.open_flows(), b.open_flows()), (0, 0));
+}
+
+/// A close after more than the 60 s orphan timeout of silence: the peer
+/// reads the end of the stream, not a reset (the timeout counts from the
+/// close, not from the last segment heard), over IPv4 and IPv6 Ethernet.
+#[tokio::test(start_paused = true)]
+async fn a_close_after_a_minute_of_silence_ends_the_stream() {
+    let (a, b, _) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    for dst in [B4, B6] {
+        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
+            .await
+            .expect("connect");
+        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        within("close", TIMEOUT, c.close()).await.unwrap();
+        assert_eq!(within("the FIN", TIMEOUT, s.read()).await.map_err(|e| e.to_string()), Ok(None), "{dst}");
+        within("close", TIMEOUT, s.close()).await.unwrap();
+    }
+    b.unlisten(port);
+    // TIME_WAIT (10 s) included.
+    within("sockets released", Duration::from_secs(20), async {
+        while a.sockets() + b.sockets() + a.ports_in_use() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// An abort whose neighbour never answers: the RST waits at most 3 s, is
+/// then given up on and counted, and the socket and port are released.
+#[tokio::test(start_paused = true)]
+async fn an_abort_with_no_neighbour_answer_is_given_up_on_and_counted() {
+    let (a, b, switch) = pair();
+    let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
+    let mut c =
+        within("connect", TIMEOUT, a.create_connection(addr(B4, port), ConnectOptions::new())).await.expect("connect");
+    let s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+    b.unlisten(port);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    switch.set_up(false);
+    within("abort", TIMEOUT, c.abort()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((a.sockets(), a.ports_in_use(), a.tcp_resets_abandoned()), (1, 1, 0), "waiting for the neighbour");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!((a.sockets(), a.ports_in_use(), a.tcp_resets_abandoned()), (0, 0, 1), "given up");
+    switch.set_up(true);
+    drop(s);
+    within("B released", TIMEOUT, async {
+        while b.sockets() + b.ports_in_use() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// Once the last handle is gone the driver stops and drops the device at
 /// once (a TAP must be free for the next opener), not at its next frame or
 /// timer; a weak handle sees the stack gone.

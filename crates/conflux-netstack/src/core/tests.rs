@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod neighbour;
+
 const A: &str = "10.0.0.1";
 const B: &str = "10.0.0.2";
 
