@@ -294,6 +294,20 @@ impl conflux_netstack::FrameDevice for DropFlag {
     }
 }
 
+/// A connection from `a` to `to`, its accepted side taken from `accepted`,
+/// then 61 s of silence (virtual time): past smoltcp's 60 s neighbour
+/// lifetime and the 60 s orphan timeout.
+async fn silent_minute(
+    a: &conflux_netstack::NetStack,
+    accepted: &mut tokio::sync::mpsc::UnboundedReceiver<conflux_netstack::NetFlow>,
+    to: std::net::SocketAddr,
+) -> (conflux_netstack::NetFlow, conflux_netstack::NetFlow) {
+    let c = within("connect", TIMEOUT, a.create_connection(to, ConnectOptions::new())).await.expect("connect");
+    let s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    (c, s)
+}
+
 /// An abort after more than a minute of silence over Ethernet: smoltcp's
 /// neighbour entry expired (60 s), its RST waits for the new ARP/NDP
 /// answer instead of being dropped with the released socket. The peer
@@ -303,11 +317,7 @@ async fn an_abort_after_a_minute_of_silence_resets_the_peer() {
     let (a, b, _) = pair();
     let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
     for dst in [B4, B6] {
-        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
-            .await
-            .expect("connect");
-        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
-        tokio::time::sleep(Duration::from_secs(61)).await;
+        let (mut c, mut s) = silent_minute(&a, &mut accepted, addr(dst, port)).await;
         within("abort", TIMEOUT, c.abort()).await.unwrap();
         let err = within("the reset", TIMEOUT, s.read()).await.expect_err("a reset, not data or Eof");
         assert!(err.is_reset(), "{dst}: {err}");
@@ -331,11 +341,7 @@ async fn a_close_after_a_minute_of_silence_ends_the_stream() {
     let (a, b, _) = pair();
     let (port, mut accepted) = listen_into(&b, 0, None).unwrap();
     for dst in [B4, B6] {
-        let mut c = within("connect", TIMEOUT, a.create_connection(addr(dst, port), ConnectOptions::new()))
-            .await
-            .expect("connect");
-        let mut s = within("accept", TIMEOUT, accepted.recv()).await.expect("accepted");
-        tokio::time::sleep(Duration::from_secs(61)).await;
+        let (mut c, mut s) = silent_minute(&a, &mut accepted, addr(dst, port)).await;
         within("close", TIMEOUT, c.close()).await.unwrap();
         assert_eq!(within("the FIN", TIMEOUT, s.read()).await.map_err(|e| e.to_string()), Ok(None), "{dst}");
         within("close", TIMEOUT, s.close()).await.unwrap();

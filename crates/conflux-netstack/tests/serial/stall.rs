@@ -5,15 +5,12 @@
 //! ignores the window update (see `Conn::close` in core.rs; the
 //! deterministic tests are in inline.rs and the core's).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use conflux_flow::FlowExt;
 use conflux_netstack::{Faults, LinkConfig};
-use conflux_testkit::{TIMEOUT, payload, within};
 
 use super::multi_thread::rt_mt;
-use super::support::flow_pair;
+use super::support::bulk_both_ways;
 
 /// Runs per link: with the old code 1 to 5 of 25 stalled (five tries of
 /// both tests: each try failed at least one of them, four failed both).
@@ -25,58 +22,6 @@ const RUNS: usize = 25;
 /// smoltcp's RTO is never under 1 s (each stalled run took 1.01-1.09 s).
 /// 900 ms tells them apart: this catches stalls, it is no speed goal.
 const STALL: Duration = Duration::from_millis(900);
-
-/// 3 MB each way, written in chunks and shut down, read to the end on the
-/// other side: how long it took (real time).
-async fn bulk_both_ways(link: LinkConfig) -> Duration {
-    let start = Instant::now();
-    let keep = std::sync::Mutex::new(Vec::new());
-    let (client, server) = within("flow pair", TIMEOUT, flow_pair(link, &keep)).await.expect("pair");
-    let (up, down) = (payload(7, 3_000_000), payload(8, 3_000_000));
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
-    let (u, d) = (up.clone(), down.clone());
-    let writers = tokio::spawn(async move {
-        tokio::join!(
-            async {
-                for c in u.chunks(50_000) {
-                    cw.write(Bytes::copy_from_slice(c)).await.expect("write");
-                }
-                cw.shutdown().await.expect("shutdown");
-            },
-            async {
-                for c in d.chunks(70_000) {
-                    sw.write(Bytes::copy_from_slice(c)).await.expect("write");
-                }
-                sw.shutdown().await.expect("shutdown");
-            }
-        );
-    });
-    let (got_up, got_down) = within("both directions", TIMEOUT, async {
-        tokio::join!(
-            async {
-                let mut got = Vec::new();
-                while let Some(c) = sr.read().await.expect("read up") {
-                    got.extend_from_slice(&c);
-                }
-                got
-            },
-            async {
-                let mut got = Vec::new();
-                while let Some(c) = cr.read().await.expect("read down") {
-                    got.extend_from_slice(&c);
-                }
-                got
-            }
-        )
-    })
-    .await;
-    let took = start.elapsed();
-    assert_eq!(got_up, up);
-    assert_eq!(got_down, down);
-    within("writers", TIMEOUT, writers).await.expect("writers");
-    took
-}
 
 /// Runs the bulk `RUNS` times on fresh 2-worker runtimes: the runs that
 /// stalled, with their times.

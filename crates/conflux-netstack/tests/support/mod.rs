@@ -12,9 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::future::Future;
 use std::sync::Mutex;
 
-use conflux_flow::FlowError;
+use conflux_flow::{FlowError, FlowExt};
 use conflux_netstack::{LinkConfig, LinkSwitch, NetFlow, NetStack, StackConfig, link_pair};
 use conflux_tcp::{ConnectOptions, Keepalive, ListenError, TcpStack};
+use conflux_testkit::{TIMEOUT, payload, within};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub const A4: &str = "10.0.0.1";
@@ -64,6 +65,59 @@ pub async fn flow_pair(link: LinkConfig, keep: &Mutex<Vec<NetStack>>) -> Result<
     b.unlisten(port);
     keep.lock().unwrap().extend([a, b]);
     Ok((client, server))
+}
+
+/// 3 MB each way between a fresh pair of flows over `link`, written in
+/// chunks (50 kB up, 70 kB down) and shut down, read to the end on the other
+/// side; asserts every byte arrived in order. How long it took (real time).
+pub async fn bulk_both_ways(link: LinkConfig) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let keep = Mutex::new(Vec::new());
+    let (client, server) = within("flow pair", TIMEOUT, flow_pair(link, &keep)).await.expect("pair");
+    let (up, down) = (payload(7, 3_000_000), payload(8, 3_000_000));
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let (u, d) = (up.clone(), down.clone());
+    let writers = tokio::spawn(async move {
+        tokio::join!(
+            async {
+                for c in u.chunks(50_000) {
+                    cw.write(bytes::Bytes::copy_from_slice(c)).await.expect("write");
+                }
+                cw.shutdown().await.expect("shutdown");
+            },
+            async {
+                for c in d.chunks(70_000) {
+                    sw.write(bytes::Bytes::copy_from_slice(c)).await.expect("write");
+                }
+                sw.shutdown().await.expect("shutdown");
+            }
+        );
+    });
+    let (got_up, got_down) = within("both directions", TIMEOUT, async {
+        tokio::join!(
+            async {
+                let mut got = Vec::new();
+                while let Some(c) = sr.read().await.expect("read up") {
+                    got.extend_from_slice(&c);
+                }
+                got
+            },
+            async {
+                let mut got = Vec::new();
+                while let Some(c) = cr.read().await.expect("read down") {
+                    got.extend_from_slice(&c);
+                }
+                got
+            }
+        )
+    })
+    .await;
+    let took = start.elapsed();
+    assert_eq!(got_up, up);
+    assert_eq!(got_down, down);
+    within("writers", TIMEOUT, writers).await.expect("writers");
+    took
 }
 
 /// Listens on `port` of `stack` (0: an ephemeral one) with `keepalive`;
