@@ -286,14 +286,14 @@ impl<T: Clone + Send + Sync + 'static> Arg for All<T> {
 
 /// Every value of a key, as [`all`] gives them but without a vector for a
 /// lone value (crate-internal: a `tcp://` URI with an IP address has one).
-/// Its label is `all`'s: plans and reports read the same.
+/// Its dependency and label are `all`'s: plans and reports read the same.
 #[cfg(feature = "tcp")]
-pub(crate) struct Few<T>(Key<T>);
+pub(crate) struct Few<T>(All<T>);
 
 /// See [`Few`].
 #[cfg(feature = "tcp")]
 pub(crate) fn few<T: Clone + Send + Sync + 'static>(key: &Key<T>) -> Few<T> {
-    Few(key.clone())
+    Few(all(key))
 }
 
 /// The values of a [`Few`] argument, newest first.
@@ -324,14 +324,13 @@ impl<T> sealed::Sealed for Few<T> {}
 impl<T: Clone + Send + Sync + 'static> Arg for Few<T> {
     type Out = FewValues<T>;
     fn deps(&self, out: &mut Vec<Dep>) {
-        out.push(Dep { key: self.0.info.clone(), kind: DepKind::Soft });
+        Arg::deps(&self.0, out);
     }
     fn label(&self, out: &mut String) {
-        out.push_str("all ");
-        out.push(KEY_MARK);
+        Arg::label(&self.0, out);
     }
     fn extract(&self, env: &Env<'_>) -> Result<FewValues<T>, Missing> {
-        let mut values = env.values(self.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>());
+        let mut values = env.values(self.0.0.id).iter().filter_map(|s| s.value.get().downcast_ref::<T>());
         Ok(match (values.next(), values.next()) {
             (None, _) => FewValues::Many(Vec::new()),
             (Some(one), None) => FewValues::One(one.clone()),

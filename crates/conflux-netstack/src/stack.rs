@@ -288,10 +288,8 @@ thread_local! {
     /// Wake-ups of inline deliveries, left for the sender to run once it
     /// released its own lock ([`wake_deferred`]).
     static DEFERRED: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Set while a stack hands frames to its shared transmit side with its
-    /// lock held ([`send_direct`]): it wakes what deliveries defer.
-    static SENDING: Cell<bool> = const { Cell::new(false) };
-    /// While a stack hands frames to its shared transmit side: the time its
+    /// While a stack hands frames to its shared transmit side, its lock
+    /// held ([`send_direct`]; it wakes what deliveries defer): the time its
     /// round ran at, which an inline delivery of them runs at too (one
     /// clock read for the sender's round and the delivery; the frames
     /// took no time on the way), and the sender's runtime, which this
@@ -325,11 +323,9 @@ pub(crate) fn send_direct(
 ) {
     // Restored, not cleared: a delivery's own answer is sent from inside
     // this call (and queued, one level deep).
-    let sending = SENDING.replace(true);
     let sent = SENT.replace(Some((at, shared.runtime)));
     direct.try_send(out);
     SENT.set(sent);
-    SENDING.set(sending);
 }
 
 /// Wakes what inline deliveries from this thread left (see `DEFERRED`):
@@ -912,7 +908,7 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
     DELIVERING.set(true);
     shared.run_inline(st, Some(frames), sent.map(|(at, _)| at));
     DELIVERING.set(false);
-    if !SENDING.get() {
+    if sent.is_none() {
         // Not called by a stack's send (a device's own use): nothing of
         // ours is locked here, and nobody else would wake these.
         wake_deferred();
