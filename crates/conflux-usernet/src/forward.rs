@@ -323,6 +323,70 @@ mod tests {
         }
     }
 
+    /// A TCP flow at its end: every read is Eof, every write `Closed`;
+    /// `expired` says whether that end was a keepalive expiry.
+    struct Ended {
+        expired: bool,
+    }
+
+    impl Flow for Ended {
+        fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+            Poll::Ready(Ok(None))
+        }
+        fn poll_write(&mut self, _cx: &mut Context<'_>, _buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Err(FlowError::closed()))
+        }
+        fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl TcpFlow for Ended {
+        fn dst(&self) -> SocketAddr {
+            "192.0.2.10:80".parse().unwrap()
+        }
+        fn src(&self) -> SocketAddr {
+            "192.0.2.1:40000".parse().unwrap()
+        }
+        fn set_nodelay(&mut self, _nodelay: bool) -> Result<(), FlowError> {
+            Ok(())
+        }
+        fn poll_writev_nodelay(&mut self, _cx: &mut Context<'_>, _bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Err(FlowError::closed()))
+        }
+        fn expired(&self) -> bool {
+            self.expired
+        }
+    }
+
+    /// An expiry's Eof, read either way, and the writes after it fail timed
+    /// out, naming the side; a FIN's Eof and a write after it pass as they
+    /// came.
+    #[tokio::test]
+    async fn an_expirys_eof_reads_as_timed_out_and_a_fins_as_eof() {
+        let mut dead = Expiring::new(Ended { expired: true }, "host");
+        let read = dead.read().await;
+        assert!(read.as_ref().is_err_and(FlowError::is_timed_out), "{read:?}");
+        assert_eq!(read.unwrap_err().to_string(), "timed out: keepalive: the host stopped answering");
+        let mut room = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut room);
+        let into = std::future::poll_fn(|cx| dead.poll_read_into(cx, &mut buf, &mut Bytes::new())).await;
+        assert!(into.is_err_and(|e| e.is_timed_out()));
+        assert!(dead.write("x").await.is_err_and(|e| e.is_timed_out()));
+        // No room to read into is not an Eof.
+        let mut none = ReadBuf::new(&mut []);
+        assert!(std::future::poll_fn(|cx| dead.poll_read_into(cx, &mut none, &mut Bytes::new())).await.is_ok());
+
+        let mut fin = Expiring::new(Ended { expired: false }, "guest");
+        assert!(matches!(fin.read().await, Ok(None)));
+        let mut buf = ReadBuf::new(&mut room);
+        assert!(std::future::poll_fn(|cx| fin.poll_read_into(cx, &mut buf, &mut Bytes::new())).await.is_ok());
+        assert!(fin.write("x").await.is_err_and(|e| e.is_closed()));
+    }
+
     /// A guest flow that timed out ends its host side with an abort (the
     /// host peer reads a reset), never a FIN that would pass the guest's
     /// truncated stream on as complete; counted failed and timed out.
