@@ -585,3 +585,46 @@ async fn iperf3_runs_both_ways_through_the_gateway() {
     assert_eq!(s.refused, 0, "{s}");
     guest.stop().await;
 }
+
+/// The kernel as the guest answers our stack's keepalive probes: an idle
+/// connection from inside the namespace outlives several keepalive
+/// deadlines (1 s, 1 s, 2 probes: 3 s). Once the guest stops answering
+/// (its address flushed: the kernel drops what reaches it, no reset, as
+/// a VM that vanished) the flow ends at that deadline, the host's server
+/// reads a reset and the counters say it timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_guests_idle_flow_lives_on_keepalives_and_ends_when_it_falls_silent() {
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
+    let Some(guest) = Guest::start("uk", &["nc", "sh"], |c| c.guest_keepalive(Some(ka))) else { return };
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    // An idle client: nc holds the connection while its input stays open.
+    let mut client = guest
+        .ns
+        .cmd("sh")
+        .args(["-c", &format!("sleep 60 | nc 10.0.2.2 {port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut s, _) = within("the guest's connection", Duration::from_secs(10), server.accept()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let idle = tokio::time::timeout(Duration::from_secs(6), s.read(&mut byte)).await;
+    assert!(idle.is_err(), "the idle flow ended while the guest was alive: {idle:?}");
+    assert_eq!(guest.usernet().stats().flows_open, 1);
+    let flush = Command::new("ip").args(["-n", guest.ns.name(), "addr", "flush", "dev", "tap0"]).output().unwrap();
+    assert_ok("ip addr flush", &flush);
+    let cut = Instant::now();
+    let read = within("the server's end", Duration::from_secs(10), s.read(&mut byte)).await;
+    let took = cut.elapsed();
+    assert!(
+        read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the host side is reset: {read:?}"
+    );
+    assert!(took <= Duration::from_secs(5), "ended {took:?} after the guest fell silent (the deadline: 3 s)");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+    let _ = client.kill();
+    let _ = client.wait();
+    guest.stop().await;
+}
