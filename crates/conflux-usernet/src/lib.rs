@@ -37,6 +37,10 @@
 //!   that would pass a dead peer's stream on as complete) and it counts in
 //!   [`StatsSnapshot::flows_timed_out`]; `guest_keepalive` and
 //!   `host_keepalive` in the [`UsernetConfig`] change or turn them off.
+//!   Busy flows the same way: data a peer leaves unacknowledged for 120 s
+//!   (the host keepalive's deadline, when that is on) ends the flow timed
+//!   out, on both sides (a user timeout: our stack's on the guest's side,
+//!   the kernel's `TCP_USER_TIMEOUT` on the host's).
 //!
 //! What it is made of (sans-IO where it can be, time an argument):
 //! - [`UsernetConfig`]: the guest network's addresses with slirp4netns's

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use conflux_netstack::{FrameDevice, HeldSyn, Intercept, NetStack, StackConfig, TapDevice, UdpError, in_netns};
 use conflux_tcp::{ListenError, TcpStack};
-use conflux_tcp_host::HostStack;
+use conflux_tcp_host::{HostConfig, HostStack};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -129,6 +129,19 @@ fn stack_config(config: &UsernetConfig) -> StackConfig {
     sc
 }
 
+/// The kernel stack the host side of each TCP flow goes through. Its
+/// connections get a user timeout (`TCP_USER_TIMEOUT`): data the host peer
+/// leaves unacknowledged that long ends the flow as timed out, as
+/// [`USER_TIMEOUT`] does on the guest's side (without it, a busy flow to a
+/// host peer gone silent would wait out the kernel's retransmissions, about
+/// 15 minutes). It is the host keepalive's deadline when that is on: Linux
+/// lets a user timeout decide when keepalive gives up too, so the two must
+/// agree.
+fn host_stack(config: &UsernetConfig) -> HostStack {
+    let user_timeout = config.host_keepalive.as_ref().map_or(USER_TIMEOUT, conflux_tcp_host::keepalive_deadline);
+    HostStack::with_config(HostConfig::new().user_timeout(Some(user_timeout)))
+}
+
 impl Usernet {
     /// Serves `config` over `device` (spawns its tasks; call within a tokio
     /// runtime). The DNS upstream, when `config` names none, is the first
@@ -137,7 +150,8 @@ impl Usernet {
     /// The device is served as it is: a VM guest, which needs its
     /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
-        Usernet::spawn_on(config, device, HostStack::new())
+        let host = host_stack(&config);
+        Usernet::spawn_on(config, device, host)
     }
 
     /// As [`spawn`](Usernet::spawn), the guest's connections made through
@@ -155,7 +169,7 @@ impl Usernet {
         let policy = Policy::new(&config).with_dns_upstream(upstream);
         let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
-        let host = HostStack::new();
+        let host = host_stack(&config);
         // Port forwards first: a host address in use fails before anything runs.
         let mut forwards = Vec::new();
         let mut udp_forwards = Vec::new();

@@ -704,3 +704,54 @@ async fn a_silent_host_peer_resets_the_kernel_guests_idle_flow() {
     guest.stop().await;
     drop(other);
 }
+
+/// A host peer that vanishes silently while the guest is sending to it:
+/// keepalive never probes a connection with data in flight, so the host
+/// connection's user timeout (the host keepalive's deadline, 1 s + 2 x 1 s
+/// here) ends the flow, and the guest's connection is reset; without it the
+/// flow would wait out the kernel's retransmissions, about 15 minutes. The
+/// server in a second namespace of the test's (subnet 10.201.0.8/30) reads
+/// everything until its address is flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_peer_resets_the_kernel_guests_busy_flow() {
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
+    let allow = |c: UsernetConfig| c.allow("10.201.0.8/30".parse().unwrap()).host_keepalive(Some(ka));
+    let Some(guest) = Guest::start("ux", &["python3"], allow) else { return };
+    let other = Netns::create("uy").expect("a second namespace");
+    let link = veth_to(&other, "10.201.0.9/30", "10.201.0.10/30");
+    // Reads (and drops) everything on every connection it accepts.
+    let script = "import socket,threading\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.10',8080))\ns.listen(16)\ndef drain(c):\n    while c.recv(65536):\n        pass\nwhile True:\n    c,_=s.accept()\n    threading.Thread(target=drain,args=(c,),daemon=True).start()\n";
+    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let _server = tools::KillOnDrop(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::net::TcpStream::connect("10.201.0.10:8080").await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The guest's client sends 1 KiB every 10 ms for at most 30 s and says
+    // how its stream ended.
+    let client = "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('10.201.0.10',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\nend=time.time()+30\ntry:\n    while time.time()<end:\n        s.sendall(b'x'*1024)\n        time.sleep(0.01)\n    print('still open')\nexcept (ConnectionResetError,BrokenPipeError):\n    print('reset')\nexcept OSError as e:\n    print('error', e)\n";
+    let client =
+        guest.ns.cmd("python3").args(["-c", client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guest.usernet().stats().flows_open == 0 {
+        assert!(Instant::now() < deadline, "no flow: {}", guest.usernet().stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Data moving for a while (and acknowledged: the flow lives).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(guest.usernet().stats().flows_open, 1, "ended while the host peer was alive");
+    other.ip(&["addr", "flush", "dev", &link.ns_end]).unwrap();
+    let cut = Instant::now();
+    let s = wait_idle(guest.usernet()).await;
+    let took = cut.elapsed();
+    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+    assert!(took <= Duration::from_secs(6), "ended {took:?} after the host peer fell silent (the deadline: 3 s)");
+    let out = tokio::task::spawn_blocking(move || client.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reset", "the guest's connection is reset");
+    guest.stop().await;
+    drop(other);
+}
