@@ -334,13 +334,9 @@ pub(crate) async fn unfold<'c>(
                         Ok(Ok(v)) => {
                             let n = v.len();
                             let origin = Some(f);
-                            values.extend(v.into_rev().map(|value| Slot {
-                                value: Val::Made(value),
-                                origin,
-                                key: i,
-                                id: entries[i].id,
-                                rank,
-                            }));
+                            v.for_each_rev(|value| {
+                                values.push(Slot { value: Val::Made(value), origin, key: i, id: entries[i].id, rank })
+                            });
                             FnOutcome::Produced(n)
                         }
                         Err(o) => o,
