@@ -135,10 +135,10 @@ impl Drop for FreeList<'_> {
 
 /// A shared pool of frame buffers: [`FramePool::take`] hands out a
 /// [`FrameBuf`], dropping it gives the memory back. Cloning gives another
-/// handle to the same pool; frames may be dropped on any thread (a frame
-/// dropped after crossing an in-memory link returns to its sender's pool;
-/// one the other stack read is kept by that stack for its own frames
-/// while it has room, see `FrameCache`).
+/// handle to the same pool; frames may be dropped on any thread (a dropped
+/// frame's buffer returns to the pool it was allocated in; one a stack
+/// read is kept by that stack for its own frames while it has room, so
+/// with two stacks in a process a buffer may carry either's frames).
 ///
 /// The driver of a [`NetStack`](crate::NetStack) makes one pool per stack,
 /// builds every transmitted frame in it and gives it to its device with
@@ -202,13 +202,18 @@ const CACHE_REFILL: usize = 32;
 /// device that builds received frames in our pool, or the other stack of
 /// an in-process link): between two stacks in one process the answer is
 /// then built in the buffer the question came in, and no pool's lock is
-/// taken (what lands in the list is built into frames of our own pool).
+/// taken. A buffer keeps its home pool (where it was allocated) while it
+/// moves between caches: a frame built in it and dropped elsewhere goes
+/// back there.
 ///
 /// Not shared: the owner calls it through `&self` (cells), from one thread
 /// at a time.
 pub(crate) struct FrameCache {
     pool: FramePool,
-    free: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// Idle buffers, each with the pool it goes back to when a frame built
+    /// in it is dropped (its home: where it was allocated), so a buffer
+    /// moving between two stacks' caches costs no reference count.
+    free: std::cell::RefCell<Vec<(Vec<u8>, Arc<PoolInner>)>>,
     spent: std::cell::RefCell<Vec<FrameBuf>>,
     /// Other pools' buffers on their way back (kept for its allocation).
     others: std::cell::RefCell<Vec<(Arc<PoolInner>, Vec<u8>)>>,
@@ -225,10 +230,10 @@ impl FrameCache {
         if free.is_empty() {
             let mut shared = self.pool.inner.lock();
             let from = shared.len().saturating_sub(CACHE_REFILL);
-            free.extend(shared.drain(from..));
+            free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
         }
-        let data = free.pop().unwrap_or_default();
-        let mut buf = FrameBuf { data, len: 0, pool: Some(self.pool.inner.clone()), meta: FrameMeta::default() };
+        let (data, home) = free.pop().unwrap_or_else(|| (Vec::new(), self.pool.inner.clone()));
+        let mut buf = FrameBuf { data, len: 0, pool: Some(home), meta: FrameMeta::default() };
         buf.set_len(len);
         buf
     }
@@ -250,10 +255,11 @@ impl FrameCache {
         }
         let mut free = self.free.borrow_mut();
         let from = shared.len().saturating_sub(CACHE_REFILL);
-        free.extend(shared.drain(from..));
+        free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
         if free.len() > CACHE_KEEP {
+            // (A buffer of another pool among them joins ours: a buffer is a buffer.)
             let excess = free.len() - CACHE_KEEP;
-            shared.splice(0..0, free.drain(..excess));
+            shared.splice(0..0, free.drain(..excess).map(|(data, _)| data));
         }
     }
 
@@ -279,7 +285,7 @@ impl FrameCache {
                 continue;
             }
             if free.len() < CACHE_KEEP {
-                free.push(data);
+                free.push((data, pool));
             } else {
                 others.push((pool, data));
             }
@@ -541,7 +547,7 @@ mod tests {
         let a = cache.take(8);
         assert_eq!(ours.idle(), 40 - CACHE_REFILL, "refilled in one batch");
         // A peer's frame stays in the cache, as ours does, and the next
-        // frame is built in it (as a frame of our pool).
+        // frame is built in it (still a buffer of the peer's pool).
         let peer = theirs.take(8);
         let peer_ptr = peer.as_ptr();
         cache.spend(a);
@@ -553,10 +559,11 @@ mod tests {
         let next = cache.take(8);
         assert_eq!(next.as_ptr(), peer_ptr, "built in the peer's buffer");
         drop(next);
-        assert_eq!(ours.idle(), 40 - CACHE_REFILL + 1, "dropped into our pool");
+        assert_eq!((theirs.idle(), ours.idle()), (1, 40 - CACHE_REFILL), "dropped, it goes home");
         // Beyond CACHE_KEEP, spent buffers go back to the pools they came from.
         let room = CACHE_KEEP - cache.free.borrow().len();
-        (0..room + 3).for_each(|_| cache.spend(theirs.take(8)));
+        let more: Vec<FrameBuf> = (0..room + 3).map(|_| theirs.take(8)).collect();
+        more.into_iter().for_each(|f| cache.spend(f));
         cache.give_back();
         assert_eq!((theirs.idle(), cache.free.borrow().len()), (3, CACHE_KEEP));
     }
@@ -581,7 +588,7 @@ mod tests {
         cache.refresh();
         assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - CACHE_REFILL, 2 + CACHE_REFILL));
         // Beyond CACHE_KEEP, the cache's oldest go back under the pool's.
-        let oldest = cache.free.borrow()[0].as_ptr();
+        let oldest = cache.free.borrow()[0].0.as_ptr();
         cache.refresh();
         let over = 2 + 2 * CACHE_REFILL - CACHE_KEEP;
         assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - 2 * CACHE_REFILL + over, CACHE_KEEP));

@@ -421,7 +421,9 @@ impl Shared {
             st.out.extend(produced.drain(..));
             st.scratch = produced;
         }
+        // (Most delivery rounds make nothing: the ACK is delayed.)
         if !st.driver_sending
+            && !st.out.is_empty()
             && let Some(direct) = &self.direct
         {
             send_direct(self, &**direct, &mut st.out, at);
