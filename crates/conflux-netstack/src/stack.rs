@@ -98,8 +98,6 @@ pub(crate) struct State {
     pub(crate) inline_active: bool,
     /// Reused by inline rounds for the frames egress makes.
     scratch: Vec<FrameBuf>,
-    /// Reused by inline deliveries for the frames handed over.
-    rx_scratch: Vec<FrameBuf>,
     /// The time of the last round (driver's or inline): rounds never see
     /// the clock go back (a round may run with a time read before another
     /// thread's round, e.g. an inline delivery's sender's).
@@ -406,16 +404,26 @@ impl Shared {
         let now = self.time(at).max(st.clock);
         st.clock = now;
         if let Some(rx) = rx {
-            let mut frames = std::mem::take(&mut st.rx_scratch);
-            frames.extend(rx.drain(..));
+            // The sender's queue as a vector and back: no frame moved
+            // (at most rotated to the allocation's front).
+            let mut frames = Vec::from(std::mem::take(rx));
             st.core.handle_frames(now, &mut frames);
-            st.rx_scratch = frames;
+            *rx = VecDeque::from(frames);
         }
         let mut produced = std::mem::take(&mut st.scratch);
         st.core.poll_transmit(now, &mut produced);
-        st.out.extend(produced.drain(..));
-        st.scratch = produced;
+        if st.out.is_empty() {
+            // The round's frames become the queue, the empty queue's
+            // allocation the next round's vector: no frame moved.
+            let spare = std::mem::replace(&mut st.out, VecDeque::from(produced));
+            st.scratch = Vec::from(spare);
+        } else {
+            st.out.extend(produced.drain(..));
+            st.scratch = produced;
+        }
+        // (Most delivery rounds make nothing: the ACK is delayed.)
         if !st.driver_sending
+            && !st.out.is_empty()
             && let Some(direct) = &self.direct
         {
             send_direct(self, &**direct, &mut st.out, at);
@@ -520,7 +528,6 @@ impl NetStack {
             armed: None,
             inline_active: false,
             scratch: Vec::new(),
-            rx_scratch: Vec::new(),
             clock: smoltcp::time::Instant::ZERO,
         };
         let direct = device.direct_send();
