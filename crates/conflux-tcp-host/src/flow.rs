@@ -87,7 +87,12 @@ const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 /// - `shutdown(Write)` is `shutdown(SHUT_WR)`, synchronous: the FIN follows the
 ///   bytes already written, and a dropped write half signals at once.
 /// - `close` discards unread input (so the kernel sends a FIN, not a RST)
-///   and closes the socket, whose FIN follows every queued byte; `abort` closes with
+///   and closes the socket, whose FIN follows every queued byte. When the
+///   peer has not sent its FIN and written bytes are still queued, the
+///   socket lingers in the background (on the current runtime): FIN sent
+///   at once, the descriptor closed once those bytes are acknowledged (at
+///   most 2 s); input arriving after a plain close would draw a RST that
+///   discards them. `abort` closes with
 ///   `SO_LINGER` 0, which sends a RST. Dropping the flow closes the socket.
 /// - `src` asks the kernel (`getsockname`) the first time it is called, not
 ///   when the flow opens (a forwarder relaying short connections never
@@ -453,11 +458,29 @@ impl Flow for HostFlow {
             // could overtake bytes still queued for the peer: discard it first.
             // Closing the descriptor then sends the FIN after every queued byte.
             let mut scratch = [0u8; 16 * 1024];
+            let mut peer_ended = false;
             for _ in 0..64 {
                 match io.try_read(&mut scratch) {
                     Ok(n) if n > 0 => continue,
-                    _ => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Its FIN, or the connection is gone.
+                    _ => {
+                        peer_ended = true;
+                        break;
+                    }
                 }
+            }
+            // Bytes still queued for a peer that has not ended its side:
+            // input arriving after a close would draw a RST that overtakes
+            // and discards them (a TLS server's session tickets arrive so,
+            // unasked). The socket lingers: the FIN follows them now, the
+            // descriptor closes once they are acknowledged.
+            if !peer_ended
+                && sys::unacked(io.as_fd()).is_ok_and(|n| n > 0)
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+                && SockRef::from(&**io).shutdown(std::net::Shutdown::Write).is_ok()
+            {
+                rt.spawn(linger(io.clone()));
             }
         }
         self.release();
@@ -472,6 +495,27 @@ impl Flow for HostFlow {
         }
         self.release();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// How long a closed flow's socket waits for the peer to acknowledge the
+/// bytes queued at the close ([`HostFlow`]'s close) before it goes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A closed flow's socket (its FIN sent) until every queued byte is
+/// acknowledged, the connection ended or [`LINGER`] passed; checked with a
+/// backoff of 1 to 4 ms. Input is left unread: what arrives before the
+/// descriptor closes draws no RST.
+async fn linger(io: Arc<TcpStream>) {
+    let deadline = Instant::now() + LINGER;
+    let mut backoff = Duration::from_millis(1);
+    while Instant::now() < deadline {
+        match (sys::unacked(io.as_fd()), sys::tcp_state(io.as_fd())) {
+            (Ok(n), Ok(state)) if n > 0 && state != sys::TCP_CLOSE => {}
+            _ => return,
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(ACK_MAX_BACKOFF);
     }
 }
 

@@ -85,3 +85,30 @@ async fn a_borrowed_write_is_partly_taken_and_completes() {
     assert!(partial, "the socket takes less than 16 MiB at once");
     assert!(got.expect("read") == data[..], "every byte in order");
 }
+
+/// Input that arrives after a close (the peer had not ended its side: a
+/// TLS server's session tickets arrive so, unasked) loses nothing: the
+/// closed socket lingers, discarding it, so the kernel answers with no RST
+/// that would discard what was written before the close and is still
+/// queued (small receive buffers keep most of it queued here). The peer
+/// reads every byte, then Eof.
+#[tokio::test]
+async fn input_arriving_after_a_close_loses_nothing_written_before_it() {
+    use conflux_flow::{FlowExt, Shutdown};
+    use conflux_tcp_host::HostConfig;
+    use conflux_testkit::{TIMEOUT, payload, within};
+
+    let config = HostConfig::new().send_buffer_size(Some(256 << 10)).recv_buffer_size(Some(16 << 10));
+    let fx = HostPairs { stack: HostStack::with_config(config), ip: "127.0.0.1".parse().expect("an IP") };
+    let (mut client, mut server) = fx.pair().await.expect("a pair");
+    let data = payload(7, 160 << 10);
+    client.write(data.clone()).await.expect("write");
+    client.close().await.expect("close");
+    // The peer speaks after the close, then reads.
+    server.write("late").await.expect("a write after the peer's close");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let got = within("read", TIMEOUT, server.read_to_end()).await.expect("read: no reset");
+    assert!(got == data, "every byte written before the close, then Eof");
+    server.shutdown(Shutdown::Write).await.expect("shutdown");
+    assert_eq!(fx.stack.open_flows(), 1, "the closed flow left the table at once");
+}
