@@ -64,6 +64,11 @@ impl DeviceError {
     }
 }
 
+/// How many times an inline round feeds the other stack's inline answers
+/// back to its core and sends again (`run_inline`); later answers go to
+/// the driver.
+const ANSWER_PASSES: usize = 4;
+
 /// What the lock guards: the core, the wakers of its connections and the
 /// listeners by id.
 pub(crate) struct State {
@@ -296,6 +301,14 @@ thread_local! {
     /// thread runs (a stack sends only from its own: its driver, or an
     /// inline round that checked).
     static SENT: Cell<Option<(tokio::time::Instant, tokio::runtime::Id)>> = const { Cell::new(None) };
+    /// While an inline round (not a delivery, not the driver) hands its
+    /// frames to the shared transmit side: that stack's address, tagged
+    /// with 1 once [`ANSWER`] holds frames for it (0: none).
+    static ANSWER_TO: Cell<usize> = const { Cell::new(0) };
+    /// The frames the other stack answered that round's delivery with,
+    /// which the round takes itself ([`take_answer`]) instead of queuing
+    /// them for its driver.
+    static ANSWER: std::cell::RefCell<VecDeque<FrameBuf>> = const { std::cell::RefCell::new(VecDeque::new()) };
     /// An empty list kept for its allocation: an inline round's wake-ups
     /// are collected in it (a round inside a round takes a fresh one).
     static WAKE: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -412,14 +425,32 @@ impl Shared {
             st.rx_scratch = frames;
         }
         let mut produced = std::mem::take(&mut st.scratch);
-        st.core.poll_transmit(now, &mut produced);
-        st.out.extend(produced.drain(..));
-        st.scratch = produced;
-        if !st.driver_sending
-            && let Some(direct) = &self.direct
-        {
+        // The other stack's answers to our frames (ACKs, window updates)
+        // come back here when delivered inline (`take_answer`): fed to the
+        // core in this round, and what they free sent, a few times at
+        // most (each pass needs the other side's answer to make room).
+        let answers = !DELIVERING.get();
+        for pass in 0..=ANSWER_PASSES {
+            st.core.poll_transmit(now, &mut produced);
+            st.out.extend(produced.drain(..));
+            if st.driver_sending {
+                break;
+            }
+            let Some(direct) = &self.direct else { break };
+            let take = answers && pass < ANSWER_PASSES;
+            if take {
+                ANSWER_TO.set(Arc::as_ptr(self) as usize);
+            }
             send_direct(self, &**direct, &mut st.out, at);
+            if !take || ANSWER_TO.replace(0) & 1 == 0 {
+                break;
+            }
+            let mut rx = std::mem::take(&mut st.rx_scratch);
+            ANSWER.with_borrow_mut(|answer| rx.extend(answer.drain(..)));
+            st.core.handle_frames(now, &mut rx);
+            st.rx_scratch = rx;
         }
+        st.scratch = produced;
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
         let mut wake = WAKE.with_borrow_mut(std::mem::take);
@@ -888,7 +919,7 @@ impl TcpStack for NetStack {
 /// lock is held elsewhere, or the thread does not run the stack's runtime.
 pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
     if DELIVERING.get() {
-        return false;
+        return take_answer(weak, frames);
     }
     let Some(shared) = weak.upgrade() else { return false };
     // From a stack's send, this thread runs the sender's runtime: the
@@ -913,6 +944,34 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         // ours is locked here, and nobody else would wake these.
         wake_deferred();
     }
+    true
+}
+
+/// An inline delivery's answer, addressed to the stack whose round sent
+/// the frames being delivered: kept for that round, which holds its lock
+/// and feeds them to its core once the delivery returned (`run_inline`),
+/// instead of queuing them and waking its driver (on a multi_thread
+/// runtime that driver is often on the other worker: each bulk delivery's
+/// ACKs cost a cross-thread wake-up and a driver round). Refused (queued
+/// as before) when that round does not take answers or its driver holds
+/// received frames these would overtake.
+fn take_answer(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
+    if frames.is_empty() {
+        // A round that made nothing (the transmit side is handed every
+        // round's frames, none included): no answer to take.
+        return false;
+    }
+    let to = ANSWER_TO.get();
+    if to == 0 || to & !1 != weak.as_ptr() as usize {
+        return false;
+    }
+    // The sender's round holds its lock and a handle: it is alive.
+    let Some(shared) = weak.upgrade() else { return false };
+    if shared.kick.rx_held.load(Ordering::SeqCst) {
+        return false;
+    }
+    ANSWER.with_borrow_mut(|answer| answer.append(frames));
+    ANSWER_TO.set(to | 1);
     true
 }
 
