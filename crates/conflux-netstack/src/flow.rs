@@ -77,33 +77,44 @@ impl NetFlow {
         if self.write_shut || self.closed {
             return Poll::Ready(Err(FlowError::closed()));
         }
-        let mut sent = 0;
         let mut st = self.shared.lock();
-        if let Err(e) = st.alive() {
-            return Poll::Ready(Err(e.flow_error()));
-        }
-        let res = 'fill: {
-            for buf in bufs.iter_mut() {
-                while !buf.is_empty() {
-                    match st.core.send(self.id, buf) {
-                        Ok(n) => {
-                            sent += n;
-                            buf.advance(n);
+        loop {
+            if let Err(e) = st.alive() {
+                return Poll::Ready(Err(e.flow_error()));
+            }
+            let mut sent = 0;
+            let res = 'fill: {
+                for buf in bufs.iter_mut() {
+                    while !buf.is_empty() {
+                        match st.core.send(self.id, buf) {
+                            Ok(n) => {
+                                sent += n;
+                                buf.advance(n);
+                            }
+                            Err(SendRefused::Full) => break 'fill Poll::Pending,
+                            Err(SendRefused::Closed(end)) => break 'fill Poll::Ready(Err(Self::write_error(end))),
                         }
-                        Err(SendRefused::Full) => {
-                            st.register_write(self.id, cx.waker());
-                            break 'fill Poll::Pending;
-                        }
-                        Err(SendRefused::Closed(end)) => break 'fill Poll::Ready(Err(Self::write_error(end))),
                     }
                 }
+                Poll::Ready(Ok(()))
+            };
+            if res.is_pending() && sent > 0 {
+                // Our own round may free room (the other stack's ACK comes
+                // back in it): fill again rather than wake this task (a
+                // wake-up on a multi_thread runtime may move the flow's
+                // reader to the other worker).
+                self.shared.flush(st);
+                st = self.shared.lock();
+                continue;
             }
-            Poll::Ready(Ok(()))
-        };
-        if sent > 0 {
-            self.shared.flush(st);
+            if res.is_pending() {
+                st.register_write(self.id, cx.waker());
+            }
+            if sent > 0 {
+                self.shared.flush(st);
+            }
+            return res;
         }
-        res
     }
 
     /// Reads up to `max` bytes into `sink` (see `Core::recv`) under one

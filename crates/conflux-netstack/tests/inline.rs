@@ -112,6 +112,29 @@ async fn the_other_stacks_ack_frees_the_send_buffer_in_the_writers_round() {
         got.extend_from_slice(&within("the bytes", TIMEOUT, server.read()).await.expect("read").expect("not Eof"));
     }
     assert_eq!(got, [first, second].concat());
+    // One write larger than the send buffer: the poll that fills the
+    // buffer keeps filling once its own round freed room, instead of
+    // returning pending and waking its task (it then takes more than the
+    // buffer's 64 KiB in one poll).
+    within("the ACK", TIMEOUT, async {
+        while client.unacked().expect("unacked") > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let big = payload(3, 96 * 1024);
+    let mut rest = big.clone();
+    let polled = client.poll_write(&mut Context::from_waker(Waker::noop()), &mut rest);
+    let taken = big.len() - rest.len();
+    assert!(taken > 64 * 1024, "one poll took {taken} bytes ({polled:?})");
+    if polled.is_pending() {
+        within("the rest", TIMEOUT, client.write(rest)).await.expect("write");
+    }
+    let mut got = Vec::new();
+    while got.len() < big.len() {
+        got.extend_from_slice(&within("the bytes", TIMEOUT, server.read()).await.expect("read").expect("not Eof"));
+    }
+    assert_eq!(got, big);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
