@@ -15,6 +15,10 @@ use crate::stack::Shared;
 /// The largest chunk one read returns.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How many times one write's poll fills the send buffer again after its
+/// own round freed room, before it waits (and is woken) like any other.
+const REFILLS: usize = 8;
+
 /// A TCP connection of a [`NetStack`](crate::NetStack): the flow contract
 /// plus `dst`/`src`, `set_nodelay` and `write_nodelay`.
 ///
@@ -78,6 +82,7 @@ impl NetFlow {
             return Poll::Ready(Err(FlowError::closed()));
         }
         let mut st = self.shared.lock();
+        let mut refills = 0;
         loop {
             if let Err(e) = st.alive() {
                 return Poll::Ready(Err(e.flow_error()));
@@ -98,11 +103,13 @@ impl NetFlow {
                 }
                 Poll::Ready(Ok(()))
             };
-            if res.is_pending() && sent > 0 {
+            if res.is_pending() && sent > 0 && refills < REFILLS {
                 // Our own round may free room (the other stack's ACK comes
                 // back in it): fill again rather than wake this task (a
                 // wake-up on a multi_thread runtime may move the flow's
-                // reader to the other worker).
+                // reader to the other worker). A few times: a long write
+                // still yields to the task's neighbours.
+                refills += 1;
                 self.shared.flush(st);
                 st = self.shared.lock();
                 continue;
