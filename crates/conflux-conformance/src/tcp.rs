@@ -492,7 +492,7 @@ pub async fn panicking_callback_closes_its_flow<F: TcpFixture>(fx: &F) {
 }
 
 /// A write after `shutdown(Write)` is `Closed`; the peer reads everything
-/// before, then Eof.
+/// before, then Eof, which is not an expiry.
 pub async fn write_after_shutdown_is_closed<F: TcpFixture>(fx: &F) {
     let leaks = LeakCheck::start(fx);
     let stack = fx.new_stack();
@@ -502,6 +502,7 @@ pub async fn write_after_shutdown_is_closed<F: TcpFixture>(fx: &F) {
     let err = client.write("more").await.expect_err("a write after shutdown(Write)");
     assert!(err.is_closed(), "expected Closed, got {err}");
     assert_eq!(within("read", TIMEOUT, server.read_to_end()).await.expect("read"), b"last words");
+    assert!(!server.expired(), "the peer's FIN read as a keepalive expiry");
     drop((client, server));
     stack.unlisten(port);
     leaks.end(fx, &stack).await;
@@ -572,8 +573,8 @@ pub async fn write_nodelay_waits_for_ack<F: TcpFixture>(fx: &F) {
 }
 
 /// Keepalive detects a cut link for real: keepalive (1 s, 1 s, 3), the link
-/// is cut, the blocked read returns Eof and a write returns `Closed`, within
-/// the fixture's deadline +/- 1 s.
+/// is cut, the blocked read returns Eof (and the flow says it `expired`) and
+/// a write returns `Closed`, within the fixture's deadline +/- 1 s.
 pub async fn keepalive_detects_cut_link<F: TcpFixture>(fx: &F) {
     let link_ip = match fx.link_ip() {
         Ok(ip) => ip,
@@ -597,6 +598,7 @@ pub async fn keepalive_detects_cut_link<F: TcpFixture>(fx: &F) {
     let res = within("the keepalive expiry", deadline + Duration::from_secs(10), flow.read()).await;
     let took = cut_at.elapsed();
     assert!(matches!(res, Ok(None)), "expected Eof on keepalive expiry, got {res:?}");
+    assert!(flow.expired(), "the keepalive expiry's Eof not told apart from a FIN");
     let lo = deadline.saturating_sub(Duration::from_secs(1));
     let hi = deadline + Duration::from_secs(1);
     assert!((lo..=hi).contains(&took), "keepalive expiry after {took:?}, expected {deadline:?} +/- 1 s");

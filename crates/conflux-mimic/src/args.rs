@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::key::{Key, KeyInfo, Rank, Value};
+use crate::key::{AnyRef, Key, KeyInfo, Rank, Value};
 
 /// A value while unfolding: one the context holds (borrowed, not cloned:
 /// a resolve that connects copies nothing out of its context) or one a
@@ -15,10 +15,10 @@ pub(crate) enum Val<'c> {
 }
 
 impl Val<'_> {
-    pub(crate) fn get(&self) -> &Value {
+    pub(crate) fn get(&self) -> AnyRef<'_> {
         match self {
-            Val::Ctx(v) => v,
-            Val::Made(v) => v,
+            Val::Ctx(v) => &***v,
+            Val::Made(v) => &**v,
         }
     }
 

@@ -20,14 +20,15 @@ pub(crate) enum Values {
 impl Values {
     /// Appends a less preferred value.
     fn push(&mut self, value: Value) {
-        *self = match std::mem::replace(self, Values::Many(Vec::new())) {
-            Values::Many(v) if v.is_empty() => Values::One(value),
-            Values::Many(mut v) => {
-                v.push(value);
-                Values::Many(v)
+        match self {
+            Values::Many(v) if v.is_empty() => *self = Values::One(value),
+            Values::Many(v) => v.push(value),
+            Values::One(_) => {
+                if let Values::One(first) = std::mem::replace(self, Values::Many(Vec::new())) {
+                    *self = Values::Many(vec![first, value]);
+                }
             }
-            Values::One(first) => Values::Many(vec![first, value]),
-        };
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -41,13 +42,12 @@ impl Values {
         self.len() == 0
     }
 
-    /// The values, least preferred first.
-    pub(crate) fn into_rev(self) -> impl Iterator<Item = Value> {
-        let (one, many) = match self {
-            Values::One(v) => (Some(v), Vec::new()),
-            Values::Many(v) => (None, v),
-        };
-        one.into_iter().chain(many.into_iter().rev())
+    /// Hands each value to `f`, least preferred first.
+    pub(crate) fn for_each_rev(self, mut f: impl FnMut(Value)) {
+        match self {
+            Values::One(v) => f(v),
+            Values::Many(v) => v.into_iter().rev().for_each(f),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use conflux_flow::BoxFlow;
 
@@ -24,6 +25,47 @@ pub(crate) type Rank = (u8, u32, std::cmp::Reverse<u64>);
 /// A type-erased value held by a context.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
+/// A value by reference, whoever holds it (a context, or an unfold that computed it).
+pub(crate) type AnyRef<'a> = &'a (dyn Any + Send + Sync);
+
+/// A connect in progress, borrowing the protocol that started it: the
+/// protocol's own future, boxed as it is (no async block around it, which
+/// would hold it twice: as captured and as awaited).
+pub(crate) type Connect<'a> = Pin<Box<dyn Connecting + Send + 'a>>;
+
+/// A protocol's connect future, its flow boxed as it completes.
+pub(crate) trait Connecting {
+    /// Polls the connect; its flow comes out as a [`BoxFlow`].
+    fn poll_connect(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<BoxFlow, BoxError>>;
+}
+
+impl<F: Future> Connecting for F
+where
+    F::Output: IntoFlow,
+{
+    fn poll_connect(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<BoxFlow, BoxError>> {
+        self.poll(cx).map(IntoFlow::into_flow)
+    }
+}
+
+impl Future for dyn Connecting + Send + '_ {
+    type Output = Result<BoxFlow, BoxError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_connect(cx)
+    }
+}
+
+/// A connect's outcome, with its flow boxed and its error made a [`BoxError`].
+pub(crate) trait IntoFlow {
+    fn into_flow(self) -> Result<BoxFlow, BoxError>;
+}
+
+impl<F: conflux_flow::Flow, E: Into<BoxError>> IntoFlow for Result<F, E> {
+    fn into_flow(self) -> Result<BoxFlow, BoxError> {
+        self.map(BoxFlow::new).map_err(Into::into)
+    }
+}
+
 /// Key identities come from one process-wide counter so keys made by different
 /// registries or threads never collide. This is an identity source, not a registry.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -36,7 +78,12 @@ pub(crate) struct KeyInfo {
     pub(crate) protocol: Option<Arc<ProtocolEntry>>,
 }
 
-type ConnectFn = dyn Fn(&Value) -> BoxFuture<Result<BoxFlow, BoxError>> + Send + Sync;
+/// A registered protocol's connect, not generic over the protocol.
+pub(crate) trait Connector: Send + Sync {
+    /// Starts a connect to `endpoint` (a value of the protocol's endpoint type).
+    /// The future borrows the protocol: no reference count per connect.
+    fn connect<'a>(&'a self, endpoint: AnyRef<'_>) -> Connect<'a>;
+}
 
 /// A registered protocol, as endpoint keys and handles carry it.
 pub(crate) struct ProtocolEntry {
@@ -46,7 +93,7 @@ pub(crate) struct ProtocolEntry {
     pub(crate) name: Arc<str>,
     pub(crate) priority: Option<u32>,
     pub(crate) no_fallback: bool,
-    pub(crate) connect: Box<ConnectFn>,
+    pub(crate) connect: Box<dyn Connector>,
 }
 
 impl fmt::Debug for ProtocolEntry {

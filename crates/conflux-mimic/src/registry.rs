@@ -12,7 +12,7 @@ use conflux_flow::{BoxFlow, Flow};
 use conflux_uri::{Scheme, Uri, UriError, UriPart};
 
 use crate::ctx::Ctx;
-use crate::key::{BoxError, BoxFuture, Key, KeyInfo, ProtocolEntry, Value};
+use crate::key::{AnyRef, BoxError, Connect, Connector, Key, KeyInfo, ProtocolEntry};
 use crate::uri::FromUriError;
 
 /// A transport the registry can connect through (upstream's
@@ -306,22 +306,13 @@ impl Registry {
         options: RegisterOptions,
         protocol: P,
     ) -> (Key<P::Endpoint>, Handle<P::Flow>) {
-        let protocol = Arc::new(protocol);
-        let connect = move |value: &Value| -> BoxFuture<Result<BoxFlow, BoxError>> {
-            let endpoint = value.downcast_ref::<P::Endpoint>().cloned();
-            let protocol = protocol.clone();
-            Box::pin(async move {
-                let endpoint = endpoint.ok_or("endpoint value of the wrong type")?;
-                protocol.connect(endpoint).await.map(BoxFlow::new).map_err(Into::into)
-            })
-        };
         let entry = Arc::new(ProtocolEntry {
             registry: self.inner.id,
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             priority: options.priority,
             no_fallback: options.no_fallback,
-            connect: Box::new(connect),
+            connect: Box::new(Connects(protocol)),
         });
         self.inner.protocols.lock().unwrap_or_else(|p| p.into_inner()).push(entry.clone());
         let key = Key::from_info(KeyInfo::new(name, Some(entry.clone())));
@@ -353,6 +344,20 @@ impl Registry {
     /// A reference that does not keep the registry alive.
     pub fn downgrade(&self) -> WeakRegistry {
         WeakRegistry(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A protocol as the registry keeps it: its connect, not generic over it.
+struct Connects<P>(P);
+
+impl<P: Protocol> Connector for Connects<P> {
+    fn connect<'a>(&'a self, endpoint: AnyRef<'_>) -> Connect<'a> {
+        match endpoint.downcast_ref::<P::Endpoint>() {
+            // The protocol's future is made here (it runs nothing before its
+            // first poll), and boxed as it is.
+            Some(endpoint) => Box::pin(self.0.connect(endpoint.clone())),
+            None => Box::pin(std::future::ready(Err::<BoxFlow, BoxError>("endpoint value of the wrong type".into()))),
+        }
     }
 }
 

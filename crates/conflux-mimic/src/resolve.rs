@@ -165,7 +165,7 @@ impl Source for Unfolded {
         // The bindings are in candidate order already: their position is the order.
         self.bindings.iter().enumerate().filter_map(|(i, b)| {
             let entry = b.protocol_entry().map(|p| &**p).filter(|p| registry.owns(p))?;
-            Some(Cand { entry, key: &b.key, value: &b.value, origin: b.origin.as_deref(), order: (OTHER, i) })
+            Some(Cand { entry, key: &b.key, value: &*b.value, origin: b.origin.as_deref(), order: (OTHER, i) })
         })
     }
     fn protocols(&self) -> impl Iterator<Item = &ProtocolEntry> {

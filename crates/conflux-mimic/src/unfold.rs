@@ -208,11 +208,11 @@ impl<'c> Unfolding<'c> {
     /// The public form, owning (sharing) what it holds.
     pub(crate) fn into_unfolded(mut self) -> Unfolded {
         let functions = self.reports();
+        let mut slots = std::mem::take(&mut self.slots);
         // Candidate order; within a rank, key order, and within a key newest first (a stable sort).
-        self.slots.sort_by_key(Slot::order);
+        slots.sort_by_key(Slot::order);
         let entries = self.ctx.entries();
-        let bindings = self
-            .slots
+        let bindings = slots
             .into_iter()
             .map(|s| Binding {
                 key: entries[s.key].key.clone(),
@@ -222,6 +222,39 @@ impl<'c> Unfolding<'c> {
             .collect();
         Unfolded { bindings, functions, ctx: self.ctx.clone(), overall_expired: self.overall_expired }
     }
+}
+
+impl Drop for Unfolding<'_> {
+    /// The values' vector goes back to this thread's spare (see [`spare_slots`]).
+    fn drop(&mut self) {
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.capacity() == 0 || slots.capacity() > SPARE_MAX {
+            return;
+        }
+        slots.clear();
+        // Emptied, it holds no borrow: the same allocation as a vector of
+        // any lifetime (an in-place collect that keeps the buffer).
+        #[allow(clippy::unnecessary_filter_map, reason = "a `filter` would keep the borrowing type")]
+        let slots: Vec<Slot<'static>> = slots.into_iter().filter_map(|_| None).collect();
+        let _ = SPARE.try_with(|spare| spare.set(slots));
+    }
+}
+
+/// The largest vector of values kept for the next unfold.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    /// An empty vector of values with room, left by the last unfold on this
+    /// thread: the next one fills it instead of allocating (one allocation
+    /// less per resolve).
+    static SPARE: std::cell::Cell<Vec<Slot<'static>>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty vector for `n` values: this thread's spare if it has one.
+fn spare_slots<'c>(n: usize) -> Vec<Slot<'c>> {
+    let mut slots: Vec<Slot<'c>> = SPARE.try_with(|spare| spare.take()).unwrap_or_default();
+    slots.reserve(n);
+    slots
 }
 
 /// Unfolds `ctx`: each function runs once, after the keys it reads.
@@ -238,7 +271,7 @@ pub(crate) async fn unfold<'c>(
         .map_err(|keys| Cycle { keys })?;
     // Every value, newest first within a key, each with the function that
     // made it; keys in evaluation order, each key's values contiguous.
-    let mut values: Vec<Slot<'c>> = Vec::with_capacity(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
+    let mut values = spare_slots(entries.iter().map(|e| e.binds.len()).sum::<usize>() + 4);
     // Only the functions that gave no value: none, when a resolve connects.
     let mut records: Vec<FnRecord> = Vec::new();
     let mut function = 0;
@@ -301,13 +334,9 @@ pub(crate) async fn unfold<'c>(
                         Ok(Ok(v)) => {
                             let n = v.len();
                             let origin = Some(f);
-                            values.extend(v.into_rev().map(|value| Slot {
-                                value: Val::Made(value),
-                                origin,
-                                key: i,
-                                id: entries[i].id,
-                                rank,
-                            }));
+                            v.for_each_rev(|value| {
+                                values.push(Slot { value: Val::Made(value), origin, key: i, id: entries[i].id, rank })
+                            });
                             FnOutcome::Produced(n)
                         }
                         Err(o) => o,

@@ -19,19 +19,20 @@ use tokio::io::AsyncReadExt;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Allocations a resolve of `tcp://IP:PORT` may make beyond the direct
-/// connect's: the unfold's list of values, the computed endpoint (a shared
-/// value), the protocol's connect future (boxed: the registry is not generic
-/// over it) and the `BoxFlow` the resolve returns. Neither the function's
-/// address list (one address) nor its outcome allocates.
-const EXTRA: usize = 4;
+/// connect's: the computed endpoint (a shared value), the protocol's connect
+/// future (boxed: the registry is not generic over it) and the `BoxFlow` the
+/// resolve returns. Neither the function's address list (one address) nor
+/// its outcome allocates, nor the unfold's list of values (the vector the
+/// thread's previous unfold left).
+const EXTRA: usize = 3;
 
 /// Connects per side; each side's count is its leanest connect (the first
 /// ones also make what is kept: the runtime's structures, the context's
-/// evaluation order).
+/// evaluation order, the spare vector of values).
 const CONNECTS: usize = 20;
 
 #[test]
-fn a_resolve_allocates_at_most_four_times_beyond_the_direct_connect() {
+fn a_resolve_allocates_at_most_three_times_beyond_the_direct_connect() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<()>();
     let addr = rt.block_on(async {

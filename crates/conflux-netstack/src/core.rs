@@ -1519,30 +1519,8 @@ impl Core {
     }
 
     fn set_timer(&mut self, id: ConnId, at: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        if conn.timer == Some(at) {
-            return;
-        }
-        conn.timer = Some(at);
-        match conn.entry {
-            // Filed no later: it comes due first and re-files itself.
-            Some(filed) if filed <= at => {}
-            old => {
-                if let Some(old) = old {
-                    self.timers.remove(&(old, id));
-                }
-                conn.entry = Some(at);
-                self.timers.insert((at, id));
-            }
-        }
-    }
-
-    fn clear_timer(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.timer = None;
-            if let Some(old) = conn.entry.take() {
-                self.timers.remove(&(old, id));
-            }
+            file_timer(&mut self.timers, conn, id, at);
         }
     }
 
@@ -1749,8 +1727,11 @@ impl Core {
                 conn.progress_at = now;
             }
         }
-        self.sent(now, id, out, from);
-        self.mark_dirty(id);
+        note_frames(self.medium, conn, now, &mut out[from..]);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
         self.changed(now, id, before);
     }
 
@@ -1780,11 +1761,13 @@ impl Core {
                     break;
                 }
             }
-            self.sent(now, id, out, from);
-            if self.conns.get(&id).is_some_and(|c| c.close_held) {
+            // The connection looked up once for what most rounds need.
+            note_frames(self.medium, conn, now, &mut out[from..]);
+            let (close_held, orphan) = (conn.close_held, matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }));
+            if close_held {
                 self.held_close(now, id, out);
             }
-            if self.orphan_polled(now, id) {
+            if orphan && self.orphan_polled(now, id) {
                 continue;
             }
             self.changed(now, id, before);
@@ -1851,38 +1834,8 @@ impl Core {
     /// an abort's RST sequence number, rewrites transparent connections'
     /// source back and tags super-segments for GSO.
     fn sent(&mut self, now: Instant, id: ConnId, out: &mut [FrameBuf], from: usize) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        let was_outstanding = conn.outstanding();
-        for frame in &mut out[from..] {
-            // Most segments need only their sequence fields, read at their
-            // fixed places; an RST (its sequence number fixed) and a
-            // transparent connection's segments (their source rewritten)
-            // need the whole `Segment`, as does a layout `built` does not read.
-            if conn.nat.is_none()
-                && let Some(sent) = wire::built(frame, self.medium, conn.local, conn.remote)
-                && !sent.rst
-            {
-                conn.note_sent(frame, sent.seq_end, sent.ack, sent.payload_len);
-                continue;
-            }
-            let Inspected::Tcp(seg) = wire::inspect(frame, self.medium, false) else { continue };
-            if (seg.src, seg.dst) != (conn.local, conn.remote) {
-                continue;
-            }
-            if seg.rst {
-                if let Some(max) = conn.snd_max.filter(|max| seq_after(*max, seg.seq_number)) {
-                    rewrite::set_seq(frame, &seg, max);
-                }
-            } else {
-                conn.note_sent(frame, seg.seq_end(), seg.ack.then_some(seg.ack_number), seg.payload_len);
-            }
-            if let Some(dialled) = conn.nat {
-                rewrite::nat(frame, &seg, true, dialled);
-            }
-        }
-        if !was_outstanding && conn.outstanding() {
-            // The user timeout counts from when data became outstanding.
-            conn.progress_at = now;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            note_frames(self.medium, conn, now, &mut out[from..]);
         }
     }
 
@@ -1939,12 +1892,14 @@ impl Core {
             }
             _ => {}
         }
-        if self.conns.get(&id).is_some_and(|c| c.dirty) {
+        let Some(conn) = self.conns.get(&id) else { return };
+        if conn.dirty {
             // This round's egress polls it again and sets its deadline
             // then: not once per received frame.
             return;
         }
-        if self.enter_time_wait(now, id) {
+        // Only an orphan gives its socket back in TIME_WAIT.
+        if conn.phase == Phase::Orphan && self.enter_time_wait(now, id) {
             return;
         }
         self.update_timer(now, id);
@@ -1974,9 +1929,72 @@ impl Core {
             // Just polled: what smoltcp still wants at once (a socket past
             // its egress round limit, a neighbour not answering) waits a
             // millisecond rather than spinning the driver.
-            Some(at) => self.set_timer(id, at.max(now + smoltcp::time::Duration::from_millis(1))),
-            None => self.clear_timer(id),
+            Some(at) => file_timer(&mut self.timers, conn, id, at.max(now + smoltcp::time::Duration::from_millis(1))),
+            None => unfile_timer(&mut self.timers, conn, id),
         }
+    }
+}
+
+/// [`Core::sent`] for connection `conn`, which sent `out`.
+fn note_frames(medium: Medium, conn: &mut Conn, now: Instant, out: &mut [FrameBuf]) {
+    let was_outstanding = conn.outstanding();
+    for frame in out {
+        // Most segments need only their sequence fields, read at their
+        // fixed places; an RST (its sequence number fixed) and a
+        // transparent connection's segments (their source rewritten)
+        // need the whole `Segment`, as does a layout `built` does not read.
+        if conn.nat.is_none()
+            && let Some(sent) = wire::built(frame, medium, conn.local, conn.remote)
+            && !sent.rst
+        {
+            conn.note_sent(frame, sent.seq_end, sent.ack, sent.payload_len);
+            continue;
+        }
+        let Inspected::Tcp(seg) = wire::inspect(frame, medium, false) else { continue };
+        if (seg.src, seg.dst) != (conn.local, conn.remote) {
+            continue;
+        }
+        if seg.rst {
+            if let Some(max) = conn.snd_max.filter(|max| seq_after(*max, seg.seq_number)) {
+                rewrite::set_seq(frame, &seg, max);
+            }
+        } else {
+            conn.note_sent(frame, seg.seq_end(), seg.ack.then_some(seg.ack_number), seg.payload_len);
+        }
+        if let Some(dialled) = conn.nat {
+            rewrite::nat(frame, &seg, true, dialled);
+        }
+    }
+    if !was_outstanding && conn.outstanding() {
+        // The user timeout counts from when data became outstanding.
+        conn.progress_at = now;
+    }
+}
+
+/// Sets connection `id`'s (`conn`'s) deadline to `at` in `timers`.
+fn file_timer(timers: &mut BTreeSet<(Instant, ConnId)>, conn: &mut Conn, id: ConnId, at: Instant) {
+    if conn.timer == Some(at) {
+        return;
+    }
+    conn.timer = Some(at);
+    match conn.entry {
+        // Filed no later: it comes due first and re-files itself.
+        Some(filed) if filed <= at => {}
+        old => {
+            if let Some(old) = old {
+                timers.remove(&(old, id));
+            }
+            conn.entry = Some(at);
+            timers.insert((at, id));
+        }
+    }
+}
+
+/// Clears connection `id`'s (`conn`'s) deadline in `timers`.
+fn unfile_timer(timers: &mut BTreeSet<(Instant, ConnId)>, conn: &mut Conn, id: ConnId) {
+    conn.timer = None;
+    if let Some(old) = conn.entry.take() {
+        timers.remove(&(old, id));
     }
 }
 

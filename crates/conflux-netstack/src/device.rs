@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 /// What a device's frames start with.
@@ -93,12 +94,51 @@ const POOL_KEEP: usize = 4096;
 struct PoolInner {
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
+    /// How many buffers `free` held when it was last unlocked
+    /// ([`FreeList`]): read without the lock by [`FrameCache::refresh`],
+    /// which skips a pool nothing was given back to (a hint: a buffer
+    /// given back on another thread meanwhile waits for the next refresh).
+    idle: AtomicUsize,
+}
+
+impl PoolInner {
+    fn lock(&self) -> FreeList<'_> {
+        FreeList { list: self.free.lock().unwrap_or_else(PoisonError::into_inner), idle: &self.idle }
+    }
+}
+
+/// A pool's locked list of free buffers: unlocking records its length
+/// (`PoolInner::idle`).
+struct FreeList<'a> {
+    list: MutexGuard<'a, Vec<Vec<u8>>>,
+    idle: &'a AtomicUsize,
+}
+
+impl Deref for FreeList<'_> {
+    type Target = Vec<Vec<u8>>;
+    fn deref(&self) -> &Vec<Vec<u8>> {
+        &self.list
+    }
+}
+
+impl DerefMut for FreeList<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.list
+    }
+}
+
+impl Drop for FreeList<'_> {
+    fn drop(&mut self) {
+        self.idle.store(self.list.len(), Ordering::Relaxed);
+    }
 }
 
 /// A shared pool of frame buffers: [`FramePool::take`] hands out a
 /// [`FrameBuf`], dropping it gives the memory back. Cloning gives another
-/// handle to the same pool; frames may be dropped on any thread (a frame
-/// crossing an in-memory link returns to its sender's pool).
+/// handle to the same pool; frames may be dropped on any thread (a dropped
+/// frame's buffer returns to the pool it was allocated in; one a stack
+/// read is kept by that stack for its own frames while it has room, so
+/// with two stacks in a process a buffer may carry either's frames).
 ///
 /// The driver of a [`NetStack`](crate::NetStack) makes one pool per stack,
 /// builds every transmitted frame in it and gives it to its device with
@@ -111,7 +151,7 @@ pub struct FramePool {
 
 impl fmt::Debug for FramePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let free = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let free = self.inner.lock().len();
         f.debug_struct("FramePool").field("free", &free).field("keep", &self.inner.keep).finish()
     }
 }
@@ -130,13 +170,13 @@ impl FramePool {
 
     /// A pool that keeps up to `keep` returned buffers.
     pub fn keeping(keep: usize) -> FramePool {
-        FramePool { inner: Arc::new(PoolInner { free: Mutex::new(Vec::new()), keep }) }
+        FramePool { inner: Arc::new(PoolInner { free: Mutex::new(Vec::new()), keep, idle: AtomicUsize::new(0) }) }
     }
 
     /// A frame of `len` bytes. Its contents are unspecified (whatever the
     /// buffer held last, or zeros when fresh): the caller overwrites them.
     pub fn take(&self, len: usize) -> FrameBuf {
-        let data = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+        let data = self.inner.lock().pop().unwrap_or_default();
         let mut buf = FrameBuf { data, len: 0, pool: Some(self.inner.clone()), meta: FrameMeta::default() };
         buf.set_len(len);
         buf
@@ -144,7 +184,7 @@ impl FramePool {
 
     /// Buffers waiting for reuse.
     pub fn idle(&self) -> usize {
-        self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner.lock().len()
     }
 }
 
@@ -157,14 +197,23 @@ const CACHE_REFILL: usize = 32;
 /// a private list of idle buffers, refilled from the pool [`CACHE_REFILL`]
 /// at a time, and spent frames are collected and given back in one go
 /// ([`FrameCache::give_back`]): the pool's lock is taken once per batch, not
-/// twice per frame. Frames of its own pool (local delivery, a device that
-/// builds received frames in it) go straight to the private list.
+/// twice per frame. A spent frame's buffer goes straight to the private
+/// list while it has room, whichever pool it came from (local delivery, a
+/// device that builds received frames in our pool, or the other stack of
+/// an in-process link): between two stacks in one process the answer is
+/// then built in the buffer the question came in, and no pool's lock is
+/// taken. A buffer keeps its home pool (where it was allocated) while it
+/// moves between caches: a frame built in it and dropped elsewhere goes
+/// back there.
 ///
 /// Not shared: the owner calls it through `&self` (cells), from one thread
 /// at a time.
 pub(crate) struct FrameCache {
     pool: FramePool,
-    free: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// Idle buffers, each with the pool it goes back to when a frame built
+    /// in it is dropped (its home: where it was allocated), so a buffer
+    /// moving between two stacks' caches costs no reference count.
+    free: std::cell::RefCell<Vec<(Vec<u8>, Arc<PoolInner>)>>,
     spent: std::cell::RefCell<Vec<FrameBuf>>,
     /// Other pools' buffers on their way back (kept for its allocation).
     others: std::cell::RefCell<Vec<(Arc<PoolInner>, Vec<u8>)>>,
@@ -179,12 +228,12 @@ impl FrameCache {
     pub(crate) fn take(&self, len: usize) -> FrameBuf {
         let mut free = self.free.borrow_mut();
         if free.is_empty() {
-            let mut shared = self.pool.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = self.pool.inner.lock();
             let from = shared.len().saturating_sub(CACHE_REFILL);
-            free.extend(shared.drain(from..));
+            free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
         }
-        let data = free.pop().unwrap_or_default();
-        let mut buf = FrameBuf { data, len: 0, pool: Some(self.pool.inner.clone()), meta: FrameMeta::default() };
+        let (data, home) = free.pop().unwrap_or_else(|| (Vec::new(), self.pool.inner.clone()));
+        let mut buf = FrameBuf { data, len: 0, pool: Some(home), meta: FrameMeta::default() };
         buf.set_len(len);
         buf
     }
@@ -194,18 +243,23 @@ impl FrameCache {
     /// the ones the other side just wrote and read (still in the CPU's
     /// cache), where the private list's are older. What this puts beyond
     /// `CACHE_KEEP` goes back under the pool's own, oldest first. Called
-    /// once per round; one lock when the pool has buffers.
+    /// once per round; one lock when the pool has buffers, none when it
+    /// had none at its last unlock.
     pub(crate) fn refresh(&self) {
-        let mut shared = self.pool.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.pool.inner.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut shared = self.pool.inner.lock();
         if shared.is_empty() {
             return;
         }
         let mut free = self.free.borrow_mut();
         let from = shared.len().saturating_sub(CACHE_REFILL);
-        free.extend(shared.drain(from..));
+        free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
         if free.len() > CACHE_KEEP {
+            // (A buffer of another pool among them joins ours: a buffer is a buffer.)
             let excess = free.len() - CACHE_KEEP;
-            shared.splice(0..0, free.drain(..excess));
+            shared.splice(0..0, free.drain(..excess).map(|(data, _)| data));
         }
     }
 
@@ -214,9 +268,9 @@ impl FrameCache {
         self.spent.borrow_mut().push(frame);
     }
 
-    /// Returns the spent frames' buffers: this pool's to the private list
-    /// (its overflow to the pool), others' to their pools, one lock per run
-    /// of frames from the same pool.
+    /// Returns the spent frames' buffers: to the private list while it has
+    /// room (`CACHE_KEEP`), the rest to the pools they came from, one lock
+    /// per run of frames from the same pool.
     pub(crate) fn give_back(&self) {
         let mut spent = self.spent.borrow_mut();
         if spent.is_empty() {
@@ -230,8 +284,8 @@ impl FrameCache {
             if data.capacity() == 0 {
                 continue;
             }
-            if Arc::ptr_eq(&pool, &self.pool.inner) && free.len() < CACHE_KEEP {
-                free.push(data);
+            if free.len() < CACHE_KEEP {
+                free.push((data, pool));
             } else {
                 others.push((pool, data));
             }
@@ -239,7 +293,7 @@ impl FrameCache {
         let mut at = 0;
         while at < others.len() {
             let pool = others[at].0.clone();
-            let mut shared = pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = pool.lock();
             while at < others.len() && Arc::ptr_eq(&others[at].0, &pool) {
                 if shared.len() < pool.keep {
                     shared.push(std::mem::take(&mut others[at].1));
@@ -327,7 +381,7 @@ impl Drop for FrameBuf {
         if let Some(pool) = self.pool.take()
             && self.data.capacity() > 0
         {
-            let mut free = pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut free = pool.lock();
             if free.len() < pool.keep {
                 free.push(std::mem::take(&mut self.data));
             }
@@ -484,7 +538,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cache_batches_the_pools_lock() {
+    fn a_cache_keeps_spent_buffers_and_batches_the_pools_lock() {
         let (ours, theirs) = (FramePool::keeping(100), FramePool::keeping(100));
         let frames: Vec<FrameBuf> = (0..40).map(|_| ours.take(8)).collect();
         drop(frames);
@@ -492,14 +546,26 @@ mod tests {
         let cache = FrameCache::new(ours.clone());
         let a = cache.take(8);
         assert_eq!(ours.idle(), 40 - CACHE_REFILL, "refilled in one batch");
-        // A peer's frame goes back to the peer's pool, ours to the cache.
-        cache.spend(theirs.take(4));
+        // A peer's frame stays in the cache, as ours does, and the next
+        // frame is built in it (still a buffer of the peer's pool).
+        let peer = theirs.take(8);
+        let peer_ptr = peer.as_ptr();
         cache.spend(a);
+        cache.spend(peer);
         cache.spend(FrameBuf::from_vec(vec![1]));
-        assert_eq!(theirs.idle(), 0, "kept until given back");
         cache.give_back();
-        assert_eq!((theirs.idle(), ours.idle()), (1, 40 - CACHE_REFILL));
-        assert_eq!(cache.free.borrow().len(), CACHE_REFILL);
+        assert_eq!((theirs.idle(), ours.idle()), (0, 40 - CACHE_REFILL));
+        assert_eq!(cache.free.borrow().len(), CACHE_REFILL + 1);
+        let next = cache.take(8);
+        assert_eq!(next.as_ptr(), peer_ptr, "built in the peer's buffer");
+        drop(next);
+        assert_eq!((theirs.idle(), ours.idle()), (1, 40 - CACHE_REFILL), "dropped, it goes home");
+        // Beyond CACHE_KEEP, spent buffers go back to the pools they came from.
+        let room = CACHE_KEEP - cache.free.borrow().len();
+        let more: Vec<FrameBuf> = (0..room + 3).map(|_| theirs.take(8)).collect();
+        more.into_iter().for_each(|f| cache.spend(f));
+        cache.give_back();
+        assert_eq!((theirs.idle(), cache.free.borrow().len()), (3, CACHE_KEEP));
     }
 
     #[test]
@@ -522,7 +588,7 @@ mod tests {
         cache.refresh();
         assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - CACHE_REFILL, 2 + CACHE_REFILL));
         // Beyond CACHE_KEEP, the cache's oldest go back under the pool's.
-        let oldest = cache.free.borrow()[0].as_ptr();
+        let oldest = cache.free.borrow()[0].0.as_ptr();
         cache.refresh();
         let over = 2 + 2 * CACHE_REFILL - CACHE_KEEP;
         assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - 2 * CACHE_REFILL + over, CACHE_KEEP));

@@ -30,7 +30,8 @@ const REFILLS: usize = 8;
 ///   socket finishes in the background (FIN, TIME_WAIT) and is reaped, its
 ///   port freed. `abort` sends RST.
 /// - A reset by the peer reads as an error with `is_reset()`; a keepalive
-///   expiry reads as Eof and later writes fail with `Closed`.
+///   expiry reads as Eof (and `expired` says so) and later writes fail
+///   with `Closed`.
 /// - Once the stack's device failed, reads return the bytes already
 ///   received and then an error with `is_reset()` whose source
 ///   ([`get_ref`](FlowError::get_ref)) is the [`DeviceError`](crate::DeviceError);
@@ -46,6 +47,8 @@ pub struct NetFlow {
     closed: bool,
     /// The latched read outcome once the stream ended (`None` inside = Eof).
     read_end: Option<Option<FlowError>>,
+    /// That Eof was a keepalive expiry ([`TcpFlow::expired`]).
+    expired: bool,
 }
 
 impl std::fmt::Debug for NetFlow {
@@ -58,7 +61,17 @@ impl NetFlow {
     pub(crate) fn new(shared: Arc<Shared>, id: ConnId, local: SocketAddr, remote: SocketAddr) -> NetFlow {
         shared.flow_opened();
         tracing::trace!(src = %local, dst = %remote, "flow open");
-        NetFlow { shared, id, local, remote, read_shut: false, write_shut: false, closed: false, read_end: None }
+        NetFlow {
+            shared,
+            id,
+            local,
+            remote,
+            read_shut: false,
+            write_shut: false,
+            closed: false,
+            read_end: None,
+            expired: false,
+        }
     }
 
     /// Bytes written that the peer has not acknowledged yet (0 once closed).
@@ -156,8 +169,15 @@ impl NetFlow {
                     }
                 },
                 Recv::Finished => Poll::Ready(Ok(false)),
-                // Closed without a reset: keepalive expiry or our own abort.
-                Recv::Closed(end) => Poll::Ready(end_error(end).map_or(Ok(false), Err)),
+                // Closed without a FIN, a reset or our user timeout: the
+                // keepalive expired (our own abort returned above).
+                Recv::Closed(end) => match end_error(end) {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => {
+                        self.expired = true;
+                        Poll::Ready(Ok(false))
+                    }
+                },
             };
             // A window to announce: sent now.
             if st.core.has_work() {
@@ -274,6 +294,10 @@ impl TcpFlow for NetFlow {
             return Err(FlowError::closed());
         }
         self.shared.lock().core.set_nagle(self.id, !nodelay).map(drop).ok_or_else(FlowError::closed)
+    }
+
+    fn expired(&self) -> bool {
+        self.expired
     }
 
     fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -111,11 +111,53 @@ struct Queue {
     cap: usize,
     /// The receiving stack's inline entry, once its stack started.
     receiver: OnceLock<InlineReceiver>,
+    /// Frames queued when the state was last unlocked ([`Queue::lock`]),
+    /// `usize::MAX` once closed: the sender reads it without the lock.
+    /// Only the sending end pushes, so a 0 it reads stays 0 until it
+    /// pushes itself; a stale non-zero costs only the lock.
+    queued: AtomicUsize,
 }
 
 impl Queue {
     fn new(cap: usize) -> Queue {
-        Queue { state: Mutex::new(QueueState::default()), cap: cap.max(1), receiver: OnceLock::new() }
+        Queue {
+            state: Mutex::new(QueueState::default()),
+            cap: cap.max(1),
+            receiver: OnceLock::new(),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked { state: lock(&self.state), queued: &self.queued }
+    }
+}
+
+/// A queue's locked state: unlocking records how many frames it holds
+/// (`Queue::queued`).
+struct Locked<'a> {
+    state: MutexGuard<'a, QueueState>,
+    queued: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = QueueState;
+    fn deref(&self) -> &QueueState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut QueueState {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // A closed queue counts as never empty: its sends take the lock.
+        let queued = if self.state.closed { usize::MAX } else { self.state.frames.len() };
+        self.queued.store(queued, Ordering::Relaxed);
     }
 }
 
@@ -147,22 +189,20 @@ impl DirectSend for DirectTx {
         let before = frames.len();
         frames.retain(|f| f.len() <= self.max_frame);
         self.dropped(before - frames.len());
-        let mut s = lock(&self.tx.state);
+        // Only this stack sends into this queue (its calls never overlap),
+        // so a queue empty now stays empty until it pushes: no lock to see
+        // it.
+        if self.tx.queued.load(Ordering::Relaxed) == 0
+            && let Some(receiver) = self.tx.receiver.get()
+            && receiver.try_deliver(frames)
+        {
+            return;
+        }
+        let mut s = self.tx.lock();
         if s.closed {
             // The other end is gone: the wire swallows the frames.
             frames.clear();
             return;
-        }
-        // Only this stack sends into this queue (its calls never overlap),
-        // so a queue empty now stays empty until it pushes.
-        if s.frames.is_empty()
-            && let Some(receiver) = self.tx.receiver.get()
-        {
-            drop(s);
-            if receiver.try_deliver(frames) {
-                return;
-            }
-            s = lock(&self.tx.state);
         }
         let mut pushed = false;
         while s.frames.len() < self.tx.cap
@@ -327,7 +367,7 @@ impl LinkEnd {
 impl Drop for LinkEnd {
     fn drop(&mut self) {
         for q in [&self.tx, &self.rx] {
-            let mut s = lock(&q.state);
+            let mut s = q.lock();
             s.closed = true;
             let wakers = [s.rx_waker.take(), s.tx_waker.take()];
             drop(s);
@@ -365,7 +405,7 @@ impl FrameDevice for LinkEnd {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>, frames: &mut Vec<FrameBuf>, max: usize) -> Poll<io::Result<()>> {
-        let mut s = lock(&self.rx.state);
+        let mut s = self.rx.lock();
         if s.frames.is_empty() {
             // A gone peer is an unplugged cable: nothing more arrives.
             s.rx_waker = Some(cx.waker().clone());
@@ -382,7 +422,7 @@ impl FrameDevice for LinkEnd {
     }
 
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = lock(&self.tx.state);
+        let mut s = self.tx.lock();
         if s.closed || s.frames.len() < self.tx.cap {
             return Poll::Ready(Ok(()));
         }
@@ -395,7 +435,7 @@ impl FrameDevice for LinkEnd {
             self.switch.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
-        let mut s = lock(&self.tx.state);
+        let mut s = self.tx.lock();
         if s.closed {
             // The other end is gone: the wire swallows the frame.
             return Ok(());
@@ -412,7 +452,7 @@ impl FrameDevice for LinkEnd {
     /// The whole batch under one lock and at most one wake-up of the peer.
     fn poll_send_batch(&mut self, cx: &mut Context<'_>, frames: &mut VecDeque<FrameBuf>) -> Poll<io::Result<()>> {
         let tx = self.tx.clone();
-        let mut s = lock(&tx.state);
+        let mut s = tx.lock();
         let mut pushed = false;
         while let Some(frame) = frames.pop_front() {
             if s.closed {

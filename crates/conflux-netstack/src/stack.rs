@@ -103,8 +103,6 @@ pub(crate) struct State {
     pub(crate) inline_active: bool,
     /// Reused by inline rounds for the frames egress makes.
     scratch: Vec<FrameBuf>,
-    /// Reused by inline deliveries for the frames handed over.
-    rx_scratch: Vec<FrameBuf>,
     /// The time of the last round (driver's or inline): rounds never see
     /// the clock go back (a round may run with a time read before another
     /// thread's round, e.g. an inline delivery's sender's).
@@ -419,10 +417,11 @@ impl Shared {
         let now = self.time(at).max(st.clock);
         st.clock = now;
         if let Some(rx) = rx {
-            let mut frames = std::mem::take(&mut st.rx_scratch);
-            frames.extend(rx.drain(..));
+            // The sender's queue as a vector and back: no frame moved
+            // (at most rotated to the allocation's front).
+            let mut frames = Vec::from(std::mem::take(rx));
             st.core.handle_frames(now, &mut frames);
-            st.rx_scratch = frames;
+            *rx = VecDeque::from(frames);
         }
         let mut produced = std::mem::take(&mut st.scratch);
         // The other stack's answers to our frames (ACKs, window updates)
@@ -432,8 +431,16 @@ impl Shared {
         let answers = !DELIVERING.get();
         for pass in 0..=ANSWER_PASSES {
             st.core.poll_transmit(now, &mut produced);
-            st.out.extend(produced.drain(..));
-            if st.driver_sending {
+            if st.out.is_empty() {
+                // The round's frames become the queue, the empty queue's
+                // allocation the next pass's vector: no frame moved.
+                let spare = std::mem::replace(&mut st.out, VecDeque::from(std::mem::take(&mut produced)));
+                produced = Vec::from(spare);
+            } else {
+                st.out.extend(produced.drain(..));
+            }
+            // (Most delivery rounds make nothing: the ACK is delayed.)
+            if st.driver_sending || st.out.is_empty() {
                 break;
             }
             let Some(direct) = &self.direct else { break };
@@ -445,10 +452,15 @@ impl Shared {
             if !take || ANSWER_TO.replace(0) & 1 == 0 {
                 break;
             }
-            let mut rx = std::mem::take(&mut st.rx_scratch);
-            ANSWER.with_borrow_mut(|answer| rx.extend(answer.drain(..)));
+            // The answer as a vector and back: no frame moved.
+            let mut rx = Vec::from(ANSWER.with_borrow_mut(std::mem::take));
             st.core.handle_frames(now, &mut rx);
-            st.rx_scratch = rx;
+            rx.clear();
+            ANSWER.with_borrow_mut(|answer| {
+                if answer.capacity() == 0 {
+                    *answer = VecDeque::from(rx);
+                }
+            });
         }
         st.scratch = produced;
         let mut kick = !st.out.is_empty();
@@ -551,7 +563,6 @@ impl NetStack {
             armed: None,
             inline_active: false,
             scratch: Vec::new(),
-            rx_scratch: Vec::new(),
             clock: smoltcp::time::Instant::ZERO,
         };
         let direct = device.direct_send();

@@ -232,6 +232,7 @@ async fn keepalive_detects_a_cut_link_at_the_predicted_instant() {
     let res = within("keepalive expiry", LONG, s.read()).await;
     let took = cut.elapsed();
     assert!(matches!(res, Ok(None)), "{res:?}");
+    assert!(s.expired(), "the expiry's Eof is told apart from a FIN");
     let predicted = conflux_netstack::keepalive_deadline(&ka);
     assert!(
         took <= predicted && took + Duration::from_millis(100) >= predicted,

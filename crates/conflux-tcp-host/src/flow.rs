@@ -80,7 +80,8 @@ const ACK_MAX_BACKOFF: Duration = Duration::from_millis(4);
 ///
 /// - Reads return at most the stack's `read_chunk` bytes. A keepalive expiry
 ///   (`ETIMEDOUT`, or the unreachable error Linux reports instead when an ICMP
-///   error arrived meanwhile) reads as Eof; a reset is an error with `is_reset()`.
+///   error arrived meanwhile) reads as Eof, and `expired` says so; a reset is
+///   an error with `is_reset()`.
 /// - Writes fail with `Closed` after `shutdown(Write)`, on `EPIPE` and after a
 ///   keepalive expiry; with `is_reset()` after a reset.
 /// - `shutdown(Write)` is `shutdown(SHUT_WR)`, synchronous: the FIN follows the
@@ -111,6 +112,8 @@ pub struct HostFlow {
     read_shut: bool,
     write_shut: bool,
     eof: bool,
+    /// The Eof was a keepalive (or user timeout) expiry ([`TcpFlow::expired`]).
+    expired: bool,
     read_err: Option<FlowError>,
     write_err: Option<FlowError>,
     nodelay: bool,
@@ -170,6 +173,7 @@ impl HostFlow {
             read_shut: false,
             write_shut: false,
             eof: false,
+            expired: false,
             read_err: None,
             write_err: None,
             nodelay: false,
@@ -210,6 +214,7 @@ impl HostFlow {
             // reports a soft error seen meanwhile (an ICMP unreachable) instead of
             // ETIMEDOUT, so those read as the expiry they end in.
             self.eof = true;
+            self.expired = true;
             return Poll::Ready(Ok(None));
         }
         let e = FlowError::from(e);
@@ -220,6 +225,8 @@ impl HostFlow {
     fn write_error(&mut self, e: io::Error) -> Poll<Result<(), FlowError>> {
         let dead = [libc::EPIPE, libc::ETIMEDOUT, libc::EHOSTUNREACH, libc::ENETUNREACH];
         let e = if dead.iter().any(|&code| is_os_error(&e, code)) {
+            // The socket's error is taken by this write: a later read sees Eof.
+            self.expired |= !is_os_error(&e, libc::EPIPE);
             FlowError::closed().with_source(e)
         } else {
             FlowError::from(e)
@@ -498,6 +505,10 @@ impl TcpFlow for HostFlow {
             ack.restore_nagle = !nodelay;
         }
         Ok(())
+    }
+
+    fn expired(&self) -> bool {
+        self.expired
     }
 
     fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {

@@ -172,6 +172,15 @@ pub trait TcpFlow: Flow {
     /// by the peer**. With nothing left in `bufs`, it waits for the
     /// acknowledgements alone.
     fn poll_writev_nodelay(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>>;
+
+    /// Whether the connection ended because the peer stopped answering (a
+    /// keepalive expiry, which a read reports as Eof) rather than with the
+    /// peer's FIN: `true` once a read returned that Eof. A relay asks it to
+    /// pass a dead peer on as a reset, not as a clean end of the stream. The
+    /// default, for a stack that cannot tell, is `false`.
+    fn expired(&self) -> bool {
+        false
+    }
 }
 
 /// Async methods for every [`TcpFlow`].

@@ -3,6 +3,30 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::time::Duration;
+
+use conflux_tcp::Keepalive;
+
+/// The default keepalive of the guest's side of a TCP flow (our stack's
+/// connection with the guest): a probe every 30 s of silence, the guest
+/// declared dead 120 s after the last segment heard from it (30 s + 3 x
+/// 30 s), the same two minutes as the user timeout that ends a flow whose
+/// data the guest leaves unacknowledged. The guest is on a local link (a
+/// namespace, a VM on this machine): a live one answers at once, so a
+/// short deadline only ever ends flows of a guest that is gone (killed,
+/// or paused that long), and a probe per idle flow every 30 s costs
+/// nothing worth counting.
+pub const DEFAULT_GUEST_KEEPALIVE: Keepalive = Keepalive::new(Duration::from_secs(30), Duration::from_secs(30), 3);
+
+/// The default keepalive of the host's side of a TCP flow (the kernel's
+/// `SO_KEEPALIVE`, `TCP_KEEPIDLE` 60 s, `TCP_KEEPINTVL` 15 s,
+/// `TCP_KEEPCNT` 4): a first probe after a minute of silence, the peer
+/// declared dead 120 s after the last segment heard (60 s + 4 x 15 s).
+/// Near Go's `net.Dialer` default (15 s, 15 s, 9 probes: 150 s), which Go
+/// forwarders such as gvisor-tap-vsock get; far shorter than the kernel's
+/// own default (2 h + 9 x 75 s), which would hold a flow to a vanished
+/// host for over two hours, and libslirp's (no keepalive unless asked).
+pub const DEFAULT_HOST_KEEPALIVE: Keepalive = Keepalive::new(Duration::from_secs(60), Duration::from_secs(15), 4);
 
 /// A transport protocol of a forward or a guest flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,7 +190,8 @@ impl std::fmt::Display for PortForward {
 /// guest 10.0.2.100 / fd00::100, MTU 1500; the host's loopback is not
 /// reachable (`host_loopback` off), every destination is allowed (no
 /// `allow` entry), no port forwards, the DNS upstream read from the host's
-/// resolver configuration.
+/// resolver configuration; TCP keepalive on both sides of every flow
+/// ([`DEFAULT_GUEST_KEEPALIVE`], [`DEFAULT_HOST_KEEPALIVE`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsernetConfig {
     /// The guest network (IPv4).
@@ -204,6 +229,16 @@ pub struct UsernetConfig {
     /// namespace's loopback up; the same for IPv6, `guest6` with the
     /// default route via `gateway6`, unless the namespace has IPv6 off).
     pub configure: bool,
+    /// Keepalive on the guest's side of each TCP flow (our stack's
+    /// connection with the guest, outbound and port forwards alike): a guest
+    /// gone silent (killed without a reset) ends its idle flows, whose host
+    /// side is then aborted. `None`: off (an idle flow of a vanished guest
+    /// stays open).
+    pub guest_keepalive: Option<Keepalive>,
+    /// Keepalive on the host's side of each TCP flow (the host connection,
+    /// through the TCP contract): a host peer gone silent ends its idle
+    /// flows, and the guest gets a reset. `None`: off.
+    pub host_keepalive: Option<Keepalive>,
 }
 
 impl Default for UsernetConfig {
@@ -231,6 +266,8 @@ impl UsernetConfig {
             forwards: Vec::new(),
             interface: "tap0".to_owned(),
             configure: false,
+            guest_keepalive: Some(DEFAULT_GUEST_KEEPALIVE),
+            host_keepalive: Some(DEFAULT_HOST_KEEPALIVE),
         }
     }
 
@@ -268,6 +305,18 @@ impl UsernetConfig {
     /// Configures the interface made in a namespace (`--configure`).
     pub fn configure(mut self, on: bool) -> UsernetConfig {
         self.configure = on;
+        self
+    }
+
+    /// Sets the guest side's keepalive (`None`: off).
+    pub fn guest_keepalive(mut self, keepalive: Option<Keepalive>) -> UsernetConfig {
+        self.guest_keepalive = keepalive;
+        self
+    }
+
+    /// Sets the host side's keepalive (`None`: off).
+    pub fn host_keepalive(mut self, keepalive: Option<Keepalive>) -> UsernetConfig {
+        self.host_keepalive = keepalive;
         self
     }
 
@@ -356,6 +405,10 @@ mod tests {
         assert_eq!(c.gateway6.to_string(), "fd00::2");
         assert_eq!(c.guest6.to_string(), "fd00::100");
         assert!(!c.host_loopback && c.allow.is_empty() && c.forwards.is_empty());
+        // Both sides declare a silent peer dead two minutes after its last segment.
+        let (guest, host) = (c.guest_keepalive.unwrap(), c.host_keepalive.unwrap());
+        assert_eq!(conflux_netstack::keepalive_deadline(&guest), Duration::from_secs(120));
+        assert_eq!(conflux_tcp_host::keepalive_deadline(&host), Duration::from_secs(120));
         let c = c.mtu(65520).dns_upstream("127.0.0.1:5353".parse().unwrap()).forward("1:2".parse().unwrap());
         assert_eq!((c.mtu, c.dns_upstream.unwrap().port(), c.forwards.len()), (65520, 5353, 1));
     }

@@ -1,13 +1,17 @@
 //! The TCP side of the forwarder: a guest connection's host connection
 //! first, then the relay between the two.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use conflux_flow::{Flow, FlowExt, ProxyError, proxy};
-use conflux_tcp::{ConnectError, ConnectOptions, TcpStack};
+use bytes::Bytes;
+use conflux_flow::{Direction, Flow, FlowError, FlowExt, ProxyError, Shutdown, proxy};
+use conflux_tcp::{ConnectError, ConnectOptions, Keepalive, TcpFlow, TcpStack};
+use tokio::io::ReadBuf;
 
 use crate::policy::{Policy, Refusal};
 use crate::stats::Stats;
@@ -29,8 +33,9 @@ pub enum ForwardError {
 pub enum FlowEnd {
     /// Both directions reached Eof (half-closes passed on).
     Closed,
-    /// A reset or another error on one side ended it; a reset was passed on
-    /// to the other side as an abort.
+    /// A reset or another error on one side ended it (a keepalive expiry
+    /// too: a side whose peer stopped answering fails timed out); the other
+    /// side was aborted.
     Failed(ProxyError),
 }
 
@@ -53,7 +58,10 @@ pub struct Relayed {
 /// so a refused host port is refused to the guest, not a connection that
 /// resets at once), then accepts the guest's flow and hands both to
 /// [`relay`](TcpForwarder::relay), which passes data, half-closes and resets
-/// on both ways, counts in [`Stats`] and logs one line per flow.
+/// on both ways, counts in [`Stats`] and logs one line per flow. A host
+/// connection whose keepalive expires (its peer gone silent) ends the flow
+/// as timed out, the guest's side aborted (the guest reads a reset), never
+/// as the host's FIN.
 pub struct TcpForwarder<S> {
     policy: Policy,
     host: S,
@@ -82,6 +90,13 @@ impl<S: TcpStack> TcpForwarder<S> {
         self
     }
 
+    /// Keepalive on the host connections (`None`, the default here: off;
+    /// a [`Usernet`](crate::Usernet) sets its config's `host_keepalive`).
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> TcpForwarder<S> {
+        self.options.keepalive = keepalive;
+        self
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
@@ -104,8 +119,9 @@ impl<S: TcpStack> TcpForwarder<S> {
 
     /// Relays between the guest's flow and its host connection until both
     /// directions end, then closes both (aborts both when it failed: a
-    /// reset, a timeout, an error). Logs one line (id, guest, dst,
-    /// bytes each way, duration, how it ended).
+    /// reset, a timeout, an error; the host connection's keepalive expiry
+    /// is such a timeout, not an end of its stream). Logs one line (id,
+    /// guest, dst, bytes each way, duration, how it ended).
     pub async fn relay<G: Flow>(
         &self,
         guest_flow: G,
@@ -114,7 +130,97 @@ impl<S: TcpStack> TcpForwarder<S> {
         dst: SocketAddr,
     ) -> Relayed {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        relay(guest_flow, host_flow, &self.stats, id, guest, dst).await
+        relay(guest_flow, Expiring::new(host_flow, "host"), &self.stats, id, guest, dst).await
+    }
+}
+
+/// A TCP flow whose keepalive expiry, an Eof by the TCP contract (told
+/// apart from the peer's FIN by [`TcpFlow::expired`]), reads as a timed-out
+/// error instead, and so do the writes that fail after it: the relay then
+/// aborts the other side and counts the flow timed out, where an Eof would
+/// pass a FIN on and hand a dead peer's stream on as complete.
+pub(crate) struct Expiring<F> {
+    inner: F,
+    /// Whose peer it is, for the error: "guest" or "host".
+    side: &'static str,
+}
+
+impl<F: TcpFlow> Expiring<F> {
+    pub(crate) fn new(inner: F, side: &'static str) -> Expiring<F> {
+        Expiring { inner, side }
+    }
+
+    fn timed_out(&self) -> FlowError {
+        FlowError::timed_out(format!("keepalive: the {} stopped answering", self.side))
+    }
+
+    /// A write's error: timed out once the keepalive expired.
+    fn write_error<T>(&self, polled: Poll<Result<T, FlowError>>) -> Poll<Result<T, FlowError>> {
+        match polled {
+            Poll::Ready(Err(e)) if e.is_closed() && self.inner.expired() => Poll::Ready(Err(self.timed_out())),
+            other => other,
+        }
+    }
+}
+
+impl<F: TcpFlow> Flow for Expiring<F> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+        match self.inner.poll_read(cx) {
+            Poll::Ready(Ok(None)) if self.inner.expired() => Poll::Ready(Err(self.timed_out())),
+            other => other,
+        }
+    }
+
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        rest: &mut Bytes,
+    ) -> Poll<Result<(), FlowError>> {
+        let (filled, room) = (buf.filled().len(), buf.remaining() > 0);
+        match self.inner.poll_read_into(cx, buf, rest) {
+            // Eof: nothing read into the room there was.
+            Poll::Ready(Ok(())) if room && buf.filled().len() == filled && rest.is_empty() && self.inner.expired() => {
+                Poll::Ready(Err(self.timed_out()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+        let polled = self.inner.poll_write(cx, buf);
+        self.write_error(polled)
+    }
+
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+        let polled = self.inner.poll_writev(cx, bufs);
+        self.write_error(polled)
+    }
+
+    fn poll_write_borrowed(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<Result<usize, FlowError>> {
+        let polled = self.inner.poll_write_borrowed(cx, bufs);
+        self.write_error(polled)
+    }
+
+    fn is_write_borrowed(&self) -> bool {
+        self.inner.is_write_borrowed()
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        let polled = self.inner.poll_flush(cx);
+        self.write_error(polled)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, how: Shutdown) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_shutdown(cx, how)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_close(cx)
+    }
+
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.inner.poll_abort(cx)
     }
 }
 
@@ -156,15 +262,28 @@ pub(crate) async fn relay<A: Flow, B: Flow>(
     if let FlowEnd::Failed(e) = &end {
         stats.flow_failed(e.source.is_timed_out());
     }
-    // Written out only for a flow that failed: a clean end costs no allocation.
-    let how: std::borrow::Cow<'static, str> = match &end {
-        FlowEnd::Closed => "eof".into(),
-        FlowEnd::Failed(e) if e.source.is_reset() => format!("reset ({})", e.direction).into(),
-        FlowEnd::Failed(e) if e.source.is_timed_out() => format!("timed out ({}): {e}", e.direction).into(),
-        FlowEnd::Failed(e) => format!("error: {e}").into(),
-    };
+    let how = how_it_ended(&end);
     tracing::info!(id, %from, %to, out, inn, ms = started.elapsed().as_millis() as u64, end = %how, "flow ended");
     Relayed { out, inn, end }
+}
+
+/// How a relay (`a` the guest's side) ended, for its log line: `eof`,
+/// `reset (guest -> host)`, `timed out (host -> guest): timed out:
+/// keepalive: the host stopped answering`, `error: ...`. Written out only
+/// for a flow that failed: a clean end costs no allocation.
+fn how_it_ended(end: &FlowEnd) -> std::borrow::Cow<'static, str> {
+    let FlowEnd::Failed(e) = end else { return "eof".into() };
+    let direction = match e.direction {
+        Direction::AToB => "guest -> host",
+        Direction::BToA => "host -> guest",
+    };
+    if e.source.is_reset() {
+        format!("reset ({direction})").into()
+    } else if e.source.is_timed_out() {
+        format!("timed out ({direction}): {}", e.source).into()
+    } else {
+        format!("error ({direction}): {e}").into()
+    }
 }
 
 /// Counts a flow closed when dropped armed.
@@ -180,10 +299,7 @@ impl Drop for OpenFlow<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::task::{Context, Poll};
-
-    use bytes::Bytes;
-    use conflux_flow::{FlowError, Shutdown, pipe};
+    use conflux_flow::pipe;
 
     use super::*;
 
@@ -207,6 +323,70 @@ mod tests {
         }
     }
 
+    /// A TCP flow at its end: every read is Eof, every write `Closed`;
+    /// `expired` says whether that end was a keepalive expiry.
+    struct Ended {
+        expired: bool,
+    }
+
+    impl Flow for Ended {
+        fn poll_read(&mut self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
+            Poll::Ready(Ok(None))
+        }
+        fn poll_write(&mut self, _cx: &mut Context<'_>, _buf: &mut Bytes) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Err(FlowError::closed()))
+        }
+        fn poll_shutdown(&mut self, _cx: &mut Context<'_>, _how: Shutdown) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl TcpFlow for Ended {
+        fn dst(&self) -> SocketAddr {
+            "192.0.2.10:80".parse().unwrap()
+        }
+        fn src(&self) -> SocketAddr {
+            "192.0.2.1:40000".parse().unwrap()
+        }
+        fn set_nodelay(&mut self, _nodelay: bool) -> Result<(), FlowError> {
+            Ok(())
+        }
+        fn poll_writev_nodelay(&mut self, _cx: &mut Context<'_>, _bufs: &mut [Bytes]) -> Poll<Result<(), FlowError>> {
+            Poll::Ready(Err(FlowError::closed()))
+        }
+        fn expired(&self) -> bool {
+            self.expired
+        }
+    }
+
+    /// An expiry's Eof, read either way, and the writes after it fail timed
+    /// out, naming the side; a FIN's Eof and a write after it pass as they
+    /// came.
+    #[tokio::test]
+    async fn an_expirys_eof_reads_as_timed_out_and_a_fins_as_eof() {
+        let mut dead = Expiring::new(Ended { expired: true }, "host");
+        let read = dead.read().await;
+        assert!(read.as_ref().is_err_and(FlowError::is_timed_out), "{read:?}");
+        assert_eq!(read.unwrap_err().to_string(), "timed out: keepalive: the host stopped answering");
+        let mut room = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut room);
+        let into = std::future::poll_fn(|cx| dead.poll_read_into(cx, &mut buf, &mut Bytes::new())).await;
+        assert!(into.is_err_and(|e| e.is_timed_out()));
+        assert!(dead.write("x").await.is_err_and(|e| e.is_timed_out()));
+        // No room to read into is not an Eof.
+        let mut none = ReadBuf::new(&mut []);
+        assert!(std::future::poll_fn(|cx| dead.poll_read_into(cx, &mut none, &mut Bytes::new())).await.is_ok());
+
+        let mut fin = Expiring::new(Ended { expired: false }, "guest");
+        assert!(matches!(fin.read().await, Ok(None)));
+        let mut buf = ReadBuf::new(&mut room);
+        assert!(std::future::poll_fn(|cx| fin.poll_read_into(cx, &mut buf, &mut Bytes::new())).await.is_ok());
+        assert!(fin.write("x").await.is_err_and(|e| e.is_closed()));
+    }
+
     /// A guest flow that timed out ends its host side with an abort (the
     /// host peer reads a reset), never a FIN that would pass the guest's
     /// truncated stream on as complete; counted failed and timed out.
@@ -221,5 +401,9 @@ mod tests {
         assert!(read.as_ref().is_err_and(FlowError::is_reset), "{read:?}");
         let s = stats.snapshot();
         assert_eq!((s.flows_open, s.flows_total, s.flows_failed, s.flows_timed_out), (0, 1, 1, 1), "{s}");
+        assert_eq!(
+            how_it_ended(&relayed.end),
+            "timed out (guest -> host): timed out: sent data unacknowledged for the user timeout"
+        );
     }
 }

@@ -23,7 +23,24 @@
 //! - ping to the gateway is answered by the stack;
 //! - inbound port forwards (`-p`, TCP and UDP);
 //! - one log line per flow (guest, destination, bytes each way, how it
-//!   ended) and counters, [`Usernet::stats`].
+//!   ended) and counters, [`Usernet::stats`];
+//! - dead peers found on idle flows too: TCP keepalive on both sides of
+//!   each flow. The guest's side (our stack's connection with the guest,
+//!   [`DEFAULT_GUEST_KEEPALIVE`]: a probe every 30 s of silence) declares a
+//!   guest that stopped answering dead 120 s after the last segment heard
+//!   from it, the same two minutes as the user timeout that ends a flow
+//!   whose data the guest leaves unacknowledged; the host's side (the
+//!   kernel's keepalive on the host connection, [`DEFAULT_HOST_KEEPALIVE`]:
+//!   60 s, then every 15 s, 4 probes) does the same for a host peer gone
+//!   silent. Either way the flow fails timed out, the other side is
+//!   aborted (the guest, or the host peer, reads a reset, never a FIN
+//!   that would pass a dead peer's stream on as complete) and it counts in
+//!   [`StatsSnapshot::flows_timed_out`]; `guest_keepalive` and
+//!   `host_keepalive` in the [`UsernetConfig`] change or turn them off.
+//!   Busy flows the same way: data a peer leaves unacknowledged for 120 s
+//!   (the host keepalive's deadline, when that is on) ends the flow timed
+//!   out, on both sides (a user timeout: our stack's on the guest's side,
+//!   the kernel's `TCP_USER_TIMEOUT` on the host's).
 //!
 //! What it is made of (sans-IO where it can be, time an argument):
 //! - [`UsernetConfig`]: the guest network's addresses with slirp4netns's
@@ -151,7 +168,7 @@ mod test_echo;
 mod udp;
 
 pub use crate::{
-    config::{Cidr, ConfigError, PortForward, Proto, UsernetConfig},
+    config::{Cidr, ConfigError, DEFAULT_GUEST_KEEPALIVE, DEFAULT_HOST_KEEPALIVE, PortForward, Proto, UsernetConfig},
     dgram::DgramDevice,
     dhcp::{
         DEFAULT_LEASE_TIME, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpError, DhcpFrame, DhcpReply, DhcpServer, DhcpTo,

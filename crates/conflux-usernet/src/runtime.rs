@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use conflux_netstack::{FrameDevice, HeldSyn, Intercept, NetStack, StackConfig, TapDevice, UdpError, in_netns};
 use conflux_tcp::{ListenError, TcpStack};
-use conflux_tcp_host::HostStack;
+use conflux_tcp_host::{HostConfig, HostStack};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{PortForward, Proto, UsernetConfig};
-use crate::forward::TcpForwarder;
+use crate::forward::{Expiring, TcpForwarder};
 use crate::guest::{DeviceEnded, GuestLink};
 use crate::inbound::TcpPortForward;
 use crate::inbound_udp::UdpPortForward;
@@ -129,6 +129,19 @@ fn stack_config(config: &UsernetConfig) -> StackConfig {
     sc
 }
 
+/// The kernel stack the host side of each TCP flow goes through. Its
+/// connections get a user timeout (`TCP_USER_TIMEOUT`): data the host peer
+/// leaves unacknowledged that long ends the flow as timed out, as
+/// [`USER_TIMEOUT`] does on the guest's side (without it, a busy flow to a
+/// host peer gone silent would wait out the kernel's retransmissions, about
+/// 15 minutes). It is the host keepalive's deadline when that is on: Linux
+/// lets a user timeout decide when keepalive gives up too, so the two must
+/// agree.
+fn host_stack(config: &UsernetConfig) -> HostStack {
+    let user_timeout = config.host_keepalive.as_ref().map_or(USER_TIMEOUT, conflux_tcp_host::keepalive_deadline);
+    HostStack::with_config(HostConfig::new().user_timeout(Some(user_timeout)))
+}
+
 impl Usernet {
     /// Serves `config` over `device` (spawns its tasks; call within a tokio
     /// runtime). The DNS upstream, when `config` names none, is the first
@@ -137,7 +150,8 @@ impl Usernet {
     /// The device is served as it is: a VM guest, which needs its
     /// addresses from us, is served by [`spawn_vm`](Usernet::spawn_vm).
     pub fn spawn<D: FrameDevice>(config: UsernetConfig, device: D) -> Result<Usernet, UsernetError> {
-        Usernet::spawn_on(config, device, HostStack::new())
+        let host = host_stack(&config);
+        Usernet::spawn_on(config, device, host)
     }
 
     /// As [`spawn`](Usernet::spawn), the guest's connections made through
@@ -155,7 +169,7 @@ impl Usernet {
         let policy = Policy::new(&config).with_dns_upstream(upstream);
         let stack = NetStack::new(stack_config(&config), device);
         let stats = Arc::new(Stats::default());
-        let host = HostStack::new();
+        let host = host_stack(&config);
         // Port forwards first: a host address in use fails before anything runs.
         let mut forwards = Vec::new();
         let mut udp_forwards = Vec::new();
@@ -169,15 +183,19 @@ impl Usernet {
                 udp_forwards.push(pf);
                 continue;
             }
-            let pf = TcpPortForward::bind(&host, forward.host, stack.clone(), to, stats.clone())
+            let (host_ka, guest_ka) = (config.host_keepalive, config.guest_keepalive);
+            let pf = TcpPortForward::bind(&host, forward.host, host_ka, stack.clone(), to, guest_ka, stats.clone())
                 .map_err(|source| UsernetError::Forward { forward: *forward, source })?;
             tracing::info!(from = %pf.local_addr(), %to, "port forward");
             forwards.push(pf);
         }
         let own = vec![config.gateway4.into(), config.gateway6.into()];
-        let intercept = stack.intercept(own.clone(), None).map_err(UsernetError::Listen)?;
+        // The guest's side of each flow gets the guest keepalive (the
+        // intercept sets it on every accepted connection).
+        let intercept = stack.intercept(own.clone(), config.guest_keepalive).map_err(UsernetError::Listen)?;
         let udp = stack.udp_intercept(own).map_err(UsernetError::Udp)?;
-        let forwarder = Arc::new(TcpForwarder::new(policy.clone(), outbound, stats.clone()));
+        let forwarder =
+            Arc::new(TcpForwarder::new(policy.clone(), outbound, stats.clone()).keepalive(config.host_keepalive));
         let stop = Arc::new(Notify::new());
         let mut tasks = vec![
             tokio::spawn(serve_tcp(intercept, forwarder, stop.clone())),
@@ -439,7 +457,8 @@ async fn forward<S: TcpStack>(forwarder: Arc<TcpForwarder<S>>, syn: HeldSyn) {
     };
     match syn.accept().await {
         Ok(flow) => {
-            forwarder.relay(flow, host, guest, dst).await;
+            // The guest's keepalive expiry fails the flow timed out.
+            forwarder.relay(Expiring::new(flow, "guest"), host, guest, dst).await;
         }
         Err(e) => {
             tracing::debug!(%guest, %dst, error = %e, "the guest's handshake failed");
@@ -566,6 +585,160 @@ mod tests {
         assert_eq!((outbound.sockets(), server.sockets()), (0, 0));
         drop(flow);
         usernet.shutdown().await;
+    }
+
+    /// A guest and the forwarder on an Ethernet link, and the host's
+    /// network, on an IP link (no neighbour cache to expire while a flow
+    /// idles): the forwarder's outbound stack and a server at 192.0.2.10
+    /// whose accepted flows come out of `accepted`. All userspace stacks,
+    /// so that virtual time runs the keepalives.
+    struct Idle {
+        usernet: Usernet,
+        guest: NetStack,
+        outbound: NetStack,
+        _server: NetStack,
+        guest_link: conflux_netstack::LinkSwitch,
+        host_link: conflux_netstack::LinkSwitch,
+        accepted: tokio::sync::mpsc::UnboundedReceiver<conflux_netstack::NetFlow>,
+        _listening: conflux_tcp::Listening,
+    }
+
+    impl Idle {
+        fn new(config: UsernetConfig) -> Idle {
+            let (out_end, server_end) = link_pair(LinkConfig::ip());
+            let host_link = server_end.switch();
+            let outbound =
+                NetStack::new(StackConfig::new().ipv4([192, 0, 2, 1].into(), 24).mac([2, 0, 0, 0, 1, 1]), out_end);
+            let server =
+                NetStack::new(StackConfig::new().ipv4([192, 0, 2, 10].into(), 24).mac([2, 0, 0, 0, 1, 2]), server_end);
+            let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+            let _listening = server
+                .listen(80, None, move |f| {
+                    let _ = tx.send(f);
+                    async {}
+                })
+                .unwrap();
+            let (ours, guest_end) = link_pair(LinkConfig::ethernet());
+            let guest_link = guest_end.switch();
+            let config = config.allow("192.0.2.0/24".parse().unwrap()).dns_upstream("127.0.0.1:53".parse().unwrap());
+            let usernet = Usernet::spawn_on(config, ours, outbound.clone()).unwrap();
+            let guest = NetStack::new(
+                StackConfig::new()
+                    .ipv4([10, 0, 2, 100].into(), 24)
+                    .gateway_v4([10, 0, 2, 2].into())
+                    .mac([2, 0, 0, 0, 0, 9]),
+                guest_end,
+            );
+            Idle { usernet, guest, outbound, _server: server, guest_link, host_link, accepted, _listening }
+        }
+
+        /// A flow from the guest to the server, a message each way, then
+        /// ten minutes of silence that both live peers outlast (their
+        /// stacks answer the probes): the guest's end and the server's.
+        async fn idle_flow(&mut self) -> (conflux_netstack::NetFlow, conflux_netstack::NetFlow) {
+            use conflux_flow::FlowExt;
+            use conflux_tcp::ConnectOptions;
+            use conflux_testkit::within;
+
+            let connect = self.guest.create_connection(([192, 0, 2, 10], 80).into(), ConnectOptions::new());
+            let mut flow = within("connect", Duration::from_secs(5), connect).await.unwrap();
+            let mut srv = within("accept", Duration::from_secs(5), self.accepted.recv()).await.unwrap();
+            flow.write("ping").await.unwrap();
+            assert_eq!(
+                within("ping", Duration::from_secs(5), srv.read()).await.unwrap().as_deref(),
+                Some(&b"ping"[..])
+            );
+            srv.write("pong").await.unwrap();
+            assert_eq!(
+                within("pong", Duration::from_secs(5), flow.read()).await.unwrap().as_deref(),
+                Some(&b"pong"[..])
+            );
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            let s = self.usernet.stats();
+            assert_eq!((s.flows_open, s.flows_failed), (1, 0), "alive peers keep an idle flow: {s}");
+            (flow, srv)
+        }
+
+        /// Waits (at most `limit`) until the forwarder holds no flow: how long that took.
+        async fn flow_gone(&self, limit: Duration) -> Duration {
+            let start = tokio::time::Instant::now();
+            while self.usernet.stats().flows_open > 0 {
+                assert!(start.elapsed() < limit, "still open after {:?}: {}", start.elapsed(), self.usernet.stats());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            start.elapsed()
+        }
+    }
+
+    /// A guest that vanishes (no FIN, no reset ever reaches us) while its
+    /// flow idles: the guest keepalive (a probe every 30 s of silence)
+    /// declares it dead 120 s after the last segment heard from it, so 90
+    /// to 120 s after the cut; the host side is aborted (the server reads a
+    /// reset, not a FIN that would pass the stream on as complete), the
+    /// guest's socket leaves the stack and the counters say the flow
+    /// failed timed out. Without the keepalive the flow stays open.
+    #[tokio::test(start_paused = true)]
+    async fn a_vanished_guests_idle_flow_ends_at_the_keepalive_deadline() {
+        use conflux_flow::FlowExt;
+        use conflux_testkit::within;
+
+        let mut net = Idle::new(UsernetConfig::new());
+        let (_flow, mut srv) = net.idle_flow().await;
+        let sockets = net.usernet.stack.sockets();
+        net.guest_link.set_up(false);
+        let took = net.flow_gone(Duration::from_secs(130)).await;
+        let deadline = conflux_netstack::keepalive_deadline(&crate::DEFAULT_GUEST_KEEPALIVE);
+        assert!(took > Duration::from_secs(89) && took <= deadline + Duration::from_secs(1), "ended after {took:?}");
+        let s = net.usernet.stats();
+        assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+        let read = within("the server's end", Duration::from_secs(5), srv.read()).await;
+        assert!(read.as_ref().is_err_and(|e| e.is_reset()), "the host side aborted: {read:?}");
+        within("the guest flow's socket", Duration::from_secs(5), async {
+            while net.usernet.stack.sockets() != sockets - 1 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert_eq!(net.outbound.sockets(), 0, "the host connection is gone");
+        net.usernet.shutdown().await;
+    }
+
+    /// With the guest keepalive off, that flow outlives the guest: what the
+    /// forwarder did before it had one.
+    #[tokio::test(start_paused = true)]
+    async fn without_the_guest_keepalive_a_vanished_guests_idle_flow_stays() {
+        let mut net = Idle::new(UsernetConfig::new().guest_keepalive(None));
+        let (_flow, _srv) = net.idle_flow().await;
+        net.guest_link.set_up(false);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(net.usernet.stats().flows_open, 1);
+        net.usernet.shutdown().await;
+    }
+
+    /// A host peer that vanishes silently (its machine gone: no reset)
+    /// while the flow idles: the host connection's keepalive (60 s, then
+    /// every 15 s; 4 probes) declares it dead 120 s after the last segment
+    /// heard, so 105 to 120 s after the cut; the guest reads a reset (not
+    /// the FIN a keepalive expiry's Eof would become) and the counters say
+    /// the flow failed timed out.
+    #[tokio::test(start_paused = true)]
+    async fn a_vanished_host_peer_resets_the_guests_idle_flow() {
+        use conflux_flow::FlowExt;
+        use conflux_testkit::within;
+
+        let mut net = Idle::new(UsernetConfig::new());
+        let (mut flow, _srv) = net.idle_flow().await;
+        net.host_link.set_up(false);
+        let cut = tokio::time::Instant::now();
+        let read = within("the guest's end", Duration::from_secs(130), flow.read()).await;
+        let took = cut.elapsed();
+        assert!(read.as_ref().is_err_and(|e| e.is_reset()), "the guest gets a reset: {read:?}");
+        let deadline = conflux_tcp_host::keepalive_deadline(&crate::DEFAULT_HOST_KEEPALIVE);
+        assert!(took > Duration::from_secs(104) && took <= deadline + Duration::from_secs(1), "ended after {took:?}");
+        net.flow_gone(Duration::from_secs(5)).await;
+        let s = net.usernet.stats();
+        assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+        net.usernet.shutdown().await;
     }
 
     #[tokio::test]

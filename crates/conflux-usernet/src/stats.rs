@@ -35,9 +35,11 @@ pub struct StatsSnapshot {
     /// TCP flows that ended with a reset, a timeout or another error on
     /// one side (the other side aborted), not with both sides' FINs.
     pub flows_failed: u64,
-    /// Of the failed flows, those a side's stack gave up on: data left
-    /// unacknowledged for the user timeout (120 s on the guest's side: a
-    /// guest that vanished without a reset, a link that went down).
+    /// Of the failed flows, those whose peer on one side stopped answering
+    /// (vanished without a reset: a VM killed, a link or a host gone): data
+    /// left unacknowledged for the user timeout (120 s on the guest's
+    /// side), or an idle flow's keepalive expiring (on either side; 120 s
+    /// after the last segment heard with the default keepalives).
     pub flows_timed_out: u64,
 }
 

@@ -28,8 +28,10 @@ fn forward(gateway: NetStack, to: &str) -> (TcpPortForward<HostStack, NetStack>,
     let fwd = TcpPortForward::bind(
         &HostStack::new(),
         "127.0.0.1:0".parse().unwrap(),
+        None,
         gateway,
         to.parse().unwrap(),
+        None,
         stats.clone(),
     )
     .unwrap();

@@ -213,7 +213,37 @@ enum Command {
         /// After SIGINT/SIGTERM: refuse new connections, let open flows finish this long, then abort them.
         #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s")]
         grace: Duration,
+        /// TCP keepalive towards the guest: a silent guest's flows end, the host side reset (default 30s,30s,3).
+        #[arg(long, value_name = "AFTER,INTERVAL,PROBES|off", value_parser = parse_keepalive)]
+        keepalive_guest: Option<KeepaliveArg>,
+        /// TCP keepalive on the host connections: a silent host peer's flows end, the guest reset (default 60s,15s,4).
+        #[arg(long, value_name = "AFTER,INTERVAL,PROBES|off", value_parser = parse_keepalive)]
+        keepalive_host: Option<KeepaliveArg>,
     },
+}
+
+/// A keepalive option's value: `off` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeepaliveArg(Option<conflux_tcp::Keepalive>);
+
+/// `AFTER,INTERVAL,PROBES` (durations as `--grace`'s: `30s,30s,3`) or `off`.
+fn parse_keepalive(s: &str) -> Result<KeepaliveArg, String> {
+    if s == "off" {
+        return Ok(KeepaliveArg(None));
+    }
+    let parts: Vec<&str> = s.split(',').collect();
+    let [after, interval, probes] = parts[..] else {
+        return Err(format!("`{s}` is not AFTER,INTERVAL,PROBES (e.g. 30s,30s,3) or off"));
+    };
+    let probes = match probes.parse::<u32>() {
+        Ok(n) if n > 0 => n,
+        _ => return Err(format!("`{s}`: PROBES `{probes}` is not a whole number from 1")),
+    };
+    let ka = conflux_tcp::Keepalive::new(parse_duration(after)?, parse_duration(interval)?, probes);
+    if ka.interval.is_zero() {
+        return Err(format!("`{s}`: the INTERVAL is zero"));
+    }
+    Ok(KeepaliveArg(Some(ka)))
 }
 
 /// When to show `--progress`.
@@ -301,6 +331,8 @@ async fn run(command: Command) -> Result<(), CliError> {
             dns_upstream,
             interface,
             grace,
+            keepalive_guest,
+            keepalive_host,
         } => {
             let args = usernet::GuestArgs { netns, listen, connect, configure, interface };
             let guest = usernet::Guest::from_args(&args)?;
@@ -313,6 +345,12 @@ async fn run(command: Command) -> Result<(), CliError> {
             config = publish.into_iter().fold(config, conflux_usernet::UsernetConfig::forward);
             if let Some(up) = dns_upstream {
                 config = config.dns_upstream(up);
+            }
+            if let Some(KeepaliveArg(ka)) = keepalive_guest {
+                config = config.guest_keepalive(ka);
+            }
+            if let Some(KeepaliveArg(ka)) = keepalive_host {
+                config = config.host_keepalive(ka);
             }
             usernet::run(Endpoints::new(), guest, config, grace).await
         }
@@ -407,5 +445,33 @@ mod tests {
         assert_eq!((publish.len(), allow.len(), host_loopback, mtu, interface), (1, 1, true, 65520, None));
         let e = Cli::try_parse_from(["conflux", "usernet", "--connect", "unix:///x", "--mtu", "9"]).unwrap_err();
         assert!(e.to_string().contains("--mtu"), "{e}");
+    }
+
+    #[test]
+    fn usernet_keepalives_parse_or_name_the_wrong_part() {
+        let cli = Cli::try_parse_from([
+            "conflux",
+            "usernet",
+            "--connect",
+            "unix:///x",
+            "--keepalive-guest",
+            "10s,5s,2",
+            "--keepalive-host",
+            "off",
+        ])
+        .unwrap();
+        let Command::Usernet { keepalive_guest, keepalive_host, .. } = cli.command else { panic!("not usernet") };
+        let ka = conflux_tcp::Keepalive::new(Duration::from_secs(10), Duration::from_secs(5), 2);
+        assert_eq!((keepalive_guest, keepalive_host), (Some(KeepaliveArg(Some(ka))), Some(KeepaliveArg(None))));
+        for (bad, part) in [
+            ("10s,5s", "AFTER,INTERVAL,PROBES"),
+            ("10s,5s,0", "PROBES `0`"),
+            ("10s,0s,3", "INTERVAL"),
+            ("x,5s,3", "`x`"),
+        ] {
+            let e = Cli::try_parse_from(["conflux", "usernet", "--connect", "unix:///x", "--keepalive-guest", bad])
+                .unwrap_err();
+            assert!(e.to_string().contains(part), "{bad}: {e}");
+        }
     }
 }

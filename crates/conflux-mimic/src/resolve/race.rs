@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::schedule::Schedule;
 use crate::catch::{self, CatchPanic};
 use crate::ctx::FnDef;
-use crate::key::{BoxError, BoxFuture, KeyInfo, ProtocolEntry, Rank, Value};
+use crate::key::{AnyRef, BoxError, Connect, KeyInfo, ProtocolEntry, Rank};
 use crate::registry::ResolveOptions;
 use crate::report::{Attempt, AttemptOutcome};
 
@@ -21,14 +21,14 @@ use crate::report::{Attempt, AttemptOutcome};
 pub(super) struct Cand<'a> {
     pub(super) entry: &'a ProtocolEntry,
     pub(super) key: &'a Arc<KeyInfo>,
-    pub(super) value: &'a Value,
+    pub(super) value: AnyRef<'a>,
     /// The function that computed the value (`None` for a plain value).
     pub(super) origin: Option<&'a FnDef>,
     /// Its place in candidate order (sorted by, stably).
     pub(super) order: (Rank, usize),
 }
 
-impl Cand<'_> {
+impl<'a> Cand<'a> {
     pub(super) fn attempt(&self, outcome: AttemptOutcome, elapsed: Duration) -> Attempt {
         Attempt {
             protocol: self.entry.name.clone(),
@@ -41,10 +41,10 @@ impl Cand<'_> {
     }
 
     /// Starts the connect; a panic before it gives a future is its failure.
-    fn launch(&self) -> Connecting {
-        let fut: BoxFuture<Result<BoxFlow, BoxError>> = match catch::call(|| (self.entry.connect)(self.value)) {
+    fn launch(&self) -> Connecting<'a> {
+        let fut: Connect<'a> = match catch::call(|| self.entry.connect.connect(self.value)) {
             Ok(fut) => fut,
-            Err(message) => Box::pin(std::future::ready(Err(Box::new(Panic(message)) as BoxError))),
+            Err(message) => Box::pin(std::future::ready(Err::<BoxFlow, BoxError>(Box::new(Panic(message))))),
         };
         CatchPanic::new(fut)
     }
@@ -75,7 +75,7 @@ impl std::fmt::Display for Panic {
 impl std::error::Error for Panic {}
 
 /// A connect in progress; a panic while polling it is `Err(message)`.
-type Connecting = CatchPanic<dyn Future<Output = Result<BoxFlow, BoxError>> + Send>;
+type Connecting<'a> = CatchPanic<dyn crate::key::Connecting + Send + 'a>;
 
 /// What a finished connect gave: the flow, or the attempt's failure.
 fn outcome_of(result: Result<Result<BoxFlow, BoxError>, String>) -> Result<BoxFlow, AttemptOutcome> {
@@ -131,7 +131,7 @@ pub(super) async fn single(
 /// Waits for a lone candidate's pending connect, until `attempt_deadline`
 /// or the overall `deadline`.
 async fn wait(
-    connecting: &mut Connecting,
+    connecting: &mut Connecting<'_>,
     attempt_deadline: Instant,
     options: ResolveOptions,
     deadline: Instant,
@@ -192,7 +192,7 @@ pub(super) struct Race<'a> {
     cands: &'a [Cand<'a>],
     schedule: Schedule,
     slots: Vec<Slot>,
-    running: Vec<(usize, Connecting)>,
+    running: Vec<(usize, Connecting<'a>)>,
     timer: Option<Pin<Box<Sleep>>>,
     pub(super) expired: bool,
 }

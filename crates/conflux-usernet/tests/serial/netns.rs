@@ -516,6 +516,36 @@ pub(crate) async fn dig_until_answered(ns: &Netns, extra: &[&str]) {
     tokio::task::block_in_place(|| tools::dig_until_answered(ns, extra, Duration::from_secs(10)));
 }
 
+/// A veth pair from the host to `other`: `host_addr` (ADDR/PREFIX) on the
+/// host's end, `ns_addr` on the end moved into `other`, both up. The
+/// guard deletes the pair on drop, at once: a deleted namespace's devices
+/// go only when the kernel gets round to cleaning it up, seconds later
+/// under load, and a lingering host end on the same subnet would take the
+/// next run's route.
+fn veth_to(other: &Netns, host_addr: &str, ns_addr: &str) -> HostLink {
+    let (host_end, ns_end) = (conflux_testkit::unique_name("va"), conflux_testkit::unique_name("vb"));
+    conflux_testkit::ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
+    let link = HostLink { host_end, ns_end };
+    other.take_link(&link.ns_end).unwrap();
+    conflux_testkit::ip(&["addr", "add", host_addr, "dev", &link.host_end]).unwrap();
+    conflux_testkit::ip(&["link", "set", &link.host_end, "up"]).unwrap();
+    other.ip(&["addr", "add", ns_addr, "dev", &link.ns_end]).unwrap();
+    other.ip(&["link", "set", &link.ns_end, "up"]).unwrap();
+    link
+}
+
+/// [`veth_to`]'s pair, deleted on drop.
+struct HostLink {
+    host_end: String,
+    ns_end: String,
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        let _ = conflux_testkit::ip(&["link", "del", &self.host_end]);
+    }
+}
+
 /// With `--allow 127.0.0.0/8`, a server in a second namespace of the
 /// test's, reachable from the host over a veth pair the test made, is
 /// refused inside the guest at once (the policy matches the host-side
@@ -524,14 +554,7 @@ pub(crate) async fn dig_until_answered(ns: &Netns, extra: &[&str]) {
 async fn a_destination_outside_allow_is_refused_at_once() {
     let Some(guest) = Guest::start("ua", &["curl", "python3"], |c| c) else { return };
     let other = Netns::create("ub").expect("a second namespace");
-    let (host_end, ns_end) = (conflux_testkit::unique_name("va"), conflux_testkit::unique_name("vb"));
-    conflux_testkit::ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
-    // Removed with the namespace (its peer goes with it).
-    other.take_link(&ns_end).unwrap();
-    conflux_testkit::ip(&["addr", "add", "10.201.0.1/30", "dev", &host_end]).unwrap();
-    conflux_testkit::ip(&["link", "set", &host_end, "up"]).unwrap();
-    other.ip(&["addr", "add", "10.201.0.2/30", "dev", &ns_end]).unwrap();
-    other.ip(&["link", "set", &ns_end, "up"]).unwrap();
+    let _link = veth_to(&other, "10.201.0.1/30", "10.201.0.2/30");
     // Answers every connection (a one-shot server gone after the host's
     // probe would refuse the guest too, whatever the policy said).
     let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.2',8080))\ns.listen(16)\nwhile True:\n    c,_=s.accept()\n    c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nup')\n    c.close()\n";
@@ -584,4 +607,151 @@ async fn iperf3_runs_both_ways_through_the_gateway() {
     let s = wait_idle(guest.usernet()).await;
     assert_eq!(s.refused, 0, "{s}");
     guest.stop().await;
+}
+
+/// The kernel as the guest answers our stack's keepalive probes: an idle
+/// connection from inside the namespace outlives several keepalive
+/// deadlines (1 s, 1 s, 2 probes: 3 s). Once the guest stops answering
+/// (its address flushed: the kernel drops what reaches it, no reset, as
+/// a VM that vanished) the flow ends at that deadline, the host's server
+/// reads a reset and the counters say it timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_guests_idle_flow_lives_on_keepalives_and_ends_when_it_falls_silent() {
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
+    let Some(guest) = Guest::start("uk", &["nc", "sh"], |c| c.guest_keepalive(Some(ka))) else { return };
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    // An idle client: nc holds the connection while its input stays open.
+    let mut client = guest
+        .ns
+        .cmd("sh")
+        .args(["-c", &format!("sleep 60 | nc 10.0.2.2 {port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut s, _) = within("the guest's connection", Duration::from_secs(10), server.accept()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let idle = tokio::time::timeout(Duration::from_secs(6), s.read(&mut byte)).await;
+    assert!(idle.is_err(), "the idle flow ended while the guest was alive: {idle:?}");
+    assert_eq!(guest.usernet().stats().flows_open, 1);
+    let flush = Command::new("ip").args(["-n", guest.ns.name(), "addr", "flush", "dev", "tap0"]).output().unwrap();
+    assert_ok("ip addr flush", &flush);
+    let cut = Instant::now();
+    let read = within("the server's end", Duration::from_secs(10), s.read(&mut byte)).await;
+    let took = cut.elapsed();
+    assert!(
+        read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the host side is reset: {read:?}"
+    );
+    assert!(took <= Duration::from_secs(5), "ended {took:?} after the guest fell silent (the deadline: 3 s)");
+    let s = wait_idle(guest.usernet()).await;
+    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+    let _ = client.kill();
+    let _ = client.wait();
+    guest.stop().await;
+}
+
+/// A host peer that vanishes silently while the flow idles: the server in
+/// a second namespace of the test's (reached from the host over a veth
+/// pair the test made, on a subnet of its own, 10.201.0.4/30) holds the
+/// connection from inside the guest idle, the host connection's kernel
+/// keepalive (1 s, 1 s, 2 probes: 3 s) is answered while it lives; then its address is flushed (its kernel drops
+/// what reaches it, no reset) and the guest's connection is reset at the
+/// keepalive deadline, the flow counted timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_peer_resets_the_kernel_guests_idle_flow() {
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
+    let allow = |c: UsernetConfig| c.allow("10.201.0.4/30".parse().unwrap()).host_keepalive(Some(ka));
+    let Some(guest) = Guest::start("uv", &["python3"], allow) else { return };
+    let other = Netns::create("uw").expect("a second namespace");
+    let link = veth_to(&other, "10.201.0.5/30", "10.201.0.6/30");
+    // Holds every connection it accepts, silent.
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.6',8080))\ns.listen(16)\nheld=[]\nwhile True:\n    held.append(s.accept())\n";
+    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let _server = tools::KillOnDrop(server);
+    // The host reaches it before the guest tries (the veth's neighbours
+    // resolved, the server listening).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::net::TcpStream::connect("10.201.0.6:8080").await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The guest's client: connects (retrying until the server listens),
+    // then waits for the end of the stream and says how it ended.
+    let client = "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('10.201.0.6',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\ns.settimeout(30)\ntry:\n    print('eof' if not s.recv(1) else 'data')\nexcept ConnectionResetError:\n    print('reset')\n";
+    let client =
+        guest.ns.cmd("python3").args(["-c", client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guest.usernet().stats().flows_open == 0 {
+        assert!(Instant::now() < deadline, "no flow: {}", guest.usernet().stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Alive and idle for two deadlines: the peer's kernel answers the probes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(guest.usernet().stats().flows_open, 1, "ended while the host peer was alive");
+    other.ip(&["addr", "flush", "dev", &link.ns_end]).unwrap();
+    let cut = Instant::now();
+    let s = wait_idle(guest.usernet()).await;
+    let took = cut.elapsed();
+    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+    assert!(took <= Duration::from_secs(5), "ended {took:?} after the host peer fell silent (the deadline: 3 s)");
+    let out = tokio::task::spawn_blocking(move || client.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reset", "the guest's connection is reset");
+    guest.stop().await;
+    drop(other);
+}
+
+/// A host peer that vanishes silently while the guest is sending to it:
+/// keepalive never probes a connection with data in flight, so the host
+/// connection's user timeout (the host keepalive's deadline, 1 s + 2 x 1 s
+/// here) ends the flow, and the guest's connection is reset; without it the
+/// flow would wait out the kernel's retransmissions, about 15 minutes. The
+/// server in a second namespace of the test's (subnet 10.201.0.8/30) reads
+/// everything until its address is flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_peer_resets_the_kernel_guests_busy_flow() {
+    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
+    let allow = |c: UsernetConfig| c.allow("10.201.0.8/30".parse().unwrap()).host_keepalive(Some(ka));
+    let Some(guest) = Guest::start("ux", &["python3"], allow) else { return };
+    let other = Netns::create("uy").expect("a second namespace");
+    let link = veth_to(&other, "10.201.0.9/30", "10.201.0.10/30");
+    // Reads (and drops) everything on every connection it accepts.
+    let script = "import socket,threading\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.10',8080))\ns.listen(16)\ndef drain(c):\n    while c.recv(65536):\n        pass\nwhile True:\n    c,_=s.accept()\n    threading.Thread(target=drain,args=(c,),daemon=True).start()\n";
+    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let _server = tools::KillOnDrop(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::net::TcpStream::connect("10.201.0.10:8080").await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The guest's client sends 1 KiB every 10 ms for at most 30 s and says
+    // how its stream ended.
+    let client = "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('10.201.0.10',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\nend=time.time()+30\ntry:\n    while time.time()<end:\n        s.sendall(b'x'*1024)\n        time.sleep(0.01)\n    print('still open')\nexcept (ConnectionResetError,BrokenPipeError):\n    print('reset')\nexcept OSError as e:\n    print('error', e)\n";
+    let client =
+        guest.ns.cmd("python3").args(["-c", client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guest.usernet().stats().flows_open == 0 {
+        assert!(Instant::now() < deadline, "no flow: {}", guest.usernet().stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Data moving for a while (and acknowledged: the flow lives).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(guest.usernet().stats().flows_open, 1, "ended while the host peer was alive");
+    other.ip(&["addr", "flush", "dev", &link.ns_end]).unwrap();
+    let cut = Instant::now();
+    let s = wait_idle(guest.usernet()).await;
+    let took = cut.elapsed();
+    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
+    assert!(took <= Duration::from_secs(6), "ended {took:?} after the host peer fell silent (the deadline: 3 s)");
+    let out = tokio::task::spawn_blocking(move || client.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reset", "the guest's connection is reset");
+    guest.stop().await;
+    drop(other);
 }
