@@ -15,6 +15,10 @@ use crate::stack::Shared;
 /// The largest chunk one read returns.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How many times one write's poll fills the send buffer again after its
+/// own round freed room, before it waits (and is woken) like any other.
+const REFILLS: usize = 8;
+
 /// A TCP connection of a [`NetStack`](crate::NetStack): the flow contract
 /// plus `dst`/`src`, `set_nodelay` and `write_nodelay`.
 ///
@@ -90,33 +94,47 @@ impl NetFlow {
         if self.write_shut || self.closed {
             return Poll::Ready(Err(FlowError::closed()));
         }
-        let mut sent = 0;
         let mut st = self.shared.lock();
-        if let Err(e) = st.alive() {
-            return Poll::Ready(Err(e.flow_error()));
-        }
-        let res = 'fill: {
-            for buf in bufs.iter_mut() {
-                while !buf.is_empty() {
-                    match st.core.send(self.id, buf) {
-                        Ok(n) => {
-                            sent += n;
-                            buf.advance(n);
+        let mut refills = 0;
+        loop {
+            if let Err(e) = st.alive() {
+                return Poll::Ready(Err(e.flow_error()));
+            }
+            let mut sent = 0;
+            let res = 'fill: {
+                for buf in bufs.iter_mut() {
+                    while !buf.is_empty() {
+                        match st.core.send(self.id, buf) {
+                            Ok(n) => {
+                                sent += n;
+                                buf.advance(n);
+                            }
+                            Err(SendRefused::Full) => break 'fill Poll::Pending,
+                            Err(SendRefused::Closed(end)) => break 'fill Poll::Ready(Err(Self::write_error(end))),
                         }
-                        Err(SendRefused::Full) => {
-                            st.register_write(self.id, cx.waker());
-                            break 'fill Poll::Pending;
-                        }
-                        Err(SendRefused::Closed(end)) => break 'fill Poll::Ready(Err(Self::write_error(end))),
                     }
                 }
+                Poll::Ready(Ok(()))
+            };
+            if res.is_pending() && sent > 0 && refills < REFILLS {
+                // Our own round may free room (the other stack's ACK comes
+                // back in it): fill again rather than wake this task (a
+                // wake-up on a multi_thread runtime may move the flow's
+                // reader to the other worker). A few times: a long write
+                // still yields to the task's neighbours.
+                refills += 1;
+                self.shared.flush(st);
+                st = self.shared.lock();
+                continue;
             }
-            Poll::Ready(Ok(()))
-        };
-        if sent > 0 {
-            self.shared.flush(st);
+            if res.is_pending() {
+                st.register_write(self.id, cx.waker());
+            }
+            if sent > 0 {
+                self.shared.flush(st);
+            }
+            return res;
         }
-        res
     }
 
     /// Reads up to `max` bytes into `sink` (see `Core::recv`) under one

@@ -64,6 +64,11 @@ impl DeviceError {
     }
 }
 
+/// How many times an inline round feeds the other stack's inline answers
+/// back to its core and sends again (`run_inline`); later answers go to
+/// the driver.
+const ANSWER_PASSES: usize = 4;
+
 /// What the lock guards: the core, the wakers of its connections and the
 /// listeners by id.
 pub(crate) struct State {
@@ -294,6 +299,14 @@ thread_local! {
     /// thread runs (a stack sends only from its own: its driver, or an
     /// inline round that checked).
     static SENT: Cell<Option<(tokio::time::Instant, tokio::runtime::Id)>> = const { Cell::new(None) };
+    /// While an inline round (not a delivery, not the driver) hands its
+    /// frames to the shared transmit side: that stack's address, tagged
+    /// with 1 once [`ANSWER`] holds frames for it (0: none).
+    static ANSWER_TO: Cell<usize> = const { Cell::new(0) };
+    /// The frames the other stack answered that round's delivery with,
+    /// which the round takes itself ([`take_answer`]) instead of queuing
+    /// them for its driver.
+    static ANSWER: std::cell::RefCell<VecDeque<FrameBuf>> = const { std::cell::RefCell::new(VecDeque::new()) };
     /// An empty list kept for its allocation: an inline round's wake-ups
     /// are collected in it (a round inside a round takes a fresh one).
     static WAKE: std::cell::RefCell<Vec<Waker>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -411,23 +424,45 @@ impl Shared {
             *rx = VecDeque::from(frames);
         }
         let mut produced = std::mem::take(&mut st.scratch);
-        st.core.poll_transmit(now, &mut produced);
-        if st.out.is_empty() {
-            // The round's frames become the queue, the empty queue's
-            // allocation the next round's vector: no frame moved.
-            let spare = std::mem::replace(&mut st.out, VecDeque::from(produced));
-            st.scratch = Vec::from(spare);
-        } else {
-            st.out.extend(produced.drain(..));
-            st.scratch = produced;
-        }
-        // (Most delivery rounds make nothing: the ACK is delayed.)
-        if !st.driver_sending
-            && !st.out.is_empty()
-            && let Some(direct) = &self.direct
-        {
+        // The other stack's answers to our frames (ACKs, window updates)
+        // come back here when delivered inline (`take_answer`): fed to the
+        // core in this round, and what they free sent, a few times at
+        // most (each pass needs the other side's answer to make room).
+        let answers = !DELIVERING.get();
+        for pass in 0..=ANSWER_PASSES {
+            st.core.poll_transmit(now, &mut produced);
+            if st.out.is_empty() {
+                // The round's frames become the queue, the empty queue's
+                // allocation the next pass's vector: no frame moved.
+                let spare = std::mem::replace(&mut st.out, VecDeque::from(std::mem::take(&mut produced)));
+                produced = Vec::from(spare);
+            } else {
+                st.out.extend(produced.drain(..));
+            }
+            // (Most delivery rounds make nothing: the ACK is delayed.)
+            if st.driver_sending || st.out.is_empty() {
+                break;
+            }
+            let Some(direct) = &self.direct else { break };
+            let take = answers && pass < ANSWER_PASSES;
+            if take {
+                ANSWER_TO.set(Arc::as_ptr(self) as usize);
+            }
             send_direct(self, &**direct, &mut st.out, at);
+            if !take || ANSWER_TO.replace(0) & 1 == 0 {
+                break;
+            }
+            // The answer as a vector and back: no frame moved.
+            let mut rx = Vec::from(ANSWER.with_borrow_mut(std::mem::take));
+            st.core.handle_frames(now, &mut rx);
+            rx.clear();
+            ANSWER.with_borrow_mut(|answer| {
+                if answer.capacity() == 0 {
+                    *answer = VecDeque::from(rx);
+                }
+            });
         }
+        st.scratch = produced;
         let mut kick = !st.out.is_empty();
         st.inline_active = true;
         let mut wake = WAKE.with_borrow_mut(std::mem::take);
@@ -895,7 +930,7 @@ impl TcpStack for NetStack {
 /// lock is held elsewhere, or the thread does not run the stack's runtime.
 pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
     if DELIVERING.get() {
-        return false;
+        return take_answer(weak, frames);
     }
     let Some(shared) = weak.upgrade() else { return false };
     // From a stack's send, this thread runs the sender's runtime: the
@@ -920,6 +955,34 @@ pub(crate) fn deliver_inline(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf
         // ours is locked here, and nobody else would wake these.
         wake_deferred();
     }
+    true
+}
+
+/// An inline delivery's answer, addressed to the stack whose round sent
+/// the frames being delivered: kept for that round, which holds its lock
+/// and feeds them to its core once the delivery returned (`run_inline`),
+/// instead of queuing them and waking its driver (on a multi_thread
+/// runtime that driver is often on the other worker: each bulk delivery's
+/// ACKs cost a cross-thread wake-up and a driver round). Refused (queued
+/// as before) when that round does not take answers or its driver holds
+/// received frames these would overtake.
+fn take_answer(weak: &Weak<Shared>, frames: &mut VecDeque<FrameBuf>) -> bool {
+    if frames.is_empty() {
+        // A round that made nothing (the transmit side is handed every
+        // round's frames, none included): no answer to take.
+        return false;
+    }
+    let to = ANSWER_TO.get();
+    if to == 0 || to & !1 != weak.as_ptr() as usize {
+        return false;
+    }
+    // The sender's round holds its lock and a handle: it is alive.
+    let Some(shared) = weak.upgrade() else { return false };
+    if shared.kick.rx_held.load(Ordering::SeqCst) {
+        return false;
+    }
+    ANSWER.with_borrow_mut(|answer| answer.append(frames));
+    ANSWER_TO.set(to | 1);
     true
 }
 

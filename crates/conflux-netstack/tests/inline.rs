@@ -71,6 +71,72 @@ async fn a_link_with_faults_goes_through_the_drivers() {
     assert_eq!(ping_pong_inline(LinkConfig::ethernet().faults(faults), 20).await, 0);
 }
 
+#[tokio::test]
+async fn the_other_stacks_ack_frees_the_send_buffer_in_the_writers_round() {
+    // A full send buffer (64 KiB) goes to the other stack as far as its
+    // window (64 KiB) allows in the write's own round, and the other
+    // stack's ACK comes back in that round too (taken by the writer's
+    // round instead of queued for its driver), so most of a second
+    // buffer's worth fits at once, before any driver runs. Queued for the
+    // driver, the ACK would leave the send buffer full: nothing would fit.
+    let keep = Mutex::new(Vec::new());
+    let (mut client, mut server) =
+        within("flow pair", TIMEOUT, flow_pair(LinkConfig::ip(), &keep)).await.expect("pair");
+    // A megabyte first, read to the end: the congestion window is open.
+    let warm = payload(0, 1 << 20);
+    let (wrote, read) = tokio::join!(within("warm-up", TIMEOUT, client.write(warm.clone())), async {
+        let mut n = 0;
+        while n < warm.len() {
+            n += within("warm-up", TIMEOUT, server.read()).await.expect("read").expect("not Eof").len();
+        }
+    });
+    wrote.expect("write");
+    let () = read;
+    within("the warm-up's ACK", TIMEOUT, async {
+        while client.unacked().expect("unacked") > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let (first, second) = (payload(1, 64 * 1024), payload(2, 64 * 1024));
+    assert!(poll_once(client.write(first.clone())).is_ready(), "the first buffer fits");
+    let mut rest = second.clone();
+    let polled = client.poll_write(&mut Context::from_waker(Waker::noop()), &mut rest);
+    let taken = second.len() - rest.len();
+    assert!(taken >= 32 * 1024, "only {taken} bytes of the second buffer fit at once ({polled:?})");
+    if polled.is_pending() {
+        within("the rest", TIMEOUT, client.write(rest)).await.expect("write");
+    }
+    let mut got = Vec::new();
+    while got.len() < first.len() + second.len() {
+        got.extend_from_slice(&within("the bytes", TIMEOUT, server.read()).await.expect("read").expect("not Eof"));
+    }
+    assert_eq!(got, [first, second].concat());
+    // One write larger than the send buffer: the poll that fills the
+    // buffer keeps filling once its own round freed room, instead of
+    // returning pending and waking its task (it then takes more than the
+    // buffer's 64 KiB in one poll).
+    within("the ACK", TIMEOUT, async {
+        while client.unacked().expect("unacked") > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let big = payload(3, 96 * 1024);
+    let mut rest = big.clone();
+    let polled = client.poll_write(&mut Context::from_waker(Waker::noop()), &mut rest);
+    let taken = big.len() - rest.len();
+    assert!(taken > 64 * 1024, "one poll took {taken} bytes ({polled:?})");
+    if polled.is_pending() {
+        within("the rest", TIMEOUT, client.write(rest)).await.expect("write");
+    }
+    let mut got = Vec::new();
+    while got.len() < big.len() {
+        got.extend_from_slice(&within("the bytes", TIMEOUT, server.read()).await.expect("read").expect("not Eof"));
+    }
+    assert_eq!(got, big);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_on_two_workers_arrives_whole_and_in_order() {
     // Inline deliveries race the drivers and each other here (the other

@@ -474,6 +474,27 @@ mod tests {
 
     use super::*;
 
+    /// The forwarder (`config`, allowing 192.0.2.0/24, DNS to 127.0.0.1,
+    /// outbound through `outbound`) on one end of an Ethernet link, the
+    /// guest's stack (10.0.2.100) on the other, and the link's switch.
+    fn forwarder_and_guest(
+        config: UsernetConfig,
+        outbound: &NetStack,
+    ) -> (Usernet, NetStack, conflux_netstack::LinkSwitch) {
+        let (ours, guest_end) = link_pair(LinkConfig::ethernet());
+        let switch = guest_end.switch();
+        let config = config.allow("192.0.2.0/24".parse().unwrap()).dns_upstream("127.0.0.1:53".parse().unwrap());
+        let usernet = Usernet::spawn_on(config, ours, outbound.clone()).unwrap();
+        let guest = NetStack::new(
+            StackConfig::new()
+                .ipv4([10, 0, 2, 100].into(), 24)
+                .gateway_v4([10, 0, 2, 2].into())
+                .mac([2, 0, 0, 0, 0, 9]),
+            guest_end,
+        );
+        (usernet, guest, switch)
+    }
+
     #[tokio::test]
     async fn a_port_forward_on_a_taken_address_fails_the_start_and_names_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -529,18 +550,7 @@ mod tests {
             .unwrap();
 
         // The guest and the forwarder.
-        let (ours, guest_end) = link_pair(LinkConfig::ethernet());
-        let switch = guest_end.switch();
-        let config =
-            UsernetConfig::new().allow("192.0.2.0/24".parse().unwrap()).dns_upstream("127.0.0.1:53".parse().unwrap());
-        let usernet = Usernet::spawn_on(config, ours, outbound.clone()).unwrap();
-        let guest = NetStack::new(
-            StackConfig::new()
-                .ipv4([10, 0, 2, 100].into(), 24)
-                .gateway_v4([10, 0, 2, 2].into())
-                .mac([2, 0, 0, 0, 0, 9]),
-            guest_end,
-        );
+        let (usernet, guest, switch) = forwarder_and_guest(UsernetConfig::new(), &outbound);
         let mut flow = within(
             "connect",
             Duration::from_secs(5),
@@ -618,17 +628,7 @@ mod tests {
                     async {}
                 })
                 .unwrap();
-            let (ours, guest_end) = link_pair(LinkConfig::ethernet());
-            let guest_link = guest_end.switch();
-            let config = config.allow("192.0.2.0/24".parse().unwrap()).dns_upstream("127.0.0.1:53".parse().unwrap());
-            let usernet = Usernet::spawn_on(config, ours, outbound.clone()).unwrap();
-            let guest = NetStack::new(
-                StackConfig::new()
-                    .ipv4([10, 0, 2, 100].into(), 24)
-                    .gateway_v4([10, 0, 2, 2].into())
-                    .mac([2, 0, 0, 0, 0, 9]),
-                guest_end,
-            );
+            let (usernet, guest, guest_link) = forwarder_and_guest(config, &outbound);
             Idle { usernet, guest, outbound, _server: server, guest_link, host_link, accepted, _listening }
         }
 

@@ -654,55 +654,14 @@ async fn a_kernel_guests_idle_flow_lives_on_keepalives_and_ends_when_it_falls_si
 
 /// A host peer that vanishes silently while the flow idles: the server in
 /// a second namespace of the test's (reached from the host over a veth
-/// pair the test made, on a subnet of its own, 10.201.0.4/30) holds the
-/// connection from inside the guest idle, the host connection's kernel
-/// keepalive (1 s, 1 s, 2 probes: 3 s) is answered while it lives; then its address is flushed (its kernel drops
-/// what reaches it, no reset) and the guest's connection is reset at the
-/// keepalive deadline, the flow counted timed out.
+/// pair the test made, on a subnet of its own) holds the connection from
+/// inside the guest idle, the host connection's kernel keepalive (1 s, 1 s,
+/// 2 probes: 3 s) is answered while it lives; then its address is flushed
+/// (its kernel drops what reaches it, no reset) and the guest's connection
+/// is reset at the keepalive deadline, the flow counted timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_host_peer_resets_the_kernel_guests_idle_flow() {
-    let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
-    let allow = |c: UsernetConfig| c.allow("10.201.0.4/30".parse().unwrap()).host_keepalive(Some(ka));
-    let Some(guest) = Guest::start("uv", &["python3"], allow) else { return };
-    let other = Netns::create("uw").expect("a second namespace");
-    let link = veth_to(&other, "10.201.0.5/30", "10.201.0.6/30");
-    // Holds every connection it accepts, silent.
-    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.6',8080))\ns.listen(16)\nheld=[]\nwhile True:\n    held.append(s.accept())\n";
-    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
-    let _server = tools::KillOnDrop(server);
-    // The host reaches it before the guest tries (the veth's neighbours
-    // resolved, the server listening).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::net::TcpStream::connect("10.201.0.6:8080").await {
-            Ok(_) => break,
-            Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The guest's client: connects (retrying until the server listens),
-    // then waits for the end of the stream and says how it ended.
-    let client = "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('10.201.0.6',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\ns.settimeout(30)\ntry:\n    print('eof' if not s.recv(1) else 'data')\nexcept ConnectionResetError:\n    print('reset')\n";
-    let client =
-        guest.ns.cmd("python3").args(["-c", client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while guest.usernet().stats().flows_open == 0 {
-        assert!(Instant::now() < deadline, "no flow: {}", guest.usernet().stats());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Alive and idle for two deadlines: the peer's kernel answers the probes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(guest.usernet().stats().flows_open, 1, "ended while the host peer was alive");
-    other.ip(&["addr", "flush", "dev", &link.ns_end]).unwrap();
-    let cut = Instant::now();
-    let s = wait_idle(guest.usernet()).await;
-    let took = cut.elapsed();
-    assert_eq!((s.flows_total, s.flows_failed, s.flows_timed_out), (1, 1, 1), "{s}");
-    assert!(took <= Duration::from_secs(5), "ended {took:?} after the host peer fell silent (the deadline: 3 s)");
-    let out = tokio::task::spawn_blocking(move || client.wait_with_output()).await.unwrap().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reset", "the guest's connection is reset");
-    guest.stop().await;
-    drop(other);
+    a_silent_host_peer_resets_the_kernel_guest(false).await;
 }
 
 /// A host peer that vanishes silently while the guest is sending to it:
@@ -710,39 +669,66 @@ async fn a_silent_host_peer_resets_the_kernel_guests_idle_flow() {
 /// connection's user timeout (the host keepalive's deadline, 1 s + 2 x 1 s
 /// here) ends the flow, and the guest's connection is reset; without it the
 /// flow would wait out the kernel's retransmissions, about 15 minutes. The
-/// server in a second namespace of the test's (subnet 10.201.0.8/30) reads
-/// everything until its address is flushed.
+/// server reads everything until its address is flushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_host_peer_resets_the_kernel_guests_busy_flow() {
+    a_silent_host_peer_resets_the_kernel_guest(true).await;
+}
+
+/// The two tests above: the guest's client idles, or (`busy`) sends 1 KiB
+/// every 10 ms, to a server in a second namespace that falls silent.
+async fn a_silent_host_peer_resets_the_kernel_guest(busy: bool) {
+    let (tags, net) = if busy { (("ux", "uy"), 8) } else { (("uv", "uw"), 4) };
+    let (subnet, host_addr, server_addr) =
+        (format!("10.201.0.{net}/30"), format!("10.201.0.{}/30", net + 1), format!("10.201.0.{}", net + 2));
     let ka = conflux_tcp::Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 2);
-    let allow = |c: UsernetConfig| c.allow("10.201.0.8/30".parse().unwrap()).host_keepalive(Some(ka));
-    let Some(guest) = Guest::start("ux", &["python3"], allow) else { return };
-    let other = Netns::create("uy").expect("a second namespace");
-    let link = veth_to(&other, "10.201.0.9/30", "10.201.0.10/30");
-    // Reads (and drops) everything on every connection it accepts.
-    let script = "import socket,threading\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.201.0.10',8080))\ns.listen(16)\ndef drain(c):\n    while c.recv(65536):\n        pass\nwhile True:\n    c,_=s.accept()\n    threading.Thread(target=drain,args=(c,),daemon=True).start()\n";
-    let server = other.cmd("python3").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let allow = |c: UsernetConfig| c.allow(subnet.parse().unwrap()).host_keepalive(Some(ka));
+    let Some(guest) = Guest::start(tags.0, &["python3"], allow) else { return };
+    let other = Netns::create(tags.1).expect("a second namespace");
+    let link = veth_to(&other, &host_addr, &format!("{server_addr}/30"));
+    // Holds every connection it accepts, silent, or reads (and drops)
+    // everything on each.
+    let serve = if busy {
+        "def serve(c):\n    while c.recv(65536):\n        pass\n"
+    } else {
+        "def serve(c):\n    threading.Event().wait()\n"
+    };
+    let script = format!(
+        "import socket,threading\n{serve}s=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{server_addr}',8080))\ns.listen(16)\nwhile True:\n    c,_=s.accept()\n    threading.Thread(target=serve,args=(c,),daemon=True).start()\n"
+    );
+    let server = other.cmd("python3").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
     let _server = tools::KillOnDrop(server);
+    // The host reaches it before the guest tries (the veth's neighbours
+    // resolved, the server listening).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match tokio::net::TcpStream::connect("10.201.0.10:8080").await {
+        match tokio::net::TcpStream::connect(format!("{server_addr}:8080")).await {
             Ok(_) => break,
             Err(e) => assert!(Instant::now() < deadline, "the second namespace's server: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The guest's client sends 1 KiB every 10 ms for at most 30 s and says
-    // how its stream ended.
-    let client = "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('10.201.0.10',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\nend=time.time()+30\ntry:\n    while time.time()<end:\n        s.sendall(b'x'*1024)\n        time.sleep(0.01)\n    print('still open')\nexcept (ConnectionResetError,BrokenPipeError):\n    print('reset')\nexcept OSError as e:\n    print('error', e)\n";
+    // The guest's client: connects (retrying until the server listens),
+    // then waits for the end of the stream (or sends for at most 30 s) and
+    // says how it ended.
+    let then = if busy {
+        "end=time.time()+30\ntry:\n    while time.time()<end:\n        s.sendall(b'x'*1024)\n        time.sleep(0.01)\n    print('still open')\nexcept (ConnectionResetError,BrokenPipeError):\n    print('reset')\nexcept OSError as e:\n    print('error', e)\n"
+    } else {
+        "s.settimeout(30)\ntry:\n    print('eof' if not s.recv(1) else 'data')\nexcept ConnectionResetError:\n    print('reset')\n"
+    };
+    let client = format!(
+        "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{server_addr}',8080),timeout=5)\n        break\n    except OSError:\n        time.sleep(0.1)\n{then}"
+    );
     let client =
-        guest.ns.cmd("python3").args(["-c", client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+        guest.ns.cmd("python3").args(["-c", &client]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while guest.usernet().stats().flows_open == 0 {
         assert!(Instant::now() < deadline, "no flow: {}", guest.usernet().stats());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Data moving for a while (and acknowledged: the flow lives).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Alive for a while: idle for two deadlines (the peer's kernel answers
+    // the probes), or with data moving and acknowledged.
+    tokio::time::sleep(Duration::from_secs(if busy { 1 } else { 6 })).await;
     assert_eq!(guest.usernet().stats().flows_open, 1, "ended while the host peer was alive");
     other.ip(&["addr", "flush", "dev", &link.ns_end]).unwrap();
     let cut = Instant::now();
