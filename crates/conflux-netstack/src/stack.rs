@@ -452,15 +452,11 @@ impl Shared {
             if !take || ANSWER_TO.replace(0) & 1 == 0 {
                 break;
             }
-            // The answer as a vector and back: no frame moved.
+            // The answer as a vector (drained by the core) and back: no
+            // frame moved, the allocation kept.
             let mut rx = Vec::from(ANSWER.with_borrow_mut(std::mem::take));
             st.core.handle_frames(now, &mut rx);
-            rx.clear();
-            ANSWER.with_borrow_mut(|answer| {
-                if answer.capacity() == 0 {
-                    *answer = VecDeque::from(rx);
-                }
-            });
+            ANSWER.with_borrow_mut(|answer| *answer = VecDeque::from(rx));
         }
         st.scratch = produced;
         let mut kick = !st.out.is_empty();
