@@ -91,9 +91,18 @@ pub struct FrameMeta {
 /// Buffers a pool keeps at most (more are freed when returned).
 const POOL_KEEP: usize = 4096;
 
+/// An idle buffer and the pool it goes back to (its home), kept together
+/// so that taking and returning a buffer changes no reference count: the
+/// `Arc` a frame carries moves with its buffer through caches and pools.
+type Parked = (Vec<u8>, Arc<PoolInner>);
+
 struct PoolInner {
-    free: Mutex<Vec<Vec<u8>>>,
+    free: Mutex<Free>,
     keep: usize,
+    /// [`FramePool`] handles alive: the last one to go empties the list and
+    /// closes it ([`Free::closed`]), ending the references its entries hold
+    /// to their pools (to this one, mostly: a cycle otherwise).
+    handles: AtomicUsize,
     /// How many buffers `free` held when it was last unlocked
     /// ([`FreeList`]): read without the lock by [`FrameCache::refresh`],
     /// which skips a pool nothing was given back to (a hint: a buffer
@@ -101,35 +110,53 @@ struct PoolInner {
     idle: AtomicUsize,
 }
 
+/// A pool's idle buffers.
+#[derive(Default)]
+struct Free {
+    list: Vec<Parked>,
+    /// Every [`FramePool`] handle is gone: nothing is kept any more (a
+    /// frame dropped later frees its buffer).
+    closed: bool,
+}
+
 impl PoolInner {
     fn lock(&self) -> FreeList<'_> {
-        FreeList { list: self.free.lock().unwrap_or_else(PoisonError::into_inner), idle: &self.idle }
+        FreeList { free: self.free.lock().unwrap_or_else(PoisonError::into_inner), idle: &self.idle }
     }
 }
 
 /// A pool's locked list of free buffers: unlocking records its length
 /// (`PoolInner::idle`).
 struct FreeList<'a> {
-    list: MutexGuard<'a, Vec<Vec<u8>>>,
+    free: MutexGuard<'a, Free>,
     idle: &'a AtomicUsize,
 }
 
+impl FreeList<'_> {
+    /// Keeps `parked` if the pool is open and has room (else it is freed).
+    fn park(&mut self, keep: usize, parked: Parked) {
+        if !self.free.closed && self.free.list.len() < keep {
+            self.free.list.push(parked);
+        }
+    }
+}
+
 impl Deref for FreeList<'_> {
-    type Target = Vec<Vec<u8>>;
-    fn deref(&self) -> &Vec<Vec<u8>> {
-        &self.list
+    type Target = Vec<Parked>;
+    fn deref(&self) -> &Vec<Parked> {
+        &self.free.list
     }
 }
 
 impl DerefMut for FreeList<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<Vec<u8>> {
-        &mut self.list
+    fn deref_mut(&mut self) -> &mut Vec<Parked> {
+        &mut self.free.list
     }
 }
 
 impl Drop for FreeList<'_> {
     fn drop(&mut self) {
-        self.idle.store(self.list.len(), Ordering::Relaxed);
+        self.idle.store(self.free.list.len(), Ordering::Relaxed);
     }
 }
 
@@ -144,9 +171,31 @@ impl Drop for FreeList<'_> {
 /// builds every transmitted frame in it and gives it to its device with
 /// [`FrameDevice::set_pool`] for received frames. Buffers are zeroed only
 /// when first allocated (or grown), never when reused.
-#[derive(Clone)]
 pub struct FramePool {
     inner: Arc<PoolInner>,
+}
+
+impl Clone for FramePool {
+    fn clone(&self) -> FramePool {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        FramePool { inner: self.inner.clone() }
+    }
+}
+
+impl Drop for FramePool {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last handle: the idle buffers (and the references to their
+        // pools they hold) go, and nothing is kept from now on.
+        let idle = {
+            let mut free = self.inner.lock();
+            free.free.closed = true;
+            std::mem::take(&mut free.free.list)
+        };
+        drop(idle);
+    }
 }
 
 impl fmt::Debug for FramePool {
@@ -170,14 +219,22 @@ impl FramePool {
 
     /// A pool that keeps up to `keep` returned buffers.
     pub fn keeping(keep: usize) -> FramePool {
-        FramePool { inner: Arc::new(PoolInner { free: Mutex::new(Vec::new()), keep, idle: AtomicUsize::new(0) }) }
+        FramePool {
+            inner: Arc::new(PoolInner {
+                free: Mutex::new(Free::default()),
+                keep,
+                handles: AtomicUsize::new(1),
+                idle: AtomicUsize::new(0),
+            }),
+        }
     }
 
     /// A frame of `len` bytes. Its contents are unspecified (whatever the
     /// buffer held last, or zeros when fresh): the caller overwrites them.
     pub fn take(&self, len: usize) -> FrameBuf {
-        let data = self.inner.lock().pop().unwrap_or_default();
-        let mut buf = FrameBuf { data, len: 0, pool: Some(self.inner.clone()), meta: FrameMeta::default() };
+        let popped = self.inner.lock().pop();
+        let (data, home) = popped.unwrap_or_else(|| (Vec::new(), self.inner.clone()));
+        let mut buf = FrameBuf { data, len: 0, pool: Some(home), meta: FrameMeta::default() };
         buf.set_len(len);
         buf
     }
@@ -213,10 +270,10 @@ pub(crate) struct FrameCache {
     /// Idle buffers, each with the pool it goes back to when a frame built
     /// in it is dropped (its home: where it was allocated), so a buffer
     /// moving between two stacks' caches costs no reference count.
-    free: std::cell::RefCell<Vec<(Vec<u8>, Arc<PoolInner>)>>,
+    free: std::cell::RefCell<Vec<Parked>>,
     spent: std::cell::RefCell<Vec<FrameBuf>>,
-    /// Other pools' buffers on their way back (kept for its allocation).
-    others: std::cell::RefCell<Vec<(Arc<PoolInner>, Vec<u8>)>>,
+    /// Buffers on their way back to their pools (kept for its allocation).
+    others: std::cell::RefCell<Vec<Parked>>,
 }
 
 impl FrameCache {
@@ -230,7 +287,7 @@ impl FrameCache {
         if free.is_empty() {
             let mut shared = self.pool.inner.lock();
             let from = shared.len().saturating_sub(CACHE_REFILL);
-            free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
+            free.extend(shared.drain(from..));
         }
         let (data, home) = free.pop().unwrap_or_else(|| (Vec::new(), self.pool.inner.clone()));
         let mut buf = FrameBuf { data, len: 0, pool: Some(home), meta: FrameMeta::default() };
@@ -255,11 +312,12 @@ impl FrameCache {
         }
         let mut free = self.free.borrow_mut();
         let from = shared.len().saturating_sub(CACHE_REFILL);
-        free.extend(shared.drain(from..).map(|data| (data, self.pool.inner.clone())));
+        free.extend(shared.drain(from..));
         if free.len() > CACHE_KEEP {
-            // (A buffer of another pool among them joins ours: a buffer is a buffer.)
+            // (A buffer of another pool among them waits in ours, still
+            // going home when a frame built in it is dropped.)
             let excess = free.len() - CACHE_KEEP;
-            shared.splice(0..0, free.drain(..excess).map(|(data, _)| data));
+            shared.splice(0..0, free.drain(..excess));
         }
     }
 
@@ -287,21 +345,20 @@ impl FrameCache {
             if free.len() < CACHE_KEEP {
                 free.push((data, pool));
             } else {
-                others.push((pool, data));
+                others.push((data, pool));
             }
         }
-        let mut at = 0;
-        while at < others.len() {
-            let pool = others[at].0.clone();
+        // Home in runs of the same pool, one lock per run; each buffer
+        // takes its `Arc` along (no reference count changes but the run's).
+        let mut drained = others.drain(..).peekable();
+        while let Some(first) = drained.next() {
+            let pool = first.1.clone();
             let mut shared = pool.lock();
-            while at < others.len() && Arc::ptr_eq(&others[at].0, &pool) {
-                if shared.len() < pool.keep {
-                    shared.push(std::mem::take(&mut others[at].1));
-                }
-                at += 1;
+            shared.park(pool.keep, first);
+            while let Some(next) = drained.next_if(|(_, home)| Arc::ptr_eq(home, &pool)) {
+                shared.park(pool.keep, next);
             }
         }
-        others.clear();
     }
 }
 
@@ -381,10 +438,10 @@ impl Drop for FrameBuf {
         if let Some(pool) = self.pool.take()
             && self.data.capacity() > 0
         {
-            let mut free = pool.lock();
-            if free.len() < pool.keep {
-                free.push(std::mem::take(&mut self.data));
-            }
+            // (The lock borrows the `Arc` the buffer parks with: locked
+            // through a second one.)
+            let home = pool.clone();
+            home.lock().park(home.keep, (std::mem::take(&mut self.data), pool));
         }
     }
 }
@@ -592,7 +649,39 @@ mod tests {
         cache.refresh();
         let over = 2 + 2 * CACHE_REFILL - CACHE_KEEP;
         assert_eq!((pool.idle(), cache.free.borrow().len()), (74 - 2 * CACHE_REFILL + over, CACHE_KEEP));
-        assert_eq!(pool.inner.free.lock().unwrap()[0].as_ptr(), oldest, "at the bottom of the pool");
+        assert_eq!(pool.inner.lock()[0].0.as_ptr(), oldest, "at the bottom of the pool");
+    }
+
+    /// A buffer's `Arc` moves with it (frame, cache, pool, frame again):
+    /// no reference count changes per frame on the way home or out again,
+    /// and the pool's own references end with its last handle (no cycle).
+    #[test]
+    fn buffers_go_home_and_out_again_without_reference_counting() {
+        let (ours, theirs) = (FramePool::keeping(200), FramePool::keeping(200));
+        let count = || Arc::strong_count(&ours.inner);
+        let frames: Vec<FrameBuf> = (0..100).map(|_| ours.take(8)).collect();
+        let live = count();
+        assert_eq!(live, 1 + 100);
+        // The other side reads them all: 64 stay in its cache, the rest go home.
+        let cache = FrameCache::new(theirs.clone());
+        frames.into_iter().for_each(|f| cache.spend(f));
+        cache.give_back();
+        assert_eq!((ours.idle(), cache.free.borrow().len()), (100 - CACHE_KEEP, CACHE_KEEP));
+        assert_eq!(count(), live, "going home changed no count");
+        // Our side builds in them again.
+        let ours_cache = FrameCache::new(ours.clone());
+        let again: Vec<FrameBuf> = (0..10).map(|_| ours_cache.take(8)).collect();
+        ours_cache.refresh();
+        assert_eq!(count(), live + 1, "taking them out changed no count (but the cache's handle)");
+        drop(again);
+        drop((cache, ours_cache));
+        let weak = Arc::downgrade(&ours.inner);
+        let late = ours.take(8);
+        drop(theirs);
+        drop(ours);
+        assert!(weak.upgrade().is_some(), "a frame still out holds its pool");
+        drop(late);
+        assert!(weak.upgrade().is_none(), "gone with its last handle and frame: no cycle");
     }
 
     #[test]
