@@ -247,6 +247,9 @@ struct Conn {
     /// When the first egress after the shell let go ran: the orphan
     /// timeout counts from then (see [`Conn::orphan_deadline`]).
     orphan_since: Option<Instant>,
+    /// Full-sized data segments still to acknowledge at once (see
+    /// [`QUICK_ACKS`]).
+    quick_acks: u8,
 }
 
 /// TIME_WAIT as the core keeps it for an orphan once smoltcp's socket (and
@@ -272,6 +275,15 @@ const RESET_PATIENCE: Duration = Duration::from_secs(3);
 
 /// smoltcp's TIME-WAIT duration.
 const TIME_WAIT: Duration = Duration::from_secs(10);
+
+/// A connection's first full-sized data segments acknowledged at once, not
+/// after smoltcp's ACK delay (Linux's quick-ACK mode at a connection's
+/// start, `TCP_MAX_QUICKACKS`). smoltcp starts the sender's congestion
+/// window at 2 KiB: its first segment of a bulk write is one full segment,
+/// Nagle holds the rest, and a delayed ACK of it stalls the transfer for
+/// the whole delay (10 ms) while slow start has barely begun. Small
+/// segments (requests, pings) keep the delay: their ACK rides on the answer.
+const QUICK_ACKS: u8 = 16;
 
 impl Conn {
     fn socket(&self) -> &tcp::Socket<'static> {
@@ -514,6 +526,9 @@ pub(crate) struct Core {
     verify: bool,
     /// The MSS smoltcp is shown with segmentation offload (IPv4, IPv6).
     tso_mss: Option<(u16, u16)>,
+    /// The payload of a full-sized segment on the device's MTU (IPv4,
+    /// IPv6; headers without options): see [`QUICK_ACKS`].
+    full_mss: (usize, usize),
     /// Where frames are built and received ones given back.
     pool: FrameCache,
     /// An empty set: ingress for no connection (smoltcp answers RST, ICMP, ARP).
@@ -601,6 +616,7 @@ impl Core {
             verify: caps.checksums == Checksums::Compute,
             caps: smol,
             tso_mss,
+            full_mss: (caps.mtu.saturating_sub(40), caps.mtu.saturating_sub(60)),
             pool,
             spare: SocketSet::new(Vec::new()),
             pool_sockets: Vec::new(),
@@ -1012,6 +1028,7 @@ impl Core {
             fin_ack_until: None,
             close_held: false,
             orphan_since: None,
+            quick_acks: QUICK_ACKS,
         }
     }
 
@@ -1692,8 +1709,20 @@ impl Core {
         }
         let before = Snapshot::of(conn.socket());
         let from = out.len();
+        // A full-sized data segment early in the connection: its ACK goes
+        // in this round (an ACK delay of 0 for this segment only).
+        let quick =
+            conn.quick_acks > 0 && seg.payload_len >= if seg.is_ipv4() { self.full_mss.0 } else { self.full_mss.1 };
+        let delay = conn.socket().ack_delay();
+        if quick {
+            conn.quick_acks -= 1;
+            conn.socket_mut().set_ack_delay(delay.map(|_| smoltcp::time::Duration::ZERO));
+        }
         let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
         let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut conn.set);
+        if quick {
+            conn.socket_mut().set_ack_delay(delay);
+        }
         let after = Snapshot::of(conn.socket());
         if seg.rst && after.state == tcp::State::Closed {
             conn.end.reset = true;

@@ -712,3 +712,34 @@ fn data_after_a_bare_fin_carries_its_ack_at_once() {
     assert_eq!(segs.len(), 1, "{segs:?}");
     assert!(segs[0].ack && segs[0].payload_len == 4 && segs[0].ack_number == fin.seq_end(), "{:?}", segs[0]);
 }
+
+/// The first full-sized data segments of a connection are acknowledged at
+/// once (quick ACK): the sender's first window (one segment, smoltcp's
+/// initial congestion window) does not wait out the ACK delay. A small
+/// segment keeps the delay (its ACK rides on the answer).
+#[test]
+fn a_connections_first_full_segments_are_acknowledged_at_once() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    let ack_of = |p: &mut Pair, payload: &[u8]| {
+        assert_eq!(p.a.send(ca, payload).unwrap(), payload.len());
+        let mut ab = Vec::new();
+        p.a.poll_transmit(p.now, &mut ab);
+        let sent = segments(&ab);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        p.b.handle_frames(p.now, &mut ab);
+        let mut ba = Vec::new();
+        p.b.poll_transmit(p.now, &mut ba);
+        let acks = segments(&ba);
+        p.a.handle_frames(p.now, &mut ba);
+        (sent[0], acks)
+    };
+    let (seg, acks) = ack_of(&mut p, &[7; 4000]);
+    assert_eq!(seg.payload_len, 1460, "one full segment (the initial window)");
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].ack && acks[0].ack_number == seg.seq_end(), "{:?}", acks[0]);
+    p.advance(Duration::from_millis(50));
+    assert_eq!(read_all(&mut p.b, cb).len(), 4000);
+    let (_, acks) = ack_of(&mut p, b"small");
+    assert!(acks.is_empty(), "a small segment's ACK waits: {acks:?}");
+}
