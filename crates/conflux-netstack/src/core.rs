@@ -1577,13 +1577,11 @@ impl Core {
         let tuple = (seg.dst, seg.src);
         let known = match self.last_tuple {
             Some((t, id)) if t == tuple => Some(id),
-            _ => self.tuples.get(&tuple).copied(),
+            // (Written only when it changes: most frames find it.)
+            _ => self.tuples.get(&tuple).copied().inspect(|&id| self.last_tuple = Some((tuple, id))),
         };
         let id = match known {
-            Some(id) => {
-                self.last_tuple = Some((tuple, id));
-                Some(id)
-            }
+            Some(id) => Some(id),
             None if seg.syn && !seg.ack && !seg.rst && !self.disconnected => match self.listener_for(seg.dst) {
                 Some((port, nat)) => match self.admit_syn(now, tuple, port, nat) {
                     Some(id) => Some(id),
