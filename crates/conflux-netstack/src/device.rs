@@ -271,17 +271,17 @@ pub(crate) struct FrameCache {
     /// in it is dropped (its home: where it was allocated), so a buffer
     /// moving between two stacks' caches costs no reference count.
     free: std::cell::RefCell<Vec<Parked>>,
-    spent: std::cell::RefCell<Vec<FrameBuf>>,
-    /// Buffers on their way back to their pools (kept for its allocation).
-    others: std::cell::RefCell<Vec<Parked>>,
+    /// Spent frames' buffers, until [`give_back`](FrameCache::give_back).
+    spent: std::cell::RefCell<Vec<Parked>>,
 }
 
 impl FrameCache {
     pub(crate) fn new(pool: FramePool) -> FrameCache {
-        FrameCache { pool, free: Default::default(), spent: Default::default(), others: Default::default() }
+        FrameCache { pool, free: Default::default(), spent: Default::default() }
     }
 
     /// A frame of `len` bytes, contents unspecified (as [`FramePool::take`]).
+    #[inline]
     pub(crate) fn take(&self, len: usize) -> FrameBuf {
         let mut free = self.free.borrow_mut();
         if free.is_empty() {
@@ -321,9 +321,14 @@ impl FrameCache {
         }
     }
 
-    /// Keeps `frame` (received and read) until [`give_back`](FrameCache::give_back).
-    pub(crate) fn spend(&self, frame: FrameBuf) {
-        self.spent.borrow_mut().push(frame);
+    /// Keeps `frame`'s buffer (received and read) until
+    /// [`give_back`](FrameCache::give_back).
+    pub(crate) fn spend(&self, mut frame: FrameBuf) {
+        if let Some(home) = frame.pool.take()
+            && frame.data.capacity() > 0
+        {
+            self.spent.borrow_mut().push((std::mem::take(&mut frame.data), home));
+        }
     }
 
     /// Returns the spent frames' buffers: to the private list while it has
@@ -335,22 +340,13 @@ impl FrameCache {
             return;
         }
         let mut free = self.free.borrow_mut();
-        let mut others = self.others.borrow_mut();
-        for mut frame in spent.drain(..) {
-            let Some(pool) = frame.pool.take() else { continue };
-            let data = std::mem::take(&mut frame.data);
-            if data.capacity() == 0 {
-                continue;
-            }
-            if free.len() < CACHE_KEEP {
-                free.push((data, pool));
-            } else {
-                others.push((data, pool));
-            }
-        }
-        // Home in runs of the same pool, one lock per run; each buffer
-        // takes its `Arc` along (no reference count changes but the run's).
-        let mut drained = others.drain(..).peekable();
+        let room = CACHE_KEEP.saturating_sub(free.len());
+        let mut drained = spent.drain(..);
+        free.extend(drained.by_ref().take(room));
+        // The rest home in runs of the same pool, one lock per run; each
+        // buffer takes its `Arc` along (no reference count changes but the
+        // run's).
+        let mut drained = drained.peekable();
         while let Some(first) = drained.next() {
             let pool = first.1.clone();
             let mut shared = pool.lock();
