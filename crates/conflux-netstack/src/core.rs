@@ -1551,7 +1551,10 @@ impl Core {
     /// acknowledgment seen.
     fn ingress(&mut self, now: Instant, mut frame: FrameBuf, out: &mut Vec<FrameBuf>) {
         let verify = self.verify && frame.meta.csum == RxCsum::Unknown;
-        let seg = match wire::inspect(&frame, self.medium, verify) {
+        // Read where `inspect` wrote it, not copied out whole (the copy's
+        // wide loads of its narrow stores stalled on every frame).
+        let inspected = wire::inspect(&frame, self.medium, verify);
+        let seg = match &inspected {
             Inspected::Tcp(seg) => seg,
             Inspected::Other { .. } => {
                 let Some(frame) = self.dhcp_ingress(now, frame, out) else { return };
@@ -1574,16 +1577,16 @@ impl Core {
                 return;
             }
         };
-        let tuple = (seg.dst, seg.src);
+        let tuple = || (seg.dst, seg.src);
         let known = match self.last_tuple {
-            Some((t, id)) if t == tuple => Some(id),
+            Some(((dst, src), id)) if dst == seg.dst && src == seg.src => Some(id),
             // (Written only when it changes: most frames find it.)
-            _ => self.tuples.get(&tuple).copied().inspect(|&id| self.last_tuple = Some((tuple, id))),
+            _ => self.tuples.get(&tuple()).copied().inspect(|&id| self.last_tuple = Some((tuple(), id))),
         };
         let id = match known {
             Some(id) => Some(id),
             None if seg.syn && !seg.ack && !seg.rst && !self.disconnected => match self.listener_for(seg.dst) {
-                Some((port, nat)) => match self.admit_syn(now, tuple, port, nat) {
+                Some((port, nat)) => match self.admit_syn(now, tuple(), port, nat) {
                     Some(id) => Some(id),
                     None => return,
                 },
@@ -1598,7 +1601,7 @@ impl Core {
         };
         let conn = self.conns.get_mut(&id).expect("in the table");
         if conn.time_wait.is_some() {
-            self.time_wait_segment(now, id, &frame, &seg, out);
+            self.time_wait_segment(now, id, &frame, seg, out);
             return;
         }
         if let Phase::Held { .. } = conn.phase {
@@ -1656,7 +1659,7 @@ impl Core {
             let in_window = offset < window;
             if (seg.syn && (!seg.ack || in_window)) || (seg.rst && offset != 0 && in_window) {
                 tracing::debug!(rst = seg.rst, syn = seg.syn, "RFC 5961: challenge ACK");
-                rewrite::into_challenge(&mut frame, &seg, nxt.wrapping_add(1 << 30), ack);
+                rewrite::into_challenge(&mut frame, seg, nxt.wrapping_add(1 << 30), ack);
                 let seg = match wire::inspect(&frame, self.medium, false) {
                     Inspected::Tcp(seg) => seg,
                     _ => return,
@@ -1689,7 +1692,7 @@ impl Core {
                 && seg.payload_len > 0
                 && max.wrapping_sub(seg.ack_number) < 1 << 30
             {
-                rewrite::set_ack(&mut frame, &seg, max);
+                rewrite::set_ack(&mut frame, seg, max);
             }
             // In sequence with what we acknowledged, and acknowledging
             // nothing older than what smoltcp took: a live peer in sync with
@@ -1700,10 +1703,10 @@ impl Core {
         if seg.syn
             && let Some((v4, v6)) = self.tso_mss
         {
-            conn.real_mss = rewrite::raise_mss(&mut frame, &seg, if seg.is_ipv4() { v4 } else { v6 });
+            conn.real_mss = rewrite::raise_mss(&mut frame, seg, if seg.is_ipv4() { v4 } else { v6 });
         }
         if conn.nat.is_some() {
-            rewrite::nat(&mut frame, &seg, false, conn.local);
+            rewrite::nat(&mut frame, seg, false, conn.local);
         }
         let before = Snapshot::of(conn.socket());
         let from = out.len();
