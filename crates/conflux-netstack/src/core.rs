@@ -325,7 +325,7 @@ impl Conn {
     /// Sent data waits for its acknowledgment on an open connection (the
     /// user timeout runs).
     fn outstanding(&self) -> bool {
-        self.phase == Phase::Open
+        matches!(self.phase, Phase::Open)
             && !self.end.timed_out
             && self.snd_max.is_some()
             && self.peer_ack != self.snd_max
@@ -363,7 +363,7 @@ impl Conn {
     /// once, its FIN turned into an RST.
     fn orphan_deadline(&self, timeout: Duration) -> Option<Instant> {
         let sock = self.socket();
-        if self.phase != Phase::Orphan
+        if !matches!(self.phase, Phase::Orphan)
             || sock.timeout().is_some()
             || matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait)
         {
@@ -823,8 +823,11 @@ impl Core {
         if self.has_work() {
             return Some(Instant::ZERO);
         }
-        let tcp = self.timers.first().map(|(at, _)| *at);
-        [tcp, self.udp_poll_timeout(), self.dhcp_poll_at()].into_iter().flatten().min()
+        let mut next = self.timers.first().map(|(at, _)| *at);
+        for t in [self.udp_poll_timeout(), self.dhcp_poll_at()].into_iter().flatten() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
     }
 
     // ---- connections ----
@@ -1746,7 +1749,7 @@ impl Core {
         // filed from the same `poll_at`.
         let mut polled = None;
         if !conn.dirty {
-            let open = conn.phase == Phase::Open && !conn.close_held && conn.fin_ack_until.is_none();
+            let open = matches!(conn.phase, Phase::Open) && !conn.close_held && conn.fin_ack_until.is_none();
             match open.then(|| self.iface.poll_at(now, &conn.set)) {
                 Some(next) if next.is_none_or(|at| at > now) => polled = Some(next),
                 _ => {
@@ -1804,7 +1807,7 @@ impl Core {
             note_frames(self.medium, conn, now, &mut out[from..]);
             // For an open connection's deadline only: a held close polls
             // the socket again, other phases' steps may change it.
-            let polled = polled.filter(|_| conn.phase == Phase::Open && !conn.close_held);
+            let polled = polled.filter(|_| matches!(conn.phase, Phase::Open) && !conn.close_held);
             let (close_held, orphan) = (conn.close_held, matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }));
             if close_held {
                 self.held_close(now, id, out);
@@ -1942,7 +1945,7 @@ impl Core {
             return;
         }
         // Only an orphan gives its socket back in TIME_WAIT.
-        if conn.phase == Phase::Orphan && self.enter_time_wait(now, id) {
+        if matches!(conn.phase, Phase::Orphan) && self.enter_time_wait(now, id) {
             return;
         }
         self.update_timer(now, id, polled);
