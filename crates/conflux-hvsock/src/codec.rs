@@ -474,6 +474,12 @@ impl Encoder {
         n
     }
 
+    /// How many slices [`chunks_vectored`](Encoder::chunks_vectored) needs
+    /// for the whole queue.
+    pub(crate) fn slices_needed(&self) -> usize {
+        self.queue.iter().map(|f| usize::from(!f.header_left().is_empty()) + usize::from(!f.payload.is_empty())).sum()
+    }
+
     /// Drops the first `n` queued bytes (what the socket accepted).
     pub fn advance(&mut self, mut n: usize) {
         self.queued -= n.min(self.queued);

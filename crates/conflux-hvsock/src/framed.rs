@@ -422,42 +422,46 @@ impl<S: Socket> FramedFlow<S> {
         Poll::Ready(Ok(accepted))
     }
 
-    /// With nothing queued: one `writev` of the next frames of `bufs` (at
-    /// most [`MAX_IOV`] / 2 frames and [`WRITE_BUDGET`] payload bytes), the
-    /// headers on the stack and the payloads the caller's own bytes (no
-    /// queue, no `Bytes` per frame). What the socket took is split off
-    /// `bufs`; a frame it cut is taken whole, its rest (shared with the
-    /// caller's buffer, not copied) queued to go out before anything else.
+    /// One `writev` of the queued frames (markers, the rest of a cut frame:
+    /// they go first), then the next frames of `bufs` (at most [`WRITE_BUDGET`]
+    /// payload bytes), the headers on the stack and the payloads the caller's
+    /// own bytes (no queue, no `Bytes` per frame). What the socket took of
+    /// `bufs` is split off them; a frame it cut is taken whole, its rest
+    /// (shared with the caller's buffer, not copied) queued to go out before
+    /// anything else.
     fn poll_write_owned(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<io::Result<()>> {
         const N: usize = MAX_IOV / 2;
-        debug_assert!(self.enc.is_empty());
+        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed())) };
         let max = self.enc.max_frame_len();
         let mut headers = [[0u8; Header::LEN]; N];
         // Each frame's payload: (buffer, offset, length).
         let mut frames = [(0usize, 0usize, 0usize); N];
-        let (mut count, mut budget) = (0, WRITE_BUDGET);
-        'bufs: for (i, b) in bufs.iter().enumerate() {
-            let mut at = 0;
-            while at < b.len() {
-                if count == N || budget == 0 {
-                    break 'bufs;
-                }
-                let n = (b.len() - at).min(max).min(budget);
-                headers[count] = Header::Data(n as u32).to_bytes();
-                frames[count] = (i, at, n);
-                count += 1;
-                at += n;
-                budget -= n;
-            }
-        }
-        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed())) };
+        let (queued, mut count) = (self.enc.queued(), 0);
         let polled = {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
-                slices[2 * k] = IoSlice::new(&headers[k]);
-                slices[2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
+            let q = self.enc.chunks_vectored(&mut slices);
+            // A queue that fills the slices (never, in practice) goes alone.
+            let room = if q == self.enc.slices_needed() { (MAX_IOV - q) / 2 } else { 0 };
+            let mut budget = WRITE_BUDGET;
+            'bufs: for (i, b) in bufs.iter().enumerate() {
+                let mut at = 0;
+                while at < b.len() {
+                    if count == room || budget == 0 {
+                        break 'bufs;
+                    }
+                    let n = (b.len() - at).min(max).min(budget);
+                    headers[count] = Header::Data(n as u32).to_bytes();
+                    frames[count] = (i, at, n);
+                    count += 1;
+                    at += n;
+                    budget -= n;
+                }
             }
-            sock.poll_writev(cx, &slices[..2 * count])
+            for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
+                slices[q + 2 * k] = IoSlice::new(&headers[k]);
+                slices[q + 2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
+            }
+            sock.poll_writev(cx, &slices[..q + 2 * count])
         };
         let wrote = match polled {
             Poll::Pending => return Poll::Pending,
@@ -472,7 +476,9 @@ impl<S: Socket> FramedFlow<S> {
             }
             Poll::Ready(Ok(w)) => w,
         };
-        let (mut left, mut taken) = (wrote, 0);
+        let from_queue = wrote.min(queued);
+        self.enc.advance(from_queue);
+        let (mut left, mut taken) = (wrote - from_queue, 0);
         for &(i, at, n) in &frames[..count] {
             if left >= Header::LEN + n {
                 left -= Header::LEN + n;
@@ -652,19 +658,13 @@ impl<S: Socket> Flow for FramedFlow<S> {
             self.ep.write_allowed()?;
         }
         loop {
-            // Queued frames (markers, the rest of a cut frame) go first.
             self.queue_markers();
-            let flushed = if self.enc.is_empty() { Poll::Ready(Ok(())) } else { self.poll_flush(cx) };
-            let wrote = match flushed {
-                Poll::Ready(Ok(())) if bufs.iter().all(Bytes::is_empty) => {
-                    self.writer_waiting = false;
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Ok(())) => {
-                    self.ep.write_allowed()?;
-                    self.poll_write_owned(cx, bufs)
-                }
-                other => other,
+            let wrote = if bufs.iter().all(Bytes::is_empty) {
+                // Nothing left but queued frames (a re-poll after the buffers were taken).
+                self.poll_flush(cx)
+            } else {
+                self.ep.write_allowed()?;
+                self.poll_write_owned(cx, bufs)
             };
             match wrote {
                 Poll::Pending => {
@@ -676,7 +676,12 @@ impl<S: Socket> Flow for FramedFlow<S> {
                     self.writer_waiting = false;
                     return Poll::Ready(Err(e.into()));
                 }
-                Poll::Ready(Ok(())) => self.writer_waiting = false,
+                Poll::Ready(Ok(())) => {
+                    self.writer_waiting = false;
+                    if self.enc.is_empty() && bufs.iter().all(Bytes::is_empty) {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
             }
         }
     }

@@ -305,9 +305,12 @@ async fn framed_unix_pair_moves_bulk_through_scattered_reads() {
     rb.expect("close b");
 }
 
-/// A socket that takes at most `room` bytes a `writev` and keeps them.
+/// A socket that takes at most `room` bytes a `writev` (the first ones at
+/// most `first[i]` bytes) and keeps them, counting the calls.
 struct Taking {
     room: usize,
+    first: Vec<usize>,
+    calls: usize,
     wire: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -320,13 +323,15 @@ impl Socket for Taking {
 
     fn poll_writev(&mut self, _cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let mut wire = self.wire.lock().unwrap();
-        let mut room = self.room;
+        let limit = self.first.get(self.calls).copied().unwrap_or(self.room);
+        self.calls += 1;
+        let mut room = limit;
         for b in bufs {
             let n = b.len().min(room);
             wire.extend_from_slice(&b[..n]);
             room -= n;
         }
-        Poll::Ready(Ok(self.room - room))
+        Poll::Ready(Ok(limit - room))
     }
 
     fn shutdown_read(&mut self) -> std::io::Result<()> {
@@ -365,7 +370,8 @@ fn owned_writes_cut_anywhere_put_the_same_bytes_on_the_wire() {
     want.extend_from_slice(&Header::ShutdownWrite.to_bytes());
     for room in (1..=9).chain(4095..=4105).chain([8199, 8200, 8201, 65_536, 200_000, usize::MAX]) {
         let wire = Arc::new(Mutex::new(Vec::new()));
-        let mut flow = RawFlow::new(Taking { room, wire: wire.clone() }).into_framed(cfg());
+        let mut flow =
+            RawFlow::new(Taking { room, first: Vec::new(), calls: 0, wire: wire.clone() }).into_framed(cfg());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut two = [bufs[0].clone(), bufs[1].clone()];
         assert!(matches!(flow.poll_writev(&mut cx, &mut two), Poll::Ready(Ok(()))), "room {room}");
@@ -377,6 +383,21 @@ fn owned_writes_cut_anywhere_put_the_same_bytes_on_the_wire() {
         assert!(matches!(flow.poll_shutdown(&mut cx, Shutdown::Write), Poll::Ready(Ok(()))), "room {room}");
         assert!(*wire.lock().unwrap() == want, "room {room}: the wire differs");
     }
+}
+
+/// The rest of a frame a `writev` cut and the frames after it go out
+/// together: one more `writev`, not one for the rest and one for the others.
+#[test]
+fn the_rest_of_a_cut_frame_goes_out_with_the_next_frames() {
+    let data = payload(23, 64 * 1024);
+    let wire = Arc::new(Mutex::new(Vec::new()));
+    let sock = Taking { room: usize::MAX, first: vec![4 + 100], calls: 0, wire: wire.clone() };
+    let mut flow = RawFlow::new(sock).into_framed(cfg());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = data.clone();
+    assert!(matches!(flow.poll_write(&mut cx, &mut buf), Poll::Ready(Ok(()))));
+    assert!(*wire.lock().unwrap() == frames(&data), "the wire differs");
+    assert_eq!(flow.get_ref().expect("open").calls, 2, "the cut writev, then one for all the rest");
 }
 
 /// A connected pair of Unix family sockets.
