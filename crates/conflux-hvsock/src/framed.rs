@@ -575,6 +575,11 @@ impl<S: Socket + AsFd> AsFd for FramedFlow<S> {
 }
 
 impl<S: Socket> Flow for FramedFlow<S> {
+    /// The payloads of every data frame read, as one chunk. On a socket
+    /// that [scatters reads](Socket::reads_scatter) (Unix, hybrid vsock),
+    /// full frames land end to end with their headers read apart, so the
+    /// chunk needs no move over the headers; other input goes through the
+    /// decoder (payloads moved together in the read buffer).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         loop {
             let event = self.ep.poll_read(&mut self.rbuf);

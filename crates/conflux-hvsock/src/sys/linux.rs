@@ -76,10 +76,9 @@ pub(crate) fn recv_scatter(
         }
     }
     let n = loop {
-        // SAFETY: each of the first `k` iovecs points at writable memory of its
-        // length that lives across the call: a piece of the spare capacity of
-        // `buf` (the pieces lie end to end within it, checked above) or one
-        // whole header slot of `heads`; the descriptor is borrowed, so open.
+        // SAFETY: the first `k` iovecs point at writable memory of their length,
+        // alive across the call: pieces end to end within the spare capacity of
+        // `buf` (checked above) or whole slots of `heads`; the fd is borrowed.
         let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
         if n >= 0 {
             break n as usize;
