@@ -292,6 +292,24 @@ impl Decoder {
         Ok(Some(Frame::Data(data)))
     }
 
+    /// Starts the next frame from a header read apart from the stream (a
+    /// scattered read's slot) when it is exactly `Data(expect)`, `expect > 0`,
+    /// and the current frame is complete; otherwise changes nothing and
+    /// returns false: the caller puts the header back in the stream, where
+    /// [`decode`](Self::decode) judges it (markers, `Data(0)`, bad lengths).
+    pub(crate) fn take_header(&mut self, header: [u8; 4], expect: u32) -> bool {
+        if self.remaining != 0 || expect == 0 {
+            return false;
+        }
+        match Header::parse(&header, self.max_frame) {
+            Ok(Header::Data(n)) if n == expect => {
+                self.remaining = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Payload bytes still to come of the current data frame.
     pub(crate) fn remaining(&self) -> u32 {
         self.remaining
@@ -404,9 +422,16 @@ impl Encoder {
     pub(crate) fn push_partial_data(&mut self, payload: &[u8], sent: usize) {
         let header_sent = sent.min(Header::LEN);
         let payload_sent = (sent - header_sent).min(payload.len());
-        let rest = Bytes::copy_from_slice(&payload[payload_sent..]);
+        self.push_cut_data(payload.len(), header_sent, Bytes::copy_from_slice(&payload[payload_sent..]));
+    }
+
+    /// Queues the rest of a data frame of `len` payload bytes that a
+    /// vectored write cut: the `header_sent` header bytes it took are not
+    /// sent again, `rest` is the payload it did not take.
+    pub(crate) fn push_cut_data(&mut self, len: usize, header_sent: usize, rest: Bytes) {
+        debug_assert!(header_sent <= Header::LEN && rest.len() <= len);
         self.queued += Header::LEN - header_sent + rest.len();
-        let header = Header::Data(payload.len() as u32).to_bytes();
+        let header = Header::Data(len as u32).to_bytes();
         self.queue.push_back(OutFrame { header, header_sent: header_sent as u8, payload: rest });
     }
 
@@ -447,6 +472,12 @@ impl Encoder {
             }
         }
         n
+    }
+
+    /// How many slices [`chunks_vectored`](Encoder::chunks_vectored) needs
+    /// for the whole queue.
+    pub(crate) fn slices_needed(&self) -> usize {
+        self.queue.iter().map(|f| usize::from(!f.header_left().is_empty()) + usize::from(!f.payload.is_empty())).sum()
     }
 
     /// Drops the first `n` queued bytes (what the socket accepted).

@@ -360,6 +360,32 @@ impl Endpoint {
         self.decoder.remaining() as usize
     }
 
+    /// Whether the I/O layer may read the transport scattered (payloads end
+    /// to end in `buf`, headers in slots apart): `Some` with the payload bytes
+    /// still to come of the current frame when `buf` (the undecoded input) is
+    /// empty and the data is delivered. Report what the read gave, in wire
+    /// order, with [`payload_read`](Self::payload_read) and
+    /// [`take_header`](Self::take_header).
+    pub(crate) fn scatter_payload(&self, buf: &BytesMut) -> Option<usize> {
+        if !buf.is_empty()
+            || !self.delivers()
+            || self.read_error.is_some()
+            || self.transport_eof
+            || self.close != CloseState::Open
+        {
+            return None;
+        }
+        Some(self.decoder.remaining() as usize)
+    }
+
+    /// A header read into a slot of a scattered read: true when it starts a
+    /// data frame of exactly `expect` bytes right after the current one ends;
+    /// anything else (a marker, another length, a bad header) changes nothing
+    /// and goes back into the undecoded input for [`poll_read`](Self::poll_read).
+    pub(crate) fn take_header(&mut self, header: [u8; 4], expect: u32) -> bool {
+        self.decoder.take_header(header, expect)
+    }
+
     /// `n` payload bytes (at most [`direct_payload`](Self::direct_payload))
     /// went straight from the transport to the application.
     pub(crate) fn payload_read(&mut self, n: usize) {

@@ -9,6 +9,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::ReadBuf;
 
+/// The most header slots one [`Socket::poll_read_scatter`] is given.
+pub(crate) const SCATTER_MAX_HEADS: usize = 32;
+
 /// One connected stream socket of a family.
 ///
 /// The operations of OCaml's `Af_common.S` on a connected socket: read into a
@@ -35,6 +38,31 @@ pub trait Socket: Send + 'static {
     /// `Unsupported`.
     fn poll_read_into(&mut self, _cx: &mut Context<'_>, _buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "this socket reads into its own buffers only")))
+    }
+
+    /// True when [`poll_read_scatter`](Socket::poll_read_scatter) works; the
+    /// default is `false`.
+    fn reads_scatter(&self) -> bool {
+        false
+    }
+
+    /// One read that scatters what arrives (the framed flow's read: payloads
+    /// land end to end, each 4-byte header in a slot of its own): `segs[0]`
+    /// bytes into the spare capacity of `buf` (the caller reserves), then 4
+    /// bytes into `heads[0]`, then `segs[1]` bytes into the spare capacity
+    /// right after the first piece, and so on (`segs.len() == heads.len() + 1`,
+    /// at most 32 slots, an empty piece allowed). The bytes that landed in the
+    /// spare capacity join `buf`. Returns every byte received, slots included;
+    /// `Ok(0)` is Eof. Only called when [`reads_scatter`](Socket::reads_scatter)
+    /// says so; the default fails with `Unsupported`.
+    fn poll_read_scatter(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _buf: &mut BytesMut,
+        _segs: &[usize],
+        _heads: &mut [[u8; 4]],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "this socket does not scatter reads")))
     }
 
     /// Writes from `bufs`, in order; returns how many bytes the socket took.

@@ -13,7 +13,7 @@ use tokio::time::Sleep;
 
 use crate::codec::{Encoder, Header};
 use crate::endpoint::{Endpoint, FramingConfig, ReadEvent};
-use crate::family::Socket;
+use crate::family::{SCATTER_MAX_HEADS, Socket};
 use crate::raw::{MAX_IOV, READ_CHUNK, remember};
 
 /// How many bytes one write moves into the frame queue before flushing.
@@ -26,6 +26,15 @@ const FEW: usize = 4;
 /// buffer (skipping the read buffer); below it one bigger read into the read
 /// buffer, which also gets the headers and frames that follow, is cheaper.
 const DIRECT_MIN: usize = 16 * 1024;
+
+/// Scattered reads (payloads end to end, headers in slots apart) guess that
+/// the next frames are full: of at least this many bytes, so that the slots
+/// of one read cover a whole [`READ_CHUNK`]. With smaller frames, plain reads.
+const SCATTER_MIN_FRAME: usize = READ_CHUNK / SCATTER_MAX_HEADS;
+
+/// Plain reads after a scattered read that met a data frame of another size
+/// (a peer that may keep sending such frames); then the guess is tried again.
+const SCATTER_BACKOFF: u8 = 8;
 
 /// A socket speaking the shutdown framing (OCaml `Hvsock_lwt.Flow_shutdown`),
 /// as a [`Flow`]. Opt-in: only for peers that speak it.
@@ -63,6 +72,8 @@ pub struct FramedFlow<S: Socket> {
     writer_waiting: bool,
     /// That write's waker, woken when the socket is released.
     writer: Option<Waker>,
+    /// Plain reads to do before the next scattered one.
+    scatter_backoff: u8,
 }
 
 impl<S: Socket> FramedFlow<S> {
@@ -77,6 +88,7 @@ impl<S: Socket> FramedFlow<S> {
             reader: None,
             writer_waiting: false,
             writer: None,
+            scatter_backoff: 0,
         }
     }
 
@@ -189,6 +201,123 @@ impl<S: Socket> FramedFlow<S> {
         }
     }
 
+    /// The payload bytes still to come of the current frame when the next
+    /// read of the socket may be scattered (see [`poll_fill_scatter`](Self::poll_fill_scatter)).
+    fn scatter_plan(&mut self) -> Option<usize> {
+        let sock = self.sock.as_ref()?;
+        if !sock.reads_scatter() || self.enc.max_frame_len() < SCATTER_MIN_FRAME {
+            return None;
+        }
+        if self.scatter_backoff > 0 {
+            self.scatter_backoff -= 1;
+            return None;
+        }
+        self.ep.scatter_payload(&self.rbuf)
+    }
+
+    /// Reads the socket once, scattered: the `first` payload bytes still to
+    /// come of the current frame, then a header slot, a full frame's payload,
+    /// a slot, and so on, the payloads end to end in the (empty) read buffer,
+    /// so that frames of the guessed (full) size need no move over their
+    /// headers. Each slot's header is checked as the decoder would; the first
+    /// that is not a full data frame (a marker, a shorter frame, a bad
+    /// length, a header cut by the end of the read) and everything after it
+    /// are put back in wire order, undecoded, for the decoder.
+    ///
+    /// `Ready(Some)`: payload bytes; `Ready(None)`: something else changed
+    /// (undecoded input, Eof, an error).
+    fn poll_fill_scatter(&mut self, cx: &mut Context<'_>, first: usize) -> Poll<Option<Bytes>> {
+        let Some(sock) = self.sock.as_mut() else {
+            self.ep.handle_eof(&self.rbuf);
+            return Poll::Ready(None);
+        };
+        let full = self.enc.max_frame_len();
+        let mut segs = [0usize; SCATTER_MAX_HEADS + 1];
+        let mut heads = [[0u8; Header::LEN]; SCATTER_MAX_HEADS];
+        segs[0] = first.min(READ_CHUNK);
+        let (mut budget, mut k) = (READ_CHUNK - segs[0], 0);
+        while k < SCATTER_MAX_HEADS && budget > Header::LEN {
+            budget -= Header::LEN;
+            segs[k + 1] = full.min(budget);
+            budget -= segs[k + 1];
+            k += 1;
+        }
+        // Room for every byte of the read, headers included, for the put-back.
+        self.rbuf.reserve(READ_CHUNK);
+        let n = match sock.poll_read_scatter(cx, &mut self.rbuf, &segs[..=k], &mut heads[..k]) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => {
+                self.ep.handle_eof(&self.rbuf);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_read_error(&e);
+                return Poll::Ready(None);
+            }
+        };
+        // Walk the read in wire order: payload piece i, then slot i.
+        let (mut left, mut payload, mut i) = (n, 0, 0);
+        loop {
+            let got = left.min(segs[i]);
+            self.ep.payload_read(got);
+            payload += got;
+            left -= got;
+            if left == 0 {
+                break;
+            }
+            // `left > 0` after piece i: it was filled, and slot i exists.
+            if left < Header::LEN || !self.ep.take_header(heads[i], full as u32) {
+                // A data frame of another size: the guess may keep failing.
+                if left >= Header::LEN && matches!(Header::from_u32(u32::from_le_bytes(heads[i])), Ok(Header::Data(_)))
+                {
+                    self.scatter_backoff = SCATTER_BACKOFF;
+                }
+                self.put_back(payload, left, &segs[i + 1..=k], &heads[i..k]);
+                break;
+            }
+            left -= Header::LEN;
+            i += 1;
+        }
+        if payload == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(self.rbuf.split_to(payload).freeze()))
+    }
+
+    /// After a scattered read: the `left` bytes that follow the first
+    /// `payload` bytes on the wire, from slot `heads[0]` on (then piece
+    /// `segs[0]`, slot `heads[1]`, ...), put back in wire order in the read
+    /// buffer after those `payload` bytes (the pieces are there already, end
+    /// to end; the slots go in between).
+    fn put_back(&mut self, payload: usize, left: usize, segs: &[usize], heads: &[[u8; 4]]) {
+        // The bytes of each slot and piece the read reached.
+        let mut slot = [0usize; SCATTER_MAX_HEADS];
+        let mut piece = [0usize; SCATTER_MAX_HEADS];
+        let (mut l, mut m) = (left, 0);
+        while l > 0 {
+            slot[m] = l.min(Header::LEN);
+            l -= slot[m];
+            piece[m] = l.min(segs[m]);
+            l -= piece[m];
+            m += 1;
+        }
+        let slot_bytes: usize = slot[..m].iter().sum();
+        debug_assert_eq!(self.rbuf.len(), payload + left - slot_bytes);
+        self.rbuf.resize(payload + left, 0);
+        // Last piece first: each moves right by the slot bytes before it.
+        let mut src = payload + left - slot_bytes;
+        let mut dst = payload + left;
+        for j in (0..m).rev() {
+            src -= piece[j];
+            dst -= piece[j];
+            self.rbuf.copy_within(src..src + piece[j], dst);
+            dst -= slot[j];
+            self.rbuf[dst..dst + slot[j]].copy_from_slice(&heads[j][..slot[j]]);
+        }
+        debug_assert_eq!((src, dst), (payload, payload));
+    }
+
     /// Reads up to `n` payload bytes of the current frame (`n` at most
     /// [`Endpoint::direct_payload`]) from the socket straight into `out`.
     /// `Ready` when something changed (bytes in `out`, Eof, an error).
@@ -293,6 +422,82 @@ impl<S: Socket> FramedFlow<S> {
         Poll::Ready(Ok(accepted))
     }
 
+    /// One `writev` of the queued frames (markers, the rest of a cut frame:
+    /// they go first), then the next frames of `bufs` (at most [`WRITE_BUDGET`]
+    /// payload bytes), the headers on the stack and the payloads the caller's
+    /// own bytes (no queue, no `Bytes` per frame). What the socket took of
+    /// `bufs` is split off them; a frame it cut is taken whole, its rest
+    /// (shared with the caller's buffer, not copied) queued to go out before
+    /// anything else.
+    fn poll_write_owned(&mut self, cx: &mut Context<'_>, bufs: &mut [Bytes]) -> Poll<io::Result<()>> {
+        const N: usize = MAX_IOV / 2;
+        let Some(sock) = self.sock.as_mut() else { return Poll::Ready(Err(closed())) };
+        let max = self.enc.max_frame_len();
+        let mut headers = [[0u8; Header::LEN]; N];
+        // Each frame's payload: (buffer, offset, length).
+        let mut frames = [(0usize, 0usize, 0usize); N];
+        let (queued, mut count) = (self.enc.queued(), 0);
+        let polled = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let q = self.enc.chunks_vectored(&mut slices);
+            // A queue that fills the slices (never, in practice) goes alone.
+            let room = if q == self.enc.slices_needed() { (MAX_IOV - q) / 2 } else { 0 };
+            let mut budget = WRITE_BUDGET;
+            'bufs: for (i, b) in bufs.iter().enumerate() {
+                let mut at = 0;
+                while at < b.len() {
+                    if count == room || budget == 0 {
+                        break 'bufs;
+                    }
+                    let n = (b.len() - at).min(max).min(budget);
+                    headers[count] = Header::Data(n as u32).to_bytes();
+                    frames[count] = (i, at, n);
+                    count += 1;
+                    at += n;
+                    budget -= n;
+                }
+            }
+            for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
+                slices[q + 2 * k] = IoSlice::new(&headers[k]);
+                slices[q + 2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
+            }
+            sock.poll_writev(cx, &slices[..q + 2 * count])
+        };
+        let wrote = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(Err(e)) => {
+                self.ep.handle_write_error(&e);
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(Ok(w)) => w,
+        };
+        let from_queue = wrote.min(queued);
+        self.enc.advance(from_queue);
+        let (mut left, mut taken) = (wrote - from_queue, 0);
+        for &(i, at, n) in &frames[..count] {
+            if left >= Header::LEN + n {
+                left -= Header::LEN + n;
+                taken += n;
+                continue;
+            }
+            if left > 0 {
+                // Cut mid-frame: the rest must follow before any other byte.
+                let header_sent = left.min(Header::LEN);
+                let rest = bufs[i].slice(at + left - header_sent..at + n);
+                self.enc.push_cut_data(n, header_sent, rest);
+                taken += n;
+            }
+            break;
+        }
+        conflux_flow::bufs::advance(bufs, taken);
+        Poll::Ready(Ok(()))
+    }
+
     fn release(&mut self, abort: bool) -> io::Result<()> {
         let r = match self.sock.take() {
             Some(mut s) if abort => s.abort(),
@@ -370,6 +575,11 @@ impl<S: Socket + AsFd> AsFd for FramedFlow<S> {
 }
 
 impl<S: Socket> Flow for FramedFlow<S> {
+    /// The payloads of every data frame read, as one chunk. On a socket
+    /// that [scatters reads](Socket::reads_scatter) (Unix, hybrid vsock),
+    /// full frames land end to end with their headers read apart, so the
+    /// chunk needs no move over the headers; other input goes through the
+    /// decoder (payloads moved together in the read buffer).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FlowError>> {
         loop {
             let event = self.ep.poll_read(&mut self.rbuf);
@@ -380,6 +590,16 @@ impl<S: Socket> Flow for FramedFlow<S> {
                 ReadEvent::Eof => return Poll::Ready(Ok(None)),
                 ReadEvent::Error(e) => return Poll::Ready(Err(e.into())),
                 ReadEvent::NeedInput => {}
+            }
+            if let Some(first) = self.scatter_plan() {
+                match self.poll_fill_scatter(cx, first) {
+                    Poll::Ready(Some(d)) => return Poll::Ready(Ok(Some(d))),
+                    Poll::Ready(None) => continue,
+                    Poll::Pending => {
+                        remember(&mut self.reader, cx);
+                        return Poll::Pending;
+                    }
+                }
             }
             if self.poll_fill(cx).is_pending() {
                 remember(&mut self.reader, cx);
@@ -444,13 +664,14 @@ impl<S: Socket> Flow for FramedFlow<S> {
         }
         loop {
             self.queue_markers();
-            for buf in bufs.iter_mut() {
-                if self.enc.queued() >= WRITE_BUDGET {
-                    break;
-                }
-                self.enc.push_data(buf, WRITE_BUDGET);
-            }
-            match self.poll_flush(cx) {
+            let wrote = if bufs.iter().all(Bytes::is_empty) {
+                // Nothing left but queued frames (a re-poll after the buffers were taken).
+                self.poll_flush(cx)
+            } else {
+                self.ep.write_allowed()?;
+                self.poll_write_owned(cx, bufs)
+            };
+            match wrote {
                 Poll::Pending => {
                     self.writer_waiting = true;
                     remember(&mut self.writer, cx);
@@ -462,10 +683,9 @@ impl<S: Socket> Flow for FramedFlow<S> {
                 }
                 Poll::Ready(Ok(())) => {
                     self.writer_waiting = false;
-                    if bufs.iter().all(Bytes::is_empty) {
+                    if self.enc.is_empty() && bufs.iter().all(Bytes::is_empty) {
                         return Poll::Ready(Ok(()));
                     }
-                    self.ep.write_allowed()?;
                 }
             }
         }

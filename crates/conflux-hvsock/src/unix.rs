@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 
-use crate::family::{Family, FamilyListener, Socket, with_timeout};
+use crate::family::{Family, FamilyListener, Socket, retry_eintr, with_timeout};
 
 /// The address of a Unix socket: a path, or unnamed (a client's end).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,12 +125,68 @@ where
         }
     }
 
-    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    #[cfg(target_os = "linux")]
+    fn reads_scatter(&self) -> bool {
+        true
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_read_scatter(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        segs: &[usize],
+        heads: &mut [[u8; 4]],
+    ) -> Poll<io::Result<usize>> {
         let stream = self.stream()?;
+        let asked = segs.iter().sum::<usize>() + 4 * heads.len();
         loop {
-            match Pin::new(&mut *stream).poll_write_vectored(cx, bufs) {
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            let fd = stream.as_fd();
+            // A short read drained the socket: as tokio's own reads do, the
+            // readiness is cleared (reported to `try_io` as WouldBlock), so
+            // the next read waits for data instead of asking the kernel in vain.
+            let mut short = None;
+            let read = stream.try_io(tokio::io::Interest::READABLE, || {
+                let n = crate::sys::recv_scatter(fd, buf, segs, heads)?;
+                if n > 0 && n < asked {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (read, short) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                // The readiness was stale and is cleared: wait again.
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (r, None) => return Poll::Ready(r),
+            }
+        }
+    }
+
+    /// As tokio's own `poll_write` (which its vectored write is not): a
+    /// short write filled the socket, so the readiness is cleared and the
+    /// next write waits for room instead of asking the kernel in vain.
+    fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let stream = &*self.stream()?;
+        let asked = bufs.iter().map(|b| b.len()).sum::<usize>();
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            let mut short = None;
+            let wrote = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let n = retry_eintr(|| socket2::SockRef::from(stream).send_vectored(bufs))?;
+                if n > 0 && n < asked {
+                    // Reported to `try_io` as WouldBlock, which clears the readiness.
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (wrote, short) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                // The readiness was stale and is cleared: wait again.
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (r, None) => return Poll::Ready(r),
             }
         }
     }

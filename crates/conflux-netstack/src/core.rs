@@ -337,7 +337,7 @@ impl Conn {
     /// Sent data waits for its acknowledgment on an open connection (the
     /// user timeout runs).
     fn outstanding(&self) -> bool {
-        self.phase == Phase::Open
+        matches!(self.phase, Phase::Open)
             && !self.end.timed_out
             && self.snd_max.is_some()
             && self.peer_ack != self.snd_max
@@ -375,7 +375,7 @@ impl Conn {
     /// once, its FIN turned into an RST.
     fn orphan_deadline(&self, timeout: Duration) -> Option<Instant> {
         let sock = self.socket();
-        if self.phase != Phase::Orphan
+        if !matches!(self.phase, Phase::Orphan)
             || sock.timeout().is_some()
             || matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait)
         {
@@ -568,6 +568,9 @@ pub(crate) struct Core {
     dhcp: Option<dhcp::DhcpClient>,
     /// RSTs of released connections given up on (no neighbour answer).
     resets_abandoned: u64,
+    /// smoltcp egress polls of connections so far (tests count rounds).
+    #[cfg(test)]
+    egress_polls: usize,
 }
 
 impl Core {
@@ -641,6 +644,8 @@ impl Core {
             udp,
             dhcp,
             resets_abandoned: 0,
+            #[cfg(test)]
+            egress_polls: 0,
         }
     }
 
@@ -812,9 +817,14 @@ impl Core {
         self.events.pop_front()
     }
 
-    /// Flow operations or frames wait for [`poll_transmit`](Core::poll_transmit).
+    /// Flow operations or frames wait for [`poll_transmit`](Core::poll_transmit)
+    /// (or the DHCP client's answer to a reply does).
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || !self.local.is_empty() || !self.pending.is_empty() || self.udp_has_work()
+        !self.dirty.is_empty()
+            || !self.local.is_empty()
+            || !self.pending.is_empty()
+            || self.udp_has_work()
+            || self.dhcp_poll_at() == Some(Instant::ZERO)
     }
 
     /// A listener is registered under `key`.
@@ -829,8 +839,11 @@ impl Core {
         if self.has_work() {
             return Some(Instant::ZERO);
         }
-        let tcp = self.timers.first().map(|(at, _)| *at);
-        [tcp, self.udp_poll_timeout(), self.dhcp_poll_at()].into_iter().flatten().min()
+        let mut next = self.timers.first().map(|(at, _)| *at);
+        for t in [self.udp_poll_timeout(), self.dhcp_poll_at()].into_iter().flatten() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
     }
 
     // ---- connections ----
@@ -1672,7 +1685,7 @@ impl Core {
                 let mut bridge = Bridge { rx: Some(frame), tx: out, pool: &self.pool, caps: &self.caps };
                 let _ = self.iface.poll_ingress_single(now, &mut bridge, &mut conn.set);
                 self.sent(now, id, out, from);
-                self.changed(now, id, before);
+                self.changed(now, id, before, None);
                 return;
             }
         }
@@ -1758,11 +1771,24 @@ impl Core {
             }
         }
         note_frames(self.medium, conn, now, &mut out[from..]);
+        // Egress polls it only when smoltcp has something to send now (data,
+        // an ACK it does not delay, a window update, a FIN, an RST) or the
+        // core's own egress steps may apply (a phase other than open, a held
+        // close, a FIN's ACK held back): a segment whose ACK smoltcp delays
+        // (each of a ping-pong's) needs no egress pass, only its deadline,
+        // filed from the same `poll_at`.
+        let mut polled = None;
         if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(id);
+            let open = matches!(conn.phase, Phase::Open) && !conn.close_held && conn.fin_ack_until.is_none();
+            match open.then(|| self.iface.poll_at(now, &conn.set)) {
+                Some(next) if next.is_none_or(|at| at > now) => polled = Some(next),
+                _ => {
+                    conn.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
         }
-        self.changed(now, id, before);
+        self.changed(now, id, before, polled);
     }
 
     /// Runs egress on every connection with something to do.
@@ -1778,7 +1804,7 @@ impl Core {
                 if conn.fin_ack_waits(now) {
                     // Only the FIN's ACK to send: it waits (its deadline is
                     // the connection's timer).
-                    self.update_timer(now, id);
+                    self.update_timer(now, id, None);
                     continue;
                 }
                 conn.fin_ack_until = None;
@@ -1786,13 +1812,32 @@ impl Core {
             let before = Snapshot::of(conn.socket());
             let from = out.len();
             let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
-            for _ in 0..EGRESS_ROUNDS {
+            // smoltcp's next poll, when asked after the first segment.
+            let mut polled = None;
+            for round in 0..EGRESS_ROUNDS {
+                #[cfg(test)]
+                {
+                    self.egress_polls += 1;
+                }
                 if self.iface.poll_egress(now, &mut bridge, &mut conn.set) == smoltcp::iface::PollResult::None {
                     break;
+                }
+                if round == 0 {
+                    // Most polls send one segment (each of a ping-pong's):
+                    // when smoltcp wants nothing more now, its next poll is
+                    // the deadline, without an empty poll to find that out.
+                    let next = self.iface.poll_at(now, &conn.set);
+                    if next.is_none_or(|at| at > now) {
+                        polled = Some(next);
+                        break;
+                    }
                 }
             }
             // The connection looked up once for what most rounds need.
             note_frames(self.medium, conn, now, &mut out[from..]);
+            // For an open connection's deadline only: a held close polls
+            // the socket again, other phases' steps may change it.
+            let polled = polled.filter(|_| matches!(conn.phase, Phase::Open) && !conn.close_held);
             let (close_held, orphan) = (conn.close_held, matches!(conn.phase, Phase::Orphan | Phase::Resetting { .. }));
             if close_held {
                 self.held_close(now, id, out);
@@ -1800,7 +1845,7 @@ impl Core {
             if orphan && self.orphan_polled(now, id) {
                 continue;
             }
-            self.changed(now, id, before);
+            self.changed(now, id, before, polled);
         }
         dirty.clear();
         // Keep the allocation; ids marked meanwhile (by `changed`) stay.
@@ -1870,8 +1915,9 @@ impl Core {
     }
 
     /// After connection `id`'s socket was polled: events for what changed
-    /// since `before`, phase changes, reaping, and its next deadline.
-    fn changed(&mut self, now: Instant, id: ConnId, before: Snapshot) {
+    /// since `before`, phase changes, reaping, and its next deadline
+    /// (`polled`: see [`update_timer`](Core::update_timer)).
+    fn changed(&mut self, now: Instant, id: ConnId, before: Snapshot, polled: Option<Option<Instant>>) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let after = Snapshot::of(conn.socket());
         let state_moved = after.state != before.state;
@@ -1929,17 +1975,18 @@ impl Core {
             return;
         }
         // Only an orphan gives its socket back in TIME_WAIT.
-        if conn.phase == Phase::Orphan && self.enter_time_wait(now, id) {
+        if matches!(conn.phase, Phase::Orphan) && self.enter_time_wait(now, id) {
             return;
         }
-        self.update_timer(now, id);
+        self.update_timer(now, id, polled);
     }
 
     /// Sets connection `id`'s deadline: smoltcp's next poll, the handshake
-    /// timeout, the user timeout.
-    fn update_timer(&mut self, now: Instant, id: ConnId) {
+    /// timeout, the user timeout. `polled`: smoltcp's next poll when the
+    /// caller just asked for it (at `now`, the socket unchanged since).
+    fn update_timer(&mut self, now: Instant, id: ConnId, polled: Option<Option<Instant>>) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        let mut next = self.iface.poll_at(now, &conn.set);
+        let mut next = polled.unwrap_or_else(|| self.iface.poll_at(now, &conn.set));
         if conn.fin_ack_waits(now)
             && let Some(until) = conn.fin_ack_until
         {

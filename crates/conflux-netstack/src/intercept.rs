@@ -167,11 +167,14 @@ impl HeldSyn {
                 return Err(ConnectError::other(src, "the SYN is no longer held (reset, expired or evicted)"));
             }
             st.accepting.insert(id, false);
-            (st.core.config().connect_timeout, st.core.config().handshake_timeout)
+            let timeouts = (st.core.config().connect_timeout, st.core.config().handshake_timeout);
+            // The SYN-ACK from this task when it can (a shared transmit
+            // side, the stack's runtime), not a driver round woken for it.
+            shared.flush(st);
+            timeouts
         };
         let (timeout, handshake_timeout) = timeout;
         let start = tokio::time::Instant::now();
-        shared.kick();
         let mut guard = AcceptGuard { shared: &shared, id: Some(id) };
         let established = poll_fn(|cx| {
             let mut st = shared.lock();

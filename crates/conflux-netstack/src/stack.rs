@@ -430,7 +430,11 @@ impl Shared {
         // most (each pass needs the other side's answer to make room).
         let answers = !DELIVERING.get();
         for pass in 0..=ANSWER_PASSES {
-            st.core.poll_transmit(now, &mut produced);
+            // A delivery whose ACK smoltcp delays leaves nothing to send
+            // (the deadline was filed as it was received): no pass.
+            if st.core.has_work() {
+                st.core.poll_transmit(now, &mut produced);
+            }
             if st.out.is_empty() {
                 // The round's frames become the queue, the empty queue's
                 // allocation the next pass's vector: no frame moved.
@@ -439,7 +443,6 @@ impl Shared {
             } else {
                 st.out.extend(produced.drain(..));
             }
-            // (Most delivery rounds make nothing: the ACK is delayed.)
             if st.driver_sending || st.out.is_empty() {
                 break;
             }

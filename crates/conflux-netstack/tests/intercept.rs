@@ -526,3 +526,34 @@ async fn concurrent_held_syns_on_two_threads() {
     }
     assert_eq!(b.open_flows(), 0);
 }
+
+/// Over a fault-free in-memory link `accept` sends the SYN-ACK from the
+/// accepting task itself: the peer's ACK comes back in that same round,
+/// so the accept is done by its second poll without yielding, before any
+/// driver ran (a driver woken to send the SYN-ACK needs the task to yield
+/// first: a wake-up and a driver round more per accepted connection).
+#[tokio::test]
+async fn accept_answers_the_syn_in_its_own_round() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let (a, b) = guest_and_gateway();
+    let mut intercept = b.intercept(Vec::new(), None).unwrap();
+    let dialled = sock("203.0.113.7:443");
+    let connect = tokio::spawn({
+        let a = a.clone();
+        async move { a.create_connection(dialled, ConnectOptions::new()).await }
+    });
+    let held = next_held(&mut intercept).await;
+    let mut accept = std::pin::pin!(held.accept());
+    let mut cx = Context::from_waker(Waker::noop());
+    let polled = match accept.as_mut().poll(&mut cx) {
+        Poll::Pending => accept.as_mut().poll(&mut cx),
+        ready => ready,
+    };
+    let Poll::Ready(accepted) = polled else { panic!("the accept waits for a driver round") };
+    let mut server = accepted.expect("accept");
+    let mut client = within("connect", TIMEOUT, connect).await.unwrap().expect("connect");
+    client.write("ping").await.unwrap();
+    assert_eq!(within("ping", TIMEOUT, server.read()).await.unwrap().as_deref(), Some(&b"ping"[..]));
+}

@@ -15,6 +15,7 @@ pub struct HostConfig {
     pub(crate) read_chunk: usize,
     pub(crate) send_buffer_size: Option<usize>,
     pub(crate) recv_buffer_size: Option<usize>,
+    pub(crate) defer_options: Option<Duration>,
 }
 
 impl Default for HostConfig {
@@ -28,6 +29,7 @@ impl Default for HostConfig {
             read_chunk: 64 * 1024,
             send_buffer_size: None,
             recv_buffer_size: None,
+            defer_options: None,
         }
     }
 }
@@ -35,7 +37,7 @@ impl Default for HostConfig {
 impl HostConfig {
     /// The defaults: connect timeout 30 s, backlog 1024, no `TCP_USER_TIMEOUT`,
     /// disconnect grace 5 s, acknowledgement timeout 60 s, 64 KiB reads, the
-    /// kernel's buffer sizes.
+    /// kernel's buffer sizes, options set at once.
     pub fn new() -> HostConfig {
         HostConfig::default()
     }
@@ -83,6 +85,23 @@ impl HostConfig {
     /// to accepted flows). The kernel doubles the value for bookkeeping.
     pub fn send_buffer_size(mut self, bytes: Option<usize>) -> HostConfig {
         self.send_buffer_size = bytes;
+        self
+    }
+
+    /// Sets the user timeout and the keepalive of a connection made by
+    /// `create_connection` whose handshake completed within its `connect`
+    /// call (a peer on this machine) only once it has lived `delay` (within
+    /// 1.5 `delay`, by a task of the stack): a connection that ends sooner
+    /// never pays their five system calls. They only matter to a
+    /// connection that lives long (a peer silent for the keepalive's idle
+    /// time, or data unacknowledged for the user timeout), and Linux times
+    /// them from the last segment received and from the oldest
+    /// unacknowledged segment's first send, as if set at the connect.
+    /// Other connections (the handshake still under way after the call,
+    /// or accepted by a listener) get them at once. `None` (the default):
+    /// at once, every connection.
+    pub fn defer_options(mut self, delay: Option<Duration>) -> HostConfig {
+        self.defer_options = delay;
         self
     }
 

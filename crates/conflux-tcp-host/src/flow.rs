@@ -191,6 +191,11 @@ impl HostFlow {
         Ok(flow)
     }
 
+    /// The socket, while the flow has it.
+    pub(crate) fn stream(&self) -> Option<&Arc<TcpStream>> {
+        self.io.as_ref()
+    }
+
     /// Bytes written that the peer has not acknowledged yet (`SIOCOUTQ`).
     pub fn unacked(&self) -> Result<usize, FlowError> {
         let io = self.io.as_ref().ok_or_else(FlowError::closed)?;

@@ -61,6 +61,7 @@ mod flow;
 mod stack;
 #[allow(unsafe_code)]
 mod sys;
+mod tuning;
 
 pub use crate::{
     config::{HostConfig, keepalive_deadline, kernel_keepalive},

@@ -10,10 +10,10 @@ use std::time::Duration;
 use conflux_tcp::{
     Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listener, Listeners, Listening, StopFn, TcpStack,
 };
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::kernel_keepalive;
+use crate::tuning::{Deferred, Tuning, set_keepalive};
 use crate::{HostConfig, HostFlow, flow::FlowTable};
 
 /// The host kernel's TCP as a [`TcpStack`].
@@ -29,6 +29,9 @@ use crate::{HostConfig, HostFlow, flow::FlowTable};
 ///   [`kernel_keepalive`](crate::kernel_keepalive); a silent peer is declared
 ///   dead at [`keepalive_deadline`](crate::keepalive_deadline) (Linux timing:
 ///   `after + probes * interval`).
+/// - With [`HostConfig::defer_options`] a connection whose handshake
+///   completed within its `connect` call gets its keepalive and user
+///   timeout once it has lived that long (a short one never does).
 /// - `unlisten` shuts the listening socket down at once (`shutdown(SHUT_RD)`
 ///   on a listening socket: queued and new connection attempts get a RST).
 /// - Listening again on a port stops the old listener before binding the new
@@ -45,6 +48,8 @@ struct Inner {
     config: HostConfig,
     listeners: Listeners<HostFlow>,
     flows: Arc<FlowTable>,
+    /// Connections whose options wait ([`HostConfig::defer_options`]).
+    deferred: Arc<Deferred>,
     disconnected: AtomicBool,
 }
 
@@ -112,12 +117,6 @@ async fn finish_connect(stream: TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-fn set_keepalive(sock: SockRef<'_>, ka: &Keepalive) -> io::Result<()> {
-    let k = kernel_keepalive(ka);
-    let tk = TcpKeepalive::new().with_time(k.after).with_interval(k.interval).with_retries(k.probes);
-    sock.set_tcp_keepalive(&tk)
-}
-
 impl HostStack {
     /// A stack with the default [`HostConfig`].
     pub fn new() -> HostStack {
@@ -131,6 +130,7 @@ impl HostStack {
                 config,
                 listeners: Listeners::new(),
                 flows: Arc::new(FlowTable::default()),
+                deferred: Arc::new(Deferred::default()),
                 disconnected: AtomicBool::new(false),
             }),
         }
@@ -141,11 +141,9 @@ impl HostStack {
         &self.inner.config
     }
 
-    fn tune(&self, sock: &Socket) -> io::Result<()> {
+    /// The buffer sizes (before connect or listen).
+    fn size_buffers(&self, sock: &Socket) -> io::Result<()> {
         let c = &self.inner.config;
-        if let Some(ut) = c.user_timeout {
-            sock.set_tcp_user_timeout(Some(ut))?;
-        }
         if let Some(n) = c.send_buffer_size {
             sock.set_send_buffer_size(n)?;
         }
@@ -162,23 +160,40 @@ impl HostStack {
         let timeout = options.timeout.unwrap_or(self.inner.config.connect_timeout);
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))
             .map_err(|e| ConnectError::other(addr, e))?;
-        self.tune(&sock).map_err(|e| ConnectError::other(addr, e))?;
-        if let Some(ka) = &options.keepalive {
-            set_keepalive(SockRef::from(&sock), ka).map_err(|e| ConnectError::other(addr, e))?;
+        self.size_buffers(&sock).map_err(|e| ConnectError::other(addr, e))?;
+        let c = &self.inner.config;
+        let tuning = Tuning { user_timeout: c.user_timeout, keepalive: options.keepalive };
+        let defer = c.defer_options.filter(|_| !tuning.is_empty());
+        if defer.is_none() {
+            tuning.apply(SockRef::from(&sock)).map_err(|e| ConnectError::other(addr, e))?;
         }
-        let stream = match connect_now(sock, addr).map_err(|e| connect_error(addr, e))? {
-            Connecting::Done(stream) => stream,
-            Connecting::Pending(stream) => match tokio::time::timeout(timeout, finish_connect(stream)).await {
-                Err(_) => return Err(ConnectError::Timeout { addr }),
-                Ok(Err(e)) => return Err(connect_error(addr, e)),
-                Ok(Ok(stream)) => stream,
-            },
+        let (stream, defer) = match connect_now(sock, addr).map_err(|e| connect_error(addr, e))? {
+            Connecting::Done(stream) => (stream, defer),
+            Connecting::Pending(stream) => {
+                // A handshake under way (a peer elsewhere): the options
+                // now, as without the deferral (the user timeout bounds
+                // the SYN's retransmissions too).
+                if defer.is_some() {
+                    tuning.apply(SockRef::from(&stream)).map_err(|e| ConnectError::other(addr, e))?;
+                }
+                match tokio::time::timeout(timeout, finish_connect(stream)).await {
+                    Err(_) => return Err(ConnectError::Timeout { addr }),
+                    Ok(Err(e)) => return Err(connect_error(addr, e)),
+                    Ok(Ok(stream)) => (stream, None),
+                }
+            }
         };
         if self.inner.disconnected.load(Ordering::Acquire) {
             return Err(ConnectError::Disconnected);
         }
-        let c = &self.inner.config;
-        HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout).map_err(|e| connect_error(addr, e))
+        let flow = HostFlow::new(stream, addr, &self.inner.flows, c.read_chunk, c.ack_timeout)
+            .map_err(|e| connect_error(addr, e))?;
+        if let Some(delay) = defer
+            && let Some(io) = flow.stream()
+        {
+            self.inner.deferred.push(io, tuning, delay);
+        }
+        Ok(flow)
     }
 
     /// A bound, listening, non-blocking socket on exactly `addr`; for `[::]`
@@ -206,7 +221,11 @@ impl HostStack {
             (sock, addr)
         };
         sock.set_reuse_address(true)?;
-        self.tune(&sock)?;
+        // Accepted connections inherit the user timeout and the buffer sizes.
+        if let Some(ut) = self.inner.config.user_timeout {
+            sock.set_tcp_user_timeout(Some(ut))?;
+        }
+        self.size_buffers(&sock)?;
         sock.bind(&addr.into())?;
         sock.listen(i32::try_from(self.inner.config.backlog).unwrap_or(i32::MAX))?;
         Ok(sock)
@@ -353,6 +372,64 @@ mod tests {
     fn listen_outside_a_runtime_is_an_error_not_a_panic() {
         let err = HostStack::new().listen(0, None, |_flow| async {}).expect_err("no runtime");
         assert!(err.to_string().contains("tokio runtime"), "{err}");
+    }
+
+    /// The keepalive, its three timings and the user timeout of `flow`'s
+    /// socket, as the kernel reports them.
+    fn options(flow: &HostFlow) -> (bool, Option<(Duration, Duration, u32)>, Option<Duration>) {
+        let sock = SockRef::from(&**flow.stream().expect("open"));
+        let on = sock.keepalive().unwrap();
+        let timings = (sock.tcp_keepalive_time().unwrap(), sock.tcp_keepalive_interval().unwrap());
+        let timings = on.then(|| (timings.0, timings.1, sock.tcp_keepalive_retries().unwrap()));
+        (on, timings, sock.tcp_user_timeout().unwrap())
+    }
+
+    /// Deferred, a connection to a peer on this machine has neither
+    /// keepalive nor user timeout in its first moments, and both once it
+    /// has lived the delay (within 1.5 times it); the stack's task ends
+    /// once nothing waits (a connection closed before its turn is skipped).
+    /// Not deferred (the default) they are there from the start.
+    #[tokio::test]
+    async fn deferred_options_come_once_a_connection_has_lived_the_delay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ka = Keepalive::new(Duration::from_secs(7), Duration::from_secs(3), 4);
+        let connect = ConnectOptions { keepalive: Some(ka), ..ConnectOptions::new() };
+        let ut = Duration::from_secs(5);
+        let set = (true, Some((Duration::from_secs(7), Duration::from_secs(3), 4)), Some(ut));
+
+        let eager = HostStack::with_config(HostConfig::new().user_timeout(Some(ut)));
+        let flow = eager.create_connection(addr, connect).await.unwrap();
+        assert_eq!(options(&flow), set);
+        assert!(!eager.inner.deferred.sweeping());
+
+        let delay = Duration::from_millis(300);
+        let lazy = HostStack::with_config(HostConfig::new().user_timeout(Some(ut)).defer_options(Some(delay)));
+        let start = tokio::time::Instant::now();
+        let short = lazy.create_connection(addr, connect).await.unwrap();
+        let long = lazy.create_connection(addr, connect).await.unwrap();
+        assert_eq!(options(&long), (false, None, None), "nothing set yet");
+        assert_eq!(lazy.inner.deferred.waiting(), 2);
+        drop(short);
+        while options(&long) != set {
+            assert!(start.elapsed() < Duration::from_secs(5), "never set: {:?}", options(&long));
+            assert_eq!(options(&long), (false, None, None), "set partly");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = start.elapsed();
+        assert!(took >= delay, "set after {took:?}, before the delay");
+        while lazy.inner.deferred.sweeping() {
+            assert!(start.elapsed() < Duration::from_secs(5), "the task goes on");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lazy.inner.deferred.waiting(), 0);
+        // A connection after the task ended starts it again.
+        let again = lazy.create_connection(addr, connect).await.unwrap();
+        assert!(lazy.inner.deferred.sweeping());
+        while options(&again) != set {
+            assert!(start.elapsed() < Duration::from_secs(10), "never set: {:?}", options(&again));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

@@ -137,10 +137,20 @@ fn stack_config(config: &UsernetConfig) -> StackConfig {
 /// 15 minutes). It is the host keepalive's deadline when that is on: Linux
 /// lets a user timeout decide when keepalive gives up too, so the two must
 /// agree.
+///
+/// Both are set on a connection to a peer on this machine only once it has
+/// lived [`HOST_OPTIONS_DELAY`] (a guest's short request to a host
+/// service never pays their five system calls); Linux times them from
+/// the last segment heard and the oldest unacknowledged one, so a dead
+/// peer is still found at the same deadline.
 fn host_stack(config: &UsernetConfig) -> HostStack {
     let user_timeout = config.host_keepalive.as_ref().map_or(USER_TIMEOUT, conflux_tcp_host::keepalive_deadline);
-    HostStack::with_config(HostConfig::new().user_timeout(Some(user_timeout)))
+    HostStack::with_config(HostConfig::new().user_timeout(Some(user_timeout)).defer_options(Some(HOST_OPTIONS_DELAY)))
 }
+
+/// How long a host connection to a peer on this machine lives before its
+/// keepalive and user timeout are set ([`HostConfig::defer_options`]).
+const HOST_OPTIONS_DELAY: Duration = Duration::from_millis(250);
 
 impl Usernet {
     /// Serves `config` over `device` (spawns its tasks; call within a tokio

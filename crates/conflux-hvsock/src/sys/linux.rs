@@ -1,4 +1,5 @@
-//! Linux system calls for AF_VSOCK that socket2 does not wrap.
+//! Linux system calls that socket2 does not wrap: for AF_VSOCK, and the
+//! scattering read of the framed flow.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -6,6 +7,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
+
+use crate::family::SCATTER_MAX_HEADS;
 
 /// `SO_VM_SOCKETS_CONNECT_TIMEOUT` (the `_OLD` value, a native `timeval`).
 const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
@@ -36,6 +39,71 @@ pub(crate) fn recv_buf(sock: &socket2::Socket, buf: &mut BytesMut) -> io::Result
             Err(e) => return Err(e),
         }
     }
+}
+
+/// One `readv` of `fd` that scatters what arrives: `segs[0]` bytes into the
+/// spare capacity of `buf`, then 4 bytes into `heads[0]`, then `segs[1]` bytes
+/// into the spare capacity right after the first piece, 4 into `heads[1]`, and
+/// so on (`segs.len() == heads.len() + 1`, an empty piece is allowed). The
+/// bytes that landed in the spare capacity join `buf`; returns every byte
+/// received, header slots included (0: Eof). `EINTR` is retried.
+///
+/// # Panics
+///
+/// When `segs` do not fit the spare capacity of `buf`, or the lengths of
+/// `segs` and `heads` do not match or exceed [`SCATTER_MAX_HEADS`] (caller bugs).
+pub(crate) fn recv_scatter(
+    fd: BorrowedFd<'_>,
+    buf: &mut BytesMut,
+    segs: &[usize],
+    heads: &mut [[u8; 4]],
+) -> io::Result<usize> {
+    assert!(segs.len() == heads.len() + 1 && heads.len() <= SCATTER_MAX_HEADS, "scatter layout");
+    let room = buf.capacity() - buf.len();
+    assert!(segs.iter().sum::<usize>() <= room, "scatter payload beyond the spare capacity");
+    let base = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * SCATTER_MAX_HEADS + 1];
+    let (mut k, mut at) = (0, 0);
+    for (i, &len) in segs.iter().enumerate() {
+        if i > 0 {
+            iov[k] = libc::iovec { iov_base: heads[i - 1].as_mut_ptr().cast(), iov_len: 4 };
+            k += 1;
+        }
+        if len > 0 {
+            iov[k] = libc::iovec { iov_base: base.wrapping_add(at).cast(), iov_len: len };
+            k += 1;
+            at += len;
+        }
+    }
+    let n = loop {
+        // SAFETY: the first `k` iovecs point at writable memory of their length,
+        // alive across the call: pieces end to end within the spare capacity of
+        // `buf` (checked above) or whole slots of `heads`; the fd is borrowed.
+        let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // The payload bytes received: readv fills the iovecs in order.
+    let (mut left, mut payload) = (n, 0);
+    for (i, &len) in segs.iter().enumerate() {
+        if i > 0 {
+            left -= left.min(4);
+        }
+        let got = left.min(len);
+        payload += got;
+        left -= got;
+    }
+    debug_assert_eq!(left, 0, "readv reported more than it was given");
+    // SAFETY: readv wrote the iovecs in order, so the pieces of the spare
+    // capacity it reached are written from their start: the first `payload`
+    // bytes of the spare capacity are initialised (`payload <= room`).
+    unsafe { buf.set_len(buf.len() + payload) };
+    Ok(n)
 }
 
 /// Sets the kernel's vsock connect timeout of `sock`.

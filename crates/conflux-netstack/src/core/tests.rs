@@ -743,3 +743,89 @@ fn a_connections_first_full_segments_are_acknowledged_at_once() {
     let (_, acks) = ack_of(&mut p, b"small");
     assert!(acks.is_empty(), "a small segment's ACK waits: {acks:?}");
 }
+
+fn ms(n: u64) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_millis(n)
+}
+
+/// A segment whose ACK smoltcp delays takes no egress pass: the receiver
+/// has nothing for `poll_transmit`, its deadline is the ACK delay's (filed
+/// as the segment was received), and the ACK goes out alone then.
+#[test]
+fn a_delayed_ack_takes_no_egress_pass_and_leaves_at_its_deadline() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    p.advance(Duration::from_millis(50));
+    assert_eq!(p.a.send(ca, &[7; 64]).unwrap(), 64);
+    let mut ab = Vec::new();
+    p.a.poll_transmit(p.now, &mut ab);
+    let data = segments(&ab);
+    assert!(data.len() == 1 && data[0].payload_len == 64, "{data:?}");
+    let rto = p.a.poll_timeout().expect("A's retransmission deadline");
+    assert!(rto >= p.now + ms(1000), "{rto} at {}", p.now);
+    let sent_at = p.now;
+    p.b.handle_frames(p.now, &mut ab);
+    p.eb.extend(std::iter::from_fn(|| p.b.poll_event()));
+    assert!(p.eb.iter().any(|e| matches!(e, Event::Readable(id) if *id == cb)), "{:?}", p.eb);
+    assert!(!p.b.has_work(), "nothing for egress: the ACK is delayed");
+    assert_eq!(p.b.poll_timeout(), Some(sent_at + ms(10)), "the ACK delay is B's deadline");
+    // Nothing leaves before it.
+    p.now += ms(5);
+    p.b.handle_timeout(p.now);
+    let mut ba = Vec::new();
+    p.b.poll_transmit(p.now, &mut ba);
+    assert!(ba.is_empty(), "{:?}", segments(&ba));
+    p.now = sent_at + ms(10);
+    p.b.handle_timeout(p.now);
+    p.b.poll_transmit(p.now, &mut ba);
+    let acks = segments(&ba);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].ack && acks[0].payload_len == 0 && acks[0].ack_number == data[0].seq_end(), "{acks:?}");
+    p.a.handle_frames(p.now, &mut ba);
+    assert_eq!(p.a.send_queue(ca), 0, "acknowledged");
+    assert_eq!(read_all(&mut p.b, cb), [7; 64]);
+}
+
+/// A ping-pong's round trip polls smoltcp's egress once per side: the
+/// request's and the answer's segment (each carrying the other's ACK).
+/// Neither the delivery of a segment whose ACK is delayed nor the send of
+/// one segment takes another, empty, poll (the deadline comes from
+/// `poll_at`).
+#[test]
+fn a_ping_pong_round_trip_polls_egress_once_per_side() {
+    let mut p = Pair::new();
+    let (ca, cb) = p.connected(80);
+    p.advance(Duration::from_millis(50));
+    let polls = |p: &Pair| p.a.egress_polls + p.b.egress_polls;
+    let start = polls(&p);
+    const ROUND_TRIPS: usize = 50;
+    for i in 0..ROUND_TRIPS {
+        p.now += smoltcp::time::Duration::from_micros(3);
+        // The request: A writes, its round sends; B receives (its round
+        // runs egress too, as the driver's does).
+        assert_eq!(p.a.send(ca, &[i as u8; 64]).unwrap(), 64);
+        let mut ab = Vec::new();
+        p.a.poll_transmit(p.now, &mut ab);
+        assert_eq!(ab.len(), 1);
+        p.b.handle_frames(p.now, &mut ab);
+        p.b.poll_transmit(p.now, &mut ab);
+        assert!(ab.is_empty(), "B's ACK waits for its answer");
+        // The answer, echoed.
+        let got = read_all(&mut p.b, cb);
+        assert_eq!(got, [i as u8; 64]);
+        assert_eq!(p.b.send(cb, &got).unwrap(), 64);
+        let mut ba = Vec::new();
+        p.b.poll_transmit(p.now, &mut ba);
+        let seg = segments(&ba);
+        assert!(seg.len() == 1 && seg[0].payload_len == 64 && seg[0].ack, "{seg:?}");
+        p.a.handle_frames(p.now, &mut ba);
+        p.a.poll_transmit(p.now, &mut ba);
+        assert!(ba.is_empty());
+        assert_eq!(read_all(&mut p.a, ca), [i as u8; 64]);
+        assert_eq!(p.a.send_queue(ca), 0, "the answer acknowledged the request");
+    }
+    assert_eq!(polls(&p) - start, 2 * ROUND_TRIPS, "one egress poll per side per round trip");
+    // The last answer's ACK still leaves, alone, after the ACK delay.
+    p.advance(Duration::from_millis(20));
+    assert_eq!(p.b.send_queue(cb), 0);
+}
