@@ -361,21 +361,7 @@ impl<S: Socket> FramedFlow<S> {
         let mut headers = [[0u8; Header::LEN]; N];
         // Each frame's payload: (slice, offset, length).
         let mut frames = [(0usize, 0usize, 0usize); N];
-        let (mut count, mut budget) = (0, WRITE_BUDGET);
-        'slices: for (i, b) in bufs.iter().enumerate() {
-            let mut at = 0;
-            while at < b.len() {
-                if count == frames.len() || budget == 0 {
-                    break 'slices;
-                }
-                let n = (b.len() - at).min(max).min(budget);
-                headers[count] = Header::Data(n as u32).to_bytes();
-                frames[count] = (i, at, n);
-                count += 1;
-                at += n;
-                budget -= n;
-            }
-        }
+        let count = plan_frames(bufs, max, N, &mut headers, &mut frames);
         let mut slices = [IoSlice::new(&[]); L];
         for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
             slices[2 * k] = IoSlice::new(&headers[k]);
@@ -436,32 +422,18 @@ impl<S: Socket> FramedFlow<S> {
         let mut headers = [[0u8; Header::LEN]; N];
         // Each frame's payload: (buffer, offset, length).
         let mut frames = [(0usize, 0usize, 0usize); N];
-        let (queued, mut count) = (self.enc.queued(), 0);
-        let polled = {
+        let queued = self.enc.queued();
+        let (count, polled) = {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let q = self.enc.chunks_vectored(&mut slices);
             // A queue that fills the slices (never, in practice) goes alone.
             let room = if q == self.enc.slices_needed() { (MAX_IOV - q) / 2 } else { 0 };
-            let mut budget = WRITE_BUDGET;
-            'bufs: for (i, b) in bufs.iter().enumerate() {
-                let mut at = 0;
-                while at < b.len() {
-                    if count == room || budget == 0 {
-                        break 'bufs;
-                    }
-                    let n = (b.len() - at).min(max).min(budget);
-                    headers[count] = Header::Data(n as u32).to_bytes();
-                    frames[count] = (i, at, n);
-                    count += 1;
-                    at += n;
-                    budget -= n;
-                }
-            }
+            let count = plan_frames(bufs, max, room, &mut headers, &mut frames);
             for (k, &(i, at, n)) in frames[..count].iter().enumerate() {
                 slices[q + 2 * k] = IoSlice::new(&headers[k]);
                 slices[q + 2 * k + 1] = IoSlice::new(&bufs[i][at..at + n]);
             }
-            sock.poll_writev(cx, &slices[..q + 2 * count])
+            (count, sock.poll_writev(cx, &slices[..q + 2 * count]))
         };
         let wrote = match polled {
             Poll::Pending => return Poll::Pending,
@@ -559,6 +531,35 @@ impl<S: Socket> FramedFlow<S> {
         }
         Poll::Ready(self.release(false).map_err(FlowError::from))
     }
+}
+
+/// Cuts `bufs` into data frames of at most `max` payload bytes, at most
+/// `limit` frames (no more than `frames` holds) and [`WRITE_BUDGET`]
+/// payload bytes in all: each frame's header into `headers`, its payload
+/// as (buffer, offset, length) into `frames`. Returns how many frames.
+fn plan_frames<B: std::ops::Deref<Target = [u8]>>(
+    bufs: &[B],
+    max: usize,
+    limit: usize,
+    headers: &mut [[u8; Header::LEN]],
+    frames: &mut [(usize, usize, usize)],
+) -> usize {
+    let (mut count, mut budget) = (0, WRITE_BUDGET);
+    for (i, b) in bufs.iter().enumerate() {
+        let mut at = 0;
+        while at < b.len() {
+            if count == limit || budget == 0 {
+                return count;
+            }
+            let n = (b.len() - at).min(max).min(budget);
+            headers[count] = Header::Data(n as u32).to_bytes();
+            frames[count] = (i, at, n);
+            count += 1;
+            at += n;
+            budget -= n;
+        }
+    }
+    count
 }
 
 fn closed() -> io::Error {

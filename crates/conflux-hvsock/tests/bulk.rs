@@ -7,6 +7,7 @@
 //! `writev` (no queue); a frame the socket cut goes out first, whatever the
 //! cut.
 
+#[macro_use]
 mod common;
 
 use std::io::IoSlice;
@@ -98,25 +99,7 @@ impl Socket for Script {
         Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
     }
 
-    fn shutdown_read(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn shutdown_write(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn close(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn local_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
-
-    fn peer_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
+    inert_socket_ends!();
 }
 
 /// Reads a framed flow over `sock` to its end (the script never blocks):
@@ -334,25 +317,7 @@ impl Socket for Taking {
         Poll::Ready(Ok(limit - room))
     }
 
-    fn shutdown_read(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn shutdown_write(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn close(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn local_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
-
-    fn peer_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
+    inert_socket_ends!();
 }
 
 /// Owned writes (one buffer, several, one after another) on a socket that

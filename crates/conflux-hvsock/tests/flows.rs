@@ -2,6 +2,7 @@
 //! OCaml peer models in both roles, faults, the sock_stress-style fault model,
 //! and AF_VSOCK smoke tests that need no peer.
 
+#[macro_use]
 mod common;
 mod peers;
 
@@ -563,21 +564,7 @@ impl Socket for Recording {
         self.calls.lock().unwrap().push(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect());
         std::task::Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum::<usize>().min(self.room)))
     }
-    fn shutdown_read(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn shutdown_write(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn close(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn local_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
-    fn peer_addr(&self) -> std::io::Result<UnixAddr> {
-        Ok(UnixAddr::unnamed())
-    }
+    inert_socket_ends!();
 }
 
 /// A borrowed vectored write is one `writev` of the caller's own non-empty

@@ -5,6 +5,34 @@ use conflux_hvsock::testing::{FakeVmm, MemFamily, MemSocket};
 use conflux_hvsock::{Family, FamilyListener, HybridFamily, RawFlow, UnixAddr, UnixFamily};
 use conflux_testkit::TempDir;
 
+/// The `Socket` methods a scripted socket has nothing to do in: shutdowns
+/// and close succeed, both addresses are unnamed (`#[macro_use] mod
+/// common;` to use it).
+#[allow(unused_macros)]
+macro_rules! inert_socket_ends {
+    () => {
+        fn shutdown_read(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn shutdown_write(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn close(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn local_addr(&self) -> std::io::Result<conflux_hvsock::UnixAddr> {
+            Ok(conflux_hvsock::UnixAddr::unnamed())
+        }
+
+        fn peer_addr(&self) -> std::io::Result<conflux_hvsock::UnixAddr> {
+            Ok(conflux_hvsock::UnixAddr::unnamed())
+        }
+    };
+}
+
 /// A connected pair of raw flows through a family listener.
 pub async fn pair_via<F: Family>(family: &F, addr: &F::Addr) -> (RawFlow<F::Socket>, RawFlow<F::Socket>) {
     let listener = family.listen(addr, 16).expect("listen");
