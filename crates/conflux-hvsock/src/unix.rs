@@ -138,12 +138,30 @@ where
         segs: &[usize],
         heads: &mut [[u8; 4]],
     ) -> Poll<io::Result<usize>> {
-        let stream = &*self.stream()?;
+        let stream = self.stream()?;
         let asked = segs.iter().sum::<usize>() + 4 * heads.len();
-        let fd = stream.as_fd();
-        poll_clearing_on_short(stream, cx, tokio::io::Interest::READABLE, asked, || {
-            crate::sys::recv_scatter(fd, buf, segs, heads)
-        })
+        loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            let fd = stream.as_fd();
+            // A short read drained the socket: as tokio's own reads do, the
+            // readiness is cleared (reported to `try_io` as WouldBlock), so
+            // the next read waits for data instead of asking the kernel in vain.
+            let mut short = None;
+            let read = stream.try_io(tokio::io::Interest::READABLE, || {
+                let n = crate::sys::recv_scatter(fd, buf, segs, heads)?;
+                if n > 0 && n < asked {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (read, short) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                // The readiness was stale and is cleared: wait again.
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (r, None) => return Poll::Ready(r),
+            }
+        }
     }
 
     /// As tokio's own `poll_write` (which its vectored write is not): a
@@ -152,9 +170,25 @@ where
     fn poll_writev(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let stream = &*self.stream()?;
         let asked = bufs.iter().map(|b| b.len()).sum::<usize>();
-        poll_clearing_on_short(stream, cx, tokio::io::Interest::WRITABLE, asked, || {
-            retry_eintr(|| socket2::SockRef::from(stream).send_vectored(bufs))
-        })
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            let mut short = None;
+            let wrote = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let n = retry_eintr(|| socket2::SockRef::from(stream).send_vectored(bufs))?;
+                if n > 0 && n < asked {
+                    // Reported to `try_io` as WouldBlock, which clears the readiness.
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (wrote, short) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                // The readiness was stale and is cleared: wait again.
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (r, None) => return Poll::Ready(r),
+            }
+        }
     }
 
     fn shutdown_read(&mut self) -> io::Result<()> {
@@ -176,42 +210,6 @@ where
 
     fn peer_addr(&self) -> io::Result<A> {
         self.stream.as_ref().map(|_| self.peer.clone()).ok_or_else(|| io::ErrorKind::NotConnected.into())
-    }
-}
-
-/// One system call `op` on `stream` once tokio reports it ready for
-/// `interest`, asking for `asked` bytes. A short result (fewer bytes, not
-/// 0) is returned and, as tokio's own `poll_read`/`poll_write` do (its
-/// vectored write does not), clears the readiness (reported to `try_io` as
-/// WouldBlock): the next call waits for the reactor instead of asking the
-/// kernel in vain. A stale readiness is cleared and waited for again.
-fn poll_clearing_on_short(
-    stream: &UnixStream,
-    cx: &mut Context<'_>,
-    interest: tokio::io::Interest,
-    asked: usize,
-    mut op: impl FnMut() -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        if interest.is_readable() {
-            std::task::ready!(stream.poll_read_ready(cx))?;
-        } else {
-            std::task::ready!(stream.poll_write_ready(cx))?;
-        }
-        let mut short = None;
-        let done = stream.try_io(interest, || {
-            let n = op()?;
-            if n > 0 && n < asked {
-                short = Some(n);
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (done, short) {
-            (_, Some(n)) => return Poll::Ready(Ok(n)),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            (r, None) => return Poll::Ready(r),
-        }
     }
 }
 
