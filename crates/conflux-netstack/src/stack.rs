@@ -431,9 +431,11 @@ impl Shared {
         let answers = !DELIVERING.get();
         for pass in 0..=ANSWER_PASSES {
             // Unconditional: a delivery whose ACK smoltcp delays leaves no
-            // connection dirty, so the pass is cheap, and skipping it when
+            // connection dirty, so the pass is cheap. Skipping it when
             // `has_work` is false measured 10-15% slower on
-            // netstack-mem-lo (docs/netstack-profile.md, `rtt3` section).
+            // netstack-mem-lo, for no reason found but perhaps code layout
+            // (docs/netstack-profile.md: the `rtt3` section, and the
+            // mem-1500 section at the end, where layout alone moves it).
             st.core.poll_transmit(now, &mut produced);
             if st.out.is_empty() {
                 // The round's frames become the queue, the empty queue's
