@@ -334,6 +334,36 @@ impl Conn {
         }
     }
 
+    /// Lifts smoltcp's Nagle's algorithm for one egress poll when at least
+    /// one real MSS is unsent; whether it did (the caller puts it back).
+    ///
+    /// smoltcp holds a segment shorter than the MSS it was shown while data
+    /// is in flight. With segmentation offload that is the raised MSS
+    /// ([`DeviceCaps::tso`]): any super-segment short of it waited a round
+    /// trip, and the ring buffer's wrap cuts one in two each time it is
+    /// passed (a 64 KiB buffer written in 64 KiB slices went out as 62 KiB,
+    /// then, an ACK later, 2 KiB: half the speed). Nagle's rule is about
+    /// the segments on the wire, the real MSS, as the kernel applies it to
+    /// its own TSO: less than one real MSS unsent still waits. Unsent is
+    /// what smoltcp holds less what is in flight (SND.MAX - SND.UNA as seen
+    /// here; after a retransmission timeout smoltcp resends from SND.UNA,
+    /// which this counts as unsent: at worst one small segment early).
+    fn lift_nagle(&mut self) -> bool {
+        let Some(mss) = self.real_mss else { return false };
+        if !self.socket().nagle_enabled() {
+            return false;
+        }
+        let in_flight = match (self.snd_max, self.peer_ack) {
+            (Some(max), Some(una)) => max.wrapping_sub(una) as usize,
+            _ => 0,
+        };
+        if self.socket().send_queue().saturating_sub(in_flight) < usize::from(mss) {
+            return false;
+        }
+        self.socket_mut().set_nagle_enabled(false);
+        true
+    }
+
     /// Sent data waits for its acknowledgment on an open connection (the
     /// user timeout runs).
     fn outstanding(&self) -> bool {
@@ -1814,6 +1844,7 @@ impl Core {
             let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
             // smoltcp's next poll, when asked after the first segment.
             let mut polled = None;
+            let lifted = conn.lift_nagle();
             for round in 0..EGRESS_ROUNDS {
                 #[cfg(test)]
                 {
@@ -1832,6 +1863,9 @@ impl Core {
                         break;
                     }
                 }
+            }
+            if lifted {
+                conn.socket_mut().set_nagle_enabled(true);
             }
             // The connection looked up once for what most rounds need.
             note_frames(self.medium, conn, now, &mut out[from..]);

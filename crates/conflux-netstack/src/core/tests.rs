@@ -420,6 +420,58 @@ fn segmentation_offload_sends_tagged_super_segments() {
     assert_eq!(got, 30_000);
 }
 
+/// The TCP payload bytes in `frames`.
+fn payload(frames: &[FrameBuf]) -> usize {
+    frames
+        .iter()
+        .map(|f| match wire::inspect(f, Medium::Ip, true) {
+            Inspected::Tcp(seg) => seg.payload_len,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// With `DeviceCaps::tso`, Nagle's algorithm counts real segments: a
+/// super-segment shorter than the MSS smoltcp was shown but at least one
+/// real MSS long leaves at once beside data in flight (before, the second
+/// of two waited for the first's ACK); less than one real MSS still waits.
+#[test]
+fn segmentation_offload_holds_only_what_is_short_of_a_real_segment() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps { tso: Some(16_000), ..DeviceCaps::new(Medium::Ip, 1500) };
+    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(
+        config(B).buffers(64 * 1024, 64 * 1024),
+        DeviceCaps::new(Medium::Ip, 1500),
+        FramePool::new(),
+        Instant::ZERO,
+    );
+    let (ca, cb) = p.connected(80);
+    // Past slow start's first window (smoltcp's congestion window opens at
+    // 2 KiB), everything acknowledged and read.
+    for _ in 0..4 {
+        assert_eq!(p.a.send(ca, &[6u8; 60_000]), Ok(60_000));
+        p.run();
+        assert_eq!(read_all(&mut p.b, cb).len(), 60_000);
+        p.run();
+    }
+    assert_eq!(p.a.send(ca, &[7u8; 30_000]), Ok(30_000));
+    let mut ab = Vec::new();
+    p.a.poll_transmit(p.now, &mut ab);
+    let lens: Vec<_> = ab.iter().map(|f| f.len()).collect();
+    assert!(lens.iter().filter(|&&n| n > 1500).count() >= 2, "two super-segments: {lens:?}");
+    assert_eq!(payload(&ab), 30_000, "all of it, no ACK awaited");
+    // 100 bytes beside 30,000 in flight: Nagle holds them.
+    assert_eq!(p.a.send(ca, &[8u8; 100]), Ok(100));
+    let mut more = Vec::new();
+    p.a.poll_transmit(p.now, &mut more);
+    assert_eq!(payload(&more), 0, "less than a real MSS waits for the ACK");
+    p.b.handle_frames(p.now, &mut ab);
+    p.run();
+    assert_eq!(read_all(&mut p.b, cb).len(), 30_100, "sent once acknowledged");
+    assert_eq!(p.a.set_nagle(ca, true), Some(true), "Nagle back on after the poll");
+}
+
 /// A closed connection's socket goes back to the pool (at once when reaped,
 /// and from TIME_WAIT, which the core then keeps without it): the next
 /// connection reuses it, and the wait still answers a retransmitted FIN.
