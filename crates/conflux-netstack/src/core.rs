@@ -1806,11 +1806,18 @@ impl Core {
         // core's own egress steps may apply (a phase other than open, a held
         // close, a FIN's ACK held back): a segment whose ACK smoltcp delays
         // (each of a ping-pong's) needs no egress pass, only its deadline,
-        // filed from the same `poll_at`.
+        // filed from the same `poll_at`. Asked with Nagle's algorithm as
+        // egress applies it (`Conn::lift_nagle`): with segmentation offload,
+        // data an ACK lets go is due now.
         let mut polled = None;
         if !conn.dirty {
             let open = matches!(conn.phase, Phase::Open) && !conn.close_held && conn.fin_ack_until.is_none();
-            match open.then(|| self.iface.poll_at(now, &conn.set)) {
+            let lifted = open && conn.lift_nagle();
+            let next = open.then(|| self.iface.poll_at(now, &conn.set));
+            if lifted {
+                conn.socket_mut().set_nagle_enabled(true);
+            }
+            match next {
                 Some(next) if next.is_none_or(|at| at > now) => polled = Some(next),
                 _ => {
                     conn.dirty = true;

@@ -472,6 +472,57 @@ fn segmentation_offload_holds_only_what_is_short_of_a_real_segment() {
     assert_eq!(p.a.set_nagle(ca, true), Some(true), "Nagle back on after the poll");
 }
 
+/// The same rule when an ACK frees room: a partial ACK that lets at least
+/// one real MSS (but less than smoltcp's raised one) go out, with data
+/// still in flight, sends it in that round, not after the rest is
+/// acknowledged.
+#[test]
+fn segmentation_offload_sends_on_a_partial_ack() {
+    let mut p = Pair::new();
+    let caps = DeviceCaps { tso: Some(16_000), ..DeviceCaps::new(Medium::Ip, 1500) };
+    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    p.b = Core::new(
+        config(B).buffers(30_000, 30_000),
+        DeviceCaps::new(Medium::Ip, 1500),
+        FramePool::new(),
+        Instant::ZERO,
+    );
+    let (ca, cb) = p.connected(80);
+    for _ in 0..4 {
+        assert_eq!(p.a.send(ca, &[6u8; 20_000]), Ok(20_000));
+        p.advance(Duration::from_millis(100));
+        assert_eq!(read_all(&mut p.b, cb).len(), 20_000);
+        p.advance(Duration::from_millis(100));
+    }
+    // B's window (30,000) takes less than this: the rest waits for room.
+    assert_eq!(p.a.send(ca, &[7u8; 50_000]), Ok(50_000));
+    let mut ab = Vec::new();
+    p.a.poll_transmit(p.now, &mut ab);
+    assert_eq!(payload(&ab), 30_000, "a window's worth");
+    // B takes the first segment only, reads 8,000 bytes of it (its window
+    // opens by that much: more than a real MSS, less than 16,000) and
+    // acknowledges it; the second segment is still in flight.
+    let mut first = vec![ab.remove(0)];
+    p.b.handle_frames(p.now, &mut first);
+    let mut got = 0;
+    let _ = p.b.recv(cb, 8_000, |b, _| got += b.len());
+    assert_eq!(got, 8_000);
+    let mut ba = Vec::new();
+    for _ in 0..50 {
+        p.b.handle_timeout(p.now);
+        p.b.poll_transmit(p.now, &mut ba);
+        if !ba.is_empty() {
+            break;
+        }
+        p.now += smoltcp::time::Duration::from_millis(1);
+    }
+    assert!(!ba.is_empty(), "B's ACK");
+    p.a.handle_frames(p.now, &mut ba);
+    let mut more = Vec::new();
+    p.a.poll_transmit(p.now, &mut more);
+    assert_eq!(payload(&more), 8_000, "sent on the partial ACK");
+}
+
 /// A closed connection's socket goes back to the pool (at once when reaped,
 /// and from TIME_WAIT, which the core then keeps without it): the next
 /// connection reuses it, and the wait still answers a retransmitted FIN.
