@@ -334,8 +334,9 @@ impl Conn {
         }
     }
 
-    /// Lifts smoltcp's Nagle's algorithm for one egress poll when at least
-    /// one real MSS is unsent; whether it did (the caller puts it back).
+    /// Lifts smoltcp's Nagle's algorithm when at least one real MSS is
+    /// unsent, for one egress poll or the `poll_at` that decides whether one
+    /// is due; whether it did (the caller puts it back).
     ///
     /// smoltcp holds a segment shorter than the MSS it was shown while data
     /// is in flight. With segmentation offload that is the raised MSS
@@ -347,7 +348,9 @@ impl Conn {
     /// its own TSO: less than one real MSS unsent still waits. Unsent is
     /// what smoltcp holds less what is in flight (SND.MAX - SND.UNA as seen
     /// here; after a retransmission timeout smoltcp resends from SND.UNA,
-    /// which this counts as unsent: at worst one small segment early).
+    /// which this counts as unsent: at worst one small segment early). The
+    /// peer's window is not looked at (smoltcp does not show it): a segment
+    /// it cuts shorter than a real MSS may leave beside data in flight.
     fn lift_nagle(&mut self) -> bool {
         let Some(mss) = self.real_mss else { return false };
         if !self.socket().nagle_enabled() {
