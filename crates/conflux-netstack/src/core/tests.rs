@@ -431,30 +431,33 @@ fn payload(frames: &[FrameBuf]) -> usize {
         .sum()
 }
 
+/// A (segmentation offload: smoltcp shown up to 16,000 bytes, 64 KiB
+/// buffers) connected to B (no offload, `b_buffers`-byte buffers), past
+/// slow start's first window (smoltcp's congestion window opens at 2 KiB):
+/// 80,000 bytes sent, acknowledged and read.
+fn offload_pair(b_buffers: usize) -> (Pair, ConnId, ConnId) {
+    let mut p = Pair::new();
+    let caps = DeviceCaps { tso: Some(16_000), ..DeviceCaps::new(Medium::Ip, 1500) };
+    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
+    let plain = DeviceCaps::new(Medium::Ip, 1500);
+    p.b = Core::new(config(B).buffers(b_buffers, b_buffers), plain, FramePool::new(), Instant::ZERO);
+    let (ca, cb) = p.connected(80);
+    for _ in 0..4 {
+        assert_eq!(p.a.send(ca, &[6u8; 20_000]), Ok(20_000));
+        p.advance(Duration::from_millis(100));
+        assert_eq!(read_all(&mut p.b, cb).len(), 20_000);
+        p.advance(Duration::from_millis(100));
+    }
+    (p, ca, cb)
+}
+
 /// With `DeviceCaps::tso`, Nagle's algorithm counts real segments: a
 /// super-segment shorter than the MSS smoltcp was shown but at least one
 /// real MSS long leaves at once beside data in flight (before, the second
 /// of two waited for the first's ACK); less than one real MSS still waits.
 #[test]
 fn segmentation_offload_holds_only_what_is_short_of_a_real_segment() {
-    let mut p = Pair::new();
-    let caps = DeviceCaps { tso: Some(16_000), ..DeviceCaps::new(Medium::Ip, 1500) };
-    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
-    p.b = Core::new(
-        config(B).buffers(64 * 1024, 64 * 1024),
-        DeviceCaps::new(Medium::Ip, 1500),
-        FramePool::new(),
-        Instant::ZERO,
-    );
-    let (ca, cb) = p.connected(80);
-    // Past slow start's first window (smoltcp's congestion window opens at
-    // 2 KiB), everything acknowledged and read.
-    for _ in 0..4 {
-        assert_eq!(p.a.send(ca, &[6u8; 60_000]), Ok(60_000));
-        p.run();
-        assert_eq!(read_all(&mut p.b, cb).len(), 60_000);
-        p.run();
-    }
+    let (mut p, ca, cb) = offload_pair(64 * 1024);
     assert_eq!(p.a.send(ca, &[7u8; 30_000]), Ok(30_000));
     let mut ab = Vec::new();
     p.a.poll_transmit(p.now, &mut ab);
@@ -478,22 +481,7 @@ fn segmentation_offload_holds_only_what_is_short_of_a_real_segment() {
 /// acknowledged.
 #[test]
 fn segmentation_offload_sends_on_a_partial_ack() {
-    let mut p = Pair::new();
-    let caps = DeviceCaps { tso: Some(16_000), ..DeviceCaps::new(Medium::Ip, 1500) };
-    p.a = Core::new(config(A).buffers(64 * 1024, 64 * 1024), caps, FramePool::new(), Instant::ZERO);
-    p.b = Core::new(
-        config(B).buffers(30_000, 30_000),
-        DeviceCaps::new(Medium::Ip, 1500),
-        FramePool::new(),
-        Instant::ZERO,
-    );
-    let (ca, cb) = p.connected(80);
-    for _ in 0..4 {
-        assert_eq!(p.a.send(ca, &[6u8; 20_000]), Ok(20_000));
-        p.advance(Duration::from_millis(100));
-        assert_eq!(read_all(&mut p.b, cb).len(), 20_000);
-        p.advance(Duration::from_millis(100));
-    }
+    let (mut p, ca, cb) = offload_pair(30_000);
     // B's window (30,000) takes less than this: the rest waits for room.
     assert_eq!(p.a.send(ca, &[7u8; 50_000]), Ok(50_000));
     let mut ab = Vec::new();
