@@ -334,9 +334,10 @@ impl Conn {
         }
     }
 
-    /// Lifts smoltcp's Nagle's algorithm when at least one real MSS is
-    /// unsent, for one egress poll or the `poll_at` that decides whether one
-    /// is due; whether it did (the caller puts it back).
+    /// Runs `f` (an egress poll, or the `poll_at` that decides whether one
+    /// is due) with Nagle's algorithm counting real segments: smoltcp's
+    /// Nagle is lifted for it when at least one real MSS is unsent, and put
+    /// back after.
     ///
     /// smoltcp holds a segment shorter than the MSS it was shown while data
     /// is in flight. With segmentation offload that is the raised MSS
@@ -351,20 +352,21 @@ impl Conn {
     /// which this counts as unsent: at worst one small segment early). The
     /// peer's window is not looked at (smoltcp does not show it): a segment
     /// it cuts shorter than a real MSS may leave beside data in flight.
-    fn lift_nagle(&mut self) -> bool {
-        let Some(mss) = self.real_mss else { return false };
-        if !self.socket().nagle_enabled() {
-            return false;
-        }
-        let in_flight = match (self.snd_max, self.peer_ack) {
-            (Some(max), Some(una)) => max.wrapping_sub(una) as usize,
-            _ => 0,
-        };
-        if self.socket().send_queue().saturating_sub(in_flight) < usize::from(mss) {
-            return false;
+    fn with_real_nagle<R>(&mut self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let lift = self.real_mss.is_some_and(|mss| {
+            let in_flight = match (self.snd_max, self.peer_ack) {
+                (Some(max), Some(una)) => max.wrapping_sub(una) as usize,
+                _ => 0,
+            };
+            self.socket().nagle_enabled() && self.socket().send_queue().saturating_sub(in_flight) >= usize::from(mss)
+        });
+        if !lift {
+            return f(self);
         }
         self.socket_mut().set_nagle_enabled(false);
-        true
+        let r = f(self);
+        self.socket_mut().set_nagle_enabled(true);
+        r
     }
 
     /// Sent data waits for its acknowledgment on an open connection (the
@@ -1810,16 +1812,12 @@ impl Core {
         // close, a FIN's ACK held back): a segment whose ACK smoltcp delays
         // (each of a ping-pong's) needs no egress pass, only its deadline,
         // filed from the same `poll_at`. Asked with Nagle's algorithm as
-        // egress applies it (`Conn::lift_nagle`): with segmentation offload,
-        // data an ACK lets go is due now.
+        // egress applies it (`Conn::with_real_nagle`): with segmentation
+        // offload, data an ACK lets go is due now.
         let mut polled = None;
         if !conn.dirty {
             let open = matches!(conn.phase, Phase::Open) && !conn.close_held && conn.fin_ack_until.is_none();
-            let lifted = open && conn.lift_nagle();
-            let next = open.then(|| self.iface.poll_at(now, &conn.set));
-            if lifted {
-                conn.socket_mut().set_nagle_enabled(true);
-            }
+            let next = open.then(|| conn.with_real_nagle(|conn| self.iface.poll_at(now, &conn.set)));
             match next {
                 Some(next) if next.is_none_or(|at| at > now) => polled = Some(next),
                 _ => {
@@ -1854,29 +1852,27 @@ impl Core {
             let mut bridge = Bridge { rx: None, tx: out, pool: &self.pool, caps: &self.caps };
             // smoltcp's next poll, when asked after the first segment.
             let mut polled = None;
-            let lifted = conn.lift_nagle();
-            for round in 0..EGRESS_ROUNDS {
-                #[cfg(test)]
-                {
-                    self.egress_polls += 1;
-                }
-                if self.iface.poll_egress(now, &mut bridge, &mut conn.set) == smoltcp::iface::PollResult::None {
-                    break;
-                }
-                if round == 0 {
-                    // Most polls send one segment (each of a ping-pong's):
-                    // when smoltcp wants nothing more now, its next poll is
-                    // the deadline, without an empty poll to find that out.
-                    let next = self.iface.poll_at(now, &conn.set);
-                    if next.is_none_or(|at| at > now) {
-                        polled = Some(next);
+            conn.with_real_nagle(|conn| {
+                for round in 0..EGRESS_ROUNDS {
+                    #[cfg(test)]
+                    {
+                        self.egress_polls += 1;
+                    }
+                    if self.iface.poll_egress(now, &mut bridge, &mut conn.set) == smoltcp::iface::PollResult::None {
                         break;
                     }
+                    if round == 0 {
+                        // Most polls send one segment (each of a ping-pong's):
+                        // when smoltcp wants nothing more now, its next poll is
+                        // the deadline, without an empty poll to find that out.
+                        let next = self.iface.poll_at(now, &conn.set);
+                        if next.is_none_or(|at| at > now) {
+                            polled = Some(next);
+                            break;
+                        }
+                    }
                 }
-            }
-            if lifted {
-                conn.socket_mut().set_nagle_enabled(true);
-            }
+            });
             // The connection looked up once for what most rounds need.
             note_frames(self.medium, conn, now, &mut out[from..]);
             // For an open connection's deadline only: a held close polls
