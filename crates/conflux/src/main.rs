@@ -107,6 +107,10 @@ struct Cli {
     /// More logging on stderr: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Threads that run the flows: 1 runs everything on one thread, N > 1 spreads
+    /// busy flows over N worker threads (default: 1; serve-9p: one per CPU).
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -220,6 +224,42 @@ enum Command {
         #[arg(long, value_name = "AFTER,INTERVAL,PROBES|off", value_parser = parse_keepalive)]
         keepalive_host: Option<KeepaliveArg>,
     },
+}
+
+impl Command {
+    /// The runtime's threads without `--threads` (`None`: one per CPU).
+    ///
+    /// One thread for all but serve-9p: a flow's work (a relay's copy, a
+    /// usernet forward) is one task, and on a multi-thread runtime its
+    /// wake-ups cross threads, each a futex or an IPI. Measured on a 2-vCPU
+    /// VM (docs/netstack-profile.md, "The CLI's runtime"): one thread relays
+    /// one-at-a-time connections 1.7x as fast (`relay-churn`) and forwards a
+    /// namespace's connections 1.25x as fast (`usernet-crr`), one bulk flow
+    /// as fast, four bulk flows through a relay 0.7x as fast (`--threads 2`
+    /// for those). serve-9p does its file I/O inline in the request tasks,
+    /// which other threads keep serving around.
+    fn default_threads(&self) -> Option<usize> {
+        match self {
+            Command::Serve9p { .. } => None,
+            Command::Demo { .. } | Command::Relay { .. } | Command::Cat { .. } | Command::Usernet { .. } => Some(1),
+        }
+    }
+}
+
+/// The runtime: `threads` 1 runs everything on this thread (tokio's
+/// current_thread runtime), more on that many workers, `None` on one per
+/// CPU.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 /// A keepalive option's value: `off` is `None`.
@@ -379,7 +419,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(cli.threads.map(usize::from).or_else(|| cli.command.default_threads())) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("conflux: cannot start the runtime: {e}");
@@ -410,6 +450,24 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn one_thread_but_for_serve_9p_unless_threads_says_otherwise() {
+        let threads = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            cli.threads.map(usize::from).or_else(|| cli.command.default_threads())
+        };
+        assert_eq!(threads(&["conflux", "demo"]), Some(1));
+        assert_eq!(threads(&["conflux", "relay", "tcp://:1", "tcp://127.0.0.1:2"]), Some(1));
+        assert_eq!(threads(&["conflux", "cat", "tcp://127.0.0.1:2"]), Some(1));
+        assert_eq!(threads(&["conflux", "usernet", "--netns", "1"]), Some(1));
+        assert_eq!(threads(&["conflux", "serve-9p", "tcp://:5640", "."]), None, "one per CPU");
+        assert_eq!(threads(&["conflux", "--threads", "4", "relay", "tcp://:1", "tcp://127.0.0.1:2"]), Some(4));
+        assert_eq!(threads(&["conflux", "serve-9p", "--threads", "1", "tcp://:5640", "."]), Some(1));
+        for bad in ["0", "1025", "many"] {
+            assert!(Cli::try_parse_from(["conflux", "--threads", bad, "demo"]).is_err(), "--threads {bad}");
+        }
     }
 
     #[test]

@@ -290,3 +290,77 @@ async fn connect_timeout_bounds_the_connect_to_to() {
     let log = relay.stderr();
     assert!(log.contains("end=error") && log.contains("timed out"), "{log}");
 }
+
+/// The threads of process `pid` that tokio names as its workers.
+fn tokio_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
+/// A Unix server answering each connection's first bytes with the same,
+/// connections served side by side.
+fn echo_each(path: &Path) -> tokio::task::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Writes `msg` on `client` and reads it back through the relay.
+async fn echoed(client: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    client.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    within("the echo through the relay", WAIT, client.read_exact(&mut back)).await.unwrap();
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_one_thread_relays_flows_side_by_side() {
+    let dir = TempDir::new("relay-one-thread");
+    let path = dir.path().join("echo.sock");
+    let _server = echo_each(&path);
+    let (mut relay, port) = relay(&["tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    assert_eq!(tokio_workers(relay.child.id()), 0, "no worker threads: the relay runs on its main thread");
+    // Two flows open at once, each answered while the other waits.
+    let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(echoed(&mut first, b"one").await, b"one");
+    assert_eq!(echoed(&mut second, b"two").await, b"two");
+    assert_eq!(echoed(&mut first, b"one again").await, b"one again");
+    relay.sigterm();
+    drop((first, second));
+    assert_eq!(relay.wait(WAIT), Some(0), "{}", relay.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_spreads_flows_over_that_many_workers() {
+    let dir = TempDir::new("relay-threads");
+    let path = dir.path().join("echo.sock");
+    let _server = echo_each(&path);
+    // The option is global: after the subcommand too.
+    let (mut relay, port) = relay(&["--threads", "3", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
+    assert_eq!(tokio_workers(relay.child.id()), 3, "--threads 3");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let msg = format!("flow {i}");
+        assert_eq!(echoed(client, msg.as_bytes()).await, msg.as_bytes());
+    }
+    relay.sigterm();
+    drop(clients);
+    assert_eq!(relay.wait(WAIT), Some(0), "{}", relay.stderr());
+}
