@@ -9,7 +9,7 @@
 //!   frames to and from a unix stream socket in QEMU's stream framing
 //!   ([`conflux_usernet::StreamDevice`] over the socket), and the forwarder
 //!   ([`conflux_usernet::Usernet::spawn_vm`], the VM guest link in front of
-//!   the stack, on a multi_thread runtime, as `conflux usernet` builds it)
+//!   the stack, on a runtime built as `conflux usernet` builds it)
 //!   serves a `StreamDevice` over the accepted end. Baseline `usernet-tx`: the same workload with the forwarder on
 //!   the TAP itself (`Usernet::spawn` on the TAP, our TAP path), in the same
 //!   run. Both paths without vnet-hdr offloads (`TapDevice::open`, the
@@ -49,7 +49,7 @@ use conflux_netstack::{FrameBuf, FrameDevice, TapDevice};
 use conflux_usernet::{FramePiece, StreamDecoder, StreamDevice, Usernet, UsernetConfig, max_frame_len};
 use tokio::sync::oneshot;
 
-use super::ours::Worker;
+use super::ours::{AS_THE_CLI, Worker};
 use super::{Dir, GATEWAY, MTU, Netns, Side, can_run, ip, iperf_run};
 use crate::{Ctx, Goal, Record, Skip, measure_pair, throughput_gbps};
 
@@ -167,51 +167,53 @@ impl Served {
         let ns_name = ns.name.clone();
         let served = if carrier == Carrier::Tap {
             let (name, nsn) = (tap_name.clone(), ns_name.clone());
-            let forwarder = Worker::spawn("conflux-usernet on the TAP", true, move |ready, stopped| async move {
-                let started = open_tap(&name, &nsn)
-                    .and_then(|tap| Usernet::spawn(config, tap).map_err(|e| format!("Usernet::spawn: {e}")));
-                match started {
-                    Ok(usernet) => {
-                        let _ = ready.send(Ok(()));
-                        serve_until(usernet, stopped).await;
+            let forwarder =
+                Worker::spawn("conflux-usernet on the TAP", AS_THE_CLI, move |ready, stopped| async move {
+                    let started = open_tap(&name, &nsn)
+                        .and_then(|tap| Usernet::spawn(config, tap).map_err(|e| format!("Usernet::spawn: {e}")));
+                    match started {
+                        Ok(usernet) => {
+                            let _ = ready.send(Ok(()));
+                            serve_until(usernet, stopped).await;
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
                     }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
-            })?;
+                })?;
             Served { bridge: None, forwarder: Some(forwarder), _dir: None }
         } else {
             let framed = carrier == Carrier::UnixFramed;
             let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
             let path: PathBuf = dir.path().join("vm.sock");
             let at = path.clone();
-            let forwarder = Worker::spawn("conflux-usernet on the socket", true, move |ready, stopped| async move {
-                let listener = match tokio::net::UnixListener::bind(&at) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("bind {}: {e}", at.display())));
-                        return;
+            let forwarder =
+                Worker::spawn("conflux-usernet on the socket", AS_THE_CLI, move |ready, stopped| async move {
+                    let listener = match tokio::net::UnixListener::bind(&at) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("bind {}: {e}", at.display())));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    let mut stopped = stopped;
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = &mut stopped => return,
+                    };
+                    let started = accepted
+                        .and_then(|(stream, _)| flow(stream, framed))
+                        .map_err(|e| format!("accept on {}: {e}", at.display()))
+                        .and_then(|flow| {
+                            Usernet::spawn_vm(config, StreamDevice::new(flow, MTU))
+                                .map_err(|e| format!("Usernet::spawn_vm: {e}"))
+                        });
+                    match started {
+                        Ok(usernet) => serve_until(usernet, stopped).await,
+                        Err(e) => eprintln!("   conflux-usernet on the socket: {e}"),
                     }
-                };
-                let _ = ready.send(Ok(()));
-                let mut stopped = stopped;
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = &mut stopped => return,
-                };
-                let started = accepted
-                    .and_then(|(stream, _)| flow(stream, framed))
-                    .map_err(|e| format!("accept on {}: {e}", at.display()))
-                    .and_then(|flow| {
-                        Usernet::spawn_vm(config, StreamDevice::new(flow, MTU))
-                            .map_err(|e| format!("Usernet::spawn_vm: {e}"))
-                    });
-                match started {
-                    Ok(usernet) => serve_until(usernet, stopped).await,
-                    Err(e) => eprintln!("   conflux-usernet on the socket: {e}"),
-                }
-            })?;
+                })?;
             let (name, nsn) = (tap_name.clone(), ns_name.clone());
             let bridge = Worker::spawn("the TAP-to-socket bridge", false, move |ready, stopped| async move {
                 let opened = open_tap(&name, &nsn);
