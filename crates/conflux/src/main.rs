@@ -115,6 +115,13 @@ struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// The runtime's threads: `--threads`, or the subcommand's default.
+    fn threads(&self) -> Option<usize> {
+        self.threads.map(usize::from).or_else(|| self.command.default_threads())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show what conflux does, in-process: userspace stacks, the registry, the framing and its fault model.
@@ -233,10 +240,10 @@ impl Command {
     /// usernet forward) is one task, and on a multi-thread runtime its
     /// wake-ups cross threads, each a futex or an IPI. Measured on a 2-vCPU
     /// VM (docs/netstack-profile.md, "The CLI's runtime"): one thread relays
-    /// one-at-a-time connections 1.7x as fast (`relay-churn`) and forwards a
-    /// namespace's connections 1.25x as fast (`usernet-crr`), one bulk flow
-    /// as fast, four bulk flows through a relay 0.7x as fast (`--threads 2`
-    /// for those). serve-9p does its file I/O inline in the request tasks,
+    /// one-at-a-time connections 1.4-1.7x as fast (`relay-churn`) and
+    /// forwards a namespace's short connections 1.2-1.4x as fast
+    /// (`usernet-crr`), one bulk flow as fast, four bulk flows through a
+    /// relay 0.7x as fast (`--threads 2` for those). serve-9p does its file I/O inline in the request tasks,
     /// which other threads keep serving around.
     fn default_threads(&self) -> Option<usize> {
         match self {
@@ -419,7 +426,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    let runtime = match runtime(cli.threads.map(usize::from).or_else(|| cli.command.default_threads())) {
+    let runtime = match runtime(cli.threads()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("conflux: cannot start the runtime: {e}");
@@ -454,10 +461,7 @@ mod tests {
 
     #[test]
     fn one_thread_but_for_serve_9p_unless_threads_says_otherwise() {
-        let threads = |args: &[&str]| {
-            let cli = Cli::try_parse_from(args).unwrap();
-            cli.threads.map(usize::from).or_else(|| cli.command.default_threads())
-        };
+        let threads = |args: &[&str]| Cli::try_parse_from(args).unwrap().threads();
         assert_eq!(threads(&["conflux", "demo"]), Some(1));
         assert_eq!(threads(&["conflux", "relay", "tcp://:1", "tcp://127.0.0.1:2"]), Some(1));
         assert_eq!(threads(&["conflux", "cat", "tcp://127.0.0.1:2"]), Some(1));
