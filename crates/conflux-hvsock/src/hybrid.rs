@@ -9,7 +9,7 @@ use tokio::net::{UnixListener as TokioListener, UnixStream};
 
 use crate::addr::{HybridAddr, HyperkitAddr};
 use crate::family::{Family, FamilyListener, with_timeout};
-use crate::unix::{UnixSocket, listen_path};
+use crate::unix::{UnixSocket, connect_now, listen_path};
 
 /// The longest handshake line accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_LINE: usize = 64;
@@ -136,7 +136,7 @@ impl Family for HybridFamily {
         let timeout = timeout.unwrap_or(HYBRID_DEFAULT_CONNECT_TIMEOUT);
         async move {
             with_timeout(Some(timeout), "hybrid vsock connect", async {
-                let mut stream = UnixStream::connect(&addr.path).await?;
+                let mut stream = connect_now(&addr.path)?;
                 stream.write_all(format!("CONNECT {}\n", addr.port).as_bytes()).await?;
                 let host_port = parse_ok(&read_line(&mut stream).await?)?;
                 let local = HybridAddr::new(addr.path.clone(), host_port);
@@ -193,7 +193,7 @@ impl Family for HyperkitFamily {
         let addr = addr.clone();
         async move {
             with_timeout(timeout, "hyperkit connect", async {
-                let mut stream = UnixStream::connect(addr.connect_path()).await?;
+                let mut stream = connect_now(&addr.connect_path())?;
                 stream.write_all(format!("{:08x}.{:08x}\n", addr.cid, addr.port).as_bytes()).await?;
                 let local = HyperkitAddr { dir: addr.dir.clone(), cid: 2, port: 0 };
                 Ok(UnixSocket::with_addrs(stream, local, addr.clone()))

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 
-use crate::family::{Family, FamilyListener, Socket, retry_eintr, with_timeout};
+use crate::family::{Family, FamilyListener, Socket, retry_eintr};
 
 /// The address of a Unix socket: a path, or unnamed (a client's end).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -222,6 +222,20 @@ pub(crate) fn listen_path(path: &Path, backlog: u32) -> io::Result<TokioListener
     TokioListener::from_std(std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(sock)))
 }
 
+/// Connects a Unix stream socket to `path` within the call. Linux decides
+/// an `AF_UNIX` connect inside the system call (connected, refused, or
+/// `EAGAIN` when the listener's backlog is full; never in progress), so
+/// unlike `tokio::net::UnixStream::connect` this waits for no writability
+/// (a trip through the runtime's event loop before the caller goes on) and
+/// asks no `SO_ERROR`: a relay's hybrid vsock connect then writes its
+/// `CONNECT` in the same poll. The errors are tokio's (a full backlog is
+/// `WouldBlock` there too).
+pub(crate) fn connect_now(path: &Path) -> io::Result<UnixStream> {
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM.nonblocking(), None)?;
+    sock.connect(&socket2::SockAddr::unix(path)?)?;
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sock)))
+}
+
 /// Plain Unix stream sockets.
 ///
 /// ```
@@ -278,8 +292,53 @@ impl Family for UnixFamily {
         let addr = addr.clone();
         async move {
             let path = addr.path().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unnamed address"))?;
-            let stream = with_timeout(timeout, "unix connect", UnixStream::connect(path)).await?;
-            UnixSocket::from_tokio(stream)
+            // Decided within the call: there is no wait for `timeout` to bound.
+            let _ = timeout;
+            UnixSocket::from_tokio(connect_now(path)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use conflux_flow::FlowExt;
+
+    use super::*;
+
+    /// Polls `fut` once, with a waker that does nothing.
+    fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+        pin!(fut).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn a_connect_is_decided_in_its_first_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = UnixAddr::new(dir.path().join("s"));
+        let listener = UnixFamily.listen(&addr, 16).unwrap();
+        // tokio's own connect is Pending here: it waits for the event loop
+        // to report the connected socket writable.
+        let Poll::Ready(connected) = poll_once(UnixFamily.connect(&addr, None)) else {
+            panic!("a Unix connect waited for the event loop");
+        };
+        let mut client = crate::RawFlow::new(connected.unwrap());
+        let (server, _) = listener.accept().await.unwrap();
+        let mut server = crate::RawFlow::new(server);
+        client.write(bytes::Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(server.read().await.unwrap().as_deref(), Some(&b"hello"[..]));
+        // No listener: refused at once, with the kernel's error.
+        let gone = UnixAddr::new(dir.path().join("nobody"));
+        match poll_once(UnixFamily.connect(&gone, None)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}"),
+            other => panic!("connecting to no socket: {:?}", other.map(|r| r.map(drop))),
+        }
+        drop(listener);
+        match poll_once(UnixFamily.connect(&addr, None)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            other => panic!("connecting to a closed listener: {:?}", other.map(|r| r.map(drop))),
         }
     }
 }
