@@ -2,8 +2,8 @@
 //! configured (`--configure`: address 10.0.2.100/24, default route via
 //! 10.0.2.2, the MTU), the gateway mapped to the host's loopback and only
 //! 127.0.0.0/8 allowed (`--host-loopback --allow 127.0.0.0/8`), served on a
-//! runtime of its own built as `conflux usernet` builds it
-//! ([`AS_THE_CLI`]: one thread, tokio's current_thread runtime), started
+//! runtime of its own built as `conflux usernet` builds it (one thread,
+//! tokio's current_thread runtime: [`CLI_MULTI_THREAD`] is false), started
 //! from a thread of its own, and shut down (bounded) when dropped.
 
 use std::path::Path;
@@ -19,7 +19,7 @@ use crate::Skip;
 /// Whether the forwarder's runtime is multi_thread: `conflux usernet`
 /// runs on one thread unless told `--threads N` (crates/conflux/src/main.rs,
 /// `Command::default_threads`).
-pub(super) const AS_THE_CLI: bool = false;
+pub(super) const CLI_MULTI_THREAD: bool = false;
 
 /// The bound on `spawn_netns` returning and on `shutdown`.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ impl Ours {
         let allow = "127.0.0.0/8".parse().map_err(|e| format!("{e}"))?;
         let config = UsernetConfig::new().mtu(mtu).host_loopback(true).allow(allow).configure(true);
         let path = netns.to_owned();
-        let worker = Worker::spawn("Usernet::spawn_netns", AS_THE_CLI, move |ready, stopped| async move {
+        let worker = Worker::spawn("Usernet::spawn_netns", CLI_MULTI_THREAD, move |ready, stopped| async move {
             let usernet = match Usernet::spawn_netns(config, &path) {
                 Ok(u) => u,
                 Err(e) => {

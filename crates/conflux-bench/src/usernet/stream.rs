@@ -49,7 +49,7 @@ use conflux_netstack::{FrameBuf, FrameDevice, TapDevice};
 use conflux_usernet::{FramePiece, StreamDecoder, StreamDevice, Usernet, UsernetConfig, max_frame_len};
 use tokio::sync::oneshot;
 
-use super::ours::{AS_THE_CLI, Worker};
+use super::ours::{CLI_MULTI_THREAD, Worker};
 use super::{Dir, GATEWAY, MTU, Netns, Side, can_run, ip, iperf_run};
 use crate::{Ctx, Goal, Record, Skip, measure_pair, throughput_gbps};
 
@@ -168,7 +168,7 @@ impl Served {
         let served = if carrier == Carrier::Tap {
             let (name, nsn) = (tap_name.clone(), ns_name.clone());
             let forwarder =
-                Worker::spawn("conflux-usernet on the TAP", AS_THE_CLI, move |ready, stopped| async move {
+                Worker::spawn("conflux-usernet on the TAP", CLI_MULTI_THREAD, move |ready, stopped| async move {
                     let started = open_tap(&name, &nsn)
                         .and_then(|tap| Usernet::spawn(config, tap).map_err(|e| format!("Usernet::spawn: {e}")));
                     match started {
@@ -188,7 +188,7 @@ impl Served {
             let path: PathBuf = dir.path().join("vm.sock");
             let at = path.clone();
             let forwarder =
-                Worker::spawn("conflux-usernet on the socket", AS_THE_CLI, move |ready, stopped| async move {
+                Worker::spawn("conflux-usernet on the socket", CLI_MULTI_THREAD, move |ready, stopped| async move {
                     let listener = match tokio::net::UnixListener::bind(&at) {
                         Ok(l) => l,
                         Err(e) => {
