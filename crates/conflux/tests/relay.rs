@@ -300,6 +300,19 @@ fn tokio_workers(pid: u32) -> usize {
         .count()
 }
 
+/// [`tokio_workers`] once it is `n`, or what it is after [`WAIT`]: a new
+/// thread names itself once it runs, which a loaded machine may delay.
+fn tokio_workers_reaching(pid: u32, n: usize) -> usize {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = tokio_workers(pid);
+        if now == n || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A Unix server answering each connection's first bytes with the same,
 /// connections served side by side.
 fn echo_each(path: &Path) -> tokio::task::JoinHandle<()> {
@@ -351,7 +364,7 @@ async fn threads_spreads_flows_over_that_many_workers() {
     let _server = echo_each(&path);
     // The option is global: after the subcommand too.
     let (mut relay, port) = relay(&["--threads", "3", "tcp://127.0.0.1:0", &format!("unix://{}", path.display())]);
-    assert_eq!(tokio_workers(relay.child.id()), 3, "--threads 3");
+    assert_eq!(tokio_workers_reaching(relay.child.id(), 3), 3, "--threads 3");
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
