@@ -354,11 +354,8 @@ impl Conn {
     /// it cuts shorter than a real MSS may leave beside data in flight.
     fn with_real_nagle<R>(&mut self, f: impl FnOnce(&mut Conn) -> R) -> R {
         let lift = self.real_mss.is_some_and(|mss| {
-            let in_flight = match (self.snd_max, self.peer_ack) {
-                (Some(max), Some(una)) => max.wrapping_sub(una) as usize,
-                _ => 0,
-            };
-            self.socket().nagle_enabled() && self.socket().send_queue().saturating_sub(in_flight) >= usize::from(mss)
+            let unsent = self.socket().send_queue().saturating_sub(self.in_flight().unwrap_or(0));
+            self.socket().nagle_enabled() && unsent >= usize::from(mss)
         });
         if !lift {
             return f(self);
@@ -419,15 +416,22 @@ impl Conn {
         Some(self.orphan_since?.max(self.progress_at) + timeout.into())
     }
 
-    /// Every byte queued was sent at least once: SND.MAX is SND.UNA (the
-    /// last acknowledgment smoltcp took) plus the send queue (smoltcp's
-    /// unacknowledged and unsent bytes). Nothing queued counts as sent
-    /// whatever the sequence numbers say.
+    /// SND.MAX - SND.UNA as seen here (the highest sequence number sent,
+    /// the last acknowledgment smoltcp took): what was sent and is not
+    /// acknowledged yet, once both are known.
+    fn in_flight(&self) -> Option<usize> {
+        match (self.snd_max, self.peer_ack) {
+            (Some(max), Some(una)) => Some(max.wrapping_sub(una) as usize),
+            _ => None,
+        }
+    }
+
+    /// Every byte queued was sent at least once: what is in flight is the
+    /// whole send queue (smoltcp's unacknowledged and unsent bytes).
+    /// Nothing queued counts as sent whatever the sequence numbers say.
     fn all_sent(&self) -> bool {
         let queued = self.socket().send_queue();
-        queued == 0
-            || matches!((self.peer_ack, self.snd_max),
-                (Some(una), Some(max)) if una.wrapping_add(queued as u32) == max)
+        queued == 0 || self.in_flight() == Some(queued)
     }
 }
 
