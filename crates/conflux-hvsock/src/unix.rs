@@ -287,13 +287,13 @@ impl Family for UnixFamily {
     fn connect(
         &self,
         addr: &UnixAddr,
-        timeout: Option<Duration>,
+        // A Unix connect is decided within the call (`connect_now`): there
+        // is no wait for a timeout to bound.
+        _timeout: Option<Duration>,
     ) -> impl Future<Output = io::Result<UnixSocket>> + Send + 'static {
         let addr = addr.clone();
         async move {
             let path = addr.path().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unnamed address"))?;
-            // Decided within the call: there is no wait for `timeout` to bound.
-            let _ = timeout;
             UnixSocket::from_tokio(connect_now(path)?)
         }
     }
