@@ -5,7 +5,9 @@
 //! - `netstack-mem-lo` (throughput): one stream of 1 GiB in 128 KiB writes
 //!   between two stacks on an in-memory link set up like the kernel's
 //!   loopback (IP medium, MTU 65535, checksums offloaded, 1 MiB socket
-//!   buffers); baseline `kernel-loopback`: tokio TCP on 127.0.0.1, same work.
+//!   buffers); baseline `kernel-loopback`: tokio TCP on 127.0.0.1, same work,
+//!   both sockets' buffers bounded to the same 1 MiB (`SO_SNDBUF`,
+//!   `SO_RCVBUF`; testing.md's "the same buffer bounds").
 //!   Goal ratio >= 2.0 (stretch 2.5, not judged). A second, report-only
 //!   entry has baseline `smoltcp-raw`: the plain smoltcp loop of
 //!   `netstack-mem-1500` at these settings (MTU 65535, checksums offloaded,
@@ -247,10 +249,46 @@ where
     drop(client);
 }
 
-async fn kernel_stream(raw: &TcpListener, src: &Bytes, total: u64, chunk: usize, want: u64) -> f64 {
+/// A kernel TCP socket for 127.0.0.1 whose send and receive buffers are
+/// bounded to `buffers` bytes (`SO_SNDBUF`, `SO_RCVBUF`), as our stack's
+/// rings are: testing.md's "the same buffer bounds". Linux doubles the
+/// value for its bookkeeping and stops autotuning a buffer once it is set;
+/// left unset, loopback autotuning grows them to several MiB. An error
+/// when `net.core.wmem_max` or `net.core.rmem_max` caps the bound lower.
+fn kernel_socket(buffers: usize) -> std::io::Result<tokio::net::TcpSocket> {
+    let bound = u32::try_from(buffers).map_err(std::io::Error::other)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_send_buffer_size(bound)?;
+    socket.set_recv_buffer_size(bound)?;
+    for (what, sysctl, got) in [
+        ("send", "net.core.wmem_max", socket.send_buffer_size()?),
+        ("receive", "net.core.rmem_max", socket.recv_buffer_size()?),
+    ] {
+        if got < bound.saturating_mul(2) {
+            return Err(std::io::Error::other(format!(
+                "the kernel gave a {got}-byte {what} buffer for {bound} asked: {sysctl} is lower (sysctl -w {sysctl}={} raises it)",
+                2 * u64::from(bound)
+            )));
+        }
+    }
+    Ok(socket)
+}
+
+/// A listener on 127.0.0.1 whose accepted sockets inherit its `buffers`
+/// bound ([`kernel_socket`]); call within the runtime.
+fn kernel_listener(buffers: usize) -> std::io::Result<TcpListener> {
+    let socket = kernel_socket(buffers)?;
+    socket.bind(loopback(0))?;
+    socket.listen(1024)
+}
+
+/// One kernel stream through `raw` (a [`kernel_listener`] of `buffers`),
+/// the client bounded to `buffers` too.
+async fn kernel_stream(raw: &TcpListener, buffers: usize, src: &Bytes, total: u64, chunk: usize, want: u64) -> f64 {
     let start = Instant::now();
     let port = raw.local_addr().expect("addr").port();
-    let (client, accepted) = tokio::join!(TcpStream::connect(loopback(port)), raw.accept());
+    let socket = kernel_socket(buffers).expect("a bounded kernel socket");
+    let (client, accepted) = tokio::join!(socket.connect(loopback(port)), raw.accept());
     let (server, _) = accepted.expect("accept");
     tokio_stream(client.expect("connect"), server, src, total, chunk, want).await;
     throughput_gbps(total, start.elapsed())
@@ -265,7 +303,9 @@ fn mem_lo(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let want = expected(&src, TOTAL, CHUNK);
     let (a, b) = rt.block_on(async { stacks(loopback_link(), BUFFERS) });
     let mut ours = NetStream::new(a, &b);
-    let raw = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let raw = rt
+        .block_on(async { kernel_listener(BUFFERS) })
+        .map_err(|e| Skip::new(format!("{e}: the kernel baseline cannot have our 1 MiB buffer bounds")))?;
     // The bare engine at our settings: MTU 65535, checksums offloaded,
     // 1 MiB socket buffers, reads of our flow's size (256 KiB).
     let raw_link = RawLink { mtu: 65535, offloaded: true, buffers: BUFFERS, read: 256 * 1024 };
@@ -277,7 +317,7 @@ fn mem_lo(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
             bare.push(smoltcp_raw(raw_link, &src, TOTAL, CHUNK, want));
             gbps
         },
-        || rt.block_on(kernel_stream(&raw, &src, TOTAL, CHUNK, want)),
+        || rt.block_on(kernel_stream(&raw, BUFFERS, &src, TOTAL, CHUNK, want)),
     );
     Ok(vec![
         ctx.record(&pair.measured).with_baseline("kernel-loopback", &pair.baseline),
@@ -649,6 +689,33 @@ mod tests {
         assert_eq!(goal("netstack-tap-tx", Metric::Throughput), Goal::RatioAtLeast(1.5));
         assert_eq!(goal("netstack-tap-rx", Metric::Throughput), Goal::RatioAtLeast(1.0));
         assert_eq!(all.len(), 9);
+    }
+
+    #[test]
+    fn the_kernel_baseline_has_our_buffer_bounds() {
+        // Linux reports a set buffer doubled (its bookkeeping); unset, a
+        // loopback socket starts at the sysctl defaults and autotunes.
+        const BOUND: usize = 1 << 20;
+        let rt = runtime();
+        rt.block_on(async {
+            let raw = match kernel_listener(BOUND) {
+                Ok(raw) => raw,
+                Err(e) => conflux_testkit::skip!(Capability, "{e}"),
+            };
+            let port = raw.local_addr().unwrap().port();
+            let (client, accepted) = tokio::join!(kernel_socket(BOUND).unwrap().connect(loopback(port)), raw.accept());
+            let (client, server) = (client.unwrap(), accepted.unwrap().0);
+            for (side, stream) in [("client", client), ("accepted", server)] {
+                let socket = tokio::net::TcpSocket::from_std_stream(stream.into_std().unwrap());
+                for (what, size) in [("send", socket.send_buffer_size()), ("receive", socket.recv_buffer_size())] {
+                    assert_eq!(size.unwrap() as usize, 2 * BOUND, "{side}'s {what} buffer");
+                }
+            }
+            // The same work through it: every byte arrives, the sum checks.
+            let src = source();
+            let (total, chunk) = (4 << 20, 128 * 1024);
+            assert!(kernel_stream(&raw, BOUND, &src, total, chunk, expected(&src, total, chunk)).await > 0.0);
+        });
     }
 
     #[test]
