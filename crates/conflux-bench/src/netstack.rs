@@ -266,8 +266,7 @@ fn kernel_socket(buffers: usize) -> std::io::Result<tokio::net::TcpSocket> {
     ] {
         if got < bound.saturating_mul(2) {
             return Err(std::io::Error::other(format!(
-                "the kernel gave a {got}-byte {what} buffer for {bound} asked: {sysctl} is lower (sysctl -w {sysctl}={} raises it)",
-                2 * u64::from(bound)
+                "the kernel gave a {got}-byte {what} buffer for {bound} asked: {sysctl} is lower (sysctl -w {sysctl}={bound} raises it)"
             )));
         }
     }
