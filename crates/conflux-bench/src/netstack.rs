@@ -304,7 +304,7 @@ fn mem_lo(ctx: &Ctx<'_>) -> Result<Vec<Record>, Skip> {
     let mut ours = NetStream::new(a, &b);
     let raw = rt
         .block_on(async { kernel_listener(BUFFERS) })
-        .map_err(|e| Skip::new(format!("{e}: the kernel baseline cannot have our 1 MiB buffer bounds")))?;
+        .map_err(|e| Skip::new(format!("{e}: the kernel baseline cannot have our {BUFFERS}-byte buffer bounds")))?;
     // The bare engine at our settings: MTU 65535, checksums offloaded,
     // 1 MiB socket buffers, reads of our flow's size (256 KiB).
     let raw_link = RawLink { mtu: 65535, offloaded: true, buffers: BUFFERS, read: 256 * 1024 };

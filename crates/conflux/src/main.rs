@@ -243,8 +243,9 @@ impl Command {
     /// one-at-a-time connections 1.4-1.7x as fast (`relay-churn`) and
     /// forwards a namespace's short connections 1.2-1.4x as fast
     /// (`usernet-crr`), one bulk flow as fast, four bulk flows through a
-    /// relay 0.7x as fast (`--threads 2` for those). serve-9p does its file I/O inline in the request tasks,
-    /// which other threads keep serving around.
+    /// relay 0.7x as fast (`--threads 2` for those). serve-9p does its file
+    /// I/O inline in the request tasks, which other threads keep serving
+    /// around.
     fn default_threads(&self) -> Option<usize> {
         match self {
             Command::Serve9p { .. } => None,

@@ -352,6 +352,9 @@ async fn by_default_one_thread_relays_flows_side_by_side() {
     assert_eq!(echoed(&mut first, b"one").await, b"one");
     assert_eq!(echoed(&mut second, b"two").await, b"two");
     assert_eq!(echoed(&mut first, b"one again").await, b"one again");
+    // Checked again once flows were served: a worker that had not yet
+    // named itself at the first look would show by now.
+    assert_eq!(tokio_workers(relay.child.id()), 0, "no worker threads after serving flows");
     relay.sigterm();
     drop((first, second));
     assert_eq!(relay.wait(WAIT), Some(0), "{}", relay.stderr());
