@@ -179,7 +179,7 @@ async fn sigterm_stops_accepting_and_lets_open_flows_finish() {
     assert_eq!(back, b"in flight");
     assert_eq!(within("server", WAIT, server).await.unwrap(), 9);
     assert_eq!(relay.wait(WAIT), Some(0), "all flows finished: exit 0\n{}", relay.stderr());
-    assert!(relay.stderr().contains("end=eof"));
+    assert!(relay.stderr().contains("end=eof"), "{}", relay.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

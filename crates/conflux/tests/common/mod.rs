@@ -71,6 +71,8 @@ pub fn wait_status(child: &mut Child, limit: Duration) -> ExitStatus {
 pub struct Running {
     pub child: Child,
     stderr: Arc<Mutex<String>>,
+    /// The thread copying stderr into `stderr`; it ends at the pipe's end.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -85,7 +87,7 @@ impl Running {
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             // Raw reads, not lines: the `--progress` line has no newline.
             let mut pipe = pipe;
             let mut buf = [0u8; 4096];
@@ -93,7 +95,7 @@ impl Running {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Running { child, stderr }
+        Running { child, stderr, reader: Some(reader) }
     }
 
     /// Everything written to stderr so far.
@@ -129,9 +131,20 @@ impl Running {
         assert!(ok, "kill -TERM");
     }
 
-    /// Waits for the exit code, at most `limit`.
+    /// Waits for the exit code, at most `limit`; then, also bounded by
+    /// `limit`, for the reader to take the last of stderr (an exit can come
+    /// before the reader has read the process's final lines).
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
-        wait_status(&mut self.child, limit).code()
+        let code = wait_status(&mut self.child, limit).code();
+        let deadline = Instant::now() + limit;
+        while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
+            assert!(Instant::now() < deadline, "stderr still open {limit:?} after conflux exited:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stderr reader");
+        }
+        code
     }
 }
 
