@@ -15,7 +15,7 @@ use std::time::Duration;
 use conflux_tcp::{
     Callback, ConnectError, ConnectOptions, Keepalive, ListenError, Listener, Listeners, Listening, TcpStack,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::config::StackConfig;
 use crate::core::{BindRefused, ConnId, ConnectState, Core, Event, IdHasher, ListenId, ListenKey, Transparent};
@@ -281,6 +281,9 @@ pub(crate) struct Shared {
     /// The runtime the driver runs on: inline rounds run only there (their
     /// wake-ups and dispatched flows belong to it).
     runtime: tokio::runtime::Id,
+    /// Closed once the driver returned and dropped the device
+    /// ([`WeakNetStack::stopped`]); no value is ever sent.
+    stopped: watch::Receiver<()>,
 }
 
 thread_local! {
@@ -526,12 +529,26 @@ pub struct NetStack {
 /// A reference to a [`NetStack`] that does not keep it alive
 /// ([`NetStack::downgrade`]): what a table of stacks shared by name holds.
 #[derive(Clone, Debug)]
-pub struct WeakNetStack(Weak<Shared>);
+pub struct WeakNetStack {
+    shared: Weak<Shared>,
+    stopped: watch::Receiver<()>,
+}
 
 impl WeakNetStack {
     /// The stack, while any handle or flow of it exists.
     pub fn upgrade(&self) -> Option<NetStack> {
-        self.0.upgrade().map(|shared| NetStack { shared })
+        self.shared.upgrade().map(|shared| NetStack { shared })
+    }
+
+    /// Resolves once the stack's driver has stopped and closed the device
+    /// (at once if it already has): a TAP device is then gone, or free for
+    /// the next opener. The driver stops soon after the last handle and
+    /// flow are gone ([`upgrade`](WeakNetStack::upgrade) gives `None` from
+    /// that moment, a little earlier), or when its runtime shuts down.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        // Nothing is ever sent: `changed` ends only with the sender.
+        while stopped.changed().await.is_ok() {}
     }
 }
 
@@ -567,6 +584,7 @@ impl NetStack {
             clock: smoltcp::time::Instant::ZERO,
         };
         let direct = device.direct_send();
+        let (stopped_tx, stopped) = watch::channel(());
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             kick: kick.clone(),
@@ -577,9 +595,15 @@ impl NetStack {
             died: Notify::new(),
             direct,
             runtime: tokio::runtime::Handle::current().id(),
+            stopped,
         });
         device.set_inline_receiver(InlineReceiver { shared: Arc::downgrade(&shared) });
-        tokio::spawn(crate::driver::drive(Arc::downgrade(&shared), kick, device));
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            // `drive` owns the device: it is closed once this returns.
+            crate::driver::drive(weak, kick, device).await;
+            drop(stopped_tx);
+        });
         NetStack { shared }
     }
 
@@ -591,7 +615,7 @@ impl NetStack {
     /// A reference that does not keep the stack alive. Once the last handle
     /// and flow are gone the driver stops and closes the device.
     pub fn downgrade(&self) -> WeakNetStack {
-        WeakNetStack(Arc::downgrade(&self.shared))
+        WeakNetStack { shared: Arc::downgrade(&self.shared), stopped: self.shared.stopped.clone() }
     }
 
     /// Resolves once the stack's device failed or closed, with why (at

@@ -385,7 +385,8 @@ async fn an_abort_with_no_neighbour_answer_is_given_up_on_and_counted() {
 
 /// Once the last handle is gone the driver stops and drops the device at
 /// once (a TAP must be free for the next opener), not at its next frame or
-/// timer; a weak handle sees the stack gone.
+/// timer; a weak handle sees the stack gone, and its `stopped` resolves
+/// once the device was dropped.
 #[tokio::test]
 async fn dropping_the_last_handle_releases_the_device_at_once() {
     let (ea, _eb) = conflux_netstack::link_pair(LinkConfig::ethernet());
@@ -396,15 +397,16 @@ async fn dropping_the_last_handle_releases_the_device_at_once() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(weak.upgrade().map(|s| s.addrs()), Some(stack.addrs()));
     assert!(!dropped.load(Ordering::SeqCst));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), weak.stopped()).await.is_err(),
+        "`stopped` waits while the stack lives"
+    );
     drop(stack);
     assert!(weak.upgrade().is_none());
-    for _ in 0..50 {
-        if dropped.load(Ordering::SeqCst) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the device was still held 500 ms after the last handle went");
+    within("the driver to stop", Duration::from_millis(500), weak.stopped()).await;
+    assert!(dropped.load(Ordering::SeqCst), "`stopped` resolves only once the device was dropped");
+    // And at once when asked again.
+    within("stopped, again", Duration::from_millis(10), weak.stopped()).await;
 }
 
 /// `poll_read_into` (straight from the socket's ring into the caller's

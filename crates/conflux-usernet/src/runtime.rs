@@ -346,10 +346,9 @@ impl Usernet {
         let weak = stack.downgrade();
         drop(stack);
         // Port forwards' relays end with the disconnect's aborts; the
-        // driver then releases the device.
-        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
-        while weak.upgrade().is_some() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // driver then stops and closes the device.
+        if tokio::time::timeout(RELEASE_WAIT, weak.stopped()).await.is_err() {
+            tracing::warn!("the device is still held {RELEASE_WAIT:?} after the flows were closed");
         }
     }
 }
