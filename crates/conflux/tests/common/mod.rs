@@ -111,6 +111,11 @@ impl Running {
                 return line.to_owned();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The line may have come just before the exit: read to the end.
+                self.drain(WAIT);
+                if let Some(line) = self.stderr().lines().find(|l| l.contains(needle)) {
+                    return line.to_owned();
+                }
                 panic!("conflux exited ({status}) before printing `{needle}`:\n{}", self.stderr());
             }
             assert!(Instant::now() < deadline, "no `{needle}` on stderr within {WAIT:?}:\n{}", self.stderr());
@@ -136,6 +141,13 @@ impl Running {
     /// before the reader has read the process's final lines).
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
         let code = wait_status(&mut self.child, limit).code();
+        self.drain(limit);
+        code
+    }
+
+    /// After the exit: waits, at most `limit`, until the reader has taken
+    /// everything the process wrote to stderr.
+    fn drain(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
             assert!(Instant::now() < deadline, "stderr still open {limit:?} after conflux exited:\n{}", self.stderr());
@@ -144,7 +156,6 @@ impl Running {
         if let Some(reader) = self.reader.take() {
             reader.join().expect("the stderr reader");
         }
-        code
     }
 }
 
