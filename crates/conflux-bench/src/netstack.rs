@@ -710,10 +710,11 @@ mod tests {
                     assert_eq!(size.unwrap() as usize, 2 * BOUND, "{side}'s {what} buffer");
                 }
             }
-            // The same work through it: every byte arrives, the sum checks.
+            // The same work through it: `tokio_stream` asserts that every
+            // byte arrives and the sum checks (its figure is not the point).
             let src = source();
             let (total, chunk) = (4 << 20, 128 * 1024);
-            assert!(kernel_stream(&raw, BOUND, &src, total, chunk, expected(&src, total, chunk)).await > 0.0);
+            kernel_stream(&raw, BOUND, &src, total, chunk, expected(&src, total, chunk)).await;
         });
     }
 
